@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pycalico.errors import CalicoError
@@ -80,7 +80,7 @@ def prefix_for(kind: str, namespace: str = "") -> str:
     return f"{ROOT}{plural(kind)}/"
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     DELETED = "deleted"
