@@ -1,10 +1,12 @@
-"""Shared pytest configuration: tier markers and root checks."""
+"""Shared pytest configuration: tier markers, root checks, shared fixture plugins."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+pytest_plugins = ["tests.fixtures.etcd", "tests.fixtures.netns"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,7 @@
+"""calicoctl command family: ipam."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

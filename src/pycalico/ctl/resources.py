@@ -1,0 +1,7 @@
+"""calicoctl command family: resources."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
