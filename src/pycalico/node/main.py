@@ -1,13 +1,25 @@
-"""calico-node: the per-host agent (Felix, BGP renderer with BIRD, DNS)."""
+"""calico-node: the per-host agent (Felix, BGP renderer with BIRD, DNS).
+
+Command families live in their own modules exposing ``COMMANDS: list[click.Command]``.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
+
+_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Run and inspect the pycalico node agent."""
+
+
+for _mod in _FAMILIES:
+    for _cmd in getattr(importlib.import_module(_mod), "COMMANDS", []):
+        cli.add_command(_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,7 @@
+"""calico-node command family: agent."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
