@@ -1,4 +1,10 @@
-"""pycalico.datastore: the Datastore protocol and its backends (memory, sqlite, etcdv3)."""
+"""pycalico.datastore: the Datastore protocol, its backends (memory, sqlite, etcdv3) and
+:func:`open_datastore`, the one way commands obtain a store from a :class:`DatastoreConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from pycalico.datastore.base import (
     AlreadyExists,
@@ -7,6 +13,7 @@ from pycalico.datastore.base import (
     Datastore,
     DatastoreError,
     EventType,
+    InvalidObject,
     ListResult,
     NotFound,
     Resource,
@@ -16,6 +23,39 @@ from pycalico.datastore.base import (
     prefix_for,
 )
 
+if TYPE_CHECKING:
+    from pycalico.config import DatastoreConfig
+
+
+def open_datastore(cfg: DatastoreConfig | None = None) -> Datastore:
+    """Open the backend ``cfg`` names (default: :func:`pycalico.config.load_config()`).
+
+    Raises :class:`Unavailable` when the store cannot be opened.
+    """
+    if cfg is None:
+        from pycalico.config import load_config
+
+        cfg = load_config()
+    if cfg.datastore_type == "memory":
+        from pycalico.datastore.memory import MemoryDatastore
+
+        return MemoryDatastore()
+    if cfg.datastore_type == "sqlite":
+        from pycalico.datastore.sqlite import SqliteDatastore
+
+        return SqliteDatastore(cfg.datastore_path)
+    if cfg.datastore_type == "etcdv3":
+        from pycalico.datastore.etcd import EtcdDatastore
+
+        return EtcdDatastore(
+            list(cfg.etcd_endpoints),
+            ca_cert=cfg.etcd_ca_cert_file,
+            cert=cfg.etcd_cert_file,
+            key=cfg.etcd_key_file,
+        )
+    raise Unavailable(f"unknown datastore type {cfg.datastore_type!r}")
+
+
 __all__ = [
     "AlreadyExists",
     "Compacted",
@@ -23,11 +63,13 @@ __all__ = [
     "Datastore",
     "DatastoreError",
     "EventType",
+    "InvalidObject",
     "ListResult",
     "NotFound",
     "Resource",
     "Unavailable",
     "WatchEvent",
     "key_for",
+    "open_datastore",
     "prefix_for",
 ]

@@ -7,8 +7,13 @@ The store is kind-agnostic: it never validates specs (that happens at the edges,
 
 Invariants every backend keeps:
 - Every write is compare-and-swap on the resource's revision: ``update`` fails with
-  :class:`Conflict` unless ``metadata.resourceVersion`` equals the stored one; ``delete``
-  with ``revision`` does the same.
+  :class:`Conflict` unless ``metadata.resourceVersion`` equals the stored one (an update
+  without a resourceVersion raises :class:`InvalidObject`; of a missing key,
+  :class:`NotFound`); ``delete`` with ``revision`` does the same. ``create`` ignores any
+  resourceVersion/uid/creationTimestamp the caller set and stamps fresh ones; ``update``
+  keeps the stored uid and creationTimestamp.
+- Returned objects are copies; mutating them never changes stored state. A DELETED watch
+  event carries the last stored value (with its last resourceVersion).
 - Revisions are store-wide, strictly increasing integers (as strings in resourceVersion).
   A ``list`` returns the revision it is consistent at; ``watch(prefix, from_revision)``
   yields every change with revision > from_revision, in revision order, and raises
@@ -54,6 +59,12 @@ class Compacted(DatastoreError):
 
 class Unavailable(DatastoreError):
     """The datastore cannot be reached or used (down, corrupt, unwritable)."""
+
+
+class InvalidObject(DatastoreError, ValueError):
+    """The object handed to the store is malformed: no kind / metadata.name, or an
+    ``update`` without ``metadata.resourceVersion``. Deliberately *not* a :class:`Conflict`:
+    a CAS retry loop must not turn a missing revision into a blind overwrite."""
 
 
 def plural(kind: str) -> str:
@@ -118,7 +129,7 @@ class Datastore(Protocol):
         ...
 
     def update(self, obj: Resource) -> Resource:
-        """CAS on ``obj['metadata']['resourceVersion']`` (required)."""
+        """CAS on ``obj['metadata']['resourceVersion']`` (required, else InvalidObject)."""
         ...
 
     def delete(
