@@ -1,1 +1,97 @@
-"""pycalico.api."""
+"""pycalico.api: the v3 resource API (plus the Kubernetes kinds pycalico consumes).
+
+Importing this package registers every kind, so :func:`decode` and the kind registry see
+them all. Public surface: the codec (``load_documents``, ``decode``, ``decode_all``,
+``encode``, ``to_yaml``, ``to_json``), the registry (``KINDS``, ``lookup``, ``resolve_kind``),
+problem reporting (``Problem``, ``ValidationFailed``) and the kind classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from pycalico.api.base import (
+    BY_GVK,
+    KINDS,
+    V3,
+    KindInfo,
+    Model,
+    ObjectMeta,
+    Problem,
+    Problems,
+    Resource,
+    ValidationFailed,
+    lookup,
+    register,
+    resolve_kind,
+)
+from pycalico.api.codec import decode, decode_all, encode, load_documents, to_json, to_yaml
+from pycalico.api.kinds_endpoints import (
+    GlobalNetworkSet,
+    HostEndpoint,
+    NetworkSet,
+    WorkloadEndpoint,
+)
+from pycalico.api.kinds_k8s import (
+    K8sNetworkPolicy,
+    Namespace,
+    ServiceAccount,
+    StagedKubernetesNetworkPolicy,
+)
+from pycalico.api.kinds_policy import (
+    GlobalNetworkPolicy,
+    NetworkPolicy,
+    Profile,
+    StagedGlobalNetworkPolicy,
+    StagedNetworkPolicy,
+    Tier,
+)
+from pycalico.api.policy import Rule
+
+# The config kinds (IPPool, BGP*, Felix*, Node, ...) are written concurrently in other
+# ``kinds_*`` modules; import every one present so that they all register.
+# TODO: plain imports once they have all landed.
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name.startswith("kinds_"):
+        try:
+            importlib.import_module(f"{__name__}.{_info.name}")
+        except ImportError:
+            pass
+
+__all__ = [
+    "BY_GVK",
+    "KINDS",
+    "V3",
+    "GlobalNetworkPolicy",
+    "GlobalNetworkSet",
+    "HostEndpoint",
+    "K8sNetworkPolicy",
+    "KindInfo",
+    "Model",
+    "Namespace",
+    "NetworkPolicy",
+    "NetworkSet",
+    "ObjectMeta",
+    "Problem",
+    "Problems",
+    "Profile",
+    "Resource",
+    "Rule",
+    "ServiceAccount",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+    "StagedNetworkPolicy",
+    "Tier",
+    "ValidationFailed",
+    "WorkloadEndpoint",
+    "decode",
+    "decode_all",
+    "encode",
+    "load_documents",
+    "lookup",
+    "register",
+    "resolve_kind",
+    "to_json",
+    "to_yaml",
+]

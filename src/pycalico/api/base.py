@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pycalico.errors import CalicoError
 
@@ -142,6 +142,9 @@ class KindInfo:
 
 
 KINDS: dict[str, KindInfo] = {}
+"""Kinds by name. A v3 kind wins a name clash (``NetworkPolicy``); see :func:`lookup`."""
+BY_GVK: dict[tuple[str, str], KindInfo] = {}
+"""Every registered kind by ``(apiVersion, kind)``."""
 _ALIASES: dict[str, str] = {}
 
 T = TypeVar("T")
@@ -157,12 +160,23 @@ def register(
     """Class decorator registering a resource class under ``kind``."""
 
     def deco(cls: type[T]) -> type[T]:
-        KINDS[kind] = KindInfo(kind, api_version, namespaced, aliases, cls)
+        info = KindInfo(kind, api_version, namespaced, aliases, cls)
+        BY_GVK[(api_version, kind)] = info
+        if hasattr(cls, "namespaced"):
+            cls.namespaced = namespaced  # type: ignore[attr-defined]
+        if kind in KINDS and KINDS[kind].api_version == V3 and api_version != V3:
+            return cls  # the v3 kind keeps the bare name and its aliases
+        KINDS[kind] = info
         for a in (kind.lower(), *aliases):
             _ALIASES[a.lower()] = kind
         return cls
 
     return deco
+
+
+def lookup(api_version: str, kind: str) -> KindInfo | None:
+    """The registered kind for a document's ``apiVersion``/``kind``, or None."""
+    return BY_GVK.get((api_version, kind))
 
 
 def resolve_kind(name: str) -> str | None:
@@ -212,9 +226,17 @@ class Resource(Model):
 
     apiVersion: str = V3
     kind: str
-    metadata: ObjectMeta = ObjectMeta()
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
     namespaced: ClassVar[bool] = False
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Namespaced kinds live in namespace ``default`` unless told otherwise (as calicoctl).
+        if type(self).namespaced and not self.metadata.namespace:
+            self.metadata.namespace = "default"
+
+    def apply_defaults(self) -> None:
+        """Fill Calico's defaulted fields (e.g. policy ``types``); run after validation."""
 
     def check_name(self, problems: Problems) -> None:
         why = subdomain_problem(self.metadata.name)

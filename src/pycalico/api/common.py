@@ -218,26 +218,69 @@ def check_selector(
 IPVersion = Literal[4, 6]
 
 
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def port_name_problem(name: str) -> str | None:
+    """Kubernetes ``IsValidPortName`` (IANA service name): why ``name`` is invalid, or None."""
+    if not name:
+        return "port name must not be empty"
+    if len(name) > 15:
+        return f"invalid port name {name!r}: must be no more than 15 characters"
+    if not _IANA_SVC_NAME.match(name) or "--" in name:
+        return (
+            f"invalid port name {name!r}: lower case alphanumerics and '-', starting and "
+            "ending with an alphanumeric, no '--'"
+        )
+    if not re.search(r"[a-z]", name):
+        return f"invalid port name {name!r}: must contain at least one letter"
+    return None
+
+
 class EndpointPort(Model):
-    """A named port on a HostEndpoint/WorkloadEndpoint (``{name, protocol, port}``)."""
+    """A named port on a HostEndpoint (``api.EndpointPort``: ``{name, protocol, port}``)."""
+
+    name: str
+    protocol: Protocol
+    port: StrictInt
+
+    def check(self, path: str, problems: Problems) -> None:
+        super().check(path, problems)
+        if not protocol_supports_ports(self.protocol):
+            problems.add(f"{path}.protocol", "EndpointPort protocol does not support ports.")
+        if not MIN_PORT <= self.port <= MAX_PORT:
+            problems.add(f"{path}.port", "port number must be between 1 and 65535")
+        why = port_name_problem(self.name)
+        if why:
+            problems.add(f"{path}.name", why)
+
+
+class WorkloadEndpointPort(Model):
+    """A port of a WorkloadEndpoint: named port and/or host port mapping."""
 
     name: str = ""
-    protocol: StrictStr
+    protocol: Protocol
     port: StrictInt
     hostPort: StrictInt | None = None
     hostIP: str | None = None
 
     def check(self, path: str, problems: Problems) -> None:
         super().check(path, problems)
-        if self.protocol not in ("TCP", "UDP", "SCTP"):
+        if not protocol_supports_ports(self.protocol):
             problems.add(
-                f"{path}.protocol",
-                f"invalid protocol {self.protocol!r}: named ports must be TCP, UDP or SCTP",
+                f"{path}.protocol", "WorkloadEndpointPort protocol does not support ports."
             )
         if not MIN_PORT <= self.port <= MAX_PORT:
             problems.add(f"{path}.port", "port number must be between 1 and 65535")
-        if self.name and not NAMED_PORT.match(self.name):
-            problems.add(f"{path}.name", f"invalid port name {self.name!r}")
+        if self.name:
+            why = port_name_problem(self.name)
+            if why:
+                problems.add(f"{path}.name", why)
+        elif not self.hostPort:
+            problems.add(
+                f"{path}.name",
+                "WorkloadEndpointPort name must not be empty if no HostPort is specified",
+            )
         if self.hostPort is not None and not 0 <= self.hostPort <= MAX_PORT:
             problems.add(f"{path}.hostPort", "hostPort must be between 0 and 65535")
         if self.hostIP:
@@ -245,5 +288,3 @@ class EndpointPort(Model):
                 parse_ip(self.hostIP)
             except ValueError as e:
                 problems.add(f"{path}.hostIP", str(e))
-        if not self.name and not self.hostPort:
-            problems.add(f"{path}.name", "a port needs a name or a hostPort")
