@@ -1,0 +1,335 @@
+"""Pure allocation-block logic: one IPAM block (a CIDR, default /26 or /122) and its ordinals.
+
+This module owns the in-memory model of Calico's ``IPAMBlock`` spec and every mutation on it;
+it never touches a datastore (the allocator reads a block, mutates it here, then writes it back
+with compare-and-swap).
+
+Invariants:
+- ``allocations[o]`` is ``None`` exactly when ordinal ``o`` is free, and then ``o`` appears once
+  in ``unallocated``; every allocated ordinal points at a valid index of ``attributes``.
+- ``unallocated`` is a FIFO: allocation pops from the head, release appends to the tail, so a
+  freed address is reused as late as possible.
+- ``sequenceNumber`` increases on every mutation; ``sequenceNumberForAllocation[o]`` is the
+  block sequence number at the time ``o`` was allocated. A release that names a sequence number
+  different from the stored one is stale (the address was freed and reused meanwhile) and fails
+  with :class:`BadSequenceNumber` instead of freeing someone else's address.
+- ``attributes`` holds no unreferenced entries after a release (it is compacted).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.ipam.errors import AddressNotInBlock, AlreadyAllocated, BadSequenceNumber, IPAMError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+AFFINITY_HOST_PREFIX = "host:"
+
+
+def cidr_name(cidr: IPNetwork | str) -> str:
+    """Resource name of a CIDR as Calico's CRDs spell it (``10.0.0.0/26`` -> ``10-0-0-0-26``)."""
+    return str(cidr).replace(".", "-").replace(":", "-").replace("/", "-")
+
+
+def host_affinity(node: str) -> str:
+    return AFFINITY_HOST_PREFIX + node
+
+
+def affinity_node(affinity: str | None) -> str | None:
+    """The node of a ``host:<node>`` affinity, else None."""
+    if affinity and affinity.startswith(AFFINITY_HOST_PREFIX):
+        return affinity[len(AFFINITY_HOST_PREFIX) :]
+    return None
+
+
+def reserved_ordinals(cidr: IPNetwork, reserved: Iterable[IPNetwork]) -> frozenset[int]:
+    """Ordinals of ``cidr`` covered by any of the ``reserved`` networks (same family)."""
+    base = int(cidr.network_address)
+    size = cidr.num_addresses
+    out: set[int] = set()
+    for net in reserved:
+        if net.version != cidr.version or not net.overlaps(cidr):
+            continue
+        lo = max(int(net.network_address), base) - base
+        hi = min(int(net.broadcast_address), base + size - 1) - base
+        out.update(range(lo, hi + 1))
+    return frozenset(out)
+
+
+@dataclass
+class Block:
+    """One allocation block. Field names follow Calico's IPAMBlock spec."""
+
+    cidr: IPNetwork
+    affinity: str | None = None
+    allocations: list[int | None] = field(default_factory=list)
+    unallocated: list[int] = field(default_factory=list)
+    attributes: list[dict[str, Any]] = field(default_factory=list)
+    sequence_number: int = 0
+    seq_for_allocation: dict[str, int] = field(default_factory=dict)
+    deleted: bool = False
+    affinity_claim_time: str | None = None
+
+    # ----- construction / (de)serialisation -----
+
+    @classmethod
+    def new(cls, cidr: IPNetwork | str, affinity: str | None = None) -> Block:
+        net = ipaddress.ip_network(cidr, strict=True) if isinstance(cidr, str) else cidr
+        n = net.num_addresses
+        if n > 1 << 16:
+            raise IPAMError(f"block {net}: too large ({n} addresses; at most 65536)")
+        return cls(
+            cidr=net,
+            affinity=affinity,
+            allocations=[None] * n,
+            unallocated=list(range(n)),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Block:
+        net = ipaddress.ip_network(str(spec["cidr"]), strict=True)
+        allocations = list(spec.get("allocations") or [None] * net.num_addresses)
+        if len(allocations) != net.num_addresses:
+            raise IPAMError(
+                f"block {net}: spec.allocations has {len(allocations)} slots, "
+                f"expected {net.num_addresses}"
+            )
+        return cls(
+            cidr=net,
+            affinity=spec.get("affinity") or None,
+            allocations=allocations,
+            unallocated=list(spec.get("unallocated") or []),
+            attributes=copy.deepcopy(list(spec.get("attributes") or [])),
+            sequence_number=int(spec.get("sequenceNumber") or 0),
+            seq_for_allocation={
+                str(k): int(v) for k, v in (spec.get("sequenceNumberForAllocation") or {}).items()
+            },
+            deleted=bool(spec.get("deleted", False)),
+            affinity_claim_time=spec.get("affinityClaimTime") or None,
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "cidr": str(self.cidr),
+            "affinity": self.affinity,
+            "allocations": list(self.allocations),
+            "unallocated": list(self.unallocated),
+            "attributes": copy.deepcopy(self.attributes),
+            "sequenceNumber": self.sequence_number,
+            "sequenceNumberForAllocation": dict(self.seq_for_allocation),
+            "deleted": self.deleted,
+        }
+        if self.affinity_claim_time:
+            spec["affinityClaimTime"] = self.affinity_claim_time
+        return spec
+
+    # ----- addressing -----
+
+    @property
+    def name(self) -> str:
+        return cidr_name(self.cidr)
+
+    @property
+    def size(self) -> int:
+        return self.cidr.num_addresses
+
+    def ordinal(self, ip: IPAddress | str) -> int:
+        addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        if addr.version != self.cidr.version or addr not in self.cidr:
+            raise AddressNotInBlock(f"address {addr} is not in block {self.cidr}")
+        return int(addr) - int(self.cidr.network_address)
+
+    def address(self, ordinal: int) -> IPAddress:
+        if not 0 <= ordinal < self.size:
+            raise AddressNotInBlock(f"ordinal {ordinal} is outside block {self.cidr}")
+        return ipaddress.ip_address(int(self.cidr.network_address) + ordinal)
+
+    def interface(self, ordinal: int) -> IPInterface:
+        """The address with the block's prefix length (what Calico's AutoAssign returns)."""
+        return ipaddress.ip_interface(f"{self.address(ordinal)}/{self.cidr.prefixlen}")
+
+    # ----- queries -----
+
+    @property
+    def host(self) -> str | None:
+        return affinity_node(self.affinity)
+
+    def num_allocated(self) -> int:
+        return self.size - len(self.unallocated)
+
+    def num_free(self, reserved: frozenset[int] = frozenset()) -> int:
+        if not reserved:
+            return len(self.unallocated)
+        return sum(1 for o in self.unallocated if o not in reserved)
+
+    def is_empty(self) -> bool:
+        return len(self.unallocated) == self.size
+
+    def is_allocated(self, ip: IPAddress | str) -> bool:
+        return self.allocations[self.ordinal(ip)] is not None
+
+    def attributes_for(self, ip: IPAddress | str) -> dict[str, Any] | None:
+        """``{"handle_id": ..., "secondary": {...}}`` of an allocated address, else None."""
+        idx = self.allocations[self.ordinal(ip)]
+        if idx is None:
+            return None
+        return copy.deepcopy(self.attributes[idx])
+
+    def handle_of(self, ordinal: int) -> str | None:
+        idx = self.allocations[ordinal]
+        if idx is None:
+            return None
+        h = self.attributes[idx].get("handle_id")
+        return str(h) if h is not None else None
+
+    def sequence_for(self, ip: IPAddress | str) -> int | None:
+        o = self.ordinal(ip)
+        if self.allocations[o] is None:
+            return None
+        return self.seq_for_allocation.get(str(o), 0)
+
+    def allocated(self) -> list[tuple[IPAddress, dict[str, Any]]]:
+        """Every allocated address with its attribute record, in ordinal order."""
+        out = []
+        for o, idx in enumerate(self.allocations):
+            if idx is not None:
+                out.append((self.address(o), self.attributes[idx]))
+        return out
+
+    def ips_for_handle(self, handle_id: str) -> list[IPAddress]:
+        idxs = {i for i, a in enumerate(self.attributes) if a.get("handle_id") == handle_id}
+        if not idxs:
+            return []
+        return [self.address(o) for o, idx in enumerate(self.allocations) if idx in idxs]
+
+    # ----- mutations -----
+
+    def _attr_index(self, handle_id: str | None, attrs: Mapping[str, str] | None) -> int:
+        secondary = dict(attrs or {})
+        for i, a in enumerate(self.attributes):
+            if a.get("handle_id") == handle_id and (a.get("secondary") or {}) == secondary:
+                return i
+        self.attributes.append({"handle_id": handle_id, "secondary": secondary})
+        return len(self.attributes) - 1
+
+    def allocate(
+        self,
+        num: int,
+        handle_id: str | None,
+        attrs: Mapping[str, str] | None = None,
+        reserved: frozenset[int] = frozenset(),
+    ) -> list[IPInterface]:
+        """Allocate up to ``num`` addresses from the FIFO head, skipping ``reserved`` ordinals.
+
+        Returns the addresses (with the block's prefix); fewer than ``num`` when the block
+        runs out. Reserved ordinals stay in ``unallocated`` in their position.
+        """
+        if num <= 0:
+            return []
+        chosen: list[int] = []
+        keep: list[int] = []
+        it = iter(self.unallocated)
+        for o in it:
+            if len(chosen) < num and o not in reserved:
+                chosen.append(o)
+            else:
+                keep.append(o)
+                if len(chosen) >= num:
+                    keep.extend(it)
+                    break
+        if not chosen:
+            return []
+        self.unallocated = keep
+        self.sequence_number += 1
+        idx = self._attr_index(handle_id, attrs)
+        for o in chosen:
+            self.allocations[o] = idx
+            self.seq_for_allocation[str(o)] = self.sequence_number
+        return [self.interface(o) for o in chosen]
+
+    def assign(
+        self,
+        ip: IPAddress | str,
+        handle_id: str | None,
+        attrs: Mapping[str, str] | None = None,
+    ) -> IPInterface:
+        """Allocate one specific address; :class:`AlreadyAllocated` when it is taken."""
+        o = self.ordinal(ip)
+        if self.allocations[o] is not None:
+            raise AlreadyAllocated(f"address {self.address(o)} is already allocated")
+        self.unallocated.remove(o)
+        self.sequence_number += 1
+        self.allocations[o] = self._attr_index(handle_id, attrs)
+        self.seq_for_allocation[str(o)] = self.sequence_number
+        return self.interface(o)
+
+    def release(
+        self,
+        ips: Iterable[IPAddress | str],
+        sequence_numbers: Mapping[str, int] | None = None,
+    ) -> tuple[dict[str, int], list[IPAddress]]:
+        """Free addresses. Returns (released count per handle, addresses that were not allocated).
+
+        ``sequence_numbers`` maps ``str(ip)`` to the sequence number the caller saw when it
+        decided to release; a mismatch raises :class:`BadSequenceNumber` and changes nothing.
+        """
+        ordinals: list[int] = []
+        unallocated: list[IPAddress] = []
+        for ip in ips:
+            o = self.ordinal(ip)
+            addr = self.address(o)
+            if self.allocations[o] is None:
+                unallocated.append(addr)
+                continue
+            if sequence_numbers is not None and str(addr) in sequence_numbers:
+                want = int(sequence_numbers[str(addr)])
+                have = self.seq_for_allocation.get(str(o), 0)
+                if want != have:
+                    raise BadSequenceNumber(
+                        f"address {addr}: sequence number {want} does not match current "
+                        f"allocation {have} (it was released and reallocated)"
+                    )
+            if o not in ordinals:
+                ordinals.append(o)
+        counts = self._free(ordinals)
+        return counts, unallocated
+
+    def release_by_handle(self, handle_id: str) -> int:
+        """Free every address of ``handle_id``; returns how many."""
+        idxs = {i for i, a in enumerate(self.attributes) if a.get("handle_id") == handle_id}
+        if not idxs:
+            return 0
+        ordinals = [o for o, idx in enumerate(self.allocations) if idx in idxs]
+        return sum(self._free(ordinals).values())
+
+    def _free(self, ordinals: list[int]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if not ordinals:
+            return counts
+        for o in ordinals:
+            idx = self.allocations[o]
+            assert idx is not None
+            handle = self.attributes[idx].get("handle_id")
+            key = str(handle) if handle is not None else ""
+            counts[key] = counts.get(key, 0) + 1
+            self.allocations[o] = None
+            self.unallocated.append(o)
+            self.seq_for_allocation.pop(str(o), None)
+        self.sequence_number += 1
+        self._compact_attributes()
+        return counts
+
+    def _compact_attributes(self) -> None:
+        used = sorted({idx for idx in self.allocations if idx is not None})
+        if len(used) == len(self.attributes):
+            return
+        remap = {old: new for new, old in enumerate(used)}
+        self.attributes = [self.attributes[old] for old in used]
+        self.allocations = [None if idx is None else remap[idx] for idx in self.allocations]

@@ -1,0 +1,170 @@
+"""IPAM's read-only view of its inputs: IP pools, IPAM configuration, reservations, block walk.
+
+Owns the conversion of ``IPPool`` / ``IPAMConfiguration`` / ``IPReservation`` resources (plain
+v3 dicts) into small immutable values with Calico's defaults applied, pool selection for a node
+and use, and the hostname-seeded random walk over a pool's block CIDRs.
+
+Invariants: values here never hold datastore state (no revisions); the block walk visits every
+block CIDR of a pool exactly once, starting at a position that depends only on the hostname.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pycalico.ipam.block import IPAddress, IPNetwork
+from pycalico.ipam.errors import InvalidIPAMConfig
+from pycalico.selector import Selector, parse
+
+USE_WORKLOAD = "Workload"
+USE_TUNNEL = "Tunnel"
+USE_LOADBALANCER = "LoadBalancer"
+DEFAULT_MAX_BLOCKS_PER_HOST = 20
+MAX_MAX_BLOCKS_PER_HOST = 1_000_000
+
+
+@lru_cache(maxsize=256)
+def _selector(text: str) -> Selector:
+    return parse(text)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An IPPool with defaults applied."""
+
+    name: str
+    cidr: IPNetwork
+    block_size: int
+    disabled: bool = False
+    node_selector: str = "all()"
+    allowed_uses: tuple[str, ...] = (USE_WORKLOAD, USE_TUNNEL)
+    assignment_mode: str = "Automatic"
+    ipip_mode: str = "Never"
+    vxlan_mode: str = "Never"
+
+    @classmethod
+    def from_resource(cls, res: Mapping[str, Any]) -> Pool:
+        spec = res.get("spec") or {}
+        cidr = ipaddress.ip_network(str(spec["cidr"]), strict=False)
+        default_bs = 26 if cidr.version == 4 else 122
+        uses = spec.get("allowedUses") or [USE_WORKLOAD, USE_TUNNEL]
+        return cls(
+            name=str(res.get("metadata", {}).get("name", "")),
+            cidr=cidr,
+            block_size=int(spec.get("blockSize") or default_bs),
+            disabled=bool(spec.get("disabled", False)),
+            node_selector=str(spec.get("nodeSelector") or "all()"),
+            allowed_uses=tuple(str(u) for u in uses),
+            assignment_mode=str(spec.get("assignmentMode") or "Automatic"),
+            ipip_mode=str(spec.get("ipipMode") or "Never"),
+            vxlan_mode=str(spec.get("vxlanMode") or "Never"),
+        )
+
+    @property
+    def version(self) -> int:
+        return self.cidr.version
+
+    def selects_node(self, labels: Mapping[str, str]) -> bool:
+        return _selector(self.node_selector).evaluate(labels)
+
+    def block_for(self, ip: IPAddress) -> IPNetwork:
+        """The block CIDR of this pool that contains ``ip``."""
+        return ipaddress.ip_network(f"{ip}/{self.block_size}", strict=False)
+
+    def num_blocks(self) -> int:
+        return 1 << max(0, self.block_size - self.cidr.prefixlen)
+
+    def block_at(self, index: int) -> IPNetwork:
+        base = int(self.cidr.network_address) + (
+            index << (self.cidr.max_prefixlen - self.block_size)
+        )
+        return ipaddress.ip_network(f"{ipaddress.ip_address(base)}/{self.block_size}")
+
+    def contains(self, net_or_ip: IPNetwork | IPAddress) -> bool:
+        if net_or_ip.version != self.version:
+            return False
+        if isinstance(net_or_ip, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            return net_or_ip.subnet_of(self.cidr)  # type: ignore[arg-type]
+        return net_or_ip in self.cidr
+
+
+def pool_for(pools: Sequence[Pool], ip: IPAddress) -> Pool | None:
+    """The (most specific) pool containing ``ip``."""
+    best: Pool | None = None
+    for p in pools:
+        if p.contains(ip) and (best is None or p.cidr.prefixlen > best.cidr.prefixlen):
+            best = p
+    return best
+
+
+def host_seed(hostname: str) -> int:
+    return int.from_bytes(hashlib.sha256(hostname.encode()).digest()[:8], "big")
+
+
+def block_walk(pool: Pool, hostname: str) -> Iterator[IPNetwork]:
+    """Every block CIDR of ``pool`` once, from a hostname-seeded random start, wrapping."""
+    n = pool.num_blocks()
+    start = random.Random(host_seed(hostname) ^ int(pool.cidr.network_address)).randrange(n)
+    for i in range(n):
+        yield pool.block_at((start + i) % n)
+
+
+@dataclass(frozen=True)
+class IPAMConfig:
+    """The IPAMConfiguration singleton (``default``)."""
+
+    strict_affinity: bool = False
+    max_blocks_per_host: int = 0
+    auto_allocate_blocks: bool = True
+
+    @property
+    def effective_max_blocks(self) -> int:
+        return self.max_blocks_per_host or DEFAULT_MAX_BLOCKS_PER_HOST
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> IPAMConfig:
+        return cls(
+            strict_affinity=bool(spec.get("strictAffinity", False)),
+            max_blocks_per_host=int(spec.get("maxBlocksPerHost") or 0),
+            auto_allocate_blocks=bool(spec.get("autoAllocateBlocks", True)),
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "strictAffinity": self.strict_affinity,
+            "maxBlocksPerHost": self.max_blocks_per_host,
+            "autoAllocateBlocks": self.auto_allocate_blocks,
+        }
+
+    def validate(self) -> None:
+        if not 0 <= self.max_blocks_per_host <= MAX_MAX_BLOCKS_PER_HOST:
+            raise InvalidIPAMConfig(
+                f"spec.maxBlocksPerHost: {self.max_blocks_per_host} is out of range "
+                f"0-{MAX_MAX_BLOCKS_PER_HOST}"
+            )
+        if not self.strict_affinity and not self.auto_allocate_blocks:
+            raise InvalidIPAMConfig(
+                "spec.autoAllocateBlocks: cannot be false while strictAffinity is false"
+            )
+
+
+def reservations_from(items: Sequence[Mapping[str, Any]]) -> list[IPNetwork]:
+    """Every reserved CIDR of a list of IPReservation resources."""
+    out: list[IPNetwork] = []
+    for res in items:
+        for c in (res.get("spec") or {}).get("reservedCIDRs") or []:
+            out.append(ipaddress.ip_network(str(c), strict=False))
+    return out
+
+
+def fully_reserved(cidr: IPNetwork, reserved: Sequence[IPNetwork]) -> bool:
+    return any(
+        r.version == cidr.version and cidr.subnet_of(r)  # type: ignore[arg-type]
+        for r in reserved
+    )
