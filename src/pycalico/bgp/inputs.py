@@ -1,0 +1,286 @@
+"""Typed views of the v3 resource dicts the BGP renderer reads (no pydantic dependency).
+
+Owns: parsing of AS numbers (``64512`` or dotted ``1.10``), Go durations (``1m30s``), peer
+addresses (``IP``, ``IP:port``, ``[IPv6]:port``), and the small frozen records
+:class:`NodeInfo`, :class:`PoolInfo`, :class:`GlobalBgp` built from resource dicts; plus the
+pluggable secret lookup used for BGP passwords.
+
+Invariants: pure functions; every malformed field raises :class:`BgpInputError` naming
+``<Kind>/<name>: <field path>`` and the reason.
+
+Passwords: ``spec.password`` (BGPPeer) or ``spec.nodeMeshPassword`` (BGPConfiguration) is
+either a plain string (pycalico extension), or ``{secretKeyRef: {name, key}}`` resolved by a
+:data:`SecretLookup`. :func:`secrets_from_resources` builds a lookup from ``Secret``-like
+resources (``data`` base64, or ``stringData`` plain); the annotation
+``pycalico.org/bgp-password`` on a BGPPeer carries a literal password and wins over both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.bgp.errors import BgpInputError
+from pycalico.bgp.model import DEFAULT_AS, DEFAULT_PORT
+
+Resource = Mapping[str, Any]
+SecretLookup = Callable[[str, str], str | None]
+"""``lookup(secret_name, key) -> value`` or None when unknown."""
+
+PASSWORD_ANNOTATION = "pycalico.org/bgp-password"
+
+
+def where(res: Resource) -> str:
+    return f"{res.get('kind', '?')}/{res.get('metadata', {}).get('name', '?')}"
+
+
+def spec_of(res: Resource) -> Mapping[str, Any]:
+    spec = res.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise BgpInputError(f"{where(res)}: spec", "must be a mapping")
+    return spec
+
+
+def parse_as_number(value: Any, fld: str) -> int:
+    """ASNumber: a 32-bit int, or dotted ``a.b`` (= a*65536+b)."""
+    if isinstance(value, bool):
+        raise BgpInputError(fld, f"invalid AS number {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
+        n = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\d+\.\d+", value.strip()):
+        hi, lo = (int(x) for x in value.strip().split("."))
+        if hi > 0xFFFF or lo > 0xFFFF:
+            raise BgpInputError(fld, f"invalid dotted AS number {value!r}")
+        n = hi * 65536 + lo
+    else:
+        raise BgpInputError(fld, f"invalid AS number {value!r}")
+    if not 0 < n <= 0xFFFFFFFF:
+        raise BgpInputError(fld, f"AS number {n} out of range 1..4294967295")
+    return n
+
+
+_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(value: Any, fld: str) -> int:
+    """Go/k8s duration (``90s``, ``1m30s``) or a number of seconds → whole seconds (>= 1)."""
+    if isinstance(value, bool):
+        raise BgpInputError(fld, f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        secs = float(value)
+    elif isinstance(value, str) and value and _DUR.sub("", value) == "":
+        secs = sum(float(n) * _UNIT[u] for n, u in _DUR.findall(value))
+    else:
+        raise BgpInputError(fld, f"invalid duration {value!r} (want e.g. 120s or 1m30s)")
+    if secs <= 0 or secs > 65535:
+        raise BgpInputError(fld, f"duration {value!r} must be within 1s..65535s")
+    return max(1, round(secs))
+
+
+def parse_peer_ip(value: Any, fld: str) -> tuple[str, int | None]:
+    """``IPv4``, ``IPv4:port``, ``IPv6``, ``[IPv6]:port`` → (canonical ip, port or None)."""
+    if not isinstance(value, str) or not value:
+        raise BgpInputError(fld, f"invalid peer IP {value!r}")
+    text, port_s = value, None
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)", value)
+    if m:
+        text, port_s = m.group(1), m.group(2)
+    elif value.count(":") == 1:
+        text, port_s = value.split(":")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise BgpInputError(fld, f"invalid peer IP {value!r}") from None
+    port = None
+    if port_s is not None:
+        port = int(port_s)
+        if not 0 < port < 65536:
+            raise BgpInputError(fld, f"port {port} out of range 1..65535")
+    return str(ip), port
+
+
+def parse_node_address(value: Any, fld: str, version: int) -> str | None:
+    """``spec.bgp.ipv4Address`` (CIDR or bare IP) → the IP, or None when unset."""
+    if value in (None, ""):
+        return None
+    try:
+        iface = ipaddress.ip_interface(str(value))
+    except ValueError:
+        raise BgpInputError(fld, f"invalid address {value!r}") from None
+    if iface.version != version:
+        raise BgpInputError(fld, f"{value!r} is not an IPv{version} address")
+    return str(iface.ip)
+
+
+def parse_cidr(value: Any, fld: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise BgpInputError(fld, f"invalid CIDR {value!r}") from None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A Calico Node as the renderer needs it."""
+
+    name: str
+    labels: Mapping[str, str]
+    ipv4: str | None
+    ipv6: str | None
+    as_number: int | None
+    rr_cluster_id: str | None
+
+    def address(self, version: int) -> str | None:
+        return self.ipv4 if version == 4 else self.ipv6
+
+
+def node_info(res: Resource) -> NodeInfo:
+    meta = res.get("metadata") or {}
+    bgp = spec_of(res).get("bgp") or {}
+    w = where(res)
+    asn = bgp.get("asNumber")
+    cid = bgp.get("routeReflectorClusterID") or None
+    if cid is not None:
+        try:
+            cid = str(ipaddress.IPv4Address(cid))
+        except ValueError:
+            raise BgpInputError(
+                f"{w}: spec.bgp.routeReflectorClusterID", f"{cid!r} is not IPv4-formatted"
+            ) from None
+    return NodeInfo(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        ipv4=parse_node_address(bgp.get("ipv4Address"), f"{w}: spec.bgp.ipv4Address", 4),
+        ipv6=parse_node_address(bgp.get("ipv6Address"), f"{w}: spec.bgp.ipv6Address", 6),
+        as_number=None if asn in (None, "") else parse_as_number(asn, f"{w}: spec.bgp.asNumber"),
+        rr_cluster_id=cid,
+    )
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    felix_owned: bool  # VXLAN or IPIP: Felix programs the cluster routes
+    disable_export: bool
+    disabled: bool
+
+
+def pool_info(res: Resource) -> PoolInfo:
+    spec = spec_of(res)
+    w = where(res)
+    cidr = parse_cidr(spec.get("cidr"), f"{w}: spec.cidr")
+    vx = spec.get("vxlanMode") or "Never"
+    ipip = spec.get("ipipMode") or "Never"
+    return PoolInfo(
+        cidr=cidr,
+        felix_owned=vx != "Never" or ipip != "Never",
+        disable_export=bool(spec.get("disableBGPExport", False)),
+        disabled=bool(spec.get("disabled", False)),
+    )
+
+
+@dataclass(frozen=True)
+class GlobalBgp:
+    """Effective BGPConfiguration for one node (``default`` overlaid by ``node.<name>``)."""
+
+    mesh_enabled: bool = True
+    as_number: int = DEFAULT_AS
+    listen_port: int = DEFAULT_PORT
+    bind_node_ip: bool = False
+    log_severity: str = "Info"
+    mesh_password: Any = None
+    mesh_restart_time: int | None = None
+    ignored_interfaces: tuple[str, ...] = ()
+    node_ports: Mapping[str, int] = field(default_factory=dict)  # per-node listenPort
+
+    def port_of(self, node: str) -> int:
+        return self.node_ports.get(node, self.listen_port)
+
+
+def global_bgp(configs: Iterable[Resource], node_name: str) -> GlobalBgp:
+    by_name = {str((c.get("metadata") or {}).get("name", "")): c for c in configs}
+    d = spec_of(by_name["default"]) if "default" in by_name else {}
+    w = "BGPConfiguration/default"
+    mine = by_name.get(f"node.{node_name}")
+    m = spec_of(mine) if mine is not None else {}
+    node_ports: dict[str, int] = {}
+    for name, c in by_name.items():
+        port = spec_of(c).get("listenPort")
+        if name.startswith("node.") and port not in (None, 0):
+            node_ports[name[5:]] = _port(port, f"BGPConfiguration/{name}: spec.listenPort")
+    mesh = d.get("nodeToNodeMeshEnabled")
+    restart = d.get("nodeMeshMaxRestartTime")
+    bind = m.get("bindMode") or d.get("bindMode") or "None"
+    if bind not in ("None", "NodeIP"):
+        raise BgpInputError(f"{w}: spec.bindMode", f"{bind!r} is not None or NodeIP")
+    dport = d.get("listenPort")
+    return GlobalBgp(
+        mesh_enabled=True if mesh is None else bool(mesh),
+        as_number=DEFAULT_AS
+        if d.get("asNumber") in (None, "")
+        else parse_as_number(d["asNumber"], f"{w}: spec.asNumber"),
+        listen_port=DEFAULT_PORT if dport in (None, 0) else _port(dport, f"{w}: spec.listenPort"),
+        bind_node_ip=bind == "NodeIP",
+        log_severity=str(m.get("logSeverityScreen") or d.get("logSeverityScreen") or "Info"),
+        mesh_password=d.get("nodeMeshPassword"),
+        mesh_restart_time=None
+        if restart in (None, "")
+        else parse_duration_s(restart, f"{w}: spec.nodeMeshMaxRestartTime"),
+        ignored_interfaces=tuple(str(i) for i in d.get("ignoredInterfaces") or ()),
+        node_ports=node_ports,
+    )
+
+
+def _port(value: Any, fld: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise BgpInputError(fld, f"port {value!r} out of range 1..65535")
+    return value
+
+
+def secrets_from_resources(resources: Iterable[Resource]) -> SecretLookup:
+    """A lookup over ``Secret``-like dicts: ``stringData`` (plain) or ``data`` (base64)."""
+    table: dict[tuple[str, str], str] = {}
+    for res in resources:
+        name = str((res.get("metadata") or {}).get("name", ""))
+        for key, val in (res.get("data") or {}).items():
+            try:
+                table[(name, key)] = base64.b64decode(str(val), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise BgpInputError(f"Secret/{name}: data.{key}", "not valid base64") from None
+        for key, val in (res.get("stringData") or {}).items():
+            table[(name, key)] = str(val)
+    return lambda name, key: table.get((name, key))
+
+
+def resolve_password(
+    value: Any, fld: str, lookup: SecretLookup | None, annotation: str | None = None
+) -> tuple[str | None, str | None]:
+    """→ (password or None, warning or None). A missing secret yields a warning."""
+    pw: str | None = None
+    if annotation:
+        pw = annotation
+    elif value in (None, "", {}):
+        return None, None
+    elif isinstance(value, str):
+        pw = value
+    elif isinstance(value, Mapping) and isinstance(value.get("secretKeyRef"), Mapping):
+        ref = value["secretKeyRef"]
+        name, key = str(ref.get("name", "")), str(ref.get("key", ""))
+        pw = lookup(name, key) if lookup is not None else None
+        if pw is None:
+            return None, f"{fld}: secret {name}/{key} not found"
+    else:
+        raise BgpInputError(fld, "must be a string or {secretKeyRef: {name, key}}")
+    if '"' in pw or "\\" in pw or "\n" in pw or not pw:
+        raise BgpInputError(
+            fld, "password must be non-empty without quotes, backslashes or newlines"
+        )
+    return pw, None

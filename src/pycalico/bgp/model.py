@@ -1,0 +1,164 @@
+"""Pure typed model of one node's BIRD 2 configuration (the value the template formats).
+
+Owns: the dataclasses :class:`BirdConfig`, :class:`FamilyConfig`, :class:`BirdPeer`,
+:class:`FilterFunction`, :class:`FilterRule`. They carry no behaviour beyond naming helpers.
+
+Invariants:
+- Immutable (frozen dataclasses, tuples) and fully computed: the jinja2 template only loops
+  and branches over these values, it never derives anything.
+- IPv4 and IPv6 are two :class:`FamilyConfig` instances of the same class (``version`` 4/6).
+- Peer names follow Calico: ``Mesh_<ip>``, ``Node_<ip>``, ``Global_<ip>`` with ``.``/``:``
+  replaced by ``_`` and a ``_port_<n>`` suffix when a non-default port is used; names are
+  unique within a config, and so are (peer ip, port) pairs.
+- Kernel routes BIRD installs carry route protocol **12** (``bird`` in
+  ``/etc/iproute2/rt_protos``; BIRD 2 always installs with ``RTPROT_BIRD``) and metric
+  :data:`KERNEL_METRIC`; that is the ownership mark of BGP-programmed routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_AS = 64512
+DEFAULT_PORT = 179
+KERNEL_ROUTE_PROTOCOL = 12
+KERNEL_METRIC = 32
+# Interfaces whose routes are never taken into BIRD nor exported (workloads and tunnels).
+EXCLUDED_INTERFACES = ("cali*", "vxlan.calico", "vxlan-v6.calico", "tunl0", "wireguard.cali")
+
+
+class PeerType(StrEnum):
+    """How a peering came about; the value is the protocol-name prefix Calico uses."""
+
+    MESH = "Mesh"
+    NODE = "Node"
+    GLOBAL = "Global"
+
+    @property
+    def description(self) -> str:
+        """The PEER TYPE column of ``calicoctl node status``."""
+        return {
+            PeerType.MESH: "node-to-node mesh",
+            PeerType.NODE: "node specific",
+            PeerType.GLOBAL: "global",
+        }[self]
+
+
+def peer_protocol_name(kind: PeerType, ip: str, port: int | None) -> str:
+    """``Mesh_10_0_0_2``, ``Global_fd00__1_port_1179`` (Calico's naming, parsed back by ctl)."""
+    name = f"{kind.value}_{ip.replace('.', '_').replace(':', '_')}"
+    if port is not None and port != DEFAULT_PORT:
+        name += f"_port_{port}"
+    return name
+
+
+class MatchOperator(StrEnum):
+    EQUAL = "Equal"
+    NOT_EQUAL = "NotEqual"
+    IN = "In"
+    NOT_IN = "NotIn"
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    """One BGPFilter rule: all present matches must hold; then ``accept`` or ``reject``."""
+
+    action: str  # "accept" | "reject"
+    cidr: str | None = None
+    operator: MatchOperator | None = None
+    min_len: int | None = None  # set only when prefixLength was given (In/NotIn)
+    max_len: int | None = None
+    remote_peers_only: bool = False  # source: RemotePeers
+    interface: str | None = None  # BIRD glob on ifname
+
+
+@dataclass(frozen=True)
+class FilterFunction:
+    """A BIRD function ``bgp_<filter>_<import|export>FilterV<4|6>`` (first match wins)."""
+
+    name: str
+    rules: tuple[FilterRule, ...]
+
+
+@dataclass(frozen=True)
+class BirdPeer:
+    """One ``protocol bgp`` towards a neighbour."""
+
+    name: str
+    type: PeerType
+    ip: str
+    as_number: int
+    port: int | None = None  # None = default 179
+    local_as: int | None = None  # per-peer override of the node's AS
+    internal: bool = True  # iBGP (peer AS == local AS)
+    source_address: str | None = None
+    passive: bool = False
+    password: str | None = None
+    graceful_restart_time: int | None = None
+    keepalive_time: int | None = None
+    ttl_security_hops: int | None = None
+    rr_cluster_id: str | None = None  # set => "rr client; rr cluster id <id>"
+    next_hop: str | None = None  # "self" | "keep" | None (Auto)
+    allow_local_as: int | None = None
+    import_filters: tuple[str, ...] = ()
+    export_filters: tuple[str, ...] = ()
+    calico_node: str | None = None  # name of the Calico node behind this peer, if any
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """Everything of one IP family (same class for v4 and v6)."""
+
+    version: int
+    node_ip: str
+    local_as: int
+    blocks: tuple[str, ...] = ()  # confirmed affine blocks: static blackhole + exported
+    borrowed: tuple[str, ...] = ()  # borrowed /32 (/128) outside our blocks: exported only
+    export_pools: tuple[str, ...] = ()  # pools whose routes may be exported
+    no_export_pools: tuple[str, ...] = ()  # disableBGPExport pools: never exported
+    felix_pools: tuple[str, ...] = ()  # VXLAN/IPIP pools: Felix owns their kernel routes
+    peers: tuple[BirdPeer, ...] = ()
+    filters: tuple[FilterFunction, ...] = ()
+
+    @property
+    def channel(self) -> str:
+        return f"ipv{self.version}"
+
+    @property
+    def suffix(self) -> str:
+        return str(self.version)
+
+    def peer(self, name: str) -> BirdPeer:
+        for p in self.peers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class BirdConfig:
+    """The whole configuration of one node's BIRD 2 daemon (both families in one daemon)."""
+
+    node_name: str
+    router_id: str
+    listen_port: int = DEFAULT_PORT
+    listen_address: str | None = None  # bindMode NodeIP
+    log_classes: tuple[str, ...] = ("info", "remote", "warning", "error", "auth", "fatal", "bug")
+    excluded_interfaces: tuple[str, ...] = EXCLUDED_INTERFACES
+    families: tuple[FamilyConfig, ...] = ()
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def family(self, version: int) -> FamilyConfig | None:
+        for f in self.families:
+            if f.version == version:
+                return f
+        return None
+
+    @property
+    def v4(self) -> FamilyConfig | None:
+        return self.family(4)
+
+    @property
+    def v6(self) -> FamilyConfig | None:
+        return self.family(6)
