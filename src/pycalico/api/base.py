@@ -213,7 +213,7 @@ class ObjectMeta(Model):
             if why:
                 problems.add(f"{path}.labels", why)
         for k in self.annotations or {}:
-            why = label_key_problem(k)
+            why = label_key_problem(k.lower())  # Calico checks annotation keys lower-cased
             if why:
                 problems.add(f"{path}.annotations", why.replace("label", "annotation"))
 

@@ -129,7 +129,7 @@ class GlobalNetworkPolicySpec(PolicySpecBase):
             problems.add(f"{path}.preDNAT", "preDNAT and doNotTrack cannot both be true")
         if (self.preDNAT or self.doNotTrack) and not self.applyOnForward:
             problems.add(
-                f"{path}.applyOnForward",
+                f"{path}.{'preDNAT' if self.preDNAT else 'doNotTrack'}",
                 "applyOnForward must be true if either preDNAT or doNotTrack is true",
             )
         if self.preDNAT:
