@@ -8,9 +8,6 @@ problem reporting (``Problem``, ``ValidationFailed``) and the kind classes.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from pycalico.api.base import (
     BY_GVK,
     KINDS,
@@ -27,18 +24,29 @@ from pycalico.api.base import (
     resolve_kind,
 )
 from pycalico.api.codec import decode, decode_all, encode, load_documents, to_json, to_yaml
+from pycalico.api.kinds_bgp import BGPConfiguration, BGPFilter, BGPPeer
+from pycalico.api.kinds_cluster import (
+    BlockAffinity,
+    CalicoNodeStatus,
+    ClusterInformation,
+    IPAMConfiguration,
+    KubeControllersConfiguration,
+)
 from pycalico.api.kinds_endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
     NetworkSet,
     WorkloadEndpoint,
 )
+from pycalico.api.kinds_felix import FelixConfiguration
+from pycalico.api.kinds_ippool import IPPool, IPReservation
 from pycalico.api.kinds_k8s import (
     K8sNetworkPolicy,
     Namespace,
     ServiceAccount,
     StagedKubernetesNetworkPolicy,
 )
+from pycalico.api.kinds_node import Node
 from pycalico.api.kinds_policy import (
     GlobalNetworkPolicy,
     NetworkPolicy,
@@ -49,29 +57,31 @@ from pycalico.api.kinds_policy import (
 )
 from pycalico.api.policy import Rule
 
-# The config kinds (IPPool, BGP*, Felix*, Node, ...) are written concurrently in other
-# ``kinds_*`` modules; import every one present so that they all register.
-# TODO: plain imports once they have all landed.
-for _info in pkgutil.iter_modules(__path__):
-    if _info.name.startswith("kinds_"):
-        try:
-            importlib.import_module(f"{__name__}.{_info.name}")
-        except ImportError:
-            pass
-
 __all__ = [
     "BY_GVK",
     "KINDS",
     "V3",
+    "BGPConfiguration",
+    "BGPFilter",
+    "BGPPeer",
+    "BlockAffinity",
+    "CalicoNodeStatus",
+    "ClusterInformation",
+    "FelixConfiguration",
     "GlobalNetworkPolicy",
     "GlobalNetworkSet",
     "HostEndpoint",
+    "IPAMConfiguration",
+    "IPPool",
+    "IPReservation",
     "K8sNetworkPolicy",
     "KindInfo",
+    "KubeControllersConfiguration",
     "Model",
     "Namespace",
     "NetworkPolicy",
     "NetworkSet",
+    "Node",
     "ObjectMeta",
     "Problem",
     "Problems",
