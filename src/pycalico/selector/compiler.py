@@ -9,6 +9,7 @@ this); trees too deep for Python's compiler fall back to the reference tree walk
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 from pycalico.selector.ast import (
@@ -89,18 +90,31 @@ def compile_node(node: Node) -> Predicate:
         return node.evaluate
     gen = _Gen()
     body = gen.expr(node)
-    params = ", ".join(f"c{i}" for i in range(len(gen.consts)))
+    factory = _factory_for(body, len(gen.consts))
+    if factory is None:  # pragma: no cover - Python refused the generated code
+        return node.evaluate
+    predicate: Predicate = factory(*gen.consts)
+    return predicate
+
+
+@functools.lru_cache(maxsize=1024)
+def _factory_for(body: str, nconsts: int) -> Callable[..., Predicate] | None:
+    """Compile (once per selector *shape*) a factory binding the constants to a predicate.
+
+    ``body`` names constants only as ``c0..cN``, so selectors differing only in label names
+    or values share one compiled factory.
+    """
+    params = ", ".join(f"c{i}" for i in range(nconsts))
     source = f"def _factory({params}):\n    return lambda L: {body}\n"
     namespace: dict[str, object] = {}
     try:
         code = compile(source, "<selector>", "exec")
         exec(code, {"__builtins__": {}}, namespace)
     except (SyntaxError, RecursionError, MemoryError, ValueError):  # pragma: no cover
-        return node.evaluate
+        return None
     factory = namespace["_factory"]
     assert callable(factory)
-    predicate: Predicate = factory(*gen.consts)
-    return predicate
+    return factory
 
 
 def _always_true(labels: Mapping[str, str]) -> bool:

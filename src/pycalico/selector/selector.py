@@ -6,7 +6,8 @@ label-prefixing, label restrictions and AND-composition.  Invariants:
 * a ``Selector`` is immutable; equality and hashing use its canonical string, so two texts
   that canonicalise identically are equal selectors;
 * ``parse(str(sel))`` gives a selector equal to ``sel`` that evaluates identically;
-* ``evaluate`` is a compiled predicate stored on the instance (no per-call tree walk);
+* ``evaluate`` is a compiled predicate stored on the instance (no per-call tree walk),
+  compiled on first use;
 * ``parse`` keeps an LRU cache keyed by the exact input text; cached selectors are shared,
   which is safe because they are immutable.
 """
@@ -66,7 +67,14 @@ class Selector:
         init(self, "_uid", None)
         init(self, "_labels", None)
         init(self, "_restrictions", None)
-        init(self, "evaluate", compile_node(root))
+        init(self, "evaluate", self._compile_then_evaluate)
+
+    def _compile_then_evaluate(self, labels: Mapping[str, str]) -> bool:
+        # First call: compile lazily (parse-only users never pay for it), then replace
+        # ``evaluate`` with the compiled predicate so later calls go straight to it.
+        predicate = compile_node(self._root)
+        object.__setattr__(self, "evaluate", predicate)
+        return predicate(labels)
 
     @classmethod
     def from_node(cls, root: Node) -> Selector:
