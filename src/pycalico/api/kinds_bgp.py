@@ -9,8 +9,9 @@ helpers that reject what Go's ``net.ParseIP`` rejects.
 
 Invariants: field-format problems are pydantic errors naming the field; cross-field rules live in
 ``check``; decode fills only the defaults Calico's CRDs fill (``logSeverityScreen: Info``,
-``serviceLoadBalancerAggregation: Enabled``) -- the other effective defaults are constants here
-(:data:`DEFAULT_AS_NUMBER`, :data:`DEFAULT_LISTEN_PORT`) for consumers to apply.
+``serviceLoadBalancerAggregation: Enabled``, ``programClusterRoutes: EnabledNoEncapOnly``);
+the other effective defaults are constants here (:data:`DEFAULT_AS_NUMBER`,
+:data:`DEFAULT_LISTEN_PORT`) for consumers to apply.
 """
 
 from __future__ import annotations
@@ -293,6 +294,8 @@ class BGPConfigurationSpec(Model):
             self.logSeverityScreen = "Info"
         if self.serviceLoadBalancerAggregation is None:
             self.serviceLoadBalancerAggregation = "Enabled"
+        if self.programClusterRoutes is None:
+            self.programClusterRoutes = "EnabledNoEncapOnly"
         return self
 
     def check(self, path: str, problems: Problems) -> None:

@@ -6,9 +6,9 @@ ipCooldownSeconds 0..1200 and their cross rules), BlockAffinity (state / node / 
 deleted) and CalicoNodeStatus (which status classes a node reports, and the report itself).
 
 Invariants: decode fills the CRD defaults (KubeControllersConfiguration ``healthChecks``
-``Enabled``; IPAMConfiguration ``strictAffinity`` false, ``autoAllocateBlocks`` true,
-``maxBlocksPerHost`` 0; BlockAffinity ``type`` ``host``); the effective default of
-``maxBlocksPerHost`` 0 is :data:`DEFAULT_MAX_BLOCKS_PER_HOST`.
+``Enabled``, ``prometheusMetricsPort`` 9094; IPAMConfiguration ``strictAffinity`` false,
+``autoAllocateBlocks`` true, ``maxBlocksPerHost`` 0; BlockAffinity ``type`` ``host``); the
+effective default of ``maxBlocksPerHost`` 0 is :data:`DEFAULT_MAX_BLOCKS_PER_HOST`.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class ControllersConfig(Model):
 
 class KubeControllersConfigurationSpec(Model):
     logSeverityScreen: (
-        Literal["None", "Trace", "Debug", "Info", "Warning", "Error", "Fatal", "Panic"] | None
+        Literal["Trace", "Debug", "Info", "Warning", "Error", "Fatal", "Panic"] | None
     ) = None
     healthChecks: Literal["Enabled", "Disabled"] | None = None
     etcdV3CompactionPeriod: Duration | None = None
@@ -151,6 +151,8 @@ class KubeControllersConfigurationSpec(Model):
     def _defaults(self) -> KubeControllersConfigurationSpec:
         if self.healthChecks is None:
             self.healthChecks = "Enabled"
+        if self.prometheusMetricsPort is None:
+            self.prometheusMetricsPort = 9094  # 0 (explicit) means metrics disabled
         return self
 
 
@@ -262,7 +264,7 @@ class BlockAffinity(Resource):
 class CalicoNodeStatusSpec(Model):
     node: ResourceName | None = None
     classes: list[Literal["Agent", "BGP", "Routes"]] | None = None
-    updatePeriodSeconds: Annotated[StrictInt, Field(ge=0, le=0xFFFFFFFF)] | None = None
+    updatePeriodSeconds: Annotated[StrictInt, Field(ge=0, le=86400)] | None = None
 
 
 @register("CalicoNodeStatus", aliases=("caliconodestatus", "caliconodestatuses"))

@@ -9,8 +9,10 @@ total), log severities, action words (case-insensitive where Calico's CRD patter
 
 Invariants: names are ``default`` (global), ``node.<nodename>`` (per node) or any other DNS
 subdomain for a selector-scoped configuration; ``spec.nodeSelector`` is only allowed on the
-latter. Decode fills no defaults (Felix's built-in defaults apply to unset fields; the most used
-ones are in :data:`FELIX_DEFAULTS` for consumers).
+latter. Decode fills only the defaults Calico's CRD schema fills (``nftablesMode: Auto``,
+``floatingIPs: Disabled``, ``bpfConnectTimeLoadBalancing: TCP``,
+``bpfHostNetworkedNATWithoutCTLB: Enabled``); Felix's built-in defaults apply to other unset
+fields, the most used ones are in :data:`FELIX_DEFAULTS` for consumers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from pycalico.api.base import Model, Problems, Resource, register
 from pycalico.api.common import CIDR, Port, check_selector, parse_cidr, parse_port
@@ -397,8 +407,8 @@ class FelixConfigurationSpec(Model):
     bpfJITHardening: Literal["Auto", "Strict"] | None = None
     bpfIPFragTimeout: Dur = None
     bpfIPFragmentReassemblyEnabled: Bool = None
-    bpfMaglevMaxEndpointsPerService: NonNeg = None
-    bpfMaglevMaxServices: NonNeg = None
+    bpfMaglevMaxEndpointsPerService: Annotated[StrictInt, Field(ge=1, le=3000)] | None = None
+    bpfMaglevMaxServices: Annotated[StrictInt, Field(ge=1, le=3000)] | None = None
     bpfOverlayHostSourceIP: Literal["TunnelAddress", "HostAddress"] | None = None
     # --- flow logs ---
     flowLogsFlushInterval: Dur = None
@@ -434,6 +444,19 @@ class FelixConfigurationSpec(Model):
     istioAmbientMode: EnabledDisabled = None
     istioDSCPMark: Annotated[StrictInt | StrictStr, AfterValidator(_dscp)] | None = None
     nodeSelector: Annotated[StrictStr, Field(max_length=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> FelixConfigurationSpec:
+        """The defaults Calico's CRD schema fills on write."""
+        if self.nftablesMode is None:
+            self.nftablesMode = "Auto"
+        if self.floatingIPs is None:
+            self.floatingIPs = "Disabled"
+        if self.bpfConnectTimeLoadBalancing is None:
+            self.bpfConnectTimeLoadBalancing = "TCP"
+        if self.bpfHostNetworkedNATWithoutCTLB is None:
+            self.bpfHostNetworkedNATWithoutCTLB = "Enabled"
+        return self
 
     def check(self, path: str, problems: Problems) -> None:
         super().check(path, problems)
@@ -472,7 +495,7 @@ class FelixConfiguration(Resource):
 
     kind: str = "FelixConfiguration"
     spec: Annotated[FelixConfigurationSpec, BeforeValidator(null_to_empty)] = Field(
-        default_factory=FelixConfigurationSpec
+        default_factory=lambda: FelixConfigurationSpec.model_validate({})
     )
 
     def check(self, path: str, problems: Problems) -> None:

@@ -14,7 +14,7 @@ Helper properties (:attr:`IPPoolSpec.network`) give consumers the parsed network
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -51,6 +51,9 @@ class IPPoolSpec(Model):
     namespaceSelector: Annotated[StrictStr, Field(max_length=1024)] | None = None
     allowedUses: Annotated[list[AllowedUse], Field(max_length=10)] | None = None
     assignmentMode: Literal["Automatic", "Manual"] | None = None
+    # APIv1 compatibility fields: accepted only when unset / false.
+    ipip: dict[str, Any] | None = None
+    natOutgoingV1: StrictBool | None = Field(default=None, alias="nat-outgoing")
 
     # Whether allowedUses was given (CEL rules see the stored object, before defaulting).
     _explicit_uses: bool = PrivateAttr(default=True)
@@ -93,6 +96,10 @@ class IPPoolSpec(Model):
     def check(self, path: str, problems: Problems) -> None:
         super().check(path, problems)
         p = f"{path}." if path else ""
+        if self.ipip is not None:
+            problems.add(p + "ipip", "ipip is an APIv1 field and must not be set; use ipipMode")
+        if self.natOutgoingV1:
+            problems.add(p + "nat-outgoing", "nat-outgoing must not be set; use natOutgoing")
         check_selector(self.nodeSelector, p + "nodeSelector", problems)
         check_selector(self.namespaceSelector, p + "namespaceSelector", problems)
         if not self.cidr:
@@ -168,6 +175,7 @@ class IPPool(Resource):
 
     kind: str = "IPPool"
     spec: Annotated[IPPoolSpec, BeforeValidator(null_to_empty)]
+    status: dict[str, Any] | None = None
 
 
 class IPReservationSpec(Model):
