@@ -24,7 +24,6 @@ raises BgpInputError; a peer whose secret cannot be resolved is left out and rep
 from __future__ import annotations
 
 import hashlib
-import importlib
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -56,13 +55,13 @@ from pycalico.bgp.model import (
     PeerType,
     peer_protocol_name,
 )
+from pycalico.selector import parse
 
 SelectorEval = Callable[[str, Mapping[str, str]], bool]
 
 
 def _default_selector_eval(text: str, labels: Mapping[str, str]) -> bool:
-    sel: Any = importlib.import_module("pycalico.selector").parse(text)
-    return bool(sel.evaluate(labels))
+    return parse(text).evaluate(labels)
 
 
 def compute_bird_config(

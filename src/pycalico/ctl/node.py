@@ -1,7 +1,164 @@
-"""calicoctl command family: node."""
+"""calicoctl command family ``node``: ``calicoctl node status``.
+
+Owns: the Calico-compatible status report — whether the agent runs (a process whose command
+line has ``calico-node`` with ``run``/``felix``, or ``calico-felix``), then IPv4 and IPv6 BGP
+peer tables read from BIRD's control socket (``show protocols``; rows named
+``Mesh_``/``Node_``/``Global_``), formatted like Calico's go-pretty tables.
+
+Invariants: read-only; talks only to the local BIRD socket (``--bird-socket``, env
+``CALICO_BIRD_SOCKET``, default ``/var/run/calico/bird.ctl``). pycalico runs one BIRD 2 for
+both families, so both tables come from the same socket (the family is read from the peer
+name). Exit codes: 0 ok, 1 not root / agent not running.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import re
+from collections.abc import Iterable, Sequence
+
 import click
 
-COMMANDS: list[click.Command] = []
+from pycalico.bgp.control import BirdControl, ProtocolRow
+from pycalico.bgp.errors import BirdControlError
+from pycalico.bgp.model import DEFAULT_PORT, PeerType
+
+DEFAULT_BIRD_SOCKET = "/var/run/calico/bird.ctl"
+_PEER_NAME = re.compile(r"^(Global|Node|Mesh)_(.+?)(?:_port_(\d+))?$")
+
+
+def calico_process_running(proc_root: str = "/proc") -> bool:
+    """True if a process is the agent (``calico-node run``/``-felix``, ``calico-felix``)."""
+    me = os.getpid()
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(os.path.join(proc_root, entry, "cmdline"), "rb") as f:
+                args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if is_calico_agent(args):
+            return True
+    return False
+
+
+def is_calico_agent(args: Sequence[str]) -> bool:
+    text = [os.path.basename(a) for a in args[:1]] + list(args[1:])
+    if any(a.endswith("calico-felix") for a in text):
+        return True
+    if any("calico-node" in a for a in args):
+        return any(a in ("run", "felix", "-felix", "--felix") for a in args)
+    return False
+
+
+def peer_rows(rows: Iterable[ProtocolRow], version: int) -> list[list[str]]:
+    """Table rows (address, type, state, since, info) for BGP peers of one family."""
+    out = []
+    for r in rows:
+        if r.proto != "BGP":
+            continue
+        m = _PEER_NAME.match(r.name)
+        if not m:
+            continue
+        raw = m.group(2)
+        is_v4 = re.fullmatch(r"\d+_\d+_\d+_\d+", raw) is not None
+        if (version == 4) != is_v4:
+            continue
+        addr = raw.replace("_", "." if is_v4 else ":")
+        port = m.group(3)
+        if port and int(port) != DEFAULT_PORT:
+            addr = f"{addr}:{port}" if is_v4 else f"[{addr}]:{port}"
+        out.append(
+            [
+                addr,
+                PeerType(m.group(1)).description,
+                r.state,
+                format_since(r.since),
+                " ".join(r.info.split()),
+            ]
+        )
+    return out
+
+
+def format_since(since: str, today: _dt.date | None = None) -> str:
+    """BIRD's ``2026-11-25T23:30:04.123`` → ``23:30:04`` today, else the date."""
+    m = re.match(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})", since)
+    if not m:
+        return since
+    day = today or _dt.date.today()
+    return m.group(2) if m.group(1) == day.isoformat() else m.group(1)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """go-pretty style box table: centred upper-case headers, left-aligned cells."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def centre(text: str, w: int) -> str:
+        pad = w - len(text)
+        return " " * (pad // 2) + text + " " * (pad - pad // 2)
+
+    lines = [
+        sep,
+        "| "
+        + " | ".join(centre(h.upper(), w) for h, w in zip(headers, widths, strict=True))
+        + " |",
+        sep,
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    lines.append(sep)
+    return "\n".join(lines)
+
+
+HEADERS = ("Peer address", "Peer type", "State", "Since", "Info")
+
+
+def status_report(rows: list[ProtocolRow] | None) -> str:
+    """The text after "Calico process is running." (``rows`` None = BIRD not running)."""
+    if rows is None:
+        return (
+            "\nThe BGP backend process (BIRD) is not running.\n"
+            "INFO: BIRDv4 process: 'bird' is not running."
+        )
+    parts = []
+    for v in (4, 6):
+        table = peer_rows(rows, v)
+        parts.append(f"\nIPv{v} BGP status")
+        parts.append(render_table(HEADERS, table) if table else f"No IPv{v} peers found.")
+    return "\n".join(parts)
+
+
+@click.group()
+def node() -> None:
+    """Calico node management (status)."""
+
+
+@node.command()
+@click.option(
+    "--bird-socket",
+    envvar="CALICO_BIRD_SOCKET",
+    default=DEFAULT_BIRD_SOCKET,
+    show_default=True,
+    help="BIRD control socket.",
+)
+def status(bird_socket: str) -> None:
+    """Show the status of the Calico agent and its BGP sessions."""
+    if os.geteuid() != 0:
+        click.echo("This command must be run as root.", err=True)
+        raise SystemExit(1)
+    if not calico_process_running():
+        click.echo("Calico process is not running.")
+        raise SystemExit(1)
+    click.echo("Calico process is running.")
+    try:
+        rows: list[ProtocolRow] | None = BirdControl(bird_socket).show_protocols()
+    except BirdControlError:
+        rows = None
+    click.echo(status_report(rows))
+    click.echo()
+
+
+COMMANDS: list[click.Command] = [node]
