@@ -7,7 +7,8 @@ selectors. IPReservation holds CIDRs/IPs that IPAM must never hand out.
 
 Invariant: decoding fills Calico's defaults (``blockSize`` 26/122, ``ipipMode``/``vxlanMode``
 ``Never``, ``nodeSelector`` ``all()``, ``allowedUses`` ``[Workload, Tunnel]``,
-``assignmentMode`` ``Automatic``), so stored and printed pools show them, as calicoctl does.
+``assignmentMode`` ``Automatic``; ``[Workload]`` when a namespaceSelector is set, since Tunnel
+pools cannot have one), so stored and printed pools show them, as calicoctl does.
 Helper properties (:attr:`IPPoolSpec.network`) give consumers the parsed network.
 """
 
@@ -19,7 +20,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BeforeValidator,
     Field,
-    PrivateAttr,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -55,9 +55,6 @@ class IPPoolSpec(Model):
     ipip: dict[str, Any] | None = None
     natOutgoingV1: StrictBool | None = Field(default=None, alias="nat-outgoing")
 
-    # Whether allowedUses was given (CEL rules see the stored object, before defaulting).
-    _explicit_uses: bool = PrivateAttr(default=True)
-
     @property
     def network(self) -> IPNetwork:
         """The pool's network (host bits masked off)."""
@@ -72,7 +69,6 @@ class IPPoolSpec(Model):
     @model_validator(mode="after")
     def _defaults(self) -> IPPoolSpec:
         family = self._family()
-        self._explicit_uses = bool(self.allowedUses)
         if self.blockSize is None or self.blockSize == 0:
             self.blockSize = DEFAULT_BLOCK_SIZE.get(family or 0, self.blockSize)
         if not self.ipipMode:
@@ -82,7 +78,10 @@ class IPPoolSpec(Model):
         if not self.nodeSelector:
             self.nodeSelector = "all()"
         if not self.allowedUses:
-            self.allowedUses = ["Workload", "Tunnel"]
+            # Calico's default is [Workload, Tunnel]; a Tunnel pool may not have a
+            # namespaceSelector, so a namespace-scoped pool defaults to Workload only (this keeps
+            # decode(encode(pool)) valid).
+            self.allowedUses = ["Workload"] if self.namespaceSelector else ["Workload", "Tunnel"]
         if self.assignmentMode is None:
             self.assignmentMode = "Automatic"
         if self.natOutgoing is None:
@@ -163,7 +162,7 @@ class IPPoolSpec(Model):
                     p + "nodeSelector",
                     "an IP pool with allowedUses LoadBalancer must have nodeSelector all()",
                 )
-        if self._explicit_uses and "Tunnel" in uses and self.namespaceSelector:
+        if "Tunnel" in uses and self.namespaceSelector:
             problems.add(
                 p + "namespaceSelector", "a Tunnel IP pool cannot have a namespaceSelector"
             )
