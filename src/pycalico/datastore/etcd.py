@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -388,6 +389,14 @@ def _event(ev: dict[str, Any]) -> WatchEvent:
 
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
+    m = re.search(r"\(Caused by (\w+)\((.*)\)\)\s*$", text)
+    if m:  # unwrap urllib3's "Max retries exceeded ... (Caused by X(...))"
+        kind, inner = m.groups()
+        text = inner.strip("\"'")
+        if "SSL" in kind:
+            text = f"TLS failure (check etcdCACertFile/etcdCertFile/etcdKeyFile): {text}"
+        elif "NewConnection" in kind:
+            text = "connection refused" if "refused" in text else f"cannot connect: {text}"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
