@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from pycalico.api.base import Problem, Problems, Resource, ValidationFailed, lookup
 
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TAG = re.compile(r"[\[\](){}]")
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "literal"}
 
 
@@ -79,9 +79,9 @@ def loc_to_path(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif _FIELD.match(part) and part not in _TYPE_TAGS:
+        elif not _TAG.search(part) and part not in _TYPE_TAGS:
             path += f".{part}" if path else part
-        # other parts are pydantic's union/validator tags or odd dict keys: dropped
+        # other parts are pydantic's union/validator tags (``function-after[...]``): dropped
     return path
 
 
