@@ -1,0 +1,588 @@
+"""The Felix calculation graph: datastore updates in, ordered dataplane messages out.
+
+Owns, for one node (or for every node when ``hostname`` is None, as the policy evaluator
+uses it): the local endpoints, their effective labels, the policies and profiles that apply
+to them in Calico's order, and the IP sets (selector and named-port sets) their rules need,
+with members computed over ALL endpoints and network sets cluster-wide.
+
+Input: ``on_update(key, dict | None)`` for v3 resources as stored (see
+:mod:`pycalico.felix.model.convert` for the kinds), ``on_in_sync()``; output: ``flush()``
+returns the messages of :mod:`pycalico.felix.calc.messages` in sequencing order.
+
+Invariants (Felix ``calc`` design):
+- Pure and synchronous: no I/O, no kernel imports; the output after a flush is a function of
+  the set of live resources only, never of the order they arrived in (no hysteresis).
+- ``None`` means deleted; an invalid resource is treated as deleted (logged), like Felix's
+  validation filter.
+- Incremental: a label change re-evaluates only the selectors that reference a changed label
+  (see :mod:`pycalico.felix.calc.labelindex`); policies are matched against local endpoints
+  only, rule selectors against all items, each via its own index.
+- Missing dependencies fail closed: a referenced profile that does not exist is sent with
+  Deny rules; a policy in a tier without a Tier resource sorts after all known tiers and its
+  tier's default action is Deny.
+"""
+
+from __future__ import annotations
+
+import logging
+from base64 import urlsafe_b64encode
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from hashlib import sha224
+from typing import Any
+
+from pycalico.felix.calc.labelindex import LabelIndex
+from pycalico.felix.calc.messages import (
+    ActivePolicyRemove,
+    ActivePolicyUpdate,
+    ActiveProfileRemove,
+    ActiveProfileUpdate,
+    EndpointRemove,
+    EndpointUpdate,
+    InSync,
+    IPSetRemove,
+    IPSetUpdate,
+    Message,
+    ResolvedRule,
+    TierInfo,
+)
+from pycalico.felix.model import (
+    Endpoint,
+    ItemID,
+    ModelError,
+    Namespace,
+    NetworkSet,
+    Policy,
+    PolicyID,
+    Profile,
+    Rule,
+    ServiceAccount,
+    Tier,
+    convert,
+    implied_tier,
+)
+from pycalico.felix.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, SA_PROFILE_PREFIX
+from pycalico.selector import parse
+
+log = logging.getLogger(__name__)
+
+_DENY_ALL = (ResolvedRule("Deny"),)
+
+
+@dataclass(frozen=True, order=True)
+class SetSpec:
+    """What an IP set is computed from: a selector, plus port name/protocol for named ports."""
+
+    selector: str
+    named_port: str = ""
+    protocol: int | None = None
+
+
+def _named_port_id(sel_uid: str, protocol: int | None, port: str) -> str:
+    digest = sha224(f"{sel_uid},{protocol if protocol is not None else 'any'},{port}".encode())
+    return "n:" + urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+class CalcGraph:
+    """See the module docstring. ``hostname=None`` treats every endpoint as local."""
+
+    def __init__(self, hostname: str | None) -> None:
+        self.hostname = hostname
+        self._by_key: dict[str, tuple[str, Hashable]] = {}
+        self._policies: dict[PolicyID, Policy] = {}
+        self._tiers: dict[str, Tier] = {}
+        self._explicit_profiles: dict[str, Profile] = {}
+        self._namespaces: dict[str, Namespace] = {}
+        self._sas: dict[tuple[str, str], ServiceAccount] = {}
+        self._items: dict[ItemID, Endpoint | NetworkSet] = {}
+        self._local: set[ItemID] = set()
+        self._profile_users: dict[str, set[ItemID]] = {}
+        self._profile_refs: Counter[str] = Counter()
+        # Policy <-> local endpoint matching.
+        self.policy_index: LabelIndex[PolicyID, ItemID] = LabelIndex(
+            self._on_policy_match, self._on_policy_unmatch
+        )
+        self._ep_policies: dict[ItemID, set[PolicyID]] = {}
+        self._policy_matches: Counter[PolicyID] = Counter()
+        # Rule selector <-> all items matching (IP set membership).
+        self.ipset_index: LabelIndex[str, ItemID] = LabelIndex(
+            self._on_set_match, self._on_set_unmatch
+        )
+        self._spec_refs: Counter[SetSpec] = Counter()
+        self._sel_refs: Counter[str] = Counter()
+        self._specs_by_sel: dict[str, set[SetSpec]] = {}
+        self._uid_cache: dict[str, str] = {}
+        # What has been sent.
+        self._sent_sets: dict[SetSpec, IPSetUpdate] = {}
+        self._sent_policies: dict[PolicyID, tuple[ActivePolicyUpdate, frozenset[SetSpec]]] = {}
+        self._sent_profiles: dict[str, tuple[ActiveProfileUpdate, frozenset[SetSpec]]] = {}
+        self._sent_endpoints: dict[ItemID, EndpointUpdate] = {}
+        # Dirty tracking.
+        self._dirty_policies: set[PolicyID] = set()
+        self._dirty_profiles: set[str] = set()
+        self._dirty_specs: set[SetSpec] = set()
+        self._dirty_endpoints: set[ItemID] = set()
+        self._in_sync = False
+        self._in_sync_sent = False
+
+    # --- input --------------------------------------------------------------------------
+    def on_update(self, key: str, value: Mapping[str, Any] | None) -> None:
+        """Apply one datastore update (``None`` = deleted)."""
+        obj = None
+        if value is not None:
+            try:
+                obj = convert(value).obj
+            except ModelError as exc:
+                log.warning("ignoring invalid resource %s: %s", key, exc)
+        old = self._by_key.get(key)
+        new_ref = self._ref(obj) if obj is not None else None
+        if old is not None and old != new_ref:
+            self._remove(*old)
+            del self._by_key[key]
+        if obj is not None and new_ref is not None:
+            self._by_key[key] = new_ref
+            self._add(obj)
+
+    def on_in_sync(self) -> None:
+        self._in_sync = True
+
+    def load(self, resources: Iterable[Mapping[str, Any]]) -> None:
+        """Convenience: feed whole resources keyed by kind/namespace/name, then in-sync."""
+        for r in resources:
+            meta = r.get("metadata") or {}
+            ns = meta.get("namespace", "")
+            key = f"{r.get('apiVersion')}/{r.get('kind')}/{ns}/{meta.get('name')}"
+            self.on_update(key, r)
+        self.on_in_sync()
+
+    @staticmethod
+    def _ref(obj: object) -> tuple[str, Hashable]:
+        if isinstance(obj, Policy):
+            return ("policy", obj.id)
+        if isinstance(obj, Tier):
+            return ("tier", obj.name)
+        if isinstance(obj, Profile):
+            return ("profile", obj.name)
+        if isinstance(obj, Namespace):
+            return ("namespace", obj.name)
+        if isinstance(obj, ServiceAccount):
+            return ("sa", (obj.namespace, obj.name))
+        if isinstance(obj, Endpoint | NetworkSet):
+            return ("item", obj.id)
+        raise TypeError(type(obj))
+
+    def _add(self, obj: object) -> None:
+        if isinstance(obj, Policy):
+            self._set_policy(obj.id, obj)
+        elif isinstance(obj, Tier):
+            self._tiers[obj.name] = obj
+            self._tier_changed(obj.name)
+        elif isinstance(obj, Profile):
+            self._explicit_profiles[obj.name] = obj
+            self._profile_changed(obj.name)
+        elif isinstance(obj, Namespace):
+            self._namespaces[obj.name] = obj
+            self._profile_changed(NAMESPACE_PROFILE_PREFIX + obj.name)
+        elif isinstance(obj, ServiceAccount):
+            self._sas[(obj.namespace, obj.name)] = obj
+            self._profile_changed(f"{SA_PROFILE_PREFIX}{obj.namespace}.{obj.name}")
+        elif isinstance(obj, Endpoint | NetworkSet):
+            self._set_item(obj.id, obj)
+
+    def _remove(self, category: str, ident: Hashable) -> None:
+        if category == "policy":
+            assert isinstance(ident, PolicyID)
+            self._set_policy(ident, None)
+        elif category == "tier":
+            assert isinstance(ident, str)
+            self._tiers.pop(ident, None)
+            self._tier_changed(ident)
+        elif category == "profile":
+            assert isinstance(ident, str)
+            self._explicit_profiles.pop(ident, None)
+            self._profile_changed(ident)
+        elif category == "namespace":
+            assert isinstance(ident, str)
+            self._namespaces.pop(ident, None)
+            self._profile_changed(NAMESPACE_PROFILE_PREFIX + ident)
+        elif category == "sa":
+            assert isinstance(ident, tuple)
+            self._sas.pop(ident, None)
+            self._profile_changed(f"{SA_PROFILE_PREFIX}{ident[0]}.{ident[1]}")
+        elif category == "item":
+            assert isinstance(ident, ItemID)
+            self._set_item(ident, None)
+
+    # --- policies and tiers -------------------------------------------------------------
+    def _set_policy(self, pid: PolicyID, pol: Policy | None) -> None:
+        self._dirty_policies.add(pid)
+        self._dirty_endpoints |= self.policy_index.matches(pid)
+        if pol is None:
+            self._policies.pop(pid, None)
+            self.policy_index.remove_selector(pid)
+            return
+        self._policies[pid] = pol
+        self.policy_index.update_selector(pid, pol.selector)
+
+    def _tier_changed(self, name: str) -> None:
+        for pid, pol in self._policies.items():
+            if pol.tier == name:
+                self._dirty_endpoints |= self.policy_index.matches(pid)
+
+    def _on_policy_match(self, pid: PolicyID, iid: ItemID) -> None:
+        self._ep_policies.setdefault(iid, set()).add(pid)
+        self._policy_matches[pid] += 1
+        if self._policy_matches[pid] == 1:
+            self._dirty_policies.add(pid)
+        self._dirty_endpoints.add(iid)
+
+    def _on_policy_unmatch(self, pid: PolicyID, iid: ItemID) -> None:
+        self._ep_policies.get(iid, set()).discard(pid)
+        self._policy_matches[pid] -= 1
+        if self._policy_matches[pid] <= 0:
+            del self._policy_matches[pid]
+            self._dirty_policies.add(pid)
+        self._dirty_endpoints.add(iid)
+
+    # --- profiles and labels ------------------------------------------------------------
+    def profile(self, name: str) -> Profile | None:
+        """The effective profile: explicit Profile resource, else implied by a Namespace
+        (``kns.``) or ServiceAccount (``ksa.``)."""
+        prof = self._explicit_profiles.get(name)
+        if prof is not None:
+            return prof
+        if name.startswith(NAMESPACE_PROFILE_PREFIX):
+            ns = self._namespaces.get(name[len(NAMESPACE_PROFILE_PREFIX) :])
+            return ns.profile() if ns is not None else None
+        if name.startswith(SA_PROFILE_PREFIX):
+            ns_name, _, sa_name = name[len(SA_PROFILE_PREFIX) :].partition(".")
+            sa = self._sas.get((ns_name, sa_name))
+            return sa.profile() if sa is not None else None
+        return None
+
+    def effective_labels(self, item: Endpoint | NetworkSet) -> dict[str, str]:
+        """Own labels, then labelsToApply of each profile in order (earlier ones win)."""
+        labels = dict(item.labels)
+        for name in item.profiles:
+            prof = self.profile(name)
+            if prof is not None:
+                for k, v in prof.labels_to_apply:
+                    labels.setdefault(k, v)
+        return labels
+
+    def _profile_changed(self, name: str) -> None:
+        self._dirty_profiles.add(name)
+        for iid in list(self._profile_users.get(name, ())):
+            item = self._items[iid]
+            self._relabel(iid, item)
+
+    def _relabel(self, iid: ItemID, item: Endpoint | NetworkSet) -> None:
+        labels = self.effective_labels(item)
+        self.ipset_index.update_item(iid, labels)
+        if iid in self._local:
+            self.policy_index.update_item(iid, labels)
+            self._dirty_endpoints.add(iid)
+
+    # --- endpoints and network sets -----------------------------------------------------
+    def _is_local(self, item: Endpoint | NetworkSet) -> bool:
+        return isinstance(item, Endpoint) and (self.hostname is None or item.node == self.hostname)
+
+    def _set_item(self, iid: ItemID, item: Endpoint | NetworkSet | None) -> None:
+        old = self._items.get(iid)
+        if old is not None:
+            for name in old.profiles:
+                self._profile_users.get(name, set()).discard(iid)
+            if iid in self._local:
+                for name in old.profiles:
+                    self._profile_refs[name] -= 1
+                    self._dirty_profiles.add(name)
+        # Sets containing this item may change (addresses / named ports).
+        for sel in self.ipset_index.selectors_matching(iid):
+            self._dirty_specs |= self._specs_by_sel.get(sel, set())
+        if item is None:
+            self._items.pop(iid, None)
+            self.ipset_index.remove_item(iid)
+            if iid in self._local:
+                self._local.discard(iid)
+                self.policy_index.remove_item(iid)
+                self._dirty_endpoints.add(iid)
+            return
+        self._items[iid] = item
+        for name in item.profiles:
+            self._profile_users.setdefault(name, set()).add(iid)
+        if self._is_local(item):
+            self._local.add(iid)
+            for name in item.profiles:
+                self._profile_refs[name] += 1
+                self._dirty_profiles.add(name)
+            self._dirty_endpoints.add(iid)
+        elif iid in self._local:
+            self._local.discard(iid)
+            self.policy_index.remove_item(iid)
+            self._dirty_endpoints.add(iid)
+        self._relabel(iid, item)
+
+    def _on_set_match(self, sel: str, iid: ItemID) -> None:
+        self._dirty_specs |= self._specs_by_sel.get(sel, set())
+
+    _on_set_unmatch = _on_set_match
+
+    # --- resolution ---------------------------------------------------------------------
+    def _uid(self, sel: str) -> str:
+        uid = self._uid_cache.get(sel)
+        if uid is None:
+            uid = self._uid_cache[sel] = parse(sel).unique_id()
+        return uid
+
+    def _set_id(self, spec: SetSpec) -> str:
+        uid = self._uid(spec.selector)
+        if not spec.named_port:
+            return uid
+        return _named_port_id(uid, spec.protocol, spec.named_port)
+
+    def _resolve_rule(self, rule: Rule, specs: set[SetSpec]) -> ResolvedRule:
+        def sel_ids(sel: str | None) -> tuple[str, ...]:
+            if not sel:
+                return ()
+            spec = SetSpec(sel)
+            specs.add(spec)
+            return (self._set_id(spec),)
+
+        def np_ids(sel: str | None, names: tuple[str, ...]) -> tuple[str, ...]:
+            out = []
+            for name in names:
+                spec = SetSpec(sel or "all()", name, rule.protocol)
+                specs.add(spec)
+                out.append(self._set_id(spec))
+            return tuple(out)
+
+        s, d = rule.src, rule.dst
+        return ResolvedRule(
+            action=rule.action,
+            ip_version=rule.ip_version,
+            protocol=rule.protocol,
+            not_protocol=rule.not_protocol,
+            icmp_type=rule.icmp_type,
+            icmp_code=rule.icmp_code,
+            not_icmp_type=rule.not_icmp_type,
+            not_icmp_code=rule.not_icmp_code,
+            src_nets=s.nets,
+            not_src_nets=s.not_nets,
+            src_ip_set_ids=sel_ids(s.selector),
+            not_src_ip_set_ids=sel_ids(s.not_selector),
+            src_ports=s.ports,
+            src_named_port_ip_set_ids=np_ids(s.selector, s.named_ports),
+            not_src_ports=s.not_ports,
+            not_src_named_port_ip_set_ids=np_ids(s.selector, s.not_named_ports),
+            dst_nets=d.nets,
+            not_dst_nets=d.not_nets,
+            dst_ip_set_ids=sel_ids(d.selector),
+            not_dst_ip_set_ids=sel_ids(d.not_selector),
+            dst_ports=d.ports,
+            dst_named_port_ip_set_ids=np_ids(d.selector, d.named_ports),
+            not_dst_ports=d.not_ports,
+            not_dst_named_port_ip_set_ids=np_ids(d.selector, d.not_named_ports),
+            unmatchable=s.has_services or d.has_services,
+        )
+
+    def _resolve_rules(
+        self, rules: tuple[Rule, ...], specs: set[SetSpec]
+    ) -> tuple[ResolvedRule, ...]:
+        return tuple(self._resolve_rule(r, specs) for r in rules)
+
+    def _want_policy(self, pid: PolicyID) -> tuple[ActivePolicyUpdate, frozenset[SetSpec]] | None:
+        pol = self._policies.get(pid)
+        if pol is None or self._policy_matches.get(pid, 0) <= 0:
+            return None
+        specs: set[SetSpec] = set()
+        msg = ActivePolicyUpdate(
+            policy_id=pid,
+            tier=pol.tier,
+            order=pol.order,
+            types=pol.types,
+            ingress=self._resolve_rules(pol.ingress, specs) if "Ingress" in pol.types else (),
+            egress=self._resolve_rules(pol.egress, specs) if "Egress" in pol.types else (),
+            pre_dnat=pol.pre_dnat,
+            do_not_track=pol.do_not_track,
+            apply_on_forward=pol.apply_on_forward,
+        )
+        return msg, frozenset(specs)
+
+    def _want_profile(self, name: str) -> tuple[ActiveProfileUpdate, frozenset[SetSpec]] | None:
+        if self._profile_refs.get(name, 0) <= 0:
+            return None
+        prof = self.profile(name)
+        if prof is None:
+            return ActiveProfileUpdate(name, _DENY_ALL, _DENY_ALL, missing=True), frozenset()
+        specs: set[SetSpec] = set()
+        msg = ActiveProfileUpdate(
+            name, self._resolve_rules(prof.ingress, specs), self._resolve_rules(prof.egress, specs)
+        )
+        return msg, frozenset(specs)
+
+    def _ref_specs(self, specs: Iterable[SetSpec], delta: int) -> None:
+        for spec in specs:
+            self._spec_refs[spec] += delta
+            n = self._spec_refs[spec]
+            if delta > 0 and n == 1:
+                self._specs_by_sel.setdefault(spec.selector, set()).add(spec)
+                self._dirty_specs.add(spec)
+                self._sel_refs[spec.selector] += 1
+                if self._sel_refs[spec.selector] == 1:
+                    self.ipset_index.update_selector(spec.selector, spec.selector)
+            elif delta < 0 and n == 0:
+                del self._spec_refs[spec]
+                self._dirty_specs.add(spec)
+                self._specs_by_sel.get(spec.selector, set()).discard(spec)
+                self._sel_refs[spec.selector] -= 1
+                if self._sel_refs[spec.selector] == 0:
+                    del self._sel_refs[spec.selector]
+                    self._specs_by_sel.pop(spec.selector, None)
+                    self.ipset_index.remove_selector(spec.selector)
+
+    def _set_msg(self, spec: SetSpec) -> IPSetUpdate:
+        members = [self._items[i] for i in self.ipset_index.matches(spec.selector)]
+        set_id = self._set_id(spec)
+        if not spec.named_port:
+            nets = frozenset(n for m in members for n in m.nets)
+            return IPSetUpdate(set_id, "net", spec.selector, nets=nets)
+        ip_ports = frozenset(
+            (net.network_address, p.protocol, p.port)
+            for m in members
+            if isinstance(m, Endpoint)
+            for p in m.ports
+            if p.name == spec.named_port and (spec.protocol is None or p.protocol == spec.protocol)
+            for net in m.nets
+        )
+        return IPSetUpdate(
+            set_id,
+            "ip_port",
+            spec.selector,
+            ip_ports=ip_ports,
+            named_port=spec.named_port,
+            protocol=spec.protocol,
+        )
+
+    def _tier_infos(self, pols: list[Policy]) -> tuple[TierInfo, ...]:
+        by_tier: dict[str, list[Policy]] = {}
+        for p in pols:
+            by_tier.setdefault(p.tier, []).append(p)
+
+        def tier_key(name: str) -> tuple[int, float, str]:
+            known = name in self._tiers or name in IMPLIED_TIERS
+            order, tname = self._tier(name).sort_key()
+            return (0 if known else 1, order, tname)
+
+        out = []
+        for name in sorted(by_tier, key=tier_key):
+            ordered = sorted(by_tier[name], key=Policy.sort_key)
+            tier = self._tier(name)
+            out.append(
+                TierInfo(
+                    name,
+                    tier.default_action,
+                    tuple(p.id for p in ordered if p.applies_to("ingress")),
+                    tuple(p.id for p in ordered if p.applies_to("egress")),
+                )
+            )
+        return tuple(out)
+
+    def _tier(self, name: str) -> Tier:
+        return self._tiers.get(name) or implied_tier(name)
+
+    def _want_endpoint(self, iid: ItemID) -> EndpointUpdate | None:
+        item = self._items.get(iid)
+        if iid not in self._local or not isinstance(item, Endpoint):
+            return None
+        pols = [self._policies[p] for p in self._ep_policies.get(iid, ()) if p in self._policies]
+        normal = [p for p in pols if not p.pre_dnat and not p.do_not_track]
+        labels = tuple(sorted(self.effective_labels(item).items()))
+        if not item.is_host:
+            return EndpointUpdate(item, labels, self._tier_infos(normal), item.profiles)
+        return EndpointUpdate(
+            item,
+            labels,
+            self._tier_infos(normal),
+            item.profiles,
+            forward_tiers=self._tier_infos([p for p in normal if p.apply_on_forward]),
+            pre_dnat_tiers=self._tier_infos([p for p in pols if p.pre_dnat]),
+            untracked_tiers=self._tier_infos([p for p in pols if p.do_not_track]),
+        )
+
+    # --- output -------------------------------------------------------------------------
+    def flush(self) -> list[Message]:
+        """Messages bringing a consumer from the last flush's state to the current one."""
+        pol_up: list[Message] = []
+        pol_rm: list[Message] = []
+        for pid in sorted(self._dirty_policies):
+            want = self._want_policy(pid)
+            have = self._sent_policies.get(pid)
+            if want == have:
+                continue
+            if want is not None:
+                self._ref_specs(want[1], +1)
+                self._sent_policies[pid] = want
+                pol_up.append(want[0])
+            else:
+                del self._sent_policies[pid]
+                pol_rm.append(ActivePolicyRemove(pid))
+            if have is not None:
+                self._ref_specs(have[1], -1)
+        self._dirty_policies.clear()
+        prof_up: list[Message] = []
+        prof_rm: list[Message] = []
+        for name in sorted(self._dirty_profiles):
+            pwant = self._want_profile(name)
+            phave = self._sent_profiles.get(name)
+            if pwant == phave:
+                continue
+            if pwant is not None:
+                self._ref_specs(pwant[1], +1)
+                self._sent_profiles[name] = pwant
+                prof_up.append(pwant[0])
+            else:
+                del self._sent_profiles[name]
+                prof_rm.append(ActiveProfileRemove(name))
+            if phave is not None:
+                self._ref_specs(phave[1], -1)
+        self._dirty_profiles.clear()
+        set_up: list[Message] = []
+        set_rm: list[Message] = []
+        for spec in sorted(self._dirty_specs):
+            sent = self._sent_sets.get(spec)
+            if self._spec_refs.get(spec, 0) > 0:
+                msg = self._set_msg(spec)
+                if msg != sent:
+                    self._sent_sets[spec] = msg
+                    set_up.append(msg)
+            elif sent is not None:
+                del self._sent_sets[spec]
+                set_rm.append(IPSetRemove(sent.set_id))
+        self._dirty_specs.clear()
+        ep_up: list[Message] = []
+        ep_rm: list[Message] = []
+        for iid in sorted(self._dirty_endpoints):
+            ewant = self._want_endpoint(iid)
+            ehave = self._sent_endpoints.get(iid)
+            if ewant == ehave:
+                continue
+            if ewant is not None:
+                self._sent_endpoints[iid] = ewant
+                ep_up.append(ewant)
+            elif ehave is not None:
+                del self._sent_endpoints[iid]
+                ep_rm.append(EndpointRemove(ehave.endpoint))
+        self._dirty_endpoints.clear()
+        out = set_up + pol_up + prof_up + ep_up + ep_rm + prof_rm + pol_rm + set_rm
+        if self._in_sync and not self._in_sync_sent:
+            self._in_sync_sent = True
+            out.append(InSync())
+        return out
+
+    # --- introspection (for the evaluator and tests) ------------------------------------
+    def local_endpoints(self) -> list[Endpoint]:
+        return [e for i in sorted(self._local) if isinstance(e := self._items[i], Endpoint)]
+
+    def all_items(self) -> list[Endpoint | NetworkSet]:
+        return [self._items[i] for i in sorted(self._items)]

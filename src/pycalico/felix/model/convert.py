@@ -1,0 +1,566 @@
+"""Conversion of stored v3 resource dicts into the calc-internal model (``types.py``).
+
+This is pycalico's equivalent of libcalico-go's v3 -> backend update processors and of the
+Kubernetes conversion layer:
+- (Global)NetworkPolicy: tier defaults to ``default``; ``types`` default from the rules
+  present; the top-level selector is ANDed with ``projectcalico.org/namespace == '<ns>'``
+  (namespaced) or the ``pcns.``-prefixed namespaceSelector (global), and with the
+  ``pcsa.``-prefixed serviceAccountSelector.
+- Rule selectors (reference §2, last paragraph): as soon as a selector, notSelector or
+  namespaceSelector is used, the endpoint selector is limited to the policy's namespace (or
+  to the namespaces the ``pcns.``-prefixed namespaceSelector picks; ``all()`` there means
+  "any namespaced thing", ``global()`` "non-namespaced things"); serviceAccounts become
+  ``projectcalico.org/serviceaccount in {..}`` and/or a ``pcsa.``-prefixed selector.
+  ``notSelector`` is used unchanged, as Calico does.
+- networking.k8s.io/v1 NetworkPolicy -> default-tier NetworkPolicy ``knp.default.<name>``
+  at order 1000 with Allow rules (one rule per protocol x peer; ipBlock -> nets/notNets).
+- Staged* kinds convert to ``None``: they are evaluated by nobody here and never enforce.
+
+Invariant: ``convert`` is a pure function of its input; bad input raises ``ModelError``
+naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from ipaddress import ip_network
+from typing import Any
+
+from pycalico.felix.model.types import (
+    EMPTY_MATCH,
+    K8S_POLICY_PREFIX,
+    LABEL_NAMESPACE,
+    LABEL_ORCHESTRATOR,
+    LABEL_SERVICEACCOUNT,
+    NAMESPACE_LABEL_PREFIX,
+    NAMESPACE_PROFILE_PREFIX,
+    SA_LABEL_PREFIX,
+    Action,
+    Converted,
+    Endpoint,
+    EntityMatch,
+    IPNet,
+    ItemID,
+    ModelError,
+    NamedPort,
+    Namespace,
+    NetworkSet,
+    Policy,
+    PolicyID,
+    PortRange,
+    Profile,
+    Rule,
+    ServiceAccount,
+    Tier,
+    protocol_number,
+)
+from pycalico.selector import SelectorError, parse
+
+CALICO_API = "projectcalico.org/v3"
+K8S_NETPOL_API = "networking.k8s.io/v1"
+_NAMED_PORT_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
+_ACTIONS: dict[str, Action] = {"allow": "Allow", "deny": "Deny", "pass": "Pass", "log": "Log"}
+_STAGED = {"StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy"}
+_IGNORED = object()
+
+
+def canonical(text: str, field: str) -> str:
+    """The canonical form of a selector; ModelError naming ``field`` if it doesn't parse."""
+    try:
+        return str(parse(text))
+    except SelectorError as exc:
+        raise ModelError(f"{field}: invalid selector {text!r}: {exc}") from exc
+
+
+def _prefixed(text: str, prefix: str, field: str) -> str:
+    try:
+        return str(parse(text).with_label_prefix(prefix))
+    except SelectorError as exc:
+        raise ModelError(f"{field}: invalid selector {text!r}: {exc}") from exc
+
+
+def _and(parts: Sequence[str], field: str) -> str:
+    parts = [p for p in parts if p]
+    if not parts:
+        return ""
+    if len(parts) == 1:
+        return canonical(parts[0], field)
+    return canonical(" && ".join(f"({p})" for p in parts), field)
+
+
+def _labels(meta: Mapping[str, Any], field: str = "metadata.labels") -> dict[str, str]:
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise ModelError(f"{field}: must be a mapping")
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _nets(values: Any, field: str) -> tuple[IPNet, ...]:
+    if not values:
+        return ()
+    if not isinstance(values, list):
+        raise ModelError(f"{field}: must be a list of CIDRs")
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(ip_network(str(v), strict=False))
+        except ValueError as exc:
+            raise ModelError(f"{field}[{i}]: invalid CIDR {v!r}") from exc
+    return tuple(out)
+
+
+def _ports(values: Any, field: str) -> tuple[tuple[PortRange, ...], tuple[str, ...]]:
+    if not values:
+        return (), ()
+    if not isinstance(values, list):
+        raise ModelError(f"{field}: must be a list")
+    numeric: list[PortRange] = []
+    named: list[str] = []
+    for i, v in enumerate(values):
+        f = f"{field}[{i}]"
+        if isinstance(v, bool):
+            raise ModelError(f"{f}: invalid port {v!r}")
+        if isinstance(v, int):
+            numeric.append(_range(v, v, f))
+            continue
+        text = str(v).strip()
+        if ":" in text:
+            lo, _, hi = text.partition(":")
+            if not (lo.isdigit() and hi.isdigit()):
+                raise ModelError(f"{f}: invalid port range {v!r}")
+            numeric.append(_range(int(lo), int(hi), f))
+        elif text.isdigit():
+            numeric.append(_range(int(text), int(text), f))
+        elif _NAMED_PORT_RE.match(text):
+            named.append(text)
+        else:
+            raise ModelError(f"{f}: invalid port {v!r}")
+    return tuple(numeric), tuple(named)
+
+
+def _range(lo: int, hi: int, field: str) -> PortRange:
+    if not (0 <= lo <= hi <= 65535):
+        raise ModelError(f"{field}: port range {lo}:{hi} out of bounds")
+    return PortRange(lo, hi)
+
+
+def _opt_int(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(f"{field}: must be an integer")
+    return value
+
+
+def entity_selector(er: Mapping[str, Any], ns: str, field: str) -> str | None:
+    """The single selector an EntityRule matches endpoints with (see module docstring)."""
+    ns_sel_text = str(er.get("namespaceSelector") or "")
+    sel_text = str(er.get("selector") or "")
+    not_sel_text = str(er.get("notSelector") or "")
+    ns_sel = ""
+    if ns_sel_text:
+        ns_sel = _prefixed(ns_sel_text, NAMESPACE_LABEL_PREFIX, f"{field}.namespaceSelector")
+        ns_sel = ns_sel.replace("all()", f"has({LABEL_NAMESPACE})")
+        ns_sel = ns_sel.replace("global()", f"!has({LABEL_NAMESPACE})")
+    elif ns:
+        ns_sel = f"{LABEL_NAMESPACE} == '{ns}'"
+    parts: list[str] = []
+    sam = er.get("serviceAccounts")
+    if sam:
+        sa_parts: list[str] = []
+        if sam.get("selector"):
+            sa_parts.append(
+                _prefixed(
+                    str(sam["selector"]), SA_LABEL_PREFIX, f"{field}.serviceAccounts.selector"
+                )
+            )
+        names = sam.get("names") or []
+        if names:
+            quoted = ", ".join("'" + str(n) + "'" for n in names)
+            sa_parts.append(f"{LABEL_SERVICEACCOUNT} in {{{quoted}}}")
+        if sa_parts:
+            parts.append(_and(sa_parts, f"{field}.serviceAccounts"))
+    if sel_text:
+        parts.append(canonical(sel_text, f"{field}.selector"))
+    selector = _and(parts, f"{field}.selector")
+    if ns_sel and (selector or not_sel_text or ns_sel_text):
+        selector = _and([ns_sel, selector], field)
+    return selector or None
+
+
+def _entity(er: Any, ns: str, field: str) -> EntityMatch:
+    if not er:
+        return EMPTY_MATCH
+    if not isinstance(er, Mapping):
+        raise ModelError(f"{field}: must be a mapping")
+    ports, named = _ports(er.get("ports"), f"{field}.ports")
+    not_ports, not_named = _ports(er.get("notPorts"), f"{field}.notPorts")
+    not_sel = er.get("notSelector")
+    return EntityMatch(
+        nets=_nets(er.get("nets"), f"{field}.nets"),
+        not_nets=_nets(er.get("notNets"), f"{field}.notNets"),
+        selector=entity_selector(er, ns, field),
+        not_selector=canonical(str(not_sel), f"{field}.notSelector") if not_sel else None,
+        ports=ports,
+        named_ports=named,
+        not_ports=not_ports,
+        not_named_ports=not_named,
+        has_services=bool(er.get("services")),
+    )
+
+
+def convert_rule(r: Mapping[str, Any], ns: str, field: str) -> Rule:
+    """One v3 Rule -> backend Rule (``ns`` = the policy's namespace, "" if global)."""
+    if not isinstance(r, Mapping):
+        raise ModelError(f"{field}: must be a mapping")
+    action = _ACTIONS.get(str(r.get("action", "")).lower())
+    if action is None:
+        raise ModelError(
+            f"{field}.action: must be Allow, Deny, Pass or Log, not {r.get('action')!r}"
+        )
+    proto = r.get("protocol")
+    not_proto = r.get("notProtocol")
+    icmp = r.get("icmp") or {}
+    not_icmp = r.get("notICMP") or {}
+    ip_version = _opt_int(r.get("ipVersion"), f"{field}.ipVersion")
+    if ip_version not in (None, 4, 6):
+        raise ModelError(f"{field}.ipVersion: must be 4 or 6")
+    try:
+        return Rule(
+            action=action,
+            ip_version=ip_version,
+            protocol=protocol_number(proto) if proto is not None else None,
+            not_protocol=protocol_number(not_proto) if not_proto is not None else None,
+            icmp_type=_opt_int(icmp.get("type"), f"{field}.icmp.type"),
+            icmp_code=_opt_int(icmp.get("code"), f"{field}.icmp.code"),
+            not_icmp_type=_opt_int(not_icmp.get("type"), f"{field}.notICMP.type"),
+            not_icmp_code=_opt_int(not_icmp.get("code"), f"{field}.notICMP.code"),
+            src=_entity(r.get("source"), ns, f"{field}.source"),
+            dst=_entity(r.get("destination"), ns, f"{field}.destination"),
+        )
+    except ModelError as exc:
+        if str(exc).startswith(field):
+            raise
+        raise ModelError(f"{field}.protocol: {exc}") from exc
+
+
+def convert_rules(rules: Any, ns: str, field: str) -> tuple[Rule, ...]:
+    if not rules:
+        return ()
+    if not isinstance(rules, list):
+        raise ModelError(f"{field}: must be a list")
+    return tuple(convert_rule(r, ns, f"{field}[{i}]") for i, r in enumerate(rules))
+
+
+def _order(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ModelError(f"{field}: must be a number")
+    return float(value)
+
+
+def _types(spec: Mapping[str, Any]) -> frozenset[str]:
+    types = spec.get("types")
+    if types:
+        out = set()
+        for t in types:
+            norm = str(t).capitalize()
+            if norm not in ("Ingress", "Egress"):
+                raise ModelError(f"spec.types: unknown policy type {t!r}")
+            out.add(norm)
+        return frozenset(out)
+    # Calico's defaulting: egress rules only => Egress; both => both; else Ingress.
+    has_in, has_out = bool(spec.get("ingress")), bool(spec.get("egress"))
+    if has_out and not has_in:
+        return frozenset({"Egress"})
+    if has_out and has_in:
+        return frozenset({"Ingress", "Egress"})
+    return frozenset({"Ingress"})
+
+
+def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Policy:
+    """A projectcalico.org/v3 (Global)NetworkPolicy; ``kind`` short name gnp/np/knp."""
+    name = str(meta.get("name") or "")
+    if not name:
+        raise ModelError("metadata.name: required")
+    ns = "" if kind == "gnp" else str(meta.get("namespace") or "")
+    if kind != "gnp" and not ns:
+        raise ModelError("metadata.namespace: required for a namespaced policy")
+    parts: list[str] = []
+    if ns:
+        parts.append(f"{LABEL_NAMESPACE} == '{ns}'")
+    elif spec.get("namespaceSelector"):
+        ns_sel = _prefixed(
+            str(spec["namespaceSelector"]), NAMESPACE_LABEL_PREFIX, "spec.namespaceSelector"
+        )
+        parts.append(ns_sel.replace("all()", f"has({LABEL_NAMESPACE})"))
+    if spec.get("selector"):
+        parts.append(canonical(str(spec["selector"]), "spec.selector"))
+    if spec.get("serviceAccountSelector"):
+        parts.append(
+            _prefixed(
+                str(spec["serviceAccountSelector"]), SA_LABEL_PREFIX, "spec.serviceAccountSelector"
+            )
+        )
+    selector = _and(parts, "spec.selector") or "all()"
+    return Policy(
+        id=PolicyID(kind, ns, name),
+        tier=str(spec.get("tier") or "default"),
+        order=_order(spec.get("order"), "spec.order"),
+        selector=selector,
+        types=_types(spec),
+        ingress=convert_rules(spec.get("ingress"), ns, "spec.ingress"),
+        egress=convert_rules(spec.get("egress"), ns, "spec.egress"),
+        do_not_track=bool(spec.get("doNotTrack")),
+        pre_dnat=bool(spec.get("preDNAT")),
+        apply_on_forward=bool(spec.get("applyOnForward")),
+    )
+
+
+# --- Kubernetes NetworkPolicy -------------------------------------------------------------
+
+
+def k8s_selector(sel: Any, pod: bool, field: str) -> str:
+    """A k8s LabelSelector -> Calico selector text (pod selectors gain orchestrator k8s)."""
+    terms: list[str] = [f"{LABEL_ORCHESTRATOR} == 'k8s'"] if pod else []
+    if sel is None:
+        return " && ".join(terms)
+    if not isinstance(sel, Mapping):
+        raise ModelError(f"{field}: must be a mapping")
+    match_labels = sel.get("matchLabels") or {}
+    exprs = sel.get("matchExpressions") or []
+    if not pod and not match_labels and not exprs:
+        return "all()"
+    for k in sorted(match_labels):
+        terms.append(f"{k} == '{match_labels[k]}'")
+    for i, e in enumerate(exprs):
+        key, op = e.get("key"), e.get("operator")
+        values = ", ".join(f"'{v}'" for v in e.get("values") or [])
+        if op == "In":
+            terms.append(f"{key} in {{{values}}}")
+        elif op == "NotIn":
+            terms.append(f"{key} not in {{{values}}}")
+        elif op == "Exists":
+            terms.append(f"has({key})")
+        elif op == "DoesNotExist":
+            terms.append(f"!has({key})")
+        else:
+            raise ModelError(f"{field}.matchExpressions[{i}].operator: unknown {op!r}")
+    return " && ".join(terms)
+
+
+def _k8s_rules(
+    rule: Mapping[str, Any], peers_key: str, ingress: bool, field: str
+) -> list[dict[str, Any]]:
+    peers = list(rule.get(peers_key) or []) or [None]
+    ports = list(rule.get("ports") or []) or [None]
+    by_proto: dict[str, list[Any] | None] = {}
+    for i, p in enumerate(ports):
+        if p is None:
+            by_proto = {"": None}
+            break
+        proto = str(p.get("protocol") or "TCP")
+        if p.get("port") is None:
+            by_proto[proto] = None
+            continue
+        port: Any = p["port"]
+        if p.get("endPort") is not None:
+            if not isinstance(port, int):
+                raise ModelError(f"{field}.ports[{i}].endPort: requires a numeric port")
+            port = f"{port}:{int(p['endPort'])}"
+        if proto not in by_proto or by_proto[proto] is not None:
+            existing = by_proto.get(proto) or []
+            by_proto[proto] = [*existing, port]
+    out: list[dict[str, Any]] = []
+    for proto in sorted(by_proto):
+        port_list = by_proto[proto]
+        for j, peer in enumerate(peers):
+            entity: dict[str, Any] = {}
+            if peer is not None:
+                pf = f"{field}.{peers_key}[{j}]"
+                if peer.get("ipBlock"):
+                    block = peer["ipBlock"]
+                    entity["nets"] = [block.get("cidr")]
+                    if block.get("except"):
+                        entity["notNets"] = list(block["except"])
+                else:
+                    entity["selector"] = k8s_selector(
+                        peer.get("podSelector"), True, f"{pf}.podSelector"
+                    )
+                    if "namespaceSelector" in peer and peer["namespaceSelector"] is not None:
+                        entity["namespaceSelector"] = k8s_selector(
+                            peer["namespaceSelector"], False, f"{pf}.namespaceSelector"
+                        )
+            r: dict[str, Any] = {"action": "Allow"}
+            if proto:
+                r["protocol"] = proto
+            if ingress:
+                r["source"] = entity
+                if port_list:
+                    r["destination"] = {"ports": port_list}
+            else:
+                if port_list:
+                    entity["ports"] = port_list
+                r["destination"] = entity
+            out.append(r)
+    return out
+
+
+def k8s_to_v3_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The Calico NetworkPolicy spec Calico derives from a k8s NetworkPolicy spec."""
+    ingress: list[dict[str, Any]] = []
+    for i, r in enumerate(spec.get("ingress") or []):
+        ingress += _k8s_rules(r or {}, "from", True, f"spec.ingress[{i}]")
+    egress: list[dict[str, Any]] = []
+    for i, r in enumerate(spec.get("egress") or []):
+        egress += _k8s_rules(r or {}, "to", False, f"spec.egress[{i}]")
+    ptypes = {str(t) for t in spec.get("policyTypes") or []}
+    types = [t for t in ("Ingress", "Egress") if t in ptypes] or ["Ingress"]
+    return {
+        "tier": "default",
+        "order": 1000.0,
+        "selector": k8s_selector(spec.get("podSelector") or {}, True, "spec.podSelector"),
+        "types": types,
+        "ingress": ingress,
+        "egress": egress,
+    }
+
+
+# --- endpoints, sets, profiles ------------------------------------------------------------
+
+
+def _named_ports(values: Any, field: str) -> tuple[NamedPort, ...]:
+    out = []
+    for i, p in enumerate(values or []):
+        if not isinstance(p, Mapping) or not p.get("name"):
+            continue
+        port = p.get("port", p.get("containerPort"))
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ModelError(f"{field}[{i}].port: must be an integer")
+        proto = protocol_number(p.get("protocol") or "TCP")
+        out.append(NamedPort(str(p["name"]), proto, port))
+    return tuple(out)
+
+
+def _ips(values: Any, field: str) -> tuple[IPNet, ...]:
+    return _nets([v for v in values or [] if v], field)
+
+
+def convert_wep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
+    name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+    if not name:
+        raise ModelError("metadata.name: required")
+    labels = _labels(meta)
+    if ns:
+        labels[LABEL_NAMESPACE] = ns
+    if spec.get("orchestrator"):
+        labels[LABEL_ORCHESTRATOR] = str(spec["orchestrator"])
+    sa = str(spec.get("serviceAccountName") or "")
+    if sa and len(sa) < 63:
+        labels[LABEL_SERVICEACCOUNT] = sa
+    return Endpoint(
+        id=ItemID("wep", ns, name),
+        node=str(spec.get("node") or ""),
+        labels=tuple(sorted(labels.items())),
+        profiles=tuple(str(p) for p in spec.get("profiles") or []),
+        nets=_ips(spec.get("ipNetworks"), "spec.ipNetworks"),
+        ports=_named_ports(spec.get("ports"), "spec.ports"),
+        interface_name=str(spec.get("interfaceName") or ""),
+        workload=str(spec.get("workload") or spec.get("pod") or ""),
+        namespace=ns,
+    )
+
+
+def convert_hep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
+    name = str(meta.get("name") or "")
+    if not name:
+        raise ModelError("metadata.name: required")
+    return Endpoint(
+        id=ItemID("hep", "", name),
+        node=str(spec.get("node") or ""),
+        labels=tuple(sorted(_labels(meta).items())),
+        profiles=tuple(str(p) for p in spec.get("profiles") or []),
+        nets=_ips(spec.get("expectedIPs"), "spec.expectedIPs"),
+        ports=_named_ports(spec.get("ports"), "spec.ports"),
+        interface_name=str(spec.get("interfaceName") or ""),
+    )
+
+
+def convert(obj: Mapping[str, Any]) -> Converted:
+    """Convert one stored resource dict. Unknown kinds and staged policies give ``None``."""
+    if not isinstance(obj, Mapping):
+        raise ModelError("resource: must be a mapping")
+    kind = str(obj.get("kind") or "")
+    api = str(obj.get("apiVersion") or "")
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+        raise ModelError("metadata/spec: must be mappings")
+    name = str(meta.get("name") or "")
+    if kind in _STAGED:
+        return Converted(None, kind)
+    if kind == "NetworkPolicy" and api == K8S_NETPOL_API:
+        v3 = k8s_to_v3_spec(spec)
+        kmeta = {"name": K8S_POLICY_PREFIX + name, "namespace": meta.get("namespace")}
+        return Converted(convert_policy("knp", kmeta, v3), kind)
+    if kind == "NetworkPolicy":
+        return Converted(convert_policy("np", meta, spec), kind)
+    if kind == "GlobalNetworkPolicy":
+        return Converted(convert_policy("gnp", meta, spec), kind)
+    if kind == "Tier":
+        action = str(spec.get("defaultAction") or "Deny")
+        if action not in ("Deny", "Pass"):
+            raise ModelError(f"spec.defaultAction: must be Deny or Pass, not {action!r}")
+        return Converted(
+            Tier(
+                name,
+                _order(spec.get("order"), "spec.order"),
+                "Pass" if action == "Pass" else "Deny",
+            ),
+            kind,
+        )
+    if kind == "Profile":
+        lta = spec.get("labelsToApply") or {}
+        return Converted(
+            Profile(
+                name,
+                convert_rules(spec.get("ingress"), "", "spec.ingress"),
+                convert_rules(spec.get("egress"), "", "spec.egress"),
+                tuple(sorted((str(k), str(v)) for k, v in lta.items())),
+            ),
+            kind,
+        )
+    if kind == "WorkloadEndpoint":
+        return Converted(convert_wep(meta, spec), kind)
+    if kind == "HostEndpoint":
+        return Converted(convert_hep(meta, spec), kind)
+    if kind == "NetworkSet":
+        ns = str(meta.get("namespace") or "")
+        labels = _labels(meta)
+        labels[LABEL_NAMESPACE] = ns
+        return Converted(
+            NetworkSet(
+                ItemID("netset", ns, name),
+                tuple(sorted(labels.items())),
+                _nets(spec.get("nets"), "spec.nets"),
+                (NAMESPACE_PROFILE_PREFIX + ns,),
+            ),
+            kind,
+        )
+    if kind == "GlobalNetworkSet":
+        return Converted(
+            NetworkSet(
+                ItemID("gnetset", "", name),
+                tuple(sorted(_labels(meta).items())),
+                _nets(spec.get("nets"), "spec.nets"),
+            ),
+            kind,
+        )
+    if kind == "Namespace" and api == "v1":
+        return Converted(Namespace(name, tuple(sorted(_labels(meta).items()))), kind)
+    if kind == "ServiceAccount" and api == "v1":
+        ns = str(meta.get("namespace") or "default")
+        return Converted(ServiceAccount(ns, name, tuple(sorted(_labels(meta).items()))), kind)
+    return Converted(None, kind)

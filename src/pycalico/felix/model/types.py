@@ -1,0 +1,310 @@
+"""Typed, immutable calc-internal model of policy-relevant resources.
+
+Owns the value objects the calculation graph and the policy evaluator work on: the "backend"
+form of Calico's v3 resources (what libcalico-go's update processors hand to Felix), with
+every default already applied (tier ``default``, policy ``types`` defaulting, order ``None``
+meaning +infinity) and every rule selector already namespaced/combined into one selector
+string.
+
+Invariants:
+- Every object is frozen and hashable; equality is structural, so "did it change?" is ``==``.
+- Selector strings are in canonical form (``str(parse(x))``); ``None`` means "no selector".
+- Protocols are IANA numbers; CIDRs are normalised ``ipaddress`` networks (host bits cleared).
+- Nothing here imports ``pycalico.api``: conversion from v3 dicts lives in ``convert.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from typing import Literal
+
+from pycalico.errors import CalicoError
+
+IPNet = IPv4Network | IPv6Network
+Action = Literal["Allow", "Deny", "Pass", "Log"]
+Direction = Literal["ingress", "egress"]
+
+# Reserved / implied tiers (reference §1.8).
+DEFAULT_TIER = "default"
+DEFAULT_TIER_ORDER = 1_000_000.0
+IMPLIED_TIERS: dict[str, tuple[float, str]] = {
+    "default": (DEFAULT_TIER_ORDER, "Deny"),
+    "kube-admin": (1_000.0, "Pass"),
+    "kube-baseline": (10_000_000.0, "Pass"),
+}
+
+# Label names Calico adds to endpoints (reference §1.11, §1.10).
+LABEL_NAMESPACE = "projectcalico.org/namespace"
+LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
+LABEL_SERVICEACCOUNT = "projectcalico.org/serviceaccount"
+LABEL_NAME = "projectcalico.org/name"
+NAMESPACE_LABEL_PREFIX = "pcns."
+SA_LABEL_PREFIX = "pcsa."
+NAMESPACE_PROFILE_PREFIX = "kns."
+SA_PROFILE_PREFIX = "ksa."
+K8S_POLICY_PREFIX = "knp.default."
+
+PROTOCOLS: dict[str, int] = {
+    "tcp": 6,
+    "udp": 17,
+    "icmp": 1,
+    "icmpv6": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
+PROTOCOL_NAMES: dict[int, str] = {
+    6: "TCP",
+    17: "UDP",
+    1: "ICMP",
+    58: "ICMPv6",
+    132: "SCTP",
+    136: "UDPLite",
+}
+
+
+class ModelError(CalicoError, ValueError):
+    """A resource dict cannot be converted (names the field and the reason)."""
+
+
+def protocol_number(value: int | str) -> int:
+    """``"TCP"`` / ``"tcp"`` / ``6`` / ``"6"`` -> 6; raises ModelError otherwise."""
+    if isinstance(value, bool):
+        raise ModelError(f"invalid protocol {value!r}")
+    if isinstance(value, int):
+        if 1 <= value <= 255:
+            return value
+        raise ModelError(f"invalid protocol number {value}")
+    text = str(value).strip()
+    if text.isdigit():
+        return protocol_number(int(text))
+    num = PROTOCOLS.get(text.lower())
+    if num is None:
+        raise ModelError(f"unknown protocol {value!r}")
+    return num
+
+
+def protocol_name(num: int) -> str:
+    return PROTOCOL_NAMES.get(num, str(num))
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """An inclusive numeric port range (a single port has ``first == last``)."""
+
+    first: int
+    last: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
+
+
+@dataclass(frozen=True)
+class EntityMatch:
+    """One side (source or destination) of a rule, in resolved backend form.
+
+    ``selector`` already includes the namespace restriction, namespaceSelector (``pcns.``)
+    and serviceAccounts (``pcsa.``) terms; ``not_selector`` is used as written (Calico does
+    not namespace it). Named ports are resolved against the endpoints ``selector`` matches
+    (all endpoints when it is None).
+    """
+
+    nets: tuple[IPNet, ...] = ()
+    not_nets: tuple[IPNet, ...] = ()
+    selector: str | None = None
+    not_selector: str | None = None
+    ports: tuple[PortRange, ...] = ()
+    named_ports: tuple[str, ...] = ()
+    not_ports: tuple[PortRange, ...] = ()
+    not_named_ports: tuple[str, ...] = ()
+    has_services: bool = False
+
+    def is_empty(self) -> bool:
+        return self == EMPTY_MATCH
+
+
+EMPTY_MATCH = EntityMatch()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy/profile rule in backend form. ``protocol`` None = any protocol."""
+
+    action: Action
+    ip_version: int | None = None
+    protocol: int | None = None
+    not_protocol: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    not_icmp_type: int | None = None
+    not_icmp_code: int | None = None
+    src: EntityMatch = EMPTY_MATCH
+    dst: EntityMatch = EMPTY_MATCH
+
+
+@dataclass(frozen=True, order=True)
+class PolicyID:
+    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``), namespace, name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied."""
+
+    id: PolicyID
+    tier: str
+    order: float | None
+    selector: str
+    types: frozenset[str]
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    do_not_track: bool = False
+    pre_dnat: bool = False
+    apply_on_forward: bool = False
+
+    def sort_key(self) -> tuple[float, str, str, str]:
+        """Calico's PolKVLess: order asc (None = +inf), then name, namespace, kind."""
+        order = math.inf if self.order is None else self.order
+        return (order, self.id.name, self.id.namespace, self.id.kind)
+
+    def applies_to(self, direction: Direction) -> bool:
+        return ("Ingress" if direction == "ingress" else "Egress") in self.types
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    order: float | None
+    default_action: Literal["Deny", "Pass"] = "Deny"
+
+    def sort_key(self) -> tuple[float, str]:
+        return (math.inf if self.order is None else self.order, self.name)
+
+
+def implied_tier(name: str) -> Tier:
+    """The tier in force when no Tier resource named ``name`` exists."""
+    if name in IMPLIED_TIERS:
+        order, action = IMPLIED_TIERS[name]
+        return Tier(name, order, "Pass" if action == "Pass" else "Deny")
+    # Calico sorts tiers without a Tier resource last ("invalid" tiers) and fails closed.
+    return Tier(name, None, "Deny")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    labels_to_apply: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, order=True)
+class ItemID:
+    """Identity of a labelled item: ``wep``/``hep`` endpoints, ``netset``/``gnetset`` sets."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NamedPort:
+    name: str
+    protocol: int
+    port: int
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A WorkloadEndpoint or HostEndpoint. ``labels`` are its own labels plus the
+    ``projectcalico.org/*`` labels Calico adds; profile labels are applied by the graph."""
+
+    id: ItemID
+    node: str
+    labels: tuple[tuple[str, str], ...]
+    profiles: tuple[str, ...]
+    nets: tuple[IPNet, ...]
+    ports: tuple[NamedPort, ...] = ()
+    interface_name: str = ""
+    workload: str = ""
+    namespace: str = ""
+
+    @property
+    def is_host(self) -> bool:
+        return self.id.kind == "hep"
+
+    def display_name(self) -> str:
+        """``namespace/workload`` for workloads, ``hep/<name>`` for host endpoints."""
+        if self.is_host:
+            return f"hep/{self.id.name}"
+        return f"{self.namespace}/{self.workload or self.id.name}"
+
+
+@dataclass(frozen=True)
+class NetworkSet:
+    id: ItemID
+    labels: tuple[tuple[str, str], ...]
+    nets: tuple[IPNet, ...]
+    profiles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def profile(self) -> Profile:
+        """The implied ``kns.<name>`` profile: allow all, labels as ``pcns.*``."""
+        labels = {NAMESPACE_LABEL_PREFIX + k: v for k, v in self.labels}
+        labels[NAMESPACE_LABEL_PREFIX + LABEL_NAME] = self.name
+        allow = (Rule("Allow"),)
+        return Profile(
+            NAMESPACE_PROFILE_PREFIX + self.name, allow, allow, tuple(sorted(labels.items()))
+        )
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    namespace: str
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def profile(self) -> Profile:
+        """The implied ``ksa.<ns>.<name>`` profile: no rules, labels as ``pcsa.*``."""
+        labels = {SA_LABEL_PREFIX + k: v for k, v in self.labels}
+        labels[SA_LABEL_PREFIX + LABEL_NAME] = self.name
+        return Profile(
+            f"{SA_PROFILE_PREFIX}{self.namespace}.{self.name}",
+            labels_to_apply=tuple(sorted(labels.items())),
+        )
+
+
+ModelObject = Policy | Tier | Profile | Endpoint | NetworkSet | Namespace | ServiceAccount
+
+
+@dataclass(frozen=True)
+class Converted:
+    """Result of converting one resource dict: the model object, or ``None`` for kinds the
+    policy model ignores (and for staged policies, which never enforce)."""
+
+    obj: ModelObject | None
+    kind: str = ""
+    warnings: tuple[str, ...] = field(default=())
