@@ -119,6 +119,7 @@ def test_host_endpoints() -> None:
 
 
 def wep(**spec: Any) -> dict[str, Any]:
+    spec.setdefault("interfaceName", "cali0123456789a")
     return doc("WorkloadEndpoint", "node1-k8s-pod-eth0", spec, namespace="ns1")
 
 
@@ -152,6 +153,7 @@ def test_workload_endpoints() -> None:
     assert paths(wep(ipv4Gateway="fd00::1")) == {"spec.ipv4Gateway"}
     assert paths(wep(ports=[{"protocol": "TCP", "port": 80}])) == {"spec.ports[0].name"}
     assert paths(wep(mac="zz")) == {"spec.mac"}
+    assert paths(wep(interfaceName="")) == {"spec.interfaceName"}
 
 
 def test_network_sets() -> None:

@@ -201,9 +201,10 @@ def test_policy_types_defaulting() -> None:
     assert decode(np()).spec.tier == "default"
 
 
-def test_types_must_cover_rules_and_be_unique() -> None:
-    assert paths(np({"action": "Allow"}, types=["Egress"])) == {"spec.types"}
+def test_types_are_a_set_but_need_not_cover_rules() -> None:
+    decode(np({"action": "Allow"}, types=["Egress"]))
     assert paths(np(types=["Ingress", "Ingress"])) == {"spec.types"}
+    assert paths(np(types=["Sideways"])) == {"spec.types[0]"}
 
 
 def test_gnp_flags() -> None:

@@ -124,7 +124,9 @@ class WorkloadEndpointSpec(Model):
         super().check(path, problems)
         if self.containerID and not CONTAINER_ID.match(self.containerID):
             problems.add(f"{path}.containerID", f"invalid containerID {self.containerID!r}")
-        if self.interfaceName and not INTERFACE.match(self.interfaceName):
+        if not self.interfaceName:
+            problems.add(f"{path}.interfaceName", "interfaceName must be specified")
+        elif not INTERFACE.match(self.interfaceName):
             problems.add(f"{path}.interfaceName", f"invalid interface name {self.interfaceName!r}")
         if self.mac and not MAC.match(self.mac):
             problems.add(f"{path}.mac", f"invalid MAC address {self.mac!r}")

@@ -4,8 +4,8 @@ Invariants (Calico's validator and CRD CEL rules):
 - NetworkPolicy names match ``label(.label)?`` or ``(knp|ossg).default.<subdomain>``;
   GlobalNetworkPolicy names match ``(label.)?label``; both at most 253 characters.
 - Top-level ``selector``/``serviceAccountSelector``/``namespaceSelector`` never use ``global()``.
-- ``types`` is a set of Ingress/Egress, must cover the directions that have rules, and is
-  defaulted by :meth:`apply_defaults` (no egress rules => Ingress; only egress => Egress).
+- ``types`` is a set of Ingress/Egress (it need not cover the directions that have rules) and
+  is defaulted by :meth:`apply_defaults` (no egress rules => Ingress; only egress => Egress).
 - GNP: ``preDNAT`` and ``doNotTrack`` are exclusive, either requires ``applyOnForward``;
   preDNAT policies have no egress rules or Egress type.
 - Staged policies with ``stagedAction: Delete`` carry no spec fields other than ``tier``.
@@ -93,13 +93,10 @@ class PolicySpecBase(Model):
             if not TIER_NAME.match(self.tier):
                 problems.add(f"{path}.tier", f"invalid tier name {self.tier!r}")
         if self.types is not None:
+            # Types need not cover the directions that have rules (Calico allows it so that
+            # typed policy can coexist with back-level Felix); only duplicates are invalid.
             if len(set(self.types)) != len(self.types):
                 problems.add(f"{path}.types", "duplicate entries in types")
-            if self.types:
-                if self.ingress and "Ingress" not in self.types:
-                    problems.add(f"{path}.types", "ingress rules present but types lacks Ingress")
-                if self.egress and "Egress" not in self.types:
-                    problems.add(f"{path}.types", "egress rules present but types lacks Egress")
         if self.performanceHints and len(set(self.performanceHints)) != len(self.performanceHints):
             problems.add(f"{path}.performanceHints", "duplicate entries in performanceHints")
         check_rules(self.ingress, self.egress, path, problems, global_scope=self.global_scope)
