@@ -21,6 +21,7 @@ from pycalico.datastore.base import (
     WatchEvent,
     key_for,
     prefix_for,
+    storage_kind,
 )
 
 if TYPE_CHECKING:
@@ -72,4 +73,5 @@ __all__ = [
     "key_for",
     "open_datastore",
     "prefix_for",
+    "storage_kind",
 ]

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pycalico.datastore.base import InvalidObject, Resource, key_for
+from pycalico.datastore.base import InvalidObject, Resource, key_for, storage_kind
 
 
 def ident(obj: Resource) -> tuple[str, str, str]:
@@ -35,7 +35,7 @@ def ident(obj: Resource) -> tuple[str, str, str]:
     for part, label in ((name, "metadata.name"), (ns, "metadata.namespace")):
         if "/" in part:
             raise InvalidObject(f"field {label}: must not contain '/'")
-    return kind, name, ns
+    return storage_kind(obj.get("apiVersion"), kind), name, ns
 
 
 def obj_key(obj: Resource) -> str:

@@ -77,6 +77,18 @@ def plural(kind: str) -> str:
     return k + "s"
 
 
+# Kinds from other API groups whose bare kind name clashes with a projectcalico.org/v3 kind
+# are stored under a distinct storage kind (their objects keep apiVersion/kind as written).
+_STORAGE_KINDS: dict[tuple[str, str], str] = {
+    ("networking.k8s.io/v1", "NetworkPolicy"): "KubernetesNetworkPolicy",
+}
+
+
+def storage_kind(api_version: str | None, kind: str) -> str:
+    """The kind used in keys for an object of ``api_version``/``kind``."""
+    return _STORAGE_KINDS.get((api_version or "", kind), kind)
+
+
 def key_for(kind: str, name: str, namespace: str = "") -> str:
     """The storage key of one resource."""
     if namespace:
