@@ -106,6 +106,7 @@ class EtcdDatastore:
         self._closed = False
         self._streams: set[requests.Response] = set()
         self._lock = threading.Lock()
+        self._immutable: dict[tuple[str, int], Resource] = {}
 
     def _client(self, ep: str, ca: str | None, cert: str | None, key: str | None) -> Etcd3Client:
         u = urlsplit(ep)
@@ -167,10 +168,11 @@ class EtcdDatastore:
 
     # -- reads -------------------------------------------------------------------------
     def get(self, kind: str, name: str, namespace: str = "") -> Resource:
-        kvs = self._range(key_for(kind, name, namespace)).get("kvs") or []
+        key = key_for(kind, name, namespace)
+        kvs = self._range(key).get("kvs") or []
         if not kvs:
             raise NotFound(f"{kind} {_display(name, namespace)} not found")
-        return _kv_obj(kvs[0])
+        return self._remember(key, _kv_obj(kvs[0]))
 
     def list(self, kind: str, namespace: str | None = None) -> ListResult:
         if namespace is None:
@@ -199,21 +201,23 @@ class EtcdDatastore:
         if not resp.get("succeeded"):
             kind, name, ns = ident(obj)
             raise AlreadyExists(f"{kind} {_display(name, ns)} already exists")
-        return with_revision(new, int(resp["header"]["revision"]))
+        return self._remember(key, with_revision(new, int(resp["header"]["revision"])))
 
     def update(self, obj: Resource) -> Resource:
         key = obj_key(obj)
         want = required_revision(obj)
         kind, name, ns = ident(obj)
-        kvs = self._range(key).get("kvs") or []
-        if not kvs:
-            raise NotFound(f"{kind} {_display(name, ns)} not found")
-        old = _kv_obj(kvs[0])
-        have = int(kvs[0]["mod_revision"])
-        if have != want:
-            raise Conflict(
-                f"{kind} {_display(name, ns)}: resourceVersion {want} is stale (stored {have})"
-            )
+        old = self._immutable.get((key, want))
+        if old is None:  # not read through this client at that revision: fetch it
+            kvs = self._range(key).get("kvs") or []
+            if not kvs:
+                raise NotFound(f"{kind} {_display(name, ns)} not found")
+            old = _kv_obj(kvs[0])
+            have = int(kvs[0]["mod_revision"])
+            if have != want:
+                raise Conflict(
+                    f"{kind} {_display(name, ns)}: resourceVersion {want} is stale (stored {have})"
+                )
         new = stamp_update(obj, old)
         k = _b64(key)
         resp = self._txn(
@@ -223,7 +227,21 @@ class EtcdDatastore:
         )
         if not resp.get("succeeded"):
             self._raise_failed(resp, kind, name, ns, want)
-        return with_revision(new, int(resp["header"]["revision"]))
+        return self._remember(key, with_revision(new, int(resp["header"]["revision"])))
+
+    def _remember(self, key: str, obj: Resource) -> Resource:
+        """Note (key, revision) -> immutable metadata, so that an update of an object read
+        through this client needs one round trip. Sound because a key's value at a given
+        mod_revision never changes; the CAS in the txn still decides."""
+        meta = obj.get("metadata", {})
+        rev = int(meta.get("resourceVersion", 0))
+        with self._lock:
+            if len(self._immutable) >= 4096:
+                self._immutable.clear()
+            self._immutable[(key, rev)] = {
+                "metadata": {f: meta[f] for f in ("uid", "creationTimestamp") if f in meta}
+            }
+        return obj
 
     def delete(
         self, kind: str, name: str, namespace: str = "", revision: str | None = None
