@@ -64,9 +64,11 @@ def test_tiers() -> None:
     assert paths(doc("Tier", "web", {"defaultAction": "Allow"})) == {"spec.defaultAction"}
     assert paths(doc("Tier", "a.b", {})) == {"metadata.name"}
     assert paths(doc("Tier", "x" * 64, {})) == {"metadata.name"}
-    assert paths(doc("Tier", "kube-admin", {"order": 5})) == {"spec.order"}
+    assert paths(doc("Tier", "kube-admin", {"order": 5, "defaultAction": "Pass"})) == {"spec.order"}
+    # defaultAction defaults to Deny before the reserved-tier rules run (as the CRD does).
+    assert paths(doc("Tier", "kube-admin", {})) == {"spec.defaultAction"}
     assert paths(doc("Tier", "default", {"defaultAction": "Pass"})) == {"spec.defaultAction"}
-    base = decode(doc("Tier", "kube-baseline", {}))
+    base = decode(doc("Tier", "kube-baseline", {"defaultAction": "Pass"}))
     assert (base.spec.order, base.spec.defaultAction) == (10_000_000, "Pass")
 
 

@@ -170,6 +170,11 @@ def test_service_matches() -> None:
     assert paths(egr) == {"spec.egress[0].source.services"}
     both = np({"action": "Allow", "source": {"services": {"name": "s"}, "nets": ["1.2.3.4"]}})
     assert paths(both) == {"spec.ingress[0].source.services"}
+    svc_ports = {"services": {"name": "s"}, "notPorts": [80]}
+    assert "spec.egress[0].destination.notPorts" in paths(
+        np(egress=[{"action": "Allow", "protocol": "TCP", "destination": svc_ports}])
+    )
+    decode(np({"action": "Allow", "protocol": "TCP", "source": svc_ports}))
     g = gnp(ingress=[{"action": "Allow", "source": {"services": {"name": "s"}}}])
     assert paths(g) == {"spec.ingress[0].source.services.namespace"}
 

@@ -56,7 +56,10 @@ class HostEndpointSpec(Model):
                     f"{path}.interfaceName", f"invalid interface name {self.interfaceName!r}"
                 )
         elif not self.expectedIPs:
-            problems.add(f"{path}.interfaceName", "interfaceName or expectedIPs must be specified")
+            problems.add(
+                f"{path}.interfaceName",
+                "at least one of interfaceName or expectedIPs must be specified",
+            )
         _check_profiles(self.profiles, f"{path}.profiles", problems)
 
 

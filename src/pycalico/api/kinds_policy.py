@@ -278,8 +278,12 @@ class Tier(Resource):
         name = self.metadata.name
         if self.spec.order is not None and self.spec.order != order:
             problems.add("spec.order", f"{name} tier order must be {order:.0f}")
-        if self.spec.defaultAction is not None and self.spec.defaultAction != action:
-            problems.add("spec.defaultAction", f"{name} tier defaultAction must be {action}")
+        # The CRD defaults defaultAction to Deny before its rules run, so an omitted action
+        # counts as Deny here (and the Pass-only reserved tiers must say Pass).
+        if (self.spec.defaultAction or "Deny") != action:
+            problems.add(
+                "spec.defaultAction", f"The '{name}' tier must have default action '{action}'"
+            )
 
     def apply_defaults(self) -> None:
         reserved = RESERVED_TIERS.get(self.metadata.name)

@@ -10,7 +10,8 @@ Invariants enforced by ``check`` (each problem names the offending field path):
 - ``selector``/``notSelector`` parse and never use ``global()``; ``namespaceSelector`` may be
   exactly ``global()``;
 - ``services`` needs a name and excludes selectors and nets;
-- ``http`` only on Allow rules, and only with protocol TCP when a protocol is given.
+- ``http`` only on Allow rules, and only with protocol TCP when a protocol is given;
+- a destination ``services`` match takes its ports from the service: no ports/notPorts.
 Direction-dependent checks (services placement) live in :func:`check_rules`.
 """
 
@@ -166,7 +167,16 @@ class Rule(Model):
             if self.action != "Allow":
                 problems.add(f"{path}.http", "HTTP match is only valid on Allow rules")
             if self.protocol is not None and protocol_number(self.protocol) != 6:
-                problems.add(f"{path}.http", "HTTP match is only valid with protocol TCP")
+                problems.add(
+                    f"{path}.http", "rules with HTTP match must have protocol TCP or unset"
+                )
+        dst = self.destination
+        if dst is not None and dst.services is not None and (dst.ports or dst.notPorts):
+            field = "ports" if dst.ports else "notPorts"
+            problems.add(
+                f"{path}.destination.{field}",
+                "ports and notPorts cannot be specified with services",
+            )
 
     def _entities(self) -> list[tuple[str, EntityRule]]:
         out = []
@@ -248,12 +258,6 @@ def check_rules(
             problems.add(f"{rp}.http", "not allowed in egress rule")
         dst = r.destination
         if dst is not None and dst.services is not None:
-            if dst.ports or dst.notPorts:
-                field = "ports" if dst.ports else "notPorts"
-                problems.add(
-                    f"{rp}.destination.{field}",
-                    "cannot specify Ports/NotPorts and Services on an egress destination",
-                )
             if global_scope and not dst.services.namespace:
                 problems.add(f"{rp}.destination.services.namespace", "must specify a namespace")
     for i, r in enumerate(ingress or []):
