@@ -175,3 +175,21 @@ def test_collector_releases_dead_node_tunnel_and_affinities(ds: MemoryDatastore)
     assert res.affinities_released == ["gone"]
     assert check(ds).problems == 0
     assert ds.list("IPAMBlock").items == []
+
+
+def test_release_from_report_repairs_overcounting_handle(ds: MemoryDatastore) -> None:
+    ipam = IPAM(ds)
+    ip = alloc(ipam, "c1")
+    wep(ds, "w1", "c1", ip)
+    (cidr,) = ipam.store.handle_blocks("k8s-pod-network.c1")
+    ipam.store.adjust_handle("k8s-pod-network.c1", cidr, 2)  # crashed before its block write
+    ipam.store.adjust_handle("k8s-pod-network.ghost", cidr, 1)
+    rep = check(ds)
+    assert {m["handle"] for m in rep.handle_mismatches} == {
+        "k8s-pod-network.c1",
+        "k8s-pod-network.ghost",
+    }
+    release_from_report(ipam, CheckReport.from_json(rep.to_json()))
+    assert ipam.store.handle_blocks("k8s-pod-network.c1") == {cidr: 1}
+    assert ipam.store.handle_blocks("k8s-pod-network.ghost") == {}
+    assert check(ds).problems == 0

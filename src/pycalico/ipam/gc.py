@@ -219,12 +219,15 @@ def check(ds: Datastore) -> CheckReport:
 
 
 def release_from_report(ipam: IPAM, report: CheckReport) -> tuple[list[str], list[str]]:
-    """Release the report's leaked addresses, each guarded by its sequence number.
+    """Repair the report's handle mismatches, then release its leaked addresses (each
+    guarded by its sequence number).
 
     Returns (released, skipped); an address reallocated since the report is skipped.
     """
     released: list[str] = []
     skipped: list[str] = []
+    for m in report.handle_mismatches:
+        repair_handle(ipam, str(m["handle"]), m.get("recorded") or {}, m.get("actual") or {})
     for lk in report.leaked:
         try:
             missing = ipam.release_ips([lk.ip], {lk.ip: lk.sequenceNumber})
@@ -233,6 +236,31 @@ def release_from_report(ipam: IPAM, report: CheckReport) -> tuple[list[str], lis
             continue
         (skipped if missing else released).append(lk.ip)
     return released, skipped
+
+
+def repair_handle(
+    ipam: IPAM, handle: str, recorded: dict[str, int], actual: dict[str, int]
+) -> bool:
+    """Make a handle record match its blocks, if both still look as the report saw them.
+
+    The true counts are recomputed from the blocks the handle record and the report name.
+    """
+    store = ipam.store
+    if store.handle_blocks(handle) != recorded:
+        return False
+    now: dict[str, int] = {}
+    for cidr in set(recorded) | set(actual):
+        sb = store.get_block(cidr)
+        n = len(sb.block.ips_for_handle(handle)) if sb is not None else 0
+        if n:
+            now[cidr] = n
+    if store.handle_blocks(handle) != recorded:
+        return False
+    for cidr in set(recorded) | set(now):
+        delta = now.get(cidr, 0) - recorded.get(cidr, 0)
+        if delta:
+            store.adjust_handle(handle, cidr, delta)
+    return True
 
 
 @dataclass
