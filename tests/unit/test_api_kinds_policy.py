@@ -53,6 +53,7 @@ def test_namespaced_kinds_default_to_namespace_default() -> None:
     assert decode(doc("NetworkPolicy", "p", namespace="ns1")).metadata.namespace == "ns1"
     assert decode(doc("NetworkSet", "s")).metadata.namespace == "default"
     assert decode(doc("GlobalNetworkSet", "s")).metadata.namespace is None
+    assert paths(doc("NetworkPolicy", "p", namespace="Bad_NS")) == {"metadata.namespace"}
     sa = decode(doc("ServiceAccount", "sa1", api="v1", labels={"team": "a"}))
     assert sa.metadata.namespace == "default"
 

@@ -245,4 +245,10 @@ class Resource(Model):
 
     def check(self, path: str, problems: Problems) -> None:
         self.check_name(problems)
+        ns = self.metadata.namespace
+        if ns is not None and type(self).namespaced:
+            if len(ns) > 63 or not DNS1123_LABEL.match(ns):
+                problems.add(
+                    "metadata.namespace", f"invalid namespace {ns!r} (must be a DNS label)"
+                )
         super().check(path, problems)
