@@ -237,3 +237,30 @@ def test_one_watch_on_the_common_prefix(setup: Any) -> None:
     assert setup[3]._watch_prefix == "/calico/resources/v3/projectcalico.org/"
     one = Syncer(MemoryDatastore(), [prefix_for("IPPool")], QueueCallbacks())
     assert one._watch_prefix == prefix_for("IPPool")
+
+
+def test_updates_whose_callback_raised_are_reemitted() -> None:
+    mem = MemoryDatastore()
+    mem.create(pool("a"))
+    seen: list[str] = []
+
+    class Flaky:
+        failed = False
+
+        def on_status(self, status: SyncStatus) -> None:
+            pass
+
+        def on_updates(self, updates: list[SyncUpdate]) -> None:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("consumer hiccup")
+            seen.extend(u.obj["metadata"]["name"] for u in updates)
+
+    syncer = Syncer(mem, [prefix_for("IPPool")], Flaky(), retry_interval=0.05).start()
+    try:
+        deadline = time.monotonic() + 5
+        while seen != ["a"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert seen == ["a"]
+    finally:
+        syncer.stop()

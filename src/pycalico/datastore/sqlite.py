@@ -80,7 +80,7 @@ class SqliteDatastore:
         self._busy_ms = int(busy_timeout * 1000)
         self._compact_every = max(1, compact_every)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
@@ -114,8 +114,15 @@ class SqliteDatastore:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
+            with self._conns_lock:  # also close connections of threads that have ended
+                live = []
+                for t, c in self._conns:
+                    if t.is_alive():
+                        live.append((t, c))
+                    else:
+                        with contextlib.suppress(sqlite3.Error):
+                            c.close()
+                self._conns = [*live, (threading.current_thread(), conn)]
         return conn
 
     @contextlib.contextmanager
@@ -333,7 +340,7 @@ class SqliteDatastore:
         self._notify()
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for c in conns:
+        for _, c in conns:
             with contextlib.suppress(sqlite3.Error):
                 c.close()
 

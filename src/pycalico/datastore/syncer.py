@@ -14,7 +14,10 @@ Invariants:
 - Each prefix is listed separately (at revision r_i) and one watch on the common prefix starts
   at min(r_i); events already reflected by a prefix's list (revision <= r_i) are skipped.
 - Callbacks run on the syncer thread; an exception raised by a callback is logged and the
-  syncer resyncs after a back-off (it does not die).
+  syncer resyncs after a back-off (it does not die); updates whose delivery raised are
+  re-emitted by that resync.
+- ``stop()`` takes effect within ``poll_interval`` (the watch's idle timeout; on etcd an idle
+  watch stream is re-established that often).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class Syncer:
         *,
         retry_interval: float = 0.2,
         max_retry_interval: float = 2.0,
-        poll_interval: float = 0.25,
+        poll_interval: float = 1.0,
         name: str = "syncer",
     ) -> None:
         self.datastore = datastore
@@ -196,9 +199,7 @@ class Syncer:
             old = self._cache[key]
             updates.append(SyncUpdate(EventType.DELETED, key, old, max(revs)))
         if updates:
-            for u in updates:
-                self._apply(u)
-            self.callbacks.on_updates(updates)
+            self._emit(updates)
         self._set_status(SyncStatus.IN_SYNC)
         return revs
 
@@ -219,8 +220,7 @@ class Syncer:
                 else:
                     typ = EventType.CREATED if old is None else EventType.UPDATED
                     upd = SyncUpdate(typ, ev.key, ev.obj, ev.revision)
-                self._apply(upd)
-                self.callbacks.on_updates([upd])
+                self._emit([upd])
                 if self._stop.is_set():
                     return
 
@@ -230,11 +230,14 @@ class Syncer:
                 return p
         return None
 
-    def _apply(self, u: SyncUpdate) -> None:
-        if u.type is EventType.DELETED:
-            self._cache.pop(u.key, None)
-        else:
-            self._cache[u.key] = u.obj
+    def _emit(self, updates: list[SyncUpdate]) -> None:
+        """Deliver, then record: if the callback raises, the next resync re-emits them."""
+        self.callbacks.on_updates(updates)
+        for u in updates:
+            if u.type is EventType.DELETED:
+                self._cache.pop(u.key, None)
+            else:
+                self._cache[u.key] = u.obj
 
 
 def _rev(obj: Resource) -> int:
