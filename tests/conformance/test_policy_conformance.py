@@ -91,8 +91,7 @@ def k8s_resources(case: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             wep(pod["ns"], pod["name"], pod.get("labels") or {}, _ips(pod), pod.get("ports") or [])
         )
-    out += case["policies"]
-    return out
+    return out + _listed_resources(case)
 
 
 def calico_resources(case: dict[str, Any]) -> list[dict[str, Any]]:
@@ -130,10 +129,20 @@ def calico_resources(case: dict[str, Any]) -> list[dict[str, Any]]:
                 node=ep.get("node", NODE),
             )
         )
-    out += case.get("tiers") or []
-    out += case["policies"]
+    return out + _listed_resources(case)
+
+
+def _listed_resources(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every resource dict the case lists directly (policies, tiers, staged policies, sets)."""
+    out: list[dict[str, Any]] = []
     for key, value in case.items():
-        if key.startswith("staged") and isinstance(value, list):
+        if "symbolic" in key:  # templates of "policies" with {{ip:..}} placeholders
+            continue
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, dict) and "apiVersion" in v and "kind" in v for v in value)
+        ):
             out += value
     return out
 
@@ -145,7 +154,13 @@ def _check(insight: PolicyInsight, peers: dict[str, Peer], probes: list[dict[str
         if p.get("loopback"):
             continue
         ex = insight.explain_peers(
-            peers[p["from"]], peers[p["to"]], p["port"], protocol_number(p["protocol"])
+            peers[p["from"]],
+            peers[p["to"]],
+            p.get("port"),
+            protocol_number(p["protocol"]),
+            src_port=p.get("src_port"),
+            icmp_type=p.get("icmp_type"),
+            icmp_code=p.get("icmp_code"),
         )
         checked += 1
         if (ex.verdict == "allow") != p["expect"]:
@@ -216,3 +231,51 @@ def test_k8s_single_traffic_case(case: dict[str, Any]) -> None:
         port = t.get("port", named_port_number if t.get("port_name") else None)
         ex = insight.explain(refs["source"], refs["destination"], port, t["protocol"])
         assert (ex.verdict == "allow") == t["expect"], ex.to_json()
+
+
+def _cli_matrix(tmp_path: Path, resources: list[dict[str, Any]], ports: str) -> dict[str, str]:
+    """Store ``resources`` in a sqlite datastore and run ``calicoctl policy matrix -o json``."""
+    from click.testing import CliRunner
+
+    from pycalico.config import load_config
+    from pycalico.ctl.main import cli
+    from pycalico.datastore import open_datastore
+
+    env = {"DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": str(tmp_path / "calico.db")}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        ds = open_datastore(load_config(None))
+        try:
+            for r in resources:
+                ds.create(r)
+        finally:
+            ds.close()
+    result = CliRunner().invoke(cli, ["policy", "matrix", "--ports", ports, "-o", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    probes = json.loads(result.output)["probes"]
+    return {f"{p['from']} {p['to']} {p['port']}/{p['protocol']}": p["verdict"] for p in probes}
+
+
+CLI_CASES = [K8S["cases"][i] for i in (0, len(K8S["cases"]) // 2)]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c["name"][:60] for c in CLI_CASES])
+def test_cli_matrix_matches_k8s_case(case: dict[str, Any], tmp_path: Path) -> None:
+    probes = [p for p in case["probes"] if not p.get("loopback")]
+    ports = sorted({(p["port"], p["protocol"]) for p in probes})
+    got = _cli_matrix(tmp_path, k8s_resources(case), ",".join(f"{n}/{pr}" for n, pr in ports))
+    for p in probes:
+        verdict = got[f"{p['from']} {p['to']} {p['port']}/{p['protocol']}"]
+        assert (verdict == "allow") == p["expect"], p
+
+
+def test_cli_matrix_matches_calico_case(tmp_path: Path) -> None:
+    case = next(c for c in CALICO["cases"] if c.get("tiers"))
+    probes = case["probes"]
+    ports = sorted({(p["port"], p["protocol"]) for p in probes})
+    got = _cli_matrix(tmp_path, calico_resources(case), ",".join(f"{n}/{pr}" for n, pr in ports))
+    names = {e["name"]: f"{e['namespace']}/{e['name']}" for e in case["endpoints"]}
+    for p in probes:
+        verdict = got[f"{names[p['from']]} {names[p['to']]} {p['port']}/{p['protocol']}"]
+        assert (verdict == "allow") == p["expect"], p

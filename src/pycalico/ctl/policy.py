@@ -1,7 +1,157 @@
-"""calicoctl command family: policy."""
+"""calicoctl command family: ``policy explain`` and ``policy matrix`` (policy insight).
+
+Owns only argument handling and presentation: the CLI lists every policy-relevant resource
+from the datastore (:func:`load_resources`) and hands the dicts to
+:class:`pycalico.felix.calc.PolicyInsight`, which makes every decision.
+
+Invariant: library errors (:class:`~pycalico.errors.CalicoError`) become one clear message
+on stderr and exit code 1; nothing here writes to the datastore.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from pycalico.datastore.base import ROOT, Datastore
+from pycalico.errors import CalicoError
+from pycalico.felix.calc.insight import (
+    InsightError,
+    PolicyInsight,
+    format_explanation,
+    format_matrix,
+    parse_port_list,
+)
+
+#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount and k8s NetworkPolicy).
+POLICY_KINDS = (
+    "WorkloadEndpoint",
+    "HostEndpoint",
+    "Profile",
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+    "Tier",
+    "NetworkSet",
+    "GlobalNetworkSet",
+    "Namespace",
+    "ServiceAccount",
+)
+
+
+def load_resources(ds: Datastore) -> list[dict[str, Any]]:
+    """Every stored resource of a kind in :data:`POLICY_KINDS`, in key order."""
+    items = ds.list_prefix(ROOT).items
+    return [dict(r) for r in items if r.get("kind") in POLICY_KINDS]
+
+
+def _insight(config_file: str | None) -> PolicyInsight:
+    from pycalico.config import load_config
+    from pycalico.datastore import open_datastore
+
+    ds = open_datastore(load_config(config_file))
+    try:
+        resources = load_resources(ds)
+    finally:
+        ds.close()
+    return PolicyInsight(resources)
+
+
+def _run(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except CalicoError as e:
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(1) from None
+    except OSError as e:
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(1) from None
+
+
+_config_option = click.option(
+    "-c",
+    "--config",
+    "config_file",
+    default=None,
+    help="Path to the calicoctl.cfg-style config file (default /etc/calico/calicoctl.cfg).",
+)
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+
+
+@click.group("policy")
+def policy() -> None:
+    """Policy insight: explain a flow's verdict, or print the reachability matrix."""
+
+
+@policy.command("explain")
+@click.option("--from", "src", required=True, help="Source: NAMESPACE/WORKLOAD or an IP.")
+@click.option("--to", "dst", required=True, help="Destination: NAMESPACE/WORKLOAD or an IP.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Destination port.")
+@click.option("--protocol", default="TCP", show_default=True, help="TCP, UDP, SCTP, ICMP, ...")
+@click.option(
+    "--source-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Source port (unknown by default).",
+)
+@_output_option
+@_config_option
+def explain(
+    src: str,
+    dst: str,
+    port: int | None,
+    protocol: str,
+    source_port: int | None,
+    output: str,
+    config_file: str | None,
+) -> None:
+    """Explain which tier/policy/rule decides egress and ingress for one flow."""
+
+    def go() -> None:
+        ex = _insight(config_file).explain(src, dst, port, protocol, source_port)
+        if output == "json":
+            click.echo(json.dumps(ex.to_json(), indent=2))
+        else:
+            click.echo(format_explanation(ex))
+
+    _run(go)
+
+
+@policy.command("matrix")
+@click.option(
+    "--ports",
+    default=None,
+    help="Comma-separated PORT[/PROTOCOL] list, e.g. 80/TCP,81/UDP "
+    "(default: the workloads' named ports, else 80/TCP).",
+)
+@_output_option
+@_config_option
+def matrix(ports: str | None, output: str, config_file: str | None) -> None:
+    """Print the reachability of every workload from every other workload."""
+
+    def go() -> None:
+        port_list = parse_port_list(ports) if ports else None
+        if ports and not port_list:
+            raise InsightError("--ports: no ports given")
+        results = _insight(config_file).matrix(port_list)
+        if output == "json":
+            click.echo(json.dumps({"probes": [r.to_json() for r in results]}, indent=2))
+        else:
+            click.echo(format_matrix(results))
+
+    _run(go)
+
+
+COMMANDS: list[click.Command] = [policy]

@@ -163,10 +163,18 @@ class PolicyInsight:
         return self.view.evaluate(peer.endpoint.id, direction, pkt)
 
     def explain_peers(
-        self, src: Peer, dst: Peer, port: int | None, protocol: int, src_port: int | None = None
+        self,
+        src: Peer,
+        dst: Peer,
+        port: int | None,
+        protocol: int,
+        src_port: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
     ) -> Explanation:
+        """Evaluate one flow between resolved peers (see :meth:`resolve`)."""
         sip, dip = self._pick_ips(src, dst)
-        pkt = Packet(sip, dip, protocol, port, src_port)
+        pkt = Packet(sip, dip, protocol, port, src_port, icmp_type, icmp_code)
         egress = self._direction(src, "egress", pkt)
         ingress = self._direction(dst, "ingress", pkt)
         verdict: Literal["allow", "deny"] = (
