@@ -220,3 +220,12 @@ def test_gnp_flags() -> None:
     egress = [{"action": "Allow"}]
     assert paths(gnp(preDNAT=True, applyOnForward=True, egress=egress)) == {"spec.egress"}
     assert paths(gnp(namespaceSelector="global()")) == {"spec.namespaceSelector"}
+
+
+def test_numbers_and_booleans_are_not_coerced_from_strings() -> None:
+    assert problems(gnp(order="100")) == [
+        ("spec.order", "Input should be a valid number (got '100')")
+    ]
+    assert paths(gnp(doNotTrack="yes", applyOnForward=True)) == {"spec.doNotTrack"}
+    assert paths(gnp(order=float("inf"))) == {"spec.order"}
+    assert decode(gnp(order=100)).spec.order == 100

@@ -130,13 +130,15 @@ def decode(doc: Mapping[str, Any]) -> Resource:
     try:
         res = info.cls.model_validate(dict(doc))
     except ValidationError as e:
-        seen: set[tuple[str, str]] = set()
+        # One problem per field: a value failing every branch of a union (``int | str``)
+        # yields one pydantic error per branch, all at the same path.
+        seen: set[str] = set()
         problems = []
         for err in e.errors():
-            key = (loc_to_path(err["loc"]), _reason(err))
-            if key not in seen:
-                seen.add(key)
-                problems.append(Problem(kind, name, *key))
+            path = loc_to_path(err["loc"])
+            if path not in seen:
+                seen.add(path)
+                problems.append(Problem(kind, name, path, _reason(err)))
         raise ValidationFailed(problems) from None
     assert isinstance(res, Resource)
     collected = Problems()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from pycalico.api.base import (
     Model,
@@ -47,6 +47,8 @@ RESERVED_TIERS: dict[str, tuple[float, TierAction]] = {
 NAME_REASON = "name must consist of lower case alphanumeric characters or '-' (regex: {})"
 
 PerformanceHint = Literal["AssumeNeededOnEveryNode"]
+Order = StrictFloat | StrictInt
+"""A policy/tier order: a JSON number (never a string); ``None`` means "last"."""
 StagedAction = Literal["Set", "Delete", "Learn", "Ignore"]
 
 
@@ -75,7 +77,7 @@ class PolicySpecBase(Model):
     """Fields shared by NetworkPolicy and GlobalNetworkPolicy specs."""
 
     tier: str | None = None
-    order: float | None = None
+    order: Order | None = Field(default=None, allow_inf_nan=False)
     selector: str | None = None
     types: list[PolicyType] | None = None
     ingress: list[Rule] | None = Field(default=None, max_length=1024)
@@ -113,9 +115,9 @@ class NetworkPolicySpec(PolicySpecBase):
 
 class GlobalNetworkPolicySpec(PolicySpecBase):
     namespaceSelector: str | None = None
-    doNotTrack: bool | None = None
-    preDNAT: bool | None = None
-    applyOnForward: bool | None = None
+    doNotTrack: StrictBool | None = None
+    preDNAT: StrictBool | None = None
+    applyOnForward: StrictBool | None = None
 
     global_scope: ClassVar[bool] = True
 
@@ -253,7 +255,7 @@ class StagedGlobalNetworkPolicy(Resource):
 
 
 class TierSpec(Model):
-    order: float | None = None
+    order: Order | None = Field(default=None, allow_inf_nan=False)
     defaultAction: TierAction | None = None
 
 
