@@ -185,3 +185,28 @@ def test_ip_reservation() -> None:
     assert problems_of(doc)[0].startswith("spec.reservedCIDRs[0]")
     doc["spec"] = {"reservedCIDRs": ["garbage"]}
     assert problems_of(doc)[0].startswith("spec.reservedCIDRs[0]")
+
+
+def test_cidr_is_normalised() -> None:
+    res = decode(pool(cidr="fd00:0:0::/64"))
+    assert isinstance(res, IPPool)
+    assert res.spec.cidr == "fd00::/64"
+
+
+def test_update_and_overlap_rules() -> None:
+    a = decode(pool("a", cidr="10.0.0.0/16"))
+    b = decode(pool("b", cidr="10.0.128.0/17"))
+    c = decode(pool("c", cidr="10.1.0.0/16", blockSize=28))
+    v6 = decode(pool("d", cidr="fd00::/64"))
+    assert isinstance(a, IPPool) and isinstance(b, IPPool)
+    assert isinstance(c, IPPool) and isinstance(v6, IPPool)
+    assert a.overlap_problem([a, c, v6]) is None
+    why = b.overlap_problem([a, c])
+    assert why is not None and "IPPool(b)" in why and "IPPool(a)" in why
+    renamed = decode(pool("a", cidr="10.1.0.0/16"))
+    assert isinstance(renamed, IPPool)
+    assert [p for p, _ in renamed.update_problems(a)] == ["spec.cidr"]
+    resized = decode(pool("c", cidr="10.1.0.0/16", blockSize=26))
+    assert isinstance(resized, IPPool)
+    assert [p for p, _ in resized.update_problems(c)] == ["spec.blockSize"]
+    assert a.update_problems(a) == []

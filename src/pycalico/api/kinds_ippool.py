@@ -9,12 +9,15 @@ Invariant: decoding fills Calico's defaults (``blockSize`` 26/122, ``ipipMode``/
 ``Never``, ``nodeSelector`` ``all()``, ``allowedUses`` ``[Workload, Tunnel]``,
 ``assignmentMode`` ``Automatic``; ``[Workload]`` when a namespaceSelector is set, since Tunnel
 pools cannot have one), so stored and printed pools show them, as calicoctl does.
-Helper properties (:attr:`IPPoolSpec.network`) give consumers the parsed network.
+Helpers give consumers the parsed network (:attr:`IPPoolSpec.network`) and the rules Calico
+applies against other objects: :meth:`IPPool.update_problems` (cidr/blockSize immutable) and
+:meth:`IPPool.overlap_problem` (no two pools may overlap).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -69,6 +72,10 @@ class IPPoolSpec(Model):
     @model_validator(mode="after")
     def _defaults(self) -> IPPoolSpec:
         family = self._family()
+        if family is not None and "/" in self.cidr:
+            net = parse_cidr(self.cidr)
+            if ipaddress.ip_interface(self.cidr).ip == net.network_address:
+                self.cidr = str(net)  # normalised, as Calico stores it (fd00:0::/64 -> fd00::/64)
         if self.blockSize is None or self.blockSize == 0:
             self.blockSize = DEFAULT_BLOCK_SIZE.get(family or 0, self.blockSize)
         if not self.ipipMode:
@@ -175,6 +182,29 @@ class IPPool(Resource):
     kind: str = "IPPool"
     spec: Annotated[IPPoolSpec, BeforeValidator(null_to_empty)]
     status: dict[str, Any] | None = None
+
+    def update_problems(self, old: IPPool) -> list[tuple[str, str]]:
+        """Why replacing ``old`` by this pool is not allowed (cidr and blockSize are immutable)."""
+        out = []
+        if old.spec.cidr != self.spec.cidr:
+            out.append(("spec.cidr", f"cidr is immutable (was {old.spec.cidr})"))
+        if old.spec.blockSize != self.spec.blockSize:
+            out.append(("spec.blockSize", f"blockSize is immutable (was {old.spec.blockSize})"))
+        return out
+
+    def overlap_problem(self, others: Iterable[IPPool]) -> str | None:
+        """Calico refuses a pool whose CIDR overlaps another pool's (other than itself)."""
+        mine = self.spec.network
+        for other in others:
+            if other.metadata.name == self.metadata.name:
+                continue
+            theirs = other.spec.network
+            if mine.version == theirs.version and mine.overlaps(theirs):
+                return (
+                    f"IPPool({self.metadata.name}) CIDR {self.spec.cidr} overlaps with "
+                    f"IPPool({other.metadata.name}) CIDR {other.spec.cidr}"
+                )
+        return None
 
 
 class IPReservationSpec(Model):
