@@ -130,8 +130,12 @@ class EtcdDatastore:
         )
 
     # -- transport ---------------------------------------------------------------------
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the gateway on the first endpoint that answers."""
+    def _call(self, path: str, body: dict[str, Any], *, write: bool = False) -> dict[str, Any]:
+        """POST to the gateway on the first endpoint that answers.
+
+        A write is only retried on the next endpoint when the connection could not even be
+        established; a timeout or reset after sending leaves the outcome unknown, so it is
+        reported as :class:`Unavailable` rather than risking a double apply."""
         if self._closed:
             raise Unavailable("etcd datastore is closed")
         errors: list[str] = []
@@ -145,12 +149,17 @@ class EtcdDatastore:
                 return out
             except gw_exc.Etcd3Exception as e:
                 detail = e.detail_text or str(e) or type(e).__name__
+                where = f"etcd {self.endpoints[idx]}: {path}"
                 if not isinstance(e, gw_exc.ConnectionFailedError | gw_exc.ConnectionTimeoutError):
+                    raise Unavailable(f"{where}: {_short(detail)}") from None
+                if write and not _never_sent(detail):
                     raise Unavailable(
-                        f"etcd {self.endpoints[idx]}: {path}: {_short(detail)}"
+                        f"{where}: {_short(detail)} (outcome unknown: re-read before retrying)"
                     ) from None
                 errors.append(f"{self.endpoints[idx]}: {_short(detail)}")
             except (requests.RequestException, ValueError) as e:
+                if write:
+                    raise Unavailable(f"etcd {self.endpoints[idx]}: {path}: {e}") from None
                 errors.append(f"{self.endpoints[idx]}: {_short(str(e))}")
         raise Unavailable("etcd unreachable: " + "; ".join(errors))
 
@@ -164,7 +173,8 @@ class EtcdDatastore:
 
     def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
              failure: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-        return self._call("kv/txn", {"compare": compare, "success": success, "failure": failure})
+        body = {"compare": compare, "success": success, "failure": failure}
+        return self._call("kv/txn", body, write=True)
 
     # -- reads -------------------------------------------------------------------------
     def get(self, kind: str, name: str, namespace: str = "") -> Resource:
@@ -403,6 +413,14 @@ def _event(ev: dict[str, Any]) -> WatchEvent:
         return WatchEvent(EventType.DELETED, key, rev, obj)
     typ = EventType.CREATED if kv.get("version") == "1" else EventType.UPDATED
     return WatchEvent(typ, key, rev, _kv_obj(kv))
+
+
+def _never_sent(detail: str) -> bool:
+    """Whether a connection error happened before the request could reach the server."""
+    return any(
+        marker in detail
+        for marker in ("NewConnectionError", "ConnectTimeout", "refused", "SSLError", "SSL")
+    )
 
 
 def _short(text: str, limit: int = 300) -> str:
