@@ -17,6 +17,7 @@ from pycalico.selector import (
     parse_cache_info,
     validate,
 )
+from pycalico.selector import tokenizer as tk
 from pycalico.selector.parser import MAX_NESTING
 
 
@@ -374,3 +375,55 @@ def test_required_absent() -> None:
 
 def test_selector_type_exported() -> None:
     assert isinstance(parse("has(a)"), Selector)
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+
+def kinds(text: str) -> list[tuple[int, str]]:
+    return [(t.kind, t.value) for t in tk.tokenize(text)]
+
+
+def test_tokenizer_operators_after_label() -> None:
+    assert [k for k, _ in kinds("x startswith 'v'")] == [
+        tk.LABEL,
+        tk.STARTS_WITH,
+        tk.STRING,
+        tk.EOF,
+    ]
+    assert kinds("startswith starts \t with 'v'")[:2] == [
+        (tk.LABEL, "startswith"),
+        (tk.STARTS_WITH, "starts \t with"),
+    ]
+    assert [k for k, _ in kinds('a notin"b"&&!has(c)||d in"e"')] == [
+        tk.LABEL,
+        tk.NOT_IN,
+        tk.STRING,
+        tk.AND,
+        tk.NOT,
+        tk.HAS,
+        tk.OR,
+        tk.LABEL,
+        tk.IN,
+        tk.STRING,
+        tk.EOF,
+    ]
+    # Grammar errors are the parser's business: this tokenizes fine.
+    assert [k for k, _ in kinds("b in c")] == [tk.LABEL, tk.IN, tk.LABEL, tk.EOF]
+    for bad in ("label starts foo 'v'", "label ends foo 'v'", "label squiggles 'v'"):
+        with pytest.raises(SelectorError):
+            tk.tokenize(bad)
+
+
+def test_tokenizer_keywords_and_positions() -> None:
+    tokens = tk.tokenize("  has( k8s-app )&&all( )||global()")
+    assert [(t.kind, t.value, t.pos) for t in tokens] == [
+        (tk.HAS, "k8s-app", 2),
+        (tk.AND, "&&", 16),
+        (tk.ALL, "all( )", 18),
+        (tk.OR, "||", 24),
+        (tk.GLOBAL, "global()", 26),
+        (tk.EOF, "", 34),
+    ]
+    assert kinds("'a \"b\" c'")[0] == (tk.STRING, 'a "b" c')
+    assert kinds('"it\'s"')[0] == (tk.STRING, "it's")
