@@ -1,0 +1,63 @@
+"""The syncer against every backend: initial snapshot, live changes from another client,
+changes after idle periods (the watch is re-established), and a clean stop."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+from pycalico.datastore import EventType, Resource, key_for
+from pycalico.datastore.syncer import QueueCallbacks, Syncer, SyncStatus
+from tests.contract.conftest import Backend
+
+
+def pool(name: str, cidr: str = "10.0.0.0/16") -> Resource:
+    return {"kind": "IPPool", "metadata": {"name": name}, "spec": {"cidr": cidr}}
+
+
+def test_syncer_follows_changes(backend: Backend) -> None:
+    writer = backend.open()
+    writer.create(pool("a"))
+    writer.create({"kind": "Node", "metadata": {"name": "n1"}, "spec": {}})
+    cb = QueueCallbacks()
+    syncer = Syncer.for_kinds(backend.store, ["IPPool", "Node"], cb, poll_interval=0.2)
+    view: dict[str, Resource] = {}
+    statuses: list[SyncStatus] = []
+
+    def drain(until: Any, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            try:
+                msg = cb.queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timeout: statuses={statuses} view={list(view)}") from None
+            if isinstance(msg, SyncStatus):
+                statuses.append(msg)
+                continue
+            for u in msg:
+                if u.type is EventType.DELETED:
+                    view.pop(u.key)
+                else:
+                    view[u.key] = u.obj
+
+    syncer.start()
+    try:
+        drain(lambda: statuses[-1:] == [SyncStatus.IN_SYNC])
+        assert statuses == [SyncStatus.WAIT_FOR_DATASTORE, SyncStatus.RESYNC, SyncStatus.IN_SYNC]
+        assert set(view) == {key_for("IPPool", "a"), key_for("Node", "n1")}
+        a = writer.get("IPPool", "a")
+        a["spec"]["cidr"] = "10.1.0.0/16"
+        writer.update(a)
+        writer.delete("Node", "n1")
+        drain(
+            lambda: len(view) == 1 and view[key_for("IPPool", "a")]["spec"]["cidr"] != "10.0.0.0/16"
+        )
+        time.sleep(0.5)  # longer than poll_interval: the watch is re-established meanwhile
+        writer.create(pool("b"))
+        drain(lambda: key_for("IPPool", "b") in view)
+        assert statuses[-1] is SyncStatus.IN_SYNC and syncer.resyncs == 1
+    finally:
+        t = time.monotonic()
+        syncer.stop()
+        assert time.monotonic() - t < 3
