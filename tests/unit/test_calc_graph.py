@@ -1,0 +1,430 @@
+"""CalcGraph: whole states in any order give the same output; messages are sequenced so every
+reference resolves; local filtering, label inheritance, ordering, staged, fail-closed."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pycalico.felix.calc import (
+    ActivePolicyUpdate,
+    ActiveProfileUpdate,
+    CalcGraph,
+    DataplaneView,
+    EndpointUpdate,
+    InSync,
+    IPSetUpdate,
+    Message,
+)
+from pycalico.felix.model import ItemID, PolicyID
+
+V3 = "projectcalico.org/v3"
+
+
+def res(
+    kind: str,
+    name: str,
+    spec: dict[str, Any] | None = None,
+    ns: str = "",
+    labels: dict[str, str] | None = None,
+    api: str = V3,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if ns:
+        meta["namespace"] = ns
+    if labels is not None:
+        meta["labels"] = labels
+    out: dict[str, Any] = {"apiVersion": api, "kind": kind, "metadata": meta}
+    if spec is not None:
+        out["spec"] = spec
+    return out
+
+
+def wep(
+    name: str,
+    ns: str,
+    node: str,
+    ip: str,
+    labels: dict[str, str],
+    sa: str = "",
+    ports: list[dict[str, Any]] | None = None,
+    profiles: list[str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "orchestrator": "k8s",
+        "node": node,
+        "pod": name,
+        "endpoint": "eth0",
+        "interfaceName": f"cali{name}",
+        "ipNetworks": [f"{ip}/32"],
+        "profiles": profiles
+        if profiles is not None
+        else [f"kns.{ns}"] + ([f"ksa.{ns}.{sa}"] if sa else []),
+        "ports": ports or [],
+    }
+    if sa:
+        spec["serviceAccountName"] = sa
+    return res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0", spec, ns, labels)
+
+
+def key(r: dict[str, Any]) -> str:
+    m = r["metadata"]
+    return f"{r['apiVersion']}/{r['kind']}/{m.get('namespace', '')}/{m['name']}"
+
+
+STATE: list[dict[str, Any]] = [
+    res("Namespace", "ns1", labels={"team": "a"}, api="v1"),
+    res("Namespace", "ns2", labels={"team": "b"}, api="v1"),
+    res("ServiceAccount", "sa1", ns="ns1", labels={"role": "fe"}, api="v1"),
+    res("Profile", "extra", {"labelsToApply": {"color": "blue", "app": "from-profile"}}),
+    res("Tier", "security", {"order": 100, "defaultAction": "Pass"}),
+    res(
+        "GlobalNetworkPolicy",
+        "g1",
+        {
+            "tier": "security",
+            "order": 5,
+            "selector": "app == 'web'",
+            "ingress": [
+                {"action": "Deny", "source": {"namespaceSelector": "team == 'b'"}},
+                {"action": "Pass"},
+            ],
+        },
+    ),
+    res(
+        "NetworkPolicy",
+        "n1",
+        {
+            "order": 10,
+            "selector": "all()",
+            "egress": [
+                {
+                    "action": "Allow",
+                    "protocol": "TCP",
+                    "destination": {"selector": "app == 'db'", "ports": ["pg", 8080]},
+                }
+            ],
+        },
+        ns="ns1",
+    ),
+    res(
+        "NetworkPolicy",
+        "n2",
+        {"selector": "app == 'web'", "ingress": [{"action": "Allow"}]},
+        ns="ns1",
+    ),
+    res(
+        "NetworkPolicy",
+        "a-first",
+        {"order": 10, "selector": "app == 'web'", "ingress": [{"action": "Log"}]},
+        ns="ns1",
+    ),
+    res(
+        "NetworkPolicy",
+        "knp-web",
+        {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}}]}],
+        },
+        ns="ns1",
+        api="networking.k8s.io/v1",
+    ),
+    res("StagedNetworkPolicy", "staged", {"selector": "all()", "types": ["Ingress"]}, ns="ns1"),
+    wep("web", "ns1", "node1", "10.1.0.1", {"app": "web"}, sa="sa1"),
+    wep(
+        "db",
+        "ns1",
+        "node1",
+        "10.1.0.2",
+        {"app": "db"},
+        ports=[{"name": "pg", "protocol": "TCP", "port": 5432}],
+    ),
+    wep(
+        "db2",
+        "ns2",
+        "node2",
+        "10.2.0.2",
+        {"app": "db"},
+        ports=[{"name": "pg", "protocol": "TCP", "port": 5433}],
+    ),
+    wep("odd", "ns1", "node1", "10.1.0.9", {"app": "web"}, profiles=["extra", "kns.ns1"]),
+    res(
+        "HostEndpoint",
+        "node1-eth0",
+        {
+            "node": "node1",
+            "interfaceName": "eth0",
+            "expectedIPs": ["198.18.0.1"],
+            "profiles": ["projectcalico-default-allow"],
+        },
+        labels={"host": "yes"},
+    ),
+    res("NetworkSet", "outside", {"nets": ["192.0.2.0/24"]}, ns="ns2", labels={"app": "db"}),
+    res("GlobalNetworkSet", "g-out", {"nets": ["203.0.113.0/24"]}, labels={"app": "db"}),
+    res(
+        "GlobalNetworkPolicy",
+        "hep-pre",
+        {
+            "selector": "host == 'yes'",
+            "preDNAT": True,
+            "applyOnForward": True,
+            "ingress": [{"action": "Deny", "source": {"nets": ["192.0.2.0/24"]}}],
+        },
+    ),
+]
+
+
+class CheckingView(DataplaneView):
+    """A consumer that asserts Calico's sequencing guarantees while applying messages."""
+
+    def apply(self, msgs: list[Message]) -> None:
+        ups = [type(m).__name__ for m in msgs if not type(m).__name__.endswith("Remove")]
+        rms = [type(m).__name__ for m in msgs if type(m).__name__.endswith("Remove")]
+        order = [
+            "IPSetUpdate",
+            "ActivePolicyUpdate",
+            "ActiveProfileUpdate",
+            "EndpointUpdate",
+            "InSync",
+        ]
+        assert [order.index(u) for u in ups] == sorted(order.index(u) for u in ups)
+        rorder = ["EndpointRemove", "ActiveProfileRemove", "ActivePolicyRemove", "IPSetRemove"]
+        assert [rorder.index(r) for r in rms] == sorted(rorder.index(r) for r in rms)
+        super().apply(msgs)
+        sets = set(self.net_sets) | set(self.ip_port_sets)
+        for rules in [
+            *(p.ingress + p.egress for p in self.policies.values()),
+            *(p.ingress + p.egress for p in self.profiles.values()),
+        ]:
+            for r in rules:
+                for ids in (
+                    r.src_ip_set_ids,
+                    r.not_src_ip_set_ids,
+                    r.dst_ip_set_ids,
+                    r.not_dst_ip_set_ids,
+                    r.src_named_port_ip_set_ids,
+                    r.dst_named_port_ip_set_ids,
+                    r.not_src_named_port_ip_set_ids,
+                    r.not_dst_named_port_ip_set_ids,
+                ):
+                    assert set(ids) <= sets
+        for ep in self.endpoints.values():
+            for t in ep.tiers + ep.forward_tiers + ep.pre_dnat_tiers + ep.untracked_tiers:
+                assert set(t.ingress_policies + t.egress_policies) <= set(self.policies)
+            assert set(ep.profile_ids) <= set(self.profiles)
+
+
+def snapshot(view: DataplaneView) -> tuple[Any, ...]:
+    return (
+        {
+            k: (frozenset(v.hosts), tuple(sorted(map(str, v.nets))))
+            for k, v in view.net_sets.items()
+        },
+        dict(view.ip_port_sets),
+        dict(view.policies),
+        dict(view.profiles),
+        dict(view.endpoints),
+    )
+
+
+def run(
+    ops: list[tuple[str, dict[str, Any] | None]], rng: random.Random | None = None
+) -> tuple[CheckingView, CalcGraph]:
+    g = CalcGraph("node1")
+    view = CheckingView()
+    for k, v in ops:
+        g.on_update(k, v)
+        if rng is not None and rng.random() < 0.3:
+            view.apply(g.flush())
+    g.on_in_sync()
+    view.apply(g.flush())
+    return view, g
+
+
+def reference() -> tuple[CheckingView, CalcGraph]:
+    return run([(key(r), r) for r in STATE])
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_same_final_output_in_any_order_with_churn(seed: int) -> None:
+    ref, _ = reference()
+    rng = random.Random(seed)
+    ops: list[tuple[str, dict[str, Any] | None]] = []
+    for r in STATE:
+        ops.append((key(r), r))
+        if rng.random() < 0.3:  # an earlier version that is later replaced
+            junk = dict(r, metadata=dict(r["metadata"], labels={"junk": str(seed)}))
+            ops.insert(rng.randrange(len(ops)), (key(r), junk))
+    rng.shuffle(ops)
+    final = {key(r): r for r in STATE}
+    seen: set[str] = set()
+    ordered: list[tuple[str, dict[str, Any] | None]] = []
+    for k, v in ops:  # make the last write of every key its final value
+        ordered.append((k, v))
+        if rng.random() < 0.2:
+            ordered.append((k, None))  # deleted in between
+    for k in {k for k, _ in ordered}:
+        seen.add(k)
+    ordered += [(k, final[k]) for k in sorted(seen)]
+    view, _ = run(ordered, rng)
+    assert snapshot(view) == snapshot(ref)
+
+
+def test_deleting_everything_removes_everything() -> None:
+    view, g = reference()
+    for r in reversed(STATE):
+        g.on_update(key(r), None)
+    view.apply(g.flush())
+    assert snapshot(view) == ({}, {}, {}, {}, {})
+
+
+def test_nothing_resent_when_nothing_changed() -> None:
+    _view, g = reference()
+    assert g.flush() == []
+    g.on_update(key(STATE[0]), STATE[0])
+    assert g.flush() == []
+
+
+def test_in_sync_sent_once_after_state() -> None:
+    g = CalcGraph("node1")
+    for r in STATE:
+        g.on_update(key(r), r)
+    assert not any(isinstance(m, InSync) for m in g.flush())
+    g.on_in_sync()
+    msgs = g.flush()
+    assert msgs == [InSync()]
+    assert g.flush() == []
+
+
+def ep(view: DataplaneView, name: str, ns: str = "ns1") -> EndpointUpdate:
+    return view.endpoints[ItemID("wep", ns, f"node1-k8s-{name}-eth0")]
+
+
+def test_local_endpoints_only_but_sets_are_cluster_wide() -> None:
+    view, _ = reference()
+    names = {e.endpoint.id.name for e in view.endpoints.values()}
+    assert names == {"node1-k8s-web-eth0", "node1-k8s-db-eth0", "node1-k8s-odd-eth0", "node1-eth0"}
+    n1 = view.policies[PolicyID("np", "ns1", "n1")]
+    (rule,) = n1.egress
+    (db_set,) = rule.dst_ip_set_ids
+    # Namespaced selector: only ns1's db (not ns2's db2 or network sets).
+    assert view.net_sets[db_set].hosts == {__import__("ipaddress").ip_address("10.1.0.2")}
+    (pg_set,) = rule.dst_named_port_ip_set_ids
+    assert {(str(a), p, n) for a, p, n in view.ip_port_sets[pg_set]} == {("10.1.0.2", 6, 5432)}
+
+
+def test_effective_labels_namespace_sa_profile() -> None:
+    view, _ = reference()
+    web = dict(ep(view, "web").labels)
+    assert web["pcns.team"] == "a"
+    assert web["pcns.projectcalico.org/name"] == "ns1"
+    assert web["pcsa.role"] == "fe"
+    assert web["pcsa.projectcalico.org/name"] == "sa1"
+    assert web["projectcalico.org/namespace"] == "ns1"
+    assert web["projectcalico.org/orchestrator"] == "k8s"
+    assert web["projectcalico.org/serviceaccount"] == "sa1"
+    odd = dict(ep(view, "odd").labels)
+    assert odd["color"] == "blue" and odd["app"] == "web"  # own labels win
+
+
+def test_tier_and_policy_order() -> None:
+    view, _ = reference()
+    web = ep(view, "web")
+    assert [t.name for t in web.tiers] == ["security", "default"]
+    assert web.tiers[0].default_action == "Pass"
+    default = web.tiers[1]
+    # order 10 (tie by name: a-first < n1), then knp at 1000, then unordered n2.
+    assert default.ingress_policies == (
+        PolicyID("np", "ns1", "a-first"),
+        PolicyID("knp", "ns1", "knp.default.knp-web"),
+        PolicyID("np", "ns1", "n2"),
+    )
+    assert default.egress_policies == (PolicyID("np", "ns1", "n1"),)
+
+
+def test_staged_never_active_and_missing_profile_fails_closed() -> None:
+    view, _ = reference()
+    assert {p.name for p in view.policies} == {
+        "g1",
+        "n1",
+        "n2",
+        "a-first",
+        "knp.default.knp-web",
+        "hep-pre",
+    }
+    hep = view.endpoints[ItemID("hep", "", "node1-eth0")]
+    prof = view.profiles["projectcalico-default-allow"]
+    assert prof.missing and prof.ingress[0].action == "Deny"
+    assert hep.tiers == ()
+    assert [p for t in hep.pre_dnat_tiers for p in t.ingress_policies] == [
+        PolicyID("gnp", "", "hep-pre")
+    ]
+
+
+def test_label_change_reevaluates_few_selectors() -> None:
+    g = CalcGraph("node1")
+    for i in range(200):
+        g.on_update(
+            f"p{i}",
+            res(
+                "GlobalNetworkPolicy",
+                f"p{i}",
+                {
+                    "selector": f"role == 'r{i}'",
+                    "ingress": [{"action": "Allow", "source": {"selector": f"peer == 'q{i}'"}}],
+                },
+            ),
+        )
+    for i in range(100):
+        g.on_update(
+            f"e{i}",
+            wep(
+                f"w{i}",
+                "ns1",
+                "node1",
+                f"10.0.{i // 250}.{i % 250}",
+                {"role": f"r{i}", "peer": f"q{i}", "color": "red"},
+            ),
+        )
+    g.flush()
+    pol_before, set_before = g.policy_index.evaluations, g.ipset_index.evaluations
+    g.on_update(
+        "e5", wep("w5", "ns1", "node1", "10.0.0.5", {"role": "r6", "peer": "q5", "color": "red"})
+    )
+    msgs = g.flush()
+    # role changed: only policies p5 (old) and p6 (new) could change; peer/colour sets: none.
+    assert g.policy_index.evaluations - pol_before <= 2
+    assert g.ipset_index.evaluations - set_before == 0
+    ups = [m for m in msgs if isinstance(m, EndpointUpdate)]
+    assert len(ups) == 1
+    assert ups[0].tiers[0].ingress_policies == (PolicyID("gnp", "", "p6"),)
+    # p5 no longer selects a local endpoint: it and its set go; nothing is (re)added.
+    assert not [m for m in msgs if isinstance(m, IPSetUpdate | ActivePolicyUpdate)]
+    removed = [m for m in msgs if type(m).__name__ in ("ActivePolicyRemove", "IPSetRemove")]
+    assert len(removed) == 2
+
+
+def test_namespace_label_change_updates_sets_and_endpoints() -> None:
+    view, g = reference()
+    g1 = view.policies[PolicyID("gnp", "", "g1")]
+    (deny_set,) = g1.ingress[0].src_ip_set_ids
+    assert view.net_sets[deny_set].hosts == {__import__("ipaddress").ip_address("10.2.0.2")}
+    g.on_update(key(STATE[1]), res("Namespace", "ns2", labels={"team": "c"}, api="v1"))
+    g.on_update(key(STATE[0]), res("Namespace", "ns1", labels={"team": "b"}, api="v1"))
+    msgs = g.flush()
+    view.apply(msgs)
+    assert {str(a) for a in view.net_sets[deny_set].hosts} == {"10.1.0.1", "10.1.0.2", "10.1.0.9"}
+    assert dict(ep(view, "web").labels)["pcns.team"] == "b"
+    # kns.* rules did not change, so no profile message; labels travel with endpoints.
+    assert not any(isinstance(m, ActiveProfileUpdate) for m in msgs)
+    assert any(isinstance(m, EndpointUpdate) for m in msgs)
+
+
+def test_invalid_resource_is_treated_as_deleted() -> None:
+    view, g = reference()
+    bad = res("NetworkPolicy", "n2", {"selector": "app == ", "ingress": []}, ns="ns1")
+    g.on_update(key(STATE[7]), bad)
+    view.apply(g.flush())
+    assert PolicyID("np", "ns1", "n2") not in view.policies
