@@ -196,8 +196,13 @@ class RouteTableRange(Model):
     max: StrictInt
 
     def check(self, path: str, problems: Problems) -> None:
-        if not (self.min >= 1 and self.max >= self.min and self.max <= 250):
-            problems.add(path, "must be a range of route table indices within 1..250")
+        why = "must be a range of route table indices within 1..250"
+        if self.min < 1:
+            problems.add(f"{path}.min", f"{why} (min {self.min} < 1)")
+        elif self.max > 250:
+            problems.add(f"{path}.max", f"{why} (max {self.max} > 250)")
+        elif self.max < self.min:
+            problems.add(f"{path}.max", f"{why} (max {self.max} < min {self.min})")
 
 
 class RouteTableIDRange(Model):
@@ -206,11 +211,11 @@ class RouteTableIDRange(Model):
 
     def check(self, path: str, problems: Problems) -> None:
         if self.min > self.max:
-            problems.add(path, "min value cannot be greater than max value")
+            problems.add(f"{path}.min", "min value cannot be greater than max value")
         if self.min < 1:
-            problems.add(path, "cannot target indices < 1")
+            problems.add(f"{path}.min", "cannot target indices < 1")
         if self.max > ROUTE_TABLE_MAX_LINUX:
-            problems.add(path, "max index too high")
+            problems.add(f"{path}.max", "max index too high")
 
 
 class BPFConntrackTimeouts(Model):
