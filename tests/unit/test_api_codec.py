@@ -183,3 +183,38 @@ def test_k8s_and_calico_network_policy_share_the_kind_name() -> None:
 )
 def test_aliases(alias: str, kind: str) -> None:
     assert resolve_kind(alias) == kind
+
+
+WEP_DOC = """\
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata:
+  name: node1-k8s-my--nginx--b1337a-eth0
+  namespace: default
+  labels:
+    app: frontend
+    version: 2
+spec:
+  node: node1
+  orchestrator: k8s
+  endpoint: eth0
+  containerID: 1337495556942031415926535
+  pod: my-nginx-b1337a
+  interfaceName: cali0ef24ba
+  mac: 12:34:56:78:90:12
+  ipNetworks:
+  - 192.168.0.0/32
+  profiles:
+  - profile1
+  ports:
+  - name: some-port
+    port: 1234
+    protocol: TCP
+"""
+
+
+def test_yaml_scalars_meant_as_text_stay_text() -> None:
+    (wep,) = decode_all(WEP_DOC)
+    assert wep.spec.containerID == "1337495556942031415926535"
+    assert wep.spec.mac == "12:34:56:78:90:12"  # no YAML 1.1 base-60 integer
+    assert wep.metadata.labels == {"app": "frontend", "version": "2"}

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pycalico.errors import CalicoError
 
@@ -57,6 +57,19 @@ class ValidationFailed(CalicoError, ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
+
+
+def _scalar_to_str(value: Any) -> Any:
+    """YAML scalars that were meant as text (``containerID: 1337``, ``version: 2``) -> str."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+LenientStr = Annotated[str, BeforeValidator(_scalar_to_str)]
+"""A string field that also accepts a YAML number/boolean written without quotes."""
 
 
 class Model(BaseModel):
@@ -195,8 +208,8 @@ class ObjectMeta(Model):
     name: str = ""
     namespace: str | None = None
     generateName: str | None = None
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
+    labels: dict[str, LenientStr] | None = None
+    annotations: dict[str, LenientStr] | None = None
     resourceVersion: str | None = None
     uid: str | None = None
     creationTimestamp: str | None = None

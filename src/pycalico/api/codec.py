@@ -26,6 +26,36 @@ _TAG = re.compile(r"[\[\](){}]")
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "literal"}
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 base-60 numbers: ``12:34:56:78:9a:bc`` (a MAC) and
+    ``1:30`` stay strings, as they do for Calico's Go YAML decoder."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def _source_problem(source: str, reason: str) -> ValidationFailed:
     return ValidationFailed([Problem("", source, "", reason)])
 
@@ -62,9 +92,9 @@ def load_documents(text: str, source: str = "<input>") -> list[dict[str, Any]]:
             try:
                 docs = [json.loads(text)]
             except json.JSONDecodeError:
-                docs = list(yaml.safe_load_all(text))
+                docs = list(yaml.load_all(text, Loader=_Loader))
         else:
-            docs = list(yaml.safe_load_all(text))
+            docs = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as e:
         raise _source_problem(source, f"cannot parse YAML/JSON: {e}") from None
     out: list[dict[str, Any]] = []

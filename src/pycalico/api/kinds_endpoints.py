@@ -16,7 +16,14 @@ from typing import Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
-from pycalico.api.base import Model, Problems, Resource, register, subdomain_problem
+from pycalico.api.base import (
+    LenientStr,
+    Model,
+    Problems,
+    Resource,
+    register,
+    subdomain_problem,
+)
 from pycalico.api.common import (
     CIDR,
     EndpointPort,
@@ -40,8 +47,8 @@ def _check_profiles(profiles: list[str] | None, path: str, problems: Problems) -
 
 
 class HostEndpointSpec(Model):
-    node: str = ""
-    interfaceName: str = ""
+    node: LenientStr = ""
+    interfaceName: LenientStr = ""
     expectedIPs: list[IPAddr] | None = None
     profiles: list[str] | None = None
     ports: list[EndpointPort] | None = None
@@ -103,20 +110,20 @@ class QoSControls(Model):
 
 
 class WorkloadEndpointSpec(Model):
-    orchestrator: str = ""
-    workload: str = ""
-    node: str = ""
-    containerID: str = ""
-    pod: str = ""
-    endpoint: str = ""
-    serviceAccountName: str = ""
+    orchestrator: LenientStr = ""
+    workload: LenientStr = ""
+    node: LenientStr = ""
+    containerID: LenientStr = ""
+    pod: LenientStr = ""
+    endpoint: LenientStr = ""
+    serviceAccountName: LenientStr = ""
     ipNetworks: list[StrictStr] | None = None
     ipNATs: list[IPNAT] | None = None
     ipv4Gateway: str = ""
     ipv6Gateway: str = ""
     profiles: list[str] | None = None
-    interfaceName: str = ""
-    mac: str = ""
+    interfaceName: LenientStr = ""
+    mac: LenientStr = ""
     ports: list[WorkloadEndpointPort] | None = None
     allowSpoofedSourcePrefixes: list[CIDR] | None = None
     qosControls: QoSControls | None = None

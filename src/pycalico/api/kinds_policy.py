@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from pycalico.api.base import (
+    LenientStr,
     Model,
     Problems,
     Resource,
@@ -298,7 +299,7 @@ class Tier(Resource):
 class ProfileSpec(Model):
     ingress: list[Rule] | None = None
     egress: list[Rule] | None = None
-    labelsToApply: dict[str, str] | None = None
+    labelsToApply: dict[str, LenientStr] | None = None
 
     def check(self, path: str, problems: Problems) -> None:
         super().check(path, problems)
