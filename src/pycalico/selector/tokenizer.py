@@ -80,28 +80,50 @@ class Token(NamedTuple):
     pos: int
 
 
-_IDENT = re.compile(r"[a-zA-Z0-9_./-]*")
-_WS = re.compile(r"[ \t]*")
 _IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
 
-_SIMPLE = {
+# One token (after optional space/tab): a string literal, an identifier run, or a symbol.
+# Anything else (end of input, unterminated string, lone = & |, stray character) fails to
+# match and is diagnosed by ``_diagnose``.
+_TOKEN = re.compile(
+    r"[ \t]*(?:"
+    r""""(?P<dq>[^"]*)"|'(?P<sq>[^']*)'"""
+    r"|(?P<id>[a-zA-Z0-9_./-]+)"
+    r"|(?P<sym>==|!=|&&|\|\||[(){},!]))"
+)
+_WS = re.compile(r"[ \t]*")
+_CALL_ARG = re.compile(r"[ \t]*([a-zA-Z0-9_./-]*)[ \t]*")
+
+_SYMBOLS = {
     "(": LPAREN,
     ")": RPAREN,
     "{": LBRACE,
     "}": RBRACE,
     ",": COMMA,
+    "!": NOT,
+    "==": EQ,
+    "!=": NE,
+    "&&": AND,
+    "||": OR,
 }
 
-# Operator words accepted right after a label, in the order Calico tries them.
-_OPERATORS: tuple[tuple[tuple[str, ...], int], ...] = (
-    (("contains",), CONTAINS),
-    (("starts", "with"), STARTS_WITH),
-    (("ends", "with"), ENDS_WITH),
-    (("not", "in"), NOT_IN),
-    (("in",), IN),
-)
+# Operator words accepted right after a label.  An identifier run that is exactly one of
+# these is the operator (so "in{" works but "inx" does not: a word boundary is required).
+_ONE_WORD_OPS = {
+    "contains": CONTAINS,
+    "in": IN,
+    "startswith": STARTS_WITH,
+    "endswith": ENDS_WITH,
+    "notin": NOT_IN,
+}
+# First word of a two-word operator -> (second word, kind); space/tab may separate them.
+_TWO_WORD_OPS = {
+    "starts": ("with", STARTS_WITH),
+    "ends": ("with", ENDS_WITH),
+    "not": ("in", NOT_IN),
+}
 
-_KEYWORD_CALLS = (("all(", ALL), ("global(", GLOBAL))
+_CALLS = {"has": HAS, "all": ALL, "global": GLOBAL}
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -110,120 +132,106 @@ def _skip_ws(text: str, pos: int) -> int:
     return m.end()
 
 
-def _at_word_boundary(text: str, pos: int) -> bool:
-    return pos >= len(text) or text[pos] not in _IDENT_CHARS
+def _diagnose(text: str, pos: int) -> SelectorError:
+    """The error for a position where no token matches."""
+    c = text[pos]
+    if c == '"' or c == "'":
+        return SelectorError("unterminated string", selector=text, position=pos)
+    if c in "=&|":
+        return SelectorError(f"expected '{c}{c}'", selector=text, position=pos)
+    return SelectorError(f"unexpected character {c!r}", selector=text, position=pos)
 
 
-def _cut_identifier(text: str, pos: int) -> tuple[str, int]:
-    m = _IDENT.match(text, pos)
-    assert m is not None
-    ident = m.group()
+def _label_error(text: str, ident: str, pos: int) -> SelectorError:
     if not ident:
-        raise SelectorError("expected a label name", selector=text, position=pos)
-    if len(ident) > MAX_LABEL_LENGTH:
-        raise SelectorError(
-            f"label name too long ({len(ident)} > {MAX_LABEL_LENGTH} characters)",
-            selector=text,
-            position=pos,
-        )
-    return ident, m.end()
+        return SelectorError("expected a label name", selector=text, position=pos)
+    return SelectorError(
+        f"label name too long ({len(ident)} > {MAX_LABEL_LENGTH} characters)",
+        selector=text,
+        position=pos,
+    )
 
 
-def _match_operator(text: str, pos: int) -> tuple[int, int] | None:
-    """Return ``(kind, end)`` of an operator word at ``pos`` or None."""
-    for words, kind in _OPERATORS:
-        p = pos
-        ok = True
-        for i, word in enumerate(words):
-            if not text.startswith(word, p):
-                ok = False
-                break
-            p += len(word)
-            if i < len(words) - 1:
-                p = _skip_ws(text, p)
-        if ok and _at_word_boundary(text, p):
-            return kind, p
+def _operator(text: str, word: str, start: int, end: int) -> tuple[int, int] | None:
+    """Operator starting with identifier run ``word`` (at ``start``..``end``): (kind, end)."""
+    kind = _ONE_WORD_OPS.get(word)
+    if kind is not None:
+        return kind, end
+    two = _TWO_WORD_OPS.get(word)
+    if two is not None:
+        second, kind = two
+        p = _skip_ws(text, end)
+        if text.startswith(second, p):
+            q = p + len(second)
+            if q >= len(text) or text[q] not in _IDENT_CHARS:
+                return kind, q
     return None
 
 
-def _expect_close_paren(text: str, pos: int, what: str) -> int:
-    pos = _skip_ws(text, pos)
-    if not text.startswith(")", pos):
-        raise SelectorError(f"no closing ')' after {what}(", selector=text, position=pos)
-    return pos + 1
+def _call(text: str, name: str, start: int, pos: int) -> tuple[Token, int]:
+    """``has(label)``, ``all()`` or ``global()`` starting at ``start``; ``pos`` is just after
+    the ``(``.  Returns the token and the position after its ``)``."""
+    m = _CALL_ARG.match(text, pos)
+    assert m is not None
+    arg = m.group(1)
+    kind = _CALLS[name]
+    if kind == HAS:
+        if not arg or len(arg) > MAX_LABEL_LENGTH:
+            raise _label_error(text, arg, m.start(1))
+    elif arg:
+        raise SelectorError(f"no closing ')' after {name}(", selector=text, position=m.start(1))
+    end = m.end()
+    if not text.startswith(")", end):
+        raise SelectorError(f"no closing ')' after {name}(", selector=text, position=end)
+    end += 1
+    return Token(kind, arg if kind == HAS else text[start:end], start), end
 
 
 def tokenize(text: str) -> list[Token]:
     """Split ``text`` into tokens; the list always ends with an ``EOF`` token."""
     tokens: list[Token] = []
+    append = tokens.append
+    match = _TOKEN.match
     n = len(text)
     pos = 0
     last = 0
     while True:
-        pos = _skip_ws(text, pos)
-        if pos >= n:
-            tokens.append(Token(EOF, "", n))
-            return tokens
-        c = text[pos]
-        start = pos
-        simple = _SIMPLE.get(c)
-        if simple is not None:
-            tokens.append(Token(simple, c, start))
-            pos += 1
-        elif c == '"' or c == "'":
-            end = text.find(c, pos + 1)
-            if end < 0:
-                raise SelectorError("unterminated string", selector=text, position=start)
-            tokens.append(Token(STRING, text[pos + 1 : end], start))
-            pos = end + 1
-        elif c == "=":
-            if not text.startswith("==", pos):
-                raise SelectorError("expected '=='", selector=text, position=start)
-            tokens.append(Token(EQ, "==", start))
-            pos += 2
-        elif c == "!":
-            if text.startswith("!=", pos):
-                tokens.append(Token(NE, "!=", start))
-                pos += 2
-            else:
-                tokens.append(Token(NOT, "!", start))
-                pos += 1
-        elif c == "&":
-            if not text.startswith("&&", pos):
-                raise SelectorError("expected '&&'", selector=text, position=start)
-            tokens.append(Token(AND, "&&", start))
-            pos += 2
-        elif c == "|":
-            if not text.startswith("||", pos):
-                raise SelectorError("expected '||'", selector=text, position=start)
-            tokens.append(Token(OR, "||", start))
-            pos += 2
-        elif last == LABEL:
-            op = _match_operator(text, pos)
-            if op is None:
-                raise SelectorError(
-                    f"expected an operator after label {tokens[-1].value!r}",
-                    selector=text,
-                    position=start,
-                )
-            kind, pos = op
-            tokens.append(Token(kind, text[start:pos], start))
-        elif text.startswith("has(", pos):
-            pos = _skip_ws(text, pos + 4)
-            ident, pos = _cut_identifier(text, pos)
-            pos = _expect_close_paren(text, pos, "has")
-            tokens.append(Token(HAS, ident, start))
-        else:
-            for word, kind in _KEYWORD_CALLS:
-                if text.startswith(word, pos):
-                    pos = _expect_close_paren(text, pos + len(word), word[:-1])
-                    tokens.append(Token(kind, text[start:pos], start))
-                    break
-            else:
-                if c not in _IDENT_CHARS:
+        m = match(text, pos)
+        if m is None:
+            pos = _skip_ws(text, pos)
+            if pos >= n:
+                append(Token(EOF, "", n))
+                return tokens
+            raise _diagnose(text, pos)
+        group = m.lastgroup
+        start = m.start(group)  # type: ignore[arg-type]
+        pos = m.end()
+        if group == "id":
+            word = m.group("id")
+            if last == LABEL:
+                op = _operator(text, word, start, pos)
+                if op is None:
                     raise SelectorError(
-                        f"unexpected character {c!r}", selector=text, position=start
+                        f"expected an operator after label {tokens[-1].value!r}",
+                        selector=text,
+                        position=start,
                     )
-                ident, pos = _cut_identifier(text, pos)
-                tokens.append(Token(LABEL, ident, start))
-        last = tokens[-1].kind
+                last, pos = op
+                append(Token(last, text[start:pos], start))
+                continue
+            if word in _CALLS and text.startswith("(", pos):
+                tok, pos = _call(text, word, start, pos + 1)
+                append(tok)
+                last = tok.kind
+                continue
+            if len(word) > MAX_LABEL_LENGTH:
+                raise _label_error(text, word, start)
+            append(Token(LABEL, word, start))
+            last = LABEL
+        elif group == "sym":
+            sym = m.group("sym")
+            last = _SYMBOLS[sym]
+            append(Token(last, sym, start))
+        else:  # a string literal; the group starts after the opening quote
+            last = STRING
+            append(Token(STRING, m.group(group), start - 1))  # type: ignore[arg-type]
