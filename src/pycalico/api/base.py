@@ -196,7 +196,14 @@ def resolve_kind(name: str) -> str | None:
     """Map a user's kind word (``ippool``, ``pools``, ``IPPool``) to the canonical kind."""
     if name in KINDS:
         return name
-    return _ALIASES.get(name.lower())
+    low = name.lower()
+    if low in _ALIASES:
+        return _ALIASES[low]
+    # Every kind also answers to its plural (``bgpconfigurations``, ``networkpolicies``).
+    for singular in (low[:-3] + "y" if low.endswith("ies") else "", low[:-2], low[:-1]):
+        if singular and singular in _ALIASES and low.endswith("s"):
+            return _ALIASES[singular]
+    return None
 
 
 # --- metadata and the resource envelope -----------------------------------------------------

@@ -69,12 +69,17 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stamp_new(obj: Resource) -> Resource:
-    """A copy of ``obj`` with fresh uid and creationTimestamp (revision set by the caller)."""
+def stamp_new(obj: Resource, keep_identity: bool = False) -> Resource:
+    """A copy of ``obj`` with fresh uid and creationTimestamp (revision set by the caller).
+
+    ``keep_identity`` keeps a uid/creationTimestamp the object already carries (used only when
+    restoring a migrated datastore)."""
     out = copy.deepcopy(obj)
     meta = out["metadata"]
-    meta["uid"] = str(uuid.uuid4())
-    meta["creationTimestamp"] = now_rfc3339()
+    if not (keep_identity and meta.get("uid")):
+        meta["uid"] = str(uuid.uuid4())
+    if not (keep_identity and meta.get("creationTimestamp")):
+        meta["creationTimestamp"] = now_rfc3339()
     meta.pop("resourceVersion", None)
     return out
 

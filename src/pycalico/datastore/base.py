@@ -136,8 +136,11 @@ class Datastore(Protocol):
 
     def list_prefix(self, prefix: str) -> ListResult: ...
 
-    def create(self, obj: Resource) -> Resource:
-        """Store a new resource; returns it with metadata filled in."""
+    def create(self, obj: Resource, keep_identity: bool = False) -> Resource:
+        """Store a new resource; returns it with metadata filled in.
+
+        ``keep_identity``: keep the uid/creationTimestamp ``obj`` carries (migration import).
+        """
         ...
 
     def update(self, obj: Resource) -> Resource:

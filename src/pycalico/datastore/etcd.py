@@ -199,9 +199,9 @@ class EtcdDatastore:
         return int(self._range("/calico/").get("header", {}).get("revision", 0))
 
     # -- writes ------------------------------------------------------------------------
-    def create(self, obj: Resource) -> Resource:
+    def create(self, obj: Resource, keep_identity: bool = False) -> Resource:
         key = obj_key(obj)
-        new = stamp_new(obj)
+        new = stamp_new(obj, keep_identity)
         k = _b64(key)
         resp = self._txn(
             [{"key": k, "target": "VERSION", "result": "EQUAL", "version": "0"}],

@@ -79,9 +79,9 @@ class MemoryDatastore:
             return ListResult(items=items, revision=self._revision)
 
     # -- writes ------------------------------------------------------------------------
-    def create(self, obj: Resource) -> Resource:
+    def create(self, obj: Resource, keep_identity: bool = False) -> Resource:
         key = obj_key(obj)
-        new = stamp_new(obj)
+        new = stamp_new(obj, keep_identity)
         with self._lock:
             self._check_open()
             if key in self._data:

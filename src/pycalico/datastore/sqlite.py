@@ -188,9 +188,9 @@ class SqliteDatastore:
         return int(row[0])
 
     # -- writes ------------------------------------------------------------------------
-    def create(self, obj: Resource) -> Resource:
+    def create(self, obj: Resource, keep_identity: bool = False) -> Resource:
         key = obj_key(obj)
-        new = stamp_new(obj)
+        new = stamp_new(obj, keep_identity)
         value = encode(new)
         with self._errors("create"):
             conn = self._conn()
