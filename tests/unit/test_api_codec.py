@@ -218,3 +218,16 @@ def test_yaml_scalars_meant_as_text_stay_text() -> None:
     assert wep.spec.containerID == "1337495556942031415926535"
     assert wep.spec.mac == "12:34:56:78:90:12"  # no YAML 1.1 base-60 integer
     assert wep.metadata.labels == {"app": "frontend", "version": "2"}
+
+
+def test_empty_yaml_values_mean_unset() -> None:
+    text = "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata:\n  name: p\nspec:\n"
+    (res,) = decode_all(text)
+    assert encode(res) == {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": "p"},
+        "spec": {},
+    }
+    gnp = "kind: GlobalNetworkPolicy\napiVersion: projectcalico.org/v3\nmetadata: {name: g}\n"
+    assert decode_all(gnp + "spec:\n  ingress:\n  selector:\n")[0].spec.types == ["Ingress"]

@@ -139,6 +139,15 @@ def _meta_name(doc: Mapping[str, Any]) -> str:
     return ""
 
 
+def _drop_nulls(value: Any) -> Any:
+    """``key: null`` (or an empty YAML value) means "not set", as in Go's JSON decoding."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
 def decode(doc: Mapping[str, Any]) -> Resource:
     """Validate one resource dict into its typed model; raise ValidationFailed with all problems."""
     kind = doc.get("kind")
@@ -158,7 +167,7 @@ def decode(doc: Mapping[str, Any]) -> Resource:
             raise ValidationFailed([Problem(kind, name, "apiVersion", reason)])
         raise ValidationFailed([Problem(kind, name, "kind", f"unknown kind {kind!r}")])
     try:
-        res = info.cls.model_validate(dict(doc))
+        res = info.cls.model_validate(_drop_nulls(dict(doc)))
     except ValidationError as e:
         # One problem per field: a value failing every branch of a union (``int | str``)
         # yields one pydantic error per branch, all at the same path.
