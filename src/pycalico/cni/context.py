@@ -111,21 +111,35 @@ class Invocation:
 
 # -- real dependencies ----------------------------------------------------------------------
 def _open_datastore(conf: NetConf, environ: Mapping[str, str]) -> Datastore:
-    from pycalico.config import ConfigError, load_config
-    from pycalico.datastore import open_datastore
+    """netconf fields > ``DATASTORE_TYPE`` / ``CALICO_DATASTORE_PATH`` / ``ETCD_ENDPOINTS``.
+
+    The common sqlite case is opened directly (``pycalico.config`` imports YAML, ~15-30 ms of
+    plugin start-up); anything else goes through :func:`pycalico.config.load_config`.
+    """
     from pycalico.datastore.base import Unavailable
 
-    flags = {
-        "datastore_type": conf.datastore_type or None,
-        "datastore_path": conf.datastore_path or None,
-        "etcd_endpoints": conf.etcd_endpoints or None,
-    }
+    typ = (conf.datastore_type or environ.get("DATASTORE_TYPE", "") or "sqlite").lower()
+    path = conf.datastore_path or environ.get("CALICO_DATASTORE_PATH", "")
     try:
-        cfg = load_config(env=environ, flags=flags)
-    except ConfigError as e:
-        raise CniError(INVALID_NETCONF, "invalid datastore configuration", str(e)) from None
-    try:
+        if typ == "sqlite" and path:
+            from pycalico.datastore.sqlite import SqliteDatastore
+
+            return SqliteDatastore(path)
+        from pycalico.config import ConfigError, load_config
+        from pycalico.datastore import open_datastore
+
+        flags = {
+            "datastore_type": conf.datastore_type or None,
+            "datastore_path": conf.datastore_path or None,
+            "etcd_endpoints": conf.etcd_endpoints or None,
+        }
+        try:
+            cfg = load_config(env=environ, flags=flags)
+        except ConfigError as e:
+            raise CniError(INVALID_NETCONF, "invalid datastore configuration", str(e)) from None
         return open_datastore(cfg)
+    except CniError:
+        raise
     except Unavailable as e:
         raise CniError(TRY_AGAIN_LATER, "datastore unavailable", str(e)) from None
     except Exception as e:  # backend-specific open failures
