@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pycalico.selector import clear_parse_cache, parse
+from pycalico.selector.compiler import clear_compile_cache
 
 TARGET = 'app == "web" && tier in {"a","b"}'
 
@@ -56,6 +57,20 @@ def bench_parse_uncached() -> float:
     return rate(run)
 
 
+def bench_parse_and_compile_uncached() -> float:
+    """Parse plus first evaluation (which compiles), with both caches cold per round."""
+    texts = SELECTORS
+
+    def run() -> int:
+        clear_parse_cache()
+        clear_compile_cache()
+        for t in texts:
+            parse(t).evaluate({})
+        return len(texts)
+
+    return rate(run)
+
+
 def bench_parse_cached() -> float:
     texts = SELECTORS * 20
     for t in SELECTORS:
@@ -97,6 +112,7 @@ def bench_eval_method(text: str) -> float:
 
 def main() -> None:
     print(f"parse (uncached): {bench_parse_uncached():>12,.0f} selectors/s")
+    print(f"parse + compile (uncached): {bench_parse_and_compile_uncached():>12,.0f} selectors/s")
     print(f"parse (cached):   {bench_parse_cached():>12,.0f} selectors/s")
     for text in SELECTORS:
         print(f"evaluate {text!r}: {bench_eval(text):>12,.0f} evals/s")

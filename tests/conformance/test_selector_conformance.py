@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pycalico.selector import Selector, SelectorError, parse
+from pycalico.selector.ast import NotNode, walk
 
 DATA = json.loads((Path(__file__).parent / "data" / "selector_cases.json").read_text())
 
@@ -61,6 +62,22 @@ def probe_maps(sel: Selector) -> Iterator[dict[str, str]]:
     yield from all_label_maps()
 
 
+def assert_round_trips(sel: Selector) -> Selector:
+    """``parse(str(sel))`` reproduces ``sel``; returns the re-parsed selector.
+
+    Exception inherited from Calico: a NOT directly wrapping a NOT (only reachable through
+    parentheses, e.g. ``!(!has(a))``) prints as ``!!has(a)``, which parses to ``has(a)``; the
+    canonical string is then a fixpoint one round later.
+    """
+    again = parse(str(sel))
+    if any(isinstance(n, NotNode) and isinstance(n.operand, NotNode) for n in walk(sel.root)):
+        assert str(parse(str(again))) == str(again)
+    else:
+        assert str(again) == str(sel)
+        assert again.unique_id() == sel.unique_id()
+    return again
+
+
 def assert_same_behaviour(a: Selector, b: Selector, extra: list[Mapping[str, str]]) -> None:
     for labels in itertools.chain(probe_maps(a), extra):
         assert a.evaluate(labels) == b.evaluate(labels), (str(a), str(b), labels)
@@ -73,8 +90,7 @@ def test_match(case: dict[str, Any]) -> None:
     sel = parse(case["selector"])
     assert sel.evaluate(labels) is case["match"]
     # Calico re-tests every selector after canonicalisation.
-    canonical = parse(str(sel))
-    assert str(canonical) == str(sel)
+    canonical = assert_round_trips(sel)
     assert canonical.evaluate(labels) is case["match"]
 
 
@@ -93,8 +109,7 @@ def test_invalid(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", cases("valid_selectors"), ids=case_id)
 def test_valid(case: dict[str, Any]) -> None:
     sel = parse(case["selector"])
-    again = parse(str(sel))
-    assert str(again) == str(sel)
+    again = assert_round_trips(sel)
     assert_same_behaviour(sel, again, [])
 
 
@@ -119,7 +134,7 @@ def test_prefix_visitor(case: dict[str, Any]) -> None:
     if "canonical_derived" in case:
         assert str(sel) == case["canonical_derived"]
     # The prefixed selector re-parses to itself and sees labels only under the prefix.
-    assert str(parse(str(prefixed))) == str(prefixed)
+    assert_round_trips(prefixed)
     prefix = case["prefix"]
     assert all(name.startswith(prefix) for name in prefixed.labels())
     for labels in probe_maps(sel):

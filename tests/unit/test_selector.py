@@ -281,6 +281,8 @@ def test_pickle_round_trip() -> None:
     assert copy == sel
     assert copy.evaluate({"b": "1"}) is False
     assert copy.evaluate({"a": "y", "b": "1"}) is True
+    quirky = parse("!(!has(a)) && b in {'x'}")
+    assert pickle.loads(pickle.dumps(quirky)) == quirky
 
 
 def test_parse_is_cached() -> None:

@@ -119,3 +119,8 @@ def _factory_for(body: str, nconsts: int) -> Callable[..., Predicate] | None:
 
 def _always_true(labels: Mapping[str, str]) -> bool:
     return True
+
+
+def clear_compile_cache() -> None:
+    """Forget compiled selector shapes (for benchmarks and tests)."""
+    _factory_for.cache_clear()

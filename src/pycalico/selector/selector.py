@@ -67,14 +67,16 @@ class Selector:
         init(self, "_uid", None)
         init(self, "_labels", None)
         init(self, "_restrictions", None)
-        init(self, "evaluate", self._compile_then_evaluate)
+        # ``evaluate`` is left unset: the first access compiles it (see __getattr__), so
+        # parse-only users never pay for compilation.
 
-    def _compile_then_evaluate(self, labels: Mapping[str, str]) -> bool:
-        # First call: compile lazily (parse-only users never pay for it), then replace
-        # ``evaluate`` with the compiled predicate so later calls go straight to it.
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not found normally, i.e. ``evaluate`` before first use.
+        if name != "evaluate":
+            raise AttributeError(name)
         predicate = compile_node(self._root)
         object.__setattr__(self, "evaluate", predicate)
-        return predicate(labels)
+        return predicate
 
     @classmethod
     def from_node(cls, root: Node) -> Selector:
@@ -100,8 +102,9 @@ class Selector:
     def __hash__(self) -> int:
         return hash(self._canonical)
 
-    def __reduce__(self) -> tuple[Callable[[str], Selector], tuple[str]]:
-        return (parse, (self._canonical,))
+    def __reduce__(self) -> tuple[type[Selector], tuple[Node]]:
+        # Rebuild from the AST, not the text: "!(!x)" prints as "!!x", which parses as "x".
+        return (Selector, (self._root,))
 
     @property
     def root(self) -> Node:
