@@ -29,8 +29,8 @@ from pycalico.api.base import (
     register,
     subdomain_problem,
 )
-from pycalico.api.common import selector_problem
-from pycalico.api.policy import GLOBAL_ONLY_MSG, PolicyType, Rule, check_rules, default_types
+from pycalico.api.common import check_selector
+from pycalico.api.policy import PolicyType, Rule, check_rules, default_types
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _SUBDOMAIN = _LABEL + r"(\." + _LABEL + r")*"
@@ -63,15 +63,8 @@ def check_policy_name(name: str, regex: re.Pattern[str], problems: Problems) -> 
 
 
 def _check_top_selector(value: str | None, path: str, problems: Problems) -> None:
-    if value is None:
-        return
-    why = selector_problem(value, allow_global=True)
-    if why is None and "global()" in value.replace(" ", ""):
-        why = GLOBAL_ONLY_MSG
-    if why is None:
-        why = selector_problem(value)
-    if why:
-        problems.add(path, why)
+    """A policy's own selectors must parse and never use ``global()``."""
+    check_selector(value, path, problems)
 
 
 class PolicySpecBase(Model):
