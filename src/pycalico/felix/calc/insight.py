@@ -174,6 +174,8 @@ class PolicyInsight:
     ) -> Explanation:
         """Evaluate one flow between resolved peers (see :meth:`resolve`)."""
         sip, dip = self._pick_ips(src, dst)
+        if protocol in (1, 58) and icmp_type is None:  # a ping: echo request
+            icmp_type, icmp_code = (8 if protocol == 1 else 128), 0
         pkt = Packet(sip, dip, protocol, port, src_port, icmp_type, icmp_code)
         egress = self._direction(src, "egress", pkt)
         ingress = self._direction(dst, "ingress", pkt)

@@ -417,6 +417,10 @@ def k8s_to_v3_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     for i, r in enumerate(spec.get("egress") or []):
         egress += _k8s_rules(r or {}, "to", False, f"spec.egress[{i}]")
     ptypes = {str(t) for t in spec.get("policyTypes") or []}
+    if not ptypes:
+        # The Kubernetes API server defaults policyTypes: Ingress, plus Egress when egress
+        # rules are present; Calico then sees the defaulted object.
+        ptypes = {"Ingress"} | ({"Egress"} if spec.get("egress") else set())
     types = [t for t in ("Ingress", "Egress") if t in ptypes] or ["Ingress"]
     return {
         "tier": "default",
