@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pycalico.errors import CalicoError
 
 DATASTORE_TYPES = ("sqlite", "etcdv3", "memory")
@@ -93,6 +91,8 @@ def read_config_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"config file {path}: cannot read: {e.strerror or e}") from None
+    import yaml  # lazily: most commands never read a config file
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:

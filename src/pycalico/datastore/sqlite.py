@@ -90,11 +90,16 @@ class SqliteDatastore:
             if not parent.exists():
                 parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")
-            with self._txn(conn):
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            ready = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('kv', 'log', 'meta')"
+            ).fetchone()[0]
+            if ready != 3:  # a new file: create the schema (idempotent, under the write lock)
+                with self._txn(conn):
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
 
     # -- connections and errors --------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
