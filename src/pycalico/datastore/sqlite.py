@@ -295,7 +295,12 @@ class SqliteDatastore:
         seen_rev = -1
         while not self._closed:
             with self._errors("watch"):
-                conn = self._conn()
+                try:
+                    conn = self._conn()
+                except Unavailable:
+                    if self._closed:  # closed concurrently: end quietly, as documented
+                        return
+                    raise
                 current = self._revision(conn)
                 batch: list[WatchEvent] = []
                 if current != seen_rev:
