@@ -231,3 +231,11 @@ def test_empty_yaml_values_mean_unset() -> None:
     }
     gnp = "kind: GlobalNetworkPolicy\napiVersion: projectcalico.org/v3\nmetadata: {name: g}\n"
     assert decode_all(gnp + "spec:\n  ingress:\n  selector:\n")[0].spec.types == ["Ingress"]
+
+
+def test_timestamps_stay_strings() -> None:
+    text = GNS.format(name="t").replace(
+        "  name: t\n", "  name: t\n  creationTimestamp: 2024-05-01T10:00:00Z\n"
+    )
+    (res,) = decode_all(text)
+    assert res.metadata.creationTimestamp == "2024-05-01T10:00:00Z"

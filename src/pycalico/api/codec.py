@@ -27,12 +27,14 @@ _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "literal"}
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1 base-60 numbers: ``12:34:56:78:9a:bc`` (a MAC) and
-    ``1:30`` stay strings, as they do for Calico's Go YAML decoder."""
+    """SafeLoader without YAML 1.1 base-60 numbers and timestamps: ``12:34:56:78:90:12``
+    (a MAC), ``1:30`` and ``2024-05-01T10:00:00Z`` stay strings, as for Calico's Go decoder."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
+    first: [
+        (tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float", ":timestamp"))
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
