@@ -51,6 +51,7 @@ from pycalico.felix.model import (
     Endpoint,
     ItemID,
     ModelError,
+    NamedPort,
     Namespace,
     NetworkSet,
     Policy,
@@ -82,6 +83,10 @@ class SetSpec:
 def _named_port_id(sel_uid: str, protocol: int | None, port: str) -> str:
     digest = sha224(f"{sel_uid},{protocol if protocol is not None else 'any'},{port}".encode())
     return "n:" + urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+def _ports(item: Endpoint | NetworkSet) -> tuple[NamedPort, ...]:
+    return item.ports if isinstance(item, Endpoint) else ()
 
 
 class CalcGraph:
@@ -297,9 +302,13 @@ class CalcGraph:
                 for name in old.profiles:
                     self._profile_refs[name] -= 1
                     self._dirty_profiles.add(name)
-        # Sets containing this item may change (addresses / named ports).
-        for sel in self.ipset_index.selectors_matching(iid):
-            self._dirty_specs |= self._specs_by_sel.get(sel, set())
+        # Sets containing this item change if its addresses or named ports do (label
+        # changes reach the sets through the index's match callbacks instead).
+        if old is not None and (
+            item is None or old.nets != item.nets or _ports(old) != _ports(item)
+        ):
+            for sel in self.ipset_index.selectors_matching(iid):
+                self._dirty_specs |= self._specs_by_sel.get(sel, set())
         if item is None:
             self._items.pop(iid, None)
             self.ipset_index.remove_item(iid)
