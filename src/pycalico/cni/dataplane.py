@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -107,9 +108,12 @@ def _host_sysctls(name: str, v6: bool) -> list[tuple[str, int]]:
 class LinuxDataplane:
     """Wires workloads with two or three ``ip -batch`` processes plus /proc/sys writes."""
 
-    def __init__(self, ip: IpRoute, sysctl: Sysctl) -> None:
+    def __init__(
+        self, ip: IpRoute, sysctl: Sysctl, netns_exists: Callable[[str], bool] = netns_exists
+    ) -> None:
         self.ip = ip
         self.sysctl = sysctl
+        self.netns_exists = netns_exists
 
     def host_link_exists(self, name: str) -> bool:
         return self.sysctl.exists(f"net.ipv4.conf.{name}")
@@ -122,7 +126,7 @@ class LinuxDataplane:
         return True
 
     def setup(self, w: WorkloadIface) -> None:
-        if not netns_exists(w.netns):
+        if not self.netns_exists(w.netns):
             raise WiringError(f"netns {w.netns} does not exist")
         host: list[str] = []
         if self.host_link_exists(w.host_ifname):
@@ -218,7 +222,7 @@ class LinuxDataplane:
 
     def check(self, w: WorkloadIface) -> list[str]:
         problems: list[str] = []
-        if not netns_exists(w.netns):
+        if not self.netns_exists(w.netns):
             return [f"netns {w.netns} does not exist"]
         dev = w.container_ifname
         try:
