@@ -26,7 +26,12 @@ _TAG = re.compile(r"[\[\](){}]")
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "literal"}
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser/emitter when present (several times faster); same safe semantics.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
     """SafeLoader without YAML 1.1 base-60 numbers and timestamps: ``12:34:56:78:90:12``
     (a MAC), ``1:30`` and ``2024-05-01T10:00:00Z`` stay strings, as for Calico's Go decoder."""
 
@@ -224,7 +229,7 @@ def _payload(resources: Resource | Sequence[Resource]) -> dict[str, Any]:
 
 def to_yaml(resources: Resource | Sequence[Resource]) -> str:
     """YAML text of one resource, or of a ``kind: List`` of several."""
-    return yaml.safe_dump(_payload(resources), sort_keys=False, default_flow_style=False)
+    return yaml.dump(_payload(resources), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def to_json(resources: Resource | Sequence[Resource], indent: int = 2) -> str:
