@@ -204,7 +204,15 @@ class NetworkPolicy(Resource):
 
 @register(
     "GlobalNetworkPolicy",
-    aliases=("globalnetworkpolicies", "gnp", "gnps", "globalpolicy", "globalpolicies", "gpol"),
+    aliases=(
+        "globalnetworkpolicies",
+        "gnp",
+        "gnps",
+        "globalpolicy",
+        "globalpolicies",
+        "gpol",
+        "gpols",
+    ),
 )
 class GlobalNetworkPolicy(Resource):
     kind: Literal["GlobalNetworkPolicy"] = "GlobalNetworkPolicy"
