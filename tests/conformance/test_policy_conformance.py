@@ -75,6 +75,25 @@ def wep(
     }
 
 
+def hep(ep: dict[str, Any]) -> dict[str, Any]:
+    """A HostEndpoint for a case endpoint that has no namespace (a host)."""
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "HostEndpoint",
+        "metadata": {"name": ep["name"], "labels": dict(ep.get("labels") or {})},
+        "spec": {
+            "node": ep.get("node", NODE),
+            "interfaceName": ep.get("interfaceName", "eth0"),
+            "expectedIPs": _ips(ep),
+            "profiles": list(ep.get("profiles") or []),
+            "ports": [
+                {"name": p["name"], "protocol": p.get("protocol", "TCP"), "port": p["port"]}
+                for p in ep.get("ports") or []
+            ],
+        },
+    }
+
+
 def namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
@@ -116,6 +135,9 @@ def calico_resources(case: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for ep in case["endpoints"]:
         if ep.get("external"):
+            continue
+        if not ep.get("namespace"):  # a host: HostEndpoint with its expected IPs
+            out.append(hep(ep))
             continue
         out.append(
             wep(
@@ -165,7 +187,7 @@ def _check(insight: PolicyInsight, peers: dict[str, Peer], probes: list[dict[str
         checked += 1
         if (ex.verdict == "allow") != p["expect"]:
             wrong.append(
-                f"{p['from']} -> {p['to']} {p['protocol']}/{p['port']}: expected "
+                f"{p['from']} -> {p['to']} {p['protocol']}/{p.get('port')}: expected "
                 f"{'allow' if p['expect'] else 'deny'}, got {ex.verdict} "
                 f"(egress {ex.egress.reason} {ex.egress.policy}, "
                 f"ingress {ex.ingress.reason} {ex.ingress.policy})"
@@ -191,6 +213,9 @@ def test_calico_policy_case(case: dict[str, Any]) -> None:
         if ep.get("external"):
             peers[ep["name"]] = insight.resolve(_ips(ep)[0])
             assert peers[ep["name"]].endpoint is None
+        elif not ep.get("namespace"):
+            peers[ep["name"]] = insight.resolve(_ips(ep)[0])
+            assert peers[ep["name"]].endpoint is not None
         else:
             peers[ep["name"]] = insight.resolve(f"{ep['namespace']}/{ep['name']}")
     _check(insight, peers, case["probes"])

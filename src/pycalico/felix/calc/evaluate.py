@@ -182,6 +182,10 @@ class DataplaneView:
             return False
         if r.ip_version is not None and r.ip_version != pkt.src_ip.version:
             return False
+        # Felix renders a rule that names CIDRs only for that IP family.
+        for nets in (r.src_nets, r.not_src_nets, r.dst_nets, r.not_dst_nets):
+            if nets and nets[0].version != pkt.src_ip.version:
+                return False
         if r.protocol is not None and r.protocol != pkt.protocol:
             return False
         if r.not_protocol is not None and r.not_protocol == pkt.protocol:

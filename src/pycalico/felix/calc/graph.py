@@ -315,6 +315,7 @@ class CalcGraph:
             if iid in self._local:
                 self._local.discard(iid)
                 self.policy_index.remove_item(iid)
+                self._ep_policies.pop(iid, None)
                 self._dirty_endpoints.add(iid)
             return
         self._items[iid] = item
