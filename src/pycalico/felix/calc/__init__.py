@@ -10,7 +10,7 @@ Public API:
 """
 
 from pycalico.felix.calc.evaluate import DataplaneView, Decision, Packet, make_packet
-from pycalico.felix.calc.graph import CalcGraph, SetSpec
+from pycalico.felix.calc.graph import CalcGraph
 from pycalico.felix.calc.insight import (
     Explanation,
     InsightError,
@@ -35,6 +35,7 @@ from pycalico.felix.calc.messages import (
     ResolvedRule,
     TierInfo,
 )
+from pycalico.felix.calc.resolve import RuleResolver, SetSpec
 
 __all__ = [
     "ActivePolicyRemove",
@@ -57,6 +58,7 @@ __all__ = [
     "PolicyInsight",
     "ProbeResult",
     "ResolvedRule",
+    "RuleResolver",
     "SetSpec",
     "TierInfo",
     "analyse",

@@ -25,11 +25,8 @@ Invariants (Felix ``calc`` design):
 from __future__ import annotations
 
 import logging
-from base64 import urlsafe_b64encode
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
-from hashlib import sha224
 from typing import Any
 
 from pycalico.felix.calc.labelindex import LabelIndex
@@ -47,6 +44,7 @@ from pycalico.felix.calc.messages import (
     ResolvedRule,
     TierInfo,
 )
+from pycalico.felix.calc.resolve import RuleResolver, SetSpec
 from pycalico.felix.model import (
     Endpoint,
     ItemID,
@@ -64,25 +62,10 @@ from pycalico.felix.model import (
     implied_tier,
 )
 from pycalico.felix.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, SA_PROFILE_PREFIX
-from pycalico.selector import parse
 
 log = logging.getLogger(__name__)
 
 _DENY_ALL = (ResolvedRule("Deny"),)
-
-
-@dataclass(frozen=True, order=True)
-class SetSpec:
-    """What an IP set is computed from: a selector, plus port name/protocol for named ports."""
-
-    selector: str
-    named_port: str = ""
-    protocol: int | None = None
-
-
-def _named_port_id(sel_uid: str, protocol: int | None, port: str) -> str:
-    digest = sha224(f"{sel_uid},{protocol if protocol is not None else 'any'},{port}".encode())
-    return "n:" + urlsafe_b64encode(digest.digest()).decode().rstrip("=")
 
 
 def _ports(item: Endpoint | NetworkSet) -> tuple[NamedPort, ...]:
@@ -117,7 +100,7 @@ class CalcGraph:
         self._spec_refs: Counter[SetSpec] = Counter()
         self._sel_refs: Counter[str] = Counter()
         self._specs_by_sel: dict[str, set[SetSpec]] = {}
-        self._uid_cache: dict[str, str] = {}
+        self._resolver = RuleResolver()
         # What has been sent.
         self._sent_sets: dict[SetSpec, IPSetUpdate] = {}
         self._sent_policies: dict[PolicyID, tuple[ActivePolicyUpdate, frozenset[SetSpec]]] = {}
@@ -340,66 +323,15 @@ class CalcGraph:
 
     # --- resolution ---------------------------------------------------------------------
     def _uid(self, sel: str) -> str:
-        uid = self._uid_cache.get(sel)
-        if uid is None:
-            uid = self._uid_cache[sel] = parse(sel).unique_id()
-        return uid
+        return self._resolver.uid(sel)
 
     def _set_id(self, spec: SetSpec) -> str:
-        uid = self._uid(spec.selector)
-        if not spec.named_port:
-            return uid
-        return _named_port_id(uid, spec.protocol, spec.named_port)
-
-    def _resolve_rule(self, rule: Rule, specs: set[SetSpec]) -> ResolvedRule:
-        def sel_ids(sel: str | None) -> tuple[str, ...]:
-            if not sel:
-                return ()
-            spec = SetSpec(sel)
-            specs.add(spec)
-            return (self._set_id(spec),)
-
-        def np_ids(sel: str | None, names: tuple[str, ...]) -> tuple[str, ...]:
-            out = []
-            for name in names:
-                spec = SetSpec(sel or "all()", name, rule.protocol)
-                specs.add(spec)
-                out.append(self._set_id(spec))
-            return tuple(out)
-
-        s, d = rule.src, rule.dst
-        return ResolvedRule(
-            action=rule.action,
-            ip_version=rule.ip_version,
-            protocol=rule.protocol,
-            not_protocol=rule.not_protocol,
-            icmp_type=rule.icmp_type,
-            icmp_code=rule.icmp_code,
-            not_icmp_type=rule.not_icmp_type,
-            not_icmp_code=rule.not_icmp_code,
-            src_nets=s.nets,
-            not_src_nets=s.not_nets,
-            src_ip_set_ids=sel_ids(s.selector),
-            not_src_ip_set_ids=sel_ids(s.not_selector),
-            src_ports=s.ports,
-            src_named_port_ip_set_ids=np_ids(s.selector, s.named_ports),
-            not_src_ports=s.not_ports,
-            not_src_named_port_ip_set_ids=np_ids(s.selector, s.not_named_ports),
-            dst_nets=d.nets,
-            not_dst_nets=d.not_nets,
-            dst_ip_set_ids=sel_ids(d.selector),
-            not_dst_ip_set_ids=sel_ids(d.not_selector),
-            dst_ports=d.ports,
-            dst_named_port_ip_set_ids=np_ids(d.selector, d.named_ports),
-            not_dst_ports=d.not_ports,
-            not_dst_named_port_ip_set_ids=np_ids(d.selector, d.not_named_ports),
-            unmatchable=s.has_services or d.has_services,
-        )
+        return self._resolver.set_id(spec)
 
     def _resolve_rules(
         self, rules: tuple[Rule, ...], specs: set[SetSpec]
     ) -> tuple[ResolvedRule, ...]:
-        return tuple(self._resolve_rule(r, specs) for r in rules)
+        return self._resolver.rules(rules, specs)
 
     def _want_policy(self, pid: PolicyID) -> tuple[ActivePolicyUpdate, frozenset[SetSpec]] | None:
         pol = self._policies.get(pid)
