@@ -218,18 +218,27 @@ def test_non_string_input() -> None:
 
 def test_nesting_limit() -> None:
     inner = "a == 'x'"
-    deep = "!(has(b) || " * MAX_NESTING + inner + ")" * MAX_NESTING
-    sel = parse(deep)
-    odd = MAX_NESTING % 2 == 1
-    assert sel.evaluate({"a": "x"}) is not odd
-    assert sel.evaluate({"a": "x"}) is sel.root.evaluate({"a": "x"})
-    assert sel.evaluate({"a": "x", "b": ""}) is False
-    assert parse(str(sel)) == sel
-    assert sel.labels() == {"a", "b"}
-    assert str(sel.with_label_prefix("p.")).count("p.a") == 1
+    # Redundant parentheses: deep text, shallow tree.
+    assert str(parse("(" * MAX_NESTING + inner + ")" * MAX_NESTING)) == 'a == "x"'
     too_deep = "(" * (MAX_NESTING + 1) + inner + ")" * (MAX_NESTING + 1)
     with pytest.raises(SelectorError, match="nested"):
         parse(too_deep)
+    # Each level of "!(has(b) || ...)" adds a NOT and an OR node.
+    levels = (MAX_NESTING - 1) // 2
+    deep = "!(has(b) || " * levels + inner + ")" * levels
+    sel = parse(deep)
+    odd = levels % 2 == 1
+    assert sel.evaluate({"a": "x"}) is not odd
+    assert sel.evaluate({"a": "x"}) is sel.root.evaluate({"a": "x"})
+    assert sel.evaluate({"a": "x", "b": ""}) is False
+    assert parse(str(sel)) == sel  # the canonical form stays within the limits
+    assert pickle.loads(pickle.dumps(sel)) == sel
+    assert sel.labels() == {"a", "b"}
+    assert str(sel.with_label_prefix("p.")).count("p.a") == 1
+    # Few parentheses but a tall tree (OR, AND and NOT per level) is rejected too.
+    tall = "!(x == 'a' || y == 'b' && " * 40 + "has(z)" + ")" * 40
+    with pytest.raises(SelectorError, match="nested"):
+        parse(tall)
 
 
 def test_double_negation_through_parentheses_matches_calico() -> None:
@@ -249,6 +258,23 @@ def test_long_chains_compile() -> None:
     sel = parse(text)
     assert sel.evaluate({})
     assert not sel.evaluate({"l2999": "v"})
+
+
+def test_large_trees_compile_in_pieces() -> None:
+    groups = [f"(g{i} == 'v' && !has(h{i % 7}) && k{i} in {{'1', '2'}})" for i in range(300)]
+    sel = parse(" || ".join(groups) + " || !(z starts with 'q' || z ends with 'r')")
+    maps: list[dict[str, str]] = [
+        {},
+        {"z": "qr"},
+        {"z": "x"},
+        {"g299": "v", "k299": "2"},
+        {"g299": "v", "k299": "2", "h5": "", "z": "q"},
+        {"g150": "v", "k150": "1", "z": "r"},
+        {"g150": "v", "k150": "3", "z": "r"},
+    ]
+    results = [sel.evaluate(m) for m in maps]
+    assert results == [sel.root.evaluate(m) for m in maps]
+    assert results == [True, False, True, True, False, True, False]
 
 
 # --- API ------------------------------------------------------------------------------------

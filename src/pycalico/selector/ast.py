@@ -262,7 +262,11 @@ class AndNode(Node):
     operands: tuple[Node, ...]
 
     def evaluate(self, labels: Mapping[str, str]) -> bool:
-        return all(op.evaluate(labels) for op in self.operands)
+        # Explicit loop, not all()/any(): no generator frame per level of nesting.
+        for op in self.operands:  # noqa: SIM110
+            if not op.evaluate(labels):
+                return False
+        return True
 
     def fragments(self, out: list[str]) -> None:
         out.append("(")
@@ -305,7 +309,11 @@ class OrNode(Node):
     operands: tuple[Node, ...]
 
     def evaluate(self, labels: Mapping[str, str]) -> bool:
-        return any(op.evaluate(labels) for op in self.operands)
+        # Explicit loop, not all()/any(): no generator frame per level of nesting.
+        for op in self.operands:  # noqa: SIM110
+            if op.evaluate(labels):
+                return True
+        return False
 
     def fragments(self, out: list[str]) -> None:
         out.append("(")

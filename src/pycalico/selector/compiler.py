@@ -4,7 +4,7 @@ Owns code generation for evaluation.  The tree is turned into a single Python ex
 (``lambda L: L.get(k0) == v0 and L.get(k1) in s1``) whose label names and values are bound
 as closure constants, never spliced into the source text, so no selector content can inject
 code.  Semantics are identical to the nodes' reference ``evaluate`` methods (the tests check
-this); trees too deep for Python's compiler fall back to the reference tree walk.
+this); large or deep trees are split into generated pieces composed by small closures.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from pycalico.selector.ast import (
     NotNode,
     OrNode,
     StartsWithNode,
-    depth,
 )
 
 Predicate = Callable[[Mapping[str, str]], bool]
 
-# Python's own parser rejects deeply nested expressions; stay well below its limits.
-MAX_CODEGEN_DEPTH = 40
+# Largest subtree turned into a single generated expression: Python's parser rejects deeply
+# nested expressions and compiles huge ones slowly, so bigger trees are split up.
+MAX_CODEGEN_DEPTH = 24
+MAX_CODEGEN_SIZE = 64
 
 
 class _Gen:
@@ -83,11 +84,80 @@ class _Gen:
 
 
 def compile_node(node: Node) -> Predicate:
-    """A predicate equivalent to ``node.evaluate``; fast for ordinary selectors."""
+    """A predicate equivalent to ``node.evaluate``; fast for ordinary selectors.
+
+    Small subtrees become one generated expression each; nodes of large or deep trees are
+    composed as closures over their compiled children (so Python's compiler never sees a huge
+    or deeply nested expression, and call depth stays proportional to the tree's depth).
+    """
     if isinstance(node, AllNode | GlobalNode):
         return _always_true
-    if depth(node) > MAX_CODEGEN_DEPTH:
-        return node.evaluate
+    return _compile(node, _measure(node))
+
+
+def _measure(root: Node) -> dict[int, tuple[int, int]]:
+    """``id(node) -> (size, height)`` for every node, computed without recursion."""
+    out: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        kids = node.children()
+        if not done:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids)
+            continue
+        size, height = 1, 1
+        for k in kids:
+            ks, kh = out[id(k)]
+            size += ks
+            height = max(height, kh + 1)
+        out[id(node)] = (size, height)
+    return out
+
+
+def _compile(node: Node, sizes: dict[int, tuple[int, int]]) -> Predicate:
+    size, height = sizes[id(node)]
+    if size <= MAX_CODEGEN_SIZE and height <= MAX_CODEGEN_DEPTH:
+        return _codegen(node)
+    if isinstance(node, NotNode):
+        return _negate(_compile(node.operand, sizes))
+    if isinstance(node, AndNode):
+        return _conjoin(tuple(_compile(op, sizes) for op in node.operands))
+    if isinstance(node, OrNode):
+        return _disjoin(tuple(_compile(op, sizes) for op in node.operands))
+    return _codegen(node)  # pragma: no cover - leaves are always small
+
+
+def _negate(p: Predicate) -> Predicate:
+    def negated(labels: Mapping[str, str]) -> bool:
+        return not p(labels)
+
+    return negated
+
+
+def _conjoin(preds: tuple[Predicate, ...]) -> Predicate:
+    def conjunction(labels: Mapping[str, str]) -> bool:
+        # Explicit loop, not all()/any(): no generator frame per level of nesting.
+        for p in preds:  # noqa: SIM110
+            if not p(labels):
+                return False
+        return True
+
+    return conjunction
+
+
+def _disjoin(preds: tuple[Predicate, ...]) -> Predicate:
+    def disjunction(labels: Mapping[str, str]) -> bool:
+        # Explicit loop, not all()/any(): no generator frame per level of nesting.
+        for p in preds:  # noqa: SIM110
+            if p(labels):
+                return True
+        return False
+
+    return disjunction
+
+
+def _codegen(node: Node) -> Predicate:
     gen = _Gen()
     body = gen.expr(node)
     factory = _factory_for(body, len(gen.consts))

@@ -12,9 +12,11 @@ Owns the grammar (mirroring Calico's ``libcalico-go/lib/selector/parser/parser.g
 
 Invariants: leading ``!``s collapse by parity into at most one NotNode; a group with one
 member is returned unwrapped (so ``(a == "b")`` is just the comparison); groups are never
-flattened (``a && (b && c)`` keeps its nested AND).  Parenthesis nesting deeper than
-:data:`MAX_NESTING` is rejected with a SelectorError (Calico has no limit; Python's
-recursion does).  Every failure raises :class:`SelectorError` with a position.
+flattened (``a && (b && c)`` keeps its nested AND).  Parenthesis nesting or a tree height
+above :data:`MAX_NESTING` is rejected with a SelectorError (Calico has no limit; Python's
+recursion does).  The height bound keeps every accepted selector's canonical text (which has
+one parenthesis pair per AND/OR node) within the parenthesis bound.  Every failure raises
+:class:`SelectorError` with a position.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pycalico.selector.ast import (
     NotNode,
     OrNode,
     StartsWithNode,
+    depth,
     string_set,
 )
 from pycalico.selector.errors import SelectorError
@@ -52,12 +55,13 @@ _VALUE_OPS: dict[int, type[EqNode | NeNode | ContainsNode | StartsWithNode | End
 
 
 class _Parser:
-    __slots__ = ("depth", "text", "tokens")
+    __slots__ = ("depth", "max_depth", "text", "tokens")
 
     def __init__(self, text: str, tokens: list[Token]) -> None:
         self.text = text
         self.tokens = tokens
         self.depth = 0
+        self.max_depth = 0
 
     def error(self, reason: str, tok: Token) -> SelectorError:
         return SelectorError(reason, selector=self.text, position=tok.pos)
@@ -109,6 +113,7 @@ class _Parser:
             self.depth += 1
             if self.depth > MAX_NESTING:
                 raise self.error(f"parentheses nested deeper than {MAX_NESTING}", tok)
+            self.max_depth = max(self.max_depth, self.depth)
             node, i = self.parse_or(i + 1)
             if tokens[i].kind != tk.RPAREN:
                 raise self.unexpected(tokens[i], "')'")
@@ -160,4 +165,11 @@ def parse_node(text: str) -> Node:
     node, i = p.parse_or(0)
     if tokens[i].kind != tk.EOF:
         raise p.error(f"unexpected {tk.KIND_NAMES[tokens[i].kind]} at end of selector", tokens[i])
+    # Each parenthesis level adds at most an OR, an AND and a NOT node.  Bounding the tree's
+    # height as well keeps the canonical text (one parenthesis pair per AND/OR node) within
+    # the parenthesis limit, so every accepted selector's canonical form parses too.
+    if 3 * (p.max_depth + 1) > MAX_NESTING and depth(node) > MAX_NESTING:
+        raise SelectorError(
+            f"selector nested deeper than {MAX_NESTING} levels", selector=text, position=0
+        )
     return node

@@ -26,6 +26,7 @@ from pycalico.selector.ast import (
     GlobalNode,
     LabelRestriction,
     Node,
+    NotNode,
     walk,
 )
 from pycalico.selector.compiler import compile_node
@@ -102,9 +103,12 @@ class Selector:
     def __hash__(self) -> int:
         return hash(self._canonical)
 
-    def __reduce__(self) -> tuple[type[Selector], tuple[Node]]:
-        # Rebuild from the AST, not the text: "!(!x)" prints as "!!x", which parses as "x".
-        return (Selector, (self._root,))
+    def __reduce__(self) -> tuple[Callable[..., Selector], tuple[Any]]:
+        # Pickle as text (cheap, no deep recursion) unless the text would not reproduce the
+        # AST: "!(!x)" prints as "!!x", which parses as "x".
+        if any(isinstance(n, NotNode) and isinstance(n.operand, NotNode) for n in walk(self._root)):
+            return (Selector, (self._root,))
+        return (parse, (self._canonical,))
 
     @property
     def root(self) -> Node:
