@@ -65,6 +65,11 @@ _STAGED = {"StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetes
 _IGNORED = object()
 
 
+def _q(value: str) -> str:
+    """A selector string literal for ``value`` (no escapes exist: pick the other quote)."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def canonical(text: str, field: str) -> str:
     """The canonical form of a selector; ModelError naming ``field`` if it doesn't parse."""
     try:
@@ -164,7 +169,7 @@ def entity_selector(er: Mapping[str, Any], ns: str, field: str) -> str | None:
         ns_sel = ns_sel.replace("all()", f"has({LABEL_NAMESPACE})")
         ns_sel = ns_sel.replace("global()", f"!has({LABEL_NAMESPACE})")
     elif ns:
-        ns_sel = f"{LABEL_NAMESPACE} == '{ns}'"
+        ns_sel = f"{LABEL_NAMESPACE} == {_q(ns)}"
     parts: list[str] = []
     sam = er.get("serviceAccounts")
     if sam:
@@ -177,7 +182,7 @@ def entity_selector(er: Mapping[str, Any], ns: str, field: str) -> str | None:
             )
         names = sam.get("names") or []
         if names:
-            quoted = ", ".join("'" + str(n) + "'" for n in names)
+            quoted = ", ".join(_q(str(n)) for n in names)
             sa_parts.append(f"{LABEL_SERVICEACCOUNT} in {{{quoted}}}")
         if sa_parts:
             parts.append(_and(sa_parts, f"{field}.serviceAccounts"))
@@ -290,7 +295,7 @@ def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) 
         raise ModelError("metadata.namespace: required for a namespaced policy")
     parts: list[str] = []
     if ns:
-        parts.append(f"{LABEL_NAMESPACE} == '{ns}'")
+        parts.append(f"{LABEL_NAMESPACE} == {_q(ns)}")
     elif spec.get("namespaceSelector"):
         ns_sel = _prefixed(
             str(spec["namespaceSelector"]), NAMESPACE_LABEL_PREFIX, "spec.namespaceSelector"
@@ -334,10 +339,10 @@ def k8s_selector(sel: Any, pod: bool, field: str) -> str:
     if not pod and not match_labels and not exprs:
         return "all()"
     for k in sorted(match_labels):
-        terms.append(f"{k} == '{match_labels[k]}'")
+        terms.append(f"{k} == {_q(str(match_labels[k]))}")
     for i, e in enumerate(exprs):
         key, op = e.get("key"), e.get("operator")
-        values = ", ".join(f"'{v}'" for v in e.get("values") or [])
+        values = ", ".join(_q(str(v)) for v in e.get("values") or [])
         if op == "In":
             terms.append(f"{key} in {{{values}}}")
         elif op == "NotIn":
