@@ -90,8 +90,22 @@ def named_fields(case: dict[str, Any]) -> set[str]:
     return {k for k in _keys(case["manifest"], set()) if _norm_key(k) in words}
 
 
+# Cases where we deliberately keep Calico's validator behaviour over the sample's label:
+KNOWN_DIVERGENCES = {
+    # Documentation placeholders (x.x.x.x/16) that Calico's own validator rejects as CIDRs.
+    "bgpconfiguration_04.yaml": "doc placeholder CIDRs x.x.x.x/16, y.y.y.y/32",
+}
+# Cases whose rejection Calico reports at a different field than the description names.
+OTHER_FIELD = {
+    # A /128 pool is smaller than the IPv6 block size (122): rejected for spec.cidr.
+    "should reject VXLANMode 'Always' for IPv6 pool": {"cidr"},
+}
+
+
 @pytest.mark.parametrize("path", _yaml_files())
 def test_documented_manifest_is_accepted(path: Path) -> None:
+    if path.name in KNOWN_DIVERGENCES:
+        pytest.xfail(f"Calico rejects this too: {KNOWN_DIVERGENCES[path.name]}")
     resources = decode_all(path.read_text(), source=str(path))
     assert resources, f"{path.name} holds no resources"
 
@@ -109,7 +123,7 @@ def test_invalid_case_is_rejected(case: dict[str, Any]) -> None:
         decode(case["manifest"])
     problems = info.value.problems
     assert problems
-    fields = named_fields(case)
+    fields = OTHER_FIELD.get(case["why"]) or named_fields(case)
     if fields:
         # A cross-field rule is reported at one of its fields and names the other in its
         # reason, so a field counts as mentioned by a problem's path or its reason.

@@ -1,13 +1,288 @@
-"""calico-lab: a whole multi-node pycalico cluster on one machine, in network namespaces."""
+"""calico-lab: a whole multi-node pycalico cluster on one machine, in network namespaces.
+
+Every command takes ``--name`` (default ``lab``); all state lives under
+``$CALICO_LAB_DIR/<name>`` (default ``/var/lib/calico-lab``). Errors print one line and exit 1.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+from pycalico.errors import CalicoError
+from pycalico.lab import cluster, pods
+from pycalico.lab import nodes as nodemod
+from pycalico.lab.netns import in_ns
+from pycalico.lab.probe import matrix, parse_ports, probe
+from pycalico.lab.state import DEFAULT_NAME, LabState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+name_option = click.option("--name", default=DEFAULT_NAME, show_default=True, help="Lab name.")
+
+
+def say(msg: str) -> None:
+    click.echo(msg)
+
+
+def errors_to_exit(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except (CalicoError, KeyError, OSError) as e:
+            text = f"unknown: {e}" if isinstance(e, KeyError) else str(e)
+            click.echo(f"calico-lab: {text}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(name: str) -> LabState:
+    if not LabState.exists(name):
+        raise CalicoError(f"no lab named {name!r} (calico-lab up --name {name})")
+    return LabState.load(name)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Build and drive a multi-node lab cluster in network namespaces."""
+    """Build and drive a multi-node pycalico cluster in network namespaces."""
+
+
+@cli.command()
+@name_option
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 60))
+@click.option(
+    "--encap",
+    default="none",
+    show_default=True,
+    type=click.Choice(sorted(nodemod.ENCAP_MODES)),
+)
+@click.option("--subnets", default=1, show_default=True, type=click.IntRange(1, 2))
+@click.option("--route-reflectors", default=0, show_default=True, type=click.IntRange(0, 2))
+@click.option("--datastore", default="sqlite", type=click.Choice(["sqlite", "etcd"]))
+@click.option("--pool", default="10.244.0.0/16", show_default=True, help="IPv4 pool CIDR.")
+@click.option("--tor", is_flag=True, help="Add an FRR top-of-rack router peering over eBGP.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ready.")
+@errors_to_exit
+def up(
+    name: str,
+    nodes: int,
+    encap: str,
+    subnets: int,
+    route_reflectors: int,
+    datastore: str,
+    pool: str,
+    tor: bool,
+    timeout: float,
+) -> None:
+    """Create the lab and start calico-node on every node; returns when all are ready."""
+    try:
+        cluster.up(
+            name, nodes, encap, subnets, route_reflectors, datastore, pool, tor, timeout, say
+        )
+    except BaseException:
+        click.echo("calico-lab: up failed; removing what was created", err=True)
+        cluster.down(name, lambda _m: None)
+        raise
+
+
+@cli.command()
+@name_option
+@errors_to_exit
+def down(name: str) -> None:
+    """Stop everything the lab started and delete its namespaces and directory."""
+    cluster.down(name, say)
+
+
+@cli.group()
+def pod() -> None:
+    """Add or delete pods (network namespaces wired by the real CNI plugin)."""
+
+
+@pod.command("add")
+@click.argument("node")
+@click.argument("key", metavar="NS/NAME")
+@click.option("--labels", default="", help="k=v,k2=v2")
+@click.option("--serviceaccount", default="", help="Service account name.")
+@click.option("--ports", default="80/TCP,80/UDP,81/TCP,81/UDP", show_default=True)
+@name_option
+@errors_to_exit
+def pod_add(node: str, key: str, labels: str, serviceaccount: str, ports: str, name: str) -> None:
+    """Create pod NS/NAME on NODE and start its servers on PORTS."""
+    state = load(name)
+    label_map = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
+    port_list = [p.strip().upper() for p in ports.split(",") if p.strip()]
+    p = pods.add_pod(state, node, key, label_map, serviceaccount, port_list)
+    say(f"pod {p.key} on {node}: {', '.join(p.ips)}")
+
+
+@pod.command("del")
+@click.argument("key", metavar="NS/NAME")
+@name_option
+@errors_to_exit
+def pod_del(key: str, name: str) -> None:
+    """Delete pod NS/NAME (CNI DEL, then its namespace)."""
+    pods.delete_pod(load(name), key)
+    say(f"pod {key} deleted")
+
+
+def _ctl_argv(state: LabState, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    env.update(state.datastore_env())
+    argv = [str(Path(sys.executable).parent / "calicoctl"), *args]
+    if state.datastore_netns:
+        argv = in_ns(state.datastore_netns, argv)
+    return argv, env
+
+
+@cli.command("apply")
+@click.option("-f", "--filename", required=True)
+@name_option
+@errors_to_exit
+def apply_cmd(filename: str, name: str) -> None:
+    """calicoctl apply -f FILE against the lab's datastore."""
+    state = load(name)
+    data = sys.stdin.read() if filename == "-" else None
+    argv, env = _ctl_argv(state, ["apply", "-f", filename])
+    p = subprocess.run(argv, env=env, input=data, text=True)
+    sys.exit(p.returncode)
+
+
+@cli.command("calicoctl", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@name_option
+@errors_to_exit
+def calicoctl_cmd(args: tuple[str, ...], name: str) -> None:
+    """Run calicoctl ARGS against the lab's datastore."""
+    argv, env = _ctl_argv(load(name), list(args))
+    sys.exit(subprocess.run(argv, env=env).returncode)
+
+
+@cli.command()
+@name_option
+@errors_to_exit
+def env(name: str) -> None:
+    """Print the exports that point calicoctl at the lab's datastore."""
+    state = load(name)
+    for k, v in state.datastore_env().items():
+        click.echo(f"export {k}={v}")
+    if state.datastore_netns:
+        click.echo(
+            f"# etcd listens on the lab underlay: run calicoctl with "
+            f"'ip netns exec {state.datastore_netns} calicoctl ...' or "
+            f"'calico-lab calicoctl ...'"
+        )
+
+
+def _target_netns(state: LabState, target: str) -> str:
+    if "/" in target:
+        return state.pod(target).netns
+    special = {"router": "rt", "underlay": "ul", "tor": "tor"}
+    if target in special:
+        return state.prefix + special[target]
+    return state.node(target).netns
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@name_option
+@errors_to_exit
+def exec_cmd(target: str, command: tuple[str, ...], name: str) -> None:
+    """Run COMMAND in a node, pod (NS/NAME), router, underlay or tor namespace."""
+    state = load(name)
+    env = dict(os.environ)
+    env.update(state.datastore_env())
+    sys.exit(subprocess.run(in_ns(_target_netns(state, target), list(command)), env=env).returncode)
+
+
+@cli.command("probe")
+@click.argument("src", metavar="NS/A")
+@click.argument("dst", metavar="NS/B")
+@click.argument("port_proto", metavar="PORT/PROTO")
+@click.option("--timeout", default=1.0, show_default=True)
+@name_option
+@errors_to_exit
+def probe_cmd(src: str, dst: str, port_proto: str, timeout: float, name: str) -> None:
+    """Exit 0 if NS/A reaches NS/B on PORT/PROTO, else 1."""
+    state = load(name)
+    ((port, proto),) = parse_ports(port_proto)
+    target = state.pod(dst)
+    ok = probe(state.pod(src), target.ips[0].split("/")[0], port, proto, timeout)
+    say(f"{src} -> {dst} {port}/{proto}: {'reachable' if ok else 'unreachable'}")
+    sys.exit(0 if ok else 1)
+
+
+@cli.command("matrix")
+@click.option("--ports", default="80/TCP", show_default=True)
+@click.option("-o", "--output", default="table", type=click.Choice(["table", "json"]))
+@click.option("--timeout", default=1.0, show_default=True)
+@name_option
+@errors_to_exit
+def matrix_cmd(ports: str, output: str, timeout: float, name: str) -> None:
+    """Live reachability of every ordered pod pair (same JSON as calicoctl policy matrix)."""
+    state = load(name)
+    probes = matrix(state, parse_ports(ports), timeout)
+    if output == "json":
+        click.echo(json.dumps({"probes": [
+            {"from": p.src, "to": p.dst, "port": p.port, "protocol": p.protocol,
+             "verdict": p.verdict} for p in probes
+        ]}, indent=2))  # fmt: skip
+        return
+    click.echo(format_matrix([p.key for p in state.pods], probes))
+
+
+def format_matrix(names: list[str], probes: list[Any]) -> str:
+    """A from × to grid per port: ``.`` allowed, ``X`` denied, ``-`` self."""
+    out = []
+    by_port: dict[str, dict[tuple[str, str], str]] = {}
+    for p in probes:
+        by_port.setdefault(f"{p.port}/{p.protocol}", {})[(p.src, p.dst)] = p.verdict
+    width = max((len(n) for n in names), default=4)
+    for port, grid in by_port.items():
+        out.append(f"{port}  (rows: from, columns: to; . allow, X deny)")
+        header = " " * (width + 2) + " ".join(f"{i:>2}" for i in range(1, len(names) + 1))
+        out.append(header)
+        for i, a in enumerate(names, 1):
+            cells = []
+            for b in names:
+                v = grid.get((a, b))
+                cells.append(" -" if a == b else (" ." if v == "allow" else " X"))
+            out.append(f"{a:<{width}}  " + " ".join(c for c in cells) + f"   {i}")
+    return "\n".join(out)
+
+
+@cli.command()
+@click.option("-o", "--output", default="table", type=click.Choice(["table", "json"]))
+@name_option
+@errors_to_exit
+def status(output: str, name: str) -> None:
+    """Nodes (readiness, BGP sessions) and pods of the lab."""
+    state = load(name)
+    rows = cluster.node_status_rows(state)
+    pod_rows = [{"name": p.key, "node": p.node, "ip": p.ips[0].split("/")[0] if p.ips else ""}
+                for p in state.pods]  # fmt: skip
+    if output == "json":
+        click.echo(json.dumps({"nodes": rows, "pods": pod_rows}, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<8} {r['ip']:<15} pid={r['pid']:<7} ready={r['ready']}")
+        for s in r["bgp"]:  # type: ignore[attr-defined]
+            click.echo(
+                f"    {s.get('peer', ''):<15} {s.get('type', ''):<18} "
+                f"{s.get('state', ''):<6} {s.get('info', '')}"
+            )
+    for p in pod_rows:
+        click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}")
 
 
 def main() -> None:

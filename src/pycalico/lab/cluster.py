@@ -1,0 +1,159 @@
+"""Lab lifecycle: ``up`` builds underlay, datastore and nodes; ``down`` removes everything.
+
+Invariants: the state file records every namespace and PID before it is created/started, so a
+failed or interrupted ``up`` is fully undone by ``down``; ``down`` only kills PIDs and deletes
+namespaces this lab recorded (namespaces are additionally matched by the lab's prefix).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pycalico.lab import nodes as nodemod
+from pycalico.lab.netns import LabError, delete_netns, in_ns, kill_pid, list_netns
+from pycalico.lab.state import LabState, lab_dir, prefix_for
+from pycalico.lab.topology import add_node, build_underlay, router_ip
+
+ETCD_BIN = "/usr/bin/etcd"
+
+Say = Callable[[str], None]
+
+
+def _etcd_args(data: Path, url: str) -> list[str]:
+    peer = "http://127.0.0.1:2380"
+    return [
+        ETCD_BIN, "--name", "lab", "--data-dir", str(data),
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"lab={peer}",
+    ]  # fmt: skip
+
+
+def _start_etcd(state: LabState) -> None:
+    ip = router_ip(0)
+    data = state.path / "etcd"
+    data.mkdir(parents=True, exist_ok=True)
+    url = f"http://{ip}:2379"
+    log = open(state.path / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        in_ns(state.prefix + "rt", _etcd_args(data, url)),
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    state.etcd_pid = proc.pid
+    state.etcd_url = url
+    state.save()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        p = subprocess.run(
+            in_ns(state.prefix + "rt", ["etcdctl", "--endpoints", url, "endpoint", "health"]),
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise LabError("etcd did not become healthy; see " + str(state.path / "etcd.log"))
+
+
+def up(
+    name: str,
+    nodes: int,
+    encap: str,
+    subnets: int,
+    route_reflectors: int,
+    datastore: str,
+    pool: str,
+    tor: bool,
+    timeout: float,
+    say: Say,
+) -> LabState:
+    if LabState.exists(name):
+        raise LabError(f"lab {name!r} already exists (calico-lab down --name {name})")
+    if encap.endswith("crosssubnet") and subnets < 2:
+        say(f"note: {encap} with one subnet never encapsulates (use --subnets 2)")
+    if route_reflectors > nodes:
+        raise LabError("--route-reflectors cannot exceed --nodes")
+    d = lab_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    state = LabState(
+        name=name,
+        prefix=prefix_for(name),
+        directory=str(d),
+        encap=encap,
+        subnets=subnets,
+        pool=pool,
+        datastore=datastore,
+        tor=tor,
+    )
+    state.save()
+    t0 = time.monotonic()
+    say(f"underlay: {subnets} subnet(s) on 198.18.0.0/15, router {state.prefix}rt")
+    build_underlay(state)
+    if datastore == "etcd":
+        say("datastore: etcd on the underlay")
+        _start_etcd(state)
+    else:
+        say(f"datastore: sqlite {state.db_path}")
+    for i in range(1, nodes + 1):
+        node = add_node(state, f"node{i}", i, nodes)
+        node.route_reflector = i <= route_reflectors
+        say(f"node {node.name}: {node.ip}" + (" (route reflector)" if node.route_reflector else ""))
+    state.save()
+    nodemod.seed(state, route_reflectors)
+    say(f"pool {pool} encap={encap}; BGP " + ("route reflectors" if route_reflectors else "mesh"))
+    for node in state.nodes:
+        nodemod.start(state, node)
+    say(f"started calico-node on {nodes} node(s); waiting until ready ...")
+    nodemod.wait_ready(state, state.nodes, timeout)
+    say(f"lab {name!r} is up in {time.monotonic() - t0:.1f}s")
+    return state
+
+
+def down(name: str, say: Say) -> None:
+    d = lab_dir(name)
+    prefix = prefix_for(name)
+    if LabState.exists(name):
+        state = LabState.load(name)
+        for pod in state.pods:
+            kill_pid(pod.server_pid)
+        for node in state.nodes:
+            kill_pid(node.pid, timeout=10)
+        for pid in [state.etcd_pid, *state.tor_pids]:
+            kill_pid(pid)
+        names = set(state.namespaces) | {p.netns for p in state.pods}
+    else:
+        names = set()
+    names |= {n for n in list_netns() if n.startswith(prefix)}
+    for ns in sorted(names):
+        delete_netns(ns)
+    if d.exists():
+        shutil.rmtree(d, ignore_errors=True)
+    say(f"lab {name!r} removed ({len(names)} namespace(s))")
+
+
+def node_status_rows(state: LabState) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for node in state.nodes:
+        st = nodemod.status(state, node)
+        rows.append(
+            {
+                "name": node.name,
+                "ip": node.ip.split("/")[0],
+                "pid": node.pid,
+                "ready": bool(st.get("ready")),
+                "bgp": st.get("bgp", []),
+            }
+        )
+    return rows
+
+
+def logs_dir(state: LabState) -> Path:
+    return state.path

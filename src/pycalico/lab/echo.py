@@ -1,0 +1,55 @@
+"""A tiny TCP+UDP responder for lab pods: ``python -m pycalico.lab.echo 80/TCP 80/UDP``.
+
+Each TCP connection gets one line ``<hostname-or-pod> <port>/TCP`` and is closed; each UDP
+datagram is answered with the same text. Runs until killed. Uses only the standard library
+(started once per pod, so it must be light).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import sys
+
+
+def serve(specs: list[str], ident: str) -> None:
+    sel = selectors.DefaultSelector()
+    for spec in specs:
+        port_s, _, proto = spec.partition("/")
+        port = int(port_s)
+        if proto.upper() == "UDP":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        if proto.upper() != "UDP":
+            s.listen(128)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, (port, proto.upper()))
+    while True:
+        for key, _ in sel.select():
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            port, proto = key.data
+            reply = f"{ident} {port}/{proto}\n".encode()
+            try:
+                if proto == "UDP":
+                    _, addr = sock.recvfrom(2048)
+                    sock.sendto(reply, addr)
+                else:
+                    conn, _ = sock.accept()
+                    with conn:
+                        conn.settimeout(1)
+                        conn.sendall(reply)
+            except OSError:
+                continue
+
+
+def main() -> None:
+    serve(sys.argv[1:], os.environ.get("POD_NAME", socket.gethostname()))
+
+
+if __name__ == "__main__":
+    main()

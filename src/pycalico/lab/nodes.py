@@ -1,0 +1,166 @@
+"""Lab nodes: seed the datastore for the chosen topology and run ``calico-node`` per node.
+
+``seed`` writes what an operator would: the IP pool for the encapsulation mode, the
+BGPConfiguration (mesh off when route reflectors are used) and, for route reflectors, the
+Node resources with ``routeReflectorClusterID`` and a label plus the BGPPeer that makes
+every node peer with them. ``start`` runs ``calico-node run`` inside the node's namespace
+(its own BIRD, its own nftables), logging to the lab directory, and records its PID.
+Readiness: the agent writes ``<state dir>/status.json`` with ``{"ready": bool, ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pycalico.lab.netns import LabError, enter_netns, in_ns, kill_pid, pid_alive
+from pycalico.lab.state import LabState, NodeState
+
+RR_LABEL = "route-reflector"
+RR_CLUSTER_ID = "244.0.0.1"
+
+ENCAP_MODES = {
+    "none": ("Never", "Never"),
+    "vxlan": ("Never", "Always"),
+    "vxlan-crosssubnet": ("Never", "CrossSubnet"),
+    "ipip": ("Always", "Never"),
+    "ipip-crosssubnet": ("CrossSubnet", "Never"),
+}
+
+
+def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any]]:
+    ipip, vxlan = ENCAP_MODES[state.encap]
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": "default-ipv4-ippool"},
+            "spec": {
+                "cidr": state.pool,
+                "ipipMode": ipip,
+                "vxlanMode": vxlan,
+                "natOutgoing": True,
+                "blockSize": 26,
+            },
+        },
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "BGPConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"nodeToNodeMeshEnabled": route_reflectors == 0, "asNumber": 64512},
+        },
+    ]
+    for node in state.nodes:
+        spec: dict[str, Any] = {"bgp": {"ipv4Address": node.ip}}
+        labels = {"kubernetes.io/hostname": node.name}
+        if node.route_reflector:
+            spec["bgp"]["routeReflectorClusterID"] = RR_CLUSTER_ID
+            labels[RR_LABEL] = "true"
+        docs.append(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "Node",
+                "metadata": {"name": node.name, "labels": labels},
+                "spec": spec,
+            }
+        )
+    if route_reflectors:
+        docs.append(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "BGPPeer",
+                "metadata": {"name": "peer-with-route-reflectors"},
+                "spec": {"nodeSelector": "all()", "peerSelector": f"has({RR_LABEL})"},
+            }
+        )
+    return docs
+
+
+def seed(state: LabState, route_reflectors: int) -> None:
+    from pycalico.api import decode
+    from pycalico.client import ResourceClient
+    from pycalico.config import load_config
+    from pycalico.datastore import open_datastore
+
+    with enter_netns(state.datastore_netns):
+        ds = open_datastore(load_config(env=state.datastore_env()))
+        try:
+            client = ResourceClient(ds)
+            for doc in seed_resources(state, route_reflectors):
+                client.apply(decode(doc))
+        finally:
+            ds.close()
+
+
+def node_dir(state: LabState, node: NodeState) -> Path:
+    d = state.path / node.name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def start(state: LabState, node: NodeState) -> None:
+    d = node_dir(state, node)
+    env = dict(os.environ)
+    env.update(state.datastore_env())
+    env.update(
+        NODENAME=node.name,
+        IP=node.ip,
+        CALICO_NODE_STATE_DIR=str(d),
+        CALICO_BIRD_SOCKET=str(d / "bird.ctl"),
+        FELIX_HEALTHENABLED="false",
+        CALICO_MTU_FILE=str(d / "mtu"),
+    )
+    (d / "status.json").unlink(missing_ok=True)
+    log = open(d / "calico-node.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        in_ns(node.netns, [str(Path(sys.executable).parent / "calico-node"), "run"]),
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    node.pid = proc.pid
+    state.save()
+
+
+def stop(state: LabState, node: NodeState, hard: bool = False) -> None:
+    if hard and pid_alive(node.pid):
+        os.kill(node.pid, 9)
+    else:
+        kill_pid(node.pid, timeout=10)
+    node.pid = 0
+    state.save()
+
+
+def status(state: LabState, node: NodeState) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((state.path / node.name / "status.json").read_text())
+    except (OSError, ValueError):
+        data = {"ready": False}
+    if not pid_alive(node.pid):
+        data["ready"] = False
+    return data
+
+
+def wait_ready(state: LabState, nodes: list[NodeState], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(nodes)
+    while pending and time.monotonic() < deadline:
+        for n in list(pending):
+            if not pid_alive(n.pid):
+                log = (state.path / n.name / "calico-node.log").read_text()[-1500:]
+                raise LabError(f"calico-node on {n.name} exited:\n{log}")
+            if status(state, n).get("ready"):
+                pending.remove(n)
+        time.sleep(0.2)
+    if pending:
+        raise LabError(
+            f"nodes not ready after {timeout:.0f}s: {', '.join(n.name for n in pending)}"
+        )

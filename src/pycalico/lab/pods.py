@@ -1,0 +1,225 @@
+"""Lab pods: a network namespace wired by the real CNI plugin, plus an echo server.
+
+``add`` creates the ``v1`` Namespace (and ServiceAccount) resources if missing, creates the
+pod's namespace, runs the ``calico`` plugin binary exactly as a container runtime does (CNI_*
+environment, network configuration on stdin, run in the node's namespace), records the
+container's named ports (``serve-<port>-<proto>``) on its WorkloadEndpoint and starts the
+echo server. ``delete`` runs CNI DEL and removes the namespace. Invariant: a failed ``add``
+leaves nothing behind (CNI DEL + namespace removal) and is not recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pycalico.lab.netns import (
+    LabError,
+    delete_netns,
+    enter_netns,
+    in_ns,
+    ip_batch,
+    kill_pid,
+    run,
+)
+from pycalico.lab.state import LabState, PodState
+
+NETWORK_NAME = "k8s-pod-network"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def netconf(state: LabState, node: str, labels: dict[str, str]) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": NETWORK_NAME,
+        "type": "calico",
+        "nodename": node,
+        "log_level": "info",
+        "log_file_path": str(state.path / "cni.log"),
+        "ipam": {"type": "calico-ipam"},
+        "policy": {"type": "k8s"},
+    }
+    if state.datastore == "etcd":
+        conf.update(datastore_type="etcdv3", etcd_endpoints=state.etcd_url)
+    else:
+        conf.update(datastore_type="sqlite", datastore_path=state.db_path)
+    if labels:
+        conf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
+    return conf
+
+
+def _cni(state: LabState, pod: PodState, command: str, labels: dict[str, str]) -> dict[str, Any]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": pod.container_id,
+        "CNI_NETNS": f"/run/netns/{pod.netns}",
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": (
+            f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+            f"K8S_POD_INFRA_CONTAINER_ID={pod.container_id}"
+            + (f";K8S_POD_SERVICE_ACCOUNT={pod.service_account}" if pod.service_account else "")
+        ),
+        "CNI_PATH": str(Path(sys.executable).parent),
+    }
+    node = state.node(pod.node)
+    p = subprocess.run(
+        in_ns(node.netns, [_bin("calico")]),
+        input=json.dumps(netconf(state, pod.node, labels)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if p.returncode != 0:
+        try:
+            err = json.loads(p.stdout)
+            msg = f"{err.get('msg', '')}: {err.get('details', '')}"
+        except ValueError:
+            msg = (p.stderr or p.stdout).strip()
+        raise LabError(f"CNI {command} for {pod.key} failed: {msg}")
+    out: dict[str, Any] = json.loads(p.stdout) if p.stdout.strip() else {}
+    return out
+
+
+def _ensure_namespace_resources(state: LabState, namespace: str, sa: str) -> None:
+    with enter_netns(state.datastore_netns):
+        _create_namespace_docs(state, namespace, sa)
+
+
+def _create_namespace_docs(state: LabState, namespace: str, sa: str) -> None:
+    from pycalico.api import decode
+    from pycalico.client import ResourceClient
+    from pycalico.config import load_config
+    from pycalico.datastore import AlreadyExists, open_datastore
+
+    ds = open_datastore(load_config(env=state.datastore_env()))
+    try:
+        client = ResourceClient(ds)
+        docs: list[dict[str, Any]] = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        ]
+        if sa:
+            docs.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": sa, "namespace": namespace},
+                }
+            )
+        for doc in docs:
+            try:
+                client.create(decode(doc))
+            except AlreadyExists:
+                pass
+    finally:
+        ds.close()
+
+
+def _record_named_ports(state: LabState, pod: PodState) -> None:
+    """Container ports as the WorkloadEndpoint's named ports (what k8s pod specs give Calico)."""
+    ports = []
+    for spec in pod.ports:
+        port, _, proto = spec.partition("/")
+        ports.append(
+            {"name": f"serve-{port}-{proto.lower()}", "protocol": proto.upper(), "port": int(port)}
+        )
+    if not ports:
+        return
+    with enter_netns(state.datastore_netns):
+        _set_wep_ports(state, pod, ports)
+
+
+def _set_wep_ports(state: LabState, pod: PodState, ports: list[dict[str, Any]]) -> None:
+    from pycalico.config import load_config
+    from pycalico.datastore import Conflict, open_datastore
+
+    ds = open_datastore(load_config(env=state.datastore_env()))
+    try:
+        weps = ds.list("WorkloadEndpoint", pod.namespace).items
+        for _ in range(10):
+            for wep in weps:
+                if wep.get("spec", {}).get("containerID") == pod.container_id:
+                    wep["spec"]["ports"] = ports
+                    try:
+                        ds.update(wep)
+                        return
+                    except Conflict:
+                        break
+            weps = ds.list("WorkloadEndpoint", pod.namespace).items
+        raise LabError(f"no WorkloadEndpoint found for {pod.key}")
+    finally:
+        ds.close()
+
+
+def add_pod(
+    state: LabState,
+    node: str,
+    key: str,
+    labels: dict[str, str],
+    service_account: str,
+    ports: list[str],
+) -> PodState:
+    namespace, _, name = key.partition("/")
+    if not name:
+        raise LabError(f"pod must be NAMESPACE/NAME, got {key!r}")
+    if any(p.key == key for p in state.pods):
+        raise LabError(f"pod {key} already exists")
+    state.node(node)  # KeyError -> unknown node
+    _ensure_namespace_resources(state, namespace, service_account)
+    cid = uuid.uuid4().hex
+    pod = PodState(
+        namespace=namespace,
+        name=name,
+        node=node,
+        netns=f"{state.prefix}p{cid[:10]}",
+        container_id=cid,
+        ports=ports,
+        labels=labels,
+        service_account=service_account,
+    )
+    run(["ip", "netns", "add", pod.netns])
+    try:
+        ip_batch(["link set lo up"], netns=pod.netns)
+        result = _cni(state, pod, "ADD", labels)
+        pod.ips = [ip["address"] for ip in result.get("ips", [])]
+        _record_named_ports(state, pod)
+        if ports:
+            log = open(state.path / f"pod-{namespace}-{name}.log", "ab")  # noqa: SIM115
+            proc = subprocess.Popen(
+                in_ns(pod.netns, [sys.executable, "-m", "pycalico.lab.echo", *ports]),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, POD_NAME=key),
+                start_new_session=True,
+            )
+            log.close()
+            pod.server_pid = proc.pid
+    except BaseException:
+        try:
+            _cni(state, pod, "DEL", {})
+        except LabError:
+            pass
+        delete_netns(pod.netns)
+        raise
+    state.pods.append(pod)
+    state.save()
+    return pod
+
+
+def delete_pod(state: LabState, key: str) -> None:
+    pod = state.pod(key)
+    kill_pid(pod.server_pid)
+    _cni(state, pod, "DEL", {})
+    delete_netns(pod.netns)
+    state.pods = [p for p in state.pods if p.key != key]
+    state.save()

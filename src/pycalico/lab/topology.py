@@ -1,0 +1,86 @@
+"""Underlay plumbing of a lab: bridges, router, node namespaces (198.18.0.0/15).
+
+Layout (``P`` = the lab's prefix):
+- ``Pul`` holds bridge ``br0`` (and ``br1`` with two subnets); nothing else.
+- ``Prt`` is the router: one leg per subnet (``198.18.<s>.254/24``), forwarding on. It is
+  every node's default gateway (a unicast route off-node that proxy ARP for 169.254.1.1
+  needs) and hosts etcd when the lab uses it. With one subnet it routes nothing.
+- ``P<node>`` is a node: ``eth0`` = ``198.18.<s>.<i>/24`` on ``br<s>``, default route via
+  the router, IPv4 forwarding on.
+Invariants: nothing is created in the root namespace (veth ends are created straight into
+their namespaces); every namespace is recorded in the state before it is used, so ``down``
+removes it even after a partial ``up``.
+"""
+
+from __future__ import annotations
+
+from pycalico.lab.netns import ip_batch, run, sysctl
+from pycalico.lab.state import LabState, NodeState
+
+UNDERLAY = "198.18.{subnet}.{host}"
+ROUTER_HOST = 254
+TOR_HOST = 253
+
+
+def node_subnet(index: int, nodes: int, subnets: int) -> int:
+    """Subnet (0/1) of the 1-based node ``index``: first half on 0, second half on 1."""
+    if subnets == 1:
+        return 0
+    return 0 if index <= (nodes + 1) // 2 else 1
+
+
+def _add_netns(state: LabState, name: str) -> None:
+    state.namespaces.append(name)
+    state.save()
+    run(["ip", "netns", "add", name])
+    ip_batch(["link set lo up"], netns=name)
+
+
+def build_underlay(state: LabState) -> None:
+    ul, rt = state.prefix + "ul", state.prefix + "rt"
+    _add_netns(state, ul)
+    _add_netns(state, rt)
+    lines = []
+    for s in range(state.subnets):
+        lines += [f"link add br{s} type bridge", f"link set br{s} up"]
+    ip_batch(lines, netns=ul)
+    for s in range(state.subnets):
+        run(["ip", "-n", rt, "link", "add", f"rt{s}", "type", "veth", "peer", "name", f"r{s}",
+             "netns", ul])  # fmt: skip
+        ip_batch([f"link set r{s} master br{s}", f"link set r{s} up"], netns=ul)
+        ip_batch(
+            [
+                f"addr add {UNDERLAY.format(subnet=s, host=ROUTER_HOST)}/24 dev rt{s}",
+                f"link set rt{s} up",
+            ],
+            netns=rt,
+        )
+    sysctl(rt, "net.ipv4.ip_forward=1")
+
+
+def router_ip(subnet: int = 0) -> str:
+    return UNDERLAY.format(subnet=subnet, host=ROUTER_HOST)
+
+
+def add_node(state: LabState, name: str, index: int, nodes: int) -> NodeState:
+    subnet = node_subnet(index, nodes, state.subnets)
+    ns = state.prefix + name
+    _add_netns(state, ns)
+    ul = state.prefix + "ul"
+    peer = f"n{index}"
+    run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", ul])
+    ip_batch([f"link set {peer} master br{subnet}", f"link set {peer} up"], netns=ul)
+    addr = f"{UNDERLAY.format(subnet=subnet, host=index)}/24"
+    ip_batch(
+        [
+            f"addr add {addr} dev eth0",
+            "link set eth0 up",
+            f"route add default via {router_ip(subnet)} dev eth0",
+        ],
+        netns=ns,
+    )
+    sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    node = NodeState(name=name, netns=ns, ip=addr, subnet=subnet)
+    state.nodes.append(node)
+    state.save()
+    return node
