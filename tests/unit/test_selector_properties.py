@@ -225,6 +225,11 @@ FRAGMENTS = [
 ]
 
 
+def nested_text(opens: int, closes: int, with_or: bool) -> str:
+    prefix = "!(has(a) || " if with_or else "!("
+    return prefix * opens + "has(b)" + ")" * closes
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.one_of(
@@ -232,6 +237,7 @@ FRAGMENTS = [
         st.text(alphabet=SELECTOR_ALPHABET, max_size=40),
         st.lists(st.sampled_from(FRAGMENTS), max_size=16).map("".join),
         st.lists(st.sampled_from(FRAGMENTS), max_size=16).map(" ".join),
+        st.builds(nested_text, st.integers(0, 120), st.integers(0, 120), st.booleans()),
     )
 )
 def test_arbitrary_text_only_raises_selector_error(text: str) -> None:
