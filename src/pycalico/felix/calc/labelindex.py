@@ -158,14 +158,6 @@ class LabelIndex(Generic[SID, IID]):
             out |= self._items_by_value.get((info.restrict_label, v), set())
         return out
 
-    def _restriction_ok(self, info: SelectorInfo, labels: Mapping[str, str]) -> bool:
-        if info.restrict_label is None:
-            return True
-        value = labels.get(info.restrict_label)
-        if value is None:
-            return False
-        return info.restrict_values is None or value in info.restrict_values
-
     # --- items --------------------------------------------------------------------------
     def update_item(self, iid: IID, labels: Mapping[str, str]) -> None:
         """Add or relabel item ``iid``; fires callbacks for changed matches."""
@@ -185,12 +177,16 @@ class LabelIndex(Generic[SID, IID]):
                 cands |= self._by_value.get(name, {}).get(value, set())
         else:
             changed = {k for k in old.keys() | labels.keys() if old.get(k) != labels.get(k)}
-            cands = set()
+            refs: set[SID] = set()
             for name in changed:
-                cands |= self._by_ref.get(name, set())
-            cands = {
-                s for s in cands if s in current or self._restriction_ok(self._sels[s][2], labels)
-            }
+                refs |= self._by_ref.get(name, set())
+            # Could match now: unrestricted, or restricted on a label/value the new labels
+            # carry. Could stop matching: currently matching. (All set operations.)
+            possible = self._unrestricted & refs
+            for name, value in labels.items():
+                possible |= self._by_label.get(name, set()) & refs
+                possible |= self._by_value.get(name, {}).get(value, set()) & refs
+            cands = possible | (current & refs)
         for sid in cands:
             self.evaluations += 1
             now = self._sels[sid][1].evaluate(labels)
