@@ -87,7 +87,11 @@ def hep(ep: dict[str, Any]) -> dict[str, Any]:
             "expectedIPs": _ips(ep),
             "profiles": list(ep.get("profiles") or []),
             "ports": [
-                {"name": p["name"], "protocol": p.get("protocol", "TCP"), "port": p["port"]}
+                {
+                    "name": p["name"],
+                    "protocol": p.get("protocol", "TCP"),
+                    "port": p.get("port", p.get("containerPort")),
+                }
                 for p in ep.get("ports") or []
             ],
         },
@@ -217,7 +221,8 @@ def test_calico_policy_case(case: dict[str, Any]) -> None:
             peers[ep["name"]] = insight.resolve(_ips(ep)[0])
             assert peers[ep["name"]].endpoint is not None
         else:
-            peers[ep["name"]] = insight.resolve(f"{ep['namespace']}/{ep['name']}")
+            ref = f"{ep['namespace']}/{ep['name']}"
+            peers[ref] = peers[ep["name"]] = insight.resolve(ref)
     _check(insight, peers, case["probes"])
 
 
