@@ -236,3 +236,9 @@ def test_matrix_names_ports_and_errors() -> None:
         parse_port_list("80/FOO")
     with pytest.raises(InsightError, match="unknown endpoint"):
         ins.explain("a/nope", "a/web", 80)
+
+
+def test_builtin_default_allow_profile() -> None:
+    res = [wep("open", "a", "10.9.0.3", profiles=["projectcalico-default-allow"])]
+    ex = PolicyInsight(BASE + res).explain("b/cli", "a/open", 80, "TCP")
+    assert ex.verdict == "allow" and ex.ingress.profile == "projectcalico-default-allow"

@@ -157,7 +157,7 @@ STATE: list[dict[str, Any]] = [
             "node": "node1",
             "interfaceName": "eth0",
             "expectedIPs": ["198.18.0.1"],
-            "profiles": ["projectcalico-default-allow"],
+            "profiles": ["no-such-profile"],
         },
         labels={"host": "yes"},
     ),
@@ -355,7 +355,7 @@ def test_staged_never_active_and_missing_profile_fails_closed() -> None:
         "hep-pre",
     }
     hep = view.endpoints[ItemID("hep", "", "node1-eth0")]
-    prof = view.profiles["projectcalico-default-allow"]
+    prof = view.profiles["no-such-profile"]
     assert prof.missing and prof.ingress[0].action == "Deny"
     assert hep.tiers == ()
     assert [p for t in hep.pre_dnat_tiers for p in t.ingress_policies] == [

@@ -66,6 +66,7 @@ from pycalico.felix.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, 
 log = logging.getLogger(__name__)
 
 _DENY_ALL = (ResolvedRule("Deny"),)
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 
 
 def _ports(item: Endpoint | NetworkSet) -> tuple[NamedPort, ...]:
@@ -235,11 +236,14 @@ class CalcGraph:
 
     # --- profiles and labels ------------------------------------------------------------
     def profile(self, name: str) -> Profile | None:
-        """The effective profile: explicit Profile resource, else implied by a Namespace
-        (``kns.``) or ServiceAccount (``ksa.``)."""
+        """The effective profile: explicit Profile resource, else Calico's built-in
+        ``projectcalico-default-allow``, else implied by a Namespace (``kns.``) or a
+        ServiceAccount (``ksa.``)."""
         prof = self._explicit_profiles.get(name)
         if prof is not None:
             return prof
+        if name == DEFAULT_ALLOW_PROFILE:
+            return Profile(name, (Rule("Allow"),), (Rule("Allow"),))
         if name.startswith(NAMESPACE_PROFILE_PREFIX):
             ns = self._namespaces.get(name[len(NAMESPACE_PROFILE_PREFIX) :])
             return ns.profile() if ns is not None else None
