@@ -1,0 +1,247 @@
+"""Endpoint, dispatch and static chains of the ``calico`` table (pure).
+
+Packet path (one table per family, base chains at ``filter`` priority 0, policy accept)::
+
+  filter-FORWARD: ct established,related accept
+                  iifname cali* jump cali-from-wl-dispatch   (egress policy of the source)
+                  oifname cali* jump cali-to-wl-dispatch     (ingress policy of the dest.)
+                  iif/oif cali* accept                       (both allowed)
+  filter-INPUT:   ct established,related accept
+                  iifname cali* goto cali-wl-to-host         (egress policy, then
+                                                              defaultEndpointToHostAction)
+                  jump cali-from-host-endpoint               (named host endpoints)
+  filter-OUTPUT:  ct established,related accept
+                  oifname cali* accept                       (host -> workload: not policed,
+                                                              as Calico)
+                  jump cali-to-host-endpoint
+  raw-PREROUTING: iifname cali* fib saddr . iif oif missing drop   (anti-spoofing RPF)
+
+Dispatch chains look the interface up in a verdict map (``iifname vmap @cali-fw-dispatch``:
+``"caliXXXX" : goto cali-fw-caliXXXX``) and drop anything else (``Unknown interface``: an
+unknown ``cali*`` interface fails closed).
+
+Endpoint chain (``cali-tw-``/``cali-fw-``/``cali-th-``/``cali-fh-``), Calico's order:
+conntrack (established/related accept, invalid drop); host endpoints: failsafe jump; clear
+accept+pass marks; ``cali-fw-``: drop VXLAN (UDP 4789) and IPIP (proto 4) unless allowed;
+per tier with >= 1 policy in the direction: clear pass, then per policy ``if no pass mark:
+jump cali-pi-/po-<id>`` and ``if accept mark: return``; end of tier (default action Deny):
+``if no pass mark: drop``. Then per profile ``jump cali-pri-/pro-<id>``, ``if accept mark:
+return``; finally drop. A chain "returns" only with the accept mark set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pycalico.felix.calc.messages import EndpointUpdate, TierInfo
+from pycalico.felix.model import PolicyID
+from pycalico.felix.rules import names as N
+from pycalico.felix.rules.model import Chain, Family, Hook, NftSet, make_chain
+from pycalico.felix.rules.policy import (
+    ALL_MARKS,
+    MARK_ACCEPT,
+    MARK_PASS,
+    clear_mark,
+    mark_is_clear,
+    mark_is_set,
+)
+
+ENDPOINT_TO_HOST_ACTIONS = {"Drop": "drop", "Return": "return", "Accept": "accept"}
+DEFAULT_FAILSAFE_IN = (
+    ("tcp", 22),
+    ("udp", 68),
+    ("tcp", 179),
+    ("tcp", 2379),
+    ("tcp", 2380),
+    ("tcp", 5473),
+    ("tcp", 6443),
+    ("tcp", 6666),
+    ("tcp", 6667),
+)
+DEFAULT_FAILSAFE_OUT = (
+    ("udp", 53),
+    ("udp", 67),
+    ("tcp", 179),
+    ("tcp", 2379),
+    ("tcp", 2380),
+    ("tcp", 5473),
+    ("tcp", 6443),
+    ("tcp", 6666),
+    ("tcp", 6667),
+)
+# ICMPv6 a workload needs to reach its host for (router/neighbour discovery, MLD).
+_ICMPV6_TO_HOST = "{ 130, 131, 132, 133, 135, 136 }"
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Felix settings the renderer depends on (see :mod:`pycalico.felix.config`)."""
+
+    interface_prefix: str = "cali"
+    endpoint_to_host_action: str = "Drop"
+    failsafe_inbound: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_IN
+    failsafe_outbound: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
+    allow_vxlan_from_workloads: bool = False
+    allow_ipip_from_workloads: bool = False
+    anti_spoofing: bool = True
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
+            from pycalico.felix.rules.errors import RenderError
+
+            raise RenderError(
+                f"defaultEndpointToHostAction: must be one of "
+                f"{', '.join(ENDPOINT_TO_HOST_ACTIONS)}, not {self.endpoint_to_host_action!r}"
+            )
+
+
+PolicyChainLookup = Callable[[PolicyID, bool], str | None]
+ProfileChainLookup = Callable[[str, bool], str | None]
+
+
+def _tier_rules(
+    tiers: Sequence[TierInfo], ingress: bool, policy_chain: PolicyChainLookup
+) -> list[str]:
+    out: list[str] = []
+    for tier in tiers:
+        pids = tier.ingress_policies if ingress else tier.egress_policies
+        if not pids:
+            continue
+        out.append(clear_mark(MARK_PASS))  # start of tier
+        for pid in pids:
+            chain = policy_chain(pid, ingress)
+            if chain is None:  # not (yet) active: the evaluator skips it too
+                continue
+            out.append(f"{mark_is_clear(MARK_PASS)} jump {chain}")
+            out.append(f"{mark_is_set(MARK_ACCEPT)} return")
+        if tier.default_action != "Pass":
+            out.append(f"{mark_is_clear(MARK_PASS)} drop")  # end of tier
+    return out
+
+
+def _profile_rules(
+    profile_ids: Sequence[str], ingress: bool, profile_chain: ProfileChainLookup
+) -> list[str]:
+    out: list[str] = []
+    for prof in profile_ids:
+        chain = profile_chain(prof, ingress)
+        if chain is None:  # unknown profile: fail closed
+            out.append("drop")
+            return out
+        out.append(f"jump {chain}")
+        out.append(f"{mark_is_set(MARK_ACCEPT)} return")
+    return out
+
+
+def endpoint_chain(
+    name: str,
+    ep: EndpointUpdate,
+    ingress: bool,
+    fam: Family,
+    cfg: RenderConfig,
+    policy_chain: PolicyChainLookup,
+    profile_chain: ProfileChainLookup,
+) -> Chain:
+    """The per-endpoint chain for one direction (``ingress`` = policy ingress rules)."""
+    host = ep.endpoint.is_host
+    bodies = ["ct state established,related accept", "ct state invalid drop"]
+    if host:
+        bodies.append(f"jump {N.FAILSAFE_IN if ingress else N.FAILSAFE_OUT}")
+    bodies.append(clear_mark(ALL_MARKS))
+    if not host and not ingress:
+        if not cfg.allow_vxlan_from_workloads:
+            bodies.append("meta l4proto 17 th dport 4789 drop")
+        if not cfg.allow_ipip_from_workloads:
+            bodies.append("meta l4proto 4 drop")
+    bodies += _tier_rules(ep.tiers, ingress, policy_chain)
+    bodies += _profile_rules(ep.profile_ids, ingress, profile_chain)
+    bodies.append("drop")
+    return make_chain(name, bodies)
+
+
+def workload_chain_names(iface: str) -> tuple[str, str]:
+    """(``cali-tw-<iface>``, ``cali-fw-<iface>``)."""
+    return N.endpoint_chain(N.TO_WORKLOAD, iface), N.endpoint_chain(N.FROM_WORKLOAD, iface)
+
+
+def host_chain_names(iface: str) -> tuple[str, str]:
+    """(``cali-th-<iface>``, ``cali-fh-<iface>``)."""
+    return N.endpoint_chain(N.TO_HOST_EP, iface), N.endpoint_chain(N.FROM_HOST_EP, iface)
+
+
+def dispatch_map(name: str, targets: dict[str, str]) -> NftSet:
+    """A verdict map interface name -> ``goto <chain>``."""
+    elems = frozenset(f'"{iface}" : goto {chain}' for iface, chain in targets.items())
+    return NftSet(name, "ifname", elems, map_to="verdict")
+
+
+def _failsafe(name: str, ports: Sequence[tuple[str, int]], key: str) -> Chain:
+    by_proto: dict[str, list[int]] = {}
+    for proto, port in ports:
+        by_proto.setdefault(proto.lower(), []).append(port)
+    bodies = []
+    for proto in sorted(by_proto):
+        plist = sorted(set(by_proto[proto]))
+        pset = str(plist[0]) if len(plist) == 1 else "{ " + ", ".join(map(str, plist)) + " }"
+        bodies.append(f"{proto} {key} {pset} accept")
+    return make_chain(name, bodies)
+
+
+def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
+    """Base chains, dispatch chains, wl-to-host and failsafe chains for one family."""
+    wl = f'"{cfg.interface_prefix}*"'
+    est = "ct state established,related accept"
+    chains = [
+        make_chain(
+            "filter-FORWARD",
+            [
+                est,
+                f"iifname {wl} jump {N.FROM_WL_DISPATCH}",
+                f"oifname {wl} jump {N.TO_WL_DISPATCH}",
+                f"iifname {wl} accept",
+                f"oifname {wl} accept",
+            ],
+            Hook("forward", 0),
+        ),
+        make_chain(
+            "filter-INPUT",
+            [est, f"iifname {wl} goto {N.WL_TO_HOST}", f"jump {N.FROM_HEP_DISPATCH}"],
+            Hook("input", 0),
+        ),
+        make_chain(
+            "filter-OUTPUT",
+            [est, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
+            Hook("output", 0),
+        ),
+        make_chain(
+            N.FROM_WL_DISPATCH,
+            [f"iifname vmap @{N.FROM_WL_MAP}", "drop"],
+        ),
+        make_chain(
+            N.TO_WL_DISPATCH,
+            [f"oifname vmap @{N.TO_WL_MAP}", "drop"],
+        ),
+        make_chain(N.FROM_HEP_DISPATCH, [f"iifname vmap @{N.FROM_HEP_MAP}"]),
+        make_chain(N.TO_HEP_DISPATCH, [f"oifname vmap @{N.TO_HEP_MAP}"]),
+        _failsafe(N.FAILSAFE_IN, cfg.failsafe_inbound, "dport"),
+        _failsafe(N.FAILSAFE_OUT, cfg.failsafe_outbound, "dport"),
+    ]
+    to_host = []
+    if fam.version == 6:
+        to_host.append(f"icmpv6 type {_ICMPV6_TO_HOST} accept")
+    to_host.append(f"jump {N.FROM_WL_DISPATCH}")
+    to_host.append(ENDPOINT_TO_HOST_ACTIONS[cfg.endpoint_to_host_action])
+    chains.append(make_chain(N.WL_TO_HOST, to_host))
+    if cfg.anti_spoofing:
+        # IPv6: the unspecified and link-local sources of neighbour discovery are exempt.
+        v6 = "ip6 saddr != { ::, fe80::/10 } " if fam.version == 6 else ""
+        chains.append(
+            make_chain(
+                "raw-PREROUTING",
+                [f"iifname {wl} {v6}fib saddr . iif oif missing drop"],
+                Hook("prerouting", -300),
+            )
+        )
+    return {c.name: c for c in chains}

@@ -1,0 +1,265 @@
+"""RuleRenderer: calc-graph messages -> one desired ``calico`` table per family (pure).
+
+Consumes the messages of :mod:`pycalico.felix.calc.messages` (in the graph's order) and
+keeps, per family, the rendered chains and sets of every IP set, active policy, active
+profile and local endpoint, plus the static chains and the dispatch verdict maps.
+:meth:`RuleRenderer.tables` returns :class:`~pycalico.felix.rules.model.TableSpec` values.
+
+Invariants:
+- Incremental: a message re-renders only what it changes (an IP set's elements, one
+  policy's two chains, one endpoint's chains and map entries); an IP set membership change
+  never rewrites a rule, only the set's elements.
+- Deterministic: the output is a function of the set of live messages, not of their order
+  or of how often they were re-sent.
+- Fail closed: an endpoint referencing an unknown profile drops; an unknown ``cali*``
+  interface drops in the dispatch chains.
+- IP sets are rendered overlap-free (CIDRs collapsed), as nft interval sets require.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import collapse_addresses
+
+from pycalico.felix.calc.messages import (
+    ActivePolicyRemove,
+    ActivePolicyUpdate,
+    ActiveProfileRemove,
+    ActiveProfileUpdate,
+    EndpointRemove,
+    EndpointUpdate,
+    InSync,
+    IPSetRemove,
+    IPSetUpdate,
+    Message,
+)
+from pycalico.felix.model import ItemID, PolicyID
+from pycalico.felix.rules import names as N
+from pycalico.felix.rules.endpoints import (
+    RenderConfig,
+    dispatch_map,
+    endpoint_chain,
+    host_chain_names,
+    static_chains,
+    workload_chain_names,
+)
+from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
+from pycalico.felix.rules.policy import rules_bodies
+
+TABLE = "calico"
+_PORT_SET_TYPE = "{addr} . inet_proto . inet_service"
+
+
+def render_ipset(msg: IPSetUpdate, fam: Family) -> NftSet:
+    """The nft set of one IP set in one family (elements canonical, overlap-free)."""
+    name = N.set_name(fam.set_prefix, msg.set_id)
+    if msg.type == "net":
+        mine = [n for n in msg.nets if n.version == fam.version]
+        if all(n.prefixlen == n.max_prefixlen for n in mine):
+            elems = frozenset(str(n) for n in mine)
+        else:
+            elems = frozenset(str(n) for n in collapse_addresses(mine))  # type: ignore[type-var]
+        return NftSet(name, fam.addr_type, elems, ("interval",))
+    port_elems = frozenset(
+        f"{ip} . {proto} . {port}" for ip, proto, port in msg.ip_ports if ip.version == fam.version
+    )
+    return NftSet(name, _PORT_SET_TYPE.format(addr=fam.addr_type), port_elems)
+
+
+class _FamilyState:
+    """Rendered objects of one family."""
+
+    def __init__(self, fam: Family, cfg: RenderConfig) -> None:
+        self.fam = fam
+        self.chains: dict[str, Chain] = dict(static_chains(fam, cfg))
+        self.sets: dict[str, NftSet] = {}
+        self.ep_chains: dict[ItemID, tuple[str, ...]] = {}
+
+
+class RuleRenderer:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        cfg: RenderConfig | None = None,
+        families: Iterable[str] = ("ip", "ip6"),
+        table: str = TABLE,
+    ) -> None:
+        self.cfg = cfg or RenderConfig()
+        self.table = table
+        self.in_sync = False
+        self._fams = [_FamilyState(FAMILIES[f], self.cfg) for f in families]
+        self._ipsets: dict[str, IPSetUpdate] = {}
+        self._policies: dict[PolicyID, ActivePolicyUpdate] = {}
+        self._profiles: dict[str, ActiveProfileUpdate] = {}
+        self._endpoints: dict[ItemID, EndpointUpdate] = {}
+        self._pol_users: dict[PolicyID, set[ItemID]] = {}
+        self._prof_users: dict[str, set[ItemID]] = {}
+        self._dirty_eps: set[ItemID] = set()
+        self._dirty_maps = True
+
+    # --- input --------------------------------------------------------------------------
+    def apply(self, msgs: Iterable[Message]) -> None:
+        """Apply messages in the graph's order; endpoint chains render lazily."""
+        for m in msgs:
+            if isinstance(m, IPSetUpdate):
+                self._ipsets[m.set_id] = m
+                for fs in self._fams:
+                    s = render_ipset(m, fs.fam)
+                    fs.sets[s.name] = s
+            elif isinstance(m, IPSetRemove):
+                self._ipsets.pop(m.set_id, None)
+                for fs in self._fams:
+                    fs.sets.pop(N.set_name(fs.fam.set_prefix, m.set_id), None)
+            elif isinstance(m, ActivePolicyUpdate):
+                if m.policy_id not in self._policies:
+                    self._dirty_eps |= self._pol_users.get(m.policy_id, set())
+                self._policies[m.policy_id] = m
+                self._render_rules(
+                    N.policy_chain(m.policy_id, True), N.policy_chain(m.policy_id, False), m
+                )
+            elif isinstance(m, ActivePolicyRemove):
+                if self._policies.pop(m.policy_id, None) is not None:
+                    self._dirty_eps |= self._pol_users.get(m.policy_id, set())
+                    for fs in self._fams:
+                        fs.chains.pop(N.policy_chain(m.policy_id, True), None)
+                        fs.chains.pop(N.policy_chain(m.policy_id, False), None)
+            elif isinstance(m, ActiveProfileUpdate):
+                if m.profile_id not in self._profiles:
+                    self._dirty_eps |= self._prof_users.get(m.profile_id, set())
+                self._profiles[m.profile_id] = m
+                self._render_rules(
+                    N.profile_chain(m.profile_id, True), N.profile_chain(m.profile_id, False), m
+                )
+            elif isinstance(m, ActiveProfileRemove):
+                if self._profiles.pop(m.profile_id, None) is not None:
+                    self._dirty_eps |= self._prof_users.get(m.profile_id, set())
+                    for fs in self._fams:
+                        fs.chains.pop(N.profile_chain(m.profile_id, True), None)
+                        fs.chains.pop(N.profile_chain(m.profile_id, False), None)
+            elif isinstance(m, EndpointUpdate):
+                self._set_endpoint(m.endpoint.id, m)
+            elif isinstance(m, EndpointRemove):
+                self._set_endpoint(m.endpoint.id, None)
+            elif isinstance(m, InSync):
+                self.in_sync = True
+
+    def _render_rules(
+        self, in_name: str, out_name: str, m: ActivePolicyUpdate | ActiveProfileUpdate
+    ) -> None:
+        for fs in self._fams:
+            fam = fs.fam
+
+            def namer(set_id: str, _f: Family = fam) -> str:
+                return N.set_name(_f.set_prefix, set_id)
+
+            fs.chains[in_name] = make_chain(in_name, rules_bodies(m.ingress, fam, namer))
+            fs.chains[out_name] = make_chain(out_name, rules_bodies(m.egress, fam, namer))
+
+    def _set_endpoint(self, iid: ItemID, ep: EndpointUpdate | None) -> None:
+        old = self._endpoints.pop(iid, None)
+        if old is not None:
+            for pid in _policy_ids(old):
+                self._pol_users.get(pid, set()).discard(iid)
+            for prof in old.profile_ids:
+                self._prof_users.get(prof, set()).discard(iid)
+        if ep is not None:
+            self._endpoints[iid] = ep
+            for pid in _policy_ids(ep):
+                self._pol_users.setdefault(pid, set()).add(iid)
+            for prof in ep.profile_ids:
+                self._prof_users.setdefault(prof, set()).add(iid)
+        self._dirty_eps.add(iid)
+        if old is None or ep is None or old.endpoint.interface_name != ep.endpoint.interface_name:
+            self._dirty_maps = True
+
+    # --- output -------------------------------------------------------------------------
+    def _policy_chain(self, pid: PolicyID, ingress: bool) -> str | None:
+        return N.policy_chain(pid, ingress) if pid in self._policies else None
+
+    def _profile_chain(self, prof: str, ingress: bool) -> str | None:
+        return N.profile_chain(prof, ingress) if prof in self._profiles else None
+
+    def _iface_owners(self) -> dict[str, ItemID]:
+        """Interface name -> the endpoint owning it (lowest id wins a clash)."""
+        owners: dict[str, ItemID] = {}
+        for iid in sorted(self._endpoints):
+            iface = self._endpoints[iid].endpoint.interface_name
+            if iface and iface != "*" and iface not in owners:
+                owners[iface] = iid
+        return owners
+
+    def _flush(self) -> None:
+        if not self._dirty_eps and not self._dirty_maps:
+            return
+        owners = self._iface_owners() if self._dirty_maps else None
+        for fs in self._fams:
+            for iid in sorted(self._dirty_eps):
+                for name in fs.ep_chains.pop(iid, ()):
+                    fs.chains.pop(name, None)
+                ep = self._endpoints.get(iid)
+                if ep is None or not ep.endpoint.interface_name:
+                    continue
+                iface = ep.endpoint.interface_name
+                if ep.endpoint.is_host:
+                    if iface == "*":
+                        continue  # all-interfaces host endpoints: not rendered (see report)
+                    to_name, from_name = host_chain_names(iface)
+                    # to host endpoint = leaving the host = egress policy; from = ingress.
+                    pair = ((to_name, False), (from_name, True))
+                else:
+                    to_name, from_name = workload_chain_names(iface)
+                    pair = ((to_name, True), (from_name, False))
+                for name, ingress in pair:
+                    fs.chains[name] = endpoint_chain(
+                        name,
+                        ep,
+                        ingress,
+                        fs.fam,
+                        self.cfg,
+                        self._policy_chain,
+                        self._profile_chain,
+                    )
+                fs.ep_chains[iid] = (to_name, from_name)
+            if owners is not None:
+                maps: dict[str, dict[str, str]] = {
+                    N.TO_WL_MAP: {},
+                    N.FROM_WL_MAP: {},
+                    N.TO_HEP_MAP: {},
+                    N.FROM_HEP_MAP: {},
+                }
+                for iface, iid in owners.items():
+                    if iid not in fs.ep_chains:
+                        continue
+                    to_name, from_name = fs.ep_chains[iid]
+                    if self._endpoints[iid].endpoint.is_host:
+                        maps[N.TO_HEP_MAP][iface] = to_name
+                        maps[N.FROM_HEP_MAP][iface] = from_name
+                    else:
+                        maps[N.TO_WL_MAP][iface] = to_name
+                        maps[N.FROM_WL_MAP][iface] = from_name
+                for mname, targets in maps.items():
+                    fs.sets[mname] = dispatch_map(mname, targets)
+        self._dirty_eps.clear()
+        self._dirty_maps = False
+
+    def tables(self) -> dict[str, TableSpec]:
+        """The desired table of every family (``{"ip": ..., "ip6": ...}``)."""
+        self._flush()
+        return {
+            fs.fam.name: TableSpec(fs.fam.name, self.table, dict(fs.chains), dict(fs.sets))
+            for fs in self._fams
+        }
+
+    @property
+    def families(self) -> list[str]:
+        return [fs.fam.name for fs in self._fams]
+
+
+def _policy_ids(ep: EndpointUpdate) -> set[PolicyID]:
+    out: set[PolicyID] = set()
+    for tiers in (ep.tiers, ep.forward_tiers):
+        for t in tiers:
+            out.update(t.ingress_policies)
+            out.update(t.egress_policies)
+    return out
