@@ -68,17 +68,21 @@ def run(
     environ: Mapping[str, str],
     stdin: bytes,
     deps: Callable[[], Deps] | None = None,
+    *,
+    close_datastore: bool = False,
 ) -> tuple[int, str]:
-    """Run one invocation; returns (exit status, stdout text). Never raises."""
+    """Run one invocation; returns (exit status, stdout text). Never raises.
+
+    ``close_datastore``: close the datastore afterwards (long-lived callers: the CNI server).
+    """
     import json
 
     conf: NetConf | None = None
-    version = LATEST
+    version = _guess_version(stdin)
     try:
         env = parse_env(environ)
         if env.command == "VERSION":
-            return 0, json.dumps(version_result(_guess_version(stdin)))
-        version = _guess_version(stdin)
+            return 0, json.dumps(version_result(version))
         conf = parse_netconf(stdin, require_ipam=plugin == PLUGIN_CALICO)
         version = conf.cni_version
         need = _MIN_VERSION.get(env.command)
@@ -100,7 +104,11 @@ def run(
         # The datastore is deliberately not closed here: the process exits right after and
         # committed writes are durable (sqlite WAL / etcd), while a close costs ~10 ms
         # (WAL checkpoint). In-process callers (tests) own their datastore.
-        out = _dispatch(plugin, inv)
+        try:
+            out = _dispatch(plugin, inv)
+        finally:
+            if close_datastore:
+                inv.close()
         _log(conf, f"{plugin} {env.command} {env.container_id} ok")
         if out is None:
             return 0, ""

@@ -1,10 +1,18 @@
 """calico-node command family: ``install-cni`` (what Calico's install-cni container does).
 
 Installs the ``calico`` and ``calico-ipam`` CNI executables into ``--bin-dir`` and writes
-``10-calico.conflist`` into ``--conf-dir``. The executables are tiny Python wrappers bound to
-*this* interpreter: ``#!<venv python> -S`` plus an explicit ``sys.path`` (skipping ``site``
-saves ~10 ms of plugin start-up per container). Files are written to a temporary name and
-renamed, so a runtime never executes or parses a half-written file.
+``10-calico.conflist`` into ``--conf-dir``. Two layers:
+
+- ``.calico.py`` / ``.calico-ipam.py``: tiny Python wrappers bound to *this* interpreter
+  (``#!<venv python> -S`` plus an explicit ``sys.path``; skipping ``site`` saves ~10 ms).
+- ``calico`` / ``calico-ipam``: when a C compiler is available (and not ``--no-shim``), the
+  fast-path shim (:file:`pycalico/cni/shim.c`) forwarding each invocation to the node's
+  ``calico-node cni-server`` socket and exec'ing the Python wrapper whenever the server is
+  not there; otherwise the Python wrappers themselves.
+
+Files are written to a temporary name and renamed, so a runtime never executes or parses a
+half-written file. ``calico-node cni-server --socket PATH`` runs the server (in the node's
+network namespace, next to Felix).
 
 The conflist mirrors Calico's manifest: network ``k8s-pod-network``, plugin ``calico``
 (``ipam: calico-ipam``, ``nodename``, ``mtu``, ``log_*``, our datastore fields) followed by
@@ -23,6 +31,7 @@ from typing import Any
 import click
 
 ENTRY_POINTS = {"calico": "calico_main", "calico-ipam": "ipam_main"}
+DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 CONFLIST_NAME = "10-calico.conflist"
 
 
@@ -41,6 +50,37 @@ def wrapper_script(entry: str, python: str | None = None) -> str:
         f"from pycalico.cni.main import {entry}\n"
         f"{entry}()\n"
     )
+
+
+def compile_shim(out: Path, socket_path: str, fallback_dir: str) -> bool:
+    """Compile the C shim to ``out`` (atomically); False if no compiler or no source."""
+    import shutil
+    import subprocess
+
+    src = Path(__file__).resolve().parent.parent / "cni" / "shim.c"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or not src.is_file():
+        return False
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    p = subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-o",
+            str(tmp),
+            str(src),
+            f"-DSOCKET_PATH={json.dumps(socket_path)}",
+            f"-DFALLBACK_DIR={json.dumps(fallback_dir)}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        return False
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out)
+    return True
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
@@ -87,15 +127,21 @@ def install(
     *,
     conf_name: str = CONFLIST_NAME,
     python: str | None = None,
+    shim: bool = True,
+    socket_path: str = DEFAULT_SOCKET,
 ) -> list[Path]:
     """Write the plugin executables and the conflist; returns the paths written."""
     written: list[Path] = []
-    b = Path(bin_dir)
+    b = Path(bin_dir).resolve()
     b.mkdir(parents=True, exist_ok=True)
     for name, entry in ENTRY_POINTS.items():
-        p = b / name
+        p = b / f".{name}.py"
         _atomic_write(p, wrapper_script(entry, python), 0o755)
         written.append(p)
+        exe = b / name
+        if not (shim and compile_shim(exe, socket_path, str(b))):
+            _atomic_write(exe, wrapper_script(entry, python), 0o755)
+        written.append(exe)
     c = Path(conf_dir)
     c.mkdir(parents=True, exist_ok=True)
     p = c / conf_name
@@ -116,6 +162,8 @@ def install(
 @click.option("--ipam-lock-file", default="", help="IPAM host lock (default /var/run/calico)")
 @click.option("--no-portmap", is_flag=True, help="Do not chain the portmap plugin.")
 @click.option("--config", "config_file", default=None, help="calicoctl.cfg-style datastore file")
+@click.option("--no-shim", is_flag=True, help="Install the Python plugins only (no C fast path).")
+@click.option("--cni-socket", default=DEFAULT_SOCKET, show_default=True, help="cni-server socket")
 def install_cni(
     bin_dir: str,
     conf_dir: str,
@@ -128,6 +176,8 @@ def install_cni(
     ipam_lock_file: str,
     no_portmap: bool,
     config_file: str | None,
+    no_shim: bool,
+    cni_socket: str,
 ) -> None:
     """Install the CNI plugins and write the Calico network config (like install-cni)."""
     from pycalico.config import ConfigError, load_config
@@ -153,8 +203,20 @@ def install_cni(
         ipam_lock_file=ipam_lock_file,
         portmap=not no_portmap,
     )
-    for p in install(bin_dir, conf_dir, conflist, conf_name=conf_name):
+    paths = install(
+        bin_dir, conf_dir, conflist, conf_name=conf_name, shim=not no_shim, socket_path=cni_socket
+    )
+    for p in paths:
         click.echo(f"installed {p}")
 
 
-COMMANDS: list[click.Command] = [install_cni]
+@click.command("cni-server")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True)
+def cni_server(socket_path: str) -> None:
+    """Serve CNI invocations forwarded by the installed shim (run in the node's netns)."""
+    from pycalico.cni.server import serve
+
+    serve(socket_path, ready=lambda: click.echo(f"cni-server listening on {socket_path}"))
+
+
+COMMANDS: list[click.Command] = [install_cni, cni_server]

@@ -1,0 +1,172 @@
+"""The node's CNI server: runs plugin invocations forwarded by the C shim (``shim.c``).
+
+Why: a Python plugin pays ~10 ms interpreter start-up plus ~50 ms of imports per container;
+the server keeps everything imported and runs :func:`pycalico.cni.main.run` directly, so an
+ADD costs only its real work. Behaviour is identical to the exec'd plugin (same ``run``).
+
+Invariants:
+- Only a peer in the *same network namespace* as the server is served (host-side wiring is
+  done in the server's namespace); any other peer gets status 255 and the shim falls back to
+  the Python plugin. Peers must be root (SO_PEERCRED uid 0); the socket is created 0600.
+- Datastore handles are opened once per distinct configuration and shared by the request
+  threads (backends are thread-safe); IPAM serialises allocations with its host lock + CAS,
+  exactly as separate plugin processes would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from pycalico.cni.context import Deps, _open_datastore, default_deps
+from pycalico.cni.main import PLUGIN_CALICO, PLUGIN_IPAM, run
+from pycalico.cni.types import NetConf
+
+if TYPE_CHECKING:
+    from pycalico.datastore.base import Datastore
+
+NOT_MINE = 255
+DEFAULT_SOCKET = "/var/run/calico/cni.sock"
+
+
+def parse_request(data: bytes) -> tuple[str, dict[str, str], bytes]:
+    """``plugin\\0 K=V\\0 ... \\0 stdin`` -> (plugin, env, stdin)."""
+    plugin, _, rest = data.partition(b"\0")
+    env: dict[str, str] = {}
+    while rest:
+        item, _, rest = rest.partition(b"\0")
+        if not item:
+            break
+        k, sep, v = item.decode("utf-8", "surrogateescape").partition("=")
+        if sep:
+            env[k] = v
+    return plugin.decode(), env, rest
+
+
+def _peer(sock: socket.socket) -> tuple[int, int]:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _same_netns(pid: int) -> bool:
+    try:
+        a = os.stat(f"/proc/{pid}/ns/net")
+        b = os.stat("/proc/self/ns/net")
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+class _DatastoreCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores: dict[tuple[str, str, str], Datastore] = {}
+
+    def open(self, conf: NetConf, environ: Mapping[str, str]) -> Datastore:
+        key = (
+            conf.datastore_type or environ.get("DATASTORE_TYPE", ""),
+            conf.datastore_path or environ.get("CALICO_DATASTORE_PATH", ""),
+            conf.etcd_endpoints or environ.get("ETCD_ENDPOINTS", ""),
+        )
+        with self._lock:
+            ds = self._stores.get(key)
+            if ds is None:
+                ds = self._stores[key] = _open_datastore(conf, environ)
+            return ds
+
+    def close(self) -> None:
+        with self._lock:
+            for ds in self._stores.values():
+                ds.close()
+            self._stores.clear()
+
+
+_STORES = _DatastoreCache()
+
+
+def _deps(env: Mapping[str, str]) -> Callable[[], Deps]:
+    def make() -> Deps:
+        d = default_deps(env)
+        d.open_datastore = _STORES.open
+        return d
+
+    return make
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        pid, uid = _peer(sock)
+        chunks: list[bytes] = []
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+        plugin, env, stdin = parse_request(b"".join(chunks))
+        if uid != 0 or not _same_netns(pid) or plugin not in (PLUGIN_CALICO, PLUGIN_IPAM):
+            sock.sendall(bytes([NOT_MINE]))
+            return
+        rc, out = run(plugin, env, stdin, _deps(env))
+        sock.sendall(bytes([rc & 0xFF]) + out.encode())
+
+
+class CniServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
+        self.path = path
+
+    def server_close(self) -> None:
+        super().server_close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def serve(path: str = DEFAULT_SOCKET, ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or :meth:`CniServer.shutdown` from another thread)."""
+    import signal
+
+    srv = CniServer(path)
+    stop = threading.Event()
+
+    def _stop(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    # warm the imports the first request would otherwise pay for
+    import importlib
+
+    for mod in ("pycalico.cni.plugin", "pycalico.datastore.sqlite", "pycalico.ipam"):
+        importlib.import_module(mod)
+
+    if ready is not None:
+        ready()
+    try:
+        srv.serve_forever(poll_interval=0.5)
+    finally:
+        srv.server_close()
+        _STORES.close()
