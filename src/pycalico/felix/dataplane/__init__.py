@@ -1,1 +1,60 @@
-"""pycalico.felix.dataplane."""
+"""pycalico.felix.dataplane: side effects only — the nftables driver and its seam.
+
+Public API:
+- :class:`NftTable` — ``set_desired(TableSpec)``, ``request_resync()``, ``apply()``;
+  counters in ``.stats``.
+- :class:`NftRunner` (protocol), :class:`SubprocessNftRunner`, :class:`FakeNftRunner`,
+  :class:`NftError`.
+- :class:`TableState`, :func:`plan`, :func:`render_ops`, the op types, :func:`parse_table`.
+"""
+
+from pycalico.felix.dataplane.ops import (
+    AddChain,
+    AddElements,
+    AddSet,
+    DeleteChain,
+    DeleteElements,
+    DeleteSet,
+    DeleteTable,
+    FlushChain,
+    Op,
+    ReplaceTable,
+    TableState,
+    WriteChain,
+    apply_to_state,
+    plan,
+    render_ops,
+)
+from pycalico.felix.dataplane.readback import parse_table
+from pycalico.felix.dataplane.runner import (
+    FakeNftRunner,
+    NftError,
+    NftRunner,
+    SubprocessNftRunner,
+)
+from pycalico.felix.dataplane.table import NftTable, TableStats
+
+__all__ = [
+    "AddChain",
+    "AddElements",
+    "AddSet",
+    "DeleteChain",
+    "DeleteElements",
+    "DeleteSet",
+    "DeleteTable",
+    "FakeNftRunner",
+    "FlushChain",
+    "NftError",
+    "NftRunner",
+    "NftTable",
+    "Op",
+    "ReplaceTable",
+    "SubprocessNftRunner",
+    "TableState",
+    "TableStats",
+    "WriteChain",
+    "apply_to_state",
+    "parse_table",
+    "plan",
+    "render_ops",
+]

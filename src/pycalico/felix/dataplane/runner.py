@@ -1,0 +1,219 @@
+"""The nft seam: :class:`NftRunner` (one transaction in, one table read back) and its
+implementations — :class:`SubprocessNftRunner` (``nft -f -`` / ``nft -j list table``) and
+:class:`FakeNftRunner` (in-memory kernel model for unit tests).
+
+Invariants: a transaction is all-or-nothing (``nft -f`` is one netlink batch; the fake
+applies ops to a copy and commits only on success); a runner only ever names the table it
+is given, so tables it does not own are never touched; errors raise :class:`NftError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pycalico.errors import CalicoError
+from pycalico.felix.dataplane.ops import (
+    AddChain,
+    AddElements,
+    AddSet,
+    DeleteChain,
+    DeleteElements,
+    DeleteSet,
+    DeleteTable,
+    FlushChain,
+    Op,
+    ReplaceTable,
+    TableState,
+    WriteChain,
+    render_ops,
+)
+from pycalico.felix.dataplane.readback import parse_table
+from pycalico.felix.rules.model import Rule, element_key
+from pycalico.system.process import ProcessRunner, SubprocessRunner
+
+
+class NftError(CalicoError):
+    """An nft transaction or query failed."""
+
+
+class NftRunner(Protocol):
+    def transact(self, family: str, table: str, ops: Sequence[Op]) -> None: ...
+
+    def read_table(self, family: str, table: str) -> TableState | None: ...
+
+
+class SubprocessNftRunner:
+    """Runs the ``nft`` binary (optionally inside ``ip netns exec <netns>``)."""
+
+    def __init__(
+        self,
+        process: ProcessRunner | None = None,
+        nft: str = "nft",
+        netns: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.process = process or SubprocessRunner()
+        self.argv = ["ip", "netns", "exec", netns, nft] if netns else [nft]
+        self.timeout = timeout
+
+    def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
+        if not ops:
+            return
+        script = render_ops(family, table, ops)
+        r = self.process.run([*self.argv, "-f", "-"], input=script, timeout=self.timeout)
+        if r.returncode != 0:
+            raise NftError(f"nft -f (table {family} {table}): {r.stderr.strip()[:2000]}")
+
+    def read_table(self, family: str, table: str) -> TableState | None:
+        r = self.process.run([*self.argv, "-j", "list", "table", family, table],
+                             timeout=self.timeout)  # fmt: skip
+        if r.returncode != 0:
+            if "No such file" in r.stderr:
+                return None
+            raise NftError(f"nft -j list table {family} {table}: {r.stderr.strip()[:500]}")
+        return parse_table(json.loads(r.stdout), family, table)
+
+
+_REF_CHAIN = re.compile(r"\b(?:jump|goto) ([A-Za-z0-9_./-]+)")
+_REF_SET = re.compile(r"@([A-Za-z0-9_./-]+)")
+
+
+@dataclass
+class _FakeTable:
+    chains: dict[str, list[Rule]] = field(default_factory=dict)
+    sets: dict[str, tuple[tuple[str, str, tuple[str, ...], str | None], set[str]]] = field(
+        default_factory=dict
+    )
+
+    def refs(self) -> tuple[set[str], set[str]]:
+        chains: set[str] = set()
+        sets: set[str] = set()
+        for rules in self.chains.values():
+            for r in rules:
+                chains.update(_REF_CHAIN.findall(r.body))
+                sets.update(_REF_SET.findall(r.body))
+        for _shape, elems in self.sets.values():
+            for e in elems:
+                chains.update(_REF_CHAIN.findall(e))
+        return chains, sets
+
+
+@dataclass
+class FakeNftRunner:
+    """An in-memory model of the kernel's tables with the kernel's referential checks
+    (jump/goto targets and ``@set`` references must exist; a referenced chain or set cannot
+    be deleted; a non-empty chain cannot be deleted).
+
+    ``fail_next`` makes that many transactions fail; ``transactions`` records every
+    (family, table, ops) sent; ``reads`` counts readbacks.
+    """
+
+    tables: dict[tuple[str, str], _FakeTable] = field(default_factory=dict)
+    transactions: list[tuple[str, str, list[Op]]] = field(default_factory=list)
+    fail_next: int = 0
+    reads: int = 0
+
+    # -- seam ---------------------------------------------------------------------------
+    def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
+        self.transactions.append((family, table, list(ops)))
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise NftError("injected failure")
+        tables = copy.deepcopy(self.tables)
+        key = (family, table)
+        for op in ops:
+            self._apply(tables, key, op)
+        t = tables.get(key)
+        if t is not None:
+            chains, sets = t.refs()
+            if missing := (chains - set(t.chains)) | (sets - set(t.sets)):
+                raise NftError(f"reference to missing object(s): {sorted(missing)}")
+        self.tables = tables
+
+    def read_table(self, family: str, table: str) -> TableState | None:
+        self.reads += 1
+        t = self.tables.get((family, table))
+        if t is None:
+            return None
+        return TableState(
+            {n: tuple(r.hash for r in rules) for n, rules in t.chains.items()},
+            {n: (shape, frozenset(e)) for n, (shape, e) in t.sets.items()},
+        )
+
+    # -- model --------------------------------------------------------------------------
+    def _apply(self, tables: dict[tuple[str, str], _FakeTable], key: tuple[str, str],
+               op: Op) -> None:  # fmt: skip
+        if isinstance(op, ReplaceTable):
+            t = _FakeTable()
+            for name, chain in op.spec.chains.items():
+                t.chains[name] = list(chain.rules)
+            for name, s in op.spec.sets.items():
+                t.sets[name] = (s.shape(), set(s.elements))
+            tables[key] = t
+            return
+        if isinstance(op, DeleteTable):
+            tables.pop(key, None)
+            return
+        if isinstance(op, (AddChain, AddSet)):
+            t = tables.setdefault(key, _FakeTable())
+        else:
+            if key not in tables:
+                raise NftError(f"table {key} does not exist")
+            t = tables[key]
+        if isinstance(op, AddChain):
+            t.chains.setdefault(op.chain.name, [])
+        elif isinstance(op, WriteChain):
+            if op.chain.name not in t.chains:
+                raise NftError(f"chain {op.chain.name} does not exist")
+            t.chains[op.chain.name] = list(op.chain.rules)
+        elif isinstance(op, FlushChain):
+            if op.name not in t.chains:
+                raise NftError(f"chain {op.name} does not exist")
+            t.chains[op.name] = []
+        elif isinstance(op, DeleteChain):
+            if t.chains.get(op.name):
+                raise NftError(f"chain {op.name} is not empty")
+            if op.name in t.refs()[0]:
+                raise NftError(f"chain {op.name} is in use")
+            if t.chains.pop(op.name, None) is None:
+                raise NftError(f"chain {op.name} does not exist")
+        elif isinstance(op, AddSet):
+            if op.set.name not in t.sets:
+                t.sets[op.set.name] = (op.set.shape(), set())
+            t.sets[op.set.name][1].update(op.set.elements)
+        elif isinstance(op, AddElements):
+            if op.name not in t.sets:
+                raise NftError(f"set {op.name} does not exist")
+            t.sets[op.name][1].update(op.elements)
+        elif isinstance(op, DeleteElements):
+            if op.name not in t.sets:
+                raise NftError(f"set {op.name} does not exist")
+            elems = t.sets[op.name][1]
+            keys = set(op.elements)
+            present = {element_key(e) for e in elems}
+            if keys - present:
+                raise NftError(f"delete of missing element(s) {sorted(keys - present)}")
+            elems.difference_update({e for e in elems if element_key(e) in keys})
+        elif isinstance(op, DeleteSet):
+            if op.name in t.refs()[1]:
+                raise NftError(f"set {op.name} is in use")
+            if t.sets.pop(op.name, None) is None:
+                raise NftError(f"set {op.name} does not exist")
+
+    # -- tampering (what another program might do) ---------------------------------------
+    def flush_table(self, family: str, table: str) -> None:
+        for name in self.tables[(family, table)].chains:
+            self.tables[(family, table)].chains[name] = []
+
+    def delete_chain(self, family: str, table: str, name: str) -> None:
+        t = self.tables[(family, table)]
+        t.chains.pop(name)
+        for rules in t.chains.values():
+            rules[:] = [r for r in rules if name not in _REF_CHAIN.findall(r.body)]
+        for _shape, elems in t.sets.values():
+            elems.difference_update({e for e in elems if name in _REF_CHAIN.findall(e)})

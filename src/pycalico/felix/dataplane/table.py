@@ -1,0 +1,131 @@
+"""NftTable: owns one nft table's desired vs actual state and reconciles it.
+
+Managers call :meth:`NftTable.set_desired` (marks dirty) and :meth:`request_resync`; the one
+owner loop calls :meth:`apply`. The first apply (and any apply after a failure or after the
+table vanished) atomically replaces the whole table in one transaction (``add table; delete
+table; table {...}``), so a restarted agent swaps its predecessor's table with no window in
+between; later applies send only the delta computed by :func:`~.ops.plan` (chains rewritten
+when their rule hashes differ, set/map elements added/removed), again in one transaction.
+A resync reads the table back (``nft -j list table``) so drift made by others — a flushed
+table, a deleted chain or element — is repaired by the next delta.
+
+Invariants: only the table named at construction is ever touched; nothing is written
+before a desired state was given (the agent gives one only once in sync); after a failed
+transaction the believed state is discarded (next apply = full replace).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pycalico.felix.dataplane.ops import Op, ReplaceTable, TableState, apply_to_state, plan
+from pycalico.felix.dataplane.runner import NftError, NftRunner
+from pycalico.felix.rules.model import TableSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TableStats:
+    applies: int = 0
+    full_replaces: int = 0
+    deltas: int = 0
+    ops_sent: int = 0
+    failures: int = 0
+    resyncs: int = 0
+    drift_repairs: int = 0
+    last_apply_seconds: float = 0.0
+    total_apply_seconds: float = 0.0
+
+
+class NftTable:
+    """See the module docstring."""
+
+    def __init__(self, runner: NftRunner, family: str, name: str = "calico") -> None:
+        self.runner = runner
+        self.family = family
+        self.name = name
+        self.stats = TableStats()
+        self._desired: TableSpec | None = None
+        self._actual: TableState | None = None  # None = unknown: next apply replaces all
+        self._dirty = False
+        self._resync = False
+
+    def set_desired(self, spec: TableSpec) -> None:
+        if spec.family != self.family or spec.name != self.name:
+            raise ValueError(f"table spec {spec.family} {spec.name} given to {self}")
+        self._desired = spec
+        self._dirty = True
+
+    def request_resync(self) -> None:
+        """Read the kernel's table back at the next apply (coalescing flag)."""
+        self._resync = True
+
+    @property
+    def dirty(self) -> bool:
+        return self._desired is not None and (self._dirty or self._resync)
+
+    def apply(self) -> list[Op]:
+        """Bring the kernel to the desired state; returns the ops sent (empty: in sync).
+
+        Raises :class:`NftError` when even a full replace fails (the caller retries later).
+        """
+        if self._desired is None:
+            return []
+        if self._resync:
+            self._resync = False
+            self.stats.resyncs += 1
+            if self._actual is not None:
+                seen = self.runner.read_table(self.family, self.name)
+                if seen != self._actual:
+                    self.stats.drift_repairs += 1
+                    self._dirty = True
+                self._actual = seen
+        if not self._dirty:
+            return []
+        t0 = time.monotonic()
+        ops = self._ops()
+        if ops:
+            try:
+                self.runner.transact(self.family, self.name, ops)
+            except NftError as e:
+                self.stats.failures += 1
+                if isinstance(ops[0], ReplaceTable):
+                    self._actual = None
+                    raise
+                log.warning("nft delta for %s %s failed (%s); replacing the table",
+                            self.family, self.name, e)  # fmt: skip
+                self._actual = None
+                ops = self._ops()
+                try:
+                    self.runner.transact(self.family, self.name, ops)
+                except NftError:
+                    self.stats.failures += 1
+                    raise
+            if isinstance(ops[0], ReplaceTable):
+                self.stats.full_replaces += 1
+            else:
+                self.stats.deltas += 1
+            self.stats.ops_sent += len(ops)
+        base = self._actual if self._actual is not None else TableState()
+        self._actual = apply_to_state(base, ops)
+        self._dirty = False
+        dt = time.monotonic() - t0
+        self.stats.applies += 1
+        self.stats.last_apply_seconds = dt
+        self.stats.total_apply_seconds += dt
+        return ops
+
+    def _ops(self) -> list[Op]:
+        assert self._desired is not None
+        if self._actual is None:
+            return [ReplaceTable(self._desired)]
+        ops = plan(self._actual, self._desired)
+        if ops is None:
+            return [ReplaceTable(self._desired)]
+        return ops
+
+    def __repr__(self) -> str:
+        return f"NftTable({self.family} {self.name})"
