@@ -1,0 +1,108 @@
+"""NAT-outgoing: our own nftables table ``ip calico-nat`` (render + reconcile).
+
+Owns exactly one table, ``ip calico-nat``, separate from the policy dataplane's ``calico``
+table so the two owners never write each other's objects. Contents (Calico's
+``cali-nat-outgoing`` semantics):
+
+    set masq-ipam-pools   { natOutgoing pools }       set network-ip-pools { every pool }
+    chain nat-POSTROUTING  (type nat, hook postrouting, priority srcnat + 10)
+      ip saddr @masq-ipam-pools ip daddr != @network-ip-pools oifname != <tunnels> masquerade
+
+Traffic to other pods (destination inside any pool, or leaving by ``tunl0``/``vxlan.calico``)
+is never masqueraded; traffic from a natOutgoing pool to anything else leaves with the node's
+address.
+
+Invariants: the table is replaced as a whole in one ``nft -f`` transaction (create-if-absent,
+delete, re-add), so a reader never sees a half-written table; :meth:`NatOutgoing.reconcile`
+re-applies only when the desired text changed or the kernel listing drifted from the listing
+taken right after our last write; with no natOutgoing pool the table is removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pycalico.errors import CalicoError
+from pycalico.felix.routes.model import IPIP_DEVICE, VXLAN_DEVICE, Net4
+from pycalico.system.process import ProcessRunner
+
+TABLE_FAMILY = "ip"
+TABLE_NAME = "calico-nat"
+MASQ_SET = "masq-ipam-pools"
+POOLS_SET = "network-ip-pools"
+
+
+class NatOutgoingError(CalicoError):
+    """nft refused our table."""
+
+
+def _set(name: str, nets: Sequence[Net4]) -> list[str]:
+    lines = [f"  set {name} {{", "    type ipv4_addr; flags interval;"]
+    if nets:
+        lines.append("    elements = { " + ", ".join(str(n) for n in sorted(set(nets))) + " }")
+    lines.append("  }")
+    return lines
+
+
+def render(masq_pools: Sequence[Net4], all_pools: Sequence[Net4]) -> str:
+    """The full table definition (deterministic)."""
+    tunnels = ", ".join(f'"{d}"' for d in (IPIP_DEVICE, VXLAN_DEVICE))
+    lines = [f"table {TABLE_FAMILY} {TABLE_NAME} {{"]
+    lines += _set(MASQ_SET, masq_pools)
+    lines += _set(POOLS_SET, all_pools)
+    lines += [
+        "  chain nat-POSTROUTING {",
+        "    type nat hook postrouting priority srcnat + 10; policy accept;",
+        f"    ip saddr @{MASQ_SET} ip daddr != @{POOLS_SET} oifname != {{ {tunnels} }} masquerade",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class NatOutgoing:
+    """Reconciles ``ip calico-nat`` in the current network namespace."""
+
+    def __init__(self, runner: ProcessRunner) -> None:
+        self.runner = runner
+        self._applied: str | None = None  # desired text last written
+        self._listing: str | None = None  # `nft list table` right after that write
+
+    def _list(self) -> str | None:
+        r = self.runner.run(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME], timeout=30)
+        return r.stdout if r.returncode == 0 else None
+
+    def _nft(self, script: str) -> None:
+        r = self.runner.run(["nft", "-f", "-"], input=script, timeout=30)
+        if r.returncode != 0:
+            raise NatOutgoingError(f"nft -f ({TABLE_NAME}): {(r.stderr or r.stdout).strip()}")
+
+    def reconcile(
+        self, masq_pools: Sequence[Net4], all_pools: Sequence[Net4], *, check: bool = False
+    ) -> bool:
+        """Make the kernel match; ``check`` compares with the kernel (periodic resync).
+        Returns True when something was written."""
+        want = render(masq_pools, all_pools) if masq_pools else None
+        if want == self._applied and not check:
+            return False
+        current = self._list()
+        if want is None:
+            if current is None:
+                self._applied, self._listing = None, None
+                return False
+            self._nft(f"delete table {TABLE_FAMILY} {TABLE_NAME}\n")
+            self._applied, self._listing = None, None
+            return True
+        if want == self._applied and current is not None and current == self._listing:
+            return False
+        self._nft(
+            f"table {TABLE_FAMILY} {TABLE_NAME} {{}}\n"
+            f"delete table {TABLE_FAMILY} {TABLE_NAME}\n" + want
+        )
+        self._applied, self._listing = want, self._list()
+        return True
+
+    def remove(self) -> None:
+        if self._list() is not None:
+            self._nft(f"delete table {TABLE_FAMILY} {TABLE_NAME}\n")
+        self._applied, self._listing = None, None

@@ -1,0 +1,191 @@
+"""Pure route/VTEP calculation: (pools, nodes, blocks, config, host facts) -> DesiredState.
+
+Reproduces Calico's route manager / L3 route resolver for Felix-owned pools (as in v3.33:
+VXLAN pools always, IPIP pools unless ``programClusterRoutes=Disabled``):
+
+- remote node's affine block in a VXLAN pool: ``<block> via <remote VTEP IP> dev vxlan.calico
+  onlink`` plus a VTEP (permanent neighbour tunnelIP->MAC, FDB MAC->node IP);
+- in an IPIP pool: ``<block> via <remote node IP> dev tunl0 onlink``;
+- CrossSubnet pool and the remote node IP inside this node's ``ipv4Address`` prefix:
+  ``<block> via <remote node IP> dev <underlay> onlink`` (no encapsulation);
+- an address allocated from a block but held by another node (borrowed): the same, as a /32
+  towards the holder; an address held by this node needs nothing (the CNI route is local);
+- this node's own affine blocks: ``blackhole <block>``.
+
+Invariants: the function is deterministic and total: a remote node lacking what its route
+needs (IP, VTEP) yields no route and a line in ``problems``, never an exception; no-encap
+pools produce nothing (BIRD owns them); the result never routes to this node itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pycalico.felix.routes.model import (
+    FALLBACK_HOST_MTU,
+    IPIP_DEVICE,
+    IPIP_OVERHEAD,
+    VXLAN_DEVICE,
+    VXLAN_OVERHEAD,
+    Addr4,
+    BlockInfo,
+    DesiredState,
+    IpipSpec,
+    Net4,
+    NodeInfo,
+    PoolInfo,
+    Route,
+    RouteConfig,
+    Vtep,
+    VxlanSpec,
+)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the calculation needs from the kernel: the interface holding the node IP and the
+    host MTU (see :func:`pycalico.felix.routes.mtu.host_mtu`)."""
+
+    underlay_iface: str | None = None
+    host_mtu: int = FALLBACK_HOST_MTU
+
+
+def encap_mtus(cfg: RouteConfig, host_mtu: int) -> tuple[int, int]:
+    """(VXLAN MTU, IPIP MTU): configured, else host MTU minus the encapsulation overhead."""
+    vx = cfg.vxlan_mtu or host_mtu - VXLAN_OVERHEAD
+    ipip = cfg.ipip_mtu or host_mtu - IPIP_OVERHEAD
+    return vx, ipip
+
+
+def _pool_of(pools: Iterable[PoolInfo], net: Net4) -> PoolInfo | None:
+    best: PoolInfo | None = None
+    for p in pools:
+        if net.subnet_of(p.cidr) and (best is None or p.cidr.prefixlen > best.cidr.prefixlen):
+            best = p
+    return best
+
+
+def compute(
+    node_name: str,
+    pools: Iterable[PoolInfo],
+    nodes: Mapping[str, NodeInfo],
+    blocks: Iterable[BlockInfo],
+    cfg: RouteConfig,
+    facts: HostFacts,
+) -> DesiredState:
+    pools = sorted(pools, key=lambda p: (p.cidr, p.name))
+    me = nodes.get(node_name)
+    my_ip = me.ip if me else None
+    problems: list[str] = []
+
+    def felix_owned(p: PoolInfo) -> bool:
+        if p.encap == "vxlan":
+            return cfg.vxlan_enabled is not False
+        if p.encap == "ipip":
+            return cfg.ipip_enabled is not False and cfg.program_cluster_routes != "Disabled"
+        return False
+
+    vxlan_on = any(p.encap == "vxlan" for p in pools) and cfg.vxlan_enabled is not False
+    vxlan_on = vxlan_on or cfg.vxlan_enabled is True
+    ipip_on = any(p.encap == "ipip" for p in pools) and cfg.ipip_enabled is not False
+    ipip_on = ipip_on or cfg.ipip_enabled is True
+    vx_mtu, ipip_mtu = encap_mtus(cfg, facts.host_mtu)
+
+    routes: dict[Net4, Route] = {}
+
+    def route_to(dst: Net4, pool: PoolInfo, holder: str) -> Route | None:
+        remote = nodes.get(holder)
+        if remote is None or remote.ip is None:
+            problems.append(f"{dst}: node {holder!r} has no spec.bgp.ipv4Address")
+            return None
+        rip = remote.ip.ip
+        if my_ip is not None and rip == my_ip.ip:
+            problems.append(f"{dst}: node {holder!r} has this node's IP {rip}")
+            return None
+        if pool.cross_subnet and my_ip is not None and rip in my_ip.network:
+            if facts.underlay_iface is None:
+                problems.append(f"{dst}: no interface holds this node's IP")
+                return None
+            return Route(dst, gateway=rip, dev=facts.underlay_iface, onlink=True)
+        if pool.encap == "vxlan":
+            if remote.vxlan_tunnel_addr is None or remote.vxlan_mac is None:
+                problems.append(f"{dst}: node {holder!r} has no VXLAN tunnel address/MAC")
+                return None
+            return Route(dst, gateway=remote.vxlan_tunnel_addr, dev=VXLAN_DEVICE, onlink=True)
+        return Route(dst, gateway=rip, dev=IPIP_DEVICE, onlink=True)
+
+    for b in sorted(blocks, key=lambda b: b.cidr):
+        pool = _pool_of(pools, b.cidr)
+        if pool is None or not felix_owned(pool):
+            continue
+        if b.node == node_name:
+            routes[b.cidr] = Route(b.cidr, kind="blackhole")
+        elif b.node is not None:
+            r = route_to(b.cidr, pool, b.node)
+            if r is not None:
+                routes[b.cidr] = r
+        for addr, holder in b.borrowed:
+            if holder == node_name:
+                continue  # our own workload: the CNI plugin's local /32 route
+            dst = ipaddress.IPv4Network(f"{addr}/32")
+            r = route_to(dst, pool, holder)
+            if r is not None:
+                routes[dst] = r
+
+    vteps: list[Vtep] = []
+    if vxlan_on:
+        for n in sorted(nodes.values(), key=lambda n: n.name):
+            if n.name == node_name or n.ip is None:
+                continue
+            if n.vxlan_tunnel_addr is None or n.vxlan_mac is None:
+                continue
+            vteps.append(Vtep(n.name, n.vxlan_tunnel_addr, n.vxlan_mac, n.ip.ip))
+
+    vxlan: VxlanSpec | None = None
+    if vxlan_on:
+        if me is None or my_ip is None or me.vxlan_tunnel_addr is None or me.vxlan_mac is None:
+            problems.append(f"node {node_name!r}: VXLAN needs ipv4Address, tunnel address, MAC")
+        elif facts.underlay_iface is None:
+            problems.append(f"node {node_name!r}: no interface holds {my_ip.ip}")
+        else:
+            vxlan = VxlanSpec(
+                vni=cfg.vxlan_vni,
+                port=cfg.vxlan_port,
+                local_ip=my_ip.ip,
+                parent=facts.underlay_iface,
+                mac=me.vxlan_mac,
+                address=me.vxlan_tunnel_addr,
+                mtu=vx_mtu,
+            )
+
+    ipip: IpipSpec | None = None
+    if ipip_on:
+        if my_ip is None:
+            problems.append(f"node {node_name!r}: IPIP needs spec.bgp.ipv4Address")
+        else:
+            ipip = IpipSpec(
+                local_ip=my_ip.ip,
+                address=me.ipip_tunnel_addr if me else None,
+                mtu=ipip_mtu,
+            )
+    hops: list[tuple[Net4, Addr4]] = [
+        (r.dst, r.gateway)
+        for r in sorted(routes.values())
+        if r.dev == IPIP_DEVICE and r.gateway is not None
+    ]
+
+    mtus = [host for host, on in ((vx_mtu, vxlan_on), (ipip_mtu, ipip_on)) if on]
+    pod_mtu = min(mtus) if mtus else facts.host_mtu
+    return DesiredState(
+        routes=routes,
+        vteps=tuple(vteps),
+        vxlan=vxlan,
+        ipip=ipip,
+        ipip_next_hops=tuple(hops),
+        masq_pools=tuple(p.cidr for p in pools if p.nat_outgoing),
+        all_pools=tuple(p.cidr for p in pools),
+        pod_mtu=pod_mtu,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,327 @@
+"""Input and output values of the route calculation (pure data, no kernel, no datastore).
+
+Owns the conversion of the datastore resources the route agent watches (``IPPool``, ``Node``,
+``IPAMBlock``, ``FelixConfiguration``) into small immutable values with Calico's defaults
+applied, and the desired-state values the calculation emits (:class:`Route`, :class:`Vtep`,
+:class:`VxlanSpec`, :class:`IpipSpec`, :class:`DesiredState`).
+
+Invariants: values never hold revisions or kernel handles; parsing a malformed resource raises
+:class:`RouteInputError` naming the resource and field (the agent logs and skips it, it never
+stops routing for the rest of the cluster). IPv4 only for now (v6 pools are ignored).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.errors import CalicoError
+
+# Our ownership mark on kernel routes: Calico's DefaultRouteProto. BIRD uses 12 ("bird") and
+# its kernel protocol neither learns nor touches routes of other protocols.
+ROUTE_PROTO = 80
+VXLAN_DEVICE = "vxlan.calico"
+IPIP_DEVICE = "tunl0"
+DEFAULT_VXLAN_VNI = 4096
+DEFAULT_VXLAN_PORT = 4789
+DEFAULT_MTU_IFACE_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
+DEFAULT_ROUTE_REFRESH_S = 90.0
+IPIP_OVERHEAD = 20
+VXLAN_OVERHEAD = 50
+FALLBACK_HOST_MTU = 1460
+
+Net4 = ipaddress.IPv4Network
+Addr4 = ipaddress.IPv4Address
+
+
+class RouteInputError(CalicoError):
+    """A watched resource cannot be used for routing; names the resource and field."""
+
+    def __init__(self, where: str, fld: str, reason: str) -> None:
+        super().__init__(f"{where}: {fld}: {reason}")
+        self.where = where
+        self.field = fld
+
+
+def _where(res: Mapping[str, Any]) -> str:
+    md = res.get("metadata") or {}
+    return f"{res.get('kind', '?')} {md.get('name', '?')!r}"
+
+
+def _mode(value: Any, where: str, fld: str) -> str:
+    v = str(value or "Never")
+    if v not in ("Never", "Always", "CrossSubnet"):
+        raise RouteInputError(where, fld, f"unknown mode {v!r} (Never, Always, CrossSubnet)")
+    return v
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """An IPv4 IPPool as routing sees it."""
+
+    name: str
+    cidr: Net4
+    ipip_mode: str = "Never"
+    vxlan_mode: str = "Never"
+    nat_outgoing: bool = False
+    disabled: bool = False
+
+    @property
+    def encap(self) -> str:
+        """``vxlan``, ``ipip`` or ``none`` (VXLAN wins if both are set, which Calico rejects)."""
+        if self.vxlan_mode != "Never":
+            return "vxlan"
+        if self.ipip_mode != "Never":
+            return "ipip"
+        return "none"
+
+    @property
+    def cross_subnet(self) -> bool:
+        return (self.vxlan_mode if self.encap == "vxlan" else self.ipip_mode) == "CrossSubnet"
+
+    @classmethod
+    def from_resource(cls, res: Mapping[str, Any]) -> PoolInfo | None:
+        """None for an IPv6 pool; RouteInputError for a bad one."""
+        w = _where(res)
+        spec = res.get("spec") or {}
+        try:
+            net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
+        except ValueError:
+            raise RouteInputError(w, "spec.cidr", f"invalid CIDR {spec.get('cidr')!r}") from None
+        if not isinstance(net, Net4):
+            return None
+        return cls(
+            name=str((res.get("metadata") or {}).get("name", "")),
+            cidr=net,
+            ipip_mode=_mode(spec.get("ipipMode"), w, "spec.ipipMode"),
+            vxlan_mode=_mode(spec.get("vxlanMode"), w, "spec.vxlanMode"),
+            nat_outgoing=bool(spec.get("natOutgoing", False)),
+            disabled=bool(spec.get("disabled", False)),
+        )
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A Node's addresses: underlay CIDR (drives CrossSubnet), tunnel addresses, VTEP MAC."""
+
+    name: str
+    ip: ipaddress.IPv4Interface | None = None
+    ipip_tunnel_addr: Addr4 | None = None
+    vxlan_tunnel_addr: Addr4 | None = None
+    vxlan_mac: str | None = None
+
+    @classmethod
+    def from_resource(cls, res: Mapping[str, Any]) -> NodeInfo:
+        w = _where(res)
+        spec = res.get("spec") or {}
+        bgp = spec.get("bgp") or {}
+
+        def addr(value: Any, fld: str) -> Addr4 | None:
+            if not value:
+                return None
+            try:
+                return ipaddress.IPv4Address(str(value).split("/")[0])
+            except ValueError:
+                raise RouteInputError(w, fld, f"invalid IPv4 address {value!r}") from None
+
+        ip = None
+        if bgp.get("ipv4Address"):
+            try:
+                ip = ipaddress.IPv4Interface(str(bgp["ipv4Address"]))
+            except ValueError:
+                raise RouteInputError(
+                    w, "spec.bgp.ipv4Address", f"invalid IPv4 CIDR {bgp['ipv4Address']!r}"
+                ) from None
+        mac = spec.get("vxlanTunnelMACAddr")
+        if mac is not None and not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", str(mac)):
+            raise RouteInputError(w, "spec.vxlanTunnelMACAddr", f"invalid MAC {mac!r}")
+        return cls(
+            name=str((res.get("metadata") or {}).get("name", "")),
+            ip=ip,
+            ipip_tunnel_addr=addr(bgp.get("ipv4IPIPTunnelAddr"), "spec.bgp.ipv4IPIPTunnelAddr"),
+            vxlan_tunnel_addr=addr(spec.get("ipv4VXLANTunnelAddr"), "spec.ipv4VXLANTunnelAddr"),
+            vxlan_mac=str(mac).lower() if mac else None,
+        )
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """An IPv4 IPAM block: its affine node and the addresses held by *other* nodes."""
+
+    cidr: Net4
+    node: str | None  # affinity host:<node>; None = unaffine (or virtual)
+    # (address, holder node) for every allocation whose holder is not ``node``.
+    borrowed: tuple[tuple[Addr4, str], ...] = ()
+
+    @classmethod
+    def from_resource(cls, res: Mapping[str, Any]) -> BlockInfo | None:
+        w = _where(res)
+        spec = res.get("spec") or {}
+        if spec.get("deleted"):
+            return None
+        try:
+            net = ipaddress.ip_network(str(spec.get("cidr")), strict=True)
+        except ValueError:
+            raise RouteInputError(w, "spec.cidr", f"invalid CIDR {spec.get('cidr')!r}") from None
+        if not isinstance(net, Net4):
+            return None
+        aff = spec.get("affinity") or ""
+        node = aff[len("host:") :] if isinstance(aff, str) and aff.startswith("host:") else None
+        allocs = spec.get("allocations") or []
+        attrs = spec.get("attributes") or []
+        borrowed: list[tuple[Addr4, str]] = []
+        base = int(net.network_address)
+        for ordinal, idx in enumerate(allocs):
+            if idx is None:
+                continue
+            try:
+                sec = (attrs[int(idx)] or {}).get("secondary") or {}
+            except (IndexError, ValueError, TypeError, AttributeError):
+                raise RouteInputError(
+                    w, f"spec.allocations[{ordinal}]", f"no attribute record {idx!r}"
+                ) from None
+            holder = sec.get("node") if isinstance(sec, dict) else None
+            if holder and holder != node:
+                borrowed.append((Addr4(base + ordinal), str(holder)))
+        return cls(cidr=net, node=node, borrowed=tuple(borrowed))
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """The FelixConfiguration fields routing uses (``default`` overlaid by ``node.<name>``)."""
+
+    vxlan_vni: int = DEFAULT_VXLAN_VNI
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    vxlan_enabled: bool | None = None  # None: derived from the pools
+    ipip_enabled: bool | None = None
+    vxlan_mtu: int = 0  # 0 = auto
+    ipip_mtu: int = 0
+    mtu_iface_pattern: str = DEFAULT_MTU_IFACE_PATTERN
+    route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S
+    # EnabledIPIPOnly/Enabled: Felix programs IPIP pool routes; Disabled: BIRD does (VXLAN is
+    # always Felix's).
+    program_cluster_routes: str = "EnabledIPIPOnly"
+
+    @classmethod
+    def from_resources(
+        cls, node: str, felix_configs: Mapping[str, Mapping[str, Any]]
+    ) -> RouteConfig:
+        """``felix_configs``: FelixConfiguration resources by name."""
+        merged: dict[str, Any] = {}
+        for name in ("default", f"node.{node}"):
+            res = felix_configs.get(name)
+            if res:
+                merged.update({k: v for k, v in (res.get("spec") or {}).items() if v is not None})
+        out = cls()
+        kw: dict[str, Any] = {}
+        for key, attr in (("vxlanVNI", "vxlan_vni"), ("vxlanPort", "vxlan_port"),
+                          ("vxlanMTU", "vxlan_mtu"), ("ipipMTU", "ipip_mtu")):  # fmt: skip
+            if key in merged:
+                try:
+                    kw[attr] = int(merged[key])
+                except (TypeError, ValueError):
+                    raise RouteInputError(
+                        "FelixConfiguration", f"spec.{key}", "not an integer"
+                    ) from None
+        for key, attr in (("vxlanEnabled", "vxlan_enabled"), ("ipipEnabled", "ipip_enabled")):
+            if key in merged:
+                kw[attr] = bool(merged[key])
+        if merged.get("mtuIfacePattern"):
+            pat = str(merged["mtuIfacePattern"])
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise RouteInputError(
+                    "FelixConfiguration", "spec.mtuIfacePattern", str(e)
+                ) from None
+            kw["mtu_iface_pattern"] = pat
+        if merged.get("routeRefreshInterval"):
+            from pycalico.api.kinds_bgp import duration_seconds
+
+            try:
+                secs = duration_seconds(str(merged["routeRefreshInterval"]))
+            except ValueError as e:
+                raise RouteInputError(
+                    "FelixConfiguration", "spec.routeRefreshInterval", str(e)
+                ) from None
+            if secs > 0:
+                kw["route_refresh_s"] = secs
+        if merged.get("programClusterRoutes"):
+            kw["program_cluster_routes"] = str(merged["programClusterRoutes"])
+        return RouteConfig(**{**out.__dict__, **kw})
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """One kernel route we own (main table, protocol :data:`ROUTE_PROTO`)."""
+
+    dst: Net4
+    kind: str = "unicast"  # "unicast" | "blackhole"
+    gateway: Addr4 | None = None
+    dev: str | None = None
+    onlink: bool = False
+
+    def ip_spec(self) -> str:
+        """The ``ip route replace`` arguments (without ``proto``)."""
+        if self.kind == "blackhole":
+            return f"blackhole {self.dst}"
+        parts = [str(self.dst)]
+        if self.gateway is not None:
+            parts += ["via", str(self.gateway)]
+        if self.dev:
+            parts += ["dev", self.dev]
+        if self.onlink:
+            parts.append("onlink")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, order=True)
+class Vtep:
+    """A remote VXLAN tunnel endpoint: permanent neighbour + FDB entry on vxlan.calico."""
+
+    node: str
+    tunnel_ip: Addr4
+    mac: str
+    node_ip: Addr4
+
+
+@dataclass(frozen=True)
+class VxlanSpec:
+    """Our own vxlan.calico device."""
+
+    vni: int
+    port: int
+    local_ip: Addr4
+    parent: str
+    mac: str
+    address: Addr4
+    mtu: int
+
+
+@dataclass(frozen=True)
+class IpipSpec:
+    """Our own (userspace) tunl0 device."""
+
+    local_ip: Addr4
+    address: Addr4 | None
+    mtu: int
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    routes: Mapping[Net4, Route] = field(default_factory=dict)
+    vteps: tuple[Vtep, ...] = ()
+    vxlan: VxlanSpec | None = None
+    ipip: IpipSpec | None = None
+    # Userspace IPIP: inner destination prefix -> outer destination (remote node IP).
+    ipip_next_hops: tuple[tuple[Net4, Addr4], ...] = ()
+    masq_pools: tuple[Net4, ...] = ()  # natOutgoing pools (nft set masq-ipam-pools)
+    all_pools: tuple[Net4, ...] = ()  # every pool (nft set network-ip-pools)
+    pod_mtu: int = 0  # written to the CNI plugin's MTU file (0 = leave it)
+    problems: tuple[str, ...] = ()  # why something could not be programmed (logged)

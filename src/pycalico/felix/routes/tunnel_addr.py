@@ -1,0 +1,106 @@
+"""A node's tunnel addresses: allocate from IPAM and record them on its Node resource.
+
+:func:`ensure_tunnel_addresses` is what calico-node's ``allocateip`` does at start-up and
+whenever pools change: for a VXLAN pool the node gets ``spec.ipv4VXLANTunnelAddr`` (IPAM handle
+``vxlan-tunnel-addr-<node>``) and a ``spec.vxlanTunnelMACAddr`` (random, locally administered,
+kept once chosen); for an IPIP pool ``spec.bgp.ipv4IPIPTunnelAddr`` (handle
+``ipip-tunnel-addr-<node>``). When no pool needs a tunnel type any more its address is
+released and removed from the Node. Reusable by the calico-node daemon and the route agent.
+
+Invariants: IPAM does the allocation (CAS inside); the Node write is a CAS retried on
+Conflict; the function is idempotent (a second call writes nothing); errors from IPAM (no
+address available) are returned as problems, never raised, so routing keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pycalico.datastore.base import Conflict, Datastore, NotFound
+from pycalico.errors import CalicoError
+
+log = logging.getLogger(__name__)
+RETRIES = 10
+
+
+def random_mac() -> str:
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02  # unicast, locally administered
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def _wanted(pools: list[dict[str, Any]]) -> tuple[bool, bool]:
+    vx = ipip = False
+    for p in pools:
+        spec = p.get("spec") or {}
+        if ":" in str(spec.get("cidr", "")) or spec.get("disabled"):
+            continue
+        vx = vx or (spec.get("vxlanMode") or "Never") != "Never"
+        ipip = ipip or (spec.get("ipipMode") or "Never") != "Never"
+    return vx, ipip
+
+
+def _set_addrs(spec: dict[str, Any], addrs: dict[str, str | None]) -> None:
+    bgp = dict(spec.get("bgp") or {})
+    if "vxlan" in addrs:
+        if addrs["vxlan"]:
+            spec["ipv4VXLANTunnelAddr"] = addrs["vxlan"]
+            spec.setdefault("vxlanTunnelMACAddr", random_mac())
+        else:
+            spec.pop("ipv4VXLANTunnelAddr", None)
+    if "ipip" in addrs:
+        if addrs["ipip"]:
+            bgp["ipv4IPIPTunnelAddr"] = addrs["ipip"]
+        else:
+            bgp.pop("ipv4IPIPTunnelAddr", None)
+        if bgp or "bgp" in spec:
+            spec["bgp"] = bgp
+
+
+def ensure_tunnel_addresses(ds: Datastore, node_name: str) -> tuple[bool, list[str]]:
+    """Make ``node_name``'s Node carry the tunnel addresses its pools need.
+
+    Returns (Node changed, problems). Raises NotFound if the Node does not exist.
+    """
+    from pycalico.ipam import IPAM
+
+    ipam = IPAM(ds)
+    problems: list[str] = []
+    want_vx, want_ipip = _wanted(list(ds.list("IPPool").items))
+    addrs: dict[str, str | None] = {}
+    for tunnel, wanted in (("vxlan", want_vx), ("ipip", want_ipip)):
+        if wanted:
+            try:
+                addrs[tunnel] = str(ipam.assign_tunnel_address(node_name, tunnel).ip)
+            except CalicoError as e:
+                problems.append(f"{tunnel} tunnel address for {node_name}: {e}")
+        else:
+            addrs[tunnel] = None
+    changed = False
+    for _ in range(RETRIES):
+        node = ds.get("Node", node_name)
+        spec = node.setdefault("spec", {})
+        before = repr(spec)
+        _set_addrs(spec, addrs)
+        if repr(spec) == before:
+            break
+        try:
+            ds.update(node)
+        except Conflict:
+            continue
+        log.info("node %s: tunnel addresses %s", node_name, addrs)
+        changed = True
+        break
+    else:
+        problems.append(f"node {node_name}: too many conflicts writing tunnel addresses")
+    # Release addresses of tunnel types no pool needs any more (after the Node stopped
+    # naming them).
+    for tunnel in ("vxlan", "ipip"):
+        if tunnel in addrs and addrs[tunnel] is None:
+            try:
+                ipam.release_tunnel_address(node_name, tunnel)
+            except (CalicoError, NotFound) as e:
+                problems.append(f"release {tunnel} tunnel address: {e}")
+    return changed, problems
