@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -67,7 +68,10 @@ def test_install_cni_writes_runnable_plugins_and_conflist(tmp_path: Path) -> Non
         )
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["cniVersion"] == "0.4.0"
-    assert not [p for p in (tmp_path / "bin").iterdir() if p.name.startswith(".")]
+    names = sorted(p.name for p in (tmp_path / "bin").iterdir())
+    assert names == [".calico-ipam.py", ".calico.py", "calico", "calico-ipam"]  # no temp files
+    if shutil.which("cc"):
+        assert (tmp_path / "bin" / "calico").read_bytes()[:4] == b"\x7fELF"  # the C shim
 
 
 def test_conflist_without_portmap_and_etcd() -> None:
