@@ -173,6 +173,15 @@ class RuleRenderer:
         if old is None or ep is None or old.endpoint.interface_name != ep.endpoint.interface_name:
             self._dirty_maps = True
 
+    def set_config(self, cfg: RenderConfig) -> None:
+        """Switch settings: static chains and every endpoint chain are re-rendered."""
+        if cfg == self.cfg:
+            return
+        self.cfg = cfg
+        for fs in self._fams:
+            fs.chains.update(static_chains(fs.fam, cfg))
+        self._dirty_eps |= set(self._endpoints)
+
     # --- output -------------------------------------------------------------------------
     def _policy_chain(self, pid: PolicyID, ingress: bool) -> str | None:
         return N.policy_chain(pid, ingress) if pid in self._policies else None
