@@ -103,6 +103,9 @@ class IPAM:
         self.store = IPAMStore(ds, retries)
         self.lock = HostLock(lock_path)
         self.retries = retries
+        # Which affine block last had room, per (host, version): only an ordering hint, so
+        # that a host with many full blocks does not re-read them all on every request.
+        self._hint: dict[tuple[str, int], IPNetwork] = {}
 
     # ================================ configuration ================================
 
@@ -201,11 +204,16 @@ class IPAM:
         try:
             # 1. blocks affine to this host.
             affine = self._affine_blocks(host, version)
-            for cidr in affine:
+            hint = self._hint.get((host, version))
+            order = sorted(affine, key=lambda c: c != hint)
+            for cidr in order:
                 if any(p.contains(cidr) for p in pools):
-                    out += self._alloc_in_block(
+                    got = self._alloc_in_block(
                         cidr, num - len(out), handle_id, attrs, reserved, host
                     )
+                    if got:
+                        self._hint[(host, version)] = cidr
+                    out += got
                     if len(out) >= num:
                         return out
             # 2. claim new blocks.
@@ -226,15 +234,25 @@ class IPAM:
                 except BlockClaimConflict:
                     continue
                 owned += 1
+                self._hint[(host, version)] = new
                 out += self._alloc_in_block(new, num - len(out), handle_id, attrs, reserved, host)
             # 3. borrow from any block in the pools.
             if len(out) < num and not cfg.strict_affinity:
                 out += self._borrow(pools, host, num - len(out), handle_id, attrs, reserved)
             if len(out) < num:
-                why = (
-                    "strict affinity is enabled and no more blocks can be claimed"
+                if owned >= cfg.effective_max_blocks:
+                    why = (
+                        f"cannot allocate new block due to per host block limit "
+                        f"(maxBlocksPerHost {cfg.effective_max_blocks})"
+                    )
+                elif not cfg.auto_allocate_blocks:
+                    why = "autoAllocateBlocks is false"
+                else:
+                    why = "no free block left to claim"
+                why += (
+                    " and strict affinity forbids borrowing"
                     if cfg.strict_affinity
-                    else "every block is full"
+                    else " and no other block has a free address"
                 )
                 raise NoAddressesAvailable(names, num, version, f"got {len(out)}; {why}")
             return out

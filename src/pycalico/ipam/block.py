@@ -18,7 +18,6 @@ Invariants:
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +60,14 @@ def reserved_ordinals(cidr: IPNetwork, reserved: Iterable[IPNetwork]) -> frozens
         hi = min(int(net.broadcast_address), base + size - 1) - base
         out.update(range(lo, hi + 1))
     return frozenset(out)
+
+
+def _copy_attr(a: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    sec = out.get("secondary")
+    if isinstance(sec, dict):
+        out["secondary"] = dict(sec)
+    return out
 
 
 @dataclass
@@ -106,7 +113,7 @@ class Block:
             affinity=spec.get("affinity") or None,
             allocations=allocations,
             unallocated=list(spec.get("unallocated") or []),
-            attributes=copy.deepcopy(list(spec.get("attributes") or [])),
+            attributes=[_copy_attr(a) for a in spec.get("attributes") or []],
             sequence_number=int(spec.get("sequenceNumber") or 0),
             seq_for_allocation={
                 str(k): int(v) for k, v in (spec.get("sequenceNumberForAllocation") or {}).items()
@@ -121,7 +128,7 @@ class Block:
             "affinity": self.affinity,
             "allocations": list(self.allocations),
             "unallocated": list(self.unallocated),
-            "attributes": copy.deepcopy(self.attributes),
+            "attributes": [_copy_attr(a) for a in self.attributes],
             "sequenceNumber": self.sequence_number,
             "sequenceNumberForAllocation": dict(self.seq_for_allocation),
             "deleted": self.deleted,
@@ -180,7 +187,7 @@ class Block:
         idx = self.allocations[self.ordinal(ip)]
         if idx is None:
             return None
-        return copy.deepcopy(self.attributes[idx])
+        return _copy_attr(self.attributes[idx])
 
     def handle_of(self, ordinal: int) -> str | None:
         idx = self.allocations[ordinal]
