@@ -212,7 +212,9 @@ def test_plain_cni_workload_names_and_profile(env: Env) -> None:
     ok(env.call("DEL", conf, cid, pod))
 
 
+@pytest.mark.slow
 def test_concurrent_adds_distinct_reachable(env: Env) -> None:
+    """50 plugin *processes* (the exec path) racing on one sqlite store and IPAM lock."""
     n = 50
     pods = [env.f.netns(f"p{i}") for i in range(n)]
     conf = env.conf()
@@ -340,3 +342,28 @@ def test_host_local_delegate_and_failure_releases(env: Env) -> None:
     assert ds.list("IPAMHandle").items == [] and ds.list("WorkloadEndpoint").items == []
     ds.close()
     assert not [n for n in env.node.links() if n.startswith("cali")]
+
+
+def test_dual_stack(env: Env) -> None:
+    ds = env.ds()
+    ds.create(pool("fd00:10:244::/64", "default-ipv6-ippool"))
+    ds.close()
+    pod, pod2 = env.f.netns("pod"), env.f.netns("pod")
+    conf = env.conf(ipam={"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true"})
+    res = ok(env.call("ADD", conf, "ds1", pod))
+    res2 = ok(env.call("ADD", conf, "ds2", pod2))
+    v4, v6 = (ip["address"] for ip in res["ips"])
+    assert v4.endswith("/32") and v6.endswith("/128") and v6.startswith("fd00:10:244:")
+    assert v6 in pod.addresses("eth0")
+    assert any(r.get("gateway") == "fe80::ecee:eeff:feee:eeee" for r in pod.routes(family="-6"))
+    [hr] = env.node.routes(v6.split("/")[0], family="-6")
+    assert hr["dev"] == res["interfaces"][0]["name"]
+    peer6 = res2["ips"][1]["address"].split("/")[0]
+    env.node.sysctl("net.ipv6.conf.all.forwarding", 1)
+    assert pod.ping(peer6, timeout_s=2, attempts=5)
+    ok(env.call("CHECK", dict(conf, prevResult=res), "ds1", pod))
+    for cid, p in (("ds1", pod), ("ds2", pod2)):
+        ok(env.call("DEL", conf, cid, p))
+    ds = env.ds()
+    assert ds.list("IPAMHandle").items == []
+    ds.close()

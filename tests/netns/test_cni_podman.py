@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class Podman:
     root: Path
     env: dict[str, str]
     db: str
+    server_pid: int = 0
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         p = subprocess.run(
@@ -131,13 +133,23 @@ def podman(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Podman]:
         ipam_lock_file=str(tmp_path / "ipam.lock"),
         portmap=False,
     )
+    sock = str(tmp_path / "cni.sock")
     install(
         str(tmp_path / "cni" / "bin"),
         str(tmp_path / "cni" / "net.d"),
         conflist,
         python=sys.executable,
+        socket_path=sock,
     )
-    pm = Podman(node, tmp_path, env, db)
+    # the node's fast path, as calico-node runs it (the shim falls back without it)
+    server = node.popen(
+        str(Path(sys.executable).parent / "calico-node"), "cni-server", "--socket", sock
+    )
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock):
+        assert server.poll() is None and time.monotonic() < deadline, "cni-server did not start"
+        time.sleep(0.05)
+    pm = Podman(node, tmp_path, env, db, server.pid)
     pm("import", "--change", 'CMD ["/bin/sh"]', str(_busybox_tar(tmp_path)), IMAGE)
     try:
         yield pm
@@ -211,6 +223,10 @@ def test_two_busybox_containers_talk_over_tcp_and_rm_releases(podman: Podman) ->
     assert _handles(podman.db) == []
     assert _weps(podman.db) == []
     assert not [n for n in podman.node.links() if n.startswith("cali")]
+    # every ADD/DEL podman made went through the shim to the node's cni-server
+    log = (podman.root / "cni.log").read_text().splitlines()
+    assert len(log) == 4
+    assert {int(ln.split("[", 1)[1].split("]", 1)[0]) for ln in log} == {podman.server_pid}
 
 
 def _root_links() -> set[str]:
