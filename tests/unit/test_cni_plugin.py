@@ -291,3 +291,29 @@ def test_linux_dataplane_batches() -> None:
         dp2.setup(wi)
     assert runner2.calls[-1][1] == "link del cali123\n"
     assert Completed(("x",), 0).returncode == 0
+
+
+def test_datastore_not_ready_blocks_add_and_del(w: World) -> None:
+    assert w.call("ADD", cid="r0")[0] == 0
+    w.ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "ClusterInformation",
+            "metadata": {"name": "default"},
+            "spec": {"datastoreReady": False},
+        }
+    )
+    rc, err = w.call("ADD", cid="r1")
+    assert rc == 1 and err["code"] == 11 and "not ready" in err["msg"]
+    assert w.call("DEL", cid="r0")[0] == 1
+    assert w.handles() == [f"{NET}.r0"]
+
+
+def test_server_request_parsing() -> None:
+    from pycalico.cni.server import parse_request
+
+    plugin, env, stdin = parse_request(b'calico\0CNI_COMMAND=ADD\0A=b=c\0\0{"x": 1}')
+    assert plugin == "calico"
+    assert env == {"CNI_COMMAND": "ADD", "A": "b=c"}
+    assert stdin == b'{"x": 1}'
+    assert parse_request(b"calico-ipam\0\0") == ("calico-ipam", {}, b"")

@@ -121,7 +121,28 @@ def _write_wep(inv: Invocation, wep: dict[str, Any], profile: dict[str, Any] | N
     raise CniError(TRY_AGAIN_LATER, "writing WorkloadEndpoint: too many conflicts")
 
 
+def _require_ready(inv: Invocation) -> None:
+    """Like Calico: refuse ADD/DEL while ClusterInformation says the datastore is not ready
+    (``calicoctl datastore migrate lock``). A missing ClusterInformation is tolerated (a
+    store calico-node has not initialised yet still serves plain CNI)."""
+    from pycalico.datastore.base import NotFound
+
+    try:
+        info = inv.datastore.get("ClusterInformation", "default")
+    except NotFound:
+        return
+    except Exception as e:
+        raise ipam_errors(e, "reading ClusterInformation") from None
+    if (info.get("spec") or {}).get("datastoreReady") is False:
+        raise CniError(
+            TRY_AGAIN_LATER,
+            "datastore is not ready",
+            "ClusterInformation default has datastoreReady=false (migration in progress?)",
+        )
+
+
 def cmd_add(inv: Invocation) -> dict[str, Any]:
+    _require_ready(inv)
     node = inv.nodename()
     w = _workload(inv, node)
     host_if = veth_name(w, interface_prefix(inv.deps.environ))
@@ -204,6 +225,7 @@ def _result(inv: Invocation, iface: WorkloadIface) -> dict[str, Any]:
 def cmd_del(inv: Invocation) -> None:
     from pycalico.datastore.base import NotFound
 
+    _require_ready(inv)
     node = inv.nodename()
     w = _workload(inv, node)
     host_if = veth_name(w, interface_prefix(inv.deps.environ))
