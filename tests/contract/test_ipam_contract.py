@@ -43,7 +43,10 @@ def put(ds: Datastore, kind: str, name: str, spec: dict[str, Any], ns: str = "")
     ds.create({"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec})
 
 
-def _allocator(cfg: DatastoreConfig, node: str, proc: int, n: int, lock: str, q: Any) -> None:
+def _allocator(
+    cfg: DatastoreConfig, node: str, proc: int, n: int, lock: str, q: Any, release: Any
+) -> None:
+    """Allocate ``n`` addresses, report them, then (when told) release them by handle."""
     ds = open_datastore(cfg)
     ipam = IPAM(ds, lock_path=lock)
     out = []
@@ -51,6 +54,9 @@ def _allocator(cfg: DatastoreConfig, node: str, proc: int, n: int, lock: str, q:
         v4, _ = ipam.auto_assign(1, 0, f"h-{proc}-{i}", {"node": node}, node)
         out.append(str(v4[0]))
     q.put((proc, node, out))
+    release.wait(120)
+    freed = sum(len(ipam.release_by_handle(f"h-{proc}-{i}")) for i in range(n))
+    q.put(("released", freed))
     ds.close()
 
 
@@ -91,10 +97,19 @@ def test_eight_processes_four_nodes(backend: Backend, tmp_path: Path) -> None:
     for n in nodes:
         put(ds, "Node", n, {})
     q = CTX.Queue()
+    release = CTX.Event()
     procs = [
         CTX.Process(
             target=_allocator,
-            args=(_cfg(backend), nodes[i % 4], i, 250, str(tmp_path / f"{nodes[i % 4]}.lock"), q),
+            args=(
+                _cfg(backend),
+                nodes[i % 4],
+                i,
+                250,
+                str(tmp_path / f"{nodes[i % 4]}.lock"),
+                q,
+                release,
+            ),
         )
         for i in range(8)
     ]
@@ -102,12 +117,30 @@ def test_eight_processes_four_nodes(backend: Backend, tmp_path: Path) -> None:
         p.start()
     try:
         results = [q.get(timeout=150) for _ in procs]
+        _check_allocations(ds, results)
+        # Release everything by handle, from the 8 processes at once.
+        release.set()
+        freed = [q.get(timeout=150) for _ in procs]
+        assert sum(n for _, n in freed) == 2000
     finally:
+        release.set()
         for p in procs:
             p.join(10)
             if p.is_alive():
                 p.kill()
+                p.join(5)
     assert all(p.exitcode == 0 for p in procs)
+    ipam = IPAM(ds)
+    assert all(sb.block.num_allocated() == 0 for sb in ipam.store.blocks())
+    assert ipam.store.handles() == {}
+    for n in nodes:
+        ds.delete("Node", n)
+        ipam.release_host_affinities(n)
+    assert ipam.store.blocks() == []
+    assert ipam.store.affinities() == []
+
+
+def _check_allocations(ds: Datastore, results: list[Any]) -> None:
     ips = [ip for _, _, out in results for ip in out]
     assert len(ips) == 2000
     assert len({ipaddress.ip_interface(i).ip for i in ips}) == 2000
@@ -121,17 +154,6 @@ def test_eight_processes_four_nodes(backend: Backend, tmp_path: Path) -> None:
             assert blocks[str(iface.network)].affinity == f"host:{node}"
     assert sum(b.num_allocated() for b in blocks.values()) == 2000
     assert check(ds).handle_mismatches == []
-    # Release everything by handle, then the (now deleted) nodes' affinities.
-    for proc, _, out in results:
-        for i in range(len(out)):
-            assert len(ipam.release_by_handle(f"h-{proc}-{i}")) == 1
-    assert all(sb.block.num_allocated() == 0 for sb in ipam.store.blocks())
-    for n in nodes:
-        ds.delete("Node", n)
-        ipam.release_host_affinities(n)
-    assert ipam.store.blocks() == []
-    assert ipam.store.affinities() == []
-    assert ipam.store.handles() == {}
 
 
 @pytest.mark.slow

@@ -139,8 +139,10 @@ class IPAM:
             raise IPAMError("number of addresses must be >= 0")
         with self.lock:
             cfg = self.store.config()
-            labels = self.store.node_labels(hostname) or {}
             pools = self.store.pools()
+            labels: dict[str, str] = {}
+            if any(p.node_selector.strip() not in ("", "all()") for p in pools):
+                labels = self.store.node_labels(hostname) or {}
             v4 = self._assign_family(
                 4, num_v4, handle_id, attrs, hostname, pools, ipv4_pools, use, cfg, labels
             )

@@ -226,15 +226,22 @@ class IPAMStore:
         """Add ``delta`` (may be negative) to the handle's count for block ``cidr``."""
         key = str(cidr)
 
+        state = {"try_create": delta > 0}
+
         def attempt() -> None:
-            try:
-                res = self.ds.get(KIND_HANDLE, handle_id)
-            except NotFound:
-                if delta <= 0:
-                    return
+            if state["try_create"]:
+                # Most handles are new (one per container): try the create first.
+                state["try_create"] = False
                 spec = {"handleID": handle_id, "block": {key: delta}, "deleted": False}
                 self.ds.create(_res(KIND_HANDLE, handle_id, spec))
                 return
+            try:
+                res = self.ds.get(KIND_HANDLE, handle_id)
+            except NotFound:
+                state["try_create"] = delta > 0
+                if delta <= 0:
+                    return
+                raise Conflict(f"handle {handle_id} vanished; retry") from None
             blocks = dict((res.get("spec") or {}).get("block") or {})
             n = int(blocks.get(key, 0)) + delta
             if n > 0:
