@@ -193,3 +193,28 @@ def test_release_from_report_repairs_overcounting_handle(ds: MemoryDatastore) ->
     assert ipam.store.handle_blocks("k8s-pod-network.c1") == {cidr: 1}
     assert ipam.store.handle_blocks("k8s-pod-network.ghost") == {}
     assert check(ds).problems == 0
+
+
+def test_collector_releases_empty_blocks_after_two_runs_keeping_one(
+    ds: MemoryDatastore,
+) -> None:
+    ipam = IPAM(ds)
+    put(ds, "IPPool", "small", {"cidr": "10.1.0.0/24", "blockSize": 29})
+    ds.delete("IPPool", "p")
+    got, _ = ipam.auto_assign(20, 0, "k8s-pod-network.x", {"node": "n1"}, "n1")
+    assert len({str(i.network) for i in got}) == 3
+    ipam.release_by_handle("k8s-pod-network.x")
+    gc = LeakCollector(ds, ipam, grace_period=60, clock=Clock())
+    assert gc.run_once().empty_blocks_released == []
+    # A block that is reused between runs is not released.
+    (ip,), _ = ipam.auto_assign(1, 0, "k8s-pod-network.y", {"node": "n1"}, "n1")
+    wep(ds, "wy", "y", str(ip.ip))
+    res = gc.run_once()
+    assert len(res.empty_blocks_released) == 2
+    assert str(ip.network) not in res.empty_blocks_released
+    assert [r["spec"]["cidr"] for r in ds.list("IPAMBlock").items] == [str(ip.network)]
+    ipam.release_by_handle("k8s-pod-network.y")
+    gc.run_once()
+    gc.run_once()
+    assert len(ds.list("IPAMBlock").items) == 1  # the node keeps one block
+    assert len(ds.list("BlockAffinity").items) == 1

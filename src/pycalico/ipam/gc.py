@@ -15,6 +15,8 @@ Invariants:
   grace period, and re-checks it (same handle, same sequence number) immediately before
   releasing it with a sequence-number guard, so an address reused meanwhile is never freed.
   Tunnel addresses of deleted nodes are released without grace.
+- Empty affine blocks are released only after two consecutive empty observations, and every
+  node keeps at least one block (as Calico's GC does).
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ class GCResult:
     released: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     affinities_released: list[str] = field(default_factory=list)
+    empty_blocks_released: list[str] = field(default_factory=list)
 
 
 class LeakCollector:
@@ -286,6 +289,7 @@ class LeakCollector:
         self.clock = clock
         self._first_seen: dict[tuple[str, str | None, int], float] = {}
         self._stale_nodes: dict[str, float] = {}
+        self._empty_seen: set[str] = set()
 
     def run_once(self) -> GCResult:
         now = self.clock()
@@ -316,4 +320,32 @@ class LeakCollector:
                 self.ipam.release_host_affinities(node)
                 res.affinities_released.append(node)
                 self._stale_nodes.pop(node, None)
+        res.empty_blocks_released = self._release_empty_blocks()
         return res
+
+    def _release_empty_blocks(self) -> list[str]:
+        """Release affine blocks seen empty on two consecutive runs; a node keeps >= 1 block."""
+        by_node: dict[str, list[str]] = {}
+        empty: set[str] = set()
+        for sb in self.ipam.store.blocks():
+            node = affinity_node(sb.block.affinity)
+            if node is None:
+                continue
+            by_node.setdefault(node, []).append(str(sb.block.cidr))
+            if sb.block.is_empty():
+                empty.add(str(sb.block.cidr))
+        released: list[str] = []
+        for node, cidrs in sorted(by_node.items()):
+            keep = len(cidrs)
+            for cidr in sorted(cidrs):
+                if keep <= 1:
+                    break
+                if cidr in empty and cidr in self._empty_seen:
+                    try:
+                        self.ipam.release_affinity(cidr, node, must_be_empty=True)
+                    except IPAMError:
+                        continue
+                    released.append(cidr)
+                    keep -= 1
+        self._empty_seen = empty - set(released)
+        return released
