@@ -340,3 +340,21 @@ def test_concurrent_threads_get_distinct_addresses(ds: MemoryDatastore) -> None:
     assert len(flat) == 150 and len(set(flat)) == 150
     total = sum(sum(1 for a in s["allocations"] if a is not None) for s in blocks(ds).values())
     assert total == 150
+
+
+def test_reclaims_empty_block_of_another_host(ds: MemoryDatastore) -> None:
+    pool(ds, "p", "10.0.0.0/29", blockSize=29)  # a single block
+    ipam = IPAM(ds, empty_block_reclaim_age=0.0)
+    got, _ = ipam.auto_assign(1, 0, "h1", None, "n1")
+    ipam.set_config(IPAMConfig(strict_affinity=True))
+    with pytest.raises(NoAddressesAvailable):
+        ipam.auto_assign(1, 0, "h2", None, "n2")  # n1's block is not empty
+    ipam.release_ips(got)
+    v4, _ = ipam.auto_assign(1, 0, "h2", None, "n2")
+    (spec,) = blocks(ds).values()
+    assert spec["affinity"] == "host:n2"
+    assert [a["spec"]["node"] for a in ds.list(KIND_AFFINITY).items] == ["n2"]
+    # With the default minimum age a freshly claimed empty block is not taken.
+    ipam.release_ips(v4)
+    with pytest.raises(NoAddressesAvailable):
+        IPAM(ds).auto_assign(1, 0, "h3", None, "n3")

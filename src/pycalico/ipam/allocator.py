@@ -24,13 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pycalico.datastore.base import AlreadyExists, Conflict, Datastore, NotFound
+from pycalico.datastore.base import Conflict, Datastore, NotFound
+from pycalico.ipam import affinity
 from pycalico.ipam.block import (
-    Block,
     IPAddress,
     IPInterface,
     IPNetwork,
-    cidr_name,
     host_affinity,
     reserved_ordinals,
 )
@@ -48,16 +47,11 @@ from pycalico.ipam.pools import (
     USE_WORKLOAD,
     IPAMConfig,
     Pool,
-    block_walk,
-    fully_reserved,
     host_seed,
     pool_for,
 )
 from pycalico.ipam.store import (
     RETRIES,
-    STATE_CONFIRMED,
-    STATE_PENDING,
-    STATE_PENDING_DELETION,
     IPAMStore,
     StoredBlock,
 )
@@ -98,11 +92,17 @@ class IPAM:
     """Calico IPAM over ``ds``. ``lock_path``: per-host flock file held around allocations."""
 
     def __init__(
-        self, ds: Datastore, *, lock_path: str | None = None, retries: int = RETRIES
+        self,
+        ds: Datastore,
+        *,
+        lock_path: str | None = None,
+        retries: int = RETRIES,
+        empty_block_reclaim_age: float | None = affinity.EMPTY_BLOCK_MIN_RECLAIM_AGE,
     ) -> None:
         self.store = IPAMStore(ds, retries)
         self.lock = HostLock(lock_path)
         self.retries = retries
+        self.empty_block_reclaim_age = empty_block_reclaim_age
         # Which affine block last had room, per (host, version): only an ordering hint, so
         # that a host with many full blocks does not re-read them all on every request.
         self._hint: dict[tuple[str, int], IPNetwork] = {}
@@ -263,24 +263,6 @@ class IPAM:
                 self.release_ips(out)
             raise
 
-    def _affine_blocks(self, host: str, version: int) -> list[IPNetwork]:
-        out = []
-        for aff in self.store.affinities(host):
-            cidr = ipaddress.ip_network(aff.cidr)
-            if cidr.version != version or aff.state == STATE_PENDING_DELETION:
-                continue
-            if aff.state == STATE_PENDING:
-                # A claim that crashed (or is in flight): usable only once its block is ours.
-                sb = self.store.get_block(cidr)
-                if sb is None or sb.block.affinity != host_affinity(host):
-                    continue
-                try:
-                    self.store.set_affinity_state(host, cidr, STATE_CONFIRMED)
-                except (NotFound, IPAMError):
-                    continue
-            out.append(cidr)
-        return out
-
     def _alloc_in_block(
         self,
         cidr: IPNetwork,
@@ -310,39 +292,18 @@ class IPAM:
             return ips
         raise TooManyRetries(f"allocate in block {cidr}: gave up after {self.retries} conflicts")
 
+    def _affine_blocks(self, host: str, version: int) -> list[IPNetwork]:
+        return affinity.affine_blocks(self.store, host, version)
+
     def _find_unclaimed(
         self, pools: Sequence[Pool], host: str, reserved: Sequence[IPNetwork]
     ) -> IPNetwork | None:
-        existing = self.store.block_names()
-        for pool in pools:
-            budget = len(existing) + 4096
-            for cidr in block_walk(pool, host):
-                budget -= 1
-                if budget < 0:
-                    break
-                if cidr_name(cidr) in existing:
-                    continue
-                if reserved and fully_reserved(cidr, reserved):
-                    continue
-                return cidr
-        return None
+        return affinity.find_unclaimed(
+            self.store, pools, host, reserved, self.empty_block_reclaim_age
+        )
 
     def _claim(self, cidr: IPNetwork, host: str) -> None:
-        """Two-phase claim of ``cidr`` for ``host``; :class:`BlockClaimConflict` if lost."""
-        try:
-            self.store.create_affinity(host, cidr)
-        except AlreadyExists:
-            pass  # our own earlier (or concurrent) attempt: continue the claim
-        blk = Block.new(cidr, host_affinity(host))
-        blk.affinity_claim_time = _now()
-        try:
-            self.store.create_block(blk)
-        except AlreadyExists:
-            sb = self.store.get_block(cidr)
-            if sb is None or sb.block.affinity != host_affinity(host):
-                self.store.delete_affinity(host, cidr)
-                raise BlockClaimConflict(f"block {cidr} was claimed by another host") from None
-        self.store.set_affinity_state(host, cidr, STATE_CONFIRMED)
+        affinity.claim_block(self.store, cidr, host)
 
     def _borrow(
         self,
@@ -555,34 +516,7 @@ class IPAM:
     ) -> None:
         """Drop ``host``'s affinity to block ``cidr``: delete the block when empty, else make it
         unaffine (or raise :class:`BlockNotEmpty` when ``must_be_empty``)."""
-        net = ipaddress.ip_network(cidr) if isinstance(cidr, str) else cidr
-        sb = self.store.get_block(net)
-        if sb is not None and sb.block.affinity == host_affinity(host):
-            if must_be_empty and not sb.block.is_empty():
-                raise BlockNotEmpty(f"block {net} still has {sb.block.num_allocated()} allocations")
-            try:
-                self.store.set_affinity_state(host, net, STATE_PENDING_DELETION)
-            except NotFound:
-                pass
-            for _ in range(self.retries):
-                sb = self.store.get_block(net)
-                if sb is None or sb.block.affinity != host_affinity(host):
-                    break
-                if must_be_empty and not sb.block.is_empty():
-                    self.store.set_affinity_state(host, net, STATE_CONFIRMED)
-                    raise BlockNotEmpty(f"block {net} is no longer empty")
-                try:
-                    if sb.block.is_empty():
-                        self.store.delete_block(sb)
-                    else:
-                        sb.block.affinity = None
-                        self.store.write_block(sb)
-                    break
-                except (Conflict, NotFound):
-                    continue
-            else:
-                raise TooManyRetries(f"release affinity of {net}")
-        self.store.delete_affinity(host, net)
+        affinity.release_block_affinity(self.store, cidr, host, must_be_empty)
 
     def release_host_affinities(self, host: str, must_be_empty: bool = False) -> int:
         """Release every block affinity of ``host`` (e.g. when the node is deleted)."""
