@@ -7,6 +7,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.ipam import (
@@ -18,6 +20,7 @@ from pycalico.ipam import (
     NoAddressesAvailable,
     NotInPool,
 )
+from pycalico.ipam.gc import check
 from pycalico.ipam.store import KIND_AFFINITY, KIND_BLOCK, KIND_HANDLE
 
 
@@ -358,3 +361,47 @@ def test_reclaims_empty_block_of_another_host(ds: MemoryDatastore) -> None:
     ipam.release_ips(v4)
     with pytest.raises(NoAddressesAvailable):
         IPAM(ds).auto_assign(1, 0, "h3", None, "n3")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["assign", "release_handle", "release_ip"]), st.integers(0, 99)),
+        max_size=30,
+    )
+)
+def test_allocator_matches_a_simple_model(ops: list[tuple[str, int]]) -> None:
+    ds = MemoryDatastore()
+    pool(ds, "p", "10.0.0.0/27", blockSize=29)  # 32 addresses in 4 blocks
+    ipam = IPAM(ds)
+    model: dict[str, str] = {}  # ip -> handle
+    for n, (op, x) in enumerate(ops):
+        if op == "assign":
+            k = 1 + x % 6
+            node = f"n{x % 3}"
+            handle = f"h{n}"
+            if 32 - len(model) < k:
+                with pytest.raises(NoAddressesAvailable):
+                    ipam.auto_assign(k, 0, handle, None, node)
+            else:
+                v4, _ = ipam.auto_assign(k, 0, handle, None, node)
+                assert len(v4) == k
+                for i in v4:
+                    assert str(i.ip) not in model
+                    model[str(i.ip)] = handle
+        elif op == "release_handle" and model:
+            handle = sorted(set(model.values()))[x % len(set(model.values()))]
+            freed = ipam.release_by_handle(handle)
+            assert {str(a) for a in freed} == {ip for ip, h in model.items() if h == handle}
+            model = {ip: h for ip, h in model.items() if h != handle}
+        elif op == "release_ip" and model:
+            ip = sorted(model)[x % len(model)]
+            assert ipam.release_ips([ip]) == []
+            del model[ip]
+        actual = {
+            str(a): rec["handle_id"]
+            for sb in ipam.store.blocks()
+            for a, rec in sb.block.allocated()
+        }
+        assert actual == model
+        assert check(ds).handle_mismatches == []
