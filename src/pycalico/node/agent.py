@@ -1,7 +1,318 @@
-"""calico-node command family: agent."""
+"""calico-node command family: ``run`` — the per-host agent — and its readiness checks.
+
+``calico-node run`` does what Calico's calico-node container does:
+1. start-up (:mod:`pycalico.node.startup`): node name and IP, Node resource, default pool,
+   tunnel addresses, ClusterInformation, the MTU file (retried forever while the datastore is
+   unreachable; a configuration error exits 1);
+2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (nftables policy), the
+   RouteAgent (routes, tunnels, NAT-outgoing, MTU file) and BGP (BIRD driven from the
+   datastore, :mod:`pycalico.node.bgpdriver`); ``extra_components`` is the hook for DNS;
+3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
+   serves ``/liveness`` and ``/readiness`` on ``:9099`` unless ``FELIX_HEALTHENABLED=false``
+   and Prometheus metrics on ``:9091`` when ``FELIX_PROMETHEUSMETRICSENABLED=true``.
+
+SIGTERM/SIGINT: components stop; the dataplane stays (nftables table, proto-80 routes,
+BIRD's kernel routes — its kernel protocol has ``persist``); BIRD itself is stopped
+gracefully. kill -9 of the agent leaves BIRD running; the next agent adopts it.
+
+``calico-node run --felix-ready --bird-ready`` (also ``-felix-ready``/``-bird-ready``,
+``--felix-live``/``--bird-live``) only reads the status file and exits 0 or 1 printing
+Calico's messages.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from pycalico.errors import CalicoError
+from pycalico.node.status import NodeStatus, bgp_rows, check, read_status, write_status
+from pycalico.node.supervisor import Component, Supervisor
+
+log = logging.getLogger("pycalico.node")
+
+DEFAULT_STATE_DIR = "/var/run/calico"
+DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
+
+
+def _state_dir(env: Mapping[str, str]) -> str:
+    return env.get("CALICO_NODE_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def _startup(env: Mapping[str, str], stop: threading.Event) -> tuple[Any, Any]:
+    """Open the datastore and run start-up, retrying while the datastore is unavailable."""
+    from pycalico.config import load_config
+    from pycalico.datastore import DatastoreError, open_datastore
+    from pycalico.node.autodetect import read_interfaces, route_source
+    from pycalico.node.startup import NodeSettings, StartupError, run_startup
+
+    settings = NodeSettings.from_env(env)
+    cfg = load_config(env=env)
+    backoff = 0.5
+    ds: Any = None
+    while not stop.is_set():
+        try:
+            if ds is None:
+                ds = open_datastore(cfg)
+            result = run_startup(ds, settings, read_interfaces(), route_source)
+            for w in result.warnings:
+                log.warning("startup: %s", w)
+            log.info(
+                "startup: node %s ip %s ipip %s vxlan %s%s",
+                settings.node_name,
+                result.ipv4,
+                result.ipip_tunnel,
+                result.vxlan_tunnel,
+                " (created default pool)" if result.created_pool else "",
+            )
+            return ds, result
+        except StartupError:
+            raise
+        except DatastoreError as e:
+            log.warning("datastore not ready (%s); retrying in %.1fs", e, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+    raise SystemExit(0)
+
+
+def _write_mtu(ds: Any, mtu_file: str, felix_cfg: Any) -> int:
+    from pycalico.node.autodetect import host_mtu, read_interfaces
+    from pycalico.node.startup import pod_mtu, write_atomic
+
+    pools = [p.get("spec") or {} for p in ds.list("IPPool").items if not p["spec"].get("disabled")]
+    ipip = any((p.get("ipipMode") or "Never") != "Never" for p in pools)
+    vxlan = any((p.get("vxlanMode") or "Never") != "Never" for p in pools)
+    mtu = pod_mtu(
+        host_mtu(read_interfaces(), felix_cfg["mtuIfacePattern"]),
+        ipip,
+        vxlan,
+        felix_cfg["ipipMTU"],
+        felix_cfg["vxlanMTU"],
+    )
+    write_atomic(mtu_file, f"{mtu}\n")
+    return mtu
+
+
+class NodeAgent:
+    """The running agent: supervisor + status/health/metrics loop (see module doc)."""
+
+    def __init__(
+        self,
+        node_name: str,
+        state_dir: str,
+        components: Sequence[Component],
+        *,
+        felix_cfg: Any = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
+        from pycalico.node.metrics import NodeMetrics
+
+        self.node_name = node_name
+        self.state_dir = state_dir
+        self.components = list(components)
+        self.supervisor = supervisor or Supervisor(self.components)
+        self.felix_cfg = felix_cfg
+        self.metrics = NodeMetrics()
+        self.status = NodeStatus(node_name, os.getpid(), None, None, None)
+        self.stop_event = threading.Event()
+        self._health: Any = None
+
+    def _comp(self, name: str) -> Any:
+        return self.supervisor.component(name)
+
+    def collect(self) -> NodeStatus:
+        report = self.supervisor.report()
+        felix, routes, bgp = self._comp("felix"), self._comp("routes"), self._comp("bgp")
+        st = NodeStatus(
+            node=self.node_name,
+            pid=os.getpid(),
+            felix_in_sync=report["felix"]["in_sync"] if felix is not None else None,
+            routes_in_sync=report["routes"]["in_sync"] if routes is not None else None,
+            bird_running=bgp.bird_running() if bgp is not None else None,
+            components=report,
+            time=time.time(),
+        )
+        if bgp is not None:
+            st.bgp = bgp_rows(bgp.protocols())
+            if bgp.last_error:
+                st.errors.append(f"bgp: {bgp.last_error}")
+        for name, r in report.items():
+            if r["last_error"] and not r["alive"]:
+                st.errors.append(f"{name}: {r['last_error']}")
+        return st
+
+    def _update_metrics(self, st: NodeStatus) -> None:
+        felix = self._comp("felix")
+        gauges: dict[str, float] = {}
+        resyncs: float | None = None
+        applies: list[float] = []
+        if felix is not None and hasattr(felix, "metrics"):
+            gauges, resyncs, applies = felix.metrics()
+        routes = self._comp("routes")
+        n = routes.num_routes() if routes is not None and hasattr(routes, "num_routes") else None
+        if n is not None:
+            gauges["felix_route_table_num_routes"] = float(n)
+        gauges["calico_node_bgp_sessions"] = float(len(st.bgp))
+        gauges["calico_node_bgp_sessions_established"] = float(
+            sum(1 for r in st.bgp if r.get("info", "").startswith("Established"))
+        )
+        restarts = {k: int(v["restarts"]) for k, v in st.components.items()}
+        self.metrics.update(gauges, resyncs=resyncs, apply_times=applies, restarts=restarts)
+
+    def tick(self) -> NodeStatus:
+        self.supervisor.step()
+        st = self.collect()
+        self.status = st
+        try:
+            write_status(self.state_dir, st)
+        except OSError as e:
+            log.warning("cannot write status: %s", e)
+        try:
+            self._update_metrics(st)
+        except Exception:
+            log.debug("metrics update failed", exc_info=True)
+        return st
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        comps = self.status.components
+        return all(c["alive"] for c in comps.values()) and bool(comps), comps
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        d = self.status.to_json()
+        return bool(d["ready"]), d
+
+    def serve(self) -> None:
+        cfg = self.felix_cfg
+        if cfg is None:
+            return
+        if cfg["healthEnabled"]:
+            from pycalico.node.health import HealthServer
+
+            try:
+                self._health = HealthServer(
+                    cfg["healthHost"], cfg["healthPort"], self.liveness, self.readiness
+                ).start()
+            except OSError as e:
+                log.warning("health endpoint on %s:%s: %s", cfg["healthHost"], cfg["healthPort"], e)
+        if cfg["prometheusMetricsEnabled"]:
+            try:
+                self.metrics.serve(cfg["prometheusMetricsHost"], cfg["prometheusMetricsPort"])
+            except OSError as e:
+                log.warning("metrics endpoint on port %s: %s", cfg["prometheusMetricsPort"], e)
+
+    def run(self, interval: float = 1.0) -> None:
+        self.serve()
+        announced = False
+        while not self.stop_event.is_set():
+            st = self.tick()
+            if st.ready and not announced:
+                log.info("calico-node %s is ready", self.node_name)
+                announced = True
+            self.stop_event.wait(interval)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("stopping; the dataplane stays in place")
+        self.supervisor.stop_all()
+        if self._health is not None:
+            self._health.stop()
+        self.metrics.stop()
+        final = self.collect()  # every component is stopped: not ready
+        try:
+            write_status(self.state_dir, final)
+        except OSError:
+            pass
+
+
+def build_agent(env: Mapping[str, str], stop: threading.Event) -> NodeAgent:
+    from pycalico.node import felixcfg
+    from pycalico.node.bgpdriver import BgpComponent
+    from pycalico.node.components import FelixComponent, RouteComponent
+    from pycalico.node.startup import write_atomic
+
+    state_dir = _state_dir(env)
+    os.makedirs(state_dir, exist_ok=True)
+    ds, result = _startup(env, stop)
+    node_name = result.node["metadata"]["name"]
+    write_atomic(os.path.join(state_dir, "nodename"), node_name + "\n")
+    fcfg = felixcfg.from_resources(env, node_name, ds.list("FelixConfiguration").items)
+    for w in fcfg.warnings:
+        log.warning("%s", w)
+    mtu_file = env.get("CALICO_MTU_FILE") or DEFAULT_MTU_FILE
+    try:
+        log.info("pod MTU %d written to %s", _write_mtu(ds, mtu_file, fcfg), mtu_file)
+    except (OSError, CalicoError) as e:
+        log.warning("MTU file %s: %s", mtu_file, e)
+    comps: list[Component] = [
+        FelixComponent(ds, node_name, env),
+        RouteComponent(ds, node_name, mtu_file),
+    ]
+    backend = (env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
+    if backend == "bird":
+        socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
+        comps.append(BgpComponent(ds, node_name, state_dir, socket_path))
+    agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg)
+    agent.stop_event = stop
+    return agent
+
+
+def run_agent(env: Mapping[str, str]) -> int:
+    level = env.get("CALICO_STARTUP_LOGLEVEL") or env.get("FELIX_LOGSEVERITYSCREEN") or "INFO"
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s [%(levelname)s][%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        agent = build_agent(env, stop)
+    except CalicoError as e:
+        log.error("calico-node cannot start: %s", e)
+        return 1
+    agent.run()
+    return 0
+
+
+@click.command("run")
+@click.option("--felix-ready", "-felix-ready", is_flag=True, help="Check Felix readiness.")
+@click.option("--bird-ready", "-bird-ready", is_flag=True, help="Check BGP readiness.")
+@click.option("--felix-live", "-felix-live", is_flag=True, help="Check Felix liveness.")
+@click.option("--bird-live", "-bird-live", is_flag=True, help="Check BIRD liveness.")
+@click.option(
+    "--state-dir",
+    envvar="CALICO_NODE_STATE_DIR",
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Per-node state directory (status.json, bird.cfg, ...).",
+)
+def run(
+    felix_ready: bool, bird_ready: bool, felix_live: bool, bird_live: bool, state_dir: str
+) -> None:
+    """Run the node agent, or (with a check flag) report its readiness/liveness."""
+    if felix_ready or bird_ready or felix_live or bird_live:
+        problems = check(
+            read_status(state_dir),
+            felix_ready=felix_ready,
+            bird_ready=bird_ready,
+            felix_live=felix_live,
+            bird_live=bird_live,
+        )
+        for p in problems:
+            click.echo(p)
+        sys.exit(1 if problems else 0)
+    env = dict(os.environ)
+    env["CALICO_NODE_STATE_DIR"] = state_dir
+    sys.exit(run_agent(env))
+
+
+COMMANDS: list[click.Command] = [run]

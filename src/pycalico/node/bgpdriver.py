@@ -1,0 +1,241 @@
+"""BGP component of calico-node: datastore → :func:`compute_bird_config` → BIRD.
+
+Owns (the job of Calico's confd + runit's bird service):
+- a :class:`Syncer` over BGPConfiguration, Node, BGPPeer, BGPFilter, IPPool, BlockAffinity
+  and IPAMBlock; every change marks the config dirty, and one worker thread recomputes after a
+  short coalescing delay (a burst of pod adds is one recompute), renders and hands the
+  result to :class:`BirdManager` (which writes only changed text and soft-reconfigures);
+- starting BIRD the first time a config exists, and adopting a BIRD that a previous
+  calico-node incarnation started (kill -9 of the agent leaves BIRD and its sessions up:
+  the new agent finds ``bird.pid`` naming a live ``bird`` with our config path, keeps it and
+  reconfigures it over the socket; established routes are never withdrawn);
+- stopping BIRD on :meth:`stop` (SIGTERM of the agent). BIRD's kernel protocol has
+  ``persist``, so this node's kernel routes stay; peers drop the routes towards this node
+  (BIRD sends a Cease) until the agent is back — Calico behaves the same when calico-node
+  stops.
+
+Invariants: a compute error (e.g. this Node has no address yet) is recorded in
+:attr:`last_error` and retried on the next change, never raised out of the worker; only the
+PID we started or adopted (verified by ``/proc/<pid>/cmdline``) is ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pycalico.bgp import BirdManager, ProtocolRow, compute_bird_config, render_bird_config
+from pycalico.bgp.errors import BgpError
+from pycalico.datastore import Datastore
+from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
+
+log = logging.getLogger(__name__)
+
+BGP_KINDS = (
+    "BGPConfiguration",
+    "Node",
+    "BGPPeer",
+    "BGPFilter",
+    "IPPool",
+    "BlockAffinity",
+    "IPAMBlock",
+)
+COALESCE_S = 0.1
+
+
+def borrowed_ips(blocks: Iterable[dict[str, Any]], node_name: str) -> list[str]:
+    """Addresses held by ``node_name`` inside blocks affine to another host."""
+    out = []
+    for b in blocks:
+        spec = b.get("spec") or {}
+        if spec.get("affinity") == f"host:{node_name}":
+            continue
+        try:
+            net = ipaddress.ip_network(str(spec.get("cidr")))
+        except ValueError:
+            continue
+        attrs = spec.get("attributes") or []
+        for ordinal, idx in enumerate(spec.get("allocations") or []):
+            if idx is None or not 0 <= idx < len(attrs):
+                continue
+            if ((attrs[idx] or {}).get("secondary") or {}).get("node") == node_name:
+                out.append(str(net.network_address + ordinal))
+    return out
+
+
+def _pid_is_our_bird(pid: int, config_path: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return False
+    return bool(args) and os.path.basename(args[0]).startswith("bird") and config_path in args
+
+
+class BgpComponent:
+    """Supervised component (see :class:`pycalico.node.supervisor.Component`)."""
+
+    name = "bgp"
+
+    def __init__(
+        self,
+        ds: Datastore,
+        node_name: str,
+        state_dir: str,
+        socket_path: str,
+        *,
+        bird_binary: str = "bird",
+        coalesce: float = COALESCE_S,
+    ) -> None:
+        self.ds = ds
+        self.node_name = node_name
+        self.coalesce = coalesce
+        self.manager = BirdManager(
+            os.path.join(state_dir, "bird.cfg"),
+            socket_path,
+            os.path.join(state_dir, "bird.pid"),
+            bird_binary=bird_binary,
+            log_path=os.path.join(state_dir, "bird.log"),
+        )
+        self.last_error = ""
+        self.applies = 0
+        self.adopted_pid: int | None = None
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._configured = threading.Event()
+        self._syncer: Syncer | None = None
+        self._worker: threading.Thread | None = None
+
+    # -- syncer callbacks ------------------------------------------------------------------
+    def on_status(self, status: SyncStatus) -> None:
+        if status is SyncStatus.IN_SYNC:
+            self._synced.set()
+            self._dirty.set()
+
+    def on_updates(self, updates: list[SyncUpdate]) -> None:
+        self._dirty.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._adopt_existing()
+        self._syncer = Syncer.for_kinds(self.ds, BGP_KINDS, self, name="bgp-syncer").start()
+        self._worker = threading.Thread(target=self._run, name="bgp-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        if self._syncer is not None:
+            self._syncer.stop()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(5)
+        self.manager.stop()
+        pid = self.adopted_pid
+        if pid is not None and _pid_is_our_bird(pid, self.manager.config_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.adopted_pid = None
+
+    def alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def in_sync(self) -> bool:
+        return self._synced.is_set() and self._configured.is_set()
+
+    # -- BIRD process ----------------------------------------------------------------------
+    def _adopt_existing(self) -> None:
+        try:
+            with open(self.manager.pid_path) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return
+        if pid > 0 and _pid_is_our_bird(pid, self.manager.config_path):
+            log.info("adopting running BIRD pid %d", pid)
+            self.adopted_pid = pid
+
+    def bird_running(self) -> bool:
+        if self.manager.running:
+            return True
+        pid = self.adopted_pid
+        return pid is not None and _pid_is_our_bird(pid, self.manager.config_path)
+
+    def protocols(self) -> list[ProtocolRow] | None:
+        if not self.bird_running():
+            return None
+        try:
+            return self.manager.protocols()
+        except BgpError:
+            return None
+
+    def _ensure_bird(self, changed: bool) -> None:
+        if self.adopted_pid is not None:
+            if _pid_is_our_bird(self.adopted_pid, self.manager.config_path):
+                if changed:
+                    self.manager.reload()
+                return
+            log.warning("adopted BIRD pid %d is gone; starting a new one", self.adopted_pid)
+            self.adopted_pid = None
+        if not self.manager.running:
+            self.manager.start()
+
+    # -- worker ----------------------------------------------------------------------------
+    def compute_text(self) -> str:
+        syncer = self._syncer
+        if syncer is None:
+            raise BgpError("not started")
+        by_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in BGP_KINDS}
+        for obj in syncer.snapshot().values():
+            kind = obj.get("kind", "")
+            if kind in by_kind:
+                by_kind[kind].append(obj)
+        cfg = compute_bird_config(
+            self.node_name,
+            nodes=by_kind["Node"],
+            bgp_configurations=by_kind["BGPConfiguration"],
+            peers=by_kind["BGPPeer"],
+            filters=by_kind["BGPFilter"],
+            pools=by_kind["IPPool"],
+            block_affinities=by_kind["BlockAffinity"],
+            borrowed=borrowed_ips(by_kind["IPAMBlock"], self.node_name),
+        )
+        for w in cfg.warnings:
+            log.warning("BGP: %s", w)
+        return render_bird_config(cfg)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._dirty.wait(2.0):
+                # Periodic check: an adopted BIRD is not supervised by BirdManager.
+                if self._configured.is_set() and not self.bird_running():
+                    self._dirty.set()
+                continue
+            if self._stop.is_set():
+                return
+            if not self._synced.is_set():
+                continue
+            time.sleep(self.coalesce)  # coalesce a burst of changes into one recompute
+            self._dirty.clear()
+            try:
+                text = self.compute_text()
+                changed = self.manager.write_config(text)
+                self._ensure_bird(changed)
+                if changed and self.manager.running and self.applies:
+                    self.manager.reload()
+                self.applies += 1
+                self._configured.set()
+                self.last_error = ""
+            except Exception as e:
+                if str(e) != self.last_error:
+                    log.warning("BGP config not applied: %s", e)
+                self.last_error = str(e)
+                self._dirty.set()
+                self._stop.wait(1.0)

@@ -1,0 +1,400 @@
+"""calico-node start-up: what Calico's ``calico-node -startup`` and ``-allocate-tunnel-addrs``
+do before the agents run.
+
+Owns, in order (:func:`run_startup`):
+1. :class:`NodeSettings` from the environment (``NODENAME``, ``IP``,
+   ``IP_AUTODETECTION_METHOD``, ``AS``, ``CALICO_IPV4POOL_*``, ``NO_DEFAULT_POOLS``,
+   ``CLUSTER_TYPE``, ``CALICO_K8S_NODE_REF``) — validated, every problem a
+   :class:`StartupError` naming the variable.
+2. The Node resource: created, or updated keeping every existing label and field, with
+   ``spec.bgp.ipv4Address`` (``addr/len``), ``spec.addresses`` (CalicoNodeIP) and
+   ``spec.orchRefs``. Another node already using the address is a StartupError (Calico
+   refuses to start with a conflicting IP).
+3. The default IPPool ``default-ipv4-ippool`` — only when no IPPool exists at all and
+   ``NO_DEFAULT_POOLS`` is not true.
+4. Tunnel addresses (IPAM handles ``ipip-tunnel-addr-<node>`` / ``vxlan-tunnel-addr-<node>``)
+   for enabled IPIP/VXLAN pools, recorded on the Node (``spec.bgp.ipv4IPIPTunnelAddr``,
+   ``spec.ipv4VXLANTunnelAddr``, ``spec.vxlanTunnelMACAddr``); released and cleared when no
+   pool needs them. The VXLAN MAC is stable: derived from the node name, locally administered.
+5. ClusterInformation ``default`` (created when missing; ``datastoreReady`` set when unset).
+
+Invariants: idempotent (running it twice changes nothing the second time); all writes go
+through :class:`~pycalico.client.ResourceClient` (validated, CAS with retries).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycalico.api import decode, lookup
+from pycalico.client import ResourceClient
+from pycalico.datastore import AlreadyExists, Datastore, NotFound
+from pycalico.errors import CalicoError
+from pycalico.node.autodetect import (
+    AutodetectError,
+    Interface,
+    RouteLookup,
+    autodetect,
+)
+
+Obj = dict[str, Any]
+DEFAULT_POOL_NAME = "default-ipv4-ippool"
+DEFAULT_POOL_CIDR = "192.168.0.0/16"
+API = "projectcalico.org/v3"
+_MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "never": "Never", "off": "Never"}
+
+
+class StartupError(CalicoError, ValueError):
+    """Start-up cannot proceed (bad environment, conflicting node IP, ...)."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes", "y")
+
+
+def _mode(env: Mapping[str, str], var: str) -> str:
+    raw = (env.get(var) or "Never").strip()
+    mode = _MODES.get(raw.lower())
+    if mode is None:
+        raise StartupError(f"{var}: {raw!r} is not one of Always, CrossSubnet, Never")
+    return mode
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    cidr: str = DEFAULT_POOL_CIDR
+    ipip_mode: str = "Never"
+    vxlan_mode: str = "Never"
+    nat_outgoing: bool = True
+    block_size: int = 26
+    node_selector: str = "all()"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_name: str
+    ip: str  # "" / "autodetect" / "none" / "a.b.c.d[/len]"
+    autodetect_method: str = "first-found"
+    as_number: str = ""
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    no_default_pools: bool = False
+    cluster_type: str = "k8s,bgp"
+    orch_ref: str = ""
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], hostname: Callable[[], str] = socket.gethostname
+    ) -> NodeSettings:
+        name = (env.get("NODENAME") or "").strip() or hostname().strip().lower()
+        if not name:
+            raise StartupError("NODENAME: not set and the hostname is empty")
+        cidr = (env.get("CALICO_IPV4POOL_CIDR") or DEFAULT_POOL_CIDR).strip()
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise StartupError(f"CALICO_IPV4POOL_CIDR: {cidr!r} is not a CIDR") from None
+        if net.version != 4:
+            raise StartupError(f"CALICO_IPV4POOL_CIDR: {cidr} is not an IPv4 CIDR")
+        bs_text = (env.get("CALICO_IPV4POOL_BLOCK_SIZE") or "26").strip()
+        try:
+            block_size = int(bs_text)
+        except ValueError:
+            raise StartupError(f"CALICO_IPV4POOL_BLOCK_SIZE: {bs_text!r} is not a number") from None
+        if not 20 <= block_size <= 32:
+            raise StartupError(f"CALICO_IPV4POOL_BLOCK_SIZE: {block_size} is not in 20..32")
+        if net.prefixlen > block_size:
+            raise StartupError(
+                f"CALICO_IPV4POOL_CIDR: /{net.prefixlen} is smaller than the block size "
+                f"/{block_size}"
+            )
+        ipip = _mode(env, "CALICO_IPV4POOL_IPIP")
+        vxlan = _mode(env, "CALICO_IPV4POOL_VXLAN")
+        if ipip != "Never" and vxlan != "Never":
+            raise StartupError(
+                "CALICO_IPV4POOL_IPIP and CALICO_IPV4POOL_VXLAN cannot both be enabled"
+            )
+        nat_raw = env.get("CALICO_IPV4POOL_NAT_OUTGOING")
+        pool = PoolSettings(
+            cidr=str(net),
+            ipip_mode=ipip,
+            vxlan_mode=vxlan,
+            nat_outgoing=True if not (nat_raw or "").strip() else _truthy(nat_raw),
+            block_size=block_size,
+            node_selector=(env.get("CALICO_IPV4POOL_NODE_SELECTOR") or "all()").strip(),
+        )
+        return cls(
+            node_name=name,
+            ip=(env.get("IP") or "").strip(),
+            autodetect_method=(env.get("IP_AUTODETECTION_METHOD") or "first-found").strip(),
+            as_number=(env.get("AS") or "").strip(),
+            pool=pool,
+            no_default_pools=_truthy(env.get("NO_DEFAULT_POOLS")),
+            cluster_type=(env.get("CLUSTER_TYPE") or "k8s,bgp").strip(),
+            orch_ref=(env.get("CALICO_K8S_NODE_REF") or "").strip(),
+        )
+
+
+def resolve_ipv4(
+    settings: NodeSettings,
+    interfaces: Sequence[Interface],
+    route_lookup: RouteLookup | None = None,
+) -> str | None:
+    """``IP`` → ``addr/len`` (None for ``IP=none``); autodetects when unset/``autodetect``."""
+    ip = settings.ip
+    if ip.lower() == "none":
+        return None
+    if ip == "" or ip.lower() == "autodetect":
+        try:
+            return str(autodetect(settings.autodetect_method, interfaces, 4, route_lookup))
+        except AutodetectError as e:
+            raise StartupError(str(e)) from None
+    try:
+        itf = ipaddress.ip_interface(ip)
+    except ValueError:
+        raise StartupError(f"IP: {ip!r} is not an IPv4 address (a.b.c.d[/len])") from None
+    if itf.version != 4:
+        raise StartupError(f"IP: {ip!r} is not an IPv4 address")
+    if "/" not in ip:
+        # Calico looks the address up on the host's interfaces to learn its subnet.
+        for i in interfaces:
+            for a in i.addresses:
+                if a.ip == itf.ip:
+                    return str(a)
+        return f"{itf.ip}/32"
+    return str(itf)
+
+
+def vxlan_mac(node_name: str) -> str:
+    """A stable, locally administered unicast MAC for this node's VTEP."""
+    b = bytearray(hashlib.sha256(("vxlan:" + node_name).encode()).digest()[:6])
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+@dataclass
+class StartupResult:
+    node: Obj
+    ipv4: str | None
+    created_pool: bool = False
+    ipip_tunnel: str | None = None
+    vxlan_tunnel: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _info(kind: str) -> Any:
+    info = lookup(API, kind)
+    if info is None:
+        raise StartupError(f"kind {kind} is not registered")
+    return info
+
+
+def _modify(client: ResourceClient, kind: str, name: str, change: Callable[[Obj], Obj]) -> Obj:
+    """Read-modify-write that skips the write when ``change`` alters nothing."""
+    info = _info(kind)
+    current = client.get(info, name)
+    if change(copy.deepcopy(current)) == current:
+        return current
+    return client.modify(info, name, "", change)
+
+
+def _check_conflicts(client: ResourceClient, name: str, ipv4: str) -> None:
+    mine = ipv4.split("/")[0]
+    for n in client.list(_info("Node")):
+        other = (((n.get("spec") or {}).get("bgp") or {}).get("ipv4Address")) or ""
+        if n["metadata"]["name"] != name and other.split("/")[0] == mine:
+            raise StartupError(
+                f"IP: {mine} is already in use by node {n['metadata']['name']}; "
+                "calico-node will not start with a conflicting address"
+            )
+
+
+def ensure_node(client: ResourceClient, s: NodeSettings, ipv4: str | None) -> Obj:
+    """Create or update the Node resource (keeps labels and every other field)."""
+    if ipv4:
+        _check_conflicts(client, s.node_name, ipv4)
+    info = _info("Node")
+
+    def change(obj: Obj) -> Obj:
+        spec = obj.setdefault("spec", {}) or {}
+        obj["spec"] = spec
+        bgp = dict(spec.get("bgp") or {})
+        if ipv4:
+            bgp["ipv4Address"] = ipv4
+            addrs = [a for a in (spec.get("addresses") or []) if a.get("type") != "CalicoNodeIP"]
+            spec["addresses"] = [{"address": ipv4.split("/")[0], "type": "CalicoNodeIP"}, *addrs]
+        else:
+            bgp.pop("ipv4Address", None)
+        if s.as_number:
+            bgp["asNumber"] = int(s.as_number) if s.as_number.isdigit() else s.as_number
+        if bgp:
+            spec["bgp"] = bgp
+        else:
+            spec.pop("bgp", None)
+        if s.orch_ref:
+            spec["orchRefs"] = [{"nodeName": s.orch_ref, "orchestrator": "k8s"}]
+        return obj
+
+    try:
+        client.get(info, s.node_name)
+    except NotFound:
+        fresh = change({"apiVersion": API, "kind": "Node", "metadata": {"name": s.node_name}})
+        try:
+            return client.create(decode(fresh))
+        except AlreadyExists:  # lost a creation race: fall through to modify
+            pass
+    return _modify(client, "Node", s.node_name, change)
+
+
+def ensure_default_pool(client: ResourceClient, s: NodeSettings) -> bool:
+    """Create ``default-ipv4-ippool`` when no pool exists; True if created."""
+    if s.no_default_pools or client.list(_info("IPPool")):
+        return False
+    p = s.pool
+    doc = {
+        "apiVersion": API,
+        "kind": "IPPool",
+        "metadata": {"name": DEFAULT_POOL_NAME},
+        "spec": {
+            "cidr": p.cidr,
+            "ipipMode": p.ipip_mode,
+            "vxlanMode": p.vxlan_mode,
+            "natOutgoing": p.nat_outgoing,
+            "blockSize": p.block_size,
+            "nodeSelector": p.node_selector,
+        },
+    }
+    try:
+        client.create(decode(doc))
+    except AlreadyExists:
+        return False
+    return True
+
+
+def _enabled_pools(client: ResourceClient, field_name: str) -> list[Obj]:
+    out = []
+    for p in client.list(_info("IPPool")):
+        spec = p.get("spec") or {}
+        if spec.get("disabled"):
+            continue
+        if ipaddress.ip_network(str(spec.get("cidr")), strict=False).version != 4:
+            continue
+        if (spec.get(field_name) or "Never") != "Never":
+            out.append(p)
+    return out
+
+
+def ensure_tunnel_addresses(
+    ds: Datastore, client: ResourceClient, node_name: str, result: StartupResult
+) -> Obj:
+    """Allocate (or release) the IPIP and VXLAN tunnel addresses; record them on the Node."""
+    from pycalico.ipam import IPAM, IPAMError
+
+    ipam = IPAM(ds)
+    wanted: dict[str, str | None] = {}
+    for tunnel, pool_field in (("ipip", "ipipMode"), ("vxlan", "vxlanMode")):
+        if _enabled_pools(client, pool_field):
+            try:
+                wanted[tunnel] = str(ipam.assign_tunnel_address(node_name, tunnel).ip)
+            except IPAMError as e:
+                result.warnings.append(f"{tunnel} tunnel address: {e}")
+                wanted[tunnel] = None
+        else:
+            ipam.release_tunnel_address(node_name, tunnel)
+            wanted[tunnel] = None
+    result.ipip_tunnel, result.vxlan_tunnel = wanted["ipip"], wanted["vxlan"]
+
+    def change(obj: Obj) -> Obj:
+        spec = obj.setdefault("spec", {})
+        bgp = dict(spec.get("bgp") or {})
+        if wanted["ipip"]:
+            bgp["ipv4IPIPTunnelAddr"] = wanted["ipip"]
+        else:
+            bgp.pop("ipv4IPIPTunnelAddr", None)
+        if bgp:
+            spec["bgp"] = bgp
+        if wanted["vxlan"]:
+            spec["ipv4VXLANTunnelAddr"] = wanted["vxlan"]
+            spec["vxlanTunnelMACAddr"] = spec.get("vxlanTunnelMACAddr") or vxlan_mac(node_name)
+        else:
+            spec.pop("ipv4VXLANTunnelAddr", None)
+            spec.pop("vxlanTunnelMACAddr", None)
+        return obj
+
+    return _modify(client, "Node", node_name, change)
+
+
+def ensure_cluster_information(client: ResourceClient, cluster_type: str) -> Obj:
+    from pycalico import __version__
+
+    info = _info("ClusterInformation")
+    try:
+        current = client.get(info, "default")
+    except NotFound:
+        doc = {
+            "apiVersion": API,
+            "kind": "ClusterInformation",
+            "metadata": {"name": "default"},
+            "spec": {
+                "clusterGUID": uuid.uuid4().hex,
+                "clusterType": cluster_type,
+                "calicoVersion": f"pycalico-{__version__}",
+                "datastoreReady": True,
+            },
+        }
+        try:
+            return client.create(decode(doc))
+        except AlreadyExists:
+            return client.get(info, "default")
+    if (current.get("spec") or {}).get("datastoreReady") is None:
+
+        def change(obj: Obj) -> Obj:
+            obj.setdefault("spec", {})["datastoreReady"] = True
+            return obj
+
+        return client.modify(info, "default", "", change)
+    return current
+
+
+def pod_mtu(host_mtu: int, ipip: bool, vxlan: bool, ipip_mtu: int = 0, vxlan_mtu: int = 0) -> int:
+    """Felix's rule: the smallest MTU of the enabled encapsulations, else the host MTU."""
+    cands = []
+    if ipip:
+        cands.append(ipip_mtu or host_mtu - 20)
+    if vxlan:
+        cands.append(vxlan_mtu or host_mtu - 50)
+    return min(cands) if cands else host_mtu
+
+
+def write_atomic(path: str, text: str) -> None:
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def run_startup(
+    ds: Datastore,
+    settings: NodeSettings,
+    interfaces: Sequence[Interface],
+    route_lookup: RouteLookup | None = None,
+) -> StartupResult:
+    """Steps 2-5 of the module docstring (the caller handles the MTU file)."""
+    client = ResourceClient(ds)
+    ipv4 = resolve_ipv4(settings, interfaces, route_lookup)
+    node = ensure_node(client, settings, ipv4)
+    result = StartupResult(node=node, ipv4=ipv4)
+    result.created_pool = ensure_default_pool(client, settings)
+    result.node = ensure_tunnel_addresses(ds, client, settings.node_name, result)
+    ensure_cluster_information(client, settings.cluster_type)
+    return result

@@ -1,0 +1,196 @@
+"""calico-node start-up logic over the memory datastore."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from pycalico.client import ResourceClient
+from pycalico.datastore.memory import MemoryDatastore
+from pycalico.node.autodetect import Interface
+from pycalico.node.startup import (
+    NodeSettings,
+    StartupError,
+    ensure_cluster_information,
+    pod_mtu,
+    resolve_ipv4,
+    run_startup,
+    vxlan_mac,
+)
+
+IFS = [
+    Interface(1, "lo", (ipaddress.ip_interface("127.0.0.1/8"),)),
+    Interface(2, "eth0", (ipaddress.ip_interface("198.18.0.7/24"),)),
+]
+
+
+def settings(**env: str) -> NodeSettings:
+    return NodeSettings.from_env({"NODENAME": "node1", **env})
+
+
+def pool(ds: MemoryDatastore, name: str, cidr: str, **spec: object) -> None:
+    ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": name},
+            "spec": {"cidr": cidr, "blockSize": 26, **spec},
+        }
+    )
+
+
+def test_node_name_from_env_else_hostname() -> None:
+    assert NodeSettings.from_env({"NODENAME": "a"}).node_name == "a"
+    assert NodeSettings.from_env({}, hostname=lambda: "Host-1").node_name == "host-1"
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"CALICO_IPV4POOL_IPIP": "sometimes"}, "CALICO_IPV4POOL_IPIP"),
+        ({"CALICO_IPV4POOL_CIDR": "nope"}, "CALICO_IPV4POOL_CIDR"),
+        ({"CALICO_IPV4POOL_CIDR": "fd00::/64"}, "not an IPv4"),
+        ({"CALICO_IPV4POOL_BLOCK_SIZE": "40"}, "BLOCK_SIZE"),
+        ({"CALICO_IPV4POOL_IPIP": "Always", "CALICO_IPV4POOL_VXLAN": "Always"}, "both"),
+    ],
+)
+def test_bad_env_names_the_variable(env: dict[str, str], match: str) -> None:
+    with pytest.raises(StartupError, match=match):
+        settings(**env)
+
+
+def test_resolve_ip_forms() -> None:
+    assert resolve_ipv4(settings(IP="10.1.2.3/16"), IFS) == "10.1.2.3/16"
+    # bare address: subnet learnt from the interface holding it, else /32
+    assert resolve_ipv4(settings(IP="198.18.0.7"), IFS) == "198.18.0.7/24"
+    assert resolve_ipv4(settings(IP="10.9.9.9"), IFS) == "10.9.9.9/32"
+    assert resolve_ipv4(settings(), IFS) == "198.18.0.7/24"
+    assert resolve_ipv4(settings(IP="autodetect"), IFS) == "198.18.0.7/24"
+    assert resolve_ipv4(settings(IP="none"), IFS) is None
+    with pytest.raises(StartupError, match=r"IP: 'x\.y'"):
+        resolve_ipv4(settings(IP="x.y"), IFS)
+
+
+def test_first_start_creates_node_pool_clusterinfo() -> None:
+    ds = MemoryDatastore()
+    r = run_startup(ds, settings(), IFS)
+    assert r.created_pool
+    node = ds.get("Node", "node1")
+    assert node["spec"]["bgp"]["ipv4Address"] == "198.18.0.7/24"
+    p = ds.get("IPPool", "default-ipv4-ippool")["spec"]
+    assert (p["cidr"], p["ipipMode"], p["vxlanMode"], p["natOutgoing"], p["blockSize"]) == (
+        "192.168.0.0/16", "Never", "Never", True, 26,
+    )  # fmt: skip
+    ci = ds.get("ClusterInformation", "default")["spec"]
+    assert ci["datastoreReady"] is True and len(ci["clusterGUID"]) == 32
+    # no tunnel pools: no tunnel addresses
+    assert "ipv4VXLANTunnelAddr" not in node["spec"]
+    assert "ipv4IPIPTunnelAddr" not in node["spec"]["bgp"]
+
+
+def test_pool_env_is_used_and_no_default_pools_disables() -> None:
+    ds = MemoryDatastore()
+    run_startup(
+        ds,
+        settings(
+            CALICO_IPV4POOL_CIDR="10.50.0.0/16",
+            CALICO_IPV4POOL_IPIP="crosssubnet",
+            CALICO_IPV4POOL_NAT_OUTGOING="false",
+            CALICO_IPV4POOL_BLOCK_SIZE="28",
+        ),
+        IFS,
+    )
+    p = ds.get("IPPool", "default-ipv4-ippool")["spec"]
+    assert (p["cidr"], p["ipipMode"], p["natOutgoing"], p["blockSize"]) == (
+        "10.50.0.0/16", "CrossSubnet", False, 28,
+    )  # fmt: skip
+    ds2 = MemoryDatastore()
+    r = run_startup(ds2, settings(NO_DEFAULT_POOLS="true"), IFS)
+    assert not r.created_pool and ds2.list("IPPool").items == []
+
+
+def test_existing_pool_means_no_default_pool() -> None:
+    ds = MemoryDatastore()
+    pool(ds, "mine", "10.244.0.0/16")
+    assert not run_startup(ds, settings(), IFS).created_pool
+    assert [p["metadata"]["name"] for p in ds.list("IPPool").items] == ["mine"]
+
+
+def test_existing_node_keeps_labels_and_fields_and_rerun_is_idempotent() -> None:
+    ds = MemoryDatastore()
+    ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "Node",
+            "metadata": {"name": "node1", "labels": {"route-reflector": "true"}},
+            "spec": {"bgp": {"ipv4Address": "1.1.1.1/24", "routeReflectorClusterID": "244.0.0.1"}},
+        }
+    )
+    run_startup(ds, settings(IP="198.18.0.7/24", AS="64999"), IFS)
+    n = ds.get("Node", "node1")
+    assert n["metadata"]["labels"] == {"route-reflector": "true"}
+    assert n["spec"]["bgp"] == {
+        "ipv4Address": "198.18.0.7/24",
+        "routeReflectorClusterID": "244.0.0.1",
+        "asNumber": 64999,
+    }
+    rev = ds.list("Node").revision
+    run_startup(ds, settings(IP="198.18.0.7/24", AS="64999"), IFS)
+    assert (
+        ds.get("Node", "node1")["metadata"]["resourceVersion"] == n["metadata"]["resourceVersion"]
+    )
+    assert ds.list("Node").revision == rev
+
+
+def test_conflicting_ip_refuses_to_start() -> None:
+    ds = MemoryDatastore()
+    run_startup(ds, NodeSettings.from_env({"NODENAME": "other", "IP": "198.18.0.7/24"}), IFS)
+    with pytest.raises(StartupError, match="already in use by node other"):
+        run_startup(ds, settings(), IFS)
+
+
+def test_tunnel_addresses_follow_pools() -> None:
+    ds = MemoryDatastore()
+    pool(ds, "vx", "10.244.0.0/16", vxlanMode="Always")
+    r = run_startup(ds, settings(), IFS)
+    spec = ds.get("Node", "node1")["spec"]
+    assert r.vxlan_tunnel and ipaddress.ip_address(r.vxlan_tunnel) in ipaddress.ip_network(
+        "10.244.0.0/16"
+    )
+    assert spec["ipv4VXLANTunnelAddr"] == r.vxlan_tunnel
+    assert spec["vxlanTunnelMACAddr"] == vxlan_mac("node1")
+    # the same address on a restart
+    assert run_startup(ds, settings(), IFS).vxlan_tunnel == r.vxlan_tunnel
+    # switch the pool to IPIP: VXLAN address released, IPIP address recorded
+    p = ds.get("IPPool", "vx")
+    p["spec"]["vxlanMode"], p["spec"]["ipipMode"] = "Never", "Always"
+    ds.update(p)
+    r2 = run_startup(ds, settings(), IFS)
+    spec = ds.get("Node", "node1")["spec"]
+    assert "ipv4VXLANTunnelAddr" not in spec and "vxlanTunnelMACAddr" not in spec
+    assert spec["bgp"]["ipv4IPIPTunnelAddr"] == r2.ipip_tunnel
+
+
+def test_vxlan_mac_is_stable_unicast_locally_administered() -> None:
+    mac = vxlan_mac("node1")
+    first = int(mac.split(":")[0], 16)
+    assert mac == vxlan_mac("node1") != vxlan_mac("node2")
+    assert first & 0x02 and not first & 0x01
+
+
+def test_cluster_information_kept_when_present() -> None:
+    ds = MemoryDatastore()
+    c = ResourceClient(ds)
+    a = ensure_cluster_information(c, "k8s,bgp")
+    b = ensure_cluster_information(c, "other")
+    assert a["spec"]["clusterGUID"] == b["spec"]["clusterGUID"]
+    assert b["spec"]["clusterType"] == "k8s,bgp"
+
+
+def test_pod_mtu() -> None:
+    assert pod_mtu(1500, False, False) == 1500
+    assert pod_mtu(1500, True, False) == 1480
+    assert pod_mtu(1500, False, True) == 1450
+    assert pod_mtu(1500, True, True) == 1450
+    assert pod_mtu(9000, False, True, vxlan_mtu=8000) == 8000
