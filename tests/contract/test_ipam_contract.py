@@ -13,6 +13,7 @@ import ipaddress
 import json
 import multiprocessing as mp
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -60,10 +61,10 @@ def _allocator(
     ds.close()
 
 
-def _cni_like(cfg: DatastoreConfig, node: str, proc: int) -> None:
-    """Allocate then write the WorkloadEndpoint, forever (until killed)."""
+def _cni_like(cfg: DatastoreConfig, node: str, proc: int, lock: str) -> None:
+    """Allocate (under the node's lock) then write the WorkloadEndpoint, until killed."""
     ds = open_datastore(cfg)
-    ipam = IPAM(ds)
+    ipam = IPAM(ds, lock_path=lock)
     i = 0
     while True:
         cid = f"k{proc}x{i}"
@@ -162,18 +163,22 @@ def test_sigkill_mid_allocation_then_check_and_release(backend: Backend, tmp_pat
     put(ds, "IPPool", "p", {"cidr": "10.45.0.0/22", "blockSize": 28})
     for n in ("na", "nb"):
         put(ds, "Node", n, {})
+    nodes = ["na", "nb", "na", "nb"]
+    locks = {n: str(tmp_path / f"{n}.lock") for n in ("na", "nb")}
     procs = [
-        CTX.Process(target=_cni_like, args=(_cfg(backend), n, i))
-        for i, n in enumerate(["na", "nb"])
+        CTX.Process(target=_cni_like, args=(_cfg(backend), n, i, locks[n]))
+        for i, n in enumerate(nodes)
     ]
     for p in procs:
         p.start()
+    rng = random.Random(7)
     try:
-        for target, p in zip((15, 30), procs, strict=True):
+        for target, p in zip((10, 20, 30, 40), procs, strict=True):
             deadline = time.monotonic() + 60
             while len(ds.list("WorkloadEndpoint").items) < target:
                 assert time.monotonic() < deadline, "allocators made no progress"
                 time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.01))
             assert p.pid is not None
             os.kill(p.pid, signal.SIGKILL)
             p.join(10)
@@ -182,7 +187,22 @@ def test_sigkill_mid_allocation_then_check_and_release(backend: Backend, tmp_pat
             if p.is_alive():
                 p.kill()
                 p.join(5)
+    # The kernel dropped the dead processes' flocks: the nodes can allocate again.
+    for n, lock in locks.items():
+        ipam_n = IPAM(ds, lock_path=lock)
+        (ip,), _ = ipam_n.auto_assign(1, 0, f"k8s-pod-network.after-{n}", {"node": n}, n)
+        put(
+            ds,
+            "WorkloadEndpoint",
+            f"{n}-cni-after-eth0",
+            {"containerID": f"after-{n}", "node": n, "ipNetworks": [f"{ip.ip}/32"]},
+            ns="default",
+        )
+    # Whether a kill landed between allocation and WEP write is luck; make one such orphan
+    # deterministic so the repair path is always exercised.
+    (orphan,), _ = IPAM(ds).auto_assign(1, 0, "k8s-pod-network.orphan", {"node": "na"}, "na")
     rep = check(ds)
+    assert str(orphan.ip) in {lk.ip for lk in rep.leaked}
     assert rep.duplicates == []
     assert rep.in_use_not_allocated == []
     weps = ds.list("WorkloadEndpoint").items
