@@ -1,0 +1,226 @@
+"""Pure route calculation: VXLAN, IPIP, CrossSubnet, borrowed /32s, blackholes, removal,
+order independence, and resource parsing errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from typing import Any
+
+import pytest
+
+from pycalico.felix.routes.calc import HostFacts, compute
+from pycalico.felix.routes.model import (
+    BlockInfo,
+    NodeInfo,
+    PoolInfo,
+    Route,
+    RouteConfig,
+    RouteInputError,
+    Vtep,
+)
+
+N = ipaddress.IPv4Network
+A = ipaddress.IPv4Address
+FACTS = HostFacts(underlay_iface="eth0", host_mtu=1500)
+
+
+def pool(cidr: str = "10.244.0.0/16", **spec: Any) -> dict[str, Any]:
+    return {"kind": "IPPool", "metadata": {"name": "p-" + cidr}, "spec": {"cidr": cidr, **spec}}
+
+
+def node(name: str, ip: str, vx: str | None = None, mac: str | None = None,
+         ipip: str | None = None) -> dict[str, Any]:  # fmt: skip
+    spec: dict[str, Any] = {"bgp": {"ipv4Address": ip}}
+    if vx:
+        spec["ipv4VXLANTunnelAddr"] = vx
+    if mac:
+        spec["vxlanTunnelMACAddr"] = mac
+    if ipip:
+        spec["bgp"]["ipv4IPIPTunnelAddr"] = ipip
+    return {"kind": "Node", "metadata": {"name": name}, "spec": spec}
+
+
+def block(cidr: str, host: str | None, held: dict[str, str] | None = None) -> dict[str, Any]:
+    """``held``: address -> holder node (each gets an attribute record)."""
+    net = ipaddress.ip_network(cidr)
+    allocs: list[int | None] = [None] * net.num_addresses
+    attrs = []
+    for ip, holder in (held or {}).items():
+        allocs[int(A(ip)) - int(net.network_address)] = len(attrs)
+        attrs.append({"handle_id": f"h-{ip}", "secondary": {"node": holder}})
+    return {
+        "kind": "IPAMBlock",
+        "metadata": {"name": cidr.replace(".", "-").replace("/", "-")},
+        "spec": {"cidr": cidr, "affinity": f"host:{host}" if host else None,
+                 "allocations": allocs, "attributes": attrs},
+    }  # fmt: skip
+
+
+NODES = [
+    node("n1", "198.18.1.1/24", "10.244.1.0", "66:00:00:00:00:01", "10.244.1.1"),
+    node("n2", "198.18.1.2/24", "10.244.2.0", "66:00:00:00:00:02", "10.244.2.1"),
+    node("n3", "198.18.2.3/24", "10.244.3.0", "66:00:00:00:00:03", "10.244.3.1"),
+]
+BLOCKS = [
+    block("10.244.1.0/26", "n1", {"10.244.1.0": "n1", "10.244.1.5": "n1"}),
+    block("10.244.2.0/26", "n2", {"10.244.2.0": "n2"}),
+    block("10.244.3.0/26", "n3"),
+]
+
+
+def run(pools: list[dict[str, Any]], nodes: list[dict[str, Any]] = NODES,
+        blocks: list[dict[str, Any]] = BLOCKS, me: str = "n1",
+        cfg: RouteConfig = RouteConfig(), facts: HostFacts = FACTS):  # type: ignore[no-untyped-def]  # fmt: skip
+    ps = [p for p in (PoolInfo.from_resource(x) for x in pools) if p is not None]
+    ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in nodes}
+    bs = [b for b in (BlockInfo.from_resource(x) for x in blocks) if b is not None]
+    return compute(me, ps, ns, bs, cfg, facts)
+
+
+def test_vxlan_always_routes_vteps_blackhole_device() -> None:
+    d = run([pool(vxlanMode="Always")])
+    assert d.routes == {
+        N("10.244.1.0/26"): Route(N("10.244.1.0/26"), kind="blackhole"),
+        N("10.244.2.0/26"): Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), "vxlan.calico", True),
+        N("10.244.3.0/26"): Route(N("10.244.3.0/26"), "unicast", A("10.244.3.0"), "vxlan.calico", True),
+    }  # fmt: skip
+    assert d.vteps == (
+        Vtep("n2", A("10.244.2.0"), "66:00:00:00:00:02", A("198.18.1.2")),
+        Vtep("n3", A("10.244.3.0"), "66:00:00:00:00:03", A("198.18.2.3")),
+    )
+    assert d.vxlan is not None
+    assert (d.vxlan.vni, d.vxlan.port, d.vxlan.parent, d.vxlan.mtu) == (4096, 4789, "eth0", 1450)
+    assert (str(d.vxlan.local_ip), str(d.vxlan.address)) == ("198.18.1.1", "10.244.1.0")
+    assert d.ipip is None and d.ipip_next_hops == ()
+    assert d.pod_mtu == 1450
+    assert Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), "vxlan.calico", True).ip_spec() == (
+        "10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink")  # fmt: skip
+
+
+def test_ipip_always_routes_and_next_hops() -> None:
+    d = run([pool(ipipMode="Always")])
+    assert d.routes[N("10.244.2.0/26")] == Route(
+        N("10.244.2.0/26"), "unicast", A("198.18.1.2"), "tunl0", True
+    )
+    assert d.routes[N("10.244.3.0/26")].gateway == A("198.18.2.3")
+    assert d.routes[N("10.244.1.0/26")].kind == "blackhole"
+    assert d.ipip_next_hops == (
+        (N("10.244.2.0/26"), A("198.18.1.2")),
+        (N("10.244.3.0/26"), A("198.18.2.3")),
+    )
+    assert d.ipip is not None and d.ipip.mtu == 1480 and str(d.ipip.address) == "10.244.1.1"
+    assert d.vxlan is None and d.vteps == ()
+    assert d.pod_mtu == 1480
+
+
+@pytest.mark.parametrize("mode", ["vxlanMode", "ipipMode"])
+def test_cross_subnet_same_subnet_goes_direct(mode: str) -> None:
+    d = run([pool(**{mode: "CrossSubnet"})])
+    # n2 shares n1's 198.18.1.0/24: plain routing over the underlay interface.
+    assert d.routes[N("10.244.2.0/26")] == Route(
+        N("10.244.2.0/26"), "unicast", A("198.18.1.2"), "eth0", True
+    )
+    # n3 is behind a router: encapsulated.
+    r3 = d.routes[N("10.244.3.0/26")]
+    assert r3.dev == ("vxlan.calico" if mode == "vxlanMode" else "tunl0")
+
+
+def test_borrowed_addresses_get_32s_to_their_holders() -> None:
+    blocks = [
+        block("10.244.1.0/26", "n1", {"10.244.1.7": "n3", "10.244.1.8": "n1"}),
+        block("10.244.2.0/26", "n2", {"10.244.2.9": "n1", "10.244.2.10": "n3"}),
+        block("10.244.9.0/26", None, {"10.244.9.1": "n2"}),  # unaffine block
+    ]
+    d = run([pool(vxlanMode="Always")], blocks=blocks)
+    # in our own block, held by n3: /32 to n3 (beats our blackhole by LPM)
+    assert d.routes[N("10.244.1.7/32")].gateway == A("10.244.3.0")
+    assert N("10.244.1.8/32") not in d.routes  # ours: the CNI route
+    assert N("10.244.2.9/32") not in d.routes  # ours, borrowed from n2
+    assert d.routes[N("10.244.2.10/32")].gateway == A("10.244.3.0")
+    assert d.routes[N("10.244.9.1/32")].gateway == A("10.244.2.0")
+    assert N("10.244.9.0/26") not in d.routes  # unaffine: only its /32s
+
+
+def test_no_encap_pool_is_birds() -> None:
+    d = run([pool()])
+    assert d.routes == {} and d.vxlan is None and d.ipip is None
+    assert d.pod_mtu == 1500
+
+
+def test_program_cluster_routes_disabled_leaves_ipip_to_bird() -> None:
+    d = run([pool(ipipMode="Always")], cfg=RouteConfig(program_cluster_routes="Disabled"))
+    assert d.routes == {}
+    assert d.ipip is not None  # the device is still ours
+
+
+def test_missing_remote_vtep_is_a_problem_not_a_crash() -> None:
+    nodes = [NODES[0], node("n2", "198.18.1.2/24"), NODES[2]]
+    d = run([pool(vxlanMode="Always")], nodes=nodes)
+    assert N("10.244.2.0/26") not in d.routes
+    assert N("10.244.3.0/26") in d.routes
+    assert any("n2" in p and "VXLAN" in p for p in d.problems)
+    assert [v.node for v in d.vteps] == ["n3"]
+
+
+def test_removal_of_block_node_and_pool() -> None:
+    full = run([pool(vxlanMode="Always")])
+    assert N("10.244.3.0/26") in full.routes
+    no_block = run([pool(vxlanMode="Always")], blocks=BLOCKS[:2])
+    assert N("10.244.3.0/26") not in no_block.routes
+    no_node = run([pool(vxlanMode="Always")], nodes=NODES[:2])
+    assert N("10.244.3.0/26") not in no_node.routes
+    assert [v.node for v in no_node.vteps] == ["n2"]
+    no_pool = run([])
+    assert no_pool.routes == {} and no_pool.vxlan is None and no_pool.vteps == ()
+
+
+def test_nat_outgoing_sets_and_mtu_overrides() -> None:
+    d = run(
+        [pool(vxlanMode="Always", natOutgoing=True), pool("10.96.0.0/16")],
+        cfg=RouteConfig(vxlan_mtu=1400),
+    )
+    assert d.masq_pools == (N("10.244.0.0/16"),)
+    assert set(d.all_pools) == {N("10.244.0.0/16"), N("10.96.0.0/16")}
+    assert d.vxlan is not None and d.vxlan.mtu == 1400 and d.pod_mtu == 1400
+
+
+def test_order_independent() -> None:
+    pools = [pool(vxlanMode="CrossSubnet"), pool("10.96.0.0/16", ipipMode="Always")]
+    blocks = [*BLOCKS, block("10.96.0.0/26", "n2"), block("10.96.0.64/26", "n1")]
+    ref = run(pools, blocks=blocks)
+    for perm in itertools.islice(itertools.permutations(blocks), 24):
+        for nperm in itertools.permutations(NODES):
+            assert run(pools[::-1], nodes=list(nperm), blocks=list(perm)) == ref
+    assert ref.routes[N("10.96.0.0/26")].dev == "tunl0"
+    assert ref.routes[N("10.96.0.64/26")].kind == "blackhole"
+
+
+def test_never_routes_to_itself() -> None:
+    nodes = [NODES[0], node("n2", "198.18.1.1/24", "10.244.2.0", "66:00:00:00:00:02")]
+    d = run([pool(vxlanMode="Always")], nodes=nodes, blocks=BLOCKS[:2])
+    assert N("10.244.2.0/26") not in d.routes
+    assert d.problems
+
+
+def test_parse_errors_name_the_field() -> None:
+    with pytest.raises(RouteInputError, match=r"spec.vxlanMode"):
+        PoolInfo.from_resource(pool(vxlanMode="Sometimes"))
+    with pytest.raises(RouteInputError, match=r"spec.bgp.ipv4Address"):
+        NodeInfo.from_resource(node("x", "not-an-ip"))
+    with pytest.raises(RouteInputError, match=r"vxlanTunnelMACAddr"):
+        NodeInfo.from_resource(node("x", "1.2.3.4/24", "10.0.0.1", "zz"))
+    assert PoolInfo.from_resource(pool("fd00::/64", vxlanMode="Always")) is None
+
+
+def test_route_config_from_felix_configuration() -> None:
+    cfgs = {
+        "default": {"spec": {"vxlanVNI": 5000, "routeRefreshInterval": "30s", "ipipMTU": 1300}},
+        "node.n1": {"spec": {"vxlanPort": 8472, "mtuIfacePattern": "^veth"}},
+        "node.n2": {"spec": {"vxlanPort": 1}},
+    }
+    c = RouteConfig.from_resources("n1", cfgs)
+    assert (c.vxlan_vni, c.vxlan_port, c.ipip_mtu, c.route_refresh_s) == (5000, 8472, 1300, 30)
+    assert c.mtu_iface_pattern == "^veth"
+    with pytest.raises(RouteInputError, match="mtuIfacePattern"):
+        RouteConfig.from_resources("n1", {"default": {"spec": {"mtuIfacePattern": "("}}})
