@@ -162,3 +162,9 @@ def test_invariants_hold_under_random_operations(ops: list[tuple[bool, int]]) ->
         assert b.num_allocated() == len(held)
         assert all(a is None or 0 <= a < len(b.attributes) for a in b.allocations)
         assert len(set(held)) == len(held)
+
+
+def test_minimal_spec_is_completed() -> None:
+    b = Block.from_spec({"cidr": "10.0.0.0/30"})
+    assert b.unallocated == [0, 1, 2, 3] and b.allocations == [None] * 4
+    assert b.affinity is None and b.sequence_number == 0

@@ -112,7 +112,11 @@ class Block:
             cidr=net,
             affinity=spec.get("affinity") or None,
             allocations=allocations,
-            unallocated=list(spec.get("unallocated") or []),
+            unallocated=(
+                list(spec["unallocated"])
+                if spec.get("unallocated") is not None
+                else [o for o, a in enumerate(allocations) if a is None]
+            ),
             attributes=[_copy_attr(a) for a in spec.get("attributes") or []],
             sequence_number=int(spec.get("sequenceNumber") or 0),
             seq_for_allocation={
