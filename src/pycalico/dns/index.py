@@ -60,7 +60,7 @@ class RecordIndex:
     def set_source(self, key: str, records: Iterable[Record]) -> None:
         new = tuple(dict.fromkeys(records))
         old = self._sources.get(key, ())
-        if new == old:
+        if set(new) == set(old):
             return
         for r in old:
             self._remove(r)
