@@ -15,6 +15,7 @@ import pytest
 
 from pycalico.cni.context import Deps, _list_handles
 from pycalico.cni.dataplane import FakeDataplane, LinuxDataplane, WiringError, WorkloadIface
+from pycalico.cni.errors import CniError
 from pycalico.cni.main import PLUGIN_CALICO, PLUGIN_IPAM, run
 from pycalico.datastore.base import Datastore, Unavailable
 from pycalico.datastore.memory import MemoryDatastore
@@ -60,11 +61,14 @@ class World:
         )
         self.dp = FakeDataplane()
         self.delegated: list[tuple[str, str]] = []
+        self.delegate_fails = False
 
     def delegate(
         self, plugin: str, command: str, stdin: bytes, environ: Mapping[str, str]
     ) -> dict[str, Any] | None:
         self.delegated.append((plugin, command))
+        if command == "ADD" and self.delegate_fails:
+            raise CniError(11, "host-local: no lock")
         if command == "ADD":
             return {"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.7/16"}]}
         return None
@@ -231,6 +235,11 @@ def test_delegated_ipam_and_rollback(w: World) -> None:
     assert w.delegated[-2:] == [("host-local", "ADD"), ("host-local", "DEL")]
     assert w.call("DEL", cid="d1", ipam=ipam)[0] == 0
     assert w.delegated[-1] == ("host-local", "DEL")
+    w.delegate_fails = True  # IPAM-1: a failed delegated ADD is followed by its DEL
+    rc, err = w.call("ADD", cid="d3", ipam=ipam)
+    assert rc == 1 and err["code"] == 11 and "no lock" in err["msg"]
+    assert w.delegated[-2:] == [("host-local", "ADD"), ("host-local", "DEL")]
+    assert w.dp.links == {}
 
 
 def test_chained_prev_result_is_kept(w: World) -> None:

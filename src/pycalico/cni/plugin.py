@@ -75,7 +75,15 @@ def _allocate(inv: Invocation, node: str) -> list[str]:
     if _in_process(inv):
         return ipam_add(inv, node)
     assert inv.conf.ipam is not None
-    res = inv.deps.delegate(inv.conf.ipam.type, "ADD", inv.stdin, inv.deps.environ) or {}
+    try:
+        res = inv.deps.delegate(inv.conf.ipam.type, "ADD", inv.stdin, inv.deps.environ) or {}
+    except BaseException:
+        # spec: after a delegated IPAM failure, run the delegate's DEL before failing
+        try:
+            inv.deps.delegate(inv.conf.ipam.type, "DEL", inv.stdin, inv.deps.environ)
+        except Exception:
+            pass
+        raise
     addrs = [host_prefix(ip["address"]) for ip in normalize_result(res)["ips"]]
     if not addrs:
         _release(inv)
