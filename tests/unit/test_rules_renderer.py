@@ -1,0 +1,233 @@
+"""RuleRenderer: golden structure, determinism, minimal deltas, names, rule translation."""
+
+from __future__ import annotations
+
+import random
+from ipaddress import ip_network
+from typing import Any
+
+import pytest
+
+from pycalico.felix.calc import CalcGraph
+from pycalico.felix.calc.messages import ResolvedRule
+from pycalico.felix.dataplane import AddElements, DeleteElements, TableState, plan
+from pycalico.felix.model import PolicyID, PortRange
+from pycalico.felix.rules import IPV4, IPV6, RenderConfig, RenderError, RuleRenderer
+from pycalico.felix.rules import names as N
+from pycalico.felix.rules.policy import rule_bodies
+
+NODE = "node1"
+
+
+def wep(name: str, ip: str, labels: dict[str, str], ns: str = "ns1") -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": f"{NODE}-k8s-{name}-eth0", "namespace": ns, "labels": labels},
+        "spec": {
+            "orchestrator": "k8s",
+            "node": NODE,
+            "pod": name,
+            "endpoint": "eth0",
+            "interfaceName": f"cali{name}",
+            "ipNetworks": [f"{ip}/32"],
+            "profiles": [f"kns.{ns}"],
+            "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+        },
+    }
+
+
+def state() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}},
+        {"apiVersion": "projectcalico.org/v3", "kind": "Tier",
+         "metadata": {"name": "sec"}, "spec": {"order": 10, "defaultAction": "Pass"}},
+        wep("a", "10.0.0.1", {"app": "a"}),
+        wep("b", "10.0.0.2", {"app": "b"}),
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "b-in", "namespace": "ns1"},
+            "spec": {
+                "selector": "app == 'b'",
+                "types": ["Ingress"],
+                "ingress": [
+                    {"action": "Allow", "protocol": "TCP",
+                     "source": {"selector": "app == 'a'"},
+                     "destination": {"ports": ["http", 9000]}},
+                ],
+            },
+        },
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": "sec.pass-all"},
+            "spec": {"tier": "sec", "selector": "all()", "types": ["Ingress"],
+                     "ingress": [{"action": "Pass"}]},
+        },
+    ]  # fmt: skip
+
+
+def render(resources: list[dict[str, Any]], **cfg: Any) -> RuleRenderer:
+    g = CalcGraph(NODE)
+    g.load(resources)
+    r = RuleRenderer(RenderConfig(**cfg))
+    r.apply(g.flush())
+    return r
+
+
+def test_golden_structure() -> None:
+    t = render(state()).tables()["ip"]
+    fwd = t.chains["filter-FORWARD"]
+    assert fwd.hook is not None and (fwd.hook.hook, fwd.hook.priority) == ("forward", 0)
+    assert {"filter-INPUT", "filter-OUTPUT", "raw-PREROUTING"} <= set(t.chains)
+    bodies = [r.body for r in fwd.rules]
+    assert bodies[0] == "ct state established,related accept"
+    assert 'iifname "cali*" jump cali-from-wl-dispatch' in bodies
+    # Dispatch: a verdict map keyed by interface name; unknown cali* drops.
+    assert t.sets["cali-tw-dispatch"].elements == {
+        '"calia" : goto cali-tw-calia',
+        '"calib" : goto cali-tw-calib',
+    }
+    assert [r.body for r in t.chains["cali-to-wl-dispatch"].rules] == [
+        "oifname vmap @cali-tw-dispatch",
+        "drop",
+    ]
+    tw_b = [r.body for r in t.chains["cali-tw-calib"].rules]
+    pi_sec = N.policy_chain(PolicyID("gnp", "", "sec.pass-all"), True)
+    pi_b = N.policy_chain(PolicyID("np", "ns1", "b-in"), True)
+    assert tw_b == [
+        "ct state established,related accept",
+        "ct state invalid drop",
+        "meta mark set meta mark & 0xfff4ffff",
+        "meta mark set meta mark & 0xfffdffff",  # tier sec
+        f"meta mark & 0x20000 == 0 jump {pi_sec}",
+        "meta mark & 0x10000 == 0x10000 return",
+        # sec has defaultAction Pass: no end-of-tier drop
+        "meta mark set meta mark & 0xfffdffff",  # tier default
+        f"meta mark & 0x20000 == 0 jump {pi_b}",
+        "meta mark & 0x10000 == 0x10000 return",
+        "meta mark & 0x20000 == 0 drop",
+        "jump cali-pri-kns.ns1",
+        "meta mark & 0x10000 == 0x10000 return",
+        "drop",
+    ]
+    fw_a = [r.body for r in t.chains["cali-fw-calia"].rules]
+    assert "meta l4proto 17 th dport 4789 drop" in fw_a and "meta l4proto 4 drop" in fw_a
+    # The policy rule: selector set AND (numeric port OR named-port set).
+    pol = [r.body for r in t.chains[pi_b].rules]
+    assert len(pol) == 2
+    assert all(b.startswith("meta l4proto 6 ip saddr @cali40s-") for b in pol)
+    assert "th dport 9000 meta mark set meta mark | 0x10000 return" in pol[0]
+    assert "ip daddr . meta l4proto . th dport @cali40n-" in pol[1]
+    named = [s for s in t.sets.values() if s.name.startswith("cali40n-")]
+    assert [s.elements for s in named] == [
+        frozenset({"10.0.0.1 . 6 . 8080", "10.0.0.2 . 6 . 8080"})
+    ]
+    # Every rule carries its hash as a comment.
+    assert all(r.text().endswith(f'comment "cali:{r.hash}"') for r in fwd.rules)
+
+
+def test_deterministic_regardless_of_input_order() -> None:
+    texts = set()
+    for seed in range(4):
+        res = state()
+        random.Random(seed).shuffle(res)
+        tables = render(res).tables()
+        texts.add(tables["ip"].text() + tables["ip6"].text())
+    assert len(texts) == 1
+
+
+def test_label_change_is_set_element_delta_only() -> None:
+    g = CalcGraph(NODE)
+    g.load([*state(), wep("c", "10.0.0.3", {"app": "c"})])
+    r = RuleRenderer()
+    r.apply(g.flush())
+    before = r.tables()["ip"]
+    relabelled = wep("c", "10.0.0.3", {"app": "a"})
+    g.on_update("projectcalico.org/v3/WorkloadEndpoint/ns1/node1-k8s-c-eth0", relabelled)
+    r.apply(g.flush())
+    ops = plan(TableState.from_spec(before), r.tables()["ip"])
+    assert ops is not None and ops
+    assert all(isinstance(o, (AddElements, DeleteElements)) for o in ops), ops
+    assert any("10.0.0.3/32" in o.elements for o in ops if isinstance(o, AddElements))
+
+
+def test_missing_profile_fails_closed() -> None:
+    res = state()
+    res[2]["spec"]["profiles"] = ["nope"]
+    t = render(res).tables()["ip"]
+    fw = [r.body for r in t.chains["cali-fw-calia"].rules]
+    assert fw[-3:] == ["jump cali-pro-nope", "meta mark & 0x10000 == 0x10000 return", "drop"]
+    assert [r.body for r in t.chains["cali-pro-nope"].rules] == ["drop"]
+
+
+def test_endpoint_to_host_action_and_bad_config() -> None:
+    for action, verdict in (("Drop", "drop"), ("Return", "return"), ("Accept", "accept")):
+        t = render(state(), endpoint_to_host_action=action).tables()["ip"]
+        bodies = [r.body for r in t.chains["cali-wl-to-host"].rules]
+        assert bodies == ["jump cali-from-wl-dispatch", verdict]
+    with pytest.raises(RenderError, match="defaultEndpointToHostAction"):
+        RenderConfig(endpoint_to_host_action="Maybe")
+
+
+def test_set_config_rerenders_static_and_endpoint_chains() -> None:
+    r = render(state())
+    before = r.tables()["ip"]
+    r.set_config(RenderConfig(endpoint_to_host_action="Accept", allow_vxlan_from_workloads=True))
+    after = r.tables()["ip"]
+    assert before.chains["cali-wl-to-host"] != after.chains["cali-wl-to-host"]
+    fw = [x.body for x in after.chains["cali-fw-calia"].rules]
+    assert "meta l4proto 17 th dport 4789 drop" not in fw
+
+
+def test_names_are_length_limited_and_distinct() -> None:
+    a = N.policy_chain(PolicyID("np", "some-namespace", "a-very-long-policy-name-1"), True)
+    b = N.policy_chain(PolicyID("np", "some-namespace", "a-very-long-policy-name-2"), True)
+    assert a != b and len(a) <= N.MAX_NAME and len(b) <= N.MAX_NAME
+    assert a.startswith("cali-pi-_")
+    assert N.policy_chain(PolicyID("gnp", "", "short"), False) == "cali-po-gnp/short"
+    assert N.set_name("cali40", "s:abc") == "cali40s-abc"
+
+
+def _names(set_id: str) -> str:
+    return "S" + set_id
+
+
+def test_rule_translation_families_and_negations() -> None:
+    v4 = ip_network("10.0.0.0/8")
+    v6 = ip_network("fd00::/64")
+    r = ResolvedRule("Deny", src_nets=(v4, v6), not_dst_nets=(ip_network("10.1.0.0/16"),))
+    assert rule_bodies(r, IPV4, _names) == ["ip saddr 10.0.0.0/8 ip daddr != 10.1.0.0/16 drop"]
+    assert rule_bodies(r, IPV6, _names) == ["ip6 saddr fd00::/64 drop"]
+    only6 = ResolvedRule("Allow", src_nets=(v6,))
+    assert rule_bodies(only6, IPV4, _names) == []  # can never match in IPv4
+    assert rule_bodies(ResolvedRule("Allow", ip_version=6), IPV4, _names) == []
+    assert rule_bodies(ResolvedRule("Allow", unmatchable=True), IPV4, _names) == []
+    icmp = ResolvedRule("Allow", protocol=1, not_icmp_type=8, not_icmp_code=0)
+    assert rule_bodies(icmp, IPV4, _names)[0].startswith(
+        "meta l4proto 1 icmp type . icmp code != { 8 . 0 }"
+    )
+    assert rule_bodies(icmp, IPV6, _names) == []
+    ports = ResolvedRule(
+        "Pass",
+        protocol=17,
+        dst_ports=(PortRange(53, 53), PortRange(1000, 2000)),
+        not_src_ports=(PortRange(7, 7),),
+        not_dst_ip_set_ids=("s:x",),
+    )
+    assert rule_bodies(ports, IPV4, _names) == [
+        "meta l4proto 17 th sport != 7 ip daddr != @Ss:x th dport { 53, 1000-2000 } "
+        "meta mark set meta mark | 0x20000 return"
+    ]
+
+
+def test_log_with_alternatives_logs_once() -> None:
+    r = ResolvedRule(
+        "Log", protocol=6, dst_ports=(PortRange(80, 80),), dst_named_port_ip_set_ids=("n:p",)
+    )
+    bodies = rule_bodies(r, IPV4, _names)
+    assert bodies[0] == "meta mark set meta mark & 0xfff7ffff"
+    assert bodies[-1] == 'meta mark & 0x80000 == 0x80000 log prefix "calico-packet"'
+    assert sum("log prefix" in b for b in bodies) == 1
+    assert len(bodies) == 4
