@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -217,4 +218,19 @@ def test_collector_releases_empty_blocks_after_two_runs_keeping_one(
     gc.run_once()
     gc.run_once()
     assert len(ds.list("IPAMBlock").items) == 1  # the node keeps one block
+    assert len(ds.list("BlockAffinity").items) == 1
+
+
+def test_orphan_affinity_reported_and_deleted_after_two_runs(ds: MemoryDatastore) -> None:
+    ipam = IPAM(ds)
+    ip = alloc(ipam, "c1")
+    wep(ds, "w1", "c1", ip)
+    # A claim that died after writing its pending affinity, before creating the block.
+    ipam.store.create_affinity("n1", ipaddress.ip_network("10.0.0.192/26"))
+    rep = check(ds)
+    assert rep.orphan_affinities == [{"node": "n1", "cidr": "10.0.0.192/26", "state": "pending"}]
+    gc = LeakCollector(ds, ipam, grace_period=60, clock=Clock())
+    assert gc.run_once().orphan_affinities_deleted == []
+    assert gc.run_once().orphan_affinities_deleted == ["n1 10.0.0.192/26"]
+    assert check(ds).problems == 0
     assert len(ds.list("BlockAffinity").items) == 1

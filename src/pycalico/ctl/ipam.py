@@ -216,6 +216,9 @@ def check_cmd(
             click.echo(f"Found {len(rep.stale_affinities)} block affinities of deleted nodes.")
             for a in rep.stale_affinities:
                 click.echo(f"  node {a['node']} block {a['cidr']}")
+            click.echo(f"Found {len(rep.orphan_affinities)} block affinities without their block.")
+            for a in rep.orphan_affinities:
+                click.echo(f"  node {a['node']} block {a['cidr']} ({a['state']})")
             click.echo(f"Found {len(rep.handle_mismatches)} handles that disagree with blocks.")
             if output:
                 with open(output, "w") as f:

@@ -16,7 +16,9 @@ Invariants:
   releasing it with a sequence-number guard, so an address reused meanwhile is never freed.
   Tunnel addresses of deleted nodes are released without grace.
 - Empty affine blocks are released only after two consecutive empty observations, and every
-  node keeps at least one block (as Calico's GC does).
+  node keeps at least one block (as Calico's GC does); likewise an affinity whose block is
+  missing or owned by another host (a claim that died half-way) is deleted only when seen on
+  two consecutive runs.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class CheckReport:
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     outside_pools: list[dict[str, Any]] = field(default_factory=list)
     stale_affinities: list[dict[str, Any]] = field(default_factory=list)
+    orphan_affinities: list[dict[str, Any]] = field(default_factory=list)
     handle_mismatches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -79,6 +82,7 @@ class CheckReport:
             + len(self.duplicates)
             + len(self.outside_pools)
             + len(self.stale_affinities)
+            + len(self.orphan_affinities)
             + len(self.handle_mismatches)
         )
 
@@ -94,6 +98,7 @@ class CheckReport:
             "duplicateIPs": self.duplicates,
             "outsidePools": self.outside_pools,
             "staleAffinities": self.stale_affinities,
+            "orphanAffinities": self.orphan_affinities,
             "handleMismatches": self.handle_mismatches,
         }
 
@@ -113,6 +118,7 @@ class CheckReport:
             duplicates=list(doc.get("duplicateIPs") or []),
             outside_pools=list(doc.get("outsidePools") or []),
             stale_affinities=list(doc.get("staleAffinities") or []),
+            orphan_affinities=list(doc.get("orphanAffinities") or []),
             handle_mismatches=list(doc.get("handleMismatches") or []),
         )
 
@@ -163,8 +169,10 @@ def check(ds: Datastore) -> CheckReport:
     rep = CheckReport()
     allocated: set[str] = set()
     actual_handles: dict[str, dict[str, int]] = {}
+    owners: dict[str, str | None] = {}
     for sb in store.blocks():
         rep.blocks += 1
+        owners[str(sb.block.cidr)] = affinity_node(sb.block.affinity)
         blk = sb.block
         for addr, rec in blk.allocated():
             ip = str(addr)
@@ -211,6 +219,9 @@ def check(ds: Datastore) -> CheckReport:
     for aff in store.affinities():
         if aff.node not in nodes:
             rep.stale_affinities.append({"node": aff.node, "cidr": aff.cidr, "state": aff.state})
+        elif owners.get(aff.cidr, "") != aff.node:
+            # A claim that died before creating its block, or lost the race for it.
+            rep.orphan_affinities.append({"node": aff.node, "cidr": aff.cidr, "state": aff.state})
     recorded = store.handles()
     for h in sorted(set(recorded) | set(actual_handles)):
         rec_counts = recorded.get(h, {})
@@ -221,8 +232,8 @@ def check(ds: Datastore) -> CheckReport:
 
 
 def release_from_report(ipam: IPAM, report: CheckReport) -> tuple[list[str], list[str]]:
-    """Repair the report's handle mismatches, then release its leaked addresses (each
-    guarded by its sequence number).
+    """Repair the report's handle mismatches, delete its orphan affinities (if still
+    orphaned), then release its leaked addresses (each guarded by its sequence number).
 
     Returns (released, skipped); an address reallocated since the report is skipped.
     """
@@ -230,6 +241,11 @@ def release_from_report(ipam: IPAM, report: CheckReport) -> tuple[list[str], lis
     skipped: list[str] = []
     for m in report.handle_mismatches:
         repair_handle(ipam, str(m["handle"]), m.get("recorded") or {}, m.get("actual") or {})
+    for a in report.orphan_affinities:
+        node, cidr = str(a["node"]), str(a["cidr"])
+        sb = ipam.store.get_block(cidr)
+        if sb is None or affinity_node(sb.block.affinity) != node:
+            ipam.store.delete_affinity(node, cidr)
     for lk in report.leaked:
         try:
             missing = ipam.release_ips([lk.ip], {lk.ip: lk.sequenceNumber})
@@ -271,6 +287,7 @@ class GCResult:
     pending: list[str] = field(default_factory=list)
     affinities_released: list[str] = field(default_factory=list)
     empty_blocks_released: list[str] = field(default_factory=list)
+    orphan_affinities_deleted: list[str] = field(default_factory=list)
 
 
 class LeakCollector:
@@ -290,6 +307,7 @@ class LeakCollector:
         self._first_seen: dict[tuple[str, str | None, int], float] = {}
         self._stale_nodes: dict[str, float] = {}
         self._empty_seen: set[str] = set()
+        self._orphans_seen: set[tuple[str, str]] = set()
 
     def run_once(self) -> GCResult:
         now = self.clock()
@@ -321,6 +339,16 @@ class LeakCollector:
                 res.affinities_released.append(node)
                 self._stale_nodes.pop(node, None)
         res.empty_blocks_released = self._release_empty_blocks()
+        orphans = {(str(a["node"]), str(a["cidr"])) for a in rep.orphan_affinities}
+        deleted: set[tuple[str, str]] = set()
+        for node, cidr in sorted(orphans & self._orphans_seen):
+            # Seen on two runs: not a claim in flight. Delete only if still orphaned.
+            sb = self.ipam.store.get_block(cidr)
+            if sb is None or affinity_node(sb.block.affinity) != node:
+                self.ipam.store.delete_affinity(node, cidr)
+                deleted.add((node, cidr))
+                res.orphan_affinities_deleted.append(f"{node} {cidr}")
+        self._orphans_seen = orphans - deleted
         return res
 
     def _release_empty_blocks(self) -> list[str]:
