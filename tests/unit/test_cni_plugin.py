@@ -326,3 +326,20 @@ def test_server_request_parsing() -> None:
     assert env == {"CNI_COMMAND": "ADD", "A": "b=c"}
     assert stdin == b'{"x": 1}'
     assert parse_request(b"calico-ipam\0\0") == ("calico-ipam", {}, b"")
+
+
+def test_mtu_from_file_then_netconf(w: World, tmp_path: Any) -> None:
+    mtu_file = tmp_path / "mtu"
+    mtu_file.write_text("1410\n")
+    deps = w.deps
+
+    def with_file() -> Deps:
+        d = deps()
+        d.environ = {"CALICO_MTU_FILE": str(mtu_file)}
+        return d
+
+    w.deps = with_file  # type: ignore[method-assign]
+    assert w.call("ADD", cid="m1")[0] == 0
+    assert w.dp.links["calim1"].mtu == 1410
+    assert w.call("ADD", cid="m2", mtu=9000)[0] == 0
+    assert w.dp.links["calim2"].mtu == 9000
