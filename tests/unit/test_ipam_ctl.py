@@ -66,7 +66,7 @@ def test_show_pools_blocks_and_ip(env: dict[str, str], ds: Datastore) -> None:
     code, out = run(env, "show", "--ip=10.0.0.250")
     assert "is not assigned" in out
     code, out = run(env, "show", "--ip=banana")
-    assert code != 0
+    assert code == 1 and "--ip: 'banana' is not an IP address" in out
 
 
 def test_show_borrowed(env: dict[str, str], ds: Datastore) -> None:

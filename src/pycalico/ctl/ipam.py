@@ -124,7 +124,8 @@ def _show_ip(ipam: IPAM, ip: str) -> None:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
-        raise click.BadParameter(f"{ip!r} is not an IP address", param_hint="--ip") from None
+        click.echo(f"Error: --ip: {ip!r} is not an IP address", err=True)
+        raise SystemExit(1) from None
     info = ipam.get_assignment_attributes(addr)
     if info is None:
         click.echo(f"IP {addr} is not assigned")
