@@ -124,3 +124,8 @@ def test_configure(env: dict[str, str], ds: Datastore) -> None:
     assert code == 1 and "maxBlocksPerHost" in out
     code, out = run(env, "configure", "--strictaffinity=perhaps")
     assert code == 1
+
+
+def test_bad_datastore_config_is_a_clear_error() -> None:
+    code, out = run({"DATASTORE_TYPE": "bogus"}, "show")
+    assert code == 1 and "Error:" in out and "datastoreType" in out
