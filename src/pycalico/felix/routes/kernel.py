@@ -248,6 +248,10 @@ class KernelRoutes:
             lines.append(f"link set dev {IPIP_DEVICE} mtu {spec.mtu}")
         if "UP" not in (link.get("flags") or []):
             lines.append(f"link set dev {IPIP_DEVICE} up")
+        # On a point-to-point device every next hop shares one neighbour entry (key
+        # 0.0.0.0); making it permanent keeps tunl0 working when the kernel's (global)
+        # neighbour table is full, where creating it on demand fails with ENOBUFS.
+        lines.append(f"neigh replace 0.0.0.0 dev {IPIP_DEVICE} nud permanent")
         have = self._addrs(IPIP_DEVICE)
         want_addrs = {f"{spec.address}/32"} if spec.address else set()
         lines += [f"addr replace {a} dev {IPIP_DEVICE}" for a in sorted(want_addrs - have)]
