@@ -298,7 +298,7 @@ def test_vxlan_routes_vteps_tcp_and_repair(cluster_factory: Callable[..., Cluste
     c = cluster_factory({"vxlanMode": "Always"}, nodes=3)
     c.start_agents()
     nodes = {n["metadata"]["name"]: n["spec"] for n in c.ds.list("Node").items}
-    for name, spec in nodes.items():
+    for spec in nodes.values():
         assert ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"]) in ipaddress.ip_network(POOL_CIDR)
         assert len(spec["vxlanTunnelMACAddr"]) == 17
     assert c.mtu("n1") == 1450  # eth0 1500 - 50

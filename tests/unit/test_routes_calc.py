@@ -80,11 +80,12 @@ def run(pools: list[dict[str, Any]], nodes: list[dict[str, Any]] = NODES,
 
 def test_vxlan_always_routes_vteps_blackhole_device() -> None:
     d = run([pool(vxlanMode="Always")])
+    vx = "vxlan.calico"
     assert d.routes == {
         N("10.244.1.0/26"): Route(N("10.244.1.0/26"), kind="blackhole"),
-        N("10.244.2.0/26"): Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), "vxlan.calico", True),
-        N("10.244.3.0/26"): Route(N("10.244.3.0/26"), "unicast", A("10.244.3.0"), "vxlan.calico", True),
-    }  # fmt: skip
+        N("10.244.2.0/26"): Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), vx, True),
+        N("10.244.3.0/26"): Route(N("10.244.3.0/26"), "unicast", A("10.244.3.0"), vx, True),
+    }
     assert d.vteps == (
         Vtep("n2", A("10.244.2.0"), "66:00:00:00:00:02", A("198.18.1.2")),
         Vtep("n3", A("10.244.3.0"), "66:00:00:00:00:03", A("198.18.2.3")),
@@ -94,8 +95,9 @@ def test_vxlan_always_routes_vteps_blackhole_device() -> None:
     assert (str(d.vxlan.local_ip), str(d.vxlan.address)) == ("198.18.1.1", "10.244.1.0")
     assert d.ipip is None and d.ipip_next_hops == ()
     assert d.pod_mtu == 1450
-    assert Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), "vxlan.calico", True).ip_spec() == (
-        "10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink")  # fmt: skip
+    r = Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), vx, True)
+    assert r.ip_spec() == "10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink"
+    assert Route(N("10.244.1.0/26"), kind="blackhole").ip_spec() == "blackhole 10.244.1.0/26"
 
 
 def test_ipip_always_routes_and_next_hops() -> None:
