@@ -140,6 +140,19 @@ def test_invalid_config_rejected(ipam: IPAM) -> None:
         ipam.set_config(IPAMConfig(strict_affinity=False, auto_allocate_blocks=False))
     with pytest.raises(InvalidIPAMConfig, match="maxBlocksPerHost"):
         ipam.set_config(IPAMConfig(max_blocks_per_host=-1))
+    with pytest.raises(InvalidIPAMConfig, match="only be set when strictAffinity"):
+        ipam.set_config(IPAMConfig(strict_affinity=False, max_blocks_per_host=3))
+
+
+def test_string_flags_in_stored_resources(ds: MemoryDatastore, ipam: IPAM) -> None:
+    """Calico's storage shapes carry some flags as strings ("true"/"false")."""
+    pool(ds, "p", "10.0.0.0/24")
+    put(ds, "IPAMConfiguration", "default", {"strictAffinity": "true"})
+    assert ipam.get_config().strict_affinity is True
+    v4, _ = ipam.auto_assign(1, 0, "h", None, "n1")
+    (aff,) = ds.list(KIND_AFFINITY).items
+    assert aff["spec"]["deleted"] == "false"
+    assert ipam.store.affinities("n1")[0].cidr == str(v4[0].network)
 
 
 def test_exhaustion_raises_and_rolls_back(ds: MemoryDatastore, ipam: IPAM) -> None:

@@ -71,7 +71,15 @@ def test_show_pools_blocks_and_ip(env: dict[str, str], ds: Datastore) -> None:
 
 def test_show_borrowed(env: dict[str, str], ds: Datastore) -> None:
     ipam = IPAM(ds)
-    ipam.set_config(ipam.get_config().__class__(max_blocks_per_host=1))
+    # As applied with `calicoctl apply` (ipam configure insists on strict affinity for this).
+    ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPAMConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"strictAffinity": False, "maxBlocksPerHost": 1},
+        }
+    )
     ipam.auto_assign(1, 0, "h1", {"node": "n1"}, "n1")
     # n2 claims its one block, fills it, then borrows.
     ipam.auto_assign(65, 0, "h2", {"node": "n2", "namespace": "ns", "pod": "big"}, "n2")
@@ -122,6 +130,10 @@ def test_configure(env: dict[str, str], ds: Datastore) -> None:
     assert code == 1 and "autoAllocateBlocks" in out
     code, out = run(env, "configure", "--max-blocks-per-host=-3")
     assert code == 1 and "maxBlocksPerHost" in out
+    code, out = run(env, "configure", "--strictaffinity=false")
+    assert code == 1 and "maxBlocksPerHost: can only be set when strictAffinity is true" in out
+    code, out = run(env, "configure", "--strictaffinity=false", "--max-blocks-per-host=0")
+    assert code == 0
     code, out = run(env, "configure", "--strictaffinity=perhaps")
     assert code == 1
 

@@ -122,7 +122,7 @@ class Block:
             seq_for_allocation={
                 str(k): int(v) for k, v in (spec.get("sequenceNumberForAllocation") or {}).items()
             },
-            deleted=bool(spec.get("deleted", False)),
+            deleted=spec.get("deleted") is True or str(spec.get("deleted")).lower() == "true",
             affinity_claim_time=spec.get("affinityClaimTime") or None,
         )
 

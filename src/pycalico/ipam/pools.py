@@ -115,6 +115,14 @@ def block_walk(pool: Pool, hostname: str) -> Iterator[IPNetwork]:
         yield pool.block_at((start + i) % n)
 
 
+def _flag(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class IPAMConfig:
     """The IPAMConfiguration singleton (``default``)."""
@@ -130,9 +138,9 @@ class IPAMConfig:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> IPAMConfig:
         return cls(
-            strict_affinity=bool(spec.get("strictAffinity", False)),
+            strict_affinity=_flag(spec.get("strictAffinity"), False),
             max_blocks_per_host=int(spec.get("maxBlocksPerHost") or 0),
-            auto_allocate_blocks=bool(spec.get("autoAllocateBlocks", True)),
+            auto_allocate_blocks=_flag(spec.get("autoAllocateBlocks"), True),
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -142,7 +150,10 @@ class IPAMConfig:
             "autoAllocateBlocks": self.auto_allocate_blocks,
         }
 
-    def validate(self) -> None:
+    def validate(self, setting: bool = False) -> None:
+        """Range and cross-field rules; ``setting`` adds the rule Calico applies when the
+        configuration is changed through IPAM (``ipam configure``): a block limit needs
+        strict affinity."""
         if not 0 <= self.max_blocks_per_host <= MAX_MAX_BLOCKS_PER_HOST:
             raise InvalidIPAMConfig(
                 f"spec.maxBlocksPerHost: {self.max_blocks_per_host} is out of range "
@@ -151,6 +162,10 @@ class IPAMConfig:
         if not self.strict_affinity and not self.auto_allocate_blocks:
             raise InvalidIPAMConfig(
                 "spec.autoAllocateBlocks: cannot be false while strictAffinity is false"
+            )
+        if setting and self.max_blocks_per_host and not self.strict_affinity:
+            raise InvalidIPAMConfig(
+                "spec.maxBlocksPerHost: can only be set when strictAffinity is true"
             )
 
 

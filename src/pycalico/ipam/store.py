@@ -37,6 +37,11 @@ STATE_CONFIRMED = "confirmed"
 STATE_PENDING_DELETION = "pendingDeletion"
 
 
+def is_true(value: Any) -> bool:
+    """Calico stores some flags as bools and some as ``"true"``/``"false"`` strings."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
 def affinity_name(node: str, cidr: IPNetwork | str) -> str:
     return f"{node}-{cidr_name(cidr)}"
 
@@ -110,7 +115,7 @@ class IPAMStore:
             return IPAMConfig()
 
     def set_config(self, cfg: IPAMConfig) -> None:
-        cfg.validate()
+        cfg.validate(setting=True)
 
         def attempt() -> None:
             try:
@@ -167,7 +172,7 @@ class IPAMStore:
             spec = r.get("spec") or {}
             if node is not None and spec.get("node") != node:
                 continue
-            if spec.get("deleted"):
+            if is_true(spec.get("deleted")):
                 continue
             out.append(
                 Affinity(
@@ -185,7 +190,7 @@ class IPAMStore:
             "node": node,
             "cidr": str(cidr),
             "type": "host",
-            "deleted": False,
+            "deleted": "false",  # a string in Calico's BlockAffinity storage shape
         }
         self.ds.create(_res(KIND_AFFINITY, affinity_name(node, cidr), spec))
 
