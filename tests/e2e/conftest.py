@@ -1,0 +1,115 @@
+"""Fixtures for the calico-lab end-to-end tier: a lab driven through the ``calico-lab`` CLI.
+
+Every lab gets a unique name (``e<pid><n>``) and a private ``CALICO_LAB_DIR`` under pytest's
+tmp dir; ``calico-lab down`` runs in a finalizer even when ``up`` or a test failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
+_counter = itertools.count(1)
+
+
+class Lab:
+    def __init__(self, name: str, lab_dir: Path) -> None:
+        self.name = name
+        self.dir = lab_dir
+        self.env = dict(os.environ, CALICO_LAB_DIR=str(lab_dir))
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 180, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [CALICO_LAB, *args]
+        if args and args[0] not in ("calicoctl", "exec"):
+            argv += ["--name", self.name]
+        p = subprocess.run(
+            argv, env=self.env, capture_output=True, text=True, timeout=timeout, input=input
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)} -> {p.returncode}\n{p.stdout}\n{p.stderr}\n{self.logs()}"
+            )
+        return p
+
+    def up(self, *args: str, timeout: float = 90) -> None:
+        self.run("up", *args, "--timeout", str(timeout), timeout=timeout + 60)
+
+    def down(self) -> None:
+        self.run("down", check=False, timeout=120)
+
+    def pod(self, node: str, key: str, ports: str = "80/TCP") -> None:
+        self.run("pod", "add", node, key, "--ports", ports)
+
+    def calicoctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run("calicoctl", "--name", self.name, *args)
+
+    def exec(self, target: str, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.run("exec", "--name", self.name, target, *cmd, **kw)
+
+    def matrix(self, ports: str = "80/TCP") -> dict[tuple[str, str, int, str], str]:
+        out = self.run("matrix", "--ports", ports, "-o", "json", "--timeout", "1").stdout
+        return _probes(out)
+
+    def policy_matrix(self, ports: str = "80/TCP") -> dict[tuple[str, str, int, str], str]:
+        out = self.calicoctl("policy", "matrix", "--ports", ports, "-o", "json").stdout
+        return _probes(out)
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.run("status", "-o", "json").stdout)
+        return data
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.dir / self.name / "state.json").read_text())
+        return data
+
+    def logs(self) -> str:
+        out = []
+        for log in sorted(self.dir.glob(f"{self.name}/node*/calico-node.log")):
+            out.append(f"--- {log.parent.name}\n{log.read_text()[-1500:]}")
+        return "\n".join(out)
+
+
+def _probes(text: str) -> dict[tuple[str, str, int, str], str]:
+    data = json.loads(text)
+    return {
+        (p["from"], p["to"], int(p["port"]), str(p["protocol"]).upper()): p["verdict"]
+        for p in data["probes"]
+    }
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+@pytest.fixture(scope="module")
+def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Lab]]:
+    labs: list[Lab] = []
+    base = tmp_path_factory.mktemp("labs")
+
+    def make() -> Lab:
+        lab = Lab(f"e{os.getpid() % 100000}{next(_counter)}", base)
+        labs.append(lab)
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in labs:
+            lab.down()
