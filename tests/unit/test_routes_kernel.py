@@ -1,0 +1,396 @@
+"""KernelRoutes (effects) and RouteAgent against a stateful fake kernel behind the
+ProcessRunner seam: minimal deltas, drift repair on full applies, ownership (only proto 80
+routes and our device's entries are ever deleted), failure handling, the agent's lifecycle,
+tunnel address allocation, NAT table rendering, MTU detection and the MTU file."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycalico.datastore.memory import MemoryDatastore
+from pycalico.felix.natout import render
+from pycalico.felix.routes.agent import RouteAgent
+from pycalico.felix.routes.calc import HostFacts
+from pycalico.felix.routes.kernel import KernelRoutes, parse_route, route_delta
+from pycalico.felix.routes.model import DesiredState, IpipSpec, Route, Vtep, VxlanSpec
+from pycalico.felix.routes.mtu import host_mtu, write_mtu_file
+from pycalico.felix.routes.tunnel_addr import ensure_tunnel_addresses
+from pycalico.ipam import IPAM
+from pycalico.system.process import Completed
+from pycalico.system.sysctl import FakeSysctl
+
+N = ipaddress.IPv4Network
+A = ipaddress.IPv4Address
+
+
+@dataclass
+class FakeKernel:
+    """Just enough of ip/bridge/nft for KernelRoutes: routes by dst (with proto), links,
+    addresses, neighbours and FDB entries of vxlan.calico, one nft table."""
+
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    neigh: dict[str, str] = field(default_factory=dict)
+    fdb: set[tuple[str, str]] = field(default_factory=set)
+    nft: str | None = None
+    batches: list[list[str]] = field(default_factory=list)
+    fail: str | None = None  # a batch line containing this fails
+
+    def __post_init__(self) -> None:
+        self.links["eth0"] = {"ifname": "eth0", "mtu": 1500, "flags": ["UP"],
+                              "addr_info": [{"family": "inet", "local": "198.18.0.1",
+                                             "prefixlen": 24}]}  # fmt: skip
+
+    def __call__(self, argv: tuple[str, ...], stdin: str | None) -> Completed:
+        a = list(argv)
+        ok = Completed(argv, 0, "", "")
+        if a[:2] == ["ip", "-j"] and a[2:4] == ["addr", "show"]:
+            return Completed(argv, 0, json.dumps(list(self.links.values())))
+        if a[:4] == ["ip", "-j", "-d", "link"]:
+            link = self.links.get(a[-1])
+            if link is None:
+                return Completed(argv, 1, "", "Device does not exist")
+            return Completed(argv, 0, json.dumps([link]))
+        if a[:5] == ["ip", "-j", "-4", "addr", "show"]:
+            return Completed(argv, 0, json.dumps([self.links.get(a[-1], {"addr_info": []})]))
+        if a[:5] == ["ip", "-j", "-4", "route", "show"]:
+            out = [r for r in self.routes.values() if r["proto"] == a[-1]]
+            return Completed(argv, 0, json.dumps(out))
+        if a[:5] == ["ip", "-j", "-4", "neigh", "show"]:
+            recs = [{"dst": k, "lladdr": v, "state": ["PERMANENT"]} for k, v in self.neigh.items()]
+            return Completed(argv, 0, json.dumps(recs))
+        if a[:3] == ["bridge", "-j", "fdb"]:
+            return Completed(argv, 0, json.dumps([{"mac": m, "dst": d} for m, d in self.fdb]))
+        if a[1:] == ["-force", "-batch", "-"]:
+            lines = (stdin or "").strip().splitlines()
+            self.batches.append(lines)
+            bad = [x for x in lines if self.fail and self.fail in x]
+            for line in lines:
+                if line not in bad:
+                    self._apply(a[0], shlex.split(line))
+            return Completed(argv, 1, "", "failed") if bad else ok
+        if a[:2] == ["nft", "list"]:
+            return Completed(argv, 0, self.nft) if self.nft else Completed(argv, 1, "", "nope")
+        if a[:2] == ["nft", "-f"]:
+            self.nft = stdin if "chain" in (stdin or "") else None
+            return ok
+        if a[:3] == ["ip", "link", "del"]:
+            self._apply("ip", a[1:])
+            return ok
+        raise AssertionError(f"unexpected command {argv}")
+
+    def _apply(self, tool: str, w: list[str]) -> None:
+        if tool == "bridge":
+            if w[1] == "replace":
+                self.fdb.add((w[2], w[6]))
+            else:
+                self.fdb.discard((w[2], w[6]))
+            return
+        if w[0] == "route":
+            if w[1] == "del":
+                dst = w[3] if w[2] == "blackhole" else w[2]
+                self.routes.pop(dst, None)
+                return
+            rest = w[2:]
+            rec: dict[str, Any] = {"flags": [], "proto": rest[rest.index("proto") + 1]}
+            if rest[0] == "blackhole":
+                rec.update(type="blackhole", dst=rest[1])
+            else:
+                rec["dst"] = rest[0]
+                if "via" in rest:
+                    rec["gateway"] = rest[rest.index("via") + 1]
+                if "dev" in rest:
+                    rec["dev"] = rest[rest.index("dev") + 1]
+                if "onlink" in rest:
+                    rec["flags"] = ["onlink"]
+            self.routes[rec["dst"]] = rec
+        elif w[0] == "neigh":
+            if w[1] == "del":
+                self.neigh.pop(w[2], None)
+            elif w[2] != "0.0.0.0":
+                self.neigh[w[2]] = w[4]
+        elif w[0] == "link" and w[1] == "add":
+            self.links[w[2]] = {"ifname": w[2], "mtu": 1500, "flags": [], "addr_info": [],
+                                "linkinfo": {"info_kind": "vxlan", "info_data": {
+                                    "id": int(w[6]), "local": w[8], "link": w[10],
+                                    "port": int(w[12]), "learning": False}}}  # fmt: skip
+        elif w[0] == "link" and w[1] == "del":
+            self.links.pop(w[2], None)
+            self.neigh.clear()
+            self.fdb.clear()
+        elif w[0] == "link" and w[1] == "set":
+            link = self.links[w[3]]
+            if "up" in w:
+                link["flags"] = ["UP"]
+            if "mtu" in w:
+                link["mtu"] = int(w[w.index("mtu") + 1])
+            if "address" in w:
+                link["address"] = w[w.index("address") + 1]
+        elif w[0] == "addr":
+            addr, plen = w[2].split("/")
+            info = self.links[w[4]].setdefault("addr_info", [])
+            info[:] = [x for x in info if x["local"] != addr]
+            if w[1] == "replace":
+                info.append({"family": "inet", "local": addr, "prefixlen": int(plen)})
+
+
+class Runner:
+    def __init__(self, k: FakeKernel) -> None:
+        self.k = k
+        self.calls: list[tuple[str, ...]] = []
+
+    def run(self, argv: Any, *, input: str | None = None, env: Any = None,
+            timeout: float | None = None) -> Completed:  # fmt: skip
+        self.calls.append(tuple(argv))
+        return self.k(tuple(argv), input)
+
+
+class FakeTunnel:
+    instances: list[FakeTunnel] = []
+
+    def __init__(self, name: str, local_ip: str) -> None:
+        self.name, self.local_ip = name, local_ip
+        self.running = False
+        self.hops: list[Any] = []
+        FakeTunnel.instances.append(self)
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def set_next_hops(self, hops: Any) -> None:
+        self.hops = list(hops)
+
+
+VX = VxlanSpec(4096, 4789, A("198.18.0.1"), "eth0", "66:00:00:00:00:01", A("10.244.1.0"), 1450)
+VTEP2 = Vtep("n2", A("10.244.2.0"), "66:00:00:00:00:02", A("198.18.0.2"))
+R2 = Route(N("10.244.2.0/26"), "unicast", A("10.244.2.0"), "vxlan.calico", True)
+BH = Route(N("10.244.1.0/26"), kind="blackhole")
+
+
+def kernel(k: FakeKernel, tmp: Path | None = None) -> KernelRoutes:
+    return KernelRoutes(Runner(k), FakeSysctl(), mtu_file=str(tmp / "mtu") if tmp else None,
+                        ipip_factory=FakeTunnel)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_first_apply_creates_device_vteps_routes_then_nothing(tmp_path: Path) -> None:
+    k = FakeKernel()
+    kr = kernel(k, tmp_path)
+    want = DesiredState(routes={R2.dst: R2, BH.dst: BH}, vteps=(VTEP2,), vxlan=VX, pod_mtu=1450)
+    assert kr.apply(want, full=True) == []
+    assert k.links["vxlan.calico"]["mtu"] == 1450
+    assert k.links["vxlan.calico"]["address"] == "66:00:00:00:00:01"
+    assert k.neigh == {"10.244.2.0": "66:00:00:00:00:02"}
+    assert k.fdb == {("66:00:00:00:00:02", "198.18.0.2")}
+    assert {parse_route(r) for r in k.routes.values()} == {R2, BH}
+    assert all(r["proto"] == "80" for r in k.routes.values())
+    assert (tmp_path / "mtu").read_text() == "1450\n"
+    assert kr.sysctl.read("net.ipv4.ip_forward") == "1"  # type: ignore[attr-defined]
+    n = len(k.batches)
+    assert kr.apply(want, full=False) == []
+    assert len(k.batches) == n  # incremental, nothing changed: no writes
+    assert kr.apply(want, full=True) == []
+    assert len(k.batches) == n  # full re-read, kernel matches: still no writes
+
+
+def test_full_apply_repairs_drift_and_sweeps_only_ours() -> None:
+    k = FakeKernel()
+    kr = kernel(k)
+    want = DesiredState(routes={R2.dst: R2, BH.dst: BH}, vteps=(VTEP2,), vxlan=VX)
+    kr.apply(want, full=True)
+    del k.routes["10.244.2.0/26"]
+    k.fdb.clear()
+    k.neigh["10.244.9.0"] = "66:00:00:00:00:09"  # stray entry on our device
+    k.routes["10.9.0.0/16"] = {"dst": "10.9.0.0/16", "gateway": "1.2.3.4", "proto": "80"}
+    k.routes["10.8.0.0/16"] = {"dst": "10.8.0.0/16", "gateway": "1.2.3.4", "proto": "12"}
+    kr.apply(want, full=False)  # incremental trusts its cache
+    assert "10.244.2.0/26" not in k.routes
+    assert kr.apply(want, full=True) == []
+    assert parse_route(k.routes["10.244.2.0/26"]) == R2
+    assert "10.9.0.0/16" not in k.routes  # proto 80: ours, unwanted -> swept
+    assert "10.8.0.0/16" in k.routes  # BIRD's: untouched
+    assert k.fdb == {("66:00:00:00:00:02", "198.18.0.2")}
+    assert k.neigh == {"10.244.2.0": "66:00:00:00:00:02"}
+
+
+def test_removal_and_minimal_delta() -> None:
+    k = FakeKernel()
+    kr = kernel(k)
+    kr.apply(DesiredState(routes={R2.dst: R2, BH.dst: BH}, vteps=(VTEP2,), vxlan=VX), full=True)
+    k.batches.clear()
+    kr.apply(DesiredState(routes={BH.dst: BH}, vxlan=VX), full=False)
+    assert k.batches == [
+        ["fdb del 66:00:00:00:00:02 dev vxlan.calico dst 198.18.0.2 self"],
+        ["neigh del 10.244.2.0 dev vxlan.calico"],
+        ["route del 10.244.2.0/26 proto 80"],
+    ]
+    kr.apply(DesiredState(), full=False)  # no pools at all: device and blackhole go
+    assert "vxlan.calico" not in k.links and k.routes == {}
+
+
+def test_vxlan_device_with_wrong_vni_is_recreated() -> None:
+    k = FakeKernel()
+    kr = kernel(k)
+    kr.apply(DesiredState(vxlan=VX), full=True)
+    k.links["vxlan.calico"]["linkinfo"]["info_data"]["id"] = 1
+    k.batches.clear()
+    kr.apply(DesiredState(vxlan=VX), full=True)
+    assert k.batches[0][0] == "link del vxlan.calico"
+    assert k.links["vxlan.calico"]["linkinfo"]["info_data"]["id"] == 4096
+
+
+def test_failed_batch_is_reported_and_next_apply_is_full() -> None:
+    k = FakeKernel(fail="10.244.2.0/26")
+    kr = kernel(k)
+    want = DesiredState(routes={R2.dst: R2, BH.dst: BH})
+    errs = kr.apply(want, full=True)
+    assert errs and "routes" in errs[0]
+    assert "10.244.1.0/26" in k.routes  # -force: the other lines still applied
+    k.fail = None
+    assert kr.apply(want, full=False) == []
+    assert parse_route(k.routes["10.244.2.0/26"]) == R2
+
+
+def test_ipip_tunnel_lifecycle() -> None:
+    FakeTunnel.instances.clear()
+    k = FakeKernel()
+    k.links["tunl0"] = {"ifname": "tunl0", "mtu": 1500, "flags": [], "addr_info": []}
+    kr = kernel(k)
+    r = Route(N("10.244.2.0/26"), "unicast", A("198.18.0.2"), "tunl0", True)
+    want = DesiredState(routes={r.dst: r}, ipip=IpipSpec(A("198.18.0.1"), A("10.244.1.1"), 1480),
+                        ipip_next_hops=((r.dst, A("198.18.0.2")),))  # fmt: skip
+    assert kr.apply(want, full=True) == []
+    (t,) = FakeTunnel.instances
+    assert t.running and t.hops == [(r.dst, A("198.18.0.2"))] and t.local_ip == "198.18.0.1"
+    assert k.links["tunl0"]["mtu"] == 1480 and k.links["tunl0"]["flags"] == ["UP"]
+    assert k.links["tunl0"]["addr_info"][0]["local"] == "10.244.1.1"
+    kr.apply(DesiredState(), full=False)
+    assert not t.running
+
+
+def test_route_delta_is_pure_and_minimal() -> None:
+    other = Route(N("10.244.3.0/26"), "unicast", A("10.244.3.0"), "vxlan.calico", True)
+    put, dele = route_delta({R2.dst: R2, BH.dst: BH}, {R2.dst: R2, other.dst: other})
+    assert put == [other] and dele == [BH]
+
+
+def test_host_mtu_pattern_and_fallback(tmp_path: Path) -> None:
+    links = [
+        {"ifname": "eth0", "mtu": 9000, "flags": ["UP"]},
+        {"ifname": "ens3", "mtu": 1400, "flags": ["UP"]},
+        {"ifname": "eth1", "mtu": 1200, "flags": []},  # down: ignored
+        {"ifname": "cali123", "mtu": 1000, "flags": ["UP"]},  # not matching
+    ]
+    pat = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
+    assert host_mtu(links, pat) == 1400
+    assert host_mtu(links[3:], pat) == 1460
+    p = str(tmp_path / "sub" / "mtu")
+    assert write_mtu_file(1450, p) and not write_mtu_file(1450, p)
+    assert Path(p).read_text() == "1450\n"
+
+
+def test_nat_table_render_and_reconcile() -> None:
+    text = render([N("10.244.0.0/16")], [N("10.244.0.0/16"), N("10.96.0.0/16")])
+    assert "table ip calico-nat" in text
+    assert "elements = { 10.244.0.0/16 }" in text
+    assert "elements = { 10.96.0.0/16, 10.244.0.0/16 }" in text
+    assert "ip saddr @masq-ipam-pools ip daddr != @network-ip-pools" in text
+    k = FakeKernel()
+    kr = kernel(k)
+    kr.apply(DesiredState(masq_pools=(N("10.244.0.0/16"),), all_pools=(N("10.244.0.0/16"),)),
+             full=True)  # fmt: skip
+    assert k.nft and "masquerade" in k.nft
+    kr.apply(DesiredState(), full=False)
+    assert k.nft is None
+
+
+# ------------------------------------------------------------------ agent + datastore
+
+
+def _res(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": {"name": name},
+            "spec": spec}  # fmt: skip
+
+
+@pytest.fixture
+def ds() -> MemoryDatastore:
+    d = MemoryDatastore()
+    d.create(_res("IPPool", "p", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"}))
+    for i in (1, 2):
+        d.create(_res("Node", f"n{i}", {"bgp": {"ipv4Address": f"198.18.0.{i}/24"}}))
+    return d
+
+
+def test_ensure_tunnel_addresses_is_idempotent(ds: MemoryDatastore) -> None:
+    changed, problems = ensure_tunnel_addresses(ds, "n1")
+    assert changed and problems == []
+    spec = ds.get("Node", "n1")["spec"]
+    assert ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"]) in N("10.244.0.0/16")
+    mac = spec["vxlanTunnelMACAddr"]
+    assert int(mac[:2], 16) & 0x03 == 0x02  # locally administered unicast
+    assert IPAM(ds).get_ips_by_handle("vxlan-tunnel-addr-n1") == [
+        ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"])
+    ]
+    assert ensure_tunnel_addresses(ds, "n1") == (False, [])
+    pool = ds.get("IPPool", "p")
+    pool["spec"]["vxlanMode"] = "Never"
+    pool["spec"]["ipipMode"] = "Always"
+    ds.update(pool)
+    changed, _ = ensure_tunnel_addresses(ds, "n1")
+    spec = ds.get("Node", "n1")["spec"]
+    assert changed and "ipv4VXLANTunnelAddr" not in spec and spec["vxlanTunnelMACAddr"] == mac
+    assert spec["bgp"]["ipv4IPIPTunnelAddr"]
+    assert IPAM(ds).get_ips_by_handle("vxlan-tunnel-addr-n1") == []
+
+
+def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+
+
+def test_agent_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
+    for n in ("n1", "n2"):
+        ensure_tunnel_addresses(ds, n)
+    IPAM(ds).auto_assign(1, 0, "pod-a", {"node": "n2"}, "n2")
+    k = FakeKernel()
+    agent = RouteAgent("n1", ds, kernel=kernel(k), resync_interval=3600, poll_interval=0.05)
+    agent.start()
+    try:
+        assert agent.wait_in_sync(5)
+        assert agent.full_applies == 1
+        n2_blocks = [b["spec"]["cidr"] for b in ds.list("IPAMBlock").items
+                     if b["spec"]["affinity"] == "host:n2"]  # fmt: skip
+        assert all(k.routes[b]["dev"] == "vxlan.calico" for b in n2_blocks)
+        assert len(k.fdb) == 1 and "vxlan.calico" in k.links
+        # A new remote block arrives through the watch: incremental apply.
+        IPAM(ds).claim_affinity(ipaddress.ip_network("10.244.200.0/26"), "n2")
+        _wait(lambda: "10.244.200.0/26" in k.routes)
+        assert agent.full_applies == 1
+        # Drift is only repaired by a full apply (here requested; normally periodic).
+        del k.routes["10.244.200.0/26"]
+        agent.resync()
+        _wait(lambda: "10.244.200.0/26" in k.routes)
+        assert agent.full_applies == 2
+        # A malformed resource is ignored, the rest keeps routing.
+        ds.create(_res("IPPool", "bad", {"cidr": "10.250.0.0/16", "vxlanMode": "Bogus"}))
+        ds.delete("Node", "n2")
+        _wait(lambda: not any(r.get("dev") == "vxlan.calico" for r in k.routes.values()))
+        assert k.fdb == set()
+    finally:
+        agent.stop()
+    assert not agent.syncer._thread.is_alive()
+    assert k.links["vxlan.calico"]  # stop leaves the dataplane in place
+    assert HostFacts().host_mtu == 1460
