@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -155,7 +155,7 @@ class Runner:
 
 
 class FakeTunnel:
-    instances: list[FakeTunnel] = []
+    instances: ClassVar[list[FakeTunnel]] = []
 
     def __init__(self, name: str, local_ip: str) -> None:
         self.name, self.local_ip = name, local_ip
