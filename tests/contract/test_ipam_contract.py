@@ -258,3 +258,21 @@ def test_borrow_and_strict_affinity(backend: Backend) -> None:
     ipam.set_config(IPAMConfig(strict_affinity=True))
     with pytest.raises(NoAddressesAvailable):
         ipam.auto_assign(1, 0, "hc", None, "c")
+
+
+def test_dual_stack_release_by_handle(backend: Backend) -> None:
+    ds = backend.store
+    put(ds, "IPPool", "v4", {"cidr": "10.48.0.0/24"})
+    put(ds, "IPPool", "v6", {"cidr": "fd00:48::/120", "blockSize": 124})
+    ipam = IPAM(ds)
+    v4, v6 = ipam.auto_assign(2, 2, "k8s-pod-network.ds", {"node": "n1"}, "n1")
+    assert [i.network.prefixlen for i in v4] == [26, 26]
+    assert [i.network.prefixlen for i in v6] == [124, 124]
+    assert {sb.block.name for sb in ipam.store.blocks()} == {
+        str(v4[0].network).replace(".", "-").replace("/", "-"),
+        str(v6[0].network).replace(":", "-").replace("/", "-"),
+    }
+    info = ipam.get_assignment_attributes(v6[1])
+    assert info is not None and info.handle_id == "k8s-pod-network.ds"
+    assert len(ipam.release_by_handle("k8s-pod-network.ds")) == 4
+    assert ipam.store.handles() == {}
