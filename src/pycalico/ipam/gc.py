@@ -153,7 +153,10 @@ def check(ds: Datastore) -> CheckReport:
         if spec.get("containerID"):
             containers.add(str(spec["containerID"]))
         for net in spec.get("ipNetworks") or []:
-            ip = str(ipaddress.ip_interface(str(net)).ip)
+            try:
+                ip = str(ipaddress.ip_interface(str(net)).ip)
+            except ValueError:
+                continue  # malformed WEP: validation's problem, not IPAM's
             wep_ips.setdefault(ip, []).append(wid)
     node_tunnel_ips: dict[str, str] = {}
     for n in ds.list(KIND_NODE).items:
@@ -163,8 +166,11 @@ def check(ds: Datastore) -> CheckReport:
             spec.get("ipv4VXLANTunnelAddr"),
             spec.get("ipv6VXLANTunnelAddr"),
         ):
-            if v:
-                node_tunnel_ips[str(ipaddress.ip_interface(str(v)).ip)] = n["metadata"]["name"]
+            try:
+                if v:
+                    node_tunnel_ips[str(ipaddress.ip_interface(str(v)).ip)] = n["metadata"]["name"]
+            except ValueError:
+                continue
 
     rep = CheckReport()
     allocated: set[str] = set()
