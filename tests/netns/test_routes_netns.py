@@ -106,20 +106,27 @@ class Cluster:
         self.node_ip[name] = ip
         self.ds.create(_res("Node", name, {"bgp": {"ipv4Address": f"{ip}/{plen}"}}))
 
-    def start_agents(self) -> None:
+    def start_agents(self, names: list[str] | None = None) -> None:
         env = {**os.environ, "DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": self.db,
                "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        for name, ns in self.nodes.items():
-            log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed by the process end
-            self.agents[name] = ns.popen(
+        names = list(self.nodes) if names is None else names
+        for name in names:
+            log = open(self.tmp / f"{name}.log", "a")  # noqa: SIM115 - closed by the process end
+            self.agents[name] = self.nodes[name].popen(
                 sys.executable, "-m", "pycalico.felix.routes", "--node", name,
                 "--mtu-file", str(self.tmp / f"{name}.mtu"), "--resync-interval", "1",
                 stdout=subprocess.PIPE, stderr=log, env=env,
             )  # fmt: skip
-        for name, p in self.agents.items():
+        for name in names:
+            p = self.agents[name]
             assert p.stdout is not None
             line = p.stdout.readline().strip()
             assert line == "in-sync", f"agent {name}: {line!r}; log: {self.log(name)}"
+
+    def stop_agent(self, name: str) -> int:
+        p = self.agents.pop(name)
+        p.terminate()
+        return p.wait(10)
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text()
@@ -430,6 +437,20 @@ def test_ipip_userspace_tunnel(cluster_factory: Callable[..., Cluster]) -> None:
     assert any(f"{ips['n1']}" in x and f"{ips['n2']}" in x for x in lines)  # inner headers
     # Host-to-remote-pod traffic leaves from the tunnel address.
     assert n1.ping(ips["n2"])
+    assert n1.ip("route", "get", ips["n2"]).split("src ")[1].split()[0] == tun_ip
+
+    # A tunnel route deleted by hand is repaired.
+    victim = c.blocks_of("n2")[0]
+    n1.ip("route", "del", victim, "proto", str(ROUTE_PROTO))
+    wait_for("tunl0 route repaired", lambda: victim in c.routes("n1"), timeout=10)
+    assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
+
+    # Stopping the agent takes the userspace tunl0 with it; a restart brings it back.
+    assert c.stop_agent("n1") == 0
+    assert "tunl0" not in n1.links()
+    c.start_agents(["n1"])
+    c.wait_converged()
+    assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
 
 
 def test_nat_outgoing(cluster_factory: Callable[..., Cluster]) -> None:
