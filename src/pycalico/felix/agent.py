@@ -109,6 +109,8 @@ class Felix:
             "last_apply_seconds": 0.0,
             "resyncs": 0,
             "apply_failures": 0,
+            "iterations": 0,
+            "settled_updates": 0,
         }
         self.error: BaseException | None = None
 
@@ -163,6 +165,10 @@ class Felix:
                 log.exception("felix %s: error in owner loop", self.node_name)
                 self.error = e
                 self._retry_at = time.monotonic() + self._retry_interval
+            with self._lock:
+                self.counters["iterations"] += 1
+                # Updates whose effect is fully programmed (or that changed nothing).
+                self.counters["settled_updates"] = self.counters["updates"]
 
     def _wait_time(self) -> float:
         now = time.monotonic()
