@@ -254,3 +254,71 @@ def test_fuzz_every_qtype_gets_valid_reply(label: str, qtype: int) -> None:
     out = res.handle(bytes(q.pack()))
     r = DNSRecord.parse(out.data)
     assert r.header.rcode in (0, 3, 5)
+
+
+def _sections(data: bytes) -> tuple[Any, ...]:
+    r = DNSRecord.parse(data)
+    h = r.header
+    rrs = [
+        [(str(x.rname).lower(), x.rtype, x.rclass, x.ttl, str(x.rdata)) for x in sec]
+        for sec in (r.rr, r.auth, r.ar)
+    ]
+    return (
+        h.id,
+        h.qr,
+        h.aa,
+        h.rd,
+        h.ra,
+        h.tc,
+        h.rcode,
+        h.opcode,
+        str(r.q.qname),
+        r.q.qtype,
+        *map(str, rrs),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["web", "WeB", "db", "nope", "big", "shop", "_tcp.web", "x.y.web"]),
+    st.sampled_from(
+        [
+            "shop.pod.cluster.local",
+            "prod.pod.cluster.local",
+            "pod.cluster.local",
+            "example.com",
+            "node.cluster.local",
+        ]
+    ),
+    st.sampled_from(["A", "AAAA", "MX", "SRV"]),
+    st.one_of(st.none(), st.integers(0, 5000)),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_fast_path_equals_general_path(
+    label: str, suffix: str, qtype: str, edns: int | None, tcp: bool, rd: bool, forwarding: bool
+) -> None:
+    objs = (
+        wep(
+            "web",
+            "shop",
+            "10.244.1.2/32",
+            "fd00::2/128",
+            ports=[{"name": "http", "protocol": "TCP", "port": 1}],
+        ),
+        wep("db", "prod", "10.244.2.9/32"),
+        _many_ips(),
+    )
+    fast = make_resolver(*objs, forwarding=forwarding)
+    slow = make_resolver(*objs, forwarding=forwarding)
+    slow.fast = False
+    q = DNSRecord.question(f"{label}.{suffix}", qtype)
+    q.header.rd = int(rd)
+    if edns is not None:
+        q.add_ar(EDNS0(udp_len=edns))
+    data = bytes(q.pack())
+    a, b = fast.handle(data, tcp), slow.handle(data, tcp)
+    assert (a.action, a.rcode, a.cacheable) == (b.action, b.rcode, b.cacheable)
+    if a.action is Action.REPLY:
+        assert _sections(a.data) == _sections(b.data)

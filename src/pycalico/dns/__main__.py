@@ -28,6 +28,7 @@ from pycalico.errors import CalicoError
 @click.option("--ttl", default=5, show_default=True)
 @click.option("--negative-ttl", default=1, show_default=True)
 @click.option("--upstream-timeout", default=1.0, show_default=True)
+@click.option("--cache-size", default=20000, show_default=True, help="0 disables the cache.")
 def main(
     listen: tuple[str, ...],
     zone: str,
@@ -37,6 +38,7 @@ def main(
     ttl: int,
     negative_ttl: int,
     upstream_timeout: float,
+    cache_size: int,
 ) -> None:
     """Serve workload DNS from the datastore."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -55,6 +57,7 @@ def main(
             ttl=ttl,
             negative_ttl=negative_ttl,
             upstream_timeout=upstream_timeout,
+            cache_size=cache_size,
         )
         server.start()
     except (DnsError, CalicoError) as e:

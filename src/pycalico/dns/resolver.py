@@ -32,6 +32,7 @@ from dnslib import EDNS0, NS, PTR, QTYPE, RR, SOA, SRV, DNSHeader, DNSLabel, DNS
 from dnslib import A as A_RD
 
 from pycalico.dns import records as R
+from pycalico.dns.fastpath import encode_name, fast_answer
 from pycalico.dns.index import RecordIndex, Status
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -95,13 +96,35 @@ def qname_key(label: DNSLabel) -> str:
 class Resolver:
     """Turns query bytes into an :class:`Outcome` using ``index`` and ``settings``."""
 
-    def __init__(self, index: RecordIndex, settings: ResolverSettings) -> None:
+    def __init__(self, index: RecordIndex, settings: ResolverSettings, fast: bool = True) -> None:
         self.index = index
         self.settings = settings
+        self.fast = fast
+        fwd = settings.zones()[0]
+        self._mname_wire = encode_name(self._mname())
+        self._rname_wire = encode_name("hostmaster." + fwd)
 
     def handle(self, data: bytes, tcp: bool = False) -> Outcome:
         if len(data) < 12 or data[2] & 0x80:
             return DROP
+        if self.fast:
+            s = self.settings
+            try:
+                got = fast_answer(
+                    data,
+                    tcp,
+                    self.index,
+                    s.ttl,
+                    s.negative_ttl,
+                    s.max_udp_payload,
+                    s.forwarding,
+                    self._mname_wire,
+                    self._rname_wire,
+                )
+            except Exception:  # defensive: the general path decides
+                got = None
+            if got is not None:
+                return Outcome(Action.REPLY, got[0], got[1], cacheable=True)
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises many types on garbage; all mean FORMERR

@@ -347,7 +347,7 @@ class DnsServer:
         self.counters[f"rcode_{out.rcode}"] += 1
         if out.truncated:
             self.counters["truncated"] += 1
-        if out.cacheable:
+        if out.cacheable and self.cache_size > 0:
             if len(cache) >= self.cache_size:
                 cache.clear()
             cache[key] = out.data[2:]
