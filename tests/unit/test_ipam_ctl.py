@@ -140,4 +140,4 @@ def test_configure(env: dict[str, str], ds: Datastore) -> None:
 
 def test_bad_datastore_config_is_a_clear_error() -> None:
     code, out = run({"DATASTORE_TYPE": "bogus"}, "show")
-    assert code == 1 and "Error:" in out and "datastoreType" in out
+    assert code == 1 and "datastore" in out and "datastoreType" in out

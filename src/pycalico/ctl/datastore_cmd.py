@@ -18,7 +18,7 @@ import click
 import yaml
 
 from pycalico.api import ValidationFailed, decode, load_documents, lookup
-from pycalico.ctl.resources import config_option, fail, open_store
+from pycalico.ctl.common import config_option, fail, open_store
 from pycalico.datastore import AlreadyExists, DatastoreError
 from pycalico.datastore.base import ROOT
 

@@ -9,50 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
+from pycalico.ctl.common import config_option, open_store, run_reporting_errors
 from pycalico.datastore.base import Datastore
-from pycalico.errors import CalicoError
 from pycalico.ipam import IPAM, IPAMConfig
 from pycalico.ipam.block import affinity_node
 from pycalico.ipam.gc import check, load_report, release_from_report
 from pycalico.ipam.pools import reservations_from
 from pycalico.ipam.store import KIND_RESERVATION
-
-_config_option = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    default=None,
-    help="Path to the calicoctl.cfg-style config file (default /etc/calico/calicoctl.cfg).",
-)
-
-
-@contextmanager
-def _datastore(config_file: str | None) -> Iterator[Datastore]:
-    from pycalico.config import load_config
-    from pycalico.datastore import open_datastore
-
-    ds = open_datastore(load_config(config_file))
-    try:
-        yield ds
-    finally:
-        ds.close()
-
-
-def _run(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except CalicoError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(1) from None
-    except OSError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(1) from None
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -87,7 +55,7 @@ def ipam_group() -> None:
 @click.option("--show-blocks", is_flag=True, help="Add one row per allocation block.")
 @click.option("--show-borrowed", is_flag=True, help="List IPs borrowed from other nodes' blocks.")
 @click.option("--show-configuration", is_flag=True, help="Show the IPAM configuration.")
-@_config_option
+@config_option
 def show_cmd(
     ip: str | None,
     show_blocks: bool,
@@ -98,7 +66,7 @@ def show_cmd(
     """Show IP pool and block usage."""
 
     def go() -> None:
-        with _datastore(config_file) as ds:
+        with open_store(config_file) as ds:
             ipam = IPAM(ds)
             if show_configuration:
                 cfg = ipam.get_config()
@@ -117,7 +85,7 @@ def show_cmd(
                 return
             _show_usage(ipam, ds, show_blocks)
 
-    _run(go)
+    run_reporting_errors(go)
 
 
 def _show_ip(ipam: IPAM, ip: str) -> None:
@@ -185,14 +153,14 @@ def _show_usage(ipam: IPAM, ds: Datastore, show_blocks: bool) -> None:
 @click.option("-o", "--output", "output", default=None, help="Write a JSON report to this file.")
 @click.option("--show-all-ips", is_flag=True, help="Print every allocation, not only problems.")
 @click.option("--show-problem-ips", is_flag=True, help="Print every problem IP.")
-@_config_option
+@config_option
 def check_cmd(
     output: str | None, show_all_ips: bool, show_problem_ips: bool, config_file: str | None
 ) -> None:
     """Check IPAM for leaked, missing and duplicate allocations."""
 
     def go() -> None:
-        with _datastore(config_file) as ds:
+        with open_store(config_file) as ds:
             click.echo("Checking IPAM for inconsistencies...\n")
             rep = check(ds)
             click.echo(f"Found {rep.blocks} IPAM blocks with {rep.allocations} allocations.")
@@ -227,7 +195,7 @@ def check_cmd(
                 click.echo(f"Report written to {output}")
             click.echo(f"\nCheck complete; found {rep.problems} problems.")
 
-    _run(go)
+    run_reporting_errors(go)
 
 
 @ipam_group.command("release")
@@ -235,7 +203,7 @@ def check_cmd(
 @click.option(
     "--from-report", "report", default=None, help="Release the leaked IPs of an ipam check report."
 )
-@_config_option
+@config_option
 def release_cmd(ip: str | None, report: str | None, config_file: str | None) -> None:
     """Release an IP address, or every leak listed in a check report."""
     if (ip is None) == (report is None):
@@ -243,7 +211,7 @@ def release_cmd(ip: str | None, report: str | None, config_file: str | None) -> 
         raise SystemExit(1)
 
     def go() -> None:
-        with _datastore(config_file) as ds:
+        with open_store(config_file) as ds:
             ipam = IPAM(ds)
             if ip is not None:
                 try:
@@ -263,7 +231,7 @@ def release_cmd(ip: str | None, report: str | None, config_file: str | None) -> 
                 click.echo(f"Skipped {s}: reallocated or already released since the report")
             click.echo(f"Released {len(released)} of {len(rep.leaked)} leaked IPs from {report}")
 
-    _run(go)
+    run_reporting_errors(go)
 
 
 def _parse_bool(value: str | None, name: str) -> bool | None:
@@ -282,7 +250,7 @@ def _parse_bool(value: str | None, name: str) -> bool | None:
 @click.option("--strictaffinity", default=None, help="true|false: forbid borrowing IPs.")
 @click.option("--max-blocks-per-host", type=int, default=None, help="Blocks per host (0 = 20).")
 @click.option("--autoallocateblocks", default=None, help="true|false: claim blocks on demand.")
-@_config_option
+@config_option
 def configure_cmd(
     strictaffinity: str | None,
     max_blocks_per_host: int | None,
@@ -297,7 +265,7 @@ def configure_cmd(
         raise SystemExit(1)
 
     def go() -> None:
-        with _datastore(config_file) as ds:
+        with open_store(config_file) as ds:
             ipam = IPAM(ds)
             cur = ipam.get_config()
             new = IPAMConfig(
@@ -314,7 +282,7 @@ def configure_cmd(
                 f"AutoAllocateBlocks={str(new.auto_allocate_blocks).lower()}"
             )
 
-    _run(go)
+    run_reporting_errors(go)
 
 
 COMMANDS: list[click.Command] = [ipam_group]

@@ -11,13 +11,12 @@ on stderr and exit code 1; nothing here writes to the datastore.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from pycalico.ctl.common import config_option, run_reporting_errors
 from pycalico.datastore.base import ROOT, Datastore
-from pycalico.errors import CalicoError
 from pycalico.felix.calc.insight import (
     InsightError,
     PolicyInsight,
@@ -62,24 +61,6 @@ def _insight(config_file: str | None) -> PolicyInsight:
     return PolicyInsight(resources)
 
 
-def _run(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except CalicoError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(1) from None
-    except OSError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise SystemExit(1) from None
-
-
-_config_option = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    default=None,
-    help="Path to the calicoctl.cfg-style config file (default /etc/calico/calicoctl.cfg).",
-)
 _output_option = click.option(
     "-o",
     "--output",
@@ -107,7 +88,7 @@ def policy() -> None:
     help="Source port (unknown by default).",
 )
 @_output_option
-@_config_option
+@config_option
 def explain(
     src: str,
     dst: str,
@@ -126,7 +107,7 @@ def explain(
         else:
             click.echo(format_explanation(ex))
 
-    _run(go)
+    run_reporting_errors(go)
 
 
 @policy.command("matrix")
@@ -137,7 +118,7 @@ def explain(
     "(default: the workloads' named ports, else 80/TCP).",
 )
 @_output_option
-@_config_option
+@config_option
 def matrix(ports: str | None, output: str, config_file: str | None) -> None:
     """Print the reachability of every workload from every other workload."""
 
@@ -151,7 +132,7 @@ def matrix(ports: str | None, output: str, config_file: str | None) -> None:
         else:
             click.echo(format_matrix(results))
 
-    _run(go)
+    run_reporting_errors(go)
 
 
 COMMANDS: list[click.Command] = [policy]

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import yaml
 
 from pycalico.api import KINDS, KindInfo, Resource, ValidationFailed, decode_all, resolve_kind
 from pycalico.client import ResourceClient, describe, kind_info_of
-from pycalico.config import ConfigError
 from pycalico.ctl.columns import columns_for, render_table
+from pycalico.ctl.common import config_option, fail, open_store
 from pycalico.ctl.validate import manifest_files
 from pycalico.datastore import (
     AlreadyExists,
     Conflict,
-    Datastore,
     DatastoreError,
     NotFound,
     Unavailable,
@@ -34,35 +32,6 @@ from pycalico.datastore import (
 from pycalico.errors import CalicoError
 
 Obj = dict[str, Any]
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    default=None,
-    help="Path to the calicoctl.cfg-style config file (default /etc/calico/calicoctl.cfg).",
-)
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(1)
-
-
-@contextmanager
-def open_store(config_file: str | None) -> Iterator[Datastore]:
-    """The configured datastore; configuration/availability problems end the command."""
-    from pycalico.config import load_config
-    from pycalico.datastore import open_datastore
-
-    try:
-        ds = open_datastore(load_config(config_file))
-    except (ConfigError, Unavailable) as e:
-        fail(f"Failed to connect to the datastore: {e}")
-    try:
-        yield ds
-    finally:
-        ds.close()
 
 
 def error_text(e: Exception, info: KindInfo | None = None, name: str = "", ns: str = "") -> str:
