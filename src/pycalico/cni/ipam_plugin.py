@@ -21,6 +21,7 @@ from pycalico.cni.errors import (
     TRY_AGAIN_LATER,
     CniError,
 )
+from pycalico.cni.types import IpamConf
 from pycalico.cni.workload import handle_id
 
 
@@ -54,8 +55,8 @@ def host_prefix(addr: Any) -> str:
 
 def ipam_add(inv: Invocation, node: str) -> list[str]:
     """Allocate (or return the existing) addresses of this attachment's handle."""
-    ipam_conf = inv.conf.ipam
-    assert ipam_conf is not None
+    # invoked directly with no "ipam" section: Calico's defaults (one IPv4 address)
+    ipam_conf = inv.conf.ipam or IpamConf(type="calico-ipam")
     handle = handle_id(inv.conf.name, inv.env.container_id)
     try:
         ipam = inv.deps.ipam(inv.datastore, inv.conf)
