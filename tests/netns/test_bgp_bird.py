@@ -328,3 +328,46 @@ def test_supervisor_restarts_bird(cluster3: Cluster) -> None:
     m.wait_ready(10)
     assert m.restarts == 1
     wait_for("routes after restart", lambda: cluster3.has_all_blocks("n1"))
+
+
+def test_ipv6_mesh_same_classes(netns_factory: NetnsFactory, tmp_path: Path) -> None:
+    ul = netns_factory.underlay(2, subnet="198.18.0.0/24", gateway=False)
+    v6 = [f"fd00:198:18::{i + 1}" for i in range(2)]
+    for ns, ip in zip(ul.nodes, v6, strict=True):
+        ns.ip("addr", "add", f"{ip}/64", "dev", "eth0", "nodad")
+    nodes = [node(f"n{i + 1}", ul.node_ips[i], v6[i]) for i in range(2)]
+    blocks6 = [f"fd10:0:0:{i + 1}::/122" for i in range(2)]
+    kw: dict[str, Any] = {
+        "nodes": nodes,
+        "pools": [POOL, pool("v6", "fd10::/48")],
+        "block_affinities": [affinity(f"n{i + 1}", blocks6[i]) for i in range(2)]
+        + [affinity(f"n{i + 1}", f"10.244.{i + 1}.0/26") for i in range(2)],
+    }
+    managers = []
+    try:
+        for i, ns in enumerate(ul.nodes):
+            d = tmp_path / f"n{i + 1}"
+            d.mkdir()
+            m = BirdManager(
+                str(d / "bird.cfg"),
+                str(d / "bird.ctl"),
+                command_prefix=["ip", "netns", "exec", ns.name],
+                log_path=str(d / "bird.log"),
+            )
+            managers.append(m)
+            m.write_config(render_bird_config(compute_bird_config(f"n{i + 1}", **kw)))
+            m.start()
+
+        def routes6(i: int) -> dict[str, Any]:
+            return {r["dst"]: r for r in ul.nodes[i].routes("proto", "bird", family="-6")}
+
+        wait_for("v6 route on n1", lambda: blocks6[1] in routes6(0))
+        wait_for("v6 route on n2", lambda: blocks6[0] in routes6(1))
+        assert routes6(0)[blocks6[1]]["gateway"] == v6[1]
+        assert routes6(0)[blocks6[0]]["type"] == "blackhole"
+        rows = managers[0].protocols()
+        assert {r[0] for r in peer_rows(rows, 6)} == {v6[1]}
+        assert {r[0] for r in peer_rows(rows, 4)} == {ul.node_ips[1]}
+    finally:
+        for m in managers:
+            m.stop()
