@@ -208,3 +208,19 @@ def test_new_pod_resolves_and_deleted_pod_stops(cluster: Cluster) -> None:
     took = _wait(lambda: cluster.client.getent("fresh.prod") is None, 3.0)
     assert took is not None, "deleted pod still resolves"
     print(f"deleted pod gone after {took * 1000:.0f} ms")
+
+
+def test_large_answer_truncated_then_glibc_retries_over_tcp(cluster: Cluster) -> None:
+    ips = [f"10.244.3.{i}" for i in range(1, 61)]  # 60 A records: > 512 bytes
+    big = wep("big", "shop", "n1", ips[0])
+    big["spec"]["ipNetworks"] = [f"{ip}/32" for ip in ips]
+    cluster.ds.create(big)
+    try:
+        assert _wait(
+            lambda: dnslib_query(cluster.client, "big.shop.pod.cluster.local")[1] == 1, 3.0
+        )
+        assert dnslib_query(cluster.client, "big.shop.pod.cluster.local", tcp=True) == (0, 0, 60)
+        out = cluster.client.netns.exec("getent", "ahostsv4", "big").stdout
+        assert {line.split()[0] for line in out.splitlines()} == set(ips)
+    finally:
+        cluster.ds.delete("WorkloadEndpoint", "n1-k8s-big-eth0", "shop")

@@ -331,3 +331,33 @@ def test_address_helpers(tmp_path: Any) -> None:
     )
     assert upstreams_from_resolv_conf(str(conf)) == [("192.0.2.53", 53), ("fe80::1", 53)]
     assert upstreams_from_resolv_conf(str(tmp_path / "missing")) == []
+
+
+def test_server_from_env(ds: MemoryDatastore, tmp_path: Any) -> None:
+    from pycalico.dns import server_from_env
+
+    assert server_from_env(ds, "n1", {"CALICO_DNS_ENABLED": "false"}) is None
+    srv = server_from_env(ds, "n1", {})
+    assert srv is not None
+    assert srv.listen == [("169.254.25.10", 53)] and srv.upstreams == []
+    assert (srv.zone, srv.node_zone) == ("pod.cluster.local", "node.cluster.local")
+    srv = server_from_env(
+        ds,
+        "n1",
+        {
+            "CALICO_DNS_LISTEN": "127.0.0.1:5300",
+            "CALICO_DNS_ZONE": "lab.local.",
+            "CALICO_DNS_UPSTREAMS": "192.0.2.53, 192.0.2.54:5353",
+            "CALICO_DNS_TTL": "30",
+        },
+    )
+    assert srv is not None
+    assert srv.listen == [("127.0.0.1", 5300)] and srv.zone == "lab.local"
+    assert srv.upstreams == [("192.0.2.53", 53), ("192.0.2.54", 5353)]
+    assert srv.settings.ttl == 30 and srv.settings.forwarding
+    with pytest.raises(DnsError, match="CALICO_DNS_TTL"):
+        server_from_env(ds, "n1", {"CALICO_DNS_TTL": "soon"})
+    with pytest.raises(DnsError, match="CALICO_DNS_UPSTREAMS"):
+        server_from_env(ds, "n1", {"CALICO_DNS_UPSTREAMS": "dns.google"})
+    with pytest.raises(DnsError, match="CALICO_DNS_ENABLED"):
+        server_from_env(ds, "n1", {"CALICO_DNS_ENABLED": "maybe"})

@@ -7,13 +7,15 @@ Names (see :mod:`pycalico.dns.records`): ``<workload>.<namespace>.<zone>`` A/AAA
 Public API: :class:`DnsServer` (start/stop/wait_in_sync; a supervisor component named
 ``dns``), :data:`DNS_ADDRESS` (169.254.25.10, the address pods use), :func:`resolv_conf`
 (the resolv.conf text / CNI ``dns`` block for a pod), :func:`upstreams_from_resolv_conf`,
-:class:`DnsError`; the pure pieces :class:`RecordIndex` and :class:`Resolver`.
+:class:`DnsError`, :func:`server_from_env` (calico-node's ``CALICO_DNS_*`` variables);
+the pure pieces :class:`RecordIndex` and :class:`Resolver`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pycalico.dns.config import server_from_env
 from pycalico.dns.index import RecordIndex
 from pycalico.dns.resolver import Resolver, ResolverSettings
 from pycalico.dns.server import (
@@ -59,5 +61,6 @@ __all__ = [
     "parse_hostport",
     "resolv_conf",
     "search_domains",
+    "server_from_env",
     "upstreams_from_resolv_conf",
 ]
