@@ -43,7 +43,7 @@ from policy_calc import N_NS, policy, wep  # noqa: E402
 from pycalico.datastore.sqlite import SqliteDatastore  # noqa: E402
 from pycalico.felix.agent import Felix  # noqa: E402
 from pycalico.felix.calc import CalcGraph  # noqa: E402
-from pycalico.felix.dataplane import NftTable, SubprocessNftRunner  # noqa: E402
+from pycalico.felix.dataplane import NftTable, ReplaceTable, SubprocessNftRunner  # noqa: E402
 from pycalico.felix.rules import RuleRenderer  # noqa: E402
 
 PY = sys.executable
@@ -225,19 +225,12 @@ def _datapath_once(c: Cluster, seconds: float) -> tuple[float, float]:
     return gbps, rate
 
 
-def bench_datapath(args: argparse.Namespace, f: NetnsFactory, tmp: Path) -> dict[str, Any]:
-    c = Cluster(f, tmp / "dp.db")
-    c.add_pod("client", "100.64.255.1")
-    c.add_pod("server", "100.64.255.2")
-    c.finish_routes()
-    p = c.pods["server"][0].popen(PY, "-c", SERVER, "100.64.255.2", "tcp/80",
-                                  stdout=subprocess.PIPE)  # fmt: skip
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    runs: dict[str, list[tuple[float, float]]] = {"none": [], "policy": []}
-    runs["none"].append(_datapath_once(c, args.seconds))
-    c.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})
+def _weps(c: Cluster) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
+    ]
     for name, role in (("client", "client"), ("server", "server")):
-        c.ds.create({
+        out.append({
             "apiVersion": V3, "kind": "WorkloadEndpoint",
             "metadata": {"name": f"node1-k8s-{name}-eth0", "namespace": "bench",
                          "labels": {"role": role}},
@@ -245,33 +238,58 @@ def bench_datapath(args: argparse.Namespace, f: NetnsFactory, tmp: Path) -> dict
                      "interfaceName": iface_for(name),
                      "ipNetworks": [c.pods[name][1] + "/32"], "profiles": ["kns.bench"]},
         })  # fmt: skip
-    for res in datapath_resources(args.rules, args.set_members):
+    return out
+
+
+def bench_datapath(args: argparse.Namespace, f: NetnsFactory, tmp: Path) -> dict[str, Any]:
+    """Interleaved runs: no table / minimal policy (profile allow) / 10k rules + 10k set."""
+    c = Cluster(f, tmp / "dp.db")
+    c.add_pod("client", "100.64.255.1")
+    c.add_pod("server", "100.64.255.2")
+    c.finish_routes()
+    p = c.pods["server"][0].popen(PY, "-c", SERVER, "100.64.255.2", "tcp/80",
+                                  stdout=subprocess.PIPE)  # fmt: skip
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    # The loaded state goes through the agent (datastore -> kernel) once ...
+    for res in _weps(c) + datapath_resources(args.rules, args.set_members):
         c.ds.create(res)
     felix = Felix("node1", c.ds, SubprocessNftRunner(netns=c.node.name),
                   overrides={"ipv6Support": False})  # fmt: skip
     felix.start()
     assert felix.wait_in_sync(60), felix.error
-    table = felix.renderer.tables()["ip"]
-    runs["policy"].append(_datapath_once(c, args.seconds))
+    loaded = felix.renderer.tables()["ip"]
     felix.stop()
-    # Alternate once more for noise: no table, then the table again.
-    listing = c.nft("list", "table", "ip", "calico")
-    c.nft("delete", "table", "ip", "calico")
-    runs["none"].append(_datapath_once(c, args.seconds))
-    c.node.exec("nft", "-f", "-", input=f"table ip calico {{}}\n{listing}")
-    runs["policy"].append(_datapath_once(c, args.seconds))
     c.ds.close()
+    # ... and the minimal state is rendered the same way, without the noise.
+    g = CalcGraph("node1")
+    g.load(_weps(c))
+    r = RuleRenderer(families=("ip",))
+    r.apply(g.flush())
+    minimal = r.tables()["ip"]
+    runner = SubprocessNftRunner(netns=c.node.name)
+    modes = {"none": None, "minimal": minimal, "policy": loaded}
+    runs: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    for _ in range(args.repeats):
+        for mode, spec in modes.items():
+            if spec is None:
+                c.nft("delete", "table", "ip", "calico", check=False)
+            else:
+                runner.transact("ip", "calico", [ReplaceTable(spec)])
+            runs[mode].append(_datapath_once(c, args.seconds))
 
     def med(key: str, i: int) -> float:
         return statistics.median(x[i] for x in runs[key])
 
     return {
-        "datapath_rules": table.rule_count(),
+        "datapath_rules": loaded.rule_count(),
         "datapath_set_members": args.set_members + 1,
         "throughput_gbps_none": round(med("none", 0), 2),
+        "throughput_gbps_minimal": round(med("minimal", 0), 2),
         "throughput_gbps_policy": round(med("policy", 0), 2),
         "throughput_ratio": round(med("policy", 0) / med("none", 0), 3),
+        "throughput_ratio_vs_minimal": round(med("policy", 0) / med("minimal", 0), 3),
         "conn_per_s_none": round(med("none", 1)),
+        "conn_per_s_minimal": round(med("minimal", 1)),
         "conn_per_s_policy": round(med("policy", 1)),
         "conn_rate_ratio": round(med("policy", 1) / med("none", 1), 3),
         "datapath_runs": {k: [[round(a, 2), round(b)] for a, b in v] for k, v in runs.items()},
@@ -287,6 +305,7 @@ def main() -> None:
     ap.add_argument("--rules", type=int, default=10000)
     ap.add_argument("--set-members", type=int, default=10000)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-datapath", action="store_true")
     args = ap.parse_args()
     out: dict[str, Any] = {}

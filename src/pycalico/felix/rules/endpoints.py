@@ -3,10 +3,11 @@
 Packet path (one table per family, base chains at ``filter`` priority 0, policy accept)::
 
   filter-FORWARD: ct established,related accept
+                  iifname cali* fib saddr . iif oif missing drop   (anti-spoofing RPF)
                   iifname cali* jump cali-from-wl-dispatch   (egress policy of the source)
                   oifname cali* jump cali-to-wl-dispatch     (ingress policy of the dest.)
                   iif/oif cali* accept                       (both allowed)
-  filter-INPUT:   ct established,related accept
+  filter-INPUT:   ct established,related accept, the same RPF check
                   iifname cali* goto cali-wl-to-host         (egress policy, then
                                                               defaultEndpointToHostAction)
                   jump cali-from-host-endpoint               (named host endpoints)
@@ -14,7 +15,6 @@ Packet path (one table per family, base chains at ``filter`` priority 0, policy 
                   oifname cali* accept                       (host -> workload: not policed,
                                                               as Calico)
                   jump cali-to-host-endpoint
-  raw-PREROUTING: iifname cali* fib saddr . iif oif missing drop   (anti-spoofing RPF)
 
 Dispatch chains look the interface up in a verdict map (``iifname vmap @cali-fw-dispatch``:
 ``"caliXXXX" : goto cali-fw-caliXXXX``) and drop anything else (``Unknown interface``: an
@@ -193,11 +193,17 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     """Base chains, dispatch chains, wl-to-host and failsafe chains for one family."""
     wl = f'"{cfg.interface_prefix}*"'
     est = "ct state established,related accept"
+    # Anti-spoofing (Calico's RPF check), only for packets not of an established flow: a
+    # workload's source address must route back out of the interface it came in on.
+    # IPv6: the unspecified and link-local sources of neighbour discovery are exempt.
+    v6 = "ip6 saddr != { ::, fe80::/10 } " if fam.version == 6 else ""
+    rpf = [f"iifname {wl} {v6}fib saddr . iif oif missing drop"] if cfg.anti_spoofing else []
     chains = [
         make_chain(
             "filter-FORWARD",
             [
                 est,
+                *rpf,
                 f"iifname {wl} jump {N.FROM_WL_DISPATCH}",
                 f"oifname {wl} jump {N.TO_WL_DISPATCH}",
                 f"iifname {wl} accept",
@@ -207,7 +213,7 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
         ),
         make_chain(
             "filter-INPUT",
-            [est, f"iifname {wl} goto {N.WL_TO_HOST}", f"jump {N.FROM_HEP_DISPATCH}"],
+            [est, *rpf, f"iifname {wl} goto {N.WL_TO_HOST}", f"jump {N.FROM_HEP_DISPATCH}"],
             Hook("input", 0),
         ),
         make_chain(
@@ -234,14 +240,4 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     to_host.append(f"jump {N.FROM_WL_DISPATCH}")
     to_host.append(ENDPOINT_TO_HOST_ACTIONS[cfg.endpoint_to_host_action])
     chains.append(make_chain(N.WL_TO_HOST, to_host))
-    if cfg.anti_spoofing:
-        # IPv6: the unspecified and link-local sources of neighbour discovery are exempt.
-        v6 = "ip6 saddr != { ::, fe80::/10 } " if fam.version == 6 else ""
-        chains.append(
-            make_chain(
-                "raw-PREROUTING",
-                [f"iifname {wl} {v6}fib saddr . iif oif missing drop"],
-                Hook("prerouting", -300),
-            )
-        )
     return {c.name: c for c in chains}
