@@ -163,6 +163,11 @@ class Cluster:
         mac = pod.links()["eth0"]["address"]
         node_ns.ip("neigh", "replace", ip, "lladdr", mac, "dev", host_if, "nud", "permanent")
         self.pods[name] = (pod, ip, node)
+        wep = _res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0",
+                   {"node": node, "orchestrator": "k8s", "pod": name, "endpoint": "eth0",
+                    "interfaceName": host_if, "ipNetworks": [f"{ip}/32"]})  # fmt: skip
+        wep["metadata"]["namespace"] = "default"
+        self.ds.create(wep)
         # The very first packet of a fresh veth can fail with ENOBUFS while ARP for the
         # gateway resolves; make sure the pod reaches its node before using it.
         wait_for(f"{name} reaches its node", lambda: pod.ping(self.node_ip[node], timeout_s=1))
@@ -356,6 +361,15 @@ def test_vxlan_routes_vteps_tcp_and_repair(cluster_factory: Callable[..., Cluste
     wait_for("vteps repaired", lambda: _vtep_state(c, "n1") == (want_neigh, want_fdb), 10)
     assert t < 5
     assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
+
+    # A workload route deleted by hand is re-created from its WorkloadEndpoint.
+    host_if = next(x for x in n1.links() if x.startswith("cali"))
+    wait_for("local route adopted", lambda: f"{ips['n1']}/32" in c.routes("n1"))
+    n1.ip("route", "del", f"{ips['n1']}/32")
+    wait_for("local route repaired", lambda: f"{ips['n1']}/32" in c.routes("n1"), timeout=10)
+    local = c.routes("n1")[f"{ips['n1']}/32"]
+    assert (local["dev"], local.get("scope")) == (host_if, "link")
+    assert c.tcp(c.pods["p2"][0], ips["n1"]) == (ips["n2"], 100)
 
     # A stray proto-80 route (ours by mark, not wanted) is swept; other protocols are not.
     n1.ip("route", "add", "10.244.250.0/24", "via", c.node_ip["n2"], "proto", str(ROUTE_PROTO))

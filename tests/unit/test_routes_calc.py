@@ -12,6 +12,7 @@ import pytest
 from pycalico.felix.routes.calc import HostFacts, compute
 from pycalico.felix.routes.model import (
     BlockInfo,
+    LocalEndpoint,
     NodeInfo,
     PoolInfo,
     Route,
@@ -226,3 +227,24 @@ def test_route_config_from_felix_configuration() -> None:
     assert c.mtu_iface_pattern == "^veth"
     with pytest.raises(RouteInputError, match="mtuIfacePattern"):
         RouteConfig.from_resources("n1", {"default": {"spec": {"mtuIfacePattern": "("}}})
+
+
+def test_local_workload_routes_from_endpoints() -> None:
+    wep = {
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": "n1-k8s-a-eth0", "namespace": "default"},
+        "spec": {"node": "n1", "interfaceName": "cali0123456789a",
+                 "ipNetworks": ["10.244.2.9/32", "fd00::1/128"]},
+    }  # fmt: skip
+    node_name, ep = LocalEndpoint.from_resource(wep)
+    assert node_name == "n1" and ep.ips == (A("10.244.2.9"),)
+    blocks = [*BLOCKS[:2], block("10.244.2.0/26", "n2", {"10.244.2.9": "n1"})]
+    ps = [PoolInfo.from_resource(pool(vxlanMode="Always"))]
+    ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in NODES}
+    bs = [BlockInfo.from_resource(b) for b in blocks]
+    d = compute("n1", [p for p in ps if p], ns, [b for b in bs if b], RouteConfig(), FACTS, [ep])
+    r = d.routes[N("10.244.2.9/32")]
+    assert (r.dev, r.scope_link, r.gateway) == ("cali0123456789a", True, None)
+    assert r.ip_spec() == "10.244.2.9/32 dev cali0123456789a scope link"
+    with pytest.raises(RouteInputError, match=r"ipNetworks\[0\]"):
+        LocalEndpoint.from_resource({"kind": "WorkloadEndpoint", "spec": {"ipNetworks": ["x"]}})

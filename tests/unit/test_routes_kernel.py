@@ -55,6 +55,8 @@ class FakeKernel:
         ok = Completed(argv, 0, "", "")
         if a[:2] == ["ip", "-j"] and a[2:4] == ["addr", "show"]:
             return Completed(argv, 0, json.dumps(list(self.links.values())))
+        if a[:4] == ["ip", "-j", "link", "show"]:
+            return Completed(argv, 0, json.dumps([{"ifname": n} for n in self.links]))
         if a[:4] == ["ip", "-j", "-d", "link"]:
             link = self.links.get(a[-1])
             if link is None:
@@ -75,8 +77,8 @@ class FakeKernel:
             self.batches.append(lines)
             bad = [x for x in lines if self.fail and self.fail in x]
             for line in lines:
-                if line not in bad:
-                    self._apply(a[0], shlex.split(line))
+                if line not in bad and self._apply(a[0], shlex.split(line)) is False:
+                    bad.append(line)
             return Completed(argv, 1, "", "failed") if bad else ok
         if a[:2] == ["nft", "list"]:
             return Completed(argv, 0, self.nft) if self.nft else Completed(argv, 1, "", "nope")
@@ -88,18 +90,17 @@ class FakeKernel:
             return ok
         raise AssertionError(f"unexpected command {argv}")
 
-    def _apply(self, tool: str, w: list[str]) -> None:
+    def _apply(self, tool: str, w: list[str]) -> bool | None:
         if tool == "bridge":
             if w[1] == "replace":
                 self.fdb.add((w[2], w[6]))
             else:
                 self.fdb.discard((w[2], w[6]))
-            return
+            return None
         if w[0] == "route":
             if w[1] == "del":
                 dst = w[3] if w[2] == "blackhole" else w[2]
-                self.routes.pop(dst, None)
-                return
+                return self.routes.pop(dst, None) is not None  # RTNETLINK: No such process
             rest = w[2:]
             rec: dict[str, Any] = {"flags": [], "proto": rest[rest.index("proto") + 1]}
             if rest[0] == "blackhole":
@@ -112,6 +113,8 @@ class FakeKernel:
                     rec["dev"] = rest[rest.index("dev") + 1]
                 if "onlink" in rest:
                     rec["flags"] = ["onlink"]
+                if "scope" in rest:
+                    rec["scope"] = rest[rest.index("scope") + 1]
             self.routes[rec["dst"]] = rec
         elif w[0] == "neigh":
             if w[1] == "del":
@@ -141,6 +144,7 @@ class FakeKernel:
             info[:] = [x for x in info if x["local"] != addr]
             if w[1] == "replace":
                 info.append({"family": "inet", "local": addr, "prefixlen": int(plen)})
+        return None
 
 
 class Runner:
@@ -277,6 +281,20 @@ def test_ipip_tunnel_lifecycle() -> None:
     assert k.links["tunl0"]["addr_info"][0]["local"] == "10.244.1.1"
     kr.apply(DesiredState(), full=False)
     assert not t.running
+
+
+def test_workload_routes_wait_for_their_interface() -> None:
+    k = FakeKernel()
+    kr = kernel(k)
+    local = Route(N("10.244.1.5/32"), dev="cali12345678901", scope_link=True)
+    want = DesiredState(routes={local.dst: local, BH.dst: BH})
+    assert kr.apply(want, full=True) == []
+    assert "10.244.1.5/32" not in k.routes and "10.244.1.0/26" in k.routes
+    k.links["cali12345678901"] = {"ifname": "cali12345678901", "flags": ["UP"]}
+    assert kr.apply(want, full=True) == []
+    assert parse_route(k.routes["10.244.1.5/32"]) == local
+    k.routes.pop("10.244.1.5/32")  # gone with its interface: deleting it is not an error
+    assert kr.apply(DesiredState(routes={BH.dst: BH}), full=False) == []
 
 
 def test_route_delta_is_pure_and_minimal() -> None:

@@ -1,8 +1,10 @@
 """RouteAgent: Felix's route/tunnel/NAT-outgoing component, next to the policy Felix.
 
 Its own :class:`~pycalico.datastore.syncer.Syncer` watches ``IPPool``, ``Node``, ``IPAMBlock``,
-``BlockAffinity`` and ``FelixConfiguration``; the syncer thread only records the new
-resources and sets a coalescing "dirty" flag. One owner thread computes the desired state
+``BlockAffinity``, ``FelixConfiguration`` and ``WorkloadEndpoint``; the syncer thread only
+records the new resources and sets a coalescing "dirty" flag (updates that cannot change
+this node's routes - other nodes' workloads, affinities, whose blocks carry the authoritative
+``affinity`` - set nothing). One owner thread computes the desired state
 (:func:`pycalico.felix.routes.calc.compute`, pure) and hands it to
 :class:`~pycalico.felix.routes.kernel.KernelRoutes` (effects).
 
@@ -32,6 +34,7 @@ from pycalico.felix.routes.kernel import KernelRoutes
 from pycalico.felix.routes.model import (
     BlockInfo,
     DesiredState,
+    LocalEndpoint,
     NodeInfo,
     PoolInfo,
     RouteConfig,
@@ -42,7 +45,14 @@ from pycalico.felix.routes.tunnel_addr import ensure_tunnel_addresses
 
 log = logging.getLogger(__name__)
 
-KINDS = ("IPPool", "Node", "IPAMBlock", "BlockAffinity", "FelixConfiguration")
+KINDS = (
+    "IPPool",
+    "Node",
+    "IPAMBlock",
+    "BlockAffinity",
+    "FelixConfiguration",
+    "WorkloadEndpoint",
+)
 MAX_BACKOFF_S = 5.0
 
 
@@ -81,6 +91,7 @@ class RouteAgent:
         self._nodes: dict[str, NodeInfo] = {}
         self._blocks: dict[str, BlockInfo] = {}
         self._felix_cfg: dict[str, dict[str, Any]] = {}
+        self._endpoints: dict[str, LocalEndpoint] = {}  # this node's, by datastore key
         self._pool_fp: object = None  # pools' encap modes when tunnel addrs were last ensured
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -128,13 +139,18 @@ class RouteAgent:
             self._wake.set()
 
     def on_updates(self, updates: list[SyncUpdate]) -> None:
+        relevant = False
         with self._lock:
             for u in updates:
-                self._record(u)
-        self._wake.set()
+                relevant = self._record(u) or relevant
+        if relevant:
+            self._wake.set()
 
-    def _record(self, u: SyncUpdate) -> None:
+    def _record(self, u: SyncUpdate) -> bool:
+        """Store one update; False when it cannot change this node's routes."""
         kind = u.obj.get("kind")
+        if kind == "WorkloadEndpoint":
+            return self._record_endpoint(u)
         name = str((u.obj.get("metadata") or {}).get("name", ""))
         gone = u.type is EventType.DELETED
         try:
@@ -155,6 +171,21 @@ class RouteAgent:
                 "IPAMBlock": self._blocks,
             }
             by_kind.get(kind, {}).pop(name, None)
+        return kind != "BlockAffinity"
+
+    def _record_endpoint(self, u: SyncUpdate) -> bool:
+        if u.type is EventType.DELETED:
+            return self._endpoints.pop(u.key, None) is not None
+        try:
+            node, ep = LocalEndpoint.from_resource(u.obj)
+        except RouteInputError as e:
+            log.warning("routes: ignoring %s", e)
+            return self._endpoints.pop(u.key, None) is not None
+        if node != self.node_name:
+            return self._endpoints.pop(u.key, None) is not None
+        old = self._endpoints.get(u.key)
+        self._endpoints[u.key] = ep
+        return old != ep
 
     # -- owner loop --------------------------------------------------------------------
     def _loop(self) -> None:
@@ -212,13 +243,14 @@ class RouteAgent:
             pools = list(self._pools.values())
             nodes = dict(self._nodes)
             blocks = list(self._blocks.values())
+            endpoints = list(self._endpoints.values())
         me = nodes.get(self.node_name)
         node_ip = me.ip.ip if me and me.ip else None
         key = (node_ip, cfg.mtu_iface_pattern)
         if full or self._facts is None or key != self._facts_key:
             self._facts = self.kernel.facts(node_ip, cfg.mtu_iface_pattern)
             self._facts_key = key
-        desired = compute(self.node_name, pools, nodes, blocks, cfg, self._facts)
+        desired = compute(self.node_name, pools, nodes, blocks, cfg, self._facts, endpoints)
         if desired.problems and desired.problems != (self.desired.problems if self.desired else ()):
             log.warning("routes: %s", "; ".join(desired.problems))
         self.desired = desired

@@ -10,7 +10,8 @@ VXLAN pools always, IPIP pools unless ``programClusterRoutes=Disabled``):
   ``<block> via <remote node IP> dev <underlay> onlink`` (no encapsulation);
 - an address allocated from a block but held by another node (borrowed): the same, as a /32
   towards the holder; an address held by this node needs nothing (the CNI route is local);
-- this node's own affine blocks: ``blackhole <block>``.
+- this node's own affine blocks: ``blackhole <block>``;
+- this node's workloads (WorkloadEndpoints): ``<ip>/32 dev <cali iface> scope link``.
 
 Invariants: the function is deterministic and total: a remote node lacking what its route
 needs (IP, VTEP) yields no route and a line in ``problems``, never an exception; no-encap
@@ -33,6 +34,7 @@ from pycalico.felix.routes.model import (
     BlockInfo,
     DesiredState,
     IpipSpec,
+    LocalEndpoint,
     Net4,
     NodeInfo,
     PoolInfo,
@@ -74,7 +76,10 @@ def compute(
     blocks: Iterable[BlockInfo],
     cfg: RouteConfig,
     facts: HostFacts,
+    endpoints: Iterable[LocalEndpoint] = (),
 ) -> DesiredState:
+    """``endpoints``: this node's workloads (their /32 ``dev cali… scope link`` routes, which
+    the CNI plugin creates first; re-created here so a resync repairs them)."""
     pools = sorted(pools, key=lambda p: (p.cidr, p.name))
     me = nodes.get(node_name)
     my_ip = me.ip if me else None
@@ -133,6 +138,13 @@ def compute(
             r = route_to(dst, pool, holder)
             if r is not None:
                 routes[dst] = r
+
+    for ep in sorted(endpoints, key=lambda e: (e.iface, e.ips)):
+        if not ep.iface:
+            continue
+        for ip in ep.ips:
+            dst = ipaddress.IPv4Network(f"{ip}/32")
+            routes[dst] = Route(dst, dev=ep.iface, scope_link=True)
 
     vteps: list[Vtep] = []
     if vxlan_on:

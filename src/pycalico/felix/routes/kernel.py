@@ -67,6 +67,7 @@ def parse_route(rec: Mapping[str, Any]) -> Route | None:
         gateway=ipaddress.IPv4Address(gw) if gw else None,
         dev=rec.get("dev"),
         onlink="onlink" in (rec.get("flags") or []),
+        scope_link=rec.get("scope") == "link",
     )
 
 
@@ -302,6 +303,8 @@ class KernelRoutes:
         self._vteps = desired
 
     def _apply_routes(self, desired: Mapping[Net4, Route]) -> None:
+        # Workload routes need their interface; one the CNI plugin has not created yet (or
+        # has already removed) is skipped, not an error (the CNI plugin adds the route itself).
         if self._routes is None:
             actual: dict[Net4, Route] = {}
             for rec in self._json(["ip", "-j", "-4", "route", "show", "proto", str(ROUTE_PROTO)]):
@@ -311,11 +314,21 @@ class KernelRoutes:
         else:
             actual = self._routes
         put, dele = route_delta(actual, desired)
-        lines = [_route_del(r) for r in dele]
-        lines += [f"route replace {r.ip_spec()} proto {ROUTE_PROTO}" for r in put]
-        self._routes = None  # unknown until the batch succeeded
-        if lines:
-            self._batch("ip", lines)
+        if any(r.scope_link for r in put):  # only then is the link list worth a read
+            present = {str(x.get("ifname")) for x in self._json(["ip", "-j", "link", "show"])}
+            desired = {d: r for d, r in desired.items() if not r.scope_link or r.dev in present}
+            put, dele = route_delta(actual, desired)
+        self._routes = None  # unknown until the batches succeeded
+        if dele:
+            try:
+                self._batch("ip", [_route_del(r) for r in dele])
+            except KernelError:
+                # Typically already gone with its interface; re-read next time, not an error.
+                self._routes = None
+                if not put:
+                    return
+        if put:
+            self._batch("ip", [f"route replace {r.ip_spec()} proto {ROUTE_PROTO}" for r in put])
         self._routes = dict(desired)
 
     def _apply_nat(self, want: DesiredState, full: bool) -> None:

@@ -190,6 +190,31 @@ class BlockInfo:
 
 
 @dataclass(frozen=True)
+class LocalEndpoint:
+    """A WorkloadEndpoint on this node: its host-side interface and IPv4 addresses."""
+
+    iface: str
+    ips: tuple[Addr4, ...]
+
+    @classmethod
+    def from_resource(cls, res: Mapping[str, Any]) -> tuple[str, LocalEndpoint]:
+        """(node, endpoint); RouteInputError for a bad address."""
+        w = _where(res)
+        spec = res.get("spec") or {}
+        ips: list[Addr4] = []
+        for i, text in enumerate(spec.get("ipNetworks") or []):
+            try:
+                net = ipaddress.ip_network(str(text), strict=False)
+            except ValueError:
+                raise RouteInputError(
+                    w, f"spec.ipNetworks[{i}]", f"invalid CIDR {text!r}"
+                ) from None
+            if isinstance(net, Net4) and net.prefixlen == 32:
+                ips.append(net.network_address)
+        return str(spec.get("node") or ""), cls(str(spec.get("interfaceName") or ""), tuple(ips))
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """The FelixConfiguration fields routing uses (``default`` overlaid by ``node.<name>``)."""
 
@@ -266,6 +291,7 @@ class Route:
     gateway: Addr4 | None = None
     dev: str | None = None
     onlink: bool = False
+    scope_link: bool = False  # local workload routes: ``<ip>/32 dev cali... scope link``
 
     def ip_spec(self) -> str:
         """The ``ip route replace`` arguments (without ``proto``)."""
@@ -278,6 +304,8 @@ class Route:
             parts += ["dev", self.dev]
         if self.onlink:
             parts.append("onlink")
+        if self.scope_link:
+            parts += ["scope", "link"]
         return " ".join(parts)
 
 
