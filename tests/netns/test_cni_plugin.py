@@ -11,7 +11,9 @@ import concurrent.futures
 import hashlib
 import ipaddress
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,3 +369,35 @@ def test_dual_stack(env: Env) -> None:
     ds = env.ds()
     assert ds.list("IPAMHandle").items == []
     ds.close()
+
+
+def test_netns_given_as_proc_path_or_other_bind_mount(env: Env, tmp_path: Path) -> None:
+    """CNI_NETNS outside /run/netns: /proc/<pid>/ns/net (``netns <pid>``) and an arbitrary
+    bind mount (created from inside via nsenter)."""
+    pod = env.f.netns("pp")
+    pod.popen("sleep", "300")  # keeps a pid in the namespace; killed at cleanup
+    pids: list[str] = []
+    for _ in range(50):
+        pids = pod.exec("ip", "netns", "pids", pod.name).stdout.split()
+        if pids:
+            break
+        time.sleep(0.02)
+    proc_path = f"/proc/{pids[0]}/ns/net"
+    res = ok(env.call("ADD", env.conf(), "procns", netns=proc_path))
+    assert res["ips"][0]["address"] in pod.addresses("eth0")
+    ok(env.call("DEL", env.conf(), "procns", netns=proc_path))
+    assert "eth0" not in pod.links()
+    other = env.f.netns("bm")
+    mnt = tmp_path / "nsfile"
+    mnt.touch()
+    subprocess.run(["mount", "--bind", other.path, str(mnt)], check=True)
+    try:
+        res = ok(env.call("ADD", env.conf(), "bindns", netns=str(mnt)))
+        addr = res["ips"][0]["address"]
+        assert addr in other.addresses("eth0")
+        assert env.node.ping(addr.split("/")[0])
+        ok(env.call("CHECK", env.conf(prevResult=res), "bindns", netns=str(mnt)))
+        ok(env.call("DEL", env.conf(), "bindns", netns=str(mnt)))
+        assert "eth0" not in other.links()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
