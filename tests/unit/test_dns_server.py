@@ -361,3 +361,34 @@ def test_server_from_env(ds: MemoryDatastore, tmp_path: Any) -> None:
         server_from_env(ds, "n1", {"CALICO_DNS_UPSTREAMS": "dns.google"})
     with pytest.raises(DnsError, match="CALICO_DNS_ENABLED"):
         server_from_env(ds, "n1", {"CALICO_DNS_ENABLED": "maybe"})
+
+
+class FlakyDatastore(MemoryDatastore):
+    """Unavailable until ``up`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = threading.Event()
+
+    def list_prefix(self, prefix: str) -> Any:
+        if not self.up.is_set():
+            from pycalico.datastore import Unavailable
+
+            raise Unavailable("down for the test")
+        return super().list_prefix(prefix)
+
+
+def test_servfail_not_nxdomain_until_first_sync() -> None:
+    ds = FlakyDatastore()
+    ds.create(wep("web", "shop", "10.244.1.2/32"))
+    srv = DnsServer(ds, "n1", [("127.0.0.1", 0)])
+    srv.start()
+    try:
+        assert not srv.wait_in_sync(0.3)
+        r = udp(srv.bound[0], DNSRecord.question(NAME))
+        assert r.header.rcode == 2 and str(r.q.qname) == NAME + "."
+        ds.up.set()
+        assert srv.wait_in_sync(5)
+        assert names_a(udp(srv.bound[0], DNSRecord.question(NAME))) == ["10.244.1.2"]
+    finally:
+        srv.stop()

@@ -74,10 +74,30 @@ class ResolverSettings:
         return z, (self.node_zone.lower().rstrip(".") or R.default_node_zone(z))
 
 
-def _header_error(data: bytes, rcode: int) -> bytes:
-    """A bare error reply (no sections) echoing the query's id, opcode and RD bit."""
+def question_end(data: bytes) -> int:
+    """Offset just past a single uncompressed question; 0 when there is none to walk."""
+    if len(data) < 12 or data[4:6] != b"\x00\x01":
+        return 0
+    i = 12
+    while i < len(data):
+        n = data[i]
+        if n == 0:
+            return i + 5 if i + 5 <= len(data) else 0
+        if n & 0xC0:
+            return 0
+        i += n + 1
+    return 0
+
+
+def error_reply(data: bytes, rcode: int, ra: bool = False, question: bool = True) -> bytes:
+    """An error reply echoing the query's id, opcode, RD bit and (when asked and it can be
+    walked) its question — resolvers such as glibc ignore replies whose question does not
+    match. FORMERR for an unparseable query carries no question."""
     qid, flags = struct.unpack_from("!HH", data)
-    out_flags = 0x8000 | (flags & 0x7900) | rcode  # QR, opcode, RD
+    out_flags = 0x8000 | (flags & 0x7900) | (0x80 if ra else 0) | (rcode & 0xF)
+    qend = question_end(data) if question else 0
+    if qend:
+        return struct.pack("!HHHHHH", qid, out_flags, 1, 0, 0, 0) + data[12:qend]
     return struct.pack("!HHHHHH", qid, out_flags, 0, 0, 0, 0)
 
 
@@ -128,11 +148,13 @@ class Resolver:
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises many types on garbage; all mean FORMERR
-            return Outcome(Action.REPLY, _header_error(data, FORMERR), FORMERR)
+            return Outcome(Action.REPLY, error_reply(data, FORMERR, question=False), FORMERR)
         try:
             return self._answer(query, tcp)
         except Exception:  # defensive: a bug must not kill the server; the client retries
-            return Outcome(Action.REPLY, _header_error(data, SERVFAIL), SERVFAIL)
+            return Outcome(
+                Action.REPLY, error_reply(data, SERVFAIL, self.settings.forwarding), SERVFAIL
+            )
 
     # -- the decision ------------------------------------------------------------------
     def _answer(self, query: DNSRecord, tcp: bool) -> Outcome:

@@ -8,7 +8,8 @@ owner and needs no locks.
 Invariants:
 - A change from the datastore is visible to queries as soon as the loop has run the update
   (sub-millisecond after the syncer delivers it); every response cache is cleared on every
-  index change, so a cached reply is never older than the index.
+  index change, so a cached reply is never older than the index. Until the first full sync
+  every (well-formed) query gets SERVFAIL: an empty index must not produce false NXDOMAINs.
 - UDP: each wake-up drains up to ``_BURST`` datagrams; a reply that cannot be sent at once is
   dropped (the client retries); responses and runts are dropped, garbage gets FORMERR.
 - TCP: 2-byte length framing, many queries per connection answered in order; connections
@@ -45,7 +46,8 @@ from pycalico.dns.resolver import (
     Action,
     Resolver,
     ResolverSettings,
-    _header_error,
+    error_reply,
+    question_end,
 )
 from pycalico.errors import CalicoError
 
@@ -107,19 +109,6 @@ def upstreams_from_resolv_conf(
     except OSError:
         return []
     return out
-
-
-def _question_end(data: bytes) -> int:
-    """Offset just past the (uncompressed) question section; 0 when not walkable."""
-    i = 12
-    while i < len(data):
-        n = data[i]
-        if n == 0:
-            return i + 5 if i + 5 <= len(data) else 0
-        if n & 0xC0:
-            return 0
-        i += n + 1
-    return 0
 
 
 class DnsServer:
@@ -332,6 +321,9 @@ class DnsServer:
         if len(data) < 12 or data[2] & 0x80:
             self.counters["dropped"] += 1
             return None
+        if not self._synced.is_set():  # an empty index would give false NXDOMAINs
+            self.counters["not_ready"] += 1
+            return error_reply(data, SERVFAIL, bool(self.upstreams))
         cache = self._cache[tcp]
         key = data[2:]
         hit = cache.get(key)
@@ -428,7 +420,7 @@ class DnsServer:
         self.counters["forwarded"] += 1
         qid = os.urandom(2)
         out = qid + data[2:]
-        qend = _question_end(data)
+        qend = question_end(data)
         for up in self.upstreams:
             try:
                 ask = self._ask_tcp(up, out) if tcp else self._ask_udp(up, out, qid, qend)
@@ -441,7 +433,7 @@ class DnsServer:
                 return data[:2] + resp[2:]
             self.counters["upstream_errors"] += 1
         self.counters[f"rcode_{SERVFAIL}"] += 1
-        return _header_error(data, SERVFAIL)
+        return error_reply(data, SERVFAIL, ra=True)
 
     async def _ask_udp(self, up: Address, out: bytes, qid: bytes, qend: int) -> bytes:
         loop = asyncio.get_running_loop()
