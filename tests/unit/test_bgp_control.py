@@ -210,3 +210,28 @@ def test_manager_write_config_is_atomic_and_checked(tmp_path: Path) -> None:
     assert "syntax error" in ei.value.output or "bogus" in ei.value.output
     assert (tmp_path / "bird.cfg").read_text() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bird.cfg"]  # no temp leftovers
+
+
+def test_sync_from_datastore_writes_checked_config(tmp_path: Path) -> None:
+    if shutil.which("bird") is None:
+        pytest.skip("bird not installed")
+    from pycalico.bgp.source import sync
+    from pycalico.datastore.memory import MemoryDatastore
+    from tests.unit.test_bgp_helpers import affinity, node, peer, pool
+
+    ds = MemoryDatastore()
+    for obj in (
+        node("n1", "198.18.0.1"),
+        node("n2", "198.18.0.2"),
+        pool("p", "10.244.0.0/16"),
+        affinity("n1", "10.244.1.0/26"),
+        affinity("n2", "10.244.2.0/26"),
+        peer("tor", peerIP="198.18.0.254", asNumber=64513),
+    ):
+        ds.create(obj)
+    m = BirdManager(str(tmp_path / "bird.cfg"), str(tmp_path / "bird.ctl"))
+    cfg = sync(ds, "n1", m)
+    text = (tmp_path / "bird.cfg").read_text()
+    assert cfg.v4 is not None and cfg.v4.blocks == ("10.244.1.0/26",)
+    assert "protocol bgp Mesh_198_18_0_2 " in text and "protocol bgp Global_198_18_0_254 " in text
+    assert "10.244.2.0/26 blackhole" not in text

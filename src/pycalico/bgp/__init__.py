@@ -31,11 +31,13 @@ from pycalico.bgp.model import (
     peer_protocol_name,
 )
 from pycalico.bgp.render import render_bird_config
+from pycalico.bgp.source import WATCHED_KINDS, inputs_from_datastore, sync
 
 __all__ = [
     "KERNEL_METRIC",
     "KERNEL_ROUTE_PROTOCOL",
     "PASSWORD_ANNOTATION",
+    "WATCHED_KINDS",
     "BgpError",
     "BgpInputError",
     "BirdConfig",
@@ -53,8 +55,10 @@ __all__ = [
     "Reply",
     "SecretLookup",
     "compute_bird_config",
+    "inputs_from_datastore",
     "parse_show_protocols",
     "peer_protocol_name",
     "render_bird_config",
     "secrets_from_resources",
+    "sync",
 ]

@@ -15,6 +15,11 @@ Owns Calico's peering and export rules (reference §4.2–4.3), reproduced for B
 - Export: one static blackhole per confirmed affine block; borrowed /32s outside our blocks;
   pools with ``disableBGPExport`` never; kernel programming skips pools Felix owns
   (VXLAN/IPIP, Calico v3.33 ``programClusterRoutes`` defaults).
+- Unlike Calico's BIRD 1.6 template, the kernel protocol does not ``learn`` foreign kernel
+  routes: everything BIRD exports comes from this model (static blackholes for blocks,
+  ``borrowed`` /32s given by the caller), so workload (``cali*``) and tunnel routes
+  programmed by Felix/CNI can never leak into BGP; the export filter also rejects routes on
+  those interfaces as a second guard.
 
 Invariants: the result depends only on the inputs (sorted by name/CIDR); malformed input
 raises BgpInputError; a peer whose secret cannot be resolved is left out and reported in
