@@ -230,6 +230,7 @@ class NodeAgent:
             write_status(self.state_dir, final)
         except OSError:
             pass
+        log.info("stopped")
 
 
 def build_agent(env: Mapping[str, str], stop: threading.Event) -> NodeAgent:

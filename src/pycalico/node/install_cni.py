@@ -35,8 +35,11 @@ DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 CONFLIST_NAME = "10-calico.conflist"
 
 
-def wrapper_script(entry: str, python: str | None = None) -> str:
-    """The source of an executable running ``pycalico.cni.main.<entry>()``."""
+def wrapper_script(
+    entry: str, python: str | None = None, socket_path: str = "/var/run/calico/cni.sock"
+) -> str:
+    """The source of an executable running ``pycalico.cni.main.<entry>()`` (which offers
+    the call to the cni-server at ``socket_path`` first, unless $CALICO_CNI_SOCKET is set)."""
     import pycalico
 
     python = python or sys.executable
@@ -45,8 +48,9 @@ def wrapper_script(entry: str, python: str | None = None) -> str:
     return (
         f"#!{python} -S\n"
         f'"""pycalico CNI plugin wrapper (written by calico-node install-cni)."""\n'
-        "import sys\n"
+        "import os, sys\n"
         f"sys.path[:0] = {paths!r}\n"
+        f"os.environ.setdefault('CALICO_CNI_SOCKET', {socket_path!r})\n"
         f"from pycalico.cni.main import {entry}\n"
         f"{entry}()\n"
     )
@@ -136,11 +140,11 @@ def install(
     b.mkdir(parents=True, exist_ok=True)
     for name, entry in ENTRY_POINTS.items():
         p = b / f".{name}.py"
-        _atomic_write(p, wrapper_script(entry, python), 0o755)
+        _atomic_write(p, wrapper_script(entry, python, socket_path), 0o755)
         written.append(p)
         exe = b / name
         if not (shim and compile_shim(exe, socket_path, str(b))):
-            _atomic_write(exe, wrapper_script(entry, python), 0o755)
+            _atomic_write(exe, wrapper_script(entry, python, socket_path), 0o755)
         written.append(exe)
     c = Path(conf_dir)
     c.mkdir(parents=True, exist_ok=True)

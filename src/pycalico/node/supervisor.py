@@ -1,8 +1,8 @@
 """Supervision of calico-node's components (Felix, route agent, BGP, later DNS).
 
 Owns: starting each :class:`Component`, noticing when one dies (``alive()`` false or
-``start()`` raising) and restarting it with exponential back-off, and stopping them all in
-reverse order.
+``start()`` raising) and restarting it with exponential back-off, and stopping them all
+(concurrently).
 
 Invariants: the supervisor never exits because a component failed — a datastore outage
 shows up as a component that is not in sync (it resyncs by itself) or that dies and is
@@ -112,15 +112,30 @@ class Supervisor:
                 s.next_attempt = now + s.backoff
                 s.backoff = min(s.backoff * 2, self.maximum)
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """Stop every started component, concurrently (each stop waits for its own threads;
+        in parallel the agent exits in about the longest single stop)."""
+
+        def stop_one(s: _Slot) -> None:
+            t0 = self.clock()
+            try:
+                s.component.stop()
+            except Exception as e:
+                log.warning("stopping %s: %s", s.component.name, e)
+            log.info("stopped %s in %.2fs", s.component.name, self.clock() - t0)
+
         with self._lock:
+            threads = []
             for s in reversed(self.slots):
                 if s.started:
-                    try:
-                        s.component.stop()
-                    except Exception as e:
-                        log.warning("stopping %s: %s", s.component.name, e)
+                    t = threading.Thread(
+                        target=stop_one, args=(s,), name=f"stop-{s.component.name}"
+                    )
+                    t.start()
+                    threads.append(t)
                     s.started = False
+            for t in threads:
+                t.join(timeout)
 
     def report(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
