@@ -58,7 +58,7 @@ while True:
 """
 CLIENT = r"""
 import socket, sys
-c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
 c.sendall(b"x" * int(sys.argv[3])); c.shutdown(socket.SHUT_WR)
 out = b""
 while True:
@@ -177,10 +177,12 @@ class Cluster:
         p = ns.popen("/usr/bin/python3", "-c", SERVER, str(ECHO_PORT), stdout=subprocess.PIPE)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
 
-    def tcp(self, src: Netns, dst_ip: str, size: int = 100) -> tuple[str, int] | None:
+    def tcp(
+        self, src: Netns, dst_ip: str, size: int = 100, timeout: float = 3.0
+    ) -> tuple[str, int] | None:
         """Connect from ``src`` to the echo server; (peer address it saw, bytes echoed)."""
-        r = src.exec("/usr/bin/python3", "-c", CLIENT, dst_ip, str(ECHO_PORT), str(size),
-                     check=False, timeout=15)  # fmt: skip
+        argv = ["/usr/bin/python3", "-c", CLIENT, dst_ip, str(ECHO_PORT), str(size), str(timeout)]
+        r = src.exec(*argv, check=False, timeout=15 + timeout)
         if r.returncode != 0:
             return None
         peer, n = r.stdout.split()
@@ -488,4 +490,4 @@ def test_nat_outgoing(cluster_factory: Callable[..., Cluster]) -> None:
     c.ds.update(pool)
     wait_for("table removed", lambda: n1.exec("nft", "list", "table", "ip", "calico-nat",
                                               check=False).returncode != 0)  # fmt: skip
-    assert c.tcp(p1, gw) is None  # the outside has no route back to the pod
+    assert c.tcp(p1, gw, timeout=0.5) is None  # the outside has no route back to the pod

@@ -222,7 +222,13 @@ def test_route_config_from_felix_configuration() -> None:
         "node.n1": {"spec": {"vxlanPort": 8472, "mtuIfacePattern": "^veth"}},
         "node.n2": {"spec": {"vxlanPort": 1}},
     }
+    cfgs["default"]["spec"].update(natOutgoingAddress="198.18.0.99",
+                                   natOutgoingExclusions="IPPoolsAndHostIPs")  # fmt: skip
     c = RouteConfig.from_resources("n1", cfgs)
+    assert c.nat_outgoing_address == "198.18.0.99" and c.nat_exclude_host_ips
+    d = run([pool(vxlanMode="Always", natOutgoing=True)], cfg=c)
+    assert d.nat_snat_to == "198.18.0.99"
+    assert d.nat_exclude == (N("198.18.1.1/32"), N("198.18.1.2/32"), N("198.18.2.3/32"))
     assert (c.vxlan_vni, c.vxlan_port, c.ipip_mtu, c.route_refresh_s) == (5000, 8472, 1300, 30)
     assert c.mtu_iface_pattern == "^veth"
     with pytest.raises(RouteInputError, match="mtuIfacePattern"):

@@ -324,6 +324,11 @@ def test_nat_table_render_and_reconcile() -> None:
     assert "elements = { 10.244.0.0/16 }" in text
     assert "elements = { 10.96.0.0/16, 10.244.0.0/16 }" in text
     assert "ip saddr @masq-ipam-pools ip daddr != @network-ip-pools" in text
+    t2 = render([N("10.244.0.0/16")], [N("10.244.0.0/16")],
+                exclude_hosts=[N("198.18.0.1/32")], snat_to="198.18.0.99")  # fmt: skip
+    assert "set all-hosts-net" in t2 and "elements = { 198.18.0.1/32 }" in t2
+    assert "ip daddr != @all-hosts-net" in t2 and t2.rstrip().endswith("}")
+    assert "snat to 198.18.0.99" in t2 and "masquerade" not in t2
     k = FakeKernel()
     kr = kernel(k)
     kr.apply(DesiredState(masq_pools=(N("10.244.0.0/16"),), all_pools=(N("10.244.0.0/16"),)),

@@ -5,8 +5,10 @@ table so the two owners never write each other's objects. Contents (Calico's
 ``cali-nat-outgoing`` semantics):
 
     set masq-ipam-pools   { natOutgoing pools }       set network-ip-pools { every pool }
+    [set all-hosts-net    { node IPs }  with natOutgoingExclusions: IPPoolsAndHostIPs]
     chain nat-POSTROUTING  (type nat, hook postrouting, priority srcnat + 10)
-      ip saddr @masq-ipam-pools ip daddr != @network-ip-pools oifname != <tunnels> masquerade
+      ip saddr @masq-ipam-pools ip daddr != @network-ip-pools [ip daddr != @all-hosts-net]
+        oifname != <tunnels> masquerade      (snat to <natOutgoingAddress> when set)
 
 Traffic to other pods (destination inside any pool, or leaving by ``tunl0``/``vxlan.calico``)
 is never masqueraded; traffic from a natOutgoing pool to anything else leaves with the node's
@@ -30,6 +32,7 @@ TABLE_FAMILY = "ip"
 TABLE_NAME = "calico-nat"
 MASQ_SET = "masq-ipam-pools"
 POOLS_SET = "network-ip-pools"
+HOSTS_SET = "all-hosts-net"
 
 
 class NatOutgoingError(CalicoError):
@@ -44,16 +47,29 @@ def _set(name: str, nets: Sequence[Net4]) -> list[str]:
     return lines
 
 
-def render(masq_pools: Sequence[Net4], all_pools: Sequence[Net4]) -> str:
-    """The full table definition (deterministic)."""
+def render(
+    masq_pools: Sequence[Net4],
+    all_pools: Sequence[Net4],
+    *,
+    exclude_hosts: Sequence[Net4] | None = None,
+    snat_to: str | None = None,
+) -> str:
+    """The full table definition (deterministic). ``exclude_hosts`` (natOutgoingExclusions
+    ``IPPoolsAndHostIPs``) adds set ``all-hosts-net`` to the exclusions; ``snat_to``
+    (natOutgoingAddress) replaces masquerade with ``snat to``."""
     tunnels = ", ".join(f'"{d}"' for d in (IPIP_DEVICE, VXLAN_DEVICE))
     lines = [f"table {TABLE_FAMILY} {TABLE_NAME} {{"]
     lines += _set(MASQ_SET, masq_pools)
     lines += _set(POOLS_SET, all_pools)
+    match = f"ip saddr @{MASQ_SET} ip daddr != @{POOLS_SET}"
+    if exclude_hosts is not None:
+        lines += _set(HOSTS_SET, exclude_hosts)
+        match += f" ip daddr != @{HOSTS_SET}"
+    action = f"snat to {snat_to}" if snat_to else "masquerade"
     lines += [
         "  chain nat-POSTROUTING {",
         "    type nat hook postrouting priority srcnat + 10; policy accept;",
-        f"    ip saddr @{MASQ_SET} ip daddr != @{POOLS_SET} oifname != {{ {tunnels} }} masquerade",
+        f"    {match} oifname != {{ {tunnels} }} {action}",
         "  }",
         "}",
     ]
@@ -78,11 +94,21 @@ class NatOutgoing:
             raise NatOutgoingError(f"nft -f ({TABLE_NAME}): {(r.stderr or r.stdout).strip()}")
 
     def reconcile(
-        self, masq_pools: Sequence[Net4], all_pools: Sequence[Net4], *, check: bool = False
+        self,
+        masq_pools: Sequence[Net4],
+        all_pools: Sequence[Net4],
+        *,
+        exclude_hosts: Sequence[Net4] | None = None,
+        snat_to: str | None = None,
+        check: bool = False,
     ) -> bool:
         """Make the kernel match; ``check`` compares with the kernel (periodic resync).
         Returns True when something was written."""
-        want = render(masq_pools, all_pools) if masq_pools else None
+        want = (
+            render(masq_pools, all_pools, exclude_hosts=exclude_hosts, snat_to=snat_to)
+            if masq_pools
+            else None
+        )
         if want == self._applied and not check:
             return False
         current = self._list()

@@ -198,6 +198,12 @@ def compute(
         ipip_next_hops=tuple(hops),
         masq_pools=tuple(p.cidr for p in pools if p.nat_outgoing),
         all_pools=tuple(p.cidr for p in pools),
+        nat_exclude=tuple(
+            sorted(ipaddress.IPv4Network(f"{n.ip.ip}/32") for n in nodes.values() if n.ip)
+        )
+        if cfg.nat_exclude_host_ips
+        else (),
+        nat_snat_to=cfg.nat_outgoing_address,
         pod_mtu=pod_mtu,
         problems=tuple(problems),
     )

@@ -333,7 +333,14 @@ class KernelRoutes:
 
     def _apply_nat(self, want: DesiredState, full: bool) -> None:
         if self.nat is not None:
-            if self.nat.reconcile(want.masq_pools, want.all_pools, check=full):
+            excl = want.nat_exclude if want.nat_exclude else None
+            if self.nat.reconcile(
+                want.masq_pools,
+                want.all_pools,
+                exclude_hosts=excl,
+                snat_to=want.nat_snat_to,
+                check=full,
+            ):
                 self.writes += 1
 
     def _apply_mtu(self, mtu: int) -> None:

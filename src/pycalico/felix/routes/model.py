@@ -229,6 +229,8 @@ class RouteConfig:
     # EnabledIPIPOnly/Enabled: Felix programs IPIP pool routes; Disabled: BIRD does (VXLAN is
     # always Felix's).
     program_cluster_routes: str = "EnabledIPIPOnly"
+    nat_outgoing_address: str | None = None  # SNAT to this address instead of masquerade
+    nat_exclude_host_ips: bool = False  # natOutgoingExclusions: IPPoolsAndHostIPs
 
     @classmethod
     def from_resources(
@@ -274,6 +276,16 @@ class RouteConfig:
                 ) from None
             if secs > 0:
                 kw["route_refresh_s"] = secs
+        if merged.get("natOutgoingAddress"):
+            try:
+                kw["nat_outgoing_address"] = str(
+                    ipaddress.IPv4Address(merged["natOutgoingAddress"])
+                )
+            except ValueError:
+                raise RouteInputError(
+                    "FelixConfiguration", "spec.natOutgoingAddress", "not an IPv4 address"
+                ) from None
+        kw["nat_exclude_host_ips"] = merged.get("natOutgoingExclusions") == "IPPoolsAndHostIPs"
         if merged.get("programClusterRoutes"):
             kw["program_cluster_routes"] = str(merged["programClusterRoutes"])
         return RouteConfig(**{**out.__dict__, **kw})
@@ -351,5 +363,7 @@ class DesiredState:
     ipip_next_hops: tuple[tuple[Net4, Addr4], ...] = ()
     masq_pools: tuple[Net4, ...] = ()  # natOutgoing pools (nft set masq-ipam-pools)
     all_pools: tuple[Net4, ...] = ()  # every pool (nft set network-ip-pools)
+    nat_exclude: tuple[Net4, ...] = ()  # host IPs (set all-hosts-net) when configured
+    nat_snat_to: str | None = None  # natOutgoingAddress
     pod_mtu: int = 0  # written to the CNI plugin's MTU file (0 = leave it)
     problems: tuple[str, ...] = ()  # why something could not be programmed (logged)
