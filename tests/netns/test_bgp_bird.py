@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from pycalico.bgp import (
     KERNEL_METRIC,
@@ -21,6 +24,7 @@ from pycalico.bgp import (
     compute_bird_config,
     render_bird_config,
 )
+from pycalico.ctl.node import node as node_cmd
 from pycalico.ctl.node import peer_rows
 from tests.fixtures.netns import Netns, NetnsFactory
 from tests.unit.test_bgp_helpers import affinity, bgpconfig, bgpfilter, node, peer, pool
@@ -216,6 +220,23 @@ def test_full_mesh_programs_one_route_per_remote_block(cluster3: Cluster) -> Non
         )
         rows = peer_rows(cluster3.managers[name].protocols(), 4)
         assert {(r[1], r[2], r[4]) for r in rows} == {("node-to-node mesh", "up", "Established")}
+    # calicoctl node status against n1's real BIRD (with a stand-in agent process).
+    agent = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "calico-node", "run"]
+    )
+    try:
+        sock = cluster3.managers["n1"].socket_path
+        out = CliRunner().invoke(node_cmd, ["status", "--bird-socket", sock])
+    finally:
+        agent.kill()
+        agent.wait()
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[:3] == ["Calico process is running.", "", "IPv4 BGP status"]
+    assert lines[4] == "| PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |    INFO     |"
+    assert lines[6].startswith("| 198.18.0.2   | node-to-node mesh | up    | ")
+    assert lines[6].endswith(" | Established |")
+    assert lines[-3:] == ["IPv6 BGP status", "No IPv6 peers found.", ""]
     # A new block claimed on n3 reaches n1's kernel after a reload.
     cluster3.res["block_affinities"].append(affinity("n3", "10.244.3.64/26"))
     cluster3.apply()
