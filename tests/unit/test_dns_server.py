@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.dns import DnsError, DnsServer, parse_hostport, upstreams_from_resolv_conf
@@ -392,3 +394,45 @@ def test_servfail_not_nxdomain_until_first_sync() -> None:
         assert names_a(udp(srv.bound[0], DNSRecord.question(NAME))) == ["10.244.1.2"]
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[DnsServer]:
+    d = MemoryDatastore()
+    d.create(wep("web", "shop", "10.244.1.2/32"))
+    with serving(d, tcp_idle_timeout=0.5) as srv:
+        yield srv
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=700), st.booleans())
+def test_fuzz_over_the_wire(shared_server: DnsServer, junk: bytes, over_tcp: bool) -> None:
+    """Generated packets over UDP or TCP, each followed by a real query on the same socket:
+    the real query is always answered correctly."""
+    addr = shared_server.bound[0]
+    good = DNSRecord.question(NAME)
+    if over_tcp:
+        with socket.create_connection(addr, timeout=2) as s:
+            tcp_send(s, junk)
+            tcp_send(s, bytes(good.pack()))
+            with contextlib.suppress(ConnectionError, OSError):
+                while True:  # the junk may get FORMERR first, or close the connection
+                    r = tcp_recv(s)
+                    if r.header.id == good.header.id:
+                        assert names_a(r) == ["10.244.1.2"]
+                        return
+        assert names_a(udp(addr, good)) == ["10.244.1.2"]  # closed: the server still serves
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(junk, addr)
+        s.sendto(bytes(good.pack()), addr)
+        while True:
+            data = s.recv(65535)
+            if data[:2] == struct.pack("!H", good.header.id) and len(data) > 12:
+                r = DNSRecord.parse(data)
+                if r.q.qname == NAME:
+                    assert names_a(r) == ["10.244.1.2"]
+                    return

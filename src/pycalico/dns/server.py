@@ -176,6 +176,7 @@ class DnsServer:
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self._tcp_clients = 0
         self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # strong refs to forwarding tasks
         self._cache: dict[bool, dict[bytes, bytes]] = {False: {}, True: {}}
         self._new_index()
 
@@ -187,7 +188,9 @@ class DnsServer:
     def start(self) -> None:
         """Bind every listener, then start following the datastore (non-blocking)."""
         if self._thread is not None:
-            return
+            if self._thread.is_alive():
+                return
+            self.stop()  # a dead loop thread: clean up, then start afresh
         self._new_index()
         self._synced.clear()
         loop = asyncio.new_event_loop()
@@ -381,7 +384,9 @@ class DnsServer:
             finally:
                 self._inflight -= 1
 
-        asyncio.get_running_loop().create_task(run())
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tcp_clients >= self.max_tcp_clients:
