@@ -412,8 +412,10 @@ def test_agent_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> Non
         ds.delete("Node", "n2")
         _wait(lambda: not any(r.get("dev") == "vxlan.calico" for r in k.routes.values()))
         assert k.fdb == set()
+        st = agent.stats()
+        assert st["in_sync"] and st["vteps"] == 0 and st["applies"] >= 3 and agent.alive()
     finally:
         agent.stop()
-    assert not agent.syncer._thread.is_alive()
+    assert not agent.alive()
     assert k.links["vxlan.calico"]  # stop leaves the dataplane in place
     assert HostFacts().host_mtu == 1460

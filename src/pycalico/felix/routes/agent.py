@@ -127,6 +127,27 @@ class RouteAgent:
         """True once the datastore is in sync and a first apply succeeded."""
         return self._in_sync.wait(timeout)
 
+    def alive(self) -> bool:
+        """The owner and syncer threads are running."""
+        return self._thread.is_alive() and self.syncer._thread.is_alive()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for health/metrics: routes/VTEPs desired, applies, tunnel packets."""
+        d = self.desired
+        out: dict[str, Any] = {
+            "in_sync": self._in_sync.is_set(),
+            "routes": len(d.routes) if d else 0,
+            "vteps": len(d.vteps) if d else 0,
+            "applies": self.applies,
+            "full_applies": self.full_applies,
+            "kernel_writes": self.kernel.writes,
+            "last_errors": list(self.last_errors),
+        }
+        tun = self.kernel.ipip
+        if tun is not None:
+            out["ipip"] = dict(vars(tun.stats))
+        return out
+
     def resync(self) -> None:
         """Request a full apply (re-read the kernel and repair drift)."""
         self._full = True

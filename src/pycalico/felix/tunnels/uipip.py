@@ -41,6 +41,7 @@ IFF_NO_PI = 0x1000
 IPPROTO_IPIP = 4
 BATCH = 64
 MAX_PKT = 65535
+CACHE_MAX = 4096
 
 
 class Lpm:
@@ -55,6 +56,15 @@ class Lpm:
             for plen, table in sorted(by_len.items(), reverse=True)
         ]
         self.sources = frozenset(socket.inet_aton(h) for t in by_len.values() for h in t.values())
+        # Per-destination memo (inner destination bytes -> sendto address); the table is
+        # immutable, so the memo never goes stale; bounded by clearing when full.
+        self.cache: dict[bytes, tuple[str, int]] = {}
+
+    def remember(self, dst: bytes, hop: str) -> tuple[str, int]:
+        if len(self.cache) >= CACHE_MAX:
+            self.cache.clear()
+        addr = self.cache[dst] = (hop, 0)
+        return addr
 
     def lookup(self, dst: int) -> str | None:
         for mask, table in self._levels:
@@ -121,6 +131,7 @@ class UserspaceIpip:
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._rxbuf = bytearray(MAX_PKT)
 
     @property
     def running(self) -> bool:
@@ -192,40 +203,58 @@ class UserspaceIpip:
 
     def _from_tun(self, tun: int, raw: socket.socket) -> None:
         lpm, st = self._lpm, self.stats
-        for _ in range(BATCH):
-            try:
-                pkt = os.read(tun, MAX_PKT)
-            except BlockingIOError:
-                return
-            dst = inner_destination(pkt)
-            hop = lpm.lookup(dst) if dst is not None else None
-            if hop is None:
-                st.no_route += 1
-                continue
-            try:
-                raw.sendto(pkt, (hop, 0))
-                st.encapsulated += 1
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EHOSTUNREACH,
-                                   errno.ENETUNREACH, errno.EMSGSIZE):  # fmt: skip
-                    raise
-                st.send_errors += 1
+        cache = lpm.cache
+        read, sendto = os.read, raw.sendto
+        sent = 0
+        try:
+            for _ in range(BATCH):
+                try:
+                    pkt = read(tun, MAX_PKT)
+                except BlockingIOError:
+                    return
+                addr = cache.get(pkt[16:20])
+                if addr is None:
+                    dst = inner_destination(pkt)
+                    hop = lpm.lookup(dst) if dst is not None else None
+                    if hop is None:
+                        st.no_route += 1
+                        continue
+                    addr = lpm.remember(pkt[16:20], hop)
+                try:
+                    sendto(pkt, addr)
+                    sent += 1
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EHOSTUNREACH,
+                                       errno.ENETUNREACH, errno.EMSGSIZE):  # fmt: skip
+                        raise
+                    st.send_errors += 1
+        finally:
+            st.encapsulated += sent
 
     def _from_wire(self, tun: int, raw: socket.socket) -> None:
         sources, st = self._lpm.sources, self.stats
-        for _ in range(BATCH):
-            try:
-                data = raw.recv(MAX_PKT)
-            except BlockingIOError:
-                return
-            inner = decapsulate(data, sources)
-            if inner is None:
-                st.dropped_in += 1
-                continue
-            try:
-                os.write(tun, inner)
-                st.decapsulated += 1
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EINVAL, errno.EIO):
-                    raise
-                st.dropped_in += 1
+        buf = self._rxbuf
+        view = memoryview(buf)
+        recv_into, write = raw.recv_into, os.write
+        got = 0
+        try:
+            for _ in range(BATCH):
+                try:
+                    n = recv_into(buf)
+                except BlockingIOError:
+                    return
+                # Inline decapsulate(): outer IPv4 + protocol 4 + known source, inner IPv4.
+                ihl = (buf[0] & 0x0F) * 4
+                if (n < ihl + 20 or buf[0] >> 4 != 4 or buf[9] != IPPROTO_IPIP
+                        or bytes(view[12:16]) not in sources or buf[ihl] >> 4 != 4):  # fmt: skip
+                    st.dropped_in += 1
+                    continue
+                try:
+                    write(tun, view[ihl:n])
+                    got += 1
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EINVAL, errno.EIO):
+                        raise
+                    st.dropped_in += 1
+        finally:
+            st.decapsulated += got
