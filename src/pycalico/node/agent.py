@@ -233,7 +233,14 @@ class NodeAgent:
         log.info("stopped")
 
 
-def build_agent(env: Mapping[str, str], stop: threading.Event) -> NodeAgent:
+def build_agent(
+    env: Mapping[str, str],
+    stop: threading.Event,
+    extra_components: Sequence[Component] = (),
+) -> NodeAgent:
+    """Start-up, then the supervised components; ``extra_components`` is the hook for
+    later ones (DNS) — they are supervised and reported like the built-in ones."""
+    from pycalico.datastore import DatastoreError
     from pycalico.node import felixcfg
     from pycalico.node.bgpdriver import BgpComponent
     from pycalico.node.components import FelixComponent, RouteComponent
@@ -244,7 +251,11 @@ def build_agent(env: Mapping[str, str], stop: threading.Event) -> NodeAgent:
     ds, result = _startup(env, stop)
     node_name = result.node["metadata"]["name"]
     write_atomic(os.path.join(state_dir, "nodename"), node_name + "\n")
-    fcfg = felixcfg.from_resources(env, node_name, ds.list("FelixConfiguration").items)
+    try:
+        fcfg = felixcfg.from_resources(env, node_name, ds.list("FelixConfiguration").items)
+    except DatastoreError as e:  # an outage right after start-up: env and defaults only
+        log.warning("FelixConfiguration unavailable (%s); using env and defaults", e)
+        fcfg = felixcfg.effective(env)
     for w in fcfg.warnings:
         log.warning("%s", w)
     mtu_file = env.get("CALICO_MTU_FILE") or DEFAULT_MTU_FILE
@@ -260,6 +271,7 @@ def build_agent(env: Mapping[str, str], stop: threading.Event) -> NodeAgent:
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
         comps.append(BgpComponent(ds, node_name, state_dir, socket_path))
+    comps.extend(extra_components)
     agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg)
     agent.stop_event = stop
     return agent

@@ -93,11 +93,12 @@ class BgpComponent:
         *,
         bird_binary: str = "bird",
         coalesce: float = COALESCE_S,
+        manager: BirdManager | None = None,
     ) -> None:
         self.ds = ds
         self.node_name = node_name
         self.coalesce = coalesce
-        self.manager = BirdManager(
+        self.manager = manager or BirdManager(
             os.path.join(state_dir, "bird.cfg"),
             socket_path,
             os.path.join(state_dir, "bird.pid"),

@@ -77,23 +77,26 @@ class FelixComponent:
         a = self.agent
         if a is None:
             return {}, None, []
-        gauges: dict[str, float] = {}
-        try:
-            gauges["felix_active_local_endpoints"] = float(len(a.graph.local_endpoints()))
-        except Exception:  # read from another thread; skip this round on a race
-            pass
-        for attr, metric in (
-            ("active_policies", "felix_active_local_policies"),
-            ("active_selectors", "felix_active_local_selectors"),
-            ("ipsets", "felix_ipsets_calico"),
-        ):
-            v = getattr(getattr(a, "renderer", None), attr, None)
-            if isinstance(v, int | float):
-                gauges[metric] = float(v)
         try:
             stats = a.stats()
         except Exception:
-            return gauges, None, []
+            return {}, None, []
+        gauges: dict[str, float] = {}
+        graph = getattr(a, "graph", None)
+        # Prefer counts Felix reports in stats(); else size the calc graph's sent state
+        # (read without its lock: a gauge may be one update behind).
+        for key, metric, attr in (
+            ("active_local_endpoints", "felix_active_local_endpoints", "_local"),
+            ("active_local_policies", "felix_active_local_policies", "_sent_policies"),
+            ("ipsets", "felix_ipsets_calico", "_sent_sets"),
+        ):
+            v = stats.get(key)
+            if not isinstance(v, int | float):
+                try:
+                    v = len(getattr(graph, attr))
+                except (TypeError, AttributeError):
+                    continue
+            gauges[metric] = float(v)
         applies = float(stats.get("applies", 0))
         total = float(stats.get("apply_seconds_total", 0.0))
         new: list[float] = []
