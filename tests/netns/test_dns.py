@@ -60,7 +60,11 @@ class Pod:
         return p.stdout.split()[0] if p.returncode == 0 and p.stdout else None
 
 
-def wire_pod(f: NetnsFactory, node: Netns, tag: str, ip: str, namespace: str) -> Pod:
+def wire_pod(
+    f: NetnsFactory, node: Netns, tag: str, ip: str, namespace: str, etc_dirs: list[Path]
+) -> Pod:
+    """A pod namespace wired to ``node``; its resolv.conf dir is recorded in ``etc_dirs``
+    (the caller removes them)."""
     pod = f.netns(tag)
     cali = f"cali{tag}{os.getpid() % 10000}"[:15]
     f.veth(pod, "eth0", node, cali)
@@ -84,6 +88,7 @@ def wire_pod(f: NetnsFactory, node: Netns, tag: str, ip: str, namespace: str) ->
         ]
     )
     etc = Path("/etc/netns") / pod.name
+    etc_dirs.append(etc)
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "resolv.conf").write_text(resolv_conf(namespace))
     return Pod(pod, namespace, ip)
@@ -136,12 +141,11 @@ def cluster(
     n1, n2 = ul.nodes
     n1.ip("route", "add", "10.244.2.0/24", "via", ul.node_ips[1])
     n2.ip("route", "add", "10.244.1.0/24", "via", ul.node_ips[0])
-    pods: list[Pod] = []
+    etc_dirs: list[Path] = []
     try:
-        client = wire_pod(f, n1, "cl", "10.244.1.2", "shop")
-        web = wire_pod(f, n1, "web", "10.244.1.3", "shop")
-        dbp = wire_pod(f, n2, "db", "10.244.2.2", "prod")
-        pods = [client, web, dbp]
+        client = wire_pod(f, n1, "cl", "10.244.1.2", "shop", etc_dirs)
+        web = wire_pod(f, n1, "web", "10.244.1.3", "shop", etc_dirs)
+        dbp = wire_pod(f, n2, "db", "10.244.2.2", "prod", etc_dirs)
         ds.create(wep("client", "shop", "n1", client.ip))
         ds.create(
             wep("web", "shop", "n1", web.ip, [{"name": "http", "protocol": "TCP", "port": 80}])
@@ -159,8 +163,8 @@ def cluster(
             start_dns(node, db_path)
         yield Cluster(ds, client, web, dbp, ul.nodes)
     finally:
-        for p in pods:
-            shutil.rmtree(Path("/etc/netns") / p.netns.name, ignore_errors=True)
+        for d in etc_dirs:
+            shutil.rmtree(d, ignore_errors=True)
         ds.close()
 
 
