@@ -397,10 +397,17 @@ def test_vxlan_routes_vteps_tcp_and_repair(cluster_factory: Callable[..., Cluste
              and len(_vtep_state(c, "n1")[1]) == 1)  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("mode", "dev", "bpf", "marker"),
+    [
+        ("vxlanMode", "vxlan.calico", "udp port 4789", "vni 4096"),
+        ("ipipMode", "tunl0", "ip proto 4", "proto IPIP (4)"),
+    ],
+)
 def test_crosssubnet_only_router_crossing_is_encapsulated(
-    cluster_factory: Callable[..., Cluster],
+    cluster_factory: Callable[..., Cluster], mode: str, dev: str, bpf: str, marker: str
 ) -> None:
-    c = cluster_factory({"vxlanMode": "CrossSubnet"}, two_subnets=True)
+    c = cluster_factory({mode: "CrossSubnet"}, two_subnets=True)
     c.start_agents()
     ips = {n: c.add_pod(f"p{n[1]}", n) for n in c.nodes}
     for p in c.pods.values():
@@ -409,20 +416,21 @@ def test_crosssubnet_only_router_crossing_is_encapsulated(
     r1 = c.routes("n1")
     b2, b3 = c.blocks_of("n2")[0], c.blocks_of("n3")[0]
     assert (r1[b2]["dev"], r1[b2]["gateway"]) == ("eth0", c.node_ip["n2"])
-    assert r1[b3]["dev"] == "vxlan.calico"
+    assert r1[b3]["dev"] == dev
     p1 = c.pods["p1"][0]
-    with capture(c.router, "bra", "udp port 4789") as vx_a:  # type: ignore[attr-defined]
+    router: Netns = c.router  # type: ignore[attr-defined]
+    with capture(router, "bra", bpf) as enc_a:
         assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
-    with capture(c.router, "bra", f"host {ips['n1']}") as plain_a:  # type: ignore[attr-defined]
+    with capture(router, "bra", f"host {ips['n1']}") as plain_a:
         assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
-    with capture(c.router, "brb", "udp port 4789") as vx_b:  # type: ignore[attr-defined]
-        assert c.tcp(p1, ips["n3"]) == (ips["n1"], 100)
-    # Same subnet: plain pod-to-pod packets on the wire, no VXLAN.
-    assert not [x for x in vx_a if "VXLAN" in x or "vni" in x], vx_a[:5]
+    with capture(router, "brb", bpf) as enc_b:
+        assert c.tcp(p1, ips["n3"], size=50000) == (ips["n1"], 50000)
+    # Same subnet: plain pod-to-pod packets on the wire, nothing encapsulated.
+    assert not [x for x in enc_a if marker in x], enc_a[:5]
     assert any(f"{ips['n1']}." in x and f"{ips['n2']}.{ECHO_PORT}" in x for x in plain_a)
-    # Across the router: VXLAN carrying the pod addresses.
-    assert any("vni 4096" in x for x in vx_b), vx_b[:5]
-    assert any(f"{ips['n1']}." in x and f"{ips['n3']}.{ECHO_PORT}" in x for x in vx_b)
+    # Across the router: encapsulated, carrying the pod addresses.
+    assert any(marker in x for x in enc_b), enc_b[:5]
+    assert any(f"{ips['n1']}." in x and f"{ips['n3']}.{ECHO_PORT}" in x for x in enc_b)
 
 
 def test_ipip_userspace_tunnel(cluster_factory: Callable[..., Cluster]) -> None:
