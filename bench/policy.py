@@ -9,8 +9,9 @@ Measures:
    carries it has returned (Felix's apply counter), p50 / p99 over K changes; the last
    change is checked in the kernel (set element present);
 3. data path: two real workloads (veth, Calico wiring) with iperf3 TCP throughput and a TCP
-   connection rate (connect+echo+close per connection), (a) with no table and (b) with
-   10,000 non-matching rules in front of the allow rule and a 10,000-member selector set.
+   connection rate (connect+echo+RST-close per connection), interleaved N times: (a) no
+   table, (b) the minimal table (profile allow), (c) 10,000 non-matching rules in front of
+   the allow rule plus a 10,000-member selector set; medians and best-of-N.
 
 Writes bench/results/policy.json.
 Usage: sudo .venv/bin/python bench/policy.py [--endpoints 1000] [--policies 500]
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -176,12 +178,14 @@ def bench_latency(
 
 
 CONNRATE = r"""
-import socket, sys, time
+import socket, struct, sys, time
 dst, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 n = 0
 end = time.time() + secs
+linger = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT, no port exhaustion
 while time.time() < end:
-    s = socket.create_connection((dst, port), timeout=2); s.sendall(b"x"); s.recv(1); s.close()
+    s = socket.create_connection((dst, port), timeout=2); s.sendall(b"x"); s.recv(1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger); s.close()
     n += 1
 print(n / secs)
 """
@@ -280,6 +284,9 @@ def bench_datapath(args: argparse.Namespace, f: NetnsFactory, tmp: Path) -> dict
     def med(key: str, i: int) -> float:
         return statistics.median(x[i] for x in runs[key])
 
+    def best(key: str, i: int) -> float:
+        return max(x[i] for x in runs[key])
+
     return {
         "datapath_rules": loaded.rule_count(),
         "datapath_set_members": args.set_members + 1,
@@ -288,6 +295,10 @@ def bench_datapath(args: argparse.Namespace, f: NetnsFactory, tmp: Path) -> dict
         "throughput_gbps_policy": round(med("policy", 0), 2),
         "throughput_ratio": round(med("policy", 0) / med("none", 0), 3),
         "throughput_ratio_vs_minimal": round(med("policy", 0) / med("minimal", 0), 3),
+        # Best-of-N is far less sensitive to other load on a shared 2-core machine.
+        "throughput_gbps_best_none": round(best("none", 0), 2),
+        "throughput_gbps_best_policy": round(best("policy", 0), 2),
+        "throughput_ratio_best": round(best("policy", 0) / best("none", 0), 3),
         "conn_per_s_none": round(med("none", 1)),
         "conn_per_s_minimal": round(med("minimal", 1)),
         "conn_per_s_policy": round(med("policy", 1)),
@@ -304,8 +315,8 @@ def main() -> None:
     ap.add_argument("--families", default="ip")
     ap.add_argument("--rules", type=int, default=10000)
     ap.add_argument("--set-members", type=int, default=10000)
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-datapath", action="store_true")
     args = ap.parse_args()
     out: dict[str, Any] = {}
@@ -320,6 +331,8 @@ def main() -> None:
     }
     if "throughput_ratio" in out:
         out["targets"]["throughput_ratio>=0.95"] = out["throughput_ratio"] >= 0.95
+        out["targets"]["throughput_ratio_best>=0.95"] = out["throughput_ratio_best"] >= 0.95
+    out["load_average_at_end"] = list(os.getloadavg())
     res = ROOT / "bench" / "results" / "policy.json"
     res.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

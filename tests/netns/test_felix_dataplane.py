@@ -445,3 +445,56 @@ def test_restart_keeps_connections_and_never_opens(cluster: Cluster, tmp_path: P
     p2.wait(10)
     hold.stdin.close()
     run(["true"])
+
+
+def test_host_endpoint_failsafe_and_workload_to_host_action(cluster: Cluster) -> None:
+    _simple_state(cluster)
+    cluster.pods["host"] = (cluster.node, "198.18.0.1")  # the node itself as a probe target
+    cluster.externals["ext"] = "198.18.0.2"
+    cluster.serve("host", {"tcp/22", "tcp/8080"})
+
+    def probe(src: str, port: int) -> bool:
+        return cluster.probe_many({src: [("host", port, "tcp")]}, timeout=0.5)[src][0]
+
+    felix = cluster.felix()
+    try:
+        assert felix.wait_in_sync(20), felix.error
+        assert probe("ext", 8080)  # no host endpoint yet: host traffic is not policed
+        assert not probe("a", 8080)  # workload -> host: defaultEndpointToHostAction Drop
+        cluster.ds.create(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "HostEndpoint",
+                "metadata": {"name": "node1-eth0", "labels": {"role": "host"}},
+                "spec": {"node": NODE, "interfaceName": "eth0", "expectedIPs": ["198.18.0.1"]},
+            }
+        )
+        assert _wait(lambda: not probe("ext", 8080), 5)  # HEP without policy: drop ...
+        assert probe("ext", 22)  # ... except the failsafe ports
+        cluster.ds.create(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "GlobalNetworkPolicy",
+                "metadata": {"name": "host-web"},
+                "spec": {
+                    "selector": "role == 'host'",
+                    "types": ["Ingress"],
+                    "ingress": [
+                        {"action": "Allow", "protocol": "TCP", "destination": {"ports": [8080]}}
+                    ],
+                },
+            }
+        )
+        assert _wait(lambda: probe("ext", 8080), 5)
+        cluster.ds.create(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "FelixConfiguration",
+                "metadata": {"name": "default"},
+                "spec": {"defaultEndpointToHostAction": "Accept"},
+            }
+        )
+        assert _wait(lambda: probe("a", 8080), 5)
+        assert _verdicts(cluster) == (True, False)  # workload policy unchanged
+    finally:
+        felix.stop()
