@@ -24,8 +24,8 @@ from pycalico.bgp import (
     compute_bird_config,
     render_bird_config,
 )
+from pycalico.ctl.node import calico_process_running, peer_rows
 from pycalico.ctl.node import node as node_cmd
-from pycalico.ctl.node import peer_rows
 from tests.fixtures.netns import Netns, NetnsFactory
 from tests.unit.test_bgp_helpers import affinity, bgpconfig, bgpfilter, node, peer, pool
 
@@ -225,6 +225,10 @@ def test_full_mesh_programs_one_route_per_remote_block(cluster3: Cluster) -> Non
         [sys.executable, "-c", "import time; time.sleep(60)", "calico-node", "run"]
     )
     try:
+        for _ in range(100):  # until the stand-in is visible in /proc
+            if calico_process_running():
+                break
+            time.sleep(0.02)
         sock = cluster3.managers["n1"].socket_path
         out = CliRunner().invoke(node_cmd, ["status", "--bird-socket", sock])
     finally:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,6 +185,10 @@ def test_node_status_cli(fake_bird: FakeBird, tmp_path: Path) -> None:
         [sys.executable, "-c", "import time; time.sleep(60)", "calico-node", "run"]
     )
     try:
+        for _ in range(100):  # until the stand-in is visible in /proc
+            if node_cmd.calico_process_running():
+                break
+            time.sleep(0.02)
         res = CliRunner().invoke(node_cmd.node, ["status", "--bird-socket", fake_bird.path])
         assert res.exit_code == 0, res.output
         assert res.output.startswith("Calico process is running.\n\nIPv4 BGP status\n+")

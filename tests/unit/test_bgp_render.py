@@ -160,6 +160,19 @@ def test_bind_mode_listen_port_and_log_level() -> None:
     text = render_bird_config(_cfg(bgp_configurations=cfgs))
     assert "local 198.18.0.1 port 1179 as 64512;" in text and "strict bind on;" in text
     assert "log stderr all;" in text
+    dual = [node("n1", "198.18.0.1", "fd00::1"), node("n2", "198.18.0.2", "fd00::2")]
+    text = render_bird_config(_cfg(nodes=dual, bgp_configurations=cfgs))
+    assert "local 198.18.0.1 port 1179 as 64512;" in text
+    assert "local fd00::1 port 1179 as 64512;" in text
+
+
+def test_ignored_interfaces_are_excluded() -> None:
+    cfgs = [bgpconfig(ignoredInterfaces=["eth9", "kube-ipvs*"])]
+    cfg = _cfg(bgp_configurations=cfgs)
+    assert cfg.excluded_interfaces[-2:] == ("eth9", "kube-ipvs*")
+    text = render_bird_config(cfg)
+    assert 'interface -"cali*", -"vxlan.calico",' in text and '-"eth9", -"kube-ipvs*", "*";' in text
+    assert 'if ( ifname ~ "kube-ipvs*" ) then { reject; }' in text
 
 
 SCENARIOS = {

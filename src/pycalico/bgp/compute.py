@@ -118,6 +118,7 @@ def compute_bird_config(
                 version=version,
                 node_ip=my_ip,
                 local_as=local_as,
+                listen_address=my_ip if gcfg.bind_node_ip else None,
                 blocks=tuple(str(b) for b in fam_blocks),
                 borrowed=_borrowed(borrowed, fam_blocks, version),
                 export_pools=tuple(str(p.cidr) for p in fam_pools if not p.disable_export),
@@ -128,12 +129,10 @@ def compute_bird_config(
             )
         )
     excluded = tuple(dict.fromkeys((*EXCLUDED_INTERFACES, *gcfg.ignored_interfaces)))
-    bind_ip = me.ipv4 or me.ipv6
     return BirdConfig(
         node_name=node_name,
         router_id=me.ipv4 or _hashed_router_id(node_name),
         listen_port=gcfg.port_of(node_name),
-        listen_address=bind_ip if gcfg.bind_node_ip else None,
         log_classes=_LOG_CLASSES.get(gcfg.log_severity.lower(), _LOG_CLASSES["info"]),
         excluded_interfaces=excluded,
         families=tuple(families),

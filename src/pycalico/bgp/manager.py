@@ -156,13 +156,20 @@ class BirdManager:
                 time.sleep(0.02)
 
     def _supervise(self) -> None:
+        """Restart BIRD whenever it dies: ``restart_delay`` doubling up to 30 s while it keeps
+        dying within 10 s of a start; back to ``restart_delay`` after a longer life."""
+        delay = self.restart_delay
         while not self._stopping.is_set():
             p = self._proc
             if p is None:
                 return
+            started = time.monotonic()
             p.wait()
-            if self._stopping.wait(self.restart_delay):
+            if time.monotonic() - started > 10:
+                delay = self.restart_delay
+            if self._stopping.wait(delay):
                 return
+            delay = min(delay * 2, 30.0)
             with self._lock:
                 if self._stopping.is_set():
                     return

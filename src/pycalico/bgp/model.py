@@ -113,6 +113,7 @@ class FamilyConfig:
     version: int
     node_ip: str
     local_as: int
+    listen_address: str | None = None  # bindMode NodeIP: sessions bound to node_ip
     blocks: tuple[str, ...] = ()  # confirmed affine blocks: static blackhole + exported
     borrowed: tuple[str, ...] = ()  # borrowed /32 (/128) outside our blocks: exported only
     export_pools: tuple[str, ...] = ()  # pools whose routes may be exported
@@ -143,7 +144,6 @@ class BirdConfig:
     node_name: str
     router_id: str
     listen_port: int = DEFAULT_PORT
-    listen_address: str | None = None  # bindMode NodeIP
     log_classes: tuple[str, ...] = ("info", "remote", "warning", "error", "auth", "fatal", "bug")
     excluded_interfaces: tuple[str, ...] = EXCLUDED_INTERFACES
     families: tuple[FamilyConfig, ...] = ()
