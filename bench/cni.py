@@ -1,9 +1,11 @@
 """CNI plugin benchmark: pycalico ``calico`` (+ in-process calico-ipam on sqlite) vs Debian's
 reference ``bridge`` and ``ptp`` plugins with ``host-local`` IPAM, in the same run.
 
-pycalico is measured twice, both installed by ``calico-node install-cni`` into a temp dir:
-``pycalico`` = the C shim talking to ``calico-node cni-server`` (running in the host
-namespace, as calico-node would), ``pycalico-exec`` = the Python plugin exec'd per call.
+pycalico is measured three ways, all installed by ``calico-node install-cni`` into a temp dir,
+with ``calico-node cni-server`` running in the host namespace as calico-node would:
+``pycalico`` = the C shim forwarding to the server, ``pycalico-py`` = the Python plugin
+(no C compiler) forwarding to the server, ``pycalico-exec`` = the Python plugin doing all the
+work in-process (no server reachable).
 
 Everything runs inside the bench's own namespaces: a "host" namespace playing the runtime's
 namespace (plugins are started with ``nsenter --net=<host>``, the same cost for every
@@ -95,9 +97,17 @@ def main() -> None:
     }
     sock = str(tmp / "cni.sock")
     install(str(tmp / "bin"), str(tmp / "net.d"), build_conflist(), socket_path=sock)
-    install(str(tmp / "bin-exec"), str(tmp / "net.d"), build_conflist(), shim=False)
+    install(str(tmp / "bin-py"), str(tmp / "net.d"), build_conflist(), shim=False, socket_path=sock)
+    install(
+        str(tmp / "bin-exec"),
+        str(tmp / "net.d"),
+        build_conflist(),
+        shim=False,
+        socket_path=str(tmp / "no-server.sock"),
+    )
     confs: dict[str, tuple[str, dict[str, Any]]] = {
         "pycalico": (str(tmp / "bin" / "calico"), calico_conf),
+        "pycalico-py": (str(tmp / "bin-py" / "calico"), calico_conf),
         "pycalico-exec": (str(tmp / "bin-exec" / "calico"), calico_conf),
         "bridge": (
             str(REF / "bridge"),
@@ -157,7 +167,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out: dict[str, Any] = {"containers": n, "cpus": os.cpu_count(), "plugins": {}}
-    print(f"{'plugin':10} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9}  (ms, n={n})")
+    print(f"{'plugin':13} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9}  (ms, n={n})")
     for k in confs:
         row = {
             "add_p50_ms": round(statistics.median(add[k]), 2),
@@ -167,11 +177,11 @@ def main() -> None:
         }
         out["plugins"][k] = row
         print(
-            f"{k:10} {row['add_p50_ms']:9.1f} {row['add_p99_ms']:9.1f} "
+            f"{k:13} {row['add_p50_ms']:9.1f} {row['add_p99_ms']:9.1f} "
             f"{row['del_p50_ms']:9.1f} {row['del_p99_ms']:9.1f}"
         )
     b = out["plugins"]["bridge"]
-    for k in ("pycalico", "pycalico-exec"):
+    for k in ("pycalico", "pycalico-py", "pycalico-exec"):
         p = out["plugins"][k]
         out[f"ratio_add_p50_vs_bridge[{k}]"] = round(p["add_p50_ms"] / b["add_p50_ms"], 2)
         out[f"ratio_del_p50_vs_bridge[{k}]"] = round(p["del_p50_ms"] / b["del_p50_ms"], 2)

@@ -1,5 +1,5 @@
 """CNI error model: :class:`CniError` carries a spec error code; only the plugin edge
-(:mod:`pycalico.cni.main`) turns it into the error JSON on stdout and exit status 1.
+(:mod:`pycalico.cni.runner`) turns it into the error JSON on stdout and exit status 1.
 
 Codes (CNI spec 1.x): 1 incompatible version, 2 unsupported field, 3 unknown container,
 4 invalid environment, 5 I/O failure, 6 decode failure, 7 invalid network config,

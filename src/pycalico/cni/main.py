@@ -1,66 +1,27 @@
-"""Entry points of the CNI plugins ``calico`` and ``calico-ipam`` (the only CNI edge).
+"""Entry points of the exec'd CNI plugins ``calico`` and ``calico-ipam``.
 
-Reads ``CNI_*`` from the environment and the network config from stdin, dispatches the
-command, prints the result JSON (rendered for the config's ``cniVersion``) or the spec's
-error JSON on stdout with exit status 1. Stderr/log file carry free-form logs only.
-
-Start-up cost matters (runtimes call us per container): this module imports only the
-protocol layer; the datastore, IPAM and dataplane modules are imported by the commands that
-need them (VERSION touches none of them).
+Reads stdin, then (unless ``PYCALICO_CNI_IN_PROCESS=1``) offers the invocation to the node's
+CNI server at ``$CALICO_CNI_SOCKET`` (default ``/var/run/calico/cni.sock``) through
+:mod:`pycalico.cni.client`; with no server there, or one serving another network namespace,
+it runs :func:`pycalico.cni.runner.run` in-process. Either way the same code produces the
+result, so only speed depends on the server. This module imports nothing heavy at import
+time: with a server, an invocation never imports the datastore, IPAM or pydantic.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
 
-from pycalico.cni.errors import (
-    INCOMPATIBLE_VERSION,
-    INTERNAL,
-    INVALID_NETNS,
-    IO_FAILURE,
-    CniError,
-)
-from pycalico.cni.types import (
-    SUPPORTED_VERSIONS,
-    NetConf,
-    decode_json,
-    parse_env,
-    parse_netconf,
-    render_result,
-    version_result,
-    version_tuple,
-)
-
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~5 ms per call
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from pycalico.cni.context import Deps
 
 PLUGIN_CALICO = "calico"
 PLUGIN_IPAM = "calico-ipam"
-LATEST = SUPPORTED_VERSIONS[-1]
-_MIN_VERSION = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
-
-
-def _guess_version(stdin: bytes) -> str:
-    try:
-        v = decode_json(stdin).get("cniVersion")
-    except CniError:
-        return LATEST
-    return v if isinstance(v, str) and v in SUPPORTED_VERSIONS else LATEST
-
-
-def _log(conf: NetConf | None, line: str) -> None:
-    if conf is None or not conf.log_file_path or conf.log_level == "none":
-        return
-    try:
-        os.makedirs(os.path.dirname(conf.log_file_path) or ".", exist_ok=True)
-        with open(conf.log_file_path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {line}\n")
-    except OSError:
-        pass
+DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 
 
 def run(
@@ -71,125 +32,44 @@ def run(
     *,
     close_datastore: bool = False,
 ) -> tuple[int, str]:
-    """Run one invocation; returns (exit status, stdout text). Never raises.
+    """In-process invocation (see :func:`pycalico.cni.runner.run`)."""
+    from pycalico.cni.runner import run as _run
 
-    ``close_datastore``: close the datastore afterwards (long-lived callers: the CNI server).
-    """
-    import json
-
-    conf: NetConf | None = None
-    version = _guess_version(stdin)
-    try:
-        env = parse_env(environ)
-        if env.command == "VERSION":
-            return 0, json.dumps(version_result(version))
-        conf = parse_netconf(stdin, require_ipam=plugin == PLUGIN_CALICO)
-        version = conf.cni_version
-        need = _MIN_VERSION.get(env.command)
-        if need and version_tuple(conf.cni_version) < need:
-            raise CniError(
-                INCOMPATIBLE_VERSION,
-                f"config version does not allow {env.command}",
-                f"cniVersion {conf.cni_version} < {'.'.join(map(str, need))}",
-            )
-        if env.command in ("ADD", "DEL", "CHECK") and env.netns:
-            from pycalico.system.netns import same_as_current
-
-            if same_as_current(env.netns):
-                raise CniError(INVALID_NETNS, "invalid netns", f"{env.netns} is the plugin's own")
-        from pycalico.cni.context import Invocation, default_deps
-
-        d = deps() if deps is not None else default_deps(environ)
-        inv = Invocation(env=env, conf=conf, stdin=stdin, deps=d)
-        # The datastore is deliberately not closed here: the process exits right after and
-        # committed writes are durable (sqlite WAL / etcd), while a close costs ~10 ms
-        # (WAL checkpoint). In-process callers (tests) own their datastore.
-        try:
-            out = _dispatch(plugin, inv)
-        finally:
-            if close_datastore:
-                inv.close()
-        _log(conf, f"{plugin} {env.command} {env.container_id} ok")
-        if out is None:
-            return 0, ""
-        return 0, json.dumps(render_result(out, conf.cni_version))
-    except CniError as e:
-        _log(conf, f"{plugin} error {e.code}: {e}")
-        return 1, json.dumps(e.to_json(version))
-    except Exception as e:  # the edge: anything unexpected becomes error 999
-        import traceback
-
-        _log(conf, f"{plugin} internal error: {traceback.format_exc()}")
-        err = CniError(INTERNAL, f"internal error: {type(e).__name__}", str(e))
-        return 1, json.dumps(err.to_json(version))
+    return _run(plugin, environ, stdin, deps, close_datastore=close_datastore)
 
 
-def _dispatch(plugin: str, inv: Any) -> dict[str, Any] | None:
-    cmd = inv.env.command
-    if plugin == PLUGIN_IPAM:
-        from pycalico.cni import ipam_plugin as ip
-
-        if cmd == "ADD":
-            return ip.ipam_result(ip.ipam_add(inv, inv.nodename()))
-        if cmd == "DEL":
-            ip.ipam_release(inv)
-        elif cmd == "CHECK":
-            _ipam_check(inv)
-        elif cmd == "GC":
-            ip.ipam_gc(inv)
-        elif cmd == "STATUS":
-            ip.datastore_status(inv)
-        return None
-    from pycalico.cni import plugin as p
-
-    if cmd == "ADD":
-        return p.cmd_add(inv)
-    if cmd == "DEL":
-        p.cmd_del(inv)
-    elif cmd == "CHECK":
-        p.cmd_check(inv)
-    elif cmd == "GC":
-        p.cmd_gc(inv)
-    elif cmd == "STATUS":
-        p.cmd_status(inv)
-    return None
-
-
-def _ipam_check(inv: Any) -> None:
-    from pycalico.cni import ipam_plugin as ip
-    from pycalico.cni.errors import IPAM_FAILED
-    from pycalico.cni.types import normalize_result
-
-    held = set(ip.ipam_held(inv))
-    want = {
-        ip.host_prefix(x["address"]) for x in normalize_result(inv.conf.prev_result or {})["ips"]
-    }
-    if not held or not want <= held:
-        raise CniError(
-            IPAM_FAILED, "CHECK failed", f"handle holds {sorted(held)}, want {sorted(want)}"
-        )
+def _exit(rc: int, out: bytes) -> None:
+    if out:
+        sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown (module GC, sqlite close/checkpoint): everything the
+    # plugin wrote is committed and its output flushed.
+    os._exit(rc)
 
 
 def _main(plugin: str) -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help", "-v", "--version"):
+        from pycalico.cni.types import SUPPORTED_VERSIONS
+
         print(f"{plugin} (pycalico) CNI plugin; CNI versions {', '.join(SUPPORTED_VERSIONS)}")
         sys.exit(0)
     try:
         stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
     except (OSError, ValueError) as e:
-        import json
+        err = e.__class__.__name__
+        _exit(1, f'{{"cniVersion":"1.1.0","code":5,"msg":"failed to read stdin: {err}"}}'.encode())
+        return
+    sock = os.environ.get("CALICO_CNI_SOCKET", DEFAULT_SOCKET)
+    if sock and os.environ.get("PYCALICO_CNI_IN_PROCESS") != "1" and os.path.exists(sock):
+        from pycalico.cni.client import forward
 
-        err = CniError(IO_FAILURE, "failed to read stdin", str(e))
-        sys.stdout.write(json.dumps(err.to_json(LATEST)))
-        sys.exit(1)
+        got = forward(plugin, sock, stdin, os.environ)
+        if got is not None:
+            _exit(got[0], got[1])
+            return
     rc, out = run(plugin, os.environ, stdin)
-    if out:
-        sys.stdout.write(out)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Skip interpreter teardown (GC of modules, sqlite close/checkpoint): everything the
-    # plugin wrote is already committed and its output flushed.
-    os._exit(rc)
+    _exit(rc, out.encode())
 
 
 def calico_main() -> None:

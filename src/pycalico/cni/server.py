@@ -1,7 +1,7 @@
 """The node's CNI server: runs plugin invocations forwarded by the C shim (``shim.c``).
 
 Why: a Python plugin pays ~10 ms interpreter start-up plus ~50 ms of imports per container;
-the server keeps everything imported and runs :func:`pycalico.cni.main.run` directly, so an
+the server keeps everything imported and runs :func:`pycalico.cni.runner.run` directly, so an
 ADD costs only its real work. Behaviour is identical to the exec'd plugin (same ``run``).
 
 Invariants:
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from pycalico.cni.context import Deps, _open_datastore, default_deps
-from pycalico.cni.main import PLUGIN_CALICO, PLUGIN_IPAM, run
+from pycalico.cni.runner import PLUGIN_CALICO, PLUGIN_IPAM, run
 from pycalico.cni.types import NetConf
 
 if TYPE_CHECKING:

@@ -62,6 +62,7 @@ static void fallback(char **argv, const char *plugin, size_t stdin_off) {
         dup2(fd, 0);
         close(fd);
     }
+    setenv("PYCALICO_CNI_IN_PROCESS", "1", 1); /* the server already said no */
     execv(path, argv);
     fprintf(stderr, "calico shim: cannot exec %s: %s\n", path, strerror(errno));
     _exit(1);
