@@ -210,11 +210,14 @@ class Cluster:
 
         return wait_for("all nodes route all remote blocks", ok, timeout)
 
-    def blocks_of(self, node: str) -> list[str]:
+    def blocks_of(self, node: str, pool: str = POOL_CIDR) -> list[str]:
+        """``node``'s affine blocks inside ``pool``."""
+        net = ipaddress.ip_network(pool)
         return sorted(
             b["spec"]["cidr"]
             for b in self.ds.list("IPAMBlock").items
             if b["spec"].get("affinity") == f"host:{node}"
+            and ipaddress.ip_network(b["spec"]["cidr"]).subnet_of(net)  # type: ignore[arg-type]
         )
 
 
