@@ -388,3 +388,24 @@ def test_result_is_independent_of_input_order() -> None:
     one = compute_bird_config("n1", nodes=NODES3, peers=peers)
     two = compute_bird_config("n1", nodes=list(reversed(NODES3)), peers=list(reversed(peers)))
     assert one == two
+
+
+def test_unknown_filter_is_ignored_with_a_warning() -> None:
+    peers = [peer("tor", peerIP="198.18.0.254", asNumber=64513, filters=["nope"])]
+    cfg = compute_bird_config("n1", nodes=NODES3[:1], peers=peers)
+    fam = cfg.v4
+    assert fam is not None and fam.peers[0].export_filters == () and fam.filters == ()
+    assert cfg.warnings == ("BGPPeer/tor: spec.filters: BGPFilter 'nope' not found (ignored)",)
+
+
+def test_explicit_peer_ip_of_a_calico_node_is_passive_towards_higher_ip() -> None:
+    cfgs = [bgpconfig(nodeToNodeMeshEnabled=False)]
+    peers = [
+        peer("to-n3", node="n1", peerIP="198.18.0.3", asNumber=64512),
+        peer("to-n1", node="n3", peerIP="198.18.0.1", asNumber=64512),
+    ]
+    n1 = compute_bird_config("n1", nodes=NODES3, peers=peers, bgp_configurations=cfgs).v4
+    n3 = compute_bird_config("n3", nodes=NODES3, peers=peers, bgp_configurations=cfgs).v4
+    assert n1 is not None and n3 is not None
+    assert n1.peers[0].passive is True and n3.peers[0].passive is False
+    assert n1.peers[0].calico_node == "n3"

@@ -97,7 +97,7 @@ def compute_bird_config(
     blocks = _confirmed_blocks(block_affinities, node_name)
     local_as = me.as_number if me.as_number is not None else gcfg.as_number
     warnings: list[str] = []
-    ctx = _Ctx(me, infos, gcfg, local_as, secrets, sel_eval, warnings)
+    ctx = _Ctx(me, infos, gcfg, local_as, secrets, sel_eval, warnings, set(filt_res))
 
     families = []
     for version in (4, 6):
@@ -205,9 +205,11 @@ class _Ctx:
         secrets: SecretLookup | None,
         sel_eval: SelectorEval,
         warnings: list[str],
+        filter_names: set[str],
     ) -> None:
         self.me, self.nodes, self.g, self.local_as = me, nodes, gcfg, local_as
         self.secrets, self.sel_eval, self.warnings = secrets, sel_eval, warnings
+        self.filter_names = filter_names
 
     def _sel(self, text: str, labels: Mapping[str, str], fld: str) -> bool:
         try:
@@ -380,7 +382,12 @@ class _Ctx:
         if ttl not in (None, 0) and (isinstance(ttl, bool) or not isinstance(ttl, int)):
             raise BgpInputError(f"{w}: spec.ttlSecurity", f"{ttl!r} is not a hop count 0..255")
         allow = spec.get("numAllowedLocalASNumbers")
-        fnames = [str(f) for f in spec.get("filters") or []]
+        fnames = []
+        for f in spec.get("filters") or []:
+            if str(f) in self.filter_names:
+                fnames.append(str(f))
+            else:
+                self.warnings.append(f"{w}: spec.filters: BGPFilter {f!r} not found (ignored)")
         return BirdPeer(
             name=peer_protocol_name(ptype, ip, port),
             type=ptype,
@@ -390,7 +397,8 @@ class _Ctx:
             local_as=override,
             internal=internal,
             source_address=my_ip if src == "UseNodeIP" else None,
-            passive=calico_peer and _higher(ip, my_ip),
+            # Towards Calico nodes the lower IP waits, so the two sides never collide.
+            passive=(calico_peer or node is not None) and _higher(ip, my_ip),
             password=pw,
             graceful_restart_time=_opt_dur(spec.get("maxRestartTime"), f"{w}: spec.maxRestartTime"),
             keepalive_time=_opt_dur(spec.get("keepaliveTime"), f"{w}: spec.keepaliveTime"),
