@@ -234,3 +234,42 @@ def test_log_with_alternatives_logs_once() -> None:
     assert bodies[-1] == 'meta mark & 0x80000 == 0x80000 log prefix "calico-packet"'
     assert sum("log prefix" in b for b in bodies) == 1
     assert len(bodies) == 4
+
+
+def test_named_host_endpoint_chains_with_failsafe() -> None:
+    hep = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "HostEndpoint",
+        "metadata": {"name": "n1-eth0", "labels": {"role": "host"}},
+        "spec": {"node": NODE, "interfaceName": "eth0", "expectedIPs": ["192.0.2.1"]},
+    }
+    gnp = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "host-in"},
+        "spec": {
+            "selector": "role == 'host'",
+            "types": ["Ingress"],
+            "ingress": [{"action": "Allow"}],
+        },
+    }
+    t = render(
+        [*state(), hep, gnp], failsafe_inbound=(("tcp", 22), ("udp", 68), ("tcp", 179))
+    ).tables()["ip"]
+    assert t.sets["cali-fh-dispatch"].elements == {'"eth0" : goto cali-fh-eth0'}
+    assert t.sets["cali-th-dispatch"].elements == {'"eth0" : goto cali-th-eth0'}
+    fh = [r.body for r in t.chains["cali-fh-eth0"].rules]
+    th = [r.body for r in t.chains["cali-th-eth0"].rules]
+    assert fh[:3] == [
+        "ct state established,related accept",
+        "ct state invalid drop",
+        "jump cali-failsafe-in",
+    ]
+    assert th[2] == "jump cali-failsafe-out"
+    assert any("jump cali-pi-gnp/host-in" in b for b in fh)  # ingress policy on "from host"
+    assert not any("cali-pi-" in b or "cali-po-" in b for b in th)  # no egress policy
+    assert th[-1] == "drop" and "4789" not in " ".join(fh)  # no profile: drop; no VXLAN rule
+    assert [r.body for r in t.chains["cali-failsafe-in"].rules] == [
+        "tcp dport { 22, 179 } accept",
+        "udp dport 68 accept",
+    ]
