@@ -74,6 +74,20 @@ class Agent:
             return 0
 
 
+def wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` has exited (a zombie awaiting its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _kill_our_bird(agent: Agent) -> None:
     pid = agent.bird_pid()
     if not pid:
@@ -222,11 +236,16 @@ def test_kill9_keeps_bird_and_restart_adopts_it(cluster: list[Agent]) -> None:
 
 
 def test_sigterm_exits_cleanly_and_leaves_dataplane(cluster: list[Agent]) -> None:
-    a = cluster[0]
+    a, b = cluster
     assert a.proc is not None
+    bird = a.bird_pid()
     a.proc.send_signal(signal.SIGTERM)
     assert a.proc.wait(15) == 0
     assert a.status().get("ready") is False
+    assert wait_gone(bird)  # BIRD left (graceful restart mode)
+    # the peer keeps node1's routes as stale (BGP graceful restart), so traffic keeps flowing
+    time.sleep(2)
+    assert any(r.get("gateway") == a.ip for r in b.ns.routes() if r.get("protocol") == "bird")
     # Felix's nftables table and the blackhole route stay in place
     assert "table ip calico" in a.ns.exec("nft", "list", "tables").stdout
     assert any(r.get("type") == "blackhole" for r in a.ns.routes())

@@ -15,10 +15,19 @@ from pycalico.node.components import FelixComponent
 API = "projectcalico.org/v3"
 
 
+class FakeControl:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def command(self, cmd: str) -> None:
+        self.commands.append(cmd)
+
+
 class FakeBird:
     """Stands in for BirdManager: records every config text written."""
 
     def __init__(self, tmp: Path) -> None:
+        self.control = FakeControl()
         self.config_path = str(tmp / "bird.cfg")
         self.pid_path = str(tmp / "bird.pid")
         self.texts: list[str] = []
@@ -94,6 +103,7 @@ def test_bgp_component_renders_starts_and_follows_changes(tmp_path: Path) -> Non
     finally:
         comp.stop()
     assert not fake.running
+    assert fake.control.commands == ["graceful restart"]
 
 
 class FakeFelix:

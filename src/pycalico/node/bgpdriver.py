@@ -9,10 +9,12 @@ Owns (the job of Calico's confd + runit's bird service):
   calico-node incarnation started (kill -9 of the agent leaves BIRD and its sessions up:
   the new agent finds ``bird.pid`` naming a live ``bird`` with our config path, keeps it and
   reconfigures it over the socket; established routes are never withdrawn);
-- stopping BIRD on :meth:`stop` (SIGTERM of the agent). BIRD's kernel protocol has
-  ``persist``, so this node's kernel routes stay; peers drop the routes towards this node
-  (BIRD sends a Cease) until the agent is back — Calico behaves the same when calico-node
-  stops.
+- stopping BIRD on :meth:`stop` (SIGTERM of the agent) with BIRD's ``graceful restart``
+  command: BIRD exits without a Cease, so peers (graceful restart is on in every session)
+  keep this node's routes as stale for the restart time (120 s) and the next agent's BIRD
+  re-establishes and refreshes them; BIRD's kernel protocol has ``persist``, so this node's
+  own kernel routes stay too. (Calico's BIRD also just dies with the container; this keeps
+  cross-node traffic flowing across an agent restart or upgrade.)
 
 Invariants: a compute error (e.g. this Node has no address yet) is recorded in
 :attr:`last_error` and retried on the next change, never raised out of the worker; only the
@@ -94,10 +96,12 @@ class BgpComponent:
         bird_binary: str = "bird",
         coalesce: float = COALESCE_S,
         manager: BirdManager | None = None,
+        graceful_stop: bool = True,
     ) -> None:
         self.ds = ds
         self.node_name = node_name
         self.coalesce = coalesce
+        self.graceful_stop = graceful_stop
         self.manager = manager or BirdManager(
             os.path.join(state_dir, "bird.cfg"),
             socket_path,
@@ -139,11 +143,22 @@ class BgpComponent:
             self._syncer.stop()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(5)
-        self.manager.stop()
+        if self.graceful_stop and self.bird_running():
+            # BIRD leaves without a Cease: peers keep our routes (stale) for the graceful
+            # restart time, so traffic to this node's pods keeps flowing while we restart.
+            try:
+                self.manager.control.command("graceful restart")
+            except BgpError as e:
+                log.warning("BIRD graceful restart: %s", e)
         pid = self.adopted_pid
-        if pid is not None and _pid_is_our_bird(pid, self.manager.config_path):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        self.manager.stop()
+        if pid is not None:
+            deadline = time.monotonic() + 5
+            while _pid_is_our_bird(pid, self.manager.config_path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_is_our_bird(pid, self.manager.config_path):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         self.adopted_pid = None
 
     def alive(self) -> bool:
