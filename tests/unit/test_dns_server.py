@@ -436,3 +436,15 @@ def test_fuzz_over_the_wire(shared_server: DnsServer, junk: bytes, over_tcp: boo
                 if r.q.qname == NAME:
                     assert names_a(r) == ["10.244.1.2"]
                     return
+
+
+def test_oversized_queries_get_formerr(shared_server: DnsServer) -> None:
+    addr = shared_server.bound[0]
+    q = DNSRecord.question(NAME)
+    big = bytes(q.pack()) + b"\x00" * 5000
+    r = udp(addr, big)
+    assert r.header.id == q.header.id and r.header.rcode == 1
+    with socket.create_connection(addr, timeout=2) as s:
+        tcp_send(s, big)
+        assert tcp_recv(s).header.rcode == 1
+    assert shared_server.stats()["oversized"] >= 2

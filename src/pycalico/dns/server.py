@@ -11,7 +11,8 @@ Invariants:
   index change, so a cached reply is never older than the index. Until the first full sync
   every (well-formed) query gets SERVFAIL: an empty index must not produce false NXDOMAINs.
 - UDP: each wake-up drains up to ``_BURST`` datagrams; a reply that cannot be sent at once is
-  dropped (the client retries); responses and runts are dropped, garbage gets FORMERR.
+  dropped (the client retries); responses and runts are dropped, garbage and queries over
+  ``MAX_QUERY`` bytes get FORMERR (the latter unparsed).
 - TCP: 2-byte length framing, many queries per connection answered in order; connections
   beyond ``max_tcp_clients`` are closed at once; an idle connection is closed after
   ``tcp_idle_timeout``; a message shorter than a header closes the connection.
@@ -41,6 +42,7 @@ from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
 from pycalico.dns import records as R
 from pycalico.dns.index import RecordIndex
 from pycalico.dns.resolver import (
+    FORMERR,
     MAX_TCP,
     SERVFAIL,
     Action,
@@ -57,6 +59,7 @@ DNS_ADDRESS = "169.254.25.10"
 DEFAULT_ZONE = "pod.cluster.local"
 KINDS = ("WorkloadEndpoint", "Node", "IPPool")
 _BURST = 64
+MAX_QUERY = 4096  # bytes; larger queries get FORMERR without being parsed
 _IP_FREEBIND = 15
 _IPV6_FREEBIND = 78
 
@@ -324,6 +327,9 @@ class DnsServer:
         if len(data) < 12 or data[2] & 0x80:
             self.counters["dropped"] += 1
             return None
+        if len(data) > MAX_QUERY:  # no legitimate query is this big; never parse it
+            self.counters["oversized"] += 1
+            return error_reply(data, FORMERR, question=False)
         if not self._synced.is_set():  # an empty index would give false NXDOMAINs
             self.counters["not_ready"] += 1
             return error_reply(data, SERVFAIL, bool(self.upstreams))
@@ -351,7 +357,7 @@ class DnsServer:
     def _udp_ready(self, sock: socket.socket) -> None:
         for _ in range(_BURST):
             try:
-                data, addr = sock.recvfrom(4096)
+                data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
