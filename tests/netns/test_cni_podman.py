@@ -178,7 +178,17 @@ def _handles(db: str) -> list[str]:
         ds.close()
 
 
+def _root_state() -> tuple[str, str, str]:
+    """Root namespace links/addresses/routes (must be untouched by the whole test)."""
+
+    def ip(*a: str) -> str:
+        return subprocess.run(["ip", *a], capture_output=True, text=True).stdout
+
+    return ip("-br", "link"), ip("-br", "addr"), ip("route") + ip("-6", "route")
+
+
 def test_two_busybox_containers_talk_over_tcp_and_rm_releases(podman: Podman) -> None:
+    before = _root_state()
     srv = podman(
         "run",
         "-d",
@@ -223,6 +233,8 @@ def test_two_busybox_containers_talk_over_tcp_and_rm_releases(podman: Podman) ->
     assert _handles(podman.db) == []
     assert _weps(podman.db) == []
     assert not [n for n in podman.node.links() if n.startswith("cali")]
+    assert _root_state() == before
+    assert not [n for n in _root_links() if n.startswith("cali")]
     # every ADD/DEL podman made went through the shim to the node's cni-server
     log = (podman.root / "cni.log").read_text().splitlines()
     assert len(log) == 4
