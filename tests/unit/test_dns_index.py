@@ -91,6 +91,7 @@ def test_pod_resolver_settings() -> None:
     assert cni_dns("shop") == {
         "nameservers": ["169.254.25.10"],
         "search": ["shop.pod.cluster.local", "pod.cluster.local"],
+        "options": ["ndots:5", "timeout:1", "attempts:2"],
     }
     text = resolv_conf("shop")
     assert "nameserver 169.254.25.10\n" in text

@@ -27,6 +27,8 @@ from pycalico.dns.server import (
     upstreams_from_resolv_conf,
 )
 
+RESOLV_OPTIONS = ("ndots:5", "timeout:1", "attempts:2")
+
 
 def search_domains(namespace: str, zone: str = DEFAULT_ZONE) -> list[str]:
     """The search list of a pod in ``namespace``: ``<namespace>.<zone>``, ``<zone>``."""
@@ -35,8 +37,13 @@ def search_domains(namespace: str, zone: str = DEFAULT_ZONE) -> list[str]:
 
 
 def cni_dns(namespace: str, zone: str = DEFAULT_ZONE, server: str = DNS_ADDRESS) -> dict[str, Any]:
-    """The ``dns`` block of a CNI result for a pod in ``namespace``."""
-    return {"nameservers": [server], "search": search_domains(namespace, zone)}
+    """The ``dns`` block of a CNI result for a pod in ``namespace`` (same content as
+    :func:`resolv_conf`)."""
+    return {
+        "nameservers": [server],
+        "search": search_domains(namespace, zone),
+        "options": list(RESOLV_OPTIONS),
+    }
 
 
 def resolv_conf(namespace: str, zone: str = DEFAULT_ZONE, server: str = DNS_ADDRESS) -> str:
@@ -45,7 +52,7 @@ def resolv_conf(namespace: str, zone: str = DEFAULT_ZONE, server: str = DNS_ADDR
     return (
         f"nameserver {server}\n"
         f"search {' '.join(search_domains(namespace, zone))}\n"
-        "options ndots:5 timeout:1 attempts:2\n"
+        f"options {' '.join(RESOLV_OPTIONS)}\n"
     )
 
 
