@@ -42,6 +42,7 @@ NODE = "node1"
 PY = sys.executable
 SERVER = r"""
 import socket, sys, threading
+FAM = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 def serve(c):
     try:
         while True:
@@ -53,13 +54,13 @@ def serve(c):
         pass
     c.close()
 def tcp(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s = socket.socket(FAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((sys.argv[1], port)); s.listen(128)
     while True:
         c, _ = s.accept()
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 def udp(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], port))
+    s = socket.socket(FAM, socket.SOCK_DGRAM); s.bind((sys.argv[1], port))
     while True:
         d, a = s.recvfrom(100); s.sendto(d, a)
 for spec in sys.argv[2:]:
@@ -78,7 +79,8 @@ def probe(i, dst, port, proto):
         if proto == "tcp":
             s = socket.create_connection((dst, port), timeout=timeout, source_address=(src, 0))
         else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(timeout)
+            fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(timeout)
             s.bind((src, 0)); s.connect((dst, port))
         s.settimeout(timeout); s.send(b"x"); ok = s.recv(10) == b"x"; s.close()
     except OSError:
@@ -89,6 +91,9 @@ for t in ts: t.start()
 for t in ts: t.join()
 print(json.dumps(out))
 """
+
+
+HOST_LL6 = "fe80::ecee:eeff:feee:eeee"  # link-local of a host-side veth with MAC ee:ee:...
 
 
 def _mac(ns: Netns, dev: str) -> str:
@@ -147,6 +152,37 @@ class Cluster:
                 "route add 169.254.1.1 dev eth0 scope link",
                 "route add default via 169.254.1.1 dev eth0",
                 "neigh replace 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent",
+            ]
+        )
+        self.pods[key] = (pod, ip)
+        return iface
+
+    def add_pod6(self, key: str, ip: str) -> str:
+        """A pod with only an IPv6 address (default route via the host side's link-local)."""
+        iface = iface_for(key)
+        pod = self.f.netns("p")
+        self.f.veth(self.node, iface, pod, "eth0", up=False)
+        self.node.exec(
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+            f"net.ipv6.conf.{iface}.accept_dad=0",
+        )
+        self.node.batch(
+            [
+                f"link set {iface} address ee:ee:ee:ee:ee:ee",
+                f"link set {iface} up",
+                f"route add {ip}/128 dev {iface}",
+                f"neigh replace {ip} lladdr {_mac(pod, 'eth0')} dev {iface} nud permanent",
+            ]
+        )
+        pod.exec("sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+        pod.batch(
+            [
+                f"addr add {ip}/128 dev eth0 nodad",
+                "link set eth0 up",
+                f"route add default via {HOST_LL6} dev eth0",
+                f"neigh replace {HOST_LL6} lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent",
             ]
         )
         self.pods[key] = (pod, ip)
@@ -522,3 +558,61 @@ def test_every_conformance_case_renders_a_table_the_kernel_accepts(
         if p.returncode != 0:
             failures.append(f"{case['name']}: {p.stderr[:300]}")
     assert not failures, "\n".join(failures[:5])
+
+
+def test_ipv6_workloads(cluster: Cluster) -> None:
+    """The ``ip6 calico`` table: selector sets, ports and the default deny over IPv6."""
+    ips = {"a": "fd00:96::1", "b": "fd00:96::2", "c": "fd00:96::3"}
+    for name, ip in ips.items():
+        cluster.add_pod6(name, ip)
+    cluster.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
+    for name, ip in ips.items():
+        cluster.ds.create(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "WorkloadEndpoint",
+                "metadata": {
+                    "name": f"{NODE}-k8s-{name}-eth0",
+                    "namespace": "ns",
+                    "labels": {"app": name},
+                },
+                "spec": {
+                    "orchestrator": "k8s",
+                    "node": NODE,
+                    "pod": name,
+                    "endpoint": "eth0",
+                    "interfaceName": iface_for(name),
+                    "ipNetworks": [f"{ip}/128"],
+                    "profiles": ["kns.ns"],
+                },
+            }
+        )
+    cluster.ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "b-from-a", "namespace": "ns"},
+            "spec": {
+                "selector": "app == 'b'",
+                "types": ["Ingress"],
+                "ingress": [
+                    {
+                        "action": "Allow",
+                        "protocol": "UDP",
+                        "source": {"selector": "app == 'a'"},
+                        "destination": {"ports": [53]},
+                    },
+                    {"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}},
+                ],
+            },
+        }
+    )
+    cluster.serve("b", {"tcp/80", "tcp/81", "udp/53"})
+    probes = [("b", 80, "tcp"), ("b", 81, "tcp"), ("b", 53, "udp")]
+    felix = cluster.felix()
+    try:
+        assert felix.wait_in_sync(20), felix.error
+        got = cluster.probe_many({"a": probes, "c": probes})
+    finally:
+        felix.stop()
+    assert got == {"a": [True, False, True], "c": [True, False, False]}
