@@ -239,7 +239,16 @@ class DnsServer:
         return self._synced.wait(timeout)
 
     def stats(self) -> dict[str, int]:
-        out = dict(self.counters)
+        """Counters (queries, cache_hits, rcode_<n>, truncated, forwarded, dropped, ...)
+        plus ``names``, the number of owner names in the index; callable from any thread."""
+        for _ in range(5):
+            try:
+                out = dict(self.counters)  # the loop thread may add a key meanwhile
+                break
+            except RuntimeError:
+                continue
+        else:
+            out = {}
         out["names"] = len(self.index)
         return out
 
