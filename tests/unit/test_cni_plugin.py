@@ -279,6 +279,7 @@ def test_linux_dataplane_batches() -> None:
         "address 02:aa:bb:cc:dd:ee netns pod1",
         "link set cali123 up",
         "route replace 10.0.0.5 dev cali123 scope link",
+        "neigh replace 10.0.0.5 lladdr 02:aa:bb:cc:dd:ee dev cali123 nud permanent",
     ]
     assert cont_argv == ("ip", "-n", "pod1", "-batch", "-")
     assert cont_in is not None and cont_in.splitlines() == [
@@ -286,6 +287,7 @@ def test_linux_dataplane_batches() -> None:
         "addr add 10.0.0.5/32 dev eth0",
         "route add 169.254.1.1/32 dev eth0 scope link",
         "route add default via 169.254.1.1 dev eth0",
+        "neigh replace 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent",
     ]
     assert sysctl.values == {
         "net.ipv4.conf.cali123.route_localnet": "1",

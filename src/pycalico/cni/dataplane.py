@@ -166,6 +166,14 @@ class LinuxDataplane:
                 f"route replace {a.split('/')[0]} dev {w.host_ifname} scope link" for a in w.v4
             ]
             routes += [f"route replace {a.split('/')[0]}/128 dev {w.host_ifname}" for a in w.v6]
+            # Static neighbour entries, as Felix programs them: no ARP/ND round trip for the
+            # workload, and permanent entries do not count against the kernel's (global)
+            # neighbour-table limit, which many namespaces on one host can exhaust.
+            routes += [
+                f"neigh replace {a.split('/')[0]} lladdr {w.container_mac} dev {w.host_ifname} "
+                "nud permanent"
+                for a in (*w.v4, *w.v6)
+            ]
             up = [f"link set {w.host_ifname} up", *routes]
             if v6:
                 # v6 sysctls (no DAD on the host side) must precede link-up.
@@ -203,6 +211,7 @@ class LinuxDataplane:
             lines += [
                 f"route add {GATEWAY_V4}/32 dev {dev} scope link",
                 f"route add default via {GATEWAY_V4} dev {dev}",
+                f"neigh replace {GATEWAY_V4} lladdr {HOST_MAC} dev {dev} nud permanent",
             ]
         if w.v6:
             lines.append(f"route add ::/0 via {GATEWAY_V6} dev {dev}")
