@@ -222,5 +222,6 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
             )
         )
         assert felix.stats()["resyncs"] >= 1
+        assert felix.stats()["active_local_endpoints"] == 3
     finally:
         felix.stop()

@@ -111,6 +111,10 @@ class Felix:
             "apply_failures": 0,
             "iterations": 0,
             "settled_updates": 0,
+            "active_local_endpoints": 0,
+            "active_local_policies": 0,
+            "active_profiles": 0,
+            "ipsets": 0,
         }
         self.error: BaseException | None = None
 
@@ -133,7 +137,14 @@ class Felix:
         return self._in_sync.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters (for metrics) plus per-table driver stats."""
+        """A snapshot of the counters (for metrics) plus per-table driver stats.
+
+        Keys: ``updates``, ``batches``, ``applies``, ``apply_seconds_total``,
+        ``last_apply_seconds``, ``resyncs``, ``apply_failures``, ``iterations``,
+        ``settled_updates`` (updates whose effect is programmed), ``active_local_endpoints``,
+        ``active_local_policies``, ``active_profiles``, ``ipsets``, ``in_sync``, and
+        ``table_<family>`` (the NftTable's :class:`TableStats` as a dict).
+        """
         with self._lock:
             out: dict[str, Any] = dict(self.counters)
         out["in_sync"] = self._in_sync.is_set()
@@ -212,6 +223,7 @@ class Felix:
         with self._lock:
             self.counters["updates"] += n
             self.counters["batches"] += 1 if n else 0
+            self.counters.update(self.renderer.counts())
 
     def _reconfigure(self) -> None:
         s = resolve_settings(self.node_name, self._felix_configs, self._env, self._overrides)

@@ -260,6 +260,15 @@ class RuleRenderer:
             for fs in self._fams
         }
 
+    def counts(self) -> dict[str, int]:
+        """Sizes for metrics: local endpoints, active policies/profiles, IP sets."""
+        return {
+            "active_local_endpoints": len(self._endpoints),
+            "active_local_policies": len(self._policies),
+            "active_profiles": len(self._profiles),
+            "ipsets": len(self._ipsets),
+        }
+
     @property
     def families(self) -> list[str]:
         return [fs.fam.name for fs in self._fams]
