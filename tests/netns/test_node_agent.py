@@ -36,6 +36,7 @@ class Agent:
     ip: str
     dir: Path
     env: dict[str, str]
+    cidr: str = ""
     proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
@@ -114,7 +115,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Agent]]:
             env = dict(os.environ)
             env.update(
                 NODENAME=f"node{i}",
-                IP=f"{ip}/{ul.prefixlen}",
+                # node1 autodetects by route lookup towards node2, node2 by first-found
+                IP="" if i == 1 else "autodetect",
+                IP_AUTODETECTION_METHOD=f"can-reach={ul.node_ips[1]}" if i == 1 else "",
                 DATASTORE_TYPE="sqlite",
                 CALICO_DATASTORE_PATH=str(tmp / "calico.db"),
                 CALICO_NODE_STATE_DIR=str(d),
@@ -124,7 +127,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Agent]]:
                 FELIX_HEALTHENABLED="true",
                 FELIX_PROMETHEUSMETRICSENABLED="true",
             )
-            agents.append(Agent(ns, f"node{i}", ip, d, env))
+            agents.append(Agent(ns, f"node{i}", ip, d, env, f"{ip}/{ul.prefixlen}"))
         for a in agents:
             a.start()
         yield agents
@@ -161,12 +164,14 @@ def test_both_nodes_become_ready_with_established_mesh(cluster: list[Agent]) -> 
         assert (a.dir / "mtu").read_text().strip() == "1500"
 
 
-def test_startup_wrote_node_pool_and_cluster_information(cluster: list[Agent]) -> None:
+def test_startup_autodetected_ip_wrote_node_pool_and_cluster_information(
+    cluster: list[Agent],
+) -> None:
     ds = _ds(cluster[0])
     try:
         for a in cluster:
             node = ds.get("Node", a.name)
-            assert node["spec"]["bgp"]["ipv4Address"] == a.env["IP"]
+            assert node["spec"]["bgp"]["ipv4Address"] == a.cidr  # autodetected
         pool = ds.get("IPPool", "default-ipv4-ippool")
         assert pool["spec"]["cidr"] == POOL
         assert ds.get("ClusterInformation", "default")["spec"]["datastoreReady"] is True
