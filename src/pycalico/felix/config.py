@@ -63,9 +63,11 @@ def parse_duration(value: Any, what: str) -> float:
         return float(value)
     text = str(value).strip()
     try:
-        return parse_duration(float(text), what)
+        number = float(text)
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        return parse_duration(number, what)
     pos, total = 0, 0.0
     for m in _DUR.finditer(text):
         if m.start() != pos:
