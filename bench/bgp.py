@@ -126,11 +126,14 @@ def diagnose(
 def prepopulate_arp(ul: Any) -> None:
     """Permanent neighbour entries between all nodes.
 
-    Without them, n*(n-1) simultaneous first connects on a 2-core emulated bridge lose ARP
-    replies: at 50 nodes ~60% of the mesh sessions fail with "No route to host" and then
-    sit in BIRD's connect-retry/error-wait backoff for a minute. Real switches do not have
-    this problem, so by default the benchmark measures BGP, not ARP (``--cold-arp`` keeps
-    the cold behaviour).
+    The kernel's ARP table is shared by every network namespace and capped by the root
+    namespace's ``net.ipv4.neigh.default.gc_thresh3`` (1024 here; we never change host
+    sysctls). A 50-node full mesh needs 50*49 = 2450 dynamic entries: the kernel logs
+    "arp_cache: neighbor table overflow", sessions fail with "No route to host" or lose
+    their hold timer, and the mesh never fully converges. Permanent entries are exempt
+    from that limit (and real nodes each have their own table), so by default the benchmark
+    installs them and measures BGP, not the emulation's shared ARP table (``--cold-arp``
+    keeps dynamic ARP: fine up to 25 nodes).
     """
     macs = [ns.links()["eth0"]["address"] for ns in ul.nodes]
     for i, ns in enumerate(ul.nodes):
