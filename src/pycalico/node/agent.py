@@ -160,6 +160,9 @@ class NodeAgent:
         n = routes.num_routes() if routes is not None and hasattr(routes, "num_routes") else None
         if n is not None:
             gauges["felix_route_table_num_routes"] = float(n)
+        bgp = self._comp("bgp")
+        if bgp is not None and hasattr(bgp, "num_nodes"):
+            gauges["felix_cluster_num_hosts"] = float(bgp.num_nodes())
         gauges["calico_node_bgp_sessions"] = float(len(st.bgp))
         gauges["calico_node_bgp_sessions_established"] = float(
             sum(1 for r in st.bgp if r.get("info", "").startswith("Established"))

@@ -1,10 +1,11 @@
 """BGP component of calico-node: datastore → :func:`compute_bird_config` → BIRD.
 
 Owns (the job of Calico's confd + runit's bird service):
-- a :class:`Syncer` over BGPConfiguration, Node, BGPPeer, BGPFilter, IPPool, BlockAffinity
-  and IPAMBlock; every change marks the config dirty, and one worker thread recomputes after a
-  short coalescing delay (a burst of pod adds is one recompute), renders and hands the
-  result to :class:`BirdManager` (which writes only changed text and soft-reconfigures);
+- a :class:`Syncer` over BGPConfiguration, Node, BGPPeer, BGPFilter, IPPool, BlockAffinity,
+  IPAMBlock and Secret (peer passwords); every change marks the config dirty, and one
+  worker thread recomputes after a short coalescing delay (a burst of pod adds is one
+  recompute), renders and hands the result to :class:`BirdManager` (which writes only
+  changed text and soft-reconfigures);
 - starting BIRD the first time a config exists, and adopting a BIRD that a previous
   calico-node incarnation started (kill -9 of the agent leaves BIRD and its sessions up:
   the new agent finds ``bird.pid`` naming a live ``bird`` with our config path, keeps it and
@@ -33,7 +34,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from pycalico.bgp import BirdManager, ProtocolRow, compute_bird_config, render_bird_config
+from pycalico.bgp import (
+    BirdManager,
+    ProtocolRow,
+    compute_bird_config,
+    render_bird_config,
+    secrets_from_resources,
+)
 from pycalico.bgp.errors import BgpError
 from pycalico.datastore import Datastore
 from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
@@ -48,6 +55,7 @@ BGP_KINDS = (
     "IPPool",
     "BlockAffinity",
     "IPAMBlock",
+    "Secret",  # BGPPeer passwords by secretKeyRef (stored like any other resource)
 )
 COALESCE_S = 0.1
 
@@ -178,6 +186,12 @@ class BgpComponent:
             log.info("adopting running BIRD pid %d", pid)
             self.adopted_pid = pid
 
+    def num_nodes(self) -> int:
+        syncer = self._syncer
+        if syncer is None:
+            return 0
+        return sum(1 for o in syncer.snapshot().values() if o.get("kind") == "Node")
+
     def bird_running(self) -> bool:
         if self.manager.running:
             return True
@@ -222,6 +236,7 @@ class BgpComponent:
             pools=by_kind["IPPool"],
             block_affinities=by_kind["BlockAffinity"],
             borrowed=borrowed_ips(by_kind["IPAMBlock"], self.node_name),
+            secrets=secrets_from_resources(by_kind["Secret"]),
         )
         for w in cfg.warnings:
             log.warning("BGP: %s", w)
