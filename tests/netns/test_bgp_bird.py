@@ -289,6 +289,27 @@ def test_frr_ebgp_peer_learns_blocks_and_exports_its_prefix(cluster3: Cluster, f
         )
         assert cluster3.bird_routes(name)[FRR_PREFIX]["gateway"] == FRR_IP
         assert "Global_198_18_0_200" in cluster3.established(name)
+    # A BGPFilter on the peer: stop exporting n2's block, stop importing FRR's prefix.
+    cluster3.res["filters"] = [
+        bgpfilter(
+            "tor-filter",
+            exportV4=[{"action": "Reject", "cidr": cluster3.block(2), "matchOperator": "Equal"}],
+            importV4=[{"action": "Reject", "cidr": "203.0.113.0/16", "matchOperator": "In"}],
+        )
+    ]
+    cluster3.res["peers"][0]["spec"]["filters"] = ["tor-filter"]
+    since = {n: cluster3.bgp(n)["Global_198_18_0_200"].since for n in cluster3.ns}
+    cluster3.apply()
+    wait_for("FRR withdraws n2's block", lambda: cluster3.block(2) not in frr.kernel_routes(), 30)
+    assert {cluster3.block(1), cluster3.block(3)} <= frr.kernel_routes()
+    for name in cluster3.ns:
+        wait_for(
+            f"{FRR_PREFIX} gone from {name}",
+            lambda name=name: FRR_PREFIX not in cluster3.bird_routes(name),
+            30,
+        )
+        # A filter change is a soft reconfiguration: the session was not reset.
+        assert cluster3.bgp(name)["Global_198_18_0_200"].since == since[name]
 
 
 def test_wrong_password_keeps_session_down_until_fixed(cluster3: Cluster, frr: Frr) -> None:
