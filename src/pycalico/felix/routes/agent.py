@@ -290,8 +290,16 @@ class RouteAgent:
         if fp == self._pool_fp:
             return []
         try:
-            _, problems = ensure_tunnel_addresses(self.datastore, self.node_name)
-        except NotFound:
+            changed, problems = ensure_tunnel_addresses(self.datastore, self.node_name)
+            if changed:
+                # Use our new addresses in this very apply rather than after the watch
+                # brings the Node back (so "in sync" includes them).
+                info = NodeInfo.from_resource(self.datastore.get("Node", self.node_name))
+                with self._lock:
+                    self._nodes[self.node_name] = info
+                fp = (tuple(pools_fp), info.vxlan_tunnel_addr, info.vxlan_mac,
+                      info.ipip_tunnel_addr)  # fmt: skip
+        except (NotFound, RouteInputError):
             return []
         if problems:
             log.warning("routes: %s", "; ".join(problems))
