@@ -191,7 +191,7 @@ def cmd_add(inv: Invocation) -> dict[str, Any]:
                 WIRING_FAILED, "failed to set up the workload interface", str(e)
             ) from None
         raise
-    return _result(inv, iface)
+    return _result(inv, iface, w.namespace)
 
 
 def _undo(inv: Invocation, dp: Any, iface: WorkloadIface, wired: bool) -> None:
@@ -207,7 +207,7 @@ def _undo(inv: Invocation, dp: Any, iface: WorkloadIface, wired: bool) -> None:
         pass
 
 
-def _result(inv: Invocation, iface: WorkloadIface) -> dict[str, Any]:
+def _result(inv: Invocation, iface: WorkloadIface, namespace: str) -> dict[str, Any]:
     prev = normalize_result(inv.conf.prev_result or {})
     base = len(prev["interfaces"])
     ifaces = [
@@ -227,6 +227,11 @@ def _result(inv: Invocation, iface: WorkloadIface) -> dict[str, Any]:
     if iface.v6:
         routes.append({"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"})
     dns = prev["dns"] or dict(inv.conf.raw.get("dns") or {})
+    if not dns:
+        # The node's workload DNS (calico-node serves it at 169.254.25.10).
+        from pycalico.dnsconf import cni_dns
+
+        dns = cni_dns(namespace)
     return {"interfaces": ifaces, "ips": ips, "routes": routes, "dns": dns}
 
 

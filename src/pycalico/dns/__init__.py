@@ -13,48 +13,22 @@ the pure pieces :class:`RecordIndex` and :class:`Resolver`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pycalico.dns.config import server_from_env
 from pycalico.dns.index import RecordIndex
 from pycalico.dns.resolver import Resolver, ResolverSettings
 from pycalico.dns.server import (
-    DEFAULT_ZONE,
-    DNS_ADDRESS,
     DnsError,
     DnsServer,
     parse_hostport,
     upstreams_from_resolv_conf,
 )
-
-RESOLV_OPTIONS = ("ndots:5", "timeout:1", "attempts:2")
-
-
-def search_domains(namespace: str, zone: str = DEFAULT_ZONE) -> list[str]:
-    """The search list of a pod in ``namespace``: ``<namespace>.<zone>``, ``<zone>``."""
-    zone = zone.lower().rstrip(".")
-    return [f"{namespace.lower()}.{zone}", zone] if namespace else [zone]
-
-
-def cni_dns(namespace: str, zone: str = DEFAULT_ZONE, server: str = DNS_ADDRESS) -> dict[str, Any]:
-    """The ``dns`` block of a CNI result for a pod in ``namespace`` (same content as
-    :func:`resolv_conf`)."""
-    return {
-        "nameservers": [server],
-        "search": search_domains(namespace, zone),
-        "options": list(RESOLV_OPTIONS),
-    }
-
-
-def resolv_conf(namespace: str, zone: str = DEFAULT_ZONE, server: str = DNS_ADDRESS) -> str:
-    """resolv.conf text for a pod in ``namespace`` (ndots:5 as Kubernetes: so that
-    ``name.namespace`` is tried against the search list first)."""
-    return (
-        f"nameserver {server}\n"
-        f"search {' '.join(search_domains(namespace, zone))}\n"
-        f"options {' '.join(RESOLV_OPTIONS)}\n"
-    )
-
+from pycalico.dnsconf import (
+    DEFAULT_ZONE,
+    DNS_ADDRESS,
+    cni_dns,
+    resolv_conf,
+    search_domains,
+)
 
 __all__ = [
     "DEFAULT_ZONE",

@@ -15,7 +15,8 @@ import threading
 
 import click
 
-from pycalico.dns.server import DEFAULT_ZONE, DNS_ADDRESS, DnsError, DnsServer, parse_hostport
+from pycalico.dns.server import DnsError, DnsServer, parse_hostport
+from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 from pycalico.errors import CalicoError
 
 

@@ -19,13 +19,12 @@ from collections.abc import Mapping
 
 from pycalico.datastore import Datastore
 from pycalico.dns.server import (
-    DEFAULT_ZONE,
-    DNS_ADDRESS,
     DnsError,
     DnsServer,
     parse_hostport,
     upstreams_from_resolv_conf,
 )
+from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

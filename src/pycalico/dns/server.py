@@ -51,12 +51,11 @@ from pycalico.dns.resolver import (
     error_reply,
     question_end,
 )
+from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 from pycalico.errors import CalicoError
 
 log = logging.getLogger(__name__)
 
-DNS_ADDRESS = "169.254.25.10"
-DEFAULT_ZONE = "pod.cluster.local"
 KINDS = ("WorkloadEndpoint", "Node", "IPPool")
 _BURST = 64
 MAX_QUERY = 4096  # bytes; larger queries get FORMERR without being parsed

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pycalico.lab import nodes as nodemod
 from pycalico.lab.netns import LabError, delete_netns, in_ns, kill_pid, list_netns
+from pycalico.lab.pods import remove_etc_netns
 from pycalico.lab.state import LabState, lab_dir, prefix_for
 from pycalico.lab.topology import add_node, build_underlay, router_ip
 
@@ -134,6 +135,7 @@ def down(name: str, say: Say) -> None:
     names |= {n for n in list_netns() if n.startswith(prefix)}
     for ns in sorted(names):
         delete_netns(ns)
+        remove_etc_netns(ns)
     if d.exists():
         shutil.rmtree(d, ignore_errors=True)
     say(f"lab {name!r} removed ({len(names)} namespace(s))")

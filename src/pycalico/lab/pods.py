@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -30,6 +31,7 @@ from pycalico.lab.netns import (
 from pycalico.lab.state import LabState, PodState
 
 NETWORK_NAME = "k8s-pod-network"
+ETC_NETNS = "/etc/netns"
 
 
 def _bin(name: str) -> str:
@@ -191,6 +193,7 @@ def add_pod(
         ip_batch(["link set lo up"], netns=pod.netns)
         result = _cni(state, pod, "ADD", labels)
         pod.ips = [ip["address"] for ip in result.get("ips", [])]
+        write_resolv_conf(pod.netns, namespace)
         _record_named_ports(state, pod)
         if ports:
             log = open(state.path / f"pod-{namespace}-{name}.log", "ab")  # noqa: SIM115
@@ -210,10 +213,25 @@ def add_pod(
         except LabError:
             pass
         delete_netns(pod.netns)
+        remove_etc_netns(pod.netns)
         raise
     state.pods.append(pod)
     state.save()
     return pod
+
+
+def write_resolv_conf(netns: str, namespace: str) -> None:
+    """``/etc/netns/<netns>/resolv.conf``: what ``ip netns exec`` mounts as /etc/resolv.conf,
+    pointing the pod at its node's workload DNS."""
+    from pycalico.dnsconf import resolv_conf
+
+    d = Path(ETC_NETNS) / netns
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "resolv.conf").write_text(resolv_conf(namespace))
+
+
+def remove_etc_netns(netns: str) -> None:
+    shutil.rmtree(Path(ETC_NETNS) / netns, ignore_errors=True)
 
 
 def delete_pod(state: LabState, key: str) -> None:
@@ -221,5 +239,6 @@ def delete_pod(state: LabState, key: str) -> None:
     kill_pid(pod.server_pid)
     _cni(state, pod, "DEL", {})
     delete_netns(pod.netns)
+    remove_etc_netns(pod.netns)
     state.pods = [p for p in state.pods if p.key != key]
     state.save()
