@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.felix.natout import render
@@ -419,3 +421,56 @@ def test_agent_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> Non
     assert not agent.alive()
     assert k.links["vxlan.calico"]  # stop leaves the dataplane in place
     assert HostFacts().host_mtu == 1460
+
+
+# ------------------------------------------------------------------ sequences of states
+
+_ROUTES = [
+    R2,
+    BH,
+    Route(N("10.244.3.0/26"), "unicast", A("10.244.3.0"), "vxlan.calico", True),
+    Route(N("10.244.3.0/26"), "unicast", A("198.18.0.3"), "eth0", True),  # same dst, other hop
+    Route(N("10.244.2.7/32"), "unicast", A("10.244.3.0"), "vxlan.calico", True),
+]
+_VTEPS = [VTEP2, Vtep("n3", A("10.244.3.0"), "66:00:00:00:00:03", A("198.18.0.3"))]
+
+
+def _kernel_view(k: FakeKernel) -> tuple[set[Route], set[tuple[str, str]], set[tuple[str, str]]]:
+    routes = {parse_route(r) for r in k.routes.values() if r["proto"] == "80"}
+    return {r for r in routes if r}, set(k.neigh.items()), set(k.fdb)
+
+
+_state = st.builds(
+    lambda rs, vs, vx: DesiredState(
+        routes={r.dst: r for r in rs},
+        vteps=tuple(sorted(set(vs))) if vx else (),
+        vxlan=VX if vx else None,
+    ),
+    st.lists(st.sampled_from(_ROUTES), max_size=5),
+    st.lists(st.sampled_from(_VTEPS), max_size=2),
+    st.booleans(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_state, st.booleans(), st.booleans()), min_size=1, max_size=6))
+def test_any_sequence_of_states_converges(steps: list[tuple[DesiredState, bool, bool]]) -> None:
+    """Whatever the order of desired states, incremental applies keep the kernel equal to
+    the desired state; drift (a deleted route and FDB entry) is repaired by the next full."""
+    k = FakeKernel()
+    k.routes["10.8.0.0/16"] = {"dst": "10.8.0.0/16", "gateway": "1.2.3.4", "proto": "12"}
+    kr = kernel(k)
+    for want, drift, full in steps:
+        if drift:
+            for dst in list(k.routes)[:1]:
+                if k.routes[dst]["proto"] == "80":
+                    del k.routes[dst]
+            k.fdb = set(list(k.fdb)[1:])
+        assert kr.apply(want, full=full) == []
+        if drift and not full:
+            assert kr.apply(want, full=True) == []
+        want_neigh = {(str(v.tunnel_ip), v.mac) for v in want.vteps}
+        want_fdb = {(v.mac, str(v.node_ip)) for v in want.vteps}
+        assert _kernel_view(k) == (set(want.routes.values()), want_neigh, want_fdb)
+        assert ("vxlan.calico" in k.links) == (want.vxlan is not None)
+        assert "10.8.0.0/16" in k.routes  # never ours
