@@ -64,6 +64,15 @@ def node(name: str, ip: str) -> dict[str, Any]:
     }
 
 
+def affinity(node: str, cidr: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "BlockAffinity",
+        "metadata": {"name": f"{node}-{cidr.replace('.', '-').replace('/', '-')}"},
+        "spec": {"node": node, "cidr": cidr, "state": "confirmed", "deleted": "false"},
+    }
+
+
 def wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -94,6 +103,14 @@ def test_bgp_component_renders_starts_and_follows_changes(tmp_path: Path) -> Non
             ds.create(node(f"n{i}", f"198.18.0.{i}/24"))
         assert wait(lambda: "Mesh_198_18_0_23" in fake.texts[-1])
         assert len(fake.texts) - before < 10
+        # IPAM churn of other nodes does not recompute; our own affinity does
+        computes = comp.computes
+        for i in range(5):
+            ds.create(affinity("n2", f"10.0.{i}.0/26"))
+        time.sleep(0.3)
+        assert comp.computes == computes
+        ds.create(affinity("n1", "10.0.9.0/26"))
+        assert wait(lambda: "10.0.9.0/26" in fake.texts[-1])
         # invalid input (our node loses its address) is reported, not raised
         n1 = ds.get("Node", "n1")
         n1["spec"] = {}

@@ -17,7 +17,9 @@ Owns (the job of Calico's confd + runit's bird service):
   own kernel routes stay too. (Calico's BIRD also just dies with the container; this keeps
   cross-node traffic flowing across an agent restart or upgrade.)
 
-Invariants: a compute error (e.g. this Node has no address yet) is recorded in
+Invariants: IPAM changes that cannot alter this node's config (other nodes' affinities and
+blocks, unless they hold an address borrowed by this node) do not trigger a recompute; a
+compute error (e.g. this Node has no address yet) is recorded in
 :attr:`last_error` and retried on the next change, never raised out of the worker; only the
 PID we started or adopted (verified by ``/proc/<pid>/cmdline``) is ever signalled.
 """
@@ -42,7 +44,7 @@ from pycalico.bgp import (
     secrets_from_resources,
 )
 from pycalico.bgp.errors import BgpError
-from pycalico.datastore import Datastore
+from pycalico.datastore import Datastore, EventType
 from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ class BgpComponent:
         self.last_error = ""
         self.applies = 0
         self.adopted_pid: int | None = None
+        self._borrowed: dict[str, list[str]] = {}
+        self.computes = 0
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -134,7 +138,22 @@ class BgpComponent:
             self._dirty.set()
 
     def on_updates(self, updates: list[SyncUpdate]) -> None:
-        self._dirty.set()
+        if any(self._relevant(u) for u in updates):
+            self._dirty.set()
+
+    def _relevant(self, u: SyncUpdate) -> bool:
+        """IPAM churn elsewhere in the cluster does not change this node's BIRD config: only
+        our own affinities and addresses we hold in others' blocks (borrowed) matter."""
+        kind = u.obj.get("kind")
+        if kind == "BlockAffinity":
+            return (u.obj.get("spec") or {}).get("node") == self.node_name
+        if kind == "IPAMBlock":
+            new = [] if u.type is EventType.DELETED else borrowed_ips([u.obj], self.node_name)
+            old = self._borrowed.pop(u.key, [])
+            if new:
+                self._borrowed[u.key] = new
+            return new != old
+        return True
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -222,6 +241,7 @@ class BgpComponent:
         syncer = self._syncer
         if syncer is None:
             raise BgpError("not started")
+        self.computes += 1
         by_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in BGP_KINDS}
         for obj in syncer.snapshot().values():
             kind = obj.get("kind", "")
