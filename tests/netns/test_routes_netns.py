@@ -479,6 +479,23 @@ def test_ipip_userspace_tunnel(cluster_factory: Callable[..., Cluster]) -> None:
     c.wait_converged()
     assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
 
+    # Live switch of the pool from IPIP to VXLAN: tunl0 goes, vxlan.calico comes, traffic
+    # keeps flowing through the new tunnel.
+    pool = c.ds.get("IPPool", "pool1")
+    pool["spec"]["ipipMode"], pool["spec"]["vxlanMode"] = "Never", "Always"
+    c.ds.update(pool)
+    b2 = c.blocks_of("n2")[0]
+    wait_for(
+        "routes via vxlan.calico", lambda: c.routes("n1").get(b2, {}).get("dev") == "vxlan.calico"
+    )
+    wait_for("tunl0 gone", lambda: "tunl0" not in n1.links())
+    assert "ipv4IPIPTunnelAddr" not in c.ds.get("Node", "n1")["spec"].get("bgp", {})
+    wait_for(
+        "n2 switched",
+        lambda: c.routes("n2").get(c.blocks_of("n1")[0], {}).get("dev") == "vxlan.calico",
+    )
+    assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)
+
 
 def test_nat_outgoing(cluster_factory: Callable[..., Cluster]) -> None:
     c = cluster_factory({"vxlanMode": "Always", "natOutgoing": True}, nodes=2)
