@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pycalico.bgp import BirdConfig, compute_bird_config, render_bird_config
 from tests.unit.test_bgp_helpers import affinity, bgpconfig, bgpfilter, node, peer, pool
@@ -195,3 +197,108 @@ def test_bird_accepts_every_rendered_config(scenario: str, tmp_path: Path) -> No
     kw = dict(SCENARIOS[scenario])
     name = str(kw.pop("name", "n1"))
     _bird_parse(render_bird_config(_cfg(name, **kw)), tmp_path)
+
+
+# -- property: whatever valid resources we get, BIRD accepts the rendered config ----------
+
+_rule = st.fixed_dictionaries(
+    {"action": st.sampled_from(["Accept", "Reject"])},
+    optional={
+        "cidr": st.sampled_from(["10.0.0.0/8", "10.244.0.0/16", "0.0.0.0/0"]),
+        "source": st.just("RemotePeers"),
+        "interface": st.sampled_from(["eth*", "eth0", "bond?"]),
+    },
+).map(
+    lambda r: (
+        {**r, "matchOperator": "In", "prefixLength": {"max": 28}}
+        if r.get("cidr") == "10.0.0.0/8"
+        else ({**r, "matchOperator": "NotEqual"} if "cidr" in r else r)
+    )
+)
+
+
+@st.composite
+def _world(draw: st.DrawFn) -> dict[str, object]:
+    n = draw(st.integers(2, 5))
+    nodes = []
+    for i in range(1, n + 1):
+        kw: dict[str, object] = {}
+        if draw(st.booleans()):
+            kw["asNumber"] = draw(st.sampled_from([64512, 65001, "1.10"]))
+        if draw(st.integers(0, 3)) == 0:
+            kw["routeReflectorClusterID"] = "1.0.0.1"
+        ip6 = f"fd00::{i}" if draw(st.booleans()) else None
+        nodes.append(node(f"n{i}", f"198.18.0.{i}", ip6, labels={"rack": f"r{i % 2}"}, **kw))
+    peers = []
+    for j in range(draw(st.integers(0, 4))):
+        spec: dict[str, object] = {}
+        scope = draw(st.sampled_from(["global", "node", "sel"]))
+        if scope == "node":
+            spec["node"] = "n1"
+        elif scope == "sel":
+            spec["nodeSelector"] = "rack == 'r1'"
+        if draw(st.booleans()):
+            spec["peerSelector"] = draw(st.sampled_from(["all()", "rack == 'r0'"]))
+        else:
+            spec["peerIP"] = draw(
+                st.sampled_from(["198.18.0.200", "198.18.0.201:1179", "[fd00::c8]:179", "fd00::c9"])
+            )
+            spec["asNumber"] = draw(st.sampled_from([64512, 64513, 4200000000]))
+        for key, strat in (
+            ("keepaliveTime", st.sampled_from(["10s", "1m"])),
+            ("maxRestartTime", st.sampled_from(["30s", "2m"])),
+            ("ttlSecurity", st.integers(1, 255)),
+            ("nextHopMode", st.sampled_from(["Auto", "Self", "Keep"])),
+            ("sourceAddress", st.sampled_from(["UseNodeIP", "None"])),
+            ("numAllowedLocalASNumbers", st.integers(1, 10)),
+            ("password", st.sampled_from(["pw", "another secret"])),
+            ("localASNumber", st.sampled_from([65100, "2.3"])),
+            ("filters", st.lists(st.sampled_from(["fa", "fb"]), max_size=2, unique=True)),
+        ):
+            if draw(st.booleans()):
+                spec[key] = draw(strat)
+        peers.append(peer(f"p{j}", **spec))
+    filters = [
+        bgpfilter(
+            name,
+            **{
+                k: draw(st.lists(_rule, max_size=3))
+                for k in ("exportV4", "importV4")
+                if draw(st.booleans())
+            },
+        )
+        for name in ("fa", "fb")
+    ]
+    cfgs = [
+        bgpconfig(
+            nodeToNodeMeshEnabled=draw(st.booleans()),
+            listenPort=draw(st.sampled_from([179, 1179])),
+            logSeverityScreen=draw(st.sampled_from(["Info", "Debug", "Error"])),
+        )
+    ]
+    pools = [pool("p", "10.244.0.0/16"), pool("v", "10.99.0.0/16", vxlanMode="Always")]
+    pools.append(pool("p6", "fd10::/48", disableBGPExport=draw(st.booleans())))
+    cidrs = ["10.244.1.0/26", "10.244.1.64/26", "10.99.0.0/26", "fd10::/122"]
+    affs = [affinity("n1", c) for c in draw(st.lists(st.sampled_from(cidrs), unique=True))]
+    return {
+        "nodes": nodes,
+        "peers": peers,
+        "filters": filters,
+        "bgp_configurations": cfgs,
+        "pools": pools,
+        "block_affinities": affs,
+        "borrowed": draw(st.lists(st.sampled_from(["10.244.7.7", "10.244.1.5", "fd10::1:1"]))),
+    }
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(world=_world())
+def test_bird_accepts_generated_configs(world: dict[str, object], tmp_path: Path) -> None:
+    cfg = compute_bird_config("n1", **world)  # type: ignore[arg-type]
+    fam = cfg.v4
+    assert fam is not None
+    names = [p.name for f in cfg.families for p in f.peers]
+    assert len(names) == len(set(names))
+    _bird_parse(render_bird_config(cfg), tmp_path)
