@@ -305,18 +305,27 @@ def test_conformance_sample_on_kernel(cluster: Cluster, kind: str, index: int) -
     try:
         assert felix.wait_in_sync(20), felix.error
         results = cluster.probe_many(by_src)
+        # An allowed probe that timed out on a loaded machine is retried once, slowly (a
+        # denied probe is never retried: one success of it is a real failure).
+        expect = {
+            (p["from"], p["to"], p["port"], p["protocol"].lower()): p["expect"] for p in probes
+        }
+        retry: dict[str, list[tuple[str, int, str]]] = {}
+        for src, plist in by_src.items():
+            for probe, got in zip(plist, results[src], strict=True):
+                if not got and expect[(src, *probe)]:
+                    retry.setdefault(src, []).append(probe)
+        again = cluster.probe_many(retry, timeout=3.0) if retry else {}
     finally:
         felix.stop()
     wrong = []
     for src, plist in by_src.items():
-        for (dst, port, proto), got in zip(plist, results[src], strict=True):
-            want = next(
-                p["expect"]
-                for p in probes
-                if p["from"] == src and p["to"] == dst and p["port"] == port
-                and p["protocol"].lower() == proto
-            )  # fmt: skip
+        for probe, got in zip(plist, results[src], strict=True):
+            if src in again and probe in retry[src]:
+                got = again[src][retry[src].index(probe)]
+            want = expect[(src, *probe)]
             if got != want:
+                dst, port, proto = probe
                 wrong.append(f"{src} -> {dst} {proto}/{port}: kernel {got}, expected {want}")
     assert not wrong, f"{len(wrong)} of {len(probes)} probes differ:\n" + "\n".join(wrong[:30])
 
@@ -373,7 +382,8 @@ def _simple_state(c: Cluster) -> None:
 
 def _verdicts(c: Cluster) -> tuple[bool, bool]:
     r = c.probe_many({"a": [("b", 80, "tcp")], "c": [("b", 80, "tcp")]}, timeout=0.5)
-    return r["a"][0], r["c"][0]
+    a_ok = r["a"][0] or c.probe_many({"a": [("b", 80, "tcp")]}, timeout=3.0)["a"][0]
+    return a_ok, r["c"][0]
 
 
 def _wait(cond: Any, timeout: float) -> bool:
