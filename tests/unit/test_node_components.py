@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +157,65 @@ def test_felix_component_metrics_from_stats() -> None:
     assert comp.metrics()[2] == []
     comp.stop()
     assert not comp.in_sync()
+
+
+class FakeBgp:
+    name = "bgp"
+
+    def __init__(self, rows: list[ProtocolRow]) -> None:
+        self.rows = rows
+        self.last_error = ""
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.started = False
+
+    def alive(self) -> bool:
+        return self.started
+
+    def in_sync(self) -> bool:
+        return True
+
+    def bird_running(self) -> bool:
+        return self.started
+
+    def protocols(self) -> list[ProtocolRow]:
+        return self.rows
+
+    def num_nodes(self) -> int:
+        return 2
+
+
+def test_node_agent_tick_writes_status_and_metrics(tmp_path: Path) -> None:
+    from pycalico.node.agent import NodeAgent
+    from pycalico.node.status import read_status
+
+    row = ProtocolRow("Mesh_198_18_0_2", "BGP", "---", "start", "2026-01-01T00:00:00", "Connect")
+    felix = FakeFelix()
+    bgp = FakeBgp([row])
+    agent = NodeAgent(
+        "n1",
+        str(tmp_path),
+        [FelixComponent(MemoryDatastore(), "n1", {}, factory=lambda: felix), bgp],  # type: ignore[list-item]
+    )
+    st = agent.tick()
+    assert st.felix_in_sync and st.bird_running and st.routes_in_sync is None
+    assert not st.ready  # the session is not Established yet
+    data = read_status(str(tmp_path))
+    assert data is not None and data["ready"] is False
+    assert data["bgp"] == [
+        {"peer": "198.18.0.2", "type": "node-to-node mesh", "state": "start",
+         "since": "2026-01-01", "info": "Connect"}
+    ]  # fmt: skip
+    assert agent.readiness()[0] is False and agent.liveness()[0] is True
+    bgp.rows = [dataclasses.replace(row, state="up", info="Established")]
+    assert agent.tick().ready
+    assert read_status(str(tmp_path))["ready"] is True  # type: ignore[index]
+    text = agent.metrics.exposition().decode()
+    assert "calico_node_bgp_sessions_established 1.0" in text
+    assert "felix_cluster_num_hosts 2.0" in text
+    agent.shutdown()
+    assert read_status(str(tmp_path))["ready"] is False  # type: ignore[index]

@@ -87,7 +87,8 @@ def _write_mtu(ds: Any, mtu_file: str, felix_cfg: Any) -> int:
     from pycalico.node.autodetect import host_mtu, read_interfaces
     from pycalico.node.startup import pod_mtu, write_atomic
 
-    pools = [p.get("spec") or {} for p in ds.list("IPPool").items if not p["spec"].get("disabled")]
+    specs = [p.get("spec") or {} for p in ds.list("IPPool").items]
+    pools = [p for p in specs if not p.get("disabled")]
     ipip = any((p.get("ipipMode") or "Never") != "Never" for p in pools)
     vxlan = any((p.get("vxlanMode") or "Never") != "Never" for p in pools)
     mtu = pod_mtu(
