@@ -169,7 +169,17 @@ def test_endpoint_to_host_action_and_bad_config() -> None:
     for action, verdict in (("Drop", "drop"), ("Return", "return"), ("Accept", "accept")):
         t = render(state(), endpoint_to_host_action=action).tables()["ip"]
         bodies = [r.body for r in t.chains["cali-wl-to-host"].rules]
-        assert bodies == ["jump cali-from-wl-dispatch", verdict]
+        dns = "ip daddr { 169.254.25.10 } meta l4proto { tcp, udp } th dport 53 accept"
+        assert bodies == ["jump cali-from-wl-dispatch", dns, verdict]
+    # Workload DNS is accepted after egress policy, before the endpoint-to-host verdict; it
+    # can be turned off, and the IPv6 table has no IPv4 rule.
+    t = render(state(), workload_dns_v4=()).tables()["ip"]
+    assert [r.body for r in t.chains["cali-wl-to-host"].rules] == [
+        "jump cali-from-wl-dispatch",
+        "drop",
+    ]
+    v6 = render(state()).tables()["ip6"]
+    assert not any("169.254.25.10" in r.body for r in v6.chains["cali-wl-to-host"].rules)
     with pytest.raises(RenderError, match="defaultEndpointToHostAction"):
         RenderConfig(endpoint_to_host_action="Maybe")
 

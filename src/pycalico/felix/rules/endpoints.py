@@ -85,6 +85,9 @@ class RenderConfig:
     allow_vxlan_from_workloads: bool = False
     allow_ipip_from_workloads: bool = False
     anti_spoofing: bool = True
+    # The node-local workload DNS server (pycalico.dns): once egress policy has allowed a
+    # query to it, it is accepted whatever defaultEndpointToHostAction says.
+    workload_dns_v4: tuple[str, ...] = ("169.254.25.10",)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -238,6 +241,9 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     if fam.version == 6:
         to_host.append(f"icmpv6 type {_ICMPV6_TO_HOST} accept")
     to_host.append(f"jump {N.FROM_WL_DISPATCH}")
+    if fam.version == 4 and cfg.workload_dns_v4:
+        dns = ", ".join(cfg.workload_dns_v4)
+        to_host.append(f"ip daddr {{ {dns} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
     to_host.append(ENDPOINT_TO_HOST_ACTIONS[cfg.endpoint_to_host_action])
     chains.append(make_chain(N.WL_TO_HOST, to_host))
     return {c.name: c for c in chains}
