@@ -166,14 +166,16 @@ class FakeTunnel:
     def __init__(self, name: str, local_ip: str) -> None:
         self.name, self.local_ip = name, local_ip
         self.running = False
+        self.removed = False
         self.hops: list[Any] = []
         FakeTunnel.instances.append(self)
 
     def start(self) -> None:
         self.running = True
 
-    def stop(self) -> None:
+    def stop(self, remove: bool = False) -> None:
         self.running = False
+        self.removed = remove
 
     def set_next_hops(self, hops: Any) -> None:
         self.hops = list(hops)
@@ -282,7 +284,15 @@ def test_ipip_tunnel_lifecycle() -> None:
     assert k.links["tunl0"]["mtu"] == 1480 and k.links["tunl0"]["flags"] == ["UP"]
     assert k.links["tunl0"]["addr_info"][0]["local"] == "10.244.1.1"
     kr.apply(DesiredState(), full=False)
-    assert not t.running
+    assert not t.running and t.removed
+    # A TUN tunl0 left by an earlier run is removed when IPIP is not wanted; a non-TUN one
+    # (not ours) is left alone.
+    k.links["tunl0"] = {"ifname": "tunl0", "linkinfo": {"info_kind": "tun"}}
+    kr.apply(DesiredState(), full=True)
+    assert "tunl0" not in k.links
+    k.links["tunl0"] = {"ifname": "tunl0", "linkinfo": {"info_kind": "ipip"}}
+    kr.apply(DesiredState(), full=True)
+    assert "tunl0" in k.links
 
 
 def test_workload_routes_wait_for_their_interface() -> None:

@@ -108,6 +108,7 @@ class KernelRoutes:
         self._vteps: set[Vtep] | None = None
         self._vxlan: VxlanSpec | None = None
         self._ipip_spec: IpipSpec | None = None
+        self._ipip_absent = False  # checked that no stale tunl0 of ours exists
         self._links: list[dict[str, Any]] = []
         self.writes = 0  # kernel write batches issued (observability/tests)
 
@@ -146,6 +147,7 @@ class KernelRoutes:
         a failure is reported and the caches are dropped so the next apply is full."""
         if full:
             self._routes, self._vteps, self._vxlan, self._ipip_spec = None, None, None, None
+            self._ipip_absent = False
         errors: list[str] = []
         steps: list[tuple[str, Callable[[], None]]] = [
             ("sysctls", self._sysctls if full else lambda: None),
@@ -226,11 +228,18 @@ class KernelRoutes:
         spec = want.ipip
         if spec is None:
             if self.ipip is not None:
-                self.ipip.stop()
+                self.ipip.stop(remove=True)
                 self.ipip = None
                 self.writes += 1
-            self._ipip_spec = None
+            elif not self._ipip_absent:
+                # A persistent tunl0 left by an earlier run (ours only if it is a TUN).
+                link = self._link(IPIP_DEVICE)
+                if link and (link.get("linkinfo") or {}).get("info_kind") == "tun":
+                    self._run(["ip", "link", "del", IPIP_DEVICE])
+                    self.writes += 1
+            self._ipip_spec, self._ipip_absent = None, True
             return
+        self._ipip_absent = False
         if self.ipip is not None and (
             not self.ipip.running or self.ipip.local_ip != str(spec.local_ip)
         ):
@@ -355,8 +364,8 @@ class KernelRoutes:
             raise KernelError(f"{tool} -batch: {(r.stderr or r.stdout).strip()}")
 
     def close(self) -> None:
-        """Stop the userspace tunnel (its device goes with it); routes and devices stay, as
-        Calico leaves the dataplane in place when Felix stops."""
+        """Stop the userspace tunnel's I/O; its (persistent) device, the routes and the other
+        devices stay, as Calico leaves the dataplane in place when Felix stops."""
         if self.ipip is not None:
             self.ipip.stop()
             self.ipip = None

@@ -14,8 +14,10 @@ plus a raw ``IPPROTO_IPIP`` socket bound to the node IP:
 Invariants: one daemon thread does all I/O (epoll, batched non-blocking reads of up to
 :data:`BATCH` packets per readiness); the next-hop table is an immutable :class:`Lpm`
 swapped atomically by :meth:`set_next_hops` from any thread; packets with no next hop, from
-unknown outer sources, or not IPv4 are dropped and counted; the device exists exactly as long
-as the tunnel is running (the TUN is not persistent, so a crashed agent leaves nothing).
+unknown outer sources, or not IPv4 are dropped and counted. The TUN is persistent, like the
+rest of the dataplane: when the agent stops or dies, ``tunl0`` and the routes through it stay
+(traffic is dropped meanwhile) and the next agent re-attaches to it; ``stop(remove=True)``
+deletes it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IPPROTO_IPIP = 4
@@ -107,11 +110,12 @@ class TunnelStats:
     send_errors: int = 0
 
 
-def open_tun(name: str) -> int:
-    """Create/attach TUN device ``name`` in the current network namespace; returns the fd."""
+def open_tun(name: str, persist: bool = True) -> int:
+    """Create, or attach to, TUN device ``name`` in the current network namespace."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETPERSIST, int(persist))
     except OSError:
         os.close(fd)
         raise
@@ -162,10 +166,14 @@ class UserspaceIpip:
         self._thread = threading.Thread(target=self._run, name=f"uipip-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, remove: bool = False) -> None:
+        """Stop the I/O thread; ``remove`` also deletes the device (else it persists)."""
         t = self._thread
         if t is None:
             return
+        if remove:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._tun, TUNSETPERSIST, 0)
         self._stopping = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
