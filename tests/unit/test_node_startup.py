@@ -194,3 +194,25 @@ def test_pod_mtu() -> None:
     assert pod_mtu(1500, False, True) == 1450
     assert pod_mtu(1500, True, True) == 1450
     assert pod_mtu(9000, False, True, vxlan_mtu=8000) == 8000
+
+
+def test_ipv6_address_when_ip6_set() -> None:
+    ifs = [*IFS, Interface(3, "eth1", (ipaddress.ip_interface("fd00:1::7/64"),))]
+    ds = MemoryDatastore()
+    r = run_startup(ds, settings(IP6="autodetect"), ifs)
+    assert r.ipv6 == "fd00:1::7/64"
+    spec = ds.get("Node", "node1")["spec"]
+    assert spec["bgp"]["ipv6Address"] == "fd00:1::7/64"
+    assert [a["address"] for a in spec["addresses"]] == ["198.18.0.7", "fd00:1::7"]
+    # IP6 unset: IPv6 off (Calico's default); IP6=none removes the address again
+    run_startup(ds, settings(), ifs)
+    assert "ipv6Address" not in ds.get("Node", "node1")["spec"]["bgp"]
+    with pytest.raises(StartupError, match=r"IP6: '10\.0\.0\.1' is not an IPv6"):
+        run_startup(ds, settings(IP6="10.0.0.1"), ifs)
+    with pytest.raises(StartupError, match="at least one address family"):
+        run_startup(ds, settings(IP="none"), ifs)
+    # v6 conflicts are caught too
+    run_startup(ds, settings(IP6="fd00:1::7/64"), ifs)
+    other = NodeSettings.from_env({"NODENAME": "n2", "IP": "198.18.0.8/24", "IP6": "fd00:1::7"})
+    with pytest.raises(StartupError, match=r"IP6: fd00:1::7 is already in use by node node1"):
+        run_startup(ds, other, ifs)

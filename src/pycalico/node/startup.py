@@ -3,13 +3,14 @@ do before the agents run.
 
 Owns, in order (:func:`run_startup`):
 1. :class:`NodeSettings` from the environment (``NODENAME``, ``IP``,
-   ``IP_AUTODETECTION_METHOD``, ``AS``, ``CALICO_IPV4POOL_*``, ``NO_DEFAULT_POOLS``,
-   ``CLUSTER_TYPE``, ``CALICO_K8S_NODE_REF``) — validated, every problem a
-   :class:`StartupError` naming the variable.
+   ``IP_AUTODETECTION_METHOD``, ``IP6`` (default none), ``IP6_AUTODETECTION_METHOD``,
+   ``AS``, ``CALICO_IPV4POOL_*``, ``NO_DEFAULT_POOLS``, ``CLUSTER_TYPE``,
+   ``CALICO_K8S_NODE_REF``) — validated, every problem a :class:`StartupError` naming the
+   variable.
 2. The Node resource: created, or updated keeping every existing label and field, with
-   ``spec.bgp.ipv4Address`` (``addr/len``), ``spec.addresses`` (CalicoNodeIP) and
-   ``spec.orchRefs``. Another node already using the address is a StartupError (Calico
-   refuses to start with a conflicting IP).
+   ``spec.bgp.ipv4Address``/``ipv6Address`` (``addr/len``), ``spec.addresses``
+   (CalicoNodeIP) and ``spec.orchRefs``. Another node already using the address is a
+   StartupError (Calico refuses to start with a conflicting IP).
 3. The default IPPool ``default-ipv4-ippool`` — only when no IPPool exists at all and
    ``NO_DEFAULT_POOLS`` is not true.
 4. Tunnel addresses (IPAM handles ``ipip-tunnel-addr-<node>`` / ``vxlan-tunnel-addr-<node>``)
@@ -83,6 +84,8 @@ class NodeSettings:
     node_name: str
     ip: str  # "" / "autodetect" / "none" / "a.b.c.d[/len]"
     autodetect_method: str = "first-found"
+    ip6: str = "none"  # IPv6 is off unless IP6 is set (as Calico)
+    autodetect_method6: str = "first-found"
     as_number: str = ""
     pool: PoolSettings = field(default_factory=PoolSettings)
     no_default_pools: bool = False
@@ -134,6 +137,8 @@ class NodeSettings:
             node_name=name,
             ip=(env.get("IP") or "").strip(),
             autodetect_method=(env.get("IP_AUTODETECTION_METHOD") or "first-found").strip(),
+            ip6=(env.get("IP6") or "none").strip(),
+            autodetect_method6=(env.get("IP6_AUTODETECTION_METHOD") or "first-found").strip(),
             as_number=(env.get("AS") or "").strip(),
             pool=pool,
             no_default_pools=_truthy(env.get("NO_DEFAULT_POOLS")),
@@ -142,34 +147,46 @@ class NodeSettings:
         )
 
 
-def resolve_ipv4(
+def resolve_ip(
     settings: NodeSettings,
     interfaces: Sequence[Interface],
+    version: int = 4,
     route_lookup: RouteLookup | None = None,
 ) -> str | None:
-    """``IP`` → ``addr/len`` (None for ``IP=none``); autodetects when unset/``autodetect``."""
-    ip = settings.ip
+    """``IP`` (``IP6``) → ``addr/len`` (None for ``none``); autodetects when unset (v4) or
+    ``autodetect``; a bare address takes its prefix from the interface holding it."""
+    var = "IP" if version == 4 else "IP6"
+    ip = settings.ip if version == 4 else settings.ip6
+    method = settings.autodetect_method if version == 4 else settings.autodetect_method6
     if ip.lower() == "none":
         return None
     if ip == "" or ip.lower() == "autodetect":
         try:
-            return str(autodetect(settings.autodetect_method, interfaces, 4, route_lookup))
+            return str(autodetect(method, interfaces, version, route_lookup))
         except AutodetectError as e:
-            raise StartupError(str(e)) from None
+            raise StartupError(f"{var}: {e}") from None
     try:
         itf = ipaddress.ip_interface(ip)
     except ValueError:
-        raise StartupError(f"IP: {ip!r} is not an IPv4 address (a.b.c.d[/len])") from None
-    if itf.version != 4:
-        raise StartupError(f"IP: {ip!r} is not an IPv4 address")
+        raise StartupError(f"{var}: {ip!r} is not an IPv{version} address[/len]") from None
+    if itf.version != version:
+        raise StartupError(f"{var}: {ip!r} is not an IPv{version} address")
     if "/" not in ip:
         # Calico looks the address up on the host's interfaces to learn its subnet.
         for i in interfaces:
             for a in i.addresses:
                 if a.ip == itf.ip:
                     return str(a)
-        return f"{itf.ip}/32"
+        return f"{itf.ip}/{itf.max_prefixlen}"
     return str(itf)
+
+
+def resolve_ipv4(
+    settings: NodeSettings,
+    interfaces: Sequence[Interface],
+    route_lookup: RouteLookup | None = None,
+) -> str | None:
+    return resolve_ip(settings, interfaces, 4, route_lookup)
 
 
 def vxlan_mac(node_name: str) -> str:
@@ -183,6 +200,7 @@ def vxlan_mac(node_name: str) -> str:
 class StartupResult:
     node: Obj
     ipv4: str | None
+    ipv6: str | None = None
     created_pool: bool = False
     ipip_tunnel: str | None = None
     vxlan_tunnel: str | None = None
@@ -205,33 +223,48 @@ def _modify(client: ResourceClient, kind: str, name: str, change: Callable[[Obj]
     return client.modify(info, name, "", change)
 
 
-def _check_conflicts(client: ResourceClient, name: str, ipv4: str) -> None:
-    mine = ipv4.split("/")[0]
+def _check_conflicts(client: ResourceClient, name: str, addr: str, field_name: str) -> None:
+    mine = ipaddress.ip_interface(addr).ip
     for n in client.list(_info("Node")):
-        other = (((n.get("spec") or {}).get("bgp") or {}).get("ipv4Address")) or ""
-        if n["metadata"]["name"] != name and other.split("/")[0] == mine:
+        other = (((n.get("spec") or {}).get("bgp") or {}).get(field_name)) or ""
+        if n["metadata"]["name"] == name or not other:
+            continue
+        try:
+            same = ipaddress.ip_interface(other).ip == mine
+        except ValueError:
+            continue
+        if same:
             raise StartupError(
-                f"IP: {mine} is already in use by node {n['metadata']['name']}; "
-                "calico-node will not start with a conflicting address"
+                f"{'IP' if mine.version == 4 else 'IP6'}: {mine} is already in use by node "
+                f"{n['metadata']['name']}; calico-node will not start with a conflicting address"
             )
 
 
-def ensure_node(client: ResourceClient, s: NodeSettings, ipv4: str | None) -> Obj:
+def ensure_node(
+    client: ResourceClient, s: NodeSettings, ipv4: str | None, ipv6: str | None = None
+) -> Obj:
     """Create or update the Node resource (keeps labels and every other field)."""
-    if ipv4:
-        _check_conflicts(client, s.node_name, ipv4)
+    for addr, fld in ((ipv4, "ipv4Address"), (ipv6, "ipv6Address")):
+        if addr:
+            _check_conflicts(client, s.node_name, addr, fld)
     info = _info("Node")
 
     def change(obj: Obj) -> Obj:
         spec = obj.setdefault("spec", {}) or {}
         obj["spec"] = spec
         bgp = dict(spec.get("bgp") or {})
-        if ipv4:
-            bgp["ipv4Address"] = ipv4
-            addrs = [a for a in (spec.get("addresses") or []) if a.get("type") != "CalicoNodeIP"]
-            spec["addresses"] = [{"address": ipv4.split("/")[0], "type": "CalicoNodeIP"}, *addrs]
+        node_ips = []
+        for addr, fld in ((ipv4, "ipv4Address"), (ipv6, "ipv6Address")):
+            if addr:
+                bgp[fld] = addr
+                node_ips.append({"address": addr.split("/")[0], "type": "CalicoNodeIP"})
+            else:
+                bgp.pop(fld, None)
+        others = [a for a in (spec.get("addresses") or []) if a.get("type") != "CalicoNodeIP"]
+        if node_ips or others:
+            spec["addresses"] = [*node_ips, *others]
         else:
-            bgp.pop("ipv4Address", None)
+            spec.pop("addresses", None)
         if s.as_number:
             bgp["asNumber"] = int(s.as_number) if s.as_number.isdigit() else s.as_number
         if bgp:
@@ -391,9 +424,12 @@ def run_startup(
 ) -> StartupResult:
     """Steps 2-5 of the module docstring (the caller handles the MTU file)."""
     client = ResourceClient(ds)
-    ipv4 = resolve_ipv4(settings, interfaces, route_lookup)
-    node = ensure_node(client, settings, ipv4)
-    result = StartupResult(node=node, ipv4=ipv4)
+    ipv4 = resolve_ip(settings, interfaces, 4, route_lookup)
+    ipv6 = resolve_ip(settings, interfaces, 6, route_lookup)
+    if ipv4 is None and ipv6 is None:
+        raise StartupError("IP and IP6: at least one address family must be configured")
+    node = ensure_node(client, settings, ipv4, ipv6)
+    result = StartupResult(node=node, ipv4=ipv4, ipv6=ipv6)
     result.created_pool = ensure_default_pool(client, settings)
     result.node = ensure_tunnel_addresses(ds, client, settings.node_name, result)
     ensure_cluster_information(client, settings.cluster_type)
