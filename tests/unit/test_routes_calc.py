@@ -199,6 +199,21 @@ def test_order_independent() -> None:
     assert ref.routes[N("10.96.0.64/26")].kind == "blackhole"
 
 
+def test_no_device_no_routes_through_it() -> None:
+    # This node has no VXLAN tunnel address yet: remote VXLAN routes would fail; skip them.
+    nodes = [node("n1", "198.18.1.1/24"), *NODES[1:]]
+    d = run([pool(vxlanMode="Always")], nodes=nodes)
+    assert d.vxlan is None and d.vteps == ()
+    assert all(r.dev != "vxlan.calico" for r in d.routes.values())
+    assert d.routes[N("10.244.1.0/26")].kind == "blackhole"
+    assert any("via vxlan.calico not programmed" in p for p in d.problems)
+    # No interface holds our IP: no device, hence no tunnel routes either.
+    d = run([pool(ipipMode="Always")], facts=HostFacts(None, 1500))
+    assert d.ipip is not None  # tunl0 needs no parent interface
+    d = run([pool(vxlanMode="Always")], facts=HostFacts(None, 1500))
+    assert d.vxlan is None and not any(r.dev == "vxlan.calico" for r in d.routes.values())
+
+
 def test_never_routes_to_itself() -> None:
     nodes = [NODES[0], node("n2", "198.18.1.1/24", "10.244.2.0", "66:00:00:00:00:02")]
     d = run([pool(vxlanMode="Always")], nodes=nodes, blocks=BLOCKS[:2])

@@ -206,8 +206,10 @@ def test_first_apply_creates_device_vteps_routes_then_nothing(tmp_path: Path) ->
     assert (tmp_path / "mtu").read_text() == "1450\n"
     assert kr.sysctl.read("net.ipv4.ip_forward") == "1"  # type: ignore[attr-defined]
     n = len(k.batches)
+    calls = len(kr.runner.calls)  # type: ignore[attr-defined]
     assert kr.apply(want, full=False) == []
-    assert len(k.batches) == n  # incremental, nothing changed: no writes
+    assert len(k.batches) == n  # incremental, nothing changed: no writes ...
+    assert len(kr.runner.calls) == calls  # type: ignore[attr-defined]  # ... and no reads
     assert kr.apply(want, full=True) == []
     assert len(k.batches) == n  # full re-read, kernel matches: still no writes
 
@@ -268,6 +270,17 @@ def test_failed_batch_is_reported_and_next_apply_is_full() -> None:
     k.fail = None
     assert kr.apply(want, full=False) == []
     assert parse_route(k.routes["10.244.2.0/26"]) == R2
+
+
+def test_idle_incremental_apply_spawns_nothing_without_devices() -> None:
+    k = FakeKernel()
+    kr = kernel(k)
+    want = DesiredState(routes={BH.dst: BH})
+    kr.apply(want, full=True)
+    calls = len(kr.runner.calls)  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert kr.apply(want, full=False) == []
+    assert len(kr.runner.calls) == calls  # type: ignore[attr-defined]
 
 
 def test_ipip_tunnel_lifecycle() -> None:

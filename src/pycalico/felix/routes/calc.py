@@ -182,6 +182,16 @@ def compute(
                 address=me.ipip_tunnel_addr if me else None,
                 mtu=ipip_mtu,
             )
+    # Without our own device (this node lacks what it needs) its routes cannot exist.
+    for dev, spec in ((VXLAN_DEVICE, vxlan), (IPIP_DEVICE, ipip)):
+        if spec is None:
+            dropped = [d for d, r in routes.items() if r.dev == dev]
+            for d in dropped:
+                del routes[d]
+            if dropped:
+                problems.append(f"{len(dropped)} routes via {dev} not programmed: no device")
+    if vxlan is None:
+        vteps = []
     hops: list[tuple[Net4, Addr4]] = [
         (r.dst, r.gateway)
         for r in sorted(routes.values())

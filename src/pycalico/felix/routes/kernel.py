@@ -109,6 +109,7 @@ class KernelRoutes:
         self._vxlan: VxlanSpec | None = None
         self._ipip_spec: IpipSpec | None = None
         self._ipip_absent = False  # checked that no stale tunl0 of ours exists
+        self._vxlan_absent = False  # checked that no vxlan.calico exists
         self._links: list[dict[str, Any]] = []
         self.writes = 0  # kernel write batches issued (observability/tests)
 
@@ -147,7 +148,7 @@ class KernelRoutes:
         a failure is reported and the caches are dropped so the next apply is full."""
         if full:
             self._routes, self._vteps, self._vxlan, self._ipip_spec = None, None, None, None
-            self._ipip_absent = False
+            self._ipip_absent = self._vxlan_absent = False
         errors: list[str] = []
         steps: list[tuple[str, Callable[[], None]]] = [
             ("sysctls", self._sysctls if full else lambda: None),
@@ -165,6 +166,7 @@ class KernelRoutes:
                 errors.append(f"{name}: {e}")
         if errors:
             self._routes, self._vteps, self._vxlan, self._ipip_spec = None, None, None, None
+            self._ipip_absent = self._vxlan_absent = False
         return errors
 
     def _sysctls(self) -> None:
@@ -178,13 +180,16 @@ class KernelRoutes:
     def _apply_vxlan(self, spec: VxlanSpec | None) -> None:
         if spec == self._vxlan and spec is not None:
             return
+        if spec is None and self._vxlan_absent:
+            return
         link = self._link(VXLAN_DEVICE)
         if spec is None:
             if link is not None:
                 self._run(["ip", "link", "del", VXLAN_DEVICE])
                 self.writes += 1
-            self._vxlan, self._vteps = None, None
+            self._vxlan, self._vteps, self._vxlan_absent = None, None, True
             return
+        self._vxlan_absent = False
         lines: list[str] = []
         data = ((link or {}).get("linkinfo") or {}).get("info_data") or {}
         kind = ((link or {}).get("linkinfo") or {}).get("info_kind")
