@@ -400,6 +400,12 @@ def test_ensure_tunnel_addresses_is_idempotent(ds: MemoryDatastore) -> None:
     assert changed and "ipv4VXLANTunnelAddr" not in spec and spec["vxlanTunnelMACAddr"] == mac
     assert spec["bgp"]["ipv4IPIPTunnelAddr"]
     assert IPAM(ds).get_ips_by_handle("vxlan-tunnel-addr-n1") == []
+    # The IPIP pool is replaced by another: the address moves into the new pool.
+    ds.delete("IPPool", "p")
+    ds.create(_res("IPPool", "q", {"cidr": "10.250.0.0/16", "ipipMode": "Always"}))
+    ensure_tunnel_addresses(ds, "n1")
+    new = ds.get("Node", "n1")["spec"]["bgp"]["ipv4IPIPTunnelAddr"]
+    assert ipaddress.ip_address(new) in N("10.250.0.0/16")
 
 
 def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -14,6 +14,7 @@ address available) are returned as problems, never raised, so routing keeps work
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -31,15 +32,22 @@ def random_mac() -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def _wanted(pools: list[dict[str, Any]]) -> tuple[bool, bool]:
-    vx = ipip = False
+def _mode_pools(pools: list[dict[str, Any]]) -> dict[str, list[ipaddress.IPv4Network]]:
+    """Enabled IPv4 pools per tunnel type (``vxlan``/``ipip``)."""
+    out: dict[str, list[ipaddress.IPv4Network]] = {"vxlan": [], "ipip": []}
     for p in pools:
         spec = p.get("spec") or {}
-        if ":" in str(spec.get("cidr", "")) or spec.get("disabled"):
+        try:
+            net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
+        except ValueError:
             continue
-        vx = vx or (spec.get("vxlanMode") or "Never") != "Never"
-        ipip = ipip or (spec.get("ipipMode") or "Never") != "Never"
-    return vx, ipip
+        if not isinstance(net, ipaddress.IPv4Network) or spec.get("disabled"):
+            continue
+        if (spec.get("vxlanMode") or "Never") != "Never":
+            out["vxlan"].append(net)
+        if (spec.get("ipipMode") or "Never") != "Never":
+            out["ipip"].append(net)
+    return out
 
 
 def _set_addrs(spec: dict[str, Any], addrs: dict[str, str | None]) -> None:
@@ -64,20 +72,24 @@ def ensure_tunnel_addresses(ds: Datastore, node_name: str) -> tuple[bool, list[s
 
     Returns (Node changed, problems). Raises NotFound if the Node does not exist.
     """
-    from pycalico.ipam import IPAM
+    from pycalico.ipam import IPAM, TUNNEL_TYPES
 
     ipam = IPAM(ds)
     problems: list[str] = []
-    want_vx, want_ipip = _wanted(list(ds.list("IPPool").items))
+    mode_pools = _mode_pools(list(ds.list("IPPool").items))
     addrs: dict[str, str | None] = {}
-    for tunnel, wanted in (("vxlan", want_vx), ("ipip", want_ipip)):
-        if wanted:
-            try:
-                addrs[tunnel] = str(ipam.assign_tunnel_address(node_name, tunnel).ip)
-            except CalicoError as e:
-                problems.append(f"{tunnel} tunnel address for {node_name}: {e}")
-        else:
+    for tunnel, nets in mode_pools.items():
+        if not nets:
             addrs[tunnel] = None
+            continue
+        try:
+            held = ipam.get_ips_by_handle(TUNNEL_TYPES[tunnel][0] + node_name)
+            if held and not any(ip in n for ip in held for n in nets):
+                # Its pool no longer has this tunnel type (or is gone): take a fresh one.
+                ipam.release_tunnel_address(node_name, tunnel)
+            addrs[tunnel] = str(ipam.assign_tunnel_address(node_name, tunnel).ip)
+        except CalicoError as e:
+            problems.append(f"{tunnel} tunnel address for {node_name}: {e}")
     changed = False
     for _ in range(RETRIES):
         node = ds.get("Node", node_name)
