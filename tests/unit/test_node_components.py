@@ -219,3 +219,27 @@ def test_node_agent_tick_writes_status_and_metrics(tmp_path: Path) -> None:
     assert "felix_cluster_num_hosts 2.0" in text
     agent.shutdown()
     assert read_status(str(tmp_path))["ready"] is False  # type: ignore[index]
+
+
+def test_startup_waits_for_the_datastore(tmp_path: Path) -> None:
+    import threading
+
+    from pycalico.node.agent import _startup
+
+    db = tmp_path / "later" / "calico.db"
+    env = {
+        "NODENAME": "n1",
+        "IP": "198.18.0.1/24",
+        "DATASTORE_TYPE": "sqlite",
+        "CALICO_DATASTORE_PATH": str(db),
+    }
+    db.parent.write_text("not a directory")  # the store cannot be opened until it goes away
+    threading.Timer(0.7, db.parent.unlink).start()
+    t0 = time.monotonic()
+    ds, result = _startup(env, threading.Event())
+    try:
+        assert time.monotonic() - t0 >= 0.6  # it retried instead of exiting
+        assert result.ipv4 == "198.18.0.1/24"
+        assert ds.get("Node", "n1")["spec"]["bgp"]["ipv4Address"] == "198.18.0.1/24"
+    finally:
+        ds.close()

@@ -75,9 +75,10 @@ def _startup(env: Mapping[str, str], stop: threading.Event) -> tuple[Any, Any]:
             )
             return ds, result
         except StartupError:
-            raise
-        except DatastoreError as e:
-            log.warning("datastore not ready (%s); retrying in %.1fs", e, backoff)
+            raise  # configuration problem: retrying cannot help
+        except CalicoError as e:  # datastore outage, lost CAS races, IPAM contention, ...
+            what = "datastore not ready" if isinstance(e, DatastoreError) else "start-up failed"
+            log.warning("%s (%s); retrying in %.1fs", what, e, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
     raise SystemExit(0)
