@@ -1,4 +1,4 @@
-"""calico-lab e2e variants: route reflector over etcd, and VXLAN.
+"""calico-lab e2e variants: route reflector over etcd, VXLAN, VXLAN CrossSubnet.
 
 Each variant is its own small lab (3 nodes, one pod per node): every pod must reach every
 other, and the BGP sessions must match the topology.
@@ -56,3 +56,19 @@ def test_vxlan(lab_factory: Callable[[], Lab]) -> None:
     # pod traffic between nodes leaves through vxlan.calico on node1
     routes = lab.exec("node1", "ip", "route", "show", "dev", "vxlan.calico").stdout
     assert routes.count("onlink") >= 2, routes
+
+
+def test_vxlan_crosssubnet_over_two_subnets(lab_factory: Callable[[], Lab]) -> None:
+    lab = lab_factory()
+    # node1, node2 on 198.18.0.0/24; node3 on 198.18.1.0/24 behind the lab router
+    lab.up("--nodes", "3", "--subnets", "2", "--encap", "vxlan-crosssubnet")
+    _pods(lab)
+    _all_allowed(lab)
+    ips = {p["node"]: str(p["ips"][0]).split("/")[0] for p in lab.state()["pods"]}
+
+    def dev(dst: str) -> str:
+        out = lab.exec("node1", "ip", "route", "get", dst).stdout.split()
+        return out[out.index("dev") + 1]
+
+    assert dev(ips["node2"]) == "eth0"  # same subnet: routed natively
+    assert dev(ips["node3"]) == "vxlan.calico"  # other subnet: encapsulated
