@@ -48,7 +48,7 @@ def block(cidr: str, host: str | None, held: dict[str, str] | None = None) -> di
     allocs: list[int | None] = [None] * net.num_addresses
     attrs = []
     for ip, holder in (held or {}).items():
-        allocs[int(A(ip)) - int(net.network_address)] = len(attrs)
+        allocs[int(ipaddress.ip_address(ip)) - int(net.network_address)] = len(attrs)
         attrs.append({"handle_id": f"h-{ip}", "secondary": {"node": holder}})
     return {
         "kind": "IPAMBlock",
@@ -228,7 +228,9 @@ def test_parse_errors_name_the_field() -> None:
         NodeInfo.from_resource(node("x", "not-an-ip"))
     with pytest.raises(RouteInputError, match=r"vxlanTunnelMACAddr"):
         NodeInfo.from_resource(node("x", "1.2.3.4/24", "10.0.0.1", "zz"))
-    assert PoolInfo.from_resource(pool("fd00::/64", vxlanMode="Always")) is None
+    p6 = PoolInfo.from_resource(pool("fd00::/64", vxlanMode="Always", ipipMode="Always"))
+    assert p6 is not None and p6.cidr.version == 6 and p6.encap == "vxlan"
+    assert PoolInfo.from_resource(pool("fd00::/64", ipipMode="Always")).encap == "none"  # type: ignore[union-attr]
 
 
 def test_route_config_from_felix_configuration() -> None:
@@ -258,7 +260,7 @@ def test_local_workload_routes_from_endpoints() -> None:
                  "ipNetworks": ["10.244.2.9/32", "fd00::1/128"]},
     }  # fmt: skip
     node_name, ep = LocalEndpoint.from_resource(wep)
-    assert node_name == "n1" and ep.ips == (A("10.244.2.9"),)
+    assert node_name == "n1" and ep.ips == (A("10.244.2.9"), ipaddress.IPv6Address("fd00::1"))
     blocks = [*BLOCKS[:2], block("10.244.2.0/26", "n2", {"10.244.2.9": "n1"})]
     ps = [PoolInfo.from_resource(pool(vxlanMode="Always"))]
     ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in NODES}
@@ -269,3 +271,50 @@ def test_local_workload_routes_from_endpoints() -> None:
     assert r.ip_spec() == "10.244.2.9/32 dev cali0123456789a scope link"
     with pytest.raises(RouteInputError, match=r"ipNetworks\[0\]"):
         LocalEndpoint.from_resource({"kind": "WorkloadEndpoint", "spec": {"ipNetworks": ["x"]}})
+
+
+def node6(name: str, ip: str, ip6: str, vx6: str | None, mac6: str | None) -> dict[str, Any]:
+    res = node(name, ip)
+    res["spec"]["bgp"]["ipv6Address"] = ip6
+    if vx6:
+        res["spec"]["ipv6VXLANTunnelAddr"] = vx6
+    if mac6:
+        res["spec"]["vxlanTunnelMACAddrV6"] = mac6
+    return res
+
+
+def test_ipv6_vxlan_is_the_same_calculation() -> None:
+    nodes = [
+        node6("n1", "198.18.1.1/24", "fd00:18::1/64", "fd00:244:0:1::", "66:00:00:00:01:01"),
+        node6("n2", "198.18.1.2/24", "fd00:18::2/64", "fd00:244:0:2::", "66:00:00:00:01:02"),
+        node6("n3", "198.18.2.3/24", "fd00:19::3/64", "fd00:244:0:3::", "66:00:00:00:01:03"),
+    ]
+    blocks = [
+        block("fd00:244:0:1::/122", "n1"),
+        block("fd00:244:0:2::/122", "n2", {"fd00:244:0:2::9": "n3"}),
+        block("fd00:244:0:3::/122", "n3"),
+        *BLOCKS,
+    ]
+    pools = [pool("fd00:244::/48", vxlanMode="CrossSubnet"), pool(vxlanMode="Always")]
+    ps = [p for p in (PoolInfo.from_resource(x) for x in pools) if p is not None]
+    ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in nodes}
+    bs = [b for b in (BlockInfo.from_resource(x) for x in blocks) if b is not None]
+    d = compute("n1", ps, ns, bs, RouteConfig(), HostFacts("eth0", 1500), version=6)
+    assert d.version == 6 and all(r.dst.version == 6 for r in d.routes.values())
+    I6, A6 = ipaddress.IPv6Network, ipaddress.IPv6Address
+    assert d.routes[I6("fd00:244:0:1::/122")].kind == "blackhole"
+    # same /64 as n1: direct; n3 in another /64: vxlan-v6.calico
+    assert d.routes[I6("fd00:244:0:2::/122")] == Route(
+        I6("fd00:244:0:2::/122"), "unicast", A6("fd00:18::2"), "eth0", True
+    )
+    assert d.routes[I6("fd00:244:0:3::/122")] == Route(
+        I6("fd00:244:0:3::/122"), "unicast", A6("fd00:244:0:3::"), "vxlan-v6.calico", True
+    )
+    assert d.routes[I6("fd00:244:0:2::9/128")].dev == "vxlan-v6.calico"  # borrowed by n3
+    assert d.vxlan is not None and d.vxlan.device == "vxlan-v6.calico" and d.vxlan.mtu == 1430
+    assert str(d.vxlan.local_ip) == "fd00:18::1" and d.vxlan.mac == "66:00:00:00:01:01"
+    assert [v.node for v in d.vteps] == ["n2", "n3"] and d.ipip is None
+    assert d.pod_mtu == 1430
+    # ... and the IPv4 run of the same inputs only sees IPv4.
+    d4 = compute("n1", ps, ns, bs, RouteConfig(), HostFacts("eth0", 1500), version=4)
+    assert all(r.dst.version == 4 for r in d4.routes.values()) and d4.vteps == ()

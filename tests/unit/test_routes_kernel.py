@@ -54,6 +54,10 @@ class FakeKernel:
 
     def __call__(self, argv: tuple[str, ...], stdin: str | None) -> Completed:
         a = list(argv)
+        if a[:2] in (["ip", "-4"], ["ip", "-6"]):  # a family instance's batches
+            a = ["ip", *a[2:]]
+        if a[:3] == ["ip", "-j", "-6"]:  # one table for both families in this fake
+            a[2] = "-4"
         ok = Completed(argv, 0, "", "")
         if a[:2] == ["ip", "-j"] and a[2:4] == ["addr", "show"]:
             return Completed(argv, 0, json.dumps(list(self.links.values())))
@@ -503,3 +507,28 @@ def test_any_sequence_of_states_converges(steps: list[tuple[DesiredState, bool, 
         assert _kernel_view(k) == (set(want.routes.values()), want_neigh, want_fdb)
         assert ("vxlan.calico" in k.links) == (want.vxlan is not None)
         assert "10.8.0.0/16" in k.routes  # never ours
+
+
+def test_ipv6_instance_uses_its_device_family_and_table() -> None:
+    k = FakeKernel()
+    runner = Runner(k)
+    kr = KernelRoutes(runner, FakeSysctl(), version=6)
+    I6, A6 = ipaddress.IPv6Network, ipaddress.IPv6Address
+    vx = VxlanSpec(4096, 4789, A6("fd00:18::1"), "eth0", "66:00:00:00:01:01",
+                   A6("fd00:244:0:1::"), 1430, device="vxlan-v6.calico")  # fmt: skip
+    r = Route(I6("fd00:244:0:2::/122"), "unicast", A6("fd00:244:0:2::"), "vxlan-v6.calico", True)
+    v = Vtep("n2", A6("fd00:244:0:2::"), "66:00:00:00:01:02", A6("fd00:18::2"))
+    pools = (I6("fd00:244::/48"),)
+    want = DesiredState(
+        routes={r.dst: r}, vteps=(v,), vxlan=vx, version=6, masq_pools=pools, all_pools=pools
+    )
+    assert kr.apply(want, full=True) == []
+    assert "vxlan-v6.calico" in k.links and "vxlan.calico" not in k.links
+    assert k.links["vxlan-v6.calico"]["addr_info"][-1]["local"] == "fd00:244:0:1::"
+    assert parse_route(k.routes["fd00:244:0:2::/122"]) == r
+    assert k.fdb == {("66:00:00:00:01:02", "fd00:18::2")}
+    assert kr.sysctl.read("net.ipv6.conf.all.forwarding") == "1"  # type: ignore[attr-defined]
+    assert any(c[:2] == ("ip", "-6") for c in runner.calls)
+    assert ("nft", "list", "table", "ip6", "calico-nat") in runner.calls
+    assert k.nft and "table ip6 calico-nat" in k.nft and "ip6 saddr @masq-ipam-pools" in k.nft
+    assert "type ipv6_addr" in k.nft

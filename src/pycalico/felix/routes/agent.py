@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -57,7 +58,8 @@ MAX_BACKOFF_S = 5.0
 
 
 class RouteAgent:
-    """See module doc. ``kernel`` defaults to a :class:`KernelRoutes` on the real system."""
+    """See module doc. ``kernel``/``kernel6`` default to :class:`KernelRoutes` (IPv4/IPv6) on
+    the real system."""
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class RouteAgent:
         datastore: Datastore,
         *,
         kernel: KernelRoutes | None = None,
+        kernel6: KernelRoutes | None = None,
         mtu_file: str | None = None,
         nat_outgoing: bool = True,
         manage_tunnel_addrs: bool = True,
@@ -82,7 +85,9 @@ class RouteAgent:
                 SubprocessRunner(), ProcSysctl(), mtu_file=mtu_file_path(mtu_file),
                 nat=nat_outgoing,
             )  # fmt: skip
-        self.kernel = kernel
+            kernel6 = KernelRoutes(SubprocessRunner(), ProcSysctl(), nat=nat_outgoing, version=6)
+        self.kernel = kernel  # IPv4 (and tunl0, and the MTU file)
+        self.kernel6 = kernel6  # IPv6; None: IPv6 not managed (only with an injected kernel)
         self.manage_tunnel_addrs = manage_tunnel_addrs
         self.resync_interval = resync_interval
         self._clock = clock
@@ -98,9 +103,10 @@ class RouteAgent:
         self._in_sync = threading.Event()
         self._full = True
         self._ds_in_sync = False
-        self._facts: HostFacts | None = None
-        self._facts_key: object = None
+        self._facts: dict[int, HostFacts] = {}
+        self._facts_key: dict[int, object] = {}
         self.desired: DesiredState | None = None
+        self.desired6: DesiredState | None = None
         self.last_errors: list[str] = []
         self.applies = 0
         self.full_applies = 0
@@ -122,6 +128,8 @@ class RouteAgent:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self.kernel.close()
+        if self.kernel6 is not None:
+            self.kernel6.close()
 
     def wait_in_sync(self, timeout: float | None = None) -> bool:
         """True once the datastore is in sync and a first apply succeeded."""
@@ -133,14 +141,14 @@ class RouteAgent:
 
     def stats(self) -> dict[str, Any]:
         """Counters for health/metrics: routes/VTEPs desired, applies, tunnel packets."""
-        d = self.desired
+        d, d6 = self.desired, self.desired6
         out: dict[str, Any] = {
             "in_sync": self._in_sync.is_set(),
-            "routes": len(d.routes) if d else 0,
-            "vteps": len(d.vteps) if d else 0,
+            "routes": (len(d.routes) if d else 0) + (len(d6.routes) if d6 else 0),
+            "vteps": (len(d.vteps) if d else 0) + (len(d6.vteps) if d6 else 0),
             "applies": self.applies,
             "full_applies": self.full_applies,
-            "kernel_writes": self.kernel.writes,
+            "kernel_writes": self.kernel.writes + (self.kernel6.writes if self.kernel6 else 0),
             "last_errors": list(self.last_errors),
         }
         tun = self.kernel.ipip
@@ -266,16 +274,30 @@ class RouteAgent:
             blocks = list(self._blocks.values())
             endpoints = list(self._endpoints.values())
         me = nodes.get(self.node_name)
-        node_ip = me.ip.ip if me and me.ip else None
-        key = (node_ip, cfg.mtu_iface_pattern)
-        if full or self._facts is None or key != self._facts_key:
-            self._facts = self.kernel.facts(node_ip, cfg.mtu_iface_pattern)
-            self._facts_key = key
-        desired = compute(self.node_name, pools, nodes, blocks, cfg, self._facts, endpoints)
-        if desired.problems and desired.problems != (self.desired.problems if self.desired else ()):
-            log.warning("routes: %s", "; ".join(desired.problems))
-        self.desired = desired
-        errors = self.kernel.apply(desired, full=full)
+        kernels = [(4, self.kernel)] + ([(6, self.kernel6)] if self.kernel6 else [])
+        desired: dict[int, DesiredState] = {}
+        for v, kern in kernels:
+            addr = me.address(v) if me else None
+            node_ip = addr.ip if addr else None
+            key = (node_ip, cfg.mtu_iface_pattern)
+            if full or v not in self._facts or key != self._facts_key.get(v):
+                self._facts[v] = kern.facts(node_ip, cfg.mtu_iface_pattern)
+                self._facts_key[v] = key
+            desired[v] = compute(
+                self.node_name, pools, nodes, blocks, cfg, self._facts[v], endpoints, version=v
+            )
+        if 6 in desired:  # one MTU file: the smallest over both families' encapsulations
+            d6 = desired[6]
+            mtu = min(desired[4].pod_mtu, d6.pod_mtu)
+            desired[4] = dataclasses.replace(desired[4], pod_mtu=mtu)
+        problems_now = tuple(p for d in desired.values() for p in d.problems)
+        old = tuple(p for d in (self.desired, self.desired6) if d for p in d.problems)
+        if problems_now and problems_now != old:
+            log.warning("routes: %s", "; ".join(problems_now))
+        self.desired, self.desired6 = desired[4], desired.get(6)
+        errors = []
+        for v, kern in kernels:
+            errors += kern.apply(desired[v], full=full)
         self.applies += 1
         self.full_applies += int(full)
         return errors + [p for p in problems if "too many conflicts" in p]
@@ -286,7 +308,8 @@ class RouteAgent:
             me = self._nodes.get(self.node_name)
         if me is None:
             return []
-        fp = (tuple(pools_fp), me.vxlan_tunnel_addr, me.vxlan_mac, me.ipip_tunnel_addr)
+        fp = (tuple(pools_fp), me.vxlan_tunnel_addr, me.vxlan_mac, me.ipip_tunnel_addr,
+              me.ip6, me.vxlan_tunnel_addr6, me.vxlan_mac6)  # fmt: skip
         if fp == self._pool_fp:
             return []
         try:
@@ -298,7 +321,8 @@ class RouteAgent:
                 with self._lock:
                     self._nodes[self.node_name] = info
                 fp = (tuple(pools_fp), info.vxlan_tunnel_addr, info.vxlan_mac,
-                      info.ipip_tunnel_addr)  # fmt: skip
+                      info.ipip_tunnel_addr, info.ip6, info.vxlan_tunnel_addr6,
+                      info.vxlan_mac6)  # fmt: skip
         except (NotFound, RouteInputError):
             return []
         if problems:

@@ -13,6 +13,10 @@ VXLAN pools always, IPIP pools unless ``programClusterRoutes=Disabled``):
 - this node's own affine blocks: ``blackhole <block>``;
 - this node's workloads (WorkloadEndpoints): ``<ip>/32 dev <cali iface> scope link``.
 
+IPv4 and IPv6 are two runs of the same function (``version``): IPv6 uses ``ipv6Address``,
+``ipv6VXLANTunnelAddr``/``vxlanTunnelMACAddrV6``, device ``vxlan-v6.calico`` (overhead 70) and
+never IPIP.
+
 Invariants: the function is deterministic and total: a remote node lacking what its route
 needs (IP, VTEP) yields no route and a line in ``problems``, never an exception; no-encap
 pools produce nothing (BIRD owns them); the result never routes to this node itself.
@@ -28,13 +32,15 @@ from pycalico.felix.routes.model import (
     FALLBACK_HOST_MTU,
     IPIP_DEVICE,
     IPIP_OVERHEAD,
-    VXLAN_DEVICE,
     VXLAN_OVERHEAD,
+    VXLAN_V6_OVERHEAD,
+    Addr,
     Addr4,
     BlockInfo,
     DesiredState,
     IpipSpec,
     LocalEndpoint,
+    Net,
     Net4,
     NodeInfo,
     PoolInfo,
@@ -42,6 +48,7 @@ from pycalico.felix.routes.model import (
     RouteConfig,
     Vtep,
     VxlanSpec,
+    vxlan_device,
 )
 
 
@@ -61,12 +68,18 @@ def encap_mtus(cfg: RouteConfig, host_mtu: int) -> tuple[int, int]:
     return vx, ipip
 
 
-def _pool_of(pools: Iterable[PoolInfo], net: Net4) -> PoolInfo | None:
+def _pool_of(pools: Iterable[PoolInfo], net: Net) -> PoolInfo | None:
     best: PoolInfo | None = None
     for p in pools:
-        if net.subnet_of(p.cidr) and (best is None or p.cidr.prefixlen > best.cidr.prefixlen):
+        if p.cidr.version != net.version:
+            continue
+        if net.subnet_of(p.cidr) and (best is None or p.cidr.prefixlen > best.cidr.prefixlen):  # type: ignore[arg-type]
             best = p
     return best
+
+
+def _host_net(addr: Addr) -> Net:
+    return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
 
 
 def compute(
@@ -77,12 +90,18 @@ def compute(
     cfg: RouteConfig,
     facts: HostFacts,
     endpoints: Iterable[LocalEndpoint] = (),
+    version: int = 4,
 ) -> DesiredState:
-    """``endpoints``: this node's workloads (their /32 ``dev cali… scope link`` routes, which
-    the CNI plugin creates first; re-created here so a resync repairs them)."""
-    pools = sorted(pools, key=lambda p: (p.cidr, p.name))
+    """The desired state of IP ``version``. ``endpoints``: this node's workloads (their
+    ``/32``/``/128`` ``dev cali… scope link`` routes, which the CNI plugin creates first;
+    re-created here so a resync repairs them). ``facts.underlay_iface`` is the interface
+    holding this node's address of ``version``."""
+    v = version
+    pools = sorted((p for p in pools if p.cidr.version == v), key=lambda p: (str(p.cidr), p.name))
     me = nodes.get(node_name)
-    my_ip = me.ip if me else None
+    my_ip = me.address(v) if me else None
+    vx_dev = vxlan_device(v)
+    addr_field = "ipv4Address" if v == 4 else "ipv6Address"
     problems: list[str] = []
 
     def felix_owned(p: PoolInfo) -> bool:
@@ -93,19 +112,22 @@ def compute(
         return False
 
     vxlan_on = any(p.encap == "vxlan" for p in pools) and cfg.vxlan_enabled is not False
-    vxlan_on = vxlan_on or cfg.vxlan_enabled is True
+    vxlan_on = vxlan_on or (cfg.vxlan_enabled is True and v == 4)
     ipip_on = any(p.encap == "ipip" for p in pools) and cfg.ipip_enabled is not False
-    ipip_on = ipip_on or cfg.ipip_enabled is True
+    ipip_on = ipip_on or (cfg.ipip_enabled is True and v == 4)
     vx_mtu, ipip_mtu = encap_mtus(cfg, facts.host_mtu)
+    if v == 6:
+        vx_mtu = cfg.vxlan_mtu_v6 or facts.host_mtu - VXLAN_V6_OVERHEAD
 
-    routes: dict[Net4, Route] = {}
+    routes: dict[Net, Route] = {}
 
-    def route_to(dst: Net4, pool: PoolInfo, holder: str) -> Route | None:
+    def route_to(dst: Net, pool: PoolInfo, holder: str) -> Route | None:
         remote = nodes.get(holder)
-        if remote is None or remote.ip is None:
-            problems.append(f"{dst}: node {holder!r} has no spec.bgp.ipv4Address")
+        raddr = remote.address(v) if remote else None
+        if remote is None or raddr is None:
+            problems.append(f"{dst}: node {holder!r} has no spec.bgp.{addr_field}")
             return None
-        rip = remote.ip.ip
+        rip = raddr.ip
         if my_ip is not None and rip == my_ip.ip:
             problems.append(f"{dst}: node {holder!r} has this node's IP {rip}")
             return None
@@ -115,13 +137,14 @@ def compute(
                 return None
             return Route(dst, gateway=rip, dev=facts.underlay_iface, onlink=True)
         if pool.encap == "vxlan":
-            if remote.vxlan_tunnel_addr is None or remote.vxlan_mac is None:
+            tun, mac = remote.vtep(v)
+            if tun is None or mac is None:
                 problems.append(f"{dst}: node {holder!r} has no VXLAN tunnel address/MAC")
                 return None
-            return Route(dst, gateway=remote.vxlan_tunnel_addr, dev=VXLAN_DEVICE, onlink=True)
+            return Route(dst, gateway=tun, dev=vx_dev, onlink=True)
         return Route(dst, gateway=rip, dev=IPIP_DEVICE, onlink=True)
 
-    for b in sorted(blocks, key=lambda b: b.cidr):
+    for b in sorted((b for b in blocks if b.cidr.version == v), key=lambda b: str(b.cidr)):
         pool = _pool_of(pools, b.cidr)
         if pool is None or not felix_owned(pool):
             continue
@@ -134,31 +157,33 @@ def compute(
         for addr, holder in b.borrowed:
             if holder == node_name:
                 continue  # our own workload: the CNI plugin's local /32 route
-            dst = ipaddress.IPv4Network(f"{addr}/32")
+            dst = _host_net(addr)
             r = route_to(dst, pool, holder)
             if r is not None:
                 routes[dst] = r
 
-    for ep in sorted(endpoints, key=lambda e: (e.iface, e.ips)):
+    for ep in sorted(endpoints, key=lambda e: (e.iface, [str(i) for i in e.ips])):
         if not ep.iface:
             continue
         for ip in ep.ips:
-            dst = ipaddress.IPv4Network(f"{ip}/32")
-            routes[dst] = Route(dst, dev=ep.iface, scope_link=True)
+            if ip.version == v:
+                dst = _host_net(ip)
+                routes[dst] = Route(dst, dev=ep.iface, scope_link=True)
 
     vteps: list[Vtep] = []
     if vxlan_on:
         for n in sorted(nodes.values(), key=lambda n: n.name):
-            if n.name == node_name or n.ip is None:
+            naddr = n.address(v)
+            tun, mac = n.vtep(v)
+            if n.name == node_name or naddr is None or tun is None or mac is None:
                 continue
-            if n.vxlan_tunnel_addr is None or n.vxlan_mac is None:
-                continue
-            vteps.append(Vtep(n.name, n.vxlan_tunnel_addr, n.vxlan_mac, n.ip.ip))
+            vteps.append(Vtep(n.name, tun, mac, naddr.ip))
 
     vxlan: VxlanSpec | None = None
     if vxlan_on:
-        if me is None or my_ip is None or me.vxlan_tunnel_addr is None or me.vxlan_mac is None:
-            problems.append(f"node {node_name!r}: VXLAN needs ipv4Address, tunnel address, MAC")
+        tun, mac = me.vtep(v) if me else (None, None)
+        if my_ip is None or tun is None or mac is None:
+            problems.append(f"node {node_name!r}: VXLAN needs {addr_field}, tunnel address, MAC")
         elif facts.underlay_iface is None:
             problems.append(f"node {node_name!r}: no interface holds {my_ip.ip}")
         else:
@@ -167,23 +192,20 @@ def compute(
                 port=cfg.vxlan_port,
                 local_ip=my_ip.ip,
                 parent=facts.underlay_iface,
-                mac=me.vxlan_mac,
-                address=me.vxlan_tunnel_addr,
+                mac=mac,
+                address=tun,
                 mtu=vx_mtu,
+                device=vx_dev,
             )
 
     ipip: IpipSpec | None = None
     if ipip_on:
-        if my_ip is None:
+        if me is None or me.ip is None:
             problems.append(f"node {node_name!r}: IPIP needs spec.bgp.ipv4Address")
         else:
-            ipip = IpipSpec(
-                local_ip=my_ip.ip,
-                address=me.ipip_tunnel_addr if me else None,
-                mtu=ipip_mtu,
-            )
+            ipip = IpipSpec(local_ip=me.ip.ip, address=me.ipip_tunnel_addr, mtu=ipip_mtu)
     # Without our own device (this node lacks what it needs) its routes cannot exist.
-    for dev, spec in ((VXLAN_DEVICE, vxlan), (IPIP_DEVICE, ipip)):
+    for dev, spec in ((vx_dev, vxlan), (IPIP_DEVICE, ipip)):
         if spec is None:
             dropped = [d for d, r in routes.items() if r.dev == dev]
             for d in dropped:
@@ -194,12 +216,17 @@ def compute(
         vteps = []
     hops: list[tuple[Net4, Addr4]] = [
         (r.dst, r.gateway)
-        for r in sorted(routes.values())
-        if r.dev == IPIP_DEVICE and r.gateway is not None
+        for r in sorted(routes.values(), key=lambda r: str(r.dst))
+        if r.dev == IPIP_DEVICE
+        and isinstance(r.dst, Net4)
+        and isinstance(r.gateway, ipaddress.IPv4Address)
     ]
 
     mtus = [host for host, on in ((vx_mtu, vxlan_on), (ipip_mtu, ipip_on)) if on]
     pod_mtu = min(mtus) if mtus else facts.host_mtu
+    hosts = sorted(
+        (_host_net(a.ip) for n in nodes.values() if (a := n.address(v)) is not None), key=str
+    )
     return DesiredState(
         routes=routes,
         vteps=tuple(vteps),
@@ -208,12 +235,9 @@ def compute(
         ipip_next_hops=tuple(hops),
         masq_pools=tuple(p.cidr for p in pools if p.nat_outgoing),
         all_pools=tuple(p.cidr for p in pools),
-        nat_exclude=tuple(
-            sorted(ipaddress.IPv4Network(f"{n.ip.ip}/32") for n in nodes.values() if n.ip)
-        )
-        if cfg.nat_exclude_host_ips
-        else (),
-        nat_snat_to=cfg.nat_outgoing_address,
+        nat_exclude=tuple(hosts) if cfg.nat_exclude_host_ips else (),
+        nat_snat_to=cfg.nat_outgoing_address if v == 4 else None,
         pod_mtu=pod_mtu,
         problems=tuple(problems),
+        version=v,
     )

@@ -28,14 +28,14 @@ from pycalico.felix.routes.calc import HostFacts
 from pycalico.felix.routes.model import (
     IPIP_DEVICE,
     ROUTE_PROTO,
-    VXLAN_DEVICE,
-    Addr4,
+    Addr,
     DesiredState,
     IpipSpec,
-    Net4,
+    Net,
     Route,
     Vtep,
     VxlanSpec,
+    vxlan_device,
 )
 from pycalico.felix.routes.mtu import host_mtu, write_mtu_file
 from pycalico.felix.tunnels.uipip import UserspaceIpip
@@ -44,7 +44,10 @@ from pycalico.system.sysctl import Sysctl, SysctlError
 
 log = logging.getLogger(__name__)
 
-FORWARDING_SYSCTLS = (("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.forwarding", 1))
+FORWARDING_SYSCTLS = {
+    4: (("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.forwarding", 1)),
+    6: (("net.ipv6.conf.all.forwarding", 1),),
+}
 
 
 class KernelError(CalicoError):
@@ -52,19 +55,18 @@ class KernelError(CalicoError):
 
 
 def parse_route(rec: Mapping[str, Any]) -> Route | None:
-    """A :class:`Route` from one ``ip -j route show`` record (None if not IPv4)."""
+    """A :class:`Route` from one ``ip -j route show`` record (None if unparsable)."""
     try:
         dst = ipaddress.ip_network(str(rec["dst"]), strict=False)
     except (KeyError, ValueError):
         return None
-    if not isinstance(dst, Net4):
-        return None
+
     if rec.get("type") == "blackhole":
         return Route(dst, kind="blackhole")
     gw = rec.get("gateway")
     return Route(
         dst,
-        gateway=ipaddress.IPv4Address(gw) if gw else None,
+        gateway=ipaddress.ip_address(gw) if gw else None,
         dev=rec.get("dev"),
         onlink="onlink" in (rec.get("flags") or []),
         scope_link=rec.get("scope") == "link",
@@ -72,12 +74,17 @@ def parse_route(rec: Mapping[str, Any]) -> Route | None:
 
 
 def route_delta(
-    actual: Mapping[Net4, Route], desired: Mapping[Net4, Route]
+    actual: Mapping[Net, Route], desired: Mapping[Net, Route]
 ) -> tuple[list[Route], list[Route]]:
     """(to write with ``replace``, to delete): pure."""
-    put = [r for d, r in sorted(desired.items()) if actual.get(d) != r]
-    dele = [r for d, r in sorted(actual.items()) if d not in desired]
+    put = [r for d, r in sorted(desired.items(), key=_key) if actual.get(d) != r]
+    dele = [r for d, r in sorted(actual.items(), key=_key) if d not in desired]
     return put, dele
+
+
+def _key(item: tuple[Net, Route]) -> tuple[int, int, int]:
+    d = item[0]
+    return d.version, int(d.network_address), d.prefixlen
 
 
 def _route_del(r: Route) -> str:
@@ -97,14 +104,18 @@ class KernelRoutes:
         mtu_file: str | None = None,
         nat: bool = True,
         ipip_factory: Callable[[str, str], UserspaceIpip] = UserspaceIpip,
+        version: int = 4,
     ) -> None:
         self.runner = runner
         self.sysctl = sysctl
         self.mtu_file = mtu_file
-        self.nat = NatOutgoing(runner) if nat else None
+        self.version = version
+        self.vx_dev = vxlan_device(version)
+        self._fam = f"-{version}"
+        self.nat = NatOutgoing(runner, version) if nat else None
         self.ipip_factory = ipip_factory
         self.ipip: UserspaceIpip | None = None
-        self._routes: dict[Net4, Route] | None = None
+        self._routes: dict[Net, Route] | None = None
         self._vteps: set[Vtep] | None = None
         self._vxlan: VxlanSpec | None = None
         self._ipip_spec: IpipSpec | None = None
@@ -124,14 +135,14 @@ class KernelRoutes:
         out = self._run(argv).strip()
         return list(json.loads(out)) if out else []
 
-    def facts(self, node_ip: Addr4 | None, mtu_pattern: str) -> HostFacts:
+    def facts(self, node_ip: Addr | None, mtu_pattern: str) -> HostFacts:
         """Read links/addresses: the interface holding ``node_ip`` and the host MTU."""
         self._links = self._json(["ip", "-j", "addr", "show"])
         iface = None
         if node_ip is not None:
             for link in self._links:
                 for a in link.get("addr_info") or []:
-                    if a.get("family") == "inet" and a.get("local") == str(node_ip):
+                    if a.get("family") in ("inet", "inet6") and a.get("local") == str(node_ip):
                         iface = str(link["ifname"])
         return HostFacts(underlay_iface=iface, host_mtu=host_mtu(self._links, mtu_pattern))
 
@@ -151,7 +162,7 @@ class KernelRoutes:
             self._ipip_absent = self._vxlan_absent = False
         errors: list[str] = []
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("sysctls", self._sysctls if full else lambda: None),
+            ("sysctls", (lambda: self._sysctls(want)) if full else lambda: None),
             ("vxlan device", lambda: self._apply_vxlan(want.vxlan)),
             ("ipip tunnel", lambda: self._apply_ipip(want)),
             ("vteps", lambda: self._apply_vteps(want)),
@@ -169,8 +180,10 @@ class KernelRoutes:
             self._ipip_absent = self._vxlan_absent = False
         return errors
 
-    def _sysctls(self) -> None:
-        for key, val in FORWARDING_SYSCTLS:
+    def _sysctls(self, want: DesiredState) -> None:
+        if self.version == 6 and not (want.routes or want.vxlan):
+            return  # IPv6 unused (it may even be disabled on this host)
+        for key, val in FORWARDING_SYSCTLS[self.version]:
             try:
                 if self.sysctl.read(key) != str(val):
                     self.sysctl.write(key, val)
@@ -182,10 +195,10 @@ class KernelRoutes:
             return
         if spec is None and self._vxlan_absent:
             return
-        link = self._link(VXLAN_DEVICE)
+        link = self._link(self.vx_dev)
         if spec is None:
             if link is not None:
-                self._run(["ip", "link", "del", VXLAN_DEVICE])
+                self._run(["ip", "link", "del", self.vx_dev])
                 self.writes += 1
             self._vxlan, self._vteps, self._vxlan_absent = None, None, True
             return
@@ -201,35 +214,39 @@ class KernelRoutes:
             or data.get("link") != spec.parent
             or data.get("learning")
         ):
-            lines.append(f"link del {VXLAN_DEVICE}")
+            lines.append(f"link del {self.vx_dev}")
             link = None
         if link is None:
             lines.append(
-                f"link add {VXLAN_DEVICE} type vxlan id {spec.vni} local {spec.local_ip} "
+                f"link add {self.vx_dev} type vxlan id {spec.vni} local {spec.local_ip} "
                 f"dev {spec.parent} dstport {spec.port} nolearning"
             )
             self._vteps, self._routes = None, None  # entries went with the old device
         if link is None or link.get("address") != spec.mac or link.get("mtu") != spec.mtu:
-            lines.append(f"link set dev {VXLAN_DEVICE} address {spec.mac} mtu {spec.mtu}")
+            lines.append(f"link set dev {self.vx_dev} address {spec.mac} mtu {spec.mtu}")
         if link is None or "UP" not in (link.get("flags") or []):
-            lines.append(f"link set dev {VXLAN_DEVICE} up")
-        have = set() if link is None else self._addrs(VXLAN_DEVICE)
-        want_addr = f"{spec.address}/32"
+            lines.append(f"link set dev {self.vx_dev} up")
+        have = set() if link is None else self._addrs(self.vx_dev)
+        want_addr = f"{spec.address}/{spec.address.max_prefixlen}"
         if want_addr not in have:
-            lines.append(f"addr replace {want_addr} dev {VXLAN_DEVICE}")
-        lines += [f"addr del {a} dev {VXLAN_DEVICE}" for a in sorted(have - {want_addr})]
+            lines.append(f"addr replace {want_addr} dev {self.vx_dev}")
+        lines += [f"addr del {a} dev {self.vx_dev}" for a in sorted(have - {want_addr})]
         if lines:
             self._batch("ip", lines)
         self._vxlan = spec
 
     def _addrs(self, dev: str) -> set[str]:
         out = set()
-        for link in self._json(["ip", "-j", "-4", "addr", "show", "dev", dev]):
+        for link in self._json(["ip", "-j", self._fam, "addr", "show", "dev", dev]):
             for a in link.get("addr_info") or []:
+                if str(a.get("scope")) == "link":
+                    continue  # the kernel's IPv6 link-local address
                 out.add(f"{a['local']}/{a['prefixlen']}")
         return out
 
     def _apply_ipip(self, want: DesiredState) -> None:
+        if self.version != 4:
+            return  # IPIP is IPv4 only; tunl0 belongs to the IPv4 instance
         spec = want.ipip
         if spec is None:
             if self.ipip is not None:
@@ -283,12 +300,12 @@ class KernelRoutes:
         if self._vteps is None:
             neigh = {
                 (r["dst"], str(r.get("lladdr", "")).lower())
-                for r in self._json(["ip", "-j", "-4", "neigh", "show", "dev", VXLAN_DEVICE])
+                for r in self._json(["ip", "-j", self._fam, "neigh", "show", "dev", self.vx_dev])
                 if "PERMANENT" in (r.get("state") or [])
             }
             fdb = {
                 (str(r["mac"]).lower(), str(r["dst"]))
-                for r in self._json(["bridge", "-j", "fdb", "show", "dev", VXLAN_DEVICE])
+                for r in self._json(["bridge", "-j", "fdb", "show", "dev", self.vx_dev])
                 if r.get("dst")
             }
         else:
@@ -297,17 +314,16 @@ class KernelRoutes:
         want_neigh = {(str(v.tunnel_ip), v.mac) for v in desired}
         want_fdb = {(v.mac, str(v.node_ip)) for v in desired}
         stale_neigh = {ip for ip, _ in neigh - want_neigh} - {ip for ip, _ in want_neigh}
-        ip_lines = [f"neigh del {ip} dev {VXLAN_DEVICE}" for ip in sorted(stale_neigh)]
+        ip_lines = [f"neigh del {ip} dev {self.vx_dev}" for ip in sorted(stale_neigh)]
         ip_lines += [
-            f"neigh replace {ip} lladdr {mac} dev {VXLAN_DEVICE} nud permanent"
+            f"neigh replace {ip} lladdr {mac} dev {self.vx_dev} nud permanent"
             for ip, mac in sorted(want_neigh - neigh)
         ]
         br_lines = [
-            f"fdb del {mac} dev {VXLAN_DEVICE} dst {dst} self"
-            for mac, dst in sorted(fdb - want_fdb)
+            f"fdb del {mac} dev {self.vx_dev} dst {dst} self" for mac, dst in sorted(fdb - want_fdb)
         ]
         br_lines += [
-            f"fdb replace {mac} dev {VXLAN_DEVICE} dst {dst} self permanent"
+            f"fdb replace {mac} dev {self.vx_dev} dst {dst} self permanent"
             for mac, dst in sorted(want_fdb - fdb)
         ]
         if br_lines:
@@ -316,12 +332,13 @@ class KernelRoutes:
             self._batch("ip", ip_lines)
         self._vteps = desired
 
-    def _apply_routes(self, desired: Mapping[Net4, Route]) -> None:
+    def _apply_routes(self, desired: Mapping[Net, Route]) -> None:
         # Workload routes need their interface; one the CNI plugin has not created yet (or
         # has already removed) is skipped, not an error (the CNI plugin adds the route itself).
         if self._routes is None:
-            actual: dict[Net4, Route] = {}
-            for rec in self._json(["ip", "-j", "-4", "route", "show", "proto", str(ROUTE_PROTO)]):
+            actual: dict[Net, Route] = {}
+            cmd = ["ip", "-j", self._fam, "route", "show", "proto", str(ROUTE_PROTO)]
+            for rec in self._json(cmd):
                 r = parse_route(rec)
                 if r is not None:
                     actual[r.dst] = r
@@ -363,8 +380,9 @@ class KernelRoutes:
 
     def _batch(self, tool: str, lines: Sequence[str]) -> None:
         self.writes += 1
-        r = self.runner.run([tool, "-force", "-batch", "-"], input="\n".join(lines) + "\n",
-                            timeout=30)  # fmt: skip
+        argv = [tool, self._fam, "-force", "-batch", "-"] if tool == "ip" else [
+            tool, "-force", "-batch", "-"]  # fmt: skip
+        r = self.runner.run(argv, input="\n".join(lines) + "\n", timeout=30)
         if r.returncode != 0:
             raise KernelError(f"{tool} -batch: {(r.stderr or r.stdout).strip()}")
 

@@ -7,7 +7,7 @@ applied, and the desired-state values the calculation emits (:class:`Route`, :cl
 
 Invariants: values never hold revisions or kernel handles; parsing a malformed resource raises
 :class:`RouteInputError` naming the resource and field (the agent logs and skips it, it never
-stops routing for the rest of the cluster). IPv4 only for now (v6 pools are ignored).
+stops routing for the rest of the cluster). IPv4 and IPv6 share every class; IPIP is IPv4 only.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pycalico.errors import CalicoError
 # its kernel protocol neither learns nor touches routes of other protocols.
 ROUTE_PROTO = 80
 VXLAN_DEVICE = "vxlan.calico"
+VXLAN_V6_DEVICE = "vxlan-v6.calico"
 IPIP_DEVICE = "tunl0"
 DEFAULT_VXLAN_VNI = 4096
 DEFAULT_VXLAN_PORT = 4789
@@ -31,10 +32,17 @@ DEFAULT_MTU_IFACE_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
 DEFAULT_ROUTE_REFRESH_S = 90.0
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
+VXLAN_V6_OVERHEAD = 70
 FALLBACK_HOST_MTU = 1460
 
 Net4 = ipaddress.IPv4Network
 Addr4 = ipaddress.IPv4Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def vxlan_device(version: int) -> str:
+    return VXLAN_DEVICE if version == 4 else VXLAN_V6_DEVICE
 
 
 class RouteInputError(CalicoError):
@@ -60,10 +68,10 @@ def _mode(value: Any, where: str, fld: str) -> str:
 
 @dataclass(frozen=True)
 class PoolInfo:
-    """An IPv4 IPPool as routing sees it."""
+    """An IPPool as routing sees it."""
 
     name: str
-    cidr: Net4
+    cidr: Net
     ipip_mode: str = "Never"
     vxlan_mode: str = "Never"
     nat_outgoing: bool = False
@@ -71,10 +79,11 @@ class PoolInfo:
 
     @property
     def encap(self) -> str:
-        """``vxlan``, ``ipip`` or ``none`` (VXLAN wins if both are set, which Calico rejects)."""
+        """``vxlan``, ``ipip`` or ``none`` (VXLAN wins if both are set, which Calico rejects;
+        IPIP on an IPv6 pool, also rejected by Calico, counts as none)."""
         if self.vxlan_mode != "Never":
             return "vxlan"
-        if self.ipip_mode != "Never":
+        if self.ipip_mode != "Never" and self.cidr.version == 4:
             return "ipip"
         return "none"
 
@@ -84,15 +93,14 @@ class PoolInfo:
 
     @classmethod
     def from_resource(cls, res: Mapping[str, Any]) -> PoolInfo | None:
-        """None for an IPv6 pool; RouteInputError for a bad one."""
+        """RouteInputError for a bad pool (None is never returned any more; kept for callers
+        that filter)."""
         w = _where(res)
         spec = res.get("spec") or {}
         try:
             net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
         except ValueError:
             raise RouteInputError(w, "spec.cidr", f"invalid CIDR {spec.get('cidr')!r}") from None
-        if not isinstance(net, Net4):
-            return None
         return cls(
             name=str((res.get("metadata") or {}).get("name", "")),
             cidr=net,
@@ -112,6 +120,18 @@ class NodeInfo:
     ipip_tunnel_addr: Addr4 | None = None
     vxlan_tunnel_addr: Addr4 | None = None
     vxlan_mac: str | None = None
+    ip6: ipaddress.IPv6Interface | None = None
+    vxlan_tunnel_addr6: ipaddress.IPv6Address | None = None
+    vxlan_mac6: str | None = None
+
+    def address(self, version: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+        return self.ip if version == 4 else self.ip6
+
+    def vtep(self, version: int) -> tuple[Addr | None, str | None]:
+        """(VXLAN tunnel address, VTEP MAC) of ``version``."""
+        if version == 4:
+            return self.vxlan_tunnel_addr, self.vxlan_mac
+        return self.vxlan_tunnel_addr6, self.vxlan_mac6
 
     @classmethod
     def from_resource(cls, res: Mapping[str, Any]) -> NodeInfo:
@@ -135,26 +155,50 @@ class NodeInfo:
                 raise RouteInputError(
                     w, "spec.bgp.ipv4Address", f"invalid IPv4 CIDR {bgp['ipv4Address']!r}"
                 ) from None
-        mac = spec.get("vxlanTunnelMACAddr")
-        if mac is not None and not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", str(mac)):
-            raise RouteInputError(w, "spec.vxlanTunnelMACAddr", f"invalid MAC {mac!r}")
+        macs: dict[str, str | None] = {}
+        for key in ("vxlanTunnelMACAddr", "vxlanTunnelMACAddrV6"):
+            mac = spec.get(key)
+            if mac is not None and not re.fullmatch(
+                r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", str(mac)
+            ):
+                raise RouteInputError(w, f"spec.{key}", f"invalid MAC {mac!r}")
+            macs[key] = str(mac).lower() if mac else None
+        ip6 = None
+        if bgp.get("ipv6Address"):
+            try:
+                ip6 = ipaddress.IPv6Interface(str(bgp["ipv6Address"]))
+            except ValueError:
+                raise RouteInputError(
+                    w, "spec.bgp.ipv6Address", f"invalid IPv6 CIDR {bgp['ipv6Address']!r}"
+                ) from None
+        tun6 = None
+        if spec.get("ipv6VXLANTunnelAddr"):
+            try:
+                tun6 = ipaddress.IPv6Address(str(spec["ipv6VXLANTunnelAddr"]).split("/")[0])
+            except ValueError:
+                raise RouteInputError(
+                    w, "spec.ipv6VXLANTunnelAddr", "invalid IPv6 address"
+                ) from None
         return cls(
             name=str((res.get("metadata") or {}).get("name", "")),
             ip=ip,
             ipip_tunnel_addr=addr(bgp.get("ipv4IPIPTunnelAddr"), "spec.bgp.ipv4IPIPTunnelAddr"),
             vxlan_tunnel_addr=addr(spec.get("ipv4VXLANTunnelAddr"), "spec.ipv4VXLANTunnelAddr"),
-            vxlan_mac=str(mac).lower() if mac else None,
+            vxlan_mac=macs["vxlanTunnelMACAddr"],
+            ip6=ip6,
+            vxlan_tunnel_addr6=tun6,
+            vxlan_mac6=macs["vxlanTunnelMACAddrV6"],
         )
 
 
 @dataclass(frozen=True)
 class BlockInfo:
-    """An IPv4 IPAM block: its affine node and the addresses held by *other* nodes."""
+    """An IPAM block: its affine node and the addresses held by *other* nodes."""
 
-    cidr: Net4
+    cidr: Net
     node: str | None  # affinity host:<node>; None = unaffine (or virtual)
     # (address, holder node) for every allocation whose holder is not ``node``.
-    borrowed: tuple[tuple[Addr4, str], ...] = ()
+    borrowed: tuple[tuple[Addr, str], ...] = ()
 
     @classmethod
     def from_resource(cls, res: Mapping[str, Any]) -> BlockInfo | None:
@@ -166,14 +210,11 @@ class BlockInfo:
             net = ipaddress.ip_network(str(spec.get("cidr")), strict=True)
         except ValueError:
             raise RouteInputError(w, "spec.cidr", f"invalid CIDR {spec.get('cidr')!r}") from None
-        if not isinstance(net, Net4):
-            return None
         aff = spec.get("affinity") or ""
         node = aff[len("host:") :] if isinstance(aff, str) and aff.startswith("host:") else None
         allocs = spec.get("allocations") or []
         attrs = spec.get("attributes") or []
-        borrowed: list[tuple[Addr4, str]] = []
-        base = int(net.network_address)
+        borrowed: list[tuple[Addr, str]] = []
         for ordinal, idx in enumerate(allocs):
             if idx is None:
                 continue
@@ -185,23 +226,23 @@ class BlockInfo:
                 ) from None
             holder = sec.get("node") if isinstance(sec, dict) else None
             if holder and holder != node:
-                borrowed.append((Addr4(base + ordinal), str(holder)))
+                borrowed.append((net.network_address + ordinal, str(holder)))
         return cls(cidr=net, node=node, borrowed=tuple(borrowed))
 
 
 @dataclass(frozen=True)
 class LocalEndpoint:
-    """A WorkloadEndpoint on this node: its host-side interface and IPv4 addresses."""
+    """A WorkloadEndpoint on this node: its host-side interface and addresses."""
 
     iface: str
-    ips: tuple[Addr4, ...]
+    ips: tuple[Addr, ...]
 
     @classmethod
     def from_resource(cls, res: Mapping[str, Any]) -> tuple[str, LocalEndpoint]:
         """(node, endpoint); RouteInputError for a bad address."""
         w = _where(res)
         spec = res.get("spec") or {}
-        ips: list[Addr4] = []
+        ips: list[Addr] = []
         for i, text in enumerate(spec.get("ipNetworks") or []):
             try:
                 net = ipaddress.ip_network(str(text), strict=False)
@@ -209,7 +250,7 @@ class LocalEndpoint:
                 raise RouteInputError(
                     w, f"spec.ipNetworks[{i}]", f"invalid CIDR {text!r}"
                 ) from None
-            if isinstance(net, Net4) and net.prefixlen == 32:
+            if net.prefixlen == net.max_prefixlen:
                 ips.append(net.network_address)
         return str(spec.get("node") or ""), cls(str(spec.get("interfaceName") or ""), tuple(ips))
 
@@ -223,6 +264,7 @@ class RouteConfig:
     vxlan_enabled: bool | None = None  # None: derived from the pools
     ipip_enabled: bool | None = None
     vxlan_mtu: int = 0  # 0 = auto
+    vxlan_mtu_v6: int = 0
     ipip_mtu: int = 0
     mtu_iface_pattern: str = DEFAULT_MTU_IFACE_PATTERN
     route_refresh_s: float = DEFAULT_ROUTE_REFRESH_S
@@ -245,7 +287,8 @@ class RouteConfig:
         out = cls()
         kw: dict[str, Any] = {}
         for key, attr in (("vxlanVNI", "vxlan_vni"), ("vxlanPort", "vxlan_port"),
-                          ("vxlanMTU", "vxlan_mtu"), ("ipipMTU", "ipip_mtu")):  # fmt: skip
+                          ("vxlanMTU", "vxlan_mtu"), ("ipipMTU", "ipip_mtu"),
+                          ("vxlanMTUV6", "vxlan_mtu_v6")):  # fmt: skip
             if key in merged:
                 try:
                     kw[attr] = int(merged[key])
@@ -298,9 +341,9 @@ class RouteConfig:
 class Route:
     """One kernel route we own (main table, protocol :data:`ROUTE_PROTO`)."""
 
-    dst: Net4
+    dst: Net
     kind: str = "unicast"  # "unicast" | "blackhole"
-    gateway: Addr4 | None = None
+    gateway: Addr | None = None
     dev: str | None = None
     onlink: bool = False
     scope_link: bool = False  # local workload routes: ``<ip>/32 dev cali... scope link``
@@ -326,9 +369,9 @@ class Vtep:
     """A remote VXLAN tunnel endpoint: permanent neighbour + FDB entry on vxlan.calico."""
 
     node: str
-    tunnel_ip: Addr4
+    tunnel_ip: Addr
     mac: str
-    node_ip: Addr4
+    node_ip: Addr
 
 
 @dataclass(frozen=True)
@@ -337,11 +380,12 @@ class VxlanSpec:
 
     vni: int
     port: int
-    local_ip: Addr4
+    local_ip: Addr
     parent: str
     mac: str
-    address: Addr4
+    address: Addr
     mtu: int
+    device: str = VXLAN_DEVICE
 
 
 @dataclass(frozen=True)
@@ -355,15 +399,16 @@ class IpipSpec:
 
 @dataclass(frozen=True)
 class DesiredState:
-    routes: Mapping[Net4, Route] = field(default_factory=dict)
+    routes: Mapping[Net, Route] = field(default_factory=dict)
     vteps: tuple[Vtep, ...] = ()
     vxlan: VxlanSpec | None = None
     ipip: IpipSpec | None = None
     # Userspace IPIP: inner destination prefix -> outer destination (remote node IP).
     ipip_next_hops: tuple[tuple[Net4, Addr4], ...] = ()
-    masq_pools: tuple[Net4, ...] = ()  # natOutgoing pools (nft set masq-ipam-pools)
-    all_pools: tuple[Net4, ...] = ()  # every pool (nft set network-ip-pools)
-    nat_exclude: tuple[Net4, ...] = ()  # host IPs (set all-hosts-net) when configured
+    masq_pools: tuple[Net, ...] = ()  # natOutgoing pools (nft set masq-ipam-pools)
+    all_pools: tuple[Net, ...] = ()  # every pool (nft set network-ip-pools)
+    nat_exclude: tuple[Net, ...] = ()  # host IPs (set all-hosts-net) when configured
     nat_snat_to: str | None = None  # natOutgoingAddress
     pod_mtu: int = 0  # written to the CNI plugin's MTU file (0 = leave it)
     problems: tuple[str, ...] = ()  # why something could not be programmed (logged)
+    version: int = 4

@@ -4,8 +4,10 @@
 whenever pools change: for a VXLAN pool the node gets ``spec.ipv4VXLANTunnelAddr`` (IPAM handle
 ``vxlan-tunnel-addr-<node>``) and a ``spec.vxlanTunnelMACAddr`` (random, locally administered,
 kept once chosen); for an IPIP pool ``spec.bgp.ipv4IPIPTunnelAddr`` (handle
-``ipip-tunnel-addr-<node>``). When no pool needs a tunnel type any more its address is
-released and removed from the Node. Reusable by the calico-node daemon and the route agent.
+``ipip-tunnel-addr-<node>``); for an IPv6 VXLAN pool (and a node with ``bgp.ipv6Address``)
+``spec.ipv6VXLANTunnelAddr`` + ``spec.vxlanTunnelMACAddrV6``. When no pool needs a tunnel
+type any more its address is released and removed from the Node. Reusable by the calico-node
+daemon and the route agent.
 
 Invariants: IPAM does the allocation (CAS inside); the Node write is a CAS retried on
 Conflict; the function is idempotent (a second call writes nothing); errors from IPAM (no
@@ -24,6 +26,7 @@ from pycalico.errors import CalicoError
 
 log = logging.getLogger(__name__)
 RETRIES = 10
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def random_mac() -> str:
@@ -32,39 +35,45 @@ def random_mac() -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def _mode_pools(pools: list[dict[str, Any]]) -> dict[str, list[ipaddress.IPv4Network]]:
-    """Enabled IPv4 pools per tunnel type (``vxlan``/``ipip``)."""
-    out: dict[str, list[ipaddress.IPv4Network]] = {"vxlan": [], "ipip": []}
+# Tunnel type -> (IP version, pool mode field, Node field path, Node MAC field or None).
+TUNNELS: dict[str, tuple[int, str, tuple[str, ...], str | None]] = {
+    "vxlan": (4, "vxlanMode", ("ipv4VXLANTunnelAddr",), "vxlanTunnelMACAddr"),
+    "vxlan-v6": (6, "vxlanMode", ("ipv6VXLANTunnelAddr",), "vxlanTunnelMACAddrV6"),
+    "ipip": (4, "ipipMode", ("bgp", "ipv4IPIPTunnelAddr"), None),
+}
+
+
+def _mode_pools(pools: list[dict[str, Any]]) -> dict[str, list[IPNet]]:
+    """Enabled pools per tunnel type."""
+    out: dict[str, list[IPNet]] = {t: [] for t in TUNNELS}
     for p in pools:
         spec = p.get("spec") or {}
         try:
             net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
         except ValueError:
             continue
-        if not isinstance(net, ipaddress.IPv4Network) or spec.get("disabled"):
+        if spec.get("disabled"):
             continue
-        if (spec.get("vxlanMode") or "Never") != "Never":
-            out["vxlan"].append(net)
-        if (spec.get("ipipMode") or "Never") != "Never":
-            out["ipip"].append(net)
+        for tunnel, (version, mode, _, _) in TUNNELS.items():
+            if net.version == version and (spec.get(mode) or "Never") != "Never":
+                out[tunnel].append(net)
     return out
 
 
 def _set_addrs(spec: dict[str, Any], addrs: dict[str, str | None]) -> None:
-    bgp = dict(spec.get("bgp") or {})
-    if "vxlan" in addrs:
-        if addrs["vxlan"]:
-            spec["ipv4VXLANTunnelAddr"] = addrs["vxlan"]
-            spec.setdefault("vxlanTunnelMACAddr", random_mac())
+    for tunnel, addr in addrs.items():
+        _, _, path, mac_field = TUNNELS[tunnel]
+        parent = spec
+        if len(path) == 2:
+            if addr is None and path[0] not in spec:
+                continue
+            parent = spec.setdefault(path[0], {})
+        if addr:
+            parent[path[-1]] = addr
+            if mac_field:
+                spec.setdefault(mac_field, random_mac())
         else:
-            spec.pop("ipv4VXLANTunnelAddr", None)
-    if "ipip" in addrs:
-        if addrs["ipip"]:
-            bgp["ipv4IPIPTunnelAddr"] = addrs["ipip"]
-        else:
-            bgp.pop("ipv4IPIPTunnelAddr", None)
-        if bgp or "bgp" in spec:
-            spec["bgp"] = bgp
+            parent.pop(path[-1], None)
 
 
 def ensure_tunnel_addresses(ds: Datastore, node_name: str) -> tuple[bool, list[str]]:
@@ -77,8 +86,13 @@ def ensure_tunnel_addresses(ds: Datastore, node_name: str) -> tuple[bool, list[s
     ipam = IPAM(ds)
     problems: list[str] = []
     mode_pools = _mode_pools(list(ds.list("IPPool").items))
+    has_v6 = bool(
+        ((ds.get("Node", node_name).get("spec") or {}).get("bgp") or {}).get("ipv6Address")
+    )
     addrs: dict[str, str | None] = {}
     for tunnel, nets in mode_pools.items():
+        if tunnel == "vxlan-v6" and not has_v6:
+            nets = []  # an IPv6 VTEP needs the node's IPv6 address
         if not nets:
             addrs[tunnel] = None
             continue
@@ -109,7 +123,7 @@ def ensure_tunnel_addresses(ds: Datastore, node_name: str) -> tuple[bool, list[s
         problems.append(f"node {node_name}: too many conflicts writing tunnel addresses")
     # Release addresses of tunnel types no pool needs any more (after the Node stopped
     # naming them).
-    for tunnel in ("vxlan", "ipip"):
+    for tunnel in TUNNELS:
         if tunnel in addrs and addrs[tunnel] is None:
             try:
                 ipam.release_tunnel_address(node_name, tunnel)
