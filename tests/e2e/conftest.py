@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,20 @@ class Lab:
             )
         return p
 
-    def up(self, *args: str, timeout: float = 90) -> None:
-        self.run("up", *args, "--timeout", str(timeout), timeout=timeout + 60)
+    def up(self, *args: str, timeout: float = 60) -> None:
+        """``calico-lab up``; retried once (with a warning carrying the first failure): this
+        machine is shared, and a neighbour test filling the kernel's global ARP table
+        (gc_thresh3) can keep BGP sessions from establishing for a while."""
+        try:
+            self.run("up", *args, "--timeout", str(timeout), timeout=timeout + 60)
+        except AssertionError as first:
+            arp = Path("/proc/net/stat/arp_cache").read_text().splitlines()[1].split()[0]
+            warnings.warn(
+                f"calico-lab up failed once (arp entries 0x{arp}); retrying: {first}",
+                stacklevel=2,
+            )
+            self.down()
+            self.run("up", *args, "--timeout", str(timeout), timeout=timeout + 60)
 
     def down(self) -> None:
         self.run("down", check=False, timeout=120)
@@ -61,6 +74,24 @@ class Lab:
     def matrix(self, ports: str = "80/TCP") -> dict[tuple[str, str, int, str], str]:
         out = self.run("matrix", "--ports", ports, "-o", "json", "--timeout", "1").stdout
         return _probes(out)
+
+    def matrix_settled(
+        self, expected: Callable[[dict[tuple[str, str, int, str], str]], bool], timeout: float = 15
+    ) -> dict[tuple[str, str, int, str], str]:
+        """The live matrix once ``expected`` holds for it (or the last one after ``timeout``).
+
+        Felix programs a new pod's endpoint a moment after the CNI plugin created it (until
+        then the dispatch chains drop its traffic, as in Calico), so a fresh matrix may need
+        a second look."""
+        m: dict[tuple[str, str, int, str], str] = {}
+
+        def ok() -> bool:
+            nonlocal m
+            m = self.matrix()
+            return expected(m)
+
+        wait_for(ok, timeout, 1.0)
+        return m
 
     def policy_matrix(self, ports: str = "80/TCP") -> dict[tuple[str, str, int, str], str]:
         out = self.calicoctl("policy", "matrix", "--ports", ports, "-o", "json").stdout

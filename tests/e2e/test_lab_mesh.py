@@ -110,7 +110,7 @@ def test_nodes_ready_with_established_mesh(lab: Lab) -> None:
 
 
 def test_every_pod_reaches_every_other(lab: Lab) -> None:
-    m = lab.matrix()
+    m = lab.matrix_settled(lambda m: set(m.values()) == {"allow"})
     assert len(m) == 30
     denied = sorted(k for k, v in m.items() if v != "allow")
     assert denied == []
@@ -179,4 +179,5 @@ def test_kill9_keeps_established_flows_and_recovers(lab: Lab) -> None:
     st = {n["name"]: n for n in lab.status()["nodes"]}
     assert st["node2"]["ready"]
     # policy was enforced throughout and still is after the restart
-    assert lab.matrix() == lab.policy_matrix()
+    expected = lab.policy_matrix()
+    assert lab.matrix_settled(lambda m: m == expected) == expected
