@@ -11,6 +11,7 @@ test goes through the ``calicoctl policy matrix -o json`` path with a sqlite dat
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def wep(
         "node": node,
         "pod": name,
         "endpoint": "eth0",
-        "interfaceName": "cali" + _escape(name)[:11],
+        # As the CNI plugin names it: cali + sha1("<namespace>.<pod>")[:11].
+        "interfaceName": "cali" + hashlib.sha1(f"{ns}.{name}".encode()).hexdigest()[:11],
         "ipNetworks": [ip + ("/128" if ":" in ip else "/32") for ip in ips],
         "profiles": profiles,
         "ports": [
