@@ -210,7 +210,7 @@ class KernelRoutes:
             kind != "vxlan"
             or data.get("id") != spec.vni
             or data.get("port") != spec.port
-            or data.get("local") != str(spec.local_ip)
+            or (data.get("local") or data.get("local6")) != str(spec.local_ip)
             or data.get("link") != spec.parent
             or data.get("learning")
         ):
