@@ -513,6 +513,17 @@ def test_nat_outgoing(cluster_factory: Callable[..., Cluster]) -> None:
     assert c.tcp(p1, gw) == (c.node_ip["n1"], 100)  # the outside sees the node
     c.wait_converged()
     assert c.tcp(p1, ips["n2"]) == (ips["n1"], 100)  # pods see pods
+
+    # The table deleted (or edited) by hand is restored on resync.
+    def nat_table() -> str:
+        r = n1.exec("nft", "list", "table", "ip", "calico-nat", check=False)
+        return r.stdout if r.returncode == 0 else ""
+
+    n1.exec("nft", "delete", "table", "ip", "calico-nat")
+    wait_for("nat table restored", lambda: "masquerade" in nat_table(), timeout=10)
+    n1.exec("nft", "flush", "chain", "ip", "calico-nat", "nat-POSTROUTING")
+    wait_for("nat rule restored", lambda: "masquerade" in nat_table(), timeout=10)
+    assert c.tcp(p1, gw) == (c.node_ip["n1"], 100)
     # Turning natOutgoing off removes the table (and the masquerade).
     pool = c.ds.get("IPPool", "pool1")
     pool["spec"]["natOutgoing"] = False
