@@ -6,8 +6,10 @@
   :class:`DesiredState`.
 - :mod:`.kernel` — :class:`KernelRoutes`: desired-vs-actual for routes (proto 80), the
   ``vxlan.calico`` device + FDB/neighbours, the userspace ``tunl0``, ``ip calico-nat``, sysctls
-  and the MTU file.
-- :mod:`.agent` — :class:`RouteAgent` (syncer + one owner thread; start/stop/wait_in_sync/resync).
+  and the MTU file. One instance per IP version (``vxlan-v6.calico``, ``ip6 calico-nat``;
+  IPIP is IPv4 only).
+- :mod:`.agent` — :class:`RouteAgent` (syncer + one owner thread; start/stop/wait_in_sync/resync,
+  alive/stats).
 - :mod:`.tunnel_addr` — :func:`ensure_tunnel_addresses` (IPAM + Node resource).
 - :mod:`.mtu` — host MTU detection and the CNI MTU file.
 

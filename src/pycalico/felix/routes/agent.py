@@ -4,9 +4,10 @@ Its own :class:`~pycalico.datastore.syncer.Syncer` watches ``IPPool``, ``Node``,
 ``BlockAffinity``, ``FelixConfiguration`` and ``WorkloadEndpoint``; the syncer thread only
 records the new resources and sets a coalescing "dirty" flag (updates that cannot change
 this node's routes - other nodes' workloads, affinities, whose blocks carry the authoritative
-``affinity`` - set nothing). One owner thread computes the desired state
-(:func:`pycalico.felix.routes.calc.compute`, pure) and hands it to
-:class:`~pycalico.felix.routes.kernel.KernelRoutes` (effects).
+``affinity`` - set nothing). One owner thread computes the desired state per IP version
+(:func:`pycalico.felix.routes.calc.compute`, pure) and hands each to its
+:class:`~pycalico.felix.routes.kernel.KernelRoutes` (effects; IPv4 also owns tunl0 and the
+MTU file, which gets the smallest MTU over both families).
 
 Invariants:
 - Nothing is written to the kernel before the syncer is in sync (so nothing we own is swept
