@@ -65,6 +65,13 @@ def test_checks_messages() -> None:
         "calico/node is not ready: BIRD is not ready: BGP not established with 10.0.0.9"
     ]
     assert check(bad, felix_ready=True, now=101) == []
+    # one BIRD for both families: --bird6-ready judges only the IPv6 sessions
+    assert check(bad, bird6_ready=True, now=101) == []
+    v6down = status(bgp=[{"peer": "fd00::2", "info": "Connect"}]).to_json()
+    assert check(v6down, bird_ready=True, now=101) == []
+    assert check(v6down, bird6_ready=True, now=101) == [
+        "calico/node is not ready: BIRD6 is not ready: BGP not established with fd00::2"
+    ]
     good = status(bgp=[]).to_json()
     assert check(good, felix_ready=True, bird_ready=True, now=101) == []
     nofelix = status(felix_in_sync=False).to_json()

@@ -306,6 +306,7 @@ def run_agent(env: Mapping[str, str]) -> int:
 @click.option("--bird-ready", "-bird-ready", is_flag=True, help="Check BGP readiness.")
 @click.option("--felix-live", "-felix-live", is_flag=True, help="Check Felix liveness.")
 @click.option("--bird-live", "-bird-live", is_flag=True, help="Check BIRD liveness.")
+@click.option("--bird6-ready", "-bird6-ready", is_flag=True, help="Check IPv6 BGP readiness.")
 @click.option(
     "--state-dir",
     envvar="CALICO_NODE_STATE_DIR",
@@ -314,16 +315,22 @@ def run_agent(env: Mapping[str, str]) -> int:
     help="Per-node state directory (status.json, bird.cfg, ...).",
 )
 def run(
-    felix_ready: bool, bird_ready: bool, felix_live: bool, bird_live: bool, state_dir: str
+    felix_ready: bool,
+    bird_ready: bool,
+    felix_live: bool,
+    bird_live: bool,
+    bird6_ready: bool,
+    state_dir: str,
 ) -> None:
     """Run the node agent, or (with a check flag) report its readiness/liveness."""
-    if felix_ready or bird_ready or felix_live or bird_live:
+    if felix_ready or bird_ready or felix_live or bird_live or bird6_ready:
         problems = check(
             read_status(state_dir),
             felix_ready=felix_ready,
             bird_ready=bird_ready,
             felix_live=felix_live,
             bird_live=bird_live,
+            bird6_ready=bird6_ready,
         )
         for p in problems:
             click.echo(p)

@@ -3,7 +3,9 @@
 Owns: turning BIRD's ``show protocols`` rows into the ``bgp`` list (peer/type/state/since/info
 exactly as ``calicoctl node status`` prints them), the readiness rule, the atomic write of
 ``<CALICO_NODE_STATE_DIR>/status.json`` and the ``--felix-ready``/``--bird-ready``/
-``--felix-live``/``--bird-live`` checks that read it back (Calico's messages).
+``--felix-live``/``--bird-live``/``--bird6-ready`` checks that read it back (Calico's
+messages; one BIRD serves both families, so ``--bird-ready`` judges the IPv4 sessions and
+``--bird6-ready`` the IPv6 ones, as Calico's two daemons would).
 
 Readiness rule: ``ready`` = Felix in sync AND routes in sync AND BIRD running AND every
 configured BGP session Established. Components that are not part of this build (reported as
@@ -116,6 +118,7 @@ def check(
     bird_ready: bool = False,
     felix_live: bool = False,
     bird_live: bool = False,
+    bird6_ready: bool = False,
     now: float | None = None,
 ) -> list[str]:
     """Failure messages of the requested checks (empty = healthy), Calico's wording."""
@@ -139,21 +142,24 @@ def check(
             problems.append(
                 "calico/node is not ready: felix is not ready: readiness probe reporting 503"
             )
-    if bird_ready:
+    for wanted, name, version in ((bird_ready, "BIRD", 4), (bird6_ready, "BIRD6", 6)):
+        if not wanted:
+            continue
         if not alive:
             problems.append(
-                "calico/node is not ready: BIRD is not ready: calico-node is not running"
+                f"calico/node is not ready: {name} is not ready: calico-node is not running"
             )
         elif d.get("bird_running") is False:
             problems.append(
-                "calico/node is not ready: BIRD is not ready: Error querying BIRD: "
-                "unable to connect to BIRDv4 socket"
+                f"calico/node is not ready: {name} is not ready: Error querying BIRD: "
+                f"unable to connect to BIRDv{version} socket"
             )
         else:
-            down = not_established(d.get("bgp") or [])
+            rows = [r for r in d.get("bgp") or [] if (":" in r.get("peer", "")) == (version == 6)]
+            down = not_established(rows)
             if down:
                 problems.append(
-                    "calico/node is not ready: BIRD is not ready: BGP not established with "
+                    f"calico/node is not ready: {name} is not ready: BGP not established with "
                     + ",".join(down)
                 )
     return problems
