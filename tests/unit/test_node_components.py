@@ -138,6 +138,9 @@ class FakeFelix:
     def wait_in_sync(self, timeout: float | None = None) -> bool:
         return self.started
 
+    def alive(self) -> bool:
+        return self.started
+
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active_local_endpoints": 2, "active_local_policies": 3}
 

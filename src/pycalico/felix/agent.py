@@ -132,6 +132,10 @@ class Felix:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
+    def alive(self) -> bool:
+        """The owner thread is running."""
+        return self._thread.is_alive()
+
     def wait_in_sync(self, timeout: float | None = None) -> bool:
         """True once the dataplane was programmed from a complete datastore view."""
         return self._in_sync.wait(timeout)

@@ -276,10 +276,46 @@ def build_agent(
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
         comps.append(BgpComponent(ds, node_name, state_dir, socket_path))
+    dns = _dns_component(ds, node_name, env)
+    if dns is not None:
+        comps.append(dns)
     comps.extend(extra_components)
     agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg)
     agent.stop_event = stop
     return agent
+
+
+def _dns_component(ds: Any, node_name: str, env: Mapping[str, str]) -> Component | None:
+    """The workload DNS server (``CALICO_DNS_*``), with its link-local listen addresses put on
+    this node's ``lo`` so pods reach them through their 169.254.1.1 gateway."""
+    import ipaddress
+    import subprocess
+
+    from pycalico.dns import server_from_env
+
+    try:
+        server = server_from_env(ds, node_name, env)
+    except CalicoError as e:
+        log.error("workload DNS disabled: %s", e)
+        return None
+    if server is None:
+        return None
+    for host, _port in server.listen:
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if addr.is_link_local and not addr.is_unspecified:
+            plen = 32 if addr.version == 4 else 128
+            p = subprocess.run(
+                ["ip", "addr", "replace", f"{addr}/{plen}", "dev", "lo"],
+                capture_output=True,
+                text=True,
+            )
+            if p.returncode != 0:
+                log.warning("cannot add DNS address %s to lo: %s", addr, p.stderr.strip())
+    component: Component = server
+    return component
 
 
 def run_agent(env: Mapping[str, str]) -> int:

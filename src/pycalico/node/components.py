@@ -12,21 +12,12 @@ are called with the datastore shared by the whole process.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pycalico.datastore import Datastore
 
 log = logging.getLogger(__name__)
-
-
-def _thread_alive(obj: object, *attrs: str) -> bool:
-    for a in attrs:
-        t = getattr(obj, a, None)
-        if isinstance(t, threading.Thread) and not t.is_alive():
-            return False
-    return True
 
 
 class FelixComponent:
@@ -67,7 +58,7 @@ class FelixComponent:
             self.agent.stop()
 
     def alive(self) -> bool:
-        return self.agent is not None and _thread_alive(self.agent, "_thread")
+        return self.agent is not None and bool(self.agent.alive())
 
     def in_sync(self) -> bool:
         return self.agent is not None and bool(self.agent.wait_in_sync(0))
@@ -81,22 +72,15 @@ class FelixComponent:
             stats = a.stats()
         except Exception:
             return {}, None, []
-        gauges: dict[str, float] = {}
-        graph = getattr(a, "graph", None)
-        # Prefer counts Felix reports in stats(); else size the calc graph's sent state
-        # (read without its lock: a gauge may be one update behind).
-        for key, metric, attr in (
-            ("active_local_endpoints", "felix_active_local_endpoints", "_local"),
-            ("active_local_policies", "felix_active_local_policies", "_sent_policies"),
-            ("ipsets", "felix_ipsets_calico", "_sent_sets"),
-        ):
-            v = stats.get(key)
-            if not isinstance(v, int | float):
-                try:
-                    v = len(getattr(graph, attr))
-                except (TypeError, AttributeError):
-                    continue
-            gauges[metric] = float(v)
+        gauges = {
+            metric: float(stats[key])
+            for key, metric in (
+                ("active_local_endpoints", "felix_active_local_endpoints"),
+                ("active_local_policies", "felix_active_local_policies"),
+                ("ipsets", "felix_ipsets_calico"),
+            )
+            if isinstance(stats.get(key), int | float)
+        }
         applies = float(stats.get("applies", 0))
         total = float(stats.get("apply_seconds_total", 0.0))
         new: list[float] = []
@@ -142,7 +126,7 @@ class RouteComponent:
             self.agent.stop()
 
     def alive(self) -> bool:
-        return self.agent is not None and _thread_alive(self.agent, "_thread")
+        return self.agent is not None and bool(self.agent.alive())
 
     def in_sync(self) -> bool:
         return self.agent is not None and bool(self.agent.wait_in_sync(0))
