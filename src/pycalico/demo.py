@@ -108,27 +108,32 @@ def main() -> None:
         banner("4. Routes on node2: one route per remote block, a blackhole for its own")
         sh("calico-lab", "exec", "--name", LAB, "node2", "--", "ip", "route")
 
-        banner("5. Live reachability (TCP 80) before any policy: everything is allowed")
+        banner("5. Pods find each other by name (workload DNS served by calico-node)")
+        sh("calico-lab", "exec", "--name", LAB, "shop/web", "--", "getent", "hosts", "db")
+        sh("calico-lab", "exec", "--name", LAB, "shop/web", "--", "getent", "hosts",
+           "client-c.dev")  # fmt: skip
+
+        banner("6. Live reachability (TCP 80) before any policy: everything is allowed")
         sh("calico-lab", "matrix", "--name", LAB, "--ports", "80/TCP")
         compare()
 
-        banner("6. Apply a namespace-isolation policy (Kubernetes NetworkPolicy)")
+        banner("7. Apply a namespace-isolation policy (Kubernetes NetworkPolicy)")
         print(ISOLATION)
         sh("calico-lab", "apply", "--name", LAB, "-f", "-", stdin=ISOLATION)
         time.sleep(1.0)
 
-        banner("7. Live reachability after the policy: only same-namespace traffic passes")
+        banner("8. Live reachability after the policy: only same-namespace traffic passes")
         sh("calico-lab", "matrix", "--name", LAB, "--ports", "80/TCP")
         compare()
 
-        banner("8. Why? Ask the policy model")
+        banner("9. Why? Ask the policy model")
         sh("calico-lab", "calicoctl", "--name", LAB, "policy", "explain", "--from",
            "dev/client-a", "--to", "shop/web", "--port", "80", "--protocol", "TCP")  # fmt: skip
     finally:
         if os.environ.get("KEEP") == "1":
             banner(f"KEEP=1: lab '{LAB}' left running (calico-lab down --name {LAB})")
         else:
-            banner("9. Tear down")
+            banner("10. Tear down")
             sh("calico-lab", "down", "--name", LAB, check=False)
     print(f"\ndemo finished in {time.monotonic() - t0:.0f}s")
 
