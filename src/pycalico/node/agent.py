@@ -276,6 +276,11 @@ def build_agent(
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
         comps.append(BgpComponent(ds, node_name, state_dir, socket_path))
+    from pycalico.node import cniserver
+
+    cni = cniserver.from_env(env)
+    if cni is not None:
+        comps.append(cni)
     dns = _dns_component(ds, node_name, env)
     if dns is not None:
         comps.append(dns)
