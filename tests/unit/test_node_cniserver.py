@@ -44,3 +44,5 @@ def test_from_env() -> None:
     assert from_env({"CALICO_CNI_SERVER_ENABLED": "false"}) is None
     comp = from_env({"CALICO_CNI_SOCKET": "/tmp/x.sock"})
     assert comp is not None and comp.socket_path == "/tmp/x.sock"
+    comp = from_env({}, "/run/lab/node1")
+    assert comp is not None and comp.socket_path == "/run/lab/node1/cni.sock"

@@ -278,7 +278,7 @@ def build_agent(
         comps.append(BgpComponent(ds, node_name, state_dir, socket_path))
     from pycalico.node import cniserver
 
-    cni = cniserver.from_env(env)
+    cni = cniserver.from_env(env, state_dir)
     if cni is not None:
         comps.append(cni)
     dns = _dns_component(ds, node_name, env)

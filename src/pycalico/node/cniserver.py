@@ -5,11 +5,12 @@ entry points) first offer each call to ``$CALICO_CNI_SOCKET``; served here, an A
 its real work instead of a Python start-up plus imports. When this component is not running,
 the plugins do the same work themselves (slower), so it never gates readiness.
 Env: ``CALICO_CNI_SERVER_ENABLED`` (default true), ``CALICO_CNI_SOCKET`` (default
-``/var/run/calico/cni.sock``).
+``<CALICO_NODE_STATE_DIR>/cni.sock``, i.e. ``/var/run/calico/cni.sock``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 
@@ -44,7 +45,8 @@ class CniServerComponent:
         return True
 
 
-def from_env(env: Mapping[str, str]) -> CniServerComponent | None:
+def from_env(env: Mapping[str, str], state_dir: str | None = None) -> CniServerComponent | None:
     if (env.get("CALICO_CNI_SERVER_ENABLED") or "true").strip().lower() == "false":
         return None
-    return CniServerComponent(env.get("CALICO_CNI_SOCKET") or DEFAULT_SOCKET)
+    default = os.path.join(state_dir, "cni.sock") if state_dir else DEFAULT_SOCKET
+    return CniServerComponent(env.get("CALICO_CNI_SOCKET") or default)
