@@ -1,5 +1,7 @@
 """Lab lifecycle: ``up`` builds underlay, datastore and nodes; ``down`` removes everything.
 
+``--tor`` adds the FRR router of :mod:`pycalico.lab.tor`. A failed ``up`` keeps the logs:
+:func:`preserve_logs` copies the lab directory's small files to ``<lab dir>.failed/``.
 Invariants: the state file records every namespace and PID before it is created/started, so a
 failed or interrupted ``up`` is fully undone by ``down``; ``down`` only kills PIDs and deletes
 namespaces this lab recorded (namespaces are additionally matched by the lab's prefix).
@@ -7,6 +9,7 @@ namespaces this lab recorded (namespaces are additionally matched by the lab's p
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -14,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pycalico.lab import nodes as nodemod
-from pycalico.lab.netns import LabError, delete_netns, in_ns, kill_pid, list_netns
+from pycalico.lab import tor as tormod
+from pycalico.lab.netns import LabError, delete_netns, in_ns, kill_pid, list_netns, pid_alive
 from pycalico.lab.pods import remove_etc_netns
 from pycalico.lab.state import LabState, lab_dir, prefix_for
 from pycalico.lab.topology import add_node, build_underlay, router_ip
@@ -32,6 +36,23 @@ def _etcd_args(data: Path, url: str) -> list[str]:
         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
         "--initial-cluster", f"lab={peer}",
     ]  # fmt: skip
+
+
+def start_etcd(state: LabState) -> None:
+    """(Re)start the lab's etcd on its data directory; returns once it is healthy."""
+    if state.datastore != "etcd":
+        raise LabError(f"lab {state.name!r} uses {state.datastore}, not etcd")
+    if state.etcd_pid and pid_alive(state.etcd_pid):
+        raise LabError(f"etcd of lab {state.name!r} is already running (pid {state.etcd_pid})")
+    _start_etcd(state)
+
+
+def stop_etcd(state: LabState) -> None:
+    if state.datastore != "etcd":
+        raise LabError(f"lab {state.name!r} uses {state.datastore}, not etcd")
+    kill_pid(state.etcd_pid, timeout=10)
+    state.etcd_pid = 0
+    state.save()
 
 
 def _start_etcd(state: LabState) -> None:
@@ -93,6 +114,7 @@ def up(
         pool=pool,
         datastore=datastore,
         tor=tor,
+        node_env=nodemod.recorded_env(dict(os.environ)),
     )
     state.save()
     t0 = time.monotonic()
@@ -108,6 +130,9 @@ def up(
         node.route_reflector = i <= route_reflectors
         say(f"node {node.name}: {node.ip}" + (" (route reflector)" if node.route_reflector else ""))
     state.save()
+    if tor:
+        tormod.start(state)
+        say(f"tor: FRR AS {tormod.TOR_AS} at {tormod.tor_ip()} announcing {tormod.TOR_PREFIX}")
     nodemod.seed(state, route_reflectors)
     say(f"pool {pool} encap={encap}; BGP " + ("route reflectors" if route_reflectors else "mesh"))
     for node in state.nodes:
@@ -136,6 +161,7 @@ def down(name: str, say: Say) -> None:
     for ns in sorted(names):
         delete_netns(ns)
         remove_etc_netns(ns)
+    tormod.remove_runtime(d)
     if d.exists():
         shutil.rmtree(d, ignore_errors=True)
     say(f"lab {name!r} removed ({len(names)} namespace(s))")
@@ -159,3 +185,29 @@ def node_status_rows(state: LabState) -> list[dict[str, object]]:
 
 def logs_dir(state: LabState) -> Path:
     return state.path
+
+
+MAX_KEPT_FILE = 4 << 20
+
+
+def preserve_logs(name: str) -> Path | None:
+    """Copy the lab directory's regular files (logs, status, configs; not etcd's data or
+    files over 4 MiB) and the ToR's FRR logs to ``<lab dir>.failed/``; returns it."""
+    src = lab_dir(name)
+    if not src.is_dir():
+        return None
+    dst = src.with_name(src.name + ".failed")
+    shutil.rmtree(dst, ignore_errors=True)
+    for root, dirs, files in os.walk(src, followlinks=True):
+        dirs[:] = [x for x in dirs if x != "etcd"]
+        rel = Path(root).relative_to(src)
+        for f in files:
+            p = Path(root) / f
+            try:
+                if not p.is_file() or p.stat().st_size > MAX_KEPT_FILE:
+                    continue
+                (dst / rel).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, dst / rel / f)
+            except OSError:
+                continue
+    return dst

@@ -20,7 +20,7 @@ import click
 from pycalico.errors import CalicoError
 from pycalico.lab import cluster, pods
 from pycalico.lab import nodes as nodemod
-from pycalico.lab.netns import in_ns
+from pycalico.lab.netns import in_ns, pid_alive
 from pycalico.lab.probe import matrix, parse_ports, probe
 from pycalico.lab.state import DEFAULT_NAME, LabState
 
@@ -90,7 +90,9 @@ def up(
             name, nodes, encap, subnets, route_reflectors, datastore, pool, tor, timeout, say
         )
     except BaseException:
-        click.echo("calico-lab: up failed; removing what was created", err=True)
+        kept = cluster.preserve_logs(name)
+        where = f"; logs kept in {kept}" if kept else ""
+        click.echo(f"calico-lab: up failed; removing what was created{where}", err=True)
         cluster.down(name, lambda _m: None)
         raise
 
@@ -283,6 +285,88 @@ def status(output: str, name: str) -> None:
             )
     for p in pod_rows:
         click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}")
+
+
+@cli.group("node")
+def node_group() -> None:
+    """Stop, start, kill -9 or restart a node's calico-node (resilience testing)."""
+
+
+def _node_op(op: str, node_name: str, name: str, timeout: float) -> None:
+    state = load(name)
+    node = state.node(node_name)
+    if op == "stop" or (op == "restart" and pid_alive(node.pid)):
+        nodemod.stop(state, node)
+        say(f"calico-node on {node_name} stopped (dataplane left in place)")
+    elif op == "kill":
+        nodemod.kill(state, node)
+        say(f"calico-node on {node_name} killed with SIGKILL (BIRD and dataplane left)")
+    if op in ("start", "restart"):
+        if pid_alive(node.pid):
+            raise CalicoError(f"calico-node on {node_name} is already running (pid {node.pid})")
+        nodemod.start(state, node)
+        if timeout > 0:
+            nodemod.wait_ready(state, [node], timeout)
+            say(f"calico-node on {node_name} started (pid {node.pid}) and ready")
+        else:
+            say(f"calico-node on {node_name} started (pid {node.pid})")
+
+
+def _node_command(op: str, doc: str) -> None:
+    @node_group.command(op, help=doc)
+    @click.argument("node")
+    @click.option(
+        "--timeout", default=60.0, show_default=True, help="Seconds to wait for ready (0: no wait)."
+    )
+    @name_option
+    @errors_to_exit
+    def cmd(node: str, timeout: float, name: str) -> None:
+        _node_op(op, node, name, timeout)
+
+
+_node_command("stop", "Stop NODE's calico-node gracefully (SIGTERM).")
+_node_command("start", "Start NODE's calico-node and wait until it is ready.")
+_node_command("kill", "SIGKILL NODE's calico-node (its BIRD keeps running).")
+_node_command("restart", "Stop, then start NODE's calico-node and wait until it is ready.")
+
+
+@cli.group("etcd")
+def etcd_group() -> None:
+    """Stop or start the etcd of a ``--datastore etcd`` lab."""
+
+
+@etcd_group.command("stop")
+@name_option
+@errors_to_exit
+def etcd_stop(name: str) -> None:
+    """Stop the lab's etcd (its data stays)."""
+    cluster.stop_etcd(load(name))
+    say("etcd stopped")
+
+
+@etcd_group.command("start")
+@name_option
+@errors_to_exit
+def etcd_start(name: str) -> None:
+    """Start the lab's etcd again on its data and wait until it is healthy."""
+    state = load(name)
+    cluster.start_etcd(state)
+    say(f"etcd started (pid {state.etcd_pid})")
+
+
+@cli.command("tor", context_settings={"ignore_unknown_options": True})
+@click.argument("commands", nargs=-1)
+@name_option
+@errors_to_exit
+def tor_cmd(commands: tuple[str, ...], name: str) -> None:
+    """Run vtysh COMMANDS on the lab's FRR top-of-rack router (default: show bgp summary)."""
+    from pycalico.lab import tor as tormod
+
+    state = load(name)
+    if not state.tor:
+        raise CalicoError(f"lab {name!r} has no ToR (calico-lab up --tor)")
+    argv = tormod.vtysh_argv(state, *(commands or ("show bgp summary",)))
+    sys.exit(subprocess.run(argv).returncode)
 
 
 def main() -> None:

@@ -6,6 +6,12 @@ Node resources with ``routeReflectorClusterID`` and a label plus the BGPPeer tha
 every node peer with them. ``start`` runs ``calico-node run`` inside the node's namespace
 (its own BIRD, its own nftables), logging to the lab directory, and records its PID.
 Readiness: the agent writes ``<state dir>/status.json`` with ``{"ready": bool, ...}``.
+
+Settings: ``FELIX_*`` variables in ``up``'s environment are recorded (``state.node_env``) and
+given to every later start of the lab's agents; ``FELIX_ROUTEREFRESHINTERVAL`` (which the
+route agent reads only from FelixConfiguration) is seeded as FelixConfiguration ``default``
+``routeRefreshInterval``. With ``--tor`` the global BGPPeer ``tor`` makes every node peer
+with the FRR router.
 """
 
 from __future__ import annotations
@@ -20,6 +26,16 @@ from typing import Any
 
 from pycalico.lab.netns import LabError, enter_netns, in_ns, kill_pid, pid_alive
 from pycalico.lab.state import LabState, NodeState
+
+TOR_PEER_IP = "198.18.0.253"
+TOR_AS = 64513
+ENV_PREFIXES = ("FELIX_",)
+
+
+def recorded_env(environ: dict[str, str]) -> dict[str, str]:
+    """The part of ``up``'s environment every calico-node of the lab gets."""
+    return {k: v for k, v in environ.items() if k.startswith(ENV_PREFIXES)}
+
 
 RR_LABEL = "route-reflector"
 RR_CLUSTER_ID = "244.0.0.1"
@@ -69,6 +85,26 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
                 "spec": spec,
             }
         )
+    refresh = state.node_env.get("FELIX_ROUTEREFRESHINTERVAL")
+    if refresh:
+        secs = refresh if refresh[-1:].isalpha() else f"{refresh}s"
+        docs.append(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "FelixConfiguration",
+                "metadata": {"name": "default"},
+                "spec": {"routeRefreshInterval": secs},
+            }
+        )
+    if state.tor:
+        docs.append(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "BGPPeer",
+                "metadata": {"name": "tor"},
+                "spec": {"peerIP": TOR_PEER_IP, "asNumber": TOR_AS},
+            }
+        )
     if route_reflectors:
         docs.append(
             {
@@ -106,6 +142,7 @@ def node_dir(state: LabState, node: NodeState) -> Path:
 def start(state: LabState, node: NodeState) -> None:
     d = node_dir(state, node)
     env = dict(os.environ)
+    env.update(state.node_env)
     env.update(state.datastore_env())
     env.update(
         NODENAME=node.name,
@@ -139,6 +176,19 @@ def stop(state: LabState, node: NodeState, hard: bool = False) -> None:
     state.save()
 
 
+def kill(state: LabState, node: NodeState) -> None:
+    """SIGKILL of calico-node (as an operator testing resilience would); BIRD and the
+    dataplane stay. Waits until the process is gone."""
+    if not pid_alive(node.pid):
+        raise LabError(f"calico-node on {node.name} is not running")
+    os.kill(node.pid, 9)
+    deadline = time.monotonic() + 10
+    while pid_alive(node.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    node.pid = 0
+    state.save()
+
+
 def status(state: LabState, node: NodeState) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads((state.path / node.name / "status.json").read_text())
@@ -149,18 +199,44 @@ def status(state: LabState, node: NodeState) -> dict[str, Any]:
     return data
 
 
+def diagnose(state: LabState, node: NodeState, tail: int = 1500) -> str:
+    """What an operator needs when ``node`` is not ready: its status errors and BGP sessions
+    and the tail of its calico-node log."""
+    st = status(state, node)
+    lines = [f"--- {node.name} ({node.ip}, pid {node.pid}, "
+             f"{'running' if pid_alive(node.pid) else 'not running'})"]  # fmt: skip
+    for e in st.get("errors") or []:
+        lines.append(f"  error: {e}")
+    for b in st.get("bgp") or []:
+        lines.append(
+            f"  bgp {b.get('peer', '')} {b.get('type', '')} {b.get('state', '')} "
+            f"{b.get('info', '')}"
+        )
+    for key in ("felix_in_sync", "routes_in_sync", "bird_running"):
+        if key in st:
+            lines.append(f"  {key}: {st[key]}")
+    log = state.path / node.name / "calico-node.log"
+    try:
+        text = log.read_text(errors="replace")[-tail:]
+    except OSError:
+        text = "(no log)"
+    lines.append(f"  tail of {log}:")
+    lines += ["    " + line for line in text.splitlines()]
+    return "\n".join(lines)
+
+
 def wait_ready(state: LabState, nodes: list[NodeState], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = list(nodes)
     while pending and time.monotonic() < deadline:
         for n in list(pending):
             if not pid_alive(n.pid):
-                log = (state.path / n.name / "calico-node.log").read_text()[-1500:]
-                raise LabError(f"calico-node on {n.name} exited:\n{log}")
+                raise LabError(f"calico-node on {n.name} exited:\n{diagnose(state, n)}")
             if status(state, n).get("ready"):
                 pending.remove(n)
         time.sleep(0.2)
     if pending:
+        detail = "\n".join(diagnose(state, n) for n in pending)
         raise LabError(
-            f"nodes not ready after {timeout:.0f}s: {', '.join(n.name for n in pending)}"
+            f"nodes not ready after {timeout:.0f}s: {', '.join(n.name for n in pending)}\n" + detail
         )

@@ -69,6 +69,8 @@ class LabState:
     etcd_url: str = ""
     tor: bool = False
     tor_pids: list[int] = field(default_factory=list)
+    # FELIX_*/CALICO_* settings given to ``up``: every calico-node start of this lab gets them
+    node_env: dict[str, str] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     nodes: list[NodeState] = field(default_factory=list)
     pods: list[PodState] = field(default_factory=list)

@@ -29,17 +29,20 @@ def node_subnet(index: int, nodes: int, subnets: int) -> int:
     return 0 if index <= (nodes + 1) // 2 else 1
 
 
-def _add_netns(state: LabState, name: str) -> None:
+def add_netns(state: LabState, name: str) -> None:
     state.namespaces.append(name)
     state.save()
     run(["ip", "netns", "add", name])
     ip_batch(["link set lo up"], netns=name)
 
 
+_add_netns = add_netns  # the earlier private name
+
+
 def build_underlay(state: LabState) -> None:
     ul, rt = state.prefix + "ul", state.prefix + "rt"
-    _add_netns(state, ul)
-    _add_netns(state, rt)
+    add_netns(state, ul)
+    add_netns(state, rt)
     lines = []
     for s in range(state.subnets):
         lines += [f"link add br{s} type bridge", f"link set br{s} up"]
@@ -65,7 +68,7 @@ def router_ip(subnet: int = 0) -> str:
 def add_node(state: LabState, name: str, index: int, nodes: int) -> NodeState:
     subnet = node_subnet(index, nodes, state.subnets)
     ns = state.prefix + name
-    _add_netns(state, ns)
+    add_netns(state, ns)
     ul = state.prefix + "ul"
     peer = f"n{index}"
     run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", ul])
