@@ -152,6 +152,11 @@ class LeaderLease:
         self._valid_until = 0.0  # my own clock: leader until then
         self._revision: str | None = None  # resourceVersion of my last successful write
 
+    @property
+    def valid_until(self) -> float:
+        """On ``clock``: the end of my leadership as of my last successful write (0: none)."""
+        return self._valid_until
+
     def is_leader(self) -> bool:
         return self.clock() < self._valid_until
 
