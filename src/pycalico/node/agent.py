@@ -246,7 +246,7 @@ def build_agent(
     """Start-up, then the supervised components; ``extra_components`` is the hook for
     later ones (DNS) — they are supervised and reported like the built-in ones."""
     from pycalico.datastore import DatastoreError
-    from pycalico.node import felixcfg
+    from pycalico.node import felixcfg, ipamgc
     from pycalico.node.bgpdriver import BgpComponent
     from pycalico.node.components import FelixComponent, RouteComponent
     from pycalico.node.startup import write_atomic
@@ -284,6 +284,7 @@ def build_agent(
     dns = _dns_component(ds, node_name, env)
     if dns is not None:
         comps.append(dns)
+    comps.extend(ipamgc.components_from_env(ds, node_name, env))
     comps.extend(extra_components)
     agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg)
     agent.stop_event = stop

@@ -32,6 +32,7 @@ from pycalico.datastore.base import Datastore, NotFound
 from pycalico.errors import CalicoError
 from pycalico.ipam.gc import DEFAULT_GRACE_PERIOD, GCResult, LeakCollector
 from pycalico.node.leader import DEFAULT_LEASE_DURATION, LeaderLease
+from pycalico.node.supervisor import Component
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ class IpamGcComponent:
         return self._thread is not None
 
 
-def components_from_env(ds: Datastore, node_name: str, env: Mapping[str, str]) -> list[Any]:
+def components_from_env(ds: Datastore, node_name: str, env: Mapping[str, str]) -> list[Component]:
     """``[IpamGcComponent]`` unless ``CALICO_IPAM_GC_ENABLED`` is false or its settings are
     malformed (logged); for :func:`pycalico.node.agent.build_agent`."""
     if not enabled(env):
