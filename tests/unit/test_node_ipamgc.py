@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pycalico.datastore.base import Datastore, NotFound
+from pycalico.datastore.base import Datastore, NotFound, Unavailable
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.ipam import IPAM
 from pycalico.node.ipamgc import (
@@ -299,3 +299,41 @@ def test_component_protocol_thread_start_stop(ds: MemoryDatastore) -> None:
         gc.stop()
     assert not gc.alive()
     assert ds.get("Lease", "ipam-gc")["spec"]["holder"] == ""  # released on stop
+
+
+class FlakyStore:
+    """Wraps a store; every call raises Unavailable while ``down``."""
+
+    def __init__(self, inner: Datastore) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a: Any, **kw: Any) -> Any:
+            if self.down:
+                raise Unavailable("datastore down")
+            return attr(*a, **kw)
+
+        return call
+
+
+def test_datastore_outage_drops_leadership_and_recovers(ds: MemoryDatastore) -> None:
+    clk = Clock()
+    flaky = FlakyStore(ds)
+    gc = component(flaky, "n1", clk, CALICO_IPAM_GC_GRACE_PERIOD="60s")  # type: ignore[arg-type]
+    run_for([gc], clk, 20)
+    assert gc.lease.is_leader() and gc.runs == 1
+    flaky.down = True
+    run_for([gc], clk, 60)
+    assert not gc.lease.is_leader()
+    assert "datastore down" in gc.last_error
+    flaky.down = False
+    leaked = alloc(ds, "dead")
+    run_for([gc], clk, 15)
+    assert gc.lease.is_leader()
+    run_for([gc], clk, 90)
+    assert leaked not in _all_ips(ds)
