@@ -41,6 +41,16 @@ from pycalico.api.kinds_bgp import (
     null_to_empty,
 )
 
+# Felix's default failsafe ports (protocol, port): always open on host endpoints.
+DEFAULT_FAILSAFE_IN: tuple[tuple[str, int], ...] = (
+    ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
+    ("tcp", 5473), ("tcp", 6443), ("tcp", 6666), ("tcp", 6667),
+)  # fmt: skip
+DEFAULT_FAILSAFE_OUT: tuple[tuple[str, int], ...] = (
+    ("udp", 53), ("udp", 67), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
+    ("tcp", 5473), ("tcp", 6443), ("tcp", 6666), ("tcp", 6667),
+)  # fmt: skip
+
 FELIX_DEFAULTS: dict[str, Any] = {
     "interfacePrefix": "cali",
     "ipv6Support": True,
@@ -60,32 +70,10 @@ FELIX_DEFAULTS: dict[str, Any] = {
     "ipv4ElevatedRoutePriority": 512,
     "kubeNodePortRanges": ["30000:32767"],
     "failsafeInboundHostPorts": [
-        {"protocol": p.upper(), "port": n}
-        for p, n in (
-            ("tcp", 22),
-            ("udp", 68),
-            ("tcp", 179),
-            ("tcp", 2379),
-            ("tcp", 2380),
-            ("tcp", 5473),
-            ("tcp", 6443),
-            ("tcp", 6666),
-            ("tcp", 6667),
-        )
+        {"protocol": p.upper(), "port": n} for p, n in DEFAULT_FAILSAFE_IN
     ],
     "failsafeOutboundHostPorts": [
-        {"protocol": p.upper(), "port": n}
-        for p, n in (
-            ("udp", 53),
-            ("udp", 67),
-            ("tcp", 179),
-            ("tcp", 2379),
-            ("tcp", 2380),
-            ("tcp", 5473),
-            ("tcp", 6443),
-            ("tcp", 6666),
-            ("tcp", 6667),
-        )
+        {"protocol": p.upper(), "port": n} for p, n in DEFAULT_FAILSAFE_OUT
     ],
 }
 

@@ -148,14 +148,17 @@ def _check_staged_delete(spec: Model, path: str, problems: Problems) -> None:
         )
 
 
-class StagedNetworkPolicySpec(NetworkPolicySpec):
-    stagedAction: StagedAction | None = None
+class _StagedSpec:
+    """Staged variants: ``stagedAction`` (default Set); a Delete carries no spec to check."""
+
+    stagedAction: StagedAction | None
+    tier: str | None
 
     def check(self, path: str, problems: Problems) -> None:
         if self.stagedAction == "Delete":
-            _check_staged_delete(self, path, problems)
+            _check_staged_delete(self, path, problems)  # type: ignore[arg-type]
             return
-        super().check(path, problems)
+        super().check(path, problems)  # type: ignore[misc]
 
     def apply_defaults(self) -> None:
         if self.stagedAction is None:
@@ -164,26 +167,15 @@ class StagedNetworkPolicySpec(NetworkPolicySpec):
             if not self.tier:
                 self.tier = DEFAULT_TIER
             return
-        super().apply_defaults()
+        super().apply_defaults()  # type: ignore[misc]
 
 
-class StagedGlobalNetworkPolicySpec(GlobalNetworkPolicySpec):
+class StagedNetworkPolicySpec(_StagedSpec, NetworkPolicySpec):
     stagedAction: StagedAction | None = None
 
-    def check(self, path: str, problems: Problems) -> None:
-        if self.stagedAction == "Delete":
-            _check_staged_delete(self, path, problems)
-            return
-        super().check(path, problems)
 
-    def apply_defaults(self) -> None:
-        if self.stagedAction is None:
-            self.stagedAction = "Set"
-        if self.stagedAction == "Delete":
-            if not self.tier:
-                self.tier = DEFAULT_TIER
-            return
-        super().apply_defaults()
+class StagedGlobalNetworkPolicySpec(_StagedSpec, GlobalNetworkPolicySpec):
+    stagedAction: StagedAction | None = None
 
 
 @register(

@@ -13,13 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.errors import CalicoError
-from pycalico.felix.rules.endpoints import (
-    DEFAULT_FAILSAFE_IN,
-    DEFAULT_FAILSAFE_OUT,
-    ENDPOINT_TO_HOST_ACTIONS,
-    RenderConfig,
-)
+from pycalico.felix.rules.endpoints import ENDPOINT_TO_HOST_ACTIONS, RenderConfig
 
 
 class FelixConfigError(CalicoError, ValueError):

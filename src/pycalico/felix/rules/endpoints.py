@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.felix.calc.messages import EndpointUpdate, TierInfo
 from pycalico.felix.model import PolicyID
 from pycalico.felix.rules import names as N
@@ -48,28 +49,6 @@ from pycalico.felix.rules.policy import (
 )
 
 ENDPOINT_TO_HOST_ACTIONS = {"Drop": "drop", "Return": "return", "Accept": "accept"}
-DEFAULT_FAILSAFE_IN = (
-    ("tcp", 22),
-    ("udp", 68),
-    ("tcp", 179),
-    ("tcp", 2379),
-    ("tcp", 2380),
-    ("tcp", 5473),
-    ("tcp", 6443),
-    ("tcp", 6666),
-    ("tcp", 6667),
-)
-DEFAULT_FAILSAFE_OUT = (
-    ("udp", 53),
-    ("udp", 67),
-    ("tcp", 179),
-    ("tcp", 2379),
-    ("tcp", 2380),
-    ("tcp", 5473),
-    ("tcp", 6443),
-    ("tcp", 6666),
-    ("tcp", 6667),
-)
 # ICMPv6 a workload needs to reach its host for (router/neighbour discovery, MLD).
 _ICMPV6_TO_HOST = "{ 130, 131, 132, 133, 135, 136 }"
 
