@@ -5,8 +5,10 @@
    tunnel addresses, ClusterInformation, the MTU file (retried forever while the datastore is
    unreachable; a configuration error exits 1);
 2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (nftables policy), the
-   RouteAgent (routes, tunnels, NAT-outgoing, MTU file) and BGP (BIRD driven from the
-   datastore, :mod:`pycalico.node.bgpdriver`); ``extra_components`` is the hook for DNS;
+   RouteAgent (routes, tunnels, NAT-outgoing, MTU file), BGP (BIRD driven from the
+   datastore, :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`),
+   workload DNS on 169.254.25.10 (:mod:`pycalico.dns`) and IPAM leak repair on the holder of
+   the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`); ``extra_components`` adds more;
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
    serves ``/liveness`` and ``/readiness`` on ``:9099`` unless ``FELIX_HEALTHENABLED=false``
    and Prometheus metrics on ``:9091`` when ``FELIX_PROMETHEUSMETRICSENABLED=true``.
