@@ -1,20 +1,27 @@
-"""Endpoint, dispatch and static chains of the ``calico`` table (pure).
+"""Workload endpoint, dispatch and static filter chains of the ``calico`` table (pure).
 
 Packet path (one table per family, base chains at ``filter`` priority 0, policy accept)::
 
   filter-FORWARD: ct established,related accept
                   iifname cali* fib saddr . iif oif missing drop   (anti-spoofing RPF)
+                  untracked + accept mark: accept            (allowed by doNotTrack policy)
+                  accept mark clear: jump cali-from-hep-forward   (HEP forward ingress;
+                                                              skipped after a pre-DNAT allow)
                   iifname cali* jump cali-from-wl-dispatch   (egress policy of the source)
                   oifname cali* jump cali-to-wl-dispatch     (ingress policy of the dest.)
+                  jump cali-to-hep-forward                   (HEP forward egress)
                   iif/oif cali* accept                       (both allowed)
-  filter-INPUT:   ct established,related accept, the same RPF check
+  filter-INPUT:   ct established,related accept, the same RPF check, untracked accept
                   iifname cali* goto cali-wl-to-host         (egress policy, then
                                                               defaultEndpointToHostAction)
-                  jump cali-from-host-endpoint               (named host endpoints)
-  filter-OUTPUT:  ct established,related accept
+                  jump cali-from-host-endpoint               (host endpoints)
+  filter-OUTPUT:  ct established,related accept, untracked accept
                   oifname cali* accept                       (host -> workload: not policed,
                                                               as Calico)
                   jump cali-to-host-endpoint
+
+Host endpoint chains, the raw (untracked) and mangle (pre-DNAT) base chains and the
+failsafe chains live in :mod:`pycalico.felix.rules.hostendpoints`.
 
 Dispatch chains look the interface up in a verdict map (``iifname vmap @cali-fw-dispatch``:
 ``"caliXXXX" : goto cali-fw-caliXXXX``) and drop anything else (``Unknown interface``: an
@@ -48,6 +55,7 @@ from pycalico.felix.rules.policy import (
     mark_is_set,
 )
 
+FailsafePort = tuple[str, int] | tuple[str, int, str]
 ENDPOINT_TO_HOST_ACTIONS = {"Drop": "drop", "Return": "return", "Accept": "accept"}
 # ICMPv6 a workload needs to reach its host for (router/neighbour discovery, MLD).
 _ICMPV6_TO_HOST = "{ 130, 131, 132, 133, 135, 136 }"
@@ -59,8 +67,10 @@ class RenderConfig:
 
     interface_prefix: str = "cali"
     endpoint_to_host_action: str = "Drop"
-    failsafe_inbound: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_IN
-    failsafe_outbound: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
+    # (protocol, port) or (protocol, port, CIDR): the CIDR restricts the remote end (source
+    # of inbound, destination of outbound), as Calico's ``net`` field of a failsafe port.
+    failsafe_inbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_IN
+    failsafe_outbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_OUT
     allow_vxlan_from_workloads: bool = False
     allow_ipip_from_workloads: bool = False
     anti_spoofing: bool = True
@@ -70,9 +80,12 @@ class RenderConfig:
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
-            from pycalico.felix.rules.errors import RenderError
+        from pycalico.felix.rules.errors import RenderError
+        from pycalico.felix.rules.hostendpoints import failsafe_entries
 
+        failsafe_entries(self.failsafe_inbound, "failsafeInboundHostPorts")
+        failsafe_entries(self.failsafe_outbound, "failsafeOutboundHostPorts")
+        if self.endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
             raise RenderError(
                 f"defaultEndpointToHostAction: must be one of "
                 f"{', '.join(ENDPOINT_TO_HOST_ACTIONS)}, not {self.endpoint_to_host_action!r}"
@@ -83,9 +96,15 @@ PolicyChainLookup = Callable[[PolicyID, bool], str | None]
 ProfileChainLookup = Callable[[str, bool], str | None]
 
 
-def _tier_rules(
-    tiers: Sequence[TierInfo], ingress: bool, policy_chain: PolicyChainLookup
+def tier_rules(
+    tiers: Sequence[TierInfo],
+    ingress: bool,
+    policy_chain: PolicyChainLookup,
+    end_of_tier_drop: bool = True,
 ) -> list[str]:
+    """Per tier with policies in the direction: the policy jumps, then (when
+    ``end_of_tier_drop`` and the tier's default action is Deny) the end-of-tier drop. Calico
+    leaves the end-of-tier drop out of pre-DNAT and untracked chains: normal policy follows."""
     out: list[str] = []
     for tier in tiers:
         pids = tier.ingress_policies if ingress else tier.egress_policies
@@ -98,7 +117,7 @@ def _tier_rules(
                 continue
             out.append(f"{mark_is_clear(MARK_PASS)} jump {chain}")
             out.append(f"{mark_is_set(MARK_ACCEPT)} return")
-        if tier.default_action != "Pass":
+        if end_of_tier_drop and tier.default_action != "Pass":
             out.append(f"{mark_is_clear(MARK_PASS)} drop")  # end of tier
     return out
 
@@ -137,7 +156,7 @@ def endpoint_chain(
             bodies.append("meta l4proto 17 th dport 4789 drop")
         if not cfg.allow_ipip_from_workloads:
             bodies.append("meta l4proto 4 drop")
-    bodies += _tier_rules(ep.tiers, ingress, policy_chain)
+    bodies += tier_rules(ep.tiers, ingress, policy_chain)
     bodies += _profile_rules(ep.profile_ids, ingress, profile_chain)
     bodies.append("drop")
     return make_chain(name, bodies)
@@ -148,33 +167,19 @@ def workload_chain_names(iface: str) -> tuple[str, str]:
     return N.endpoint_chain(N.TO_WORKLOAD, iface), N.endpoint_chain(N.FROM_WORKLOAD, iface)
 
 
-def host_chain_names(iface: str) -> tuple[str, str]:
-    """(``cali-th-<iface>``, ``cali-fh-<iface>``)."""
-    return N.endpoint_chain(N.TO_HOST_EP, iface), N.endpoint_chain(N.FROM_HOST_EP, iface)
-
-
 def dispatch_map(name: str, targets: dict[str, str]) -> NftSet:
     """A verdict map interface name -> ``goto <chain>``."""
     elems = frozenset(f'"{iface}" : goto {chain}' for iface, chain in targets.items())
     return NftSet(name, "ifname", elems, map_to="verdict")
 
 
-def _failsafe(name: str, ports: Sequence[tuple[str, int]], key: str) -> Chain:
-    by_proto: dict[str, list[int]] = {}
-    for proto, port in ports:
-        by_proto.setdefault(proto.lower(), []).append(port)
-    bodies = []
-    for proto in sorted(by_proto):
-        plist = sorted(set(by_proto[proto]))
-        pset = str(plist[0]) if len(plist) == 1 else "{ " + ", ".join(map(str, plist)) + " }"
-        bodies.append(f"{proto} {key} {pset} accept")
-    return make_chain(name, bodies)
-
-
 def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
-    """Base chains, dispatch chains, wl-to-host and failsafe chains for one family."""
+    """Filter base chains, workload dispatch chains and wl-to-host for one family."""
     wl = f'"{cfg.interface_prefix}*"'
     est = "ct state established,related accept"
+    # Allowed by untracked (doNotTrack) policy in the raw table: accept (Calico's "accept
+    # immediately if already accepted in the raw table").
+    untracked = f"ct state untracked {mark_is_set(MARK_ACCEPT)} accept"
     # Anti-spoofing (Calico's RPF check), only for packets not of an established flow: a
     # workload's source address must route back out of the interface it came in on.
     # IPv6: the unspecified and link-local sources of neighbour discovery are exempt.
@@ -186,8 +191,11 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
             [
                 est,
                 *rpf,
+                untracked,
+                f"{mark_is_clear(MARK_ACCEPT)} jump {N.FROM_HEP_FWD_DISPATCH}",
                 f"iifname {wl} jump {N.FROM_WL_DISPATCH}",
                 f"oifname {wl} jump {N.TO_WL_DISPATCH}",
+                f"jump {N.TO_HEP_FWD_DISPATCH}",
                 f"iifname {wl} accept",
                 f"oifname {wl} accept",
             ],
@@ -195,12 +203,18 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
         ),
         make_chain(
             "filter-INPUT",
-            [est, *rpf, f"iifname {wl} goto {N.WL_TO_HOST}", f"jump {N.FROM_HEP_DISPATCH}"],
+            [
+                est,
+                *rpf,
+                untracked,
+                f"iifname {wl} goto {N.WL_TO_HOST}",
+                f"jump {N.FROM_HEP_DISPATCH}",
+            ],
             Hook("input", 0),
         ),
         make_chain(
             "filter-OUTPUT",
-            [est, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
+            [est, untracked, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
             Hook("output", 0),
         ),
         make_chain(
@@ -211,10 +225,6 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
             N.TO_WL_DISPATCH,
             [f"oifname vmap @{N.TO_WL_MAP}", "drop"],
         ),
-        make_chain(N.FROM_HEP_DISPATCH, [f"iifname vmap @{N.FROM_HEP_MAP}"]),
-        make_chain(N.TO_HEP_DISPATCH, [f"oifname vmap @{N.TO_HEP_MAP}"]),
-        _failsafe(N.FAILSAFE_IN, cfg.failsafe_inbound, "dport"),
-        _failsafe(N.FAILSAFE_OUT, cfg.failsafe_outbound, "dport"),
     ]
     to_host = []
     if fam.version == 6:

@@ -1,7 +1,9 @@
 """Names of Felix's nftables objects, as Calico names them (users debug by these names).
 
 Chains: ``cali-tw-<iface>`` / ``cali-fw-<iface>`` (to / from workload), ``cali-th-<iface>`` /
-``cali-fh-<iface>`` (to / from host endpoint), ``cali-pi-<policy id>`` / ``cali-po-<policy
+``cali-fh-<iface>`` (to / from host endpoint), ``cali-thfw-``/``cali-fhfw-<iface>`` (host
+endpoint forward policy), ``raw-cali-th-``/``raw-cali-fh-<iface>`` (untracked policy),
+``mangle-cali-fh-<iface>`` (pre-DNAT policy), ``cali-pi-<policy id>`` / ``cali-po-<policy
 id>``, ``cali-pri-<profile>`` / ``cali-pro-<profile>``; sets ``cali40<set id>`` /
 ``cali60<set id>``; verdict maps ``cali-tw-dispatch`` etc.
 
@@ -34,16 +36,36 @@ FROM_HOST_EP = "cali-fh-"
 
 TO_WL_DISPATCH = "cali-to-wl-dispatch"
 FROM_WL_DISPATCH = "cali-from-wl-dispatch"
+TO_HEP_FWD = "cali-thfw-"
+FROM_HEP_FWD = "cali-fhfw-"
+RAW_TO_HEP = "raw-cali-th-"
+RAW_FROM_HEP = "raw-cali-fh-"
+MANGLE_FROM_HEP = "mangle-cali-fh-"
+# Interface key of an all-interfaces (``interfaceName: "*"``) host endpoint, as Calico.
+ALL_INTERFACES = "any-interface-at-all"
+
 TO_HEP_DISPATCH = "cali-to-host-endpoint"
 FROM_HEP_DISPATCH = "cali-from-host-endpoint"
+TO_HEP_FWD_DISPATCH = "cali-to-hep-forward"
+FROM_HEP_FWD_DISPATCH = "cali-from-hep-forward"
+RAW_TO_HEP_DISPATCH = "raw-cali-to-host-endpoint"
+RAW_FROM_HEP_DISPATCH = "raw-cali-from-host-endpoint"
+MANGLE_FROM_HEP_DISPATCH = "mangle-cali-from-host-ep"
 WL_TO_HOST = "cali-wl-to-host"
 FAILSAFE_IN = "cali-failsafe-in"
 FAILSAFE_OUT = "cali-failsafe-out"
+RAW_FAILSAFE_IN = "raw-cali-failsafe-in"
+RAW_FAILSAFE_OUT = "raw-cali-failsafe-out"
 # Verdict maps (interface name -> goto endpoint chain).
 TO_WL_MAP = "cali-tw-dispatch"
 FROM_WL_MAP = "cali-fw-dispatch"
 TO_HEP_MAP = "cali-th-dispatch"
 FROM_HEP_MAP = "cali-fh-dispatch"
+TO_HEP_FWD_MAP = "cali-thfw-dispatch"
+FROM_HEP_FWD_MAP = "cali-fhfw-dispatch"
+RAW_TO_HEP_MAP = "raw-cali-th-dispatch"
+RAW_FROM_HEP_MAP = "raw-cali-fh-dispatch"
+MANGLE_FROM_HEP_MAP = "mangle-cali-fh-dispatch"
 
 
 def length_limited(prefix: str, suffix: str, max_len: int = MAX_NAME) -> str:

@@ -39,9 +39,14 @@ from pycalico.felix.rules.endpoints import (
     RenderConfig,
     dispatch_map,
     endpoint_chain,
-    host_chain_names,
     static_chains,
     workload_chain_names,
+)
+from pycalico.felix.rules.hostendpoints import (
+    HEP_MAPS,
+    dispatch_chains,
+    render_host_endpoint,
+    static_hep_chains,
 )
 from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
 from pycalico.felix.rules.policy import rules_bodies
@@ -72,8 +77,11 @@ class _FamilyState:
     def __init__(self, fam: Family, cfg: RenderConfig) -> None:
         self.fam = fam
         self.chains: dict[str, Chain] = dict(static_chains(fam, cfg))
+        self.chains.update(static_hep_chains(fam, cfg))
         self.sets: dict[str, NftSet] = {}
         self.ep_chains: dict[ItemID, tuple[str, ...]] = {}
+        # Host endpoints: verdict map name -> chain to goto.
+        self.hep_dispatch: dict[ItemID, dict[str, str]] = {}
 
 
 class RuleRenderer:
@@ -180,7 +188,9 @@ class RuleRenderer:
         self.cfg = cfg
         for fs in self._fams:
             fs.chains.update(static_chains(fs.fam, cfg))
+            fs.chains.update(static_hep_chains(fs.fam, cfg))
         self._dirty_eps |= set(self._endpoints)
+        self._dirty_maps = True
 
     # --- output -------------------------------------------------------------------------
     def _policy_chain(self, pid: PolicyID, ingress: bool) -> str | None:
@@ -189,37 +199,50 @@ class RuleRenderer:
     def _profile_chain(self, prof: str, ingress: bool) -> str | None:
         return N.profile_chain(prof, ingress) if prof in self._profiles else None
 
-    def _iface_owners(self) -> dict[str, ItemID]:
-        """Interface name -> the endpoint owning it (lowest id wins a clash)."""
+    def _iface_owners(self) -> tuple[dict[str, ItemID], ItemID | None]:
+        """Interface name -> the endpoint owning it (lowest id wins a clash), and the
+        all-interfaces host endpoint in force (lowest id)."""
         owners: dict[str, ItemID] = {}
+        wildcard: ItemID | None = None
         for iid in sorted(self._endpoints):
-            iface = self._endpoints[iid].endpoint.interface_name
-            if iface and iface != "*" and iface not in owners:
+            ep = self._endpoints[iid].endpoint
+            iface = ep.interface_name
+            if iface == "*":
+                if ep.is_host and wildcard is None:
+                    wildcard = iid
+            elif iface and iface not in owners:
                 owners[iface] = iid
-        return owners
+        return owners, wildcard
 
     def _flush(self) -> None:
         if not self._dirty_eps and not self._dirty_maps:
             return
+        if any(
+            self._endpoints[i].endpoint.is_host for i in self._dirty_eps if i in self._endpoints
+        ):
+            self._dirty_maps = True  # a host endpoint's set of chains depends on its policies
         owners = self._iface_owners() if self._dirty_maps else None
         for fs in self._fams:
             for iid in sorted(self._dirty_eps):
                 for name in fs.ep_chains.pop(iid, ()):
                     fs.chains.pop(name, None)
+                fs.hep_dispatch.pop(iid, None)
                 ep = self._endpoints.get(iid)
                 if ep is None or not ep.endpoint.interface_name:
                     continue
-                iface = ep.endpoint.interface_name
                 if ep.endpoint.is_host:
-                    if iface == "*":
-                        continue  # all-interfaces host endpoints: not rendered (see report)
-                    to_name, from_name = host_chain_names(iface)
-                    # to host endpoint = leaving the host = egress policy; from = ingress.
-                    pair = ((to_name, False), (from_name, True))
-                else:
-                    to_name, from_name = workload_chain_names(iface)
-                    pair = ((to_name, True), (from_name, False))
-                for name, ingress in pair:
+                    hep = render_host_endpoint(
+                        ep, fs.fam, self.cfg, self._policy_chain, self._profile_chain
+                    )
+                    if hep is None:
+                        continue
+                    for chain in hep.chains:
+                        fs.chains[chain.name] = chain
+                    fs.ep_chains[iid] = tuple(c.name for c in hep.chains)
+                    fs.hep_dispatch[iid] = dict(hep.dispatch)
+                    continue
+                to_name, from_name = workload_chain_names(ep.endpoint.interface_name)
+                for name, ingress in ((to_name, True), (from_name, False)):
                     fs.chains[name] = endpoint_chain(
                         name,
                         ep,
@@ -231,26 +254,29 @@ class RuleRenderer:
                     )
                 fs.ep_chains[iid] = (to_name, from_name)
             if owners is not None:
-                maps: dict[str, dict[str, str]] = {
-                    N.TO_WL_MAP: {},
-                    N.FROM_WL_MAP: {},
-                    N.TO_HEP_MAP: {},
-                    N.FROM_HEP_MAP: {},
-                }
-                for iface, iid in owners.items():
-                    if iid not in fs.ep_chains:
-                        continue
-                    to_name, from_name = fs.ep_chains[iid]
-                    if self._endpoints[iid].endpoint.is_host:
-                        maps[N.TO_HEP_MAP][iface] = to_name
-                        maps[N.FROM_HEP_MAP][iface] = from_name
-                    else:
-                        maps[N.TO_WL_MAP][iface] = to_name
-                        maps[N.FROM_WL_MAP][iface] = from_name
-                for mname, targets in maps.items():
-                    fs.sets[mname] = dispatch_map(mname, targets)
+                self._render_maps(fs, *owners)
         self._dirty_eps.clear()
         self._dirty_maps = False
+
+    def _render_maps(
+        self, fs: _FamilyState, owners: dict[str, ItemID], wildcard: ItemID | None
+    ) -> None:
+        maps: dict[str, dict[str, str]] = {N.TO_WL_MAP: {}, N.FROM_WL_MAP: {}}
+        maps.update({m: {} for m in HEP_MAPS})
+        for iface, iid in owners.items():
+            if iid not in fs.ep_chains:
+                continue
+            if iid in fs.hep_dispatch:
+                for mname, chain in fs.hep_dispatch[iid].items():
+                    maps[mname][iface] = chain
+            else:
+                to_name, from_name = fs.ep_chains[iid]
+                maps[N.TO_WL_MAP][iface] = to_name
+                maps[N.FROM_WL_MAP][iface] = from_name
+        for mname, targets in maps.items():
+            fs.sets[mname] = dispatch_map(mname, targets)
+        default = fs.hep_dispatch.get(wildcard, {}) if wildcard is not None else {}
+        fs.chains.update(dispatch_chains(self.cfg, default))
 
     def tables(self) -> dict[str, TableSpec]:
         """The desired table of every family (``{"ip": ..., "ip6": ...}``)."""
@@ -276,7 +302,7 @@ class RuleRenderer:
 
 def _policy_ids(ep: EndpointUpdate) -> set[PolicyID]:
     out: set[PolicyID] = set()
-    for tiers in (ep.tiers, ep.forward_tiers):
+    for tiers in (ep.tiers, ep.forward_tiers, ep.pre_dnat_tiers, ep.untracked_tiers):
         for t in tiers:
             out.update(t.ingress_policies)
             out.update(t.egress_policies)
