@@ -23,6 +23,7 @@ Policies and tiers are deleted after each case, so cases are independent.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,9 +188,12 @@ def test_case_live_matches_model_and_truth_table(
     try:
         model = probes_of(lab.calicoctl("policy", "matrix", "--ports", ports, "-o", "json").stdout)
         live: Probes = {}
+        attempts = 0
+        t0 = time.monotonic()
 
         def converged() -> bool:
-            nonlocal live
+            nonlocal live, attempts
+            attempts += 1
             out = lab.run("matrix", "--ports", ports, "-o", "json", "--timeout", "1").stdout
             live = probes_of(out)
             return live == model
@@ -208,7 +212,8 @@ def test_case_live_matches_model_and_truth_table(
         print(
             f"\n{datastore} {name[:60]!r}: {len(live)} live probes == model; "
             f"{len(expected)} agree with the truth table "
-            f"({sum(v == 'allow' for v in expected.values())} allow)"
+            f"({sum(v == 'allow' for v in expected.values())} allow); live matrix converged "
+            f"after {attempts} matrices, {time.monotonic() - t0:.1f}s"
         )
     finally:
         # reverse order: policies before the tiers that hold them
