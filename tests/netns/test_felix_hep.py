@@ -165,6 +165,25 @@ def test_pre_dnat_denies_by_source_before_dnat(cl: Cluster) -> None:
         )  # fmt: skip
         assert _steady(cl, "ext2", "nodeport", 30080, False)
         assert _steady(cl, "ext", "nodeport", 30080, True)  # unmatched: normal policy goes on
+        # Forward ingress policy denying everything blocks ext too ...
+        cl.ds.create(
+            gnp("fwd-deny", selector="role == 'host'", applyOnForward=True, types=["Ingress"])
+        )
+        assert _steady(cl, "ext", "nodeport", 30080, False)
+        # ... unless pre-DNAT policy allowed the packet: then forward ingress is skipped.
+        cl.ds.create(
+            gnp(
+                "pre-allow",
+                order=10,
+                selector="role == 'host'",
+                preDNAT=True,
+                applyOnForward=True,
+                types=["Ingress"],
+                ingress=[{"action": "Allow", "source": {"nets": ["198.18.0.2/32"]}}],
+            )
+        )
+        assert _steady(cl, "ext", "nodeport", 30080, True)
+        assert _probe(cl, "ext2", "nodeport", 30080) is False
     finally:
         felix.stop()
 
