@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pycalico.felix.calc import CalcGraph
+from pycalico.felix.dataplane import NftTable, SubprocessNftRunner, TableState
 from pycalico.felix.rules import RenderConfig, RuleRenderer
 from tests.fixtures.netns import NetnsFactory
 from tests.netns.test_felix_dataplane import NODE, Cluster, _wait, iface_for
@@ -83,6 +84,35 @@ def test_rendered_hep_tables_are_accepted_by_the_kernel(netns_factory: NetnsFact
             if p.returncode != 0:
                 failures.append(f"{name} {cfg}: {p.stderr[:400]}")
     assert not failures, "\n".join(failures)
+
+
+def test_hep_changes_apply_as_kernel_deltas_and_read_back_equal(
+    netns_factory: NetnsFactory,
+) -> None:
+    """Adding untracked/pre-DNAT policy and renaming interfaces: small transactions (no
+    failure, no full replace) after which the kernel's table reads back as desired."""
+    ns = netns_factory.netns("delta")
+    runner = SubprocessNftRunner(netns=ns.name)
+    g = CalcGraph(NODE)
+    r = RuleRenderer(RenderConfig(**FAILSAFE_NET))  # type: ignore[arg-type]
+    tables = {f: NftTable(runner, f) for f in ("ip", "ip6")}
+    steps = [
+        CASES["wildcard-no-policy"],
+        CASES["untracked"],
+        [*CASES["untracked"], *CASES["pre-dnat"]],
+        CASES["pre-dnat"] + [hep("all", "eth7", [], {"role": "host"})],
+        CASES["expected-ips-only"],
+    ]
+    for resources in steps:
+        g.load(resources)
+        r.apply(g.flush())
+        for fam, spec in r.tables().items():
+            tables[fam].set_desired(spec)
+            tables[fam].apply()
+            assert runner.read_table(fam, "calico") == TableState.from_spec(spec)
+    for t in tables.values():
+        assert t.stats.failures == 0 and t.stats.full_replaces == 1  # only the first apply
+        assert t.stats.deltas == len(steps) - 1
 
 
 def test_all_interfaces_hep_failsafe_then_opened_by_policy(cl: Cluster) -> None:
