@@ -63,3 +63,16 @@ def test_nothing_programmed_before_in_sync() -> None:
     assert felix.wait_in_sync(0)
     assert [type(o) for _f, _t, ops in fake.transactions for o in ops] == [ReplaceTable] * 2
     assert {f for f, _t, _o in fake.transactions} == {"ip", "ip6"}
+
+
+def test_failsafe_net_is_kept_for_the_renderer() -> None:
+    from pycalico.felix.config import resolve_settings
+
+    spec = {
+        "failsafeInboundHostPorts": [
+            {"protocol": "TCP", "port": 22, "net": "10.0.0.0/8"},
+            {"protocol": "UDP", "port": 68},
+        ]
+    }
+    s = resolve_settings("n1", {"default": spec}, {}, None)
+    assert s.render_config().failsafe_inbound == (("tcp", 22, "10.0.0.0/8"), ("udp", 68))

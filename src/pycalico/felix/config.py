@@ -15,7 +15,7 @@ from typing import Any
 
 from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.errors import CalicoError
-from pycalico.felix.rules.endpoints import ENDPOINT_TO_HOST_ACTIONS, RenderConfig
+from pycalico.felix.rules.endpoints import ENDPOINT_TO_HOST_ACTIONS, FailsafePort, RenderConfig
 
 
 class FelixConfigError(CalicoError, ValueError):
@@ -28,8 +28,8 @@ class FelixSettings:
     default_endpoint_to_host_action: str = "Drop"
     interface_prefix: str = "cali"
     ipv6_support: bool = True
-    failsafe_inbound: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_IN
-    failsafe_outbound: tuple[tuple[str, int], ...] = DEFAULT_FAILSAFE_OUT
+    failsafe_inbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_IN
+    failsafe_outbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_OUT
     allow_vxlan_from_workloads: bool = False
     allow_ipip_from_workloads: bool = False
 
@@ -86,15 +86,17 @@ def _bool(value: Any, what: str) -> bool:
     raise FelixConfigError(f"{what}: invalid boolean {value!r}")
 
 
-def _ports(value: Any, what: str) -> tuple[tuple[str, int], ...]:
-    items: list[tuple[str, int]] = []
+def _ports(value: Any, what: str) -> tuple[FailsafePort, ...]:
+    items: list[FailsafePort] = []
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
         if value == ["none"]:
             return ()
     for v in value or ():
+        net = ""
         if isinstance(v, Mapping):
             proto, port = str(v.get("protocol") or "tcp"), v.get("port")
+            net = str(v.get("net") or "")
         else:
             proto, _, port = str(v).strip().rpartition(":")
             proto = proto or "tcp"
@@ -104,7 +106,7 @@ def _ports(value: Any, what: str) -> tuple[tuple[str, int], ...]:
             raise FelixConfigError(f"{what}: invalid port in {v!r}") from None
         if proto.lower() not in ("tcp", "udp", "sctp") or not 0 <= n <= 65535:
             raise FelixConfigError(f"{what}: invalid protocol/port {v!r}")
-        items.append((proto.lower(), n))
+        items.append((proto.lower(), n, net) if net else (proto.lower(), n))
     return tuple(items)
 
 
