@@ -203,8 +203,8 @@ def test_hand_deleted_routes_and_table_are_repaired(lab: Lab) -> None:
     lab.exec("node1", "ip", "route", "del", "blackhole", blackhole, "proto", "bird")
     lab.exec("node1", "ip", "route", "del", workload, "proto", "80")
     lab.exec("node1", "nft", "delete", "table", "ip", "calico")
-    now = lab.exec("node1", "ip", "-4", "route", "show").stdout
-    assert f"{remote} via" not in now and f"{workload} dev" not in now
+    # (each ``del`` succeeded, so each route was there and went; BIRD may put its routes back
+    # at once, on the kernel's notification, so there is no window to assert the gap in)
 
     def repaired() -> bool:
         r = lab.exec("node1", "ip", "-4", "route", "show").stdout
