@@ -180,6 +180,7 @@ def test_case_live_matches_model_and_truth_table(
     lab_pods = {f"{p['namespace']}/{p['name']}" for p in lab.state()["pods"]}
     expected = expectedprobes_of(family, case, lab_pods)
     assert len(expected) >= 12, f"too few comparable probes in {name!r}"
+    assert set(expected.values()) == {"allow", "deny"}, "a sample case must both allow and deny"
     ports = ",".join(sorted({f"{port}/{proto}" for _, _, port, proto in expected}))
     policy_docs = list(case.get("tiers") or []) + list(case["policies"])
 
