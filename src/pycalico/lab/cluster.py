@@ -18,7 +18,15 @@ from pathlib import Path
 
 from pycalico.lab import nodes as nodemod
 from pycalico.lab import tor as tormod
-from pycalico.lab.netns import LabError, delete_netns, in_ns, kill_pid, list_netns, pid_alive
+from pycalico.lab.netns import (
+    LabError,
+    delete_netns,
+    in_ns,
+    kill_pid,
+    kill_pids,
+    list_netns,
+    pid_alive,
+)
 from pycalico.lab.pods import remove_etc_netns
 from pycalico.lab.state import LabState, lab_dir, prefix_for
 from pycalico.lab.topology import add_node, build_underlay, router_ip
@@ -148,12 +156,9 @@ def down(name: str, say: Say) -> None:
     prefix = prefix_for(name)
     if LabState.exists(name):
         state = LabState.load(name)
-        for pod in state.pods:
-            kill_pid(pod.server_pid)
-        for node in state.nodes:
-            kill_pid(node.pid, timeout=10)
-        for pid in [state.etcd_pid, *state.tor_pids]:
-            kill_pid(pid)
+        kill_pids([pod.server_pid for pod in state.pods])
+        kill_pids([node.pid for node in state.nodes], timeout=10)
+        kill_pids([state.etcd_pid, *state.tor_pids])
         names = set(state.namespaces) | {p.netns for p in state.pods}
     else:
         names = set()

@@ -102,6 +102,28 @@ def kill_pid(pid: int, timeout: float = 5.0) -> None:
         pass
 
 
+def kill_pids(pids: Sequence[int], timeout: float = 5.0) -> None:
+    """:func:`kill_pid` of many processes at once: TERM to all, one shared wait, then KILL
+    whatever is left."""
+    live = [p for p in pids if pid_alive(p)]
+    for pid in live:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = [p for p in live if pid_alive(p)]
+        if not live:
+            return
+        time.sleep(0.05)
+    for pid in live:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 _CLONE_NEWNET = 0x40000000
 
 
