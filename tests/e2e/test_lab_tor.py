@@ -39,7 +39,11 @@ def _tor_routes(lab: Lab) -> dict[str, Any]:
 
 
 def test_every_node_peers_with_the_tor(lab: Lab) -> None:
-    for n in lab.status()["nodes"]:
+    st = lab.status()
+    assert st["tor"]["ip"] == TOR_IP and st["tor"]["as"] == 64513
+    assert st["tor"]["peers"] == dict.fromkeys(["198.18.0.1", "198.18.0.2", "198.18.0.3"],
+                                               "Established")  # fmt: skip
+    for n in st["nodes"]:
         glob = [b for b in n["bgp"] if b["peer"] == TOR_IP]
         assert len(glob) == 1, n["bgp"]
         assert glob[0]["type"] == "global"

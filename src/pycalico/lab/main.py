@@ -273,8 +273,13 @@ def status(output: str, name: str) -> None:
     rows = cluster.node_status_rows(state)
     pod_rows = [{"name": p.key, "node": p.node, "ip": p.ips[0].split("/")[0] if p.ips else ""}
                 for p in state.pods]  # fmt: skip
+    out: dict[str, Any] = {"nodes": rows, "pods": pod_rows}
+    if state.tor:
+        from pycalico.lab import tor as tormod
+
+        out["tor"] = tormod.summary(state)
     if output == "json":
-        click.echo(json.dumps({"nodes": rows, "pods": pod_rows}, indent=2))
+        click.echo(json.dumps(out, indent=2))
         return
     for r in rows:
         click.echo(f"{r['name']:<8} {r['ip']:<15} pid={r['pid']:<7} ready={r['ready']}")
@@ -283,6 +288,11 @@ def status(output: str, name: str) -> None:
                 f"    {s.get('peer', ''):<15} {s.get('type', ''):<18} "
                 f"{s.get('state', ''):<6} {s.get('info', '')}"
             )
+    if "tor" in out:
+        t = out["tor"]
+        click.echo(f"tor      {t['ip']:<15} AS {t['as']} {t.get('error', '')}")
+        for ip, st in t["peers"].items():
+            click.echo(f"    {ip:<15} {'ebgp':<18} {st}")
     for p in pod_rows:
         click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}")
 

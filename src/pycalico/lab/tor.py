@@ -9,7 +9,10 @@ gets the global BGPPeer ``tor`` (see :mod:`pycalico.lab.nodes`).
 FRR's runtime directory (configs, PID files, zserv and vty sockets, logs) is a private
 directory under ``/tmp`` owned by ``frr`` — zebra drops to that user and must reach it, which
 a lab directory under a 0700 parent would not allow. ``<lab dir>/tor`` links to it; ``down``
-removes it. Invariant: both daemons' PIDs are in ``state.tor_pids`` before ``start`` returns.
+removes it. Limitation: a node on the second subnet peers fine (multihop), but its BIRD
+resolves the ToR's next hop only through routes it knows, and the template's kernel protocol
+learns none (Calico's has ``learn; import all``), so it installs :data:`TOR_PREFIX` as
+``unreachable``. Invariant: both daemons' PIDs are in ``state.tor_pids`` before ``start`` returns.
 """
 
 from __future__ import annotations
@@ -148,3 +151,16 @@ def vtysh_json(state: LabState, command: str) -> Any:
         return json.loads(out)
     except ValueError as e:
         raise LabError(f"vtysh {command!r}: not JSON: {out[:200]}") from e
+
+
+def summary(state: LabState) -> dict[str, Any]:
+    """The ToR's view for ``calico-lab status``: its address, AS and each neighbor's state."""
+    out: dict[str, Any] = {"ip": tor_ip(), "as": TOR_AS, "peers": {}}
+    try:
+        data = vtysh_json(state, "show bgp summary json")
+    except LabError as e:
+        out["error"] = str(e)
+        return out
+    peers = (data.get("ipv4Unicast") or {}).get("peers") or {}
+    out["peers"] = {ip: str(p.get("state", "")) for ip, p in peers.items()}
+    return out
