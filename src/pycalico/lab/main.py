@@ -2,6 +2,11 @@
 
 Every command takes ``--name`` (default ``lab``); all state lives under
 ``$CALICO_LAB_DIR/<name>`` (default ``/var/lib/calico-lab``). Errors print one line and exit 1.
+Families: ``up``/``down``/``status``, ``pod add|del``, ``probe``/``matrix``, ``apply``/
+``calicoctl``/``env``, ``exec`` (node, pod, router, underlay, tor), ``node
+stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh on the FRR router).
+A failed ``up`` prints why (per node: status errors, BGP sessions, log tail) and keeps the
+logs in ``<lab dir>.failed/``.
 """
 
 from __future__ import annotations
