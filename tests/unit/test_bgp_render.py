@@ -109,6 +109,11 @@ def test_render_is_deterministic_and_formats_the_model() -> None:
     assert "if ( net = 10.244.1.0/26 ) then { accept; }" in text
     kernel4 = text.split("filter calico_kernel_programming4 {")[1].split("\n}\n")[0]
     assert "10.99.0.0/16+" in kernel4 and "10.244.0.0/16" not in kernel4
+    # Kernel routes are learned (next-hop resolution) except anything inside a pool.
+    learn4 = text.split("filter calico_kernel_learn4 {")[1].split("\n}\n")[0]
+    assert "10.244.0.0/16+" in learn4 and "10.97.0.0/16+" in learn4 and "reject" in learn4
+    assert re.search(r"protocol kernel kernel4 \{\n  learn;", text)
+    assert "import filter calico_kernel_learn4;" in text
 
 
 def test_render_peers() -> None:

@@ -123,6 +123,11 @@ class FamilyConfig:
     filters: tuple[FilterFunction, ...] = ()
 
     @property
+    def all_pools(self) -> tuple[str, ...]:
+        """Every pool CIDR: kernel routes inside them are never learned into BIRD."""
+        return self.export_pools + self.no_export_pools
+
+    @property
     def channel(self) -> str:
         return f"ipv{self.version}"
 

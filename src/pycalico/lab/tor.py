@@ -9,10 +9,11 @@ gets the global BGPPeer ``tor`` (see :mod:`pycalico.lab.nodes`).
 FRR's runtime directory (configs, PID files, zserv and vty sockets, logs) is a private
 directory under ``/tmp`` owned by ``frr`` — zebra drops to that user and must reach it, which
 a lab directory under a 0700 parent would not allow. ``<lab dir>/tor`` links to it; ``down``
-removes it. Limitation: a node on the second subnet peers fine (multihop), but its BIRD
-resolves the ToR's next hop only through routes it knows, and the template's kernel protocol
-learns none (Calico's has ``learn; import all``), so it installs :data:`TOR_PREFIX` as
-``unreachable``. Invariant: both daemons' PIDs are in ``state.tor_pids`` before ``start`` returns.
+removes it. Nodes of the second subnet resolve the ToR's next hop through their default
+route (BIRD learns the kernel's non-pool routes), and zebra resolves theirs likewise
+(``ip nht resolve-via-default``). With ``--subnets 2 --encap none`` pod traffic across the
+router still needs an encapsulating (CrossSubnet) pool: the lab router knows no pod routes.
+Invariant: both daemons' PIDs are in ``state.tor_pids`` before ``start`` returns.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def bgpd_conf(state: LabState, runtime: Path) -> str:
 
 
 def zebra_conf(runtime: Path) -> str:
-    return f"hostname tor\nlog file {runtime / 'zebra.log'}\n"
+    # Next hops of nodes on the other subnet resolve through the default route.
+    return f"hostname tor\nlog file {runtime / 'zebra.log'}\nip nht resolve-via-default\n"
 
 
 def runtime_dir(state: LabState) -> Path:
