@@ -71,6 +71,9 @@ def _cni(state: LabState, pod: PodState, command: str, labels: dict[str, str]) -
             + (f";K8S_POD_SERVICE_ACCOUNT={pod.service_account}" if pod.service_account else "")
         ),
         "CNI_PATH": str(Path(sys.executable).parent),
+        # The node's calico-node serves CNI calls in-process (the plugin falls back to doing
+        # the work itself when the server is not there).
+        "CALICO_CNI_SOCKET": str(state.path / pod.node / "cni.sock"),
     }
     node = state.node(pod.node)
     p = subprocess.run(
