@@ -17,7 +17,7 @@ import click
 from pycalico.ctl.common import config_option, open_store, run_reporting_errors
 from pycalico.datastore.base import Datastore
 from pycalico.ipam import IPAM, IPAMConfig
-from pycalico.ipam.block import affinity_node
+from pycalico.ipam.block import Block, IPNetwork, affinity_node, reserved_ordinals
 from pycalico.ipam.gc import check, load_report, release_from_report
 from pycalico.ipam.pools import reservations_from
 from pycalico.ipam.store import KIND_RESERVATION
@@ -126,6 +126,39 @@ def _show_borrowed(ipam: IPAM) -> None:
     click.echo(render_table(headers, rows))
 
 
+def covered_count(cidr: IPNetwork, reserved: Sequence[IPNetwork]) -> int:
+    """How many addresses of ``cidr`` lie in the union of the ``reserved`` networks.
+
+    Works on merged intervals, so a huge pool (an IPv6 /48) costs nothing extra.
+    """
+    lo_c, hi_c = int(cidr.network_address), int(cidr.broadcast_address)
+    spans = sorted(
+        (max(int(r.network_address), lo_c), min(int(r.broadcast_address), hi_c))
+        for r in reserved
+        if r.version == cidr.version and r.overlaps(cidr)
+    )
+    total, end = 0, lo_c - 1
+    for lo, hi in spans:
+        lo = max(lo, end + 1)
+        if hi >= lo:
+            total += hi - lo + 1
+            end = hi
+    return total
+
+
+def block_reserved(block: Block, reserved: Sequence[IPNetwork]) -> tuple[int, int]:
+    """``(reserved and not allocated, reserved but allocated)`` ordinals of ``block``.
+
+    An address an IPReservation covers but that was allocated before the reservation existed
+    counts as in use, not reserved (as in Calico), so IPS FREE never double-subtracts it.
+    """
+    rsv = reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
+    if not rsv:
+        return 0, 0
+    free_rsv = len(rsv.intersection(block.unallocated))
+    return free_rsv, len(rsv) - free_rsv
+
+
 def _show_usage(ipam: IPAM, ds: Datastore, show_blocks: bool) -> None:
     pools = sorted(ipam.store.pools(), key=lambda p: (p.version, p.cidr.network_address))
     blocks = ipam.store.blocks()
@@ -138,13 +171,21 @@ def _show_usage(ipam: IPAM, ds: Datastore, show_blocks: bool) -> None:
         )
         used = sum(b.block.num_allocated() for b in in_pool)
         total = p.cidr.num_addresses
-        rows.append(("IP Pool", str(p.cidr), total, _pct(used, total), _pct(total - used, total)))
+        per_block = [block_reserved(b.block, reserved) for b in in_pool]
+        rsv = covered_count(p.cidr, reserved) - sum(taken for _, taken in per_block)
+        free = total - used - rsv
+        rows.append(
+            ("IP Pool", str(p.cidr), total, _pct(used, total), _pct(rsv, total), _pct(free, total))
+        )
         if show_blocks:
-            for b in in_pool:
+            for b, (r, _) in zip(in_pool, per_block, strict=True):
                 n = b.block.size
                 u = b.block.num_allocated()
-                rows.append(("Block", str(b.block.cidr), n, _pct(u, n), _pct(n - u, n)))
-    click.echo(render_table(("GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"), rows))
+                rows.append(
+                    ("Block", str(b.block.cidr), n, _pct(u, n), _pct(r, n), _pct(n - u - r, n))
+                )
+    headers = ("GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS RESERVED", "IPS FREE")
+    click.echo(render_table(headers, rows))
     if reserved:
         click.echo(f"Reserved CIDRs (never auto-assigned): {', '.join(map(str, reserved))}")
 
