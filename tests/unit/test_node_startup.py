@@ -13,9 +13,11 @@ from pycalico.node.startup import (
     NodeSettings,
     StartupError,
     ensure_cluster_information,
+    ensure_default_ipv6_pool,
     pod_mtu,
     resolve_ipv4,
     run_startup,
+    ula_prefix,
     vxlan_mac,
 )
 
@@ -53,6 +55,17 @@ def test_node_name_from_env_else_hostname() -> None:
         ({"CALICO_IPV4POOL_CIDR": "fd00::/64"}, "not an IPv4"),
         ({"CALICO_IPV4POOL_BLOCK_SIZE": "40"}, "BLOCK_SIZE"),
         ({"CALICO_IPV4POOL_IPIP": "Always", "CALICO_IPV4POOL_VXLAN": "Always"}, "both"),
+        ({"CALICO_IPV4POOL_NODE_SELECTOR": "bad =="}, "CALICO_IPV4POOL_NODE_SELECTOR"),
+        ({"CALICO_IPV6POOL_CIDR": "nope"}, "CALICO_IPV6POOL_CIDR: 'nope' is not a CIDR"),
+        ({"CALICO_IPV6POOL_CIDR": "10.0.0.0/8"}, "not an IPv6"),
+        (
+            {"CALICO_IPV6POOL_BLOCK_SIZE": "112"},
+            r"CALICO_IPV6POOL_BLOCK_SIZE: 112 is not in 116\.\.128",
+        ),
+        ({"CALICO_IPV6POOL_BLOCK_SIZE": "x"}, "CALICO_IPV6POOL_BLOCK_SIZE: 'x' is not a number"),
+        ({"CALICO_IPV6POOL_CIDR": "fd00::/124"}, "smaller than the block size /122"),
+        ({"CALICO_IPV6POOL_VXLAN": "sometimes"}, "CALICO_IPV6POOL_VXLAN"),
+        ({"CALICO_IPV6POOL_NODE_SELECTOR": "a ==="}, "CALICO_IPV6POOL_NODE_SELECTOR"),
     ],
 )
 def test_bad_env_names_the_variable(env: dict[str, str], match: str) -> None:
@@ -216,3 +229,105 @@ def test_ipv6_address_when_ip6_set() -> None:
     other = NodeSettings.from_env({"NODENAME": "n2", "IP": "198.18.0.8/24", "IP6": "fd00:1::7"})
     with pytest.raises(StartupError, match=r"IP6: fd00:1::7 is already in use by node node1"):
         run_startup(ds, other, ifs)
+
+
+IFS6 = [*IFS, Interface(3, "eth1", (ipaddress.ip_interface("fd00:1::7/64"),))]
+
+
+def _pool_spec(ds: MemoryDatastore, name: str) -> dict[str, object]:
+    spec: dict[str, object] = ds.get("IPPool", name)["spec"]
+    return spec
+
+
+def test_ula_prefix_is_a_stable_ula_48_per_guid() -> None:
+    a, b = ula_prefix("0123abcd"), ula_prefix("ffff0000")
+    for p in (a, b):
+        net = ipaddress.ip_network(p)
+        assert net.prefixlen == 48 and net.subnet_of(ipaddress.ip_network("fd00::/8"))
+    assert a == ula_prefix("0123abcd") != b
+
+
+def test_ipv6_pool_from_env_cidr_even_without_node_ipv6() -> None:
+    ds = MemoryDatastore()
+    r = run_startup(
+        ds,
+        settings(
+            CALICO_IPV6POOL_CIDR="fd10:20::/56",
+            CALICO_IPV6POOL_VXLAN="Always",
+            CALICO_IPV6POOL_NAT_OUTGOING="true",
+            CALICO_IPV6POOL_BLOCK_SIZE="120",
+            CALICO_IPV6POOL_NODE_SELECTOR="has(v6)",
+            CALICO_IPV4POOL_NODE_SELECTOR="!has(v6)",
+        ),
+        IFS,
+    )
+    assert r.ipv6 is None and r.created_pool and r.created_pool6
+    p6 = _pool_spec(ds, "default-ipv6-ippool")
+    assert (
+        p6["cidr"], p6["vxlanMode"], p6["ipipMode"], p6["natOutgoing"], p6["blockSize"],
+        p6["nodeSelector"],
+    ) == ("fd10:20::/56", "Always", "Never", True, 120, "has(v6)")  # fmt: skip
+    assert _pool_spec(ds, "default-ipv4-ippool")["nodeSelector"] == "!has(v6)"
+    # idempotent: a restart creates nothing more
+    r2 = run_startup(ds, settings(CALICO_IPV6POOL_CIDR="fd10:20::/56"), IFS)
+    assert not r2.created_pool and not r2.created_pool6
+    assert len(ds.list("IPPool").items) == 2
+
+
+def test_ipv6_pool_defaults_to_ula_from_cluster_guid_when_node_has_ipv6() -> None:
+    ds = MemoryDatastore()
+    r = run_startup(ds, settings(IP6="autodetect"), IFS6)
+    assert r.ipv6 == "fd00:1::7/64" and r.created_pool6
+    guid = ds.get("ClusterInformation", "default")["spec"]["clusterGUID"]
+    p6 = _pool_spec(ds, "default-ipv6-ippool")
+    assert (p6["cidr"], p6["vxlanMode"], p6["natOutgoing"], p6["blockSize"]) == (
+        ula_prefix(guid), "Never", False, 122,
+    )  # fmt: skip
+    assert p6["nodeSelector"] == "all()"
+    # a second node derives the same CIDR from the same GUID and creates nothing
+    other = NodeSettings.from_env({"NODENAME": "n2", "IP": "198.18.0.8/24", "IP6": "fd00:1::8"})
+    assert not run_startup(ds, other, IFS6).created_pool6
+
+
+def test_ipv6_pool_not_created_without_ipv6_or_when_disabled_or_present() -> None:
+    ds = MemoryDatastore()
+    assert not run_startup(ds, settings(), IFS6).created_pool6  # IPv6 off (IP6 unset)
+    assert [p["metadata"]["name"] for p in ds.list("IPPool").items] == ["default-ipv4-ippool"]
+    ds2 = MemoryDatastore()
+    r = run_startup(ds2, settings(IP6="autodetect", NO_DEFAULT_POOLS="true"), IFS6)
+    assert not r.created_pool6 and ds2.list("IPPool").items == []
+    r = run_startup(ds2, settings(CALICO_IPV6POOL_CIDR="fd10::/48", NO_DEFAULT_POOLS="true"), IFS6)
+    assert not r.created_pool6 and ds2.list("IPPool").items == []
+    ds3 = MemoryDatastore()
+    pool(ds3, "v6", "fd99::/48", blockSize=122)
+    r = run_startup(ds3, settings(IP6="autodetect", CALICO_IPV6POOL_CIDR="fd10::/48"), IFS6)
+    assert not r.created_pool6 and not r.created_pool  # v4 rule: any pool blocks the v4 default
+    assert [p["metadata"]["name"] for p in ds3.list("IPPool").items] == ["v6"]
+
+
+def test_ipv6_pool_after_ipv4_only_start() -> None:
+    # IPv4-only first start, then IPv6 enabled: the v4 pool does not block the v6 default.
+    ds = MemoryDatastore()
+    run_startup(ds, settings(), IFS6)
+    assert run_startup(ds, settings(IP6="autodetect"), IFS6).created_pool6
+    assert {p["metadata"]["name"] for p in ds.list("IPPool").items} == {
+        "default-ipv4-ippool",
+        "default-ipv6-ippool",
+    }
+
+
+def test_ipv6_pool_fills_missing_cluster_guid() -> None:
+    ds = MemoryDatastore()
+    ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "ClusterInformation",
+            "metadata": {"name": "default"},
+            "spec": {"datastoreReady": False},
+        }
+    )
+    c = ResourceClient(ds)
+    assert ensure_default_ipv6_pool(c, settings(IP6="autodetect"), "fd00:1::7/64")
+    ci = ds.get("ClusterInformation", "default")["spec"]
+    assert len(ci["clusterGUID"]) == 32 and ci["datastoreReady"] is False
+    assert _pool_spec(ds, "default-ipv6-ippool")["cidr"] == ula_prefix(ci["clusterGUID"])

@@ -4,7 +4,7 @@ do before the agents run.
 Owns, in order (:func:`run_startup`):
 1. :class:`NodeSettings` from the environment (``NODENAME``, ``IP``,
    ``IP_AUTODETECTION_METHOD``, ``IP6`` (default none), ``IP6_AUTODETECTION_METHOD``,
-   ``AS``, ``CALICO_IPV4POOL_*``, ``NO_DEFAULT_POOLS``, ``CLUSTER_TYPE``,
+   ``AS``, ``CALICO_IPV4POOL_*``, ``CALICO_IPV6POOL_*``, ``NO_DEFAULT_POOLS``, ``CLUSTER_TYPE``,
    ``CALICO_K8S_NODE_REF``) — validated, every problem a :class:`StartupError` naming the
    variable.
 2. The Node resource: created, or updated keeping every existing label and field, with
@@ -12,12 +12,20 @@ Owns, in order (:func:`run_startup`):
    (CalicoNodeIP) and ``spec.orchRefs``. Another node already using the address is a
    StartupError (Calico refuses to start with a conflicting IP).
 3. The default IPPool ``default-ipv4-ippool`` — only when no IPPool exists at all and
-   ``NO_DEFAULT_POOLS`` is not true.
+   ``NO_DEFAULT_POOLS`` is not true. Then ``default-ipv6-ippool`` — only when no IPv6 pool
+   exists, ``NO_DEFAULT_POOLS`` is not true, and either ``CALICO_IPV6POOL_CIDR`` is set or the
+   node has an IPv6 address (``IP6`` / IPv6 autodetection). Without ``CALICO_IPV6POOL_CIDR`` the
+   CIDR is a ULA ``fdXX:XXXX:XXXX::/48`` (RFC 4193: ``fd`` + 40-bit global ID) whose global ID
+   is the first 40 bits of SHA-256 of the ClusterInformation ``spec.clusterGUID``. Calico picks a
+   random ULA /48 instead; deriving it from the cluster GUID keeps it random per cluster yet
+   makes every node that races to create the pool propose the same CIDR. v6 pool defaults as
+   Calico: ``blockSize`` 122 (116..128), ``natOutgoing`` false, ``vxlanMode`` Never, no IPIP.
 4. Tunnel addresses (IPAM handles ``ipip-tunnel-addr-<node>`` / ``vxlan-tunnel-addr-<node>``)
    for enabled IPIP/VXLAN pools, recorded on the Node (``spec.bgp.ipv4IPIPTunnelAddr``,
    ``spec.ipv4VXLANTunnelAddr``, ``spec.vxlanTunnelMACAddr``); released and cleared when no
    pool needs them. The VXLAN MAC is stable: derived from the node name, locally administered.
-5. ClusterInformation ``default`` (created when missing; ``datastoreReady`` set when unset).
+5. ClusterInformation ``default`` (created when missing; ``datastoreReady`` and
+   ``clusterGUID`` set when unset; ensured earlier when step 3 needs the GUID).
 
 Invariants: idempotent (running it twice changes nothing the second time); all writes go
 through :class:`~pycalico.client.ResourceClient` (validated, CAS with retries).
@@ -49,6 +57,7 @@ from pycalico.node.autodetect import (
 Obj = dict[str, Any]
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
 DEFAULT_POOL_CIDR = "192.168.0.0/16"
+DEFAULT_POOL6_NAME = "default-ipv6-ippool"
 API = "projectcalico.org/v3"
 _MODES = {"always": "Always", "crosssubnet": "CrossSubnet", "never": "Never", "off": "Never"}
 
@@ -67,6 +76,62 @@ def _mode(env: Mapping[str, str], var: str) -> str:
     if mode is None:
         raise StartupError(f"{var}: {raw!r} is not one of Always, CrossSubnet, Never")
     return mode
+
+
+def _block_size(env: Mapping[str, str], var: str, default: int, lo: int, hi: int) -> int:
+    text = (env.get(var) or str(default)).strip()
+    try:
+        size = int(text)
+    except ValueError:
+        raise StartupError(f"{var}: {text!r} is not a number") from None
+    if not lo <= size <= hi:
+        raise StartupError(f"{var}: {size} is not in {lo}..{hi}")
+    return size
+
+
+def _node_selector(env: Mapping[str, str], var: str) -> str:
+    from pycalico.selector import SelectorError, parse
+
+    text = (env.get(var) or "all()").strip()
+    try:
+        parse(text)
+    except SelectorError as e:
+        raise StartupError(f"{var}: {text!r} is not a valid selector: {e}") from None
+    return text
+
+
+def _pool6_settings(env: Mapping[str, str]) -> PoolSettings:
+    """``CALICO_IPV6POOL_*``; ``cidr`` is "" when ``CALICO_IPV6POOL_CIDR`` is unset."""
+    block_size = _block_size(env, "CALICO_IPV6POOL_BLOCK_SIZE", 122, 116, 128)
+    cidr = (env.get("CALICO_IPV6POOL_CIDR") or "").strip()
+    if cidr:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise StartupError(f"CALICO_IPV6POOL_CIDR: {cidr!r} is not a CIDR") from None
+        if net.version != 6:
+            raise StartupError(f"CALICO_IPV6POOL_CIDR: {cidr} is not an IPv6 CIDR")
+        if net.prefixlen > block_size:
+            raise StartupError(
+                f"CALICO_IPV6POOL_CIDR: /{net.prefixlen} is smaller than the block size "
+                f"/{block_size}"
+            )
+        cidr = str(net)
+    return PoolSettings(
+        cidr=cidr,
+        ipip_mode="Never",
+        vxlan_mode=_mode(env, "CALICO_IPV6POOL_VXLAN"),
+        nat_outgoing=_truthy(env.get("CALICO_IPV6POOL_NAT_OUTGOING")),
+        block_size=block_size,
+        node_selector=_node_selector(env, "CALICO_IPV6POOL_NODE_SELECTOR"),
+    )
+
+
+def ula_prefix(cluster_guid: str) -> str:
+    """The stable ULA /48 (``fd`` + 40-bit global ID from SHA-256 of the cluster GUID)."""
+    global_id = hashlib.sha256(cluster_guid.encode()).digest()[:5]
+    value = int.from_bytes(b"\xfd" + global_id + bytes(10), "big")
+    return str(ipaddress.IPv6Network((value, 48)))
 
 
 @dataclass(frozen=True)
@@ -88,6 +153,9 @@ class NodeSettings:
     autodetect_method6: str = "first-found"
     as_number: str = ""
     pool: PoolSettings = field(default_factory=PoolSettings)
+    pool6: PoolSettings = field(
+        default_factory=lambda: PoolSettings(cidr="", nat_outgoing=False, block_size=122)
+    )
     no_default_pools: bool = False
     cluster_type: str = "k8s,bgp"
     orch_ref: str = ""
@@ -106,13 +174,7 @@ class NodeSettings:
             raise StartupError(f"CALICO_IPV4POOL_CIDR: {cidr!r} is not a CIDR") from None
         if net.version != 4:
             raise StartupError(f"CALICO_IPV4POOL_CIDR: {cidr} is not an IPv4 CIDR")
-        bs_text = (env.get("CALICO_IPV4POOL_BLOCK_SIZE") or "26").strip()
-        try:
-            block_size = int(bs_text)
-        except ValueError:
-            raise StartupError(f"CALICO_IPV4POOL_BLOCK_SIZE: {bs_text!r} is not a number") from None
-        if not 20 <= block_size <= 32:
-            raise StartupError(f"CALICO_IPV4POOL_BLOCK_SIZE: {block_size} is not in 20..32")
+        block_size = _block_size(env, "CALICO_IPV4POOL_BLOCK_SIZE", 26, 20, 32)
         if net.prefixlen > block_size:
             raise StartupError(
                 f"CALICO_IPV4POOL_CIDR: /{net.prefixlen} is smaller than the block size "
@@ -131,7 +193,7 @@ class NodeSettings:
             vxlan_mode=vxlan,
             nat_outgoing=True if not (nat_raw or "").strip() else _truthy(nat_raw),
             block_size=block_size,
-            node_selector=(env.get("CALICO_IPV4POOL_NODE_SELECTOR") or "all()").strip(),
+            node_selector=_node_selector(env, "CALICO_IPV4POOL_NODE_SELECTOR"),
         )
         return cls(
             node_name=name,
@@ -141,6 +203,7 @@ class NodeSettings:
             autodetect_method6=(env.get("IP6_AUTODETECTION_METHOD") or "first-found").strip(),
             as_number=(env.get("AS") or "").strip(),
             pool=pool,
+            pool6=_pool6_settings(env),
             no_default_pools=_truthy(env.get("NO_DEFAULT_POOLS")),
             cluster_type=(env.get("CLUSTER_TYPE") or "k8s,bgp").strip(),
             orch_ref=(env.get("CALICO_K8S_NODE_REF") or "").strip(),
@@ -202,6 +265,7 @@ class StartupResult:
     ipv4: str | None
     ipv6: str | None = None
     created_pool: bool = False
+    created_pool6: bool = False
     ipip_tunnel: str | None = None
     vxlan_tunnel: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -311,6 +375,44 @@ def ensure_default_pool(client: ResourceClient, s: NodeSettings) -> bool:
     return True
 
 
+def ensure_default_ipv6_pool(
+    client: ResourceClient, s: NodeSettings, ipv6: str | None, cluster_type: str = "k8s,bgp"
+) -> bool:
+    """Create ``default-ipv6-ippool`` (module docstring, step 3); True if created."""
+    if s.no_default_pools or (not s.pool6.cidr and ipv6 is None):
+        return False
+    for existing in client.list(_info("IPPool")):
+        cidr = str((existing.get("spec") or {}).get("cidr") or "")
+        try:
+            if ipaddress.ip_network(cidr, strict=False).version == 6:
+                return False
+        except ValueError:
+            continue
+    cidr = s.pool6.cidr
+    if not cidr:
+        guid = (ensure_cluster_information(client, cluster_type).get("spec") or {})["clusterGUID"]
+        cidr = ula_prefix(str(guid))
+    p = s.pool6
+    doc = {
+        "apiVersion": API,
+        "kind": "IPPool",
+        "metadata": {"name": DEFAULT_POOL6_NAME},
+        "spec": {
+            "cidr": cidr,
+            "ipipMode": "Never",
+            "vxlanMode": p.vxlan_mode,
+            "natOutgoing": p.nat_outgoing,
+            "blockSize": p.block_size,
+            "nodeSelector": p.node_selector,
+        },
+    }
+    try:
+        client.create(decode(doc))
+    except AlreadyExists:
+        return False
+    return True
+
+
 def _enabled_pools(client: ResourceClient, field_name: str) -> list[Obj]:
     out = []
     for p in client.list(_info("IPPool")):
@@ -386,10 +488,14 @@ def ensure_cluster_information(client: ResourceClient, cluster_type: str) -> Obj
             return client.create(decode(doc))
         except AlreadyExists:
             return client.get(info, "default")
-    if (current.get("spec") or {}).get("datastoreReady") is None:
+    cur_spec = current.get("spec") or {}
+    if cur_spec.get("datastoreReady") is None or not cur_spec.get("clusterGUID"):
 
         def change(obj: Obj) -> Obj:
-            obj.setdefault("spec", {})["datastoreReady"] = True
+            spec = obj.setdefault("spec", {})
+            if spec.get("datastoreReady") is None:
+                spec["datastoreReady"] = True
+            spec["clusterGUID"] = spec.get("clusterGUID") or uuid.uuid4().hex
             return obj
 
         return client.modify(info, "default", "", change)
@@ -431,6 +537,7 @@ def run_startup(
     node = ensure_node(client, settings, ipv4, ipv6)
     result = StartupResult(node=node, ipv4=ipv4, ipv6=ipv6)
     result.created_pool = ensure_default_pool(client, settings)
+    result.created_pool6 = ensure_default_ipv6_pool(client, settings, ipv6, settings.cluster_type)
     result.node = ensure_tunnel_addresses(ds, client, settings.node_name, result)
     ensure_cluster_information(client, settings.cluster_type)
     return result
