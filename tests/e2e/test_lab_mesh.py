@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.flows import CLIENT, SERVER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -50,36 +51,6 @@ ISOLATION = textwrap.dedent(
       ingress:
       - action: Allow
         source: {selector: all()}
-    """
-)
-
-# A line-echo server and a client that keeps one TCP connection busy and fails on any error.
-SERVER = textwrap.dedent(
-    """\
-    import socket, threading
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 9000)); s.listen(8)
-    def serve(c):
-        f = c.makefile("rwb")
-        for line in f:
-            f.write(line); f.flush()
-    while True:
-        c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
-    """
-)
-CLIENT = textwrap.dedent(
-    """\
-    import socket, sys, time
-    ip, seconds = sys.argv[1], float(sys.argv[2])
-    c = socket.create_connection((ip, 9000), timeout=5); c.settimeout(10)
-    f = c.makefile("rwb"); n = 0; end = time.monotonic() + seconds
-    print("connected", flush=True)
-    while time.monotonic() < end:
-        f.write(b"ping %d\\n" % n); f.flush()
-        if f.readline() != b"ping %d\\n" % n:
-            print("bad reply", n, flush=True); sys.exit(1)
-        n += 1; time.sleep(0.1)
-    print("ok", n, flush=True)
     """
 )
 
