@@ -3,15 +3,15 @@ unreachable endpoints. (sqlite corruption/unwritable cases: tests/unit/test_data
 
 from __future__ import annotations
 
-import queue
 import time
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from pycalico.config import DatastoreConfig
-from pycalico.datastore import EventType, Resource, Unavailable, key_for, open_datastore
-from pycalico.datastore.syncer import QueueCallbacks, Syncer, SyncStatus
+from pycalico.datastore import Resource, Unavailable, key_for, open_datastore
+from pycalico.datastore.syncer import Syncer, SyncStatus
+from tests.contract.syncview import SyncView
 from tests.fixtures.etcd import EtcdServer, free_port
 
 pytestmark = pytest.mark.etcd
@@ -54,27 +54,12 @@ def test_etcd_stop_gives_unavailable_and_syncer_recovers_on_restart(
     server = etcd_server_fn
     ds = open_datastore(server.config())
     writer = open_datastore(server.config())
-    cb = QueueCallbacks()
-    syncer = Syncer.for_kinds(ds, ["IPPool"], cb, retry_interval=0.1, max_retry_interval=0.5)
-    view: dict[str, Resource] = {}
-    statuses: list[SyncStatus] = []
+    sv = SyncView(forbid_empty=True)
+    syncer = Syncer.for_kinds(ds, ["IPPool"], sv.cb, retry_interval=0.1, max_retry_interval=0.5)
+    view, statuses = sv.view, sv.statuses
 
-    def drain(until: Any, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            try:
-                msg = cb.queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"timeout: statuses={statuses} view={list(view)}") from None
-            if isinstance(msg, SyncStatus):
-                statuses.append(msg)
-                continue
-            for u in msg:
-                if u.type is EventType.DELETED:
-                    view.pop(u.key)
-                else:
-                    view[u.key] = u.obj
-                assert view, "syncer emitted an empty state"
+    def drain(until: Callable[[], bool]) -> None:
+        sv.drain(until, timeout=15)
 
     try:
         writer.create(pool("a"))

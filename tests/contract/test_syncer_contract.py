@@ -3,13 +3,13 @@ changes after idle periods (the watch is re-established), and a clean stop."""
 
 from __future__ import annotations
 
-import queue
 import time
-from typing import Any
+from collections.abc import Callable
 
-from pycalico.datastore import EventType, Resource, key_for
-from pycalico.datastore.syncer import QueueCallbacks, Syncer, SyncStatus
+from pycalico.datastore import Resource, key_for
+from pycalico.datastore.syncer import Syncer, SyncStatus
 from tests.contract.conftest import Backend
+from tests.contract.syncview import SyncView
 
 
 def pool(name: str, cidr: str = "10.0.0.0/16") -> Resource:
@@ -20,26 +20,12 @@ def test_syncer_follows_changes(backend: Backend) -> None:
     writer = backend.open()
     writer.create(pool("a"))
     writer.create({"kind": "Node", "metadata": {"name": "n1"}, "spec": {}})
-    cb = QueueCallbacks()
-    syncer = Syncer.for_kinds(backend.store, ["IPPool", "Node"], cb, poll_interval=0.2)
-    view: dict[str, Resource] = {}
-    statuses: list[SyncStatus] = []
+    sv = SyncView(forbid_empty=False)
+    syncer = Syncer.for_kinds(backend.store, ["IPPool", "Node"], sv.cb, poll_interval=0.2)
+    view, statuses = sv.view, sv.statuses
 
-    def drain(until: Any, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            try:
-                msg = cb.queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"timeout: statuses={statuses} view={list(view)}") from None
-            if isinstance(msg, SyncStatus):
-                statuses.append(msg)
-                continue
-            for u in msg:
-                if u.type is EventType.DELETED:
-                    view.pop(u.key)
-                else:
-                    view[u.key] = u.obj
+    def drain(until: Callable[[], bool]) -> None:
+        sv.drain(until, timeout=10)
 
     syncer.start()
     try:
