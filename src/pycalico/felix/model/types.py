@@ -147,8 +147,9 @@ class Rule:
 
 
 @dataclass(frozen=True, order=True)
-class PolicyID:
-    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``), namespace, name."""
+class _KindNamespaceName:
+    """``kind/[namespace/]name`` identity shared by policies and labelled items. Subclasses
+    stay distinct types: an ID never equals an ID of the other class."""
 
     kind: str
     namespace: str
@@ -158,6 +159,11 @@ class PolicyID:
         if self.namespace:
             return f"{self.kind}/{self.namespace}/{self.name}"
         return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, order=True)
+class PolicyID(_KindNamespaceName):
+    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``), namespace, name."""
 
 
 @dataclass(frozen=True)
@@ -212,17 +218,8 @@ class Profile:
 
 
 @dataclass(frozen=True, order=True)
-class ItemID:
+class ItemID(_KindNamespaceName):
     """Identity of a labelled item: ``wep``/``hep`` endpoints, ``netset``/``gnetset`` sets."""
-
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        if self.namespace:
-            return f"{self.kind}/{self.namespace}/{self.name}"
-        return f"{self.kind}/{self.name}"
 
 
 @dataclass(frozen=True)
