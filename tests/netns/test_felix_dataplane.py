@@ -331,6 +331,24 @@ def test_conformance_sample_on_kernel(cluster: Cluster, kind: str, index: int) -
 
 
 # --- drift repair and restart ---------------------------------------------------------------
+def _ns_wep(name: str, cidr: str) -> dict[str, Any]:
+    """WorkloadEndpoint of pod ``ns/<name>`` (label app=<name>) wired by :class:`Cluster`."""
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": f"{NODE}-k8s-{name}-eth0", "namespace": "ns", "labels": {"app": name}},
+        "spec": {
+            "orchestrator": "k8s",
+            "node": NODE,
+            "pod": name,
+            "endpoint": "eth0",
+            "interfaceName": iface_for(name),
+            "ipNetworks": [cidr],
+            "profiles": ["kns.ns"],
+        },
+    }
+
+
 def _simple_state(c: Cluster) -> None:
     """Pods a, b, c in namespace ns; ingress to b only from a (TCP 80)."""
     for name, ip in (("a", "10.96.0.1"), ("b", "10.96.0.2"), ("c", "10.96.0.3")):
@@ -338,26 +356,7 @@ def _simple_state(c: Cluster) -> None:
     c.finish_routes()
     c.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
     for name, ip in (("a", "10.96.0.1"), ("b", "10.96.0.2"), ("c", "10.96.0.3")):
-        c.ds.create(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "WorkloadEndpoint",
-                "metadata": {
-                    "name": f"{NODE}-k8s-{name}-eth0",
-                    "namespace": "ns",
-                    "labels": {"app": name},
-                },
-                "spec": {
-                    "orchestrator": "k8s",
-                    "node": NODE,
-                    "pod": name,
-                    "endpoint": "eth0",
-                    "interfaceName": iface_for(name),
-                    "ipNetworks": [f"{ip}/32"],
-                    "profiles": ["kns.ns"],
-                },
-            }
-        )
+        c.ds.create(_ns_wep(name, f"{ip}/32"))
     c.ds.create(
         {
             "apiVersion": "projectcalico.org/v3",
@@ -577,26 +576,7 @@ def test_ipv6_workloads(cluster: Cluster) -> None:
         cluster.add_pod6(name, ip)
     cluster.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
     for name, ip in ips.items():
-        cluster.ds.create(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "WorkloadEndpoint",
-                "metadata": {
-                    "name": f"{NODE}-k8s-{name}-eth0",
-                    "namespace": "ns",
-                    "labels": {"app": name},
-                },
-                "spec": {
-                    "orchestrator": "k8s",
-                    "node": NODE,
-                    "pod": name,
-                    "endpoint": "eth0",
-                    "interfaceName": iface_for(name),
-                    "ipNetworks": [f"{ip}/128"],
-                    "profiles": ["kns.ns"],
-                },
-            }
-        )
+        cluster.ds.create(_ns_wep(name, f"{ip}/128"))
     cluster.ds.create(
         {
             "apiVersion": "projectcalico.org/v3",
