@@ -354,25 +354,7 @@ def ensure_default_pool(client: ResourceClient, s: NodeSettings) -> bool:
     """Create ``default-ipv4-ippool`` when no pool exists; True if created."""
     if s.no_default_pools or client.list(_info("IPPool")):
         return False
-    p = s.pool
-    doc = {
-        "apiVersion": API,
-        "kind": "IPPool",
-        "metadata": {"name": DEFAULT_POOL_NAME},
-        "spec": {
-            "cidr": p.cidr,
-            "ipipMode": p.ipip_mode,
-            "vxlanMode": p.vxlan_mode,
-            "natOutgoing": p.nat_outgoing,
-            "blockSize": p.block_size,
-            "nodeSelector": p.node_selector,
-        },
-    }
-    try:
-        client.create(decode(doc))
-    except AlreadyExists:
-        return False
-    return True
+    return _create_pool(client, DEFAULT_POOL_NAME, s.pool.cidr, s.pool.ipip_mode, s.pool)
 
 
 def ensure_default_ipv6_pool(
@@ -392,14 +374,20 @@ def ensure_default_ipv6_pool(
     if not cidr:
         guid = (ensure_cluster_information(client, cluster_type).get("spec") or {})["clusterGUID"]
         cidr = ula_prefix(str(guid))
-    p = s.pool6
+    return _create_pool(client, DEFAULT_POOL6_NAME, cidr, "Never", s.pool6)
+
+
+def _create_pool(
+    client: ResourceClient, name: str, cidr: str, ipip_mode: str, p: PoolSettings
+) -> bool:
+    """Create a default pool; False when another node created it first."""
     doc = {
         "apiVersion": API,
         "kind": "IPPool",
-        "metadata": {"name": DEFAULT_POOL6_NAME},
+        "metadata": {"name": name},
         "spec": {
             "cidr": cidr,
-            "ipipMode": "Never",
+            "ipipMode": ipip_mode,
             "vxlanMode": p.vxlan_mode,
             "natOutgoing": p.nat_outgoing,
             "blockSize": p.block_size,
