@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from pycalico.cni.context import Deps, _open_datastore, default_deps
+from pycalico.cni.main import DEFAULT_SOCKET
 from pycalico.cni.runner import PLUGIN_CALICO, PLUGIN_IPAM, run
 from pycalico.cni.types import NetConf
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from pycalico.datastore.base import Datastore
 
 NOT_MINE = 255
-DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 
 
 def parse_request(data: bytes) -> tuple[str, dict[str, str], bytes]:

@@ -14,7 +14,8 @@ import os
 import threading
 from collections.abc import Mapping
 
-from pycalico.cni.server import DEFAULT_SOCKET, CniServer
+from pycalico.cni.main import DEFAULT_SOCKET
+from pycalico.cni.server import CniServer
 
 
 class CniServerComponent:

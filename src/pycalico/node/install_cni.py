@@ -30,14 +30,13 @@ from typing import Any
 
 import click
 
+from pycalico.cni.main import DEFAULT_SOCKET
+
 ENTRY_POINTS = {"calico": "calico_main", "calico-ipam": "ipam_main"}
-DEFAULT_SOCKET = "/var/run/calico/cni.sock"
 CONFLIST_NAME = "10-calico.conflist"
 
 
-def wrapper_script(
-    entry: str, python: str | None = None, socket_path: str = "/var/run/calico/cni.sock"
-) -> str:
+def wrapper_script(entry: str, python: str | None = None, socket_path: str = DEFAULT_SOCKET) -> str:
     """The source of an executable running ``pycalico.cni.main.<entry>()`` (which offers
     the call to the cni-server at ``socket_path`` first, unless $CALICO_CNI_SOCKET is set)."""
     import pycalico
