@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pycalico.datastore.memory import MemoryDatastore
-from pycalico.felix.natout import render
+from pycalico.felix.dataplane.natout import render
 from pycalico.felix.routes.agent import RouteAgent
 from pycalico.felix.routes.calc import HostFacts
 from pycalico.felix.routes.kernel import KernelRoutes, parse_route, route_delta

@@ -1,9 +1,12 @@
 """Route-agent effects: make the kernel of the current network namespace match a DesiredState.
 
+Superseded by :class:`pycalico.felix.dataplane.routing.RouteDataplane` (same contract, typed
+kernel seam); kept until the route agent is folded into Felix's pipeline.
+
 Owns, and touches nothing else than: main-table routes with protocol :data:`ROUTE_PROTO`
 (80), the ``vxlan.calico`` device with its neighbour and FDB entries, the userspace ``tunl0``
 (:class:`pycalico.felix.tunnels.uipip.UserspaceIpip`), the ``ip calico-nat`` table
-(:mod:`pycalico.felix.natout`), the forwarding sysctls and the MTU file.
+(:mod:`pycalico.felix.dataplane.natout`), the forwarding sysctls and the MTU file.
 
 Invariants (Felix's desired-vs-actual drivers):
 - Each object class keeps a cache of what it believes the kernel holds; an incremental apply
@@ -23,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pycalico.errors import CalicoError
-from pycalico.felix.natout import NatOutgoing
+from pycalico.felix.dataplane.natout import NatOutgoing
 from pycalico.felix.routes.calc import HostFacts
 from pycalico.felix.routes.model import (
     IPIP_DEVICE,
