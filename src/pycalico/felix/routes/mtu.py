@@ -13,14 +13,14 @@ writes atomically (temp file + rename) and only when the content changes.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pycalico.felix.dataplane.mtu import DEFAULT_MTU_FILE, mtu_file_path, write_mtu_file
 from pycalico.felix.routes.model import FALLBACK_HOST_MTU
 
-DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
+__all__ = ["DEFAULT_MTU_FILE", "host_mtu", "mtu_file_path", "write_mtu_file"]
 
 
 def host_mtu(links: Iterable[Mapping[str, Any]], pattern: str) -> int:
@@ -33,24 +33,3 @@ def host_mtu(links: Iterable[Mapping[str, Any]], pattern: str) -> int:
         if up and rx.search(name) and int(link.get("mtu") or 0) > 0:
             mtus.append(int(link["mtu"]))
     return min(mtus) if mtus else FALLBACK_HOST_MTU
-
-
-def mtu_file_path(path: str | None = None) -> str:
-    return path or os.environ.get("CALICO_MTU_FILE") or DEFAULT_MTU_FILE
-
-
-def write_mtu_file(mtu: int, path: str) -> bool:
-    """Write ``mtu`` to ``path`` if different; True when written."""
-    text = f"{mtu}\n"
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return True
