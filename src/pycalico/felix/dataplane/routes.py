@@ -76,7 +76,9 @@ class RouteDriver:
         try:
             with self.kernel.batch() as b:
                 for d in net_order(t.pending_deletes):
-                    dels[b.del_route(to_kernel(t.dataplane[d]))] = d
+                    # by destination, type and our mark only: a stale view still deletes
+                    kind = "blackhole" if t.dataplane[d].kind == "blackhole" else "unicast"
+                    dels[b.del_route(KernelRoute(d, kind, proto=ROUTE_PROTO))] = d
                 for d in net_order(updates):
                     if d not in waiting:
                         puts[b.replace_route(to_kernel(updates[d]))] = d
