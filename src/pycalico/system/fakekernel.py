@@ -12,7 +12,8 @@ kernel in tests/netns/test_kernel_seam.py):
   device up; deleting what is not there fails (``No such process`` / ``No such file``).
 - Deleting a link (or setting it down) removes its routes; deleting it also removes its
   addresses, neighbours, FDB entries and the VXLAN devices on top of it.
-- ``replace_fdb`` on a known MAC moves its (first) remote; one entry per (dev, MAC) otherwise.
+- ``replace_fdb`` on a known MAC moves its (first) remote; one entry per (dev, MAC) otherwise;
+  ``del_fdb`` of a known MAC naming another remote succeeds without deleting anything.
 - An Ethernet-like link gets an IPv6 link-local address (scope link) when set up.
 - A batch applies ``ip`` ops then ``bridge`` ops (as :class:`IpRouteKernel` runs two
   processes); a failing op does not stop the others; the batch raises :class:`KernelError`
@@ -252,9 +253,10 @@ class FakeKernel(KernelBase):
             assert isinstance(t, FdbEntry)
             self._dev(t.dev)
             e = self.fdb.get((t.dev, t.mac.lower()))
-            if e is None or (t.dst is not None and e.dst != t.dst):
+            if e is None:
                 raise _OpFailed("RTNETLINK answers: No such file or directory")
-            del self.fdb[(t.dev, t.mac.lower())]
+            if t.dst is None or e.dst == t.dst:  # another remote: a no-op, as in Linux
+                del self.fdb[(t.dev, t.mac.lower())]
         else:  # pragma: no cover - OpName is closed
             raise _OpFailed(f"unknown op {op.name}")
 

@@ -414,8 +414,10 @@ def parse_route(rec: dict[str, Any], family: int) -> KernelRoute | None:
     except ValueError:
         return None
     typ: RouteType = _ROUTE_TYPES.get(str(rec.get("type", "1")), "other")
-    gw = rec.get("gateway")
     proto = str(rec.get("protocol", ""))
+    if typ != "unicast":  # no next hop (IPv6 shows blackholes on ``lo``)
+        return KernelRoute(dst, typ, proto=int(proto) if proto.isdigit() else None)
+    gw = rec.get("gateway")
     return KernelRoute(
         dst,
         typ,
