@@ -12,7 +12,7 @@ from pycalico.felix.dataplane.deltatracker import DeltaTracker
 
 def _check(t: DeltaTracker[str, int]) -> None:
     d, p = dict(t.desired), dict(t.dataplane)
-    assert dict(t.pending_updates) == {k: v for k, v in d.items() if p.get(k, None) != v}
+    assert dict(t.pending_updates) == {k: v for k, v in d.items() if p.get(k) != v}
     assert t.pending_deletes == set(p) - set(d)
     assert t.in_sync() == (d == p)
 
@@ -73,7 +73,8 @@ def test_any_sequence_applies_to_desired(ops: list[tuple[str, object, int]]) -> 
             t.replace_all_desired(arg)  # type: ignore[arg-type]
         elif name in ("replace_dp", "dp_set", "dp_del"):  # drift, then a re-read
             if name == "replace_dp":
-                model = dict(arg)  # type: ignore[call-overload]
+                model.clear()
+                model.update(arg)  # type: ignore[call-overload]
             elif name == "dp_set":
                 model[str(arg)] = val
             else:
@@ -82,13 +83,13 @@ def test_any_sequence_applies_to_desired(ops: list[tuple[str, object, int]]) -> 
         else:
             failing = set(arg)  # type: ignore[call-overload]
 
-            def put(k: str, v: int) -> bool:
+            def put(k: str, v: int, failing: set[str] = failing) -> bool:
                 if k in failing:
                     return False
                 model[k] = v
                 return True
 
-            def delete(k: str) -> bool:
+            def delete(k: str, failing: set[str] = failing) -> bool:
                 if k in failing:
                     return False
                 model.pop(k, None)

@@ -73,13 +73,12 @@ def kernel_contract(k: Kernel, parent: str, local: str) -> None:
 
     # Partial failure: every op runs, exactly the bad ones are reported.
     good = KernelRoute(net("10.244.3.0/26"), "unicast", ip("10.244.3.0"), VX, True, False, 80)
-    with pytest.raises(KernelError) as ei:
-        with k.batch() as b:
-            bad1 = b.replace_route(KernelRoute(net("10.9.0.0/24"), dev="nosuch0", proto=80))
-            b.replace_route(good)
-            bad2 = b.del_route(KernelRoute(net("10.9.9.0/24"), proto=80))
-            bad3 = b.replace_fdb(FdbEntry("nosuch0", RMAC, ip("198.18.0.9")))
-            b.replace_fdb(FdbEntry(VX, "66:00:00:00:00:03", ip("198.18.0.3")))
+    with pytest.raises(KernelError) as ei, k.batch() as b:
+        bad1 = b.replace_route(KernelRoute(net("10.9.0.0/24"), dev="nosuch0", proto=80))
+        b.replace_route(good)
+        bad2 = b.del_route(KernelRoute(net("10.9.9.0/24"), proto=80))
+        bad3 = b.replace_fdb(FdbEntry("nosuch0", RMAC, ip("198.18.0.9")))
+        b.replace_fdb(FdbEntry(VX, "66:00:00:00:00:03", ip("198.18.0.3")))
     assert ei.value.failed_ops == {bad1, bad2, bad3}
     assert good in k.list_routes(4, 80)
     assert len(k.list_fdb(VX)) == 2

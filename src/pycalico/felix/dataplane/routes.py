@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 from pycalico.felix.dataplane.deltatracker import DeltaTracker
 from pycalico.felix.routes.model import ROUTE_PROTO, Net, Route
-from pycalico.system.kernel import Kernel, KernelError, KernelRoute, Op
+from pycalico.system.kernel import Kernel, KernelError, KernelRoute, Op, RouteType
 
 
 def to_kernel(r: Route) -> KernelRoute:
@@ -77,7 +77,9 @@ class RouteDriver:
             with self.kernel.batch() as b:
                 for d in net_order(t.pending_deletes):
                     # by destination, type and our mark only: a stale view still deletes
-                    kind = "blackhole" if t.dataplane[d].kind == "blackhole" else "unicast"
+                    kind: RouteType = (
+                        "blackhole" if t.dataplane[d].kind == "blackhole" else "unicast"
+                    )
                     dels[b.del_route(KernelRoute(d, kind, proto=ROUTE_PROTO))] = d
                 for d in net_order(updates):
                     if d not in waiting:
