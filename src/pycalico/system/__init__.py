@@ -7,6 +7,11 @@
 - :mod:`pycalico.system.sysctl`: :class:`Sysctl` (``/proc/sys`` of the current netns) -
   :class:`ProcSysctl` / :class:`FakeSysctl`.
 - :mod:`pycalico.system.netns`: namespace path helpers.
+- :mod:`pycalico.system.kernel`: the typed kernel seam (links, addresses, routes, neighbours,
+  FDB as frozen values; batched writes; :class:`KernelError` naming failed ops) -
+  :class:`IpRouteKernel` (``ip``/``bridge -batch``) / :class:`FakeKernel`
+  (:mod:`pycalico.system.fakekernel`, stateful, failure injection).
+- :mod:`pycalico.system.clock`: :class:`Clock` - :class:`RealClock` / :class:`FakeClock`.
 
 This package imports nothing heavy at import time (the CNI plugin's start-up depends on it);
 submodules are imported explicitly by their users.

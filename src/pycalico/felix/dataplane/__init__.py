@@ -6,6 +6,10 @@ Public API:
 - :class:`NftRunner` (protocol), :class:`SubprocessNftRunner`, :class:`FakeNftRunner`,
   :class:`NftError`.
 - :class:`TableState`, :func:`plan`, :func:`render_ops`, the op types, :func:`parse_table`.
+
+Route side (import the submodules; not re-exported here): :mod:`.routing`
+(:class:`RouteDataplane`, the facade), :mod:`.deltatracker`, and the drivers :mod:`.routes`,
+:mod:`.vxlan`, :mod:`.ipip`, :mod:`.sysctls`, :mod:`.natout`, :mod:`.mtu`.
 """
 
 from pycalico.felix.dataplane.ops import (
