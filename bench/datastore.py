@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.etcd import EtcdServer  # noqa: E402
+from tests.kit import ip_pool  # noqa: E402
 
 from pycalico.config import DatastoreConfig  # noqa: E402
 from pycalico.datastore import Datastore, open_datastore, prefix_for  # noqa: E402
@@ -34,12 +35,9 @@ N_WATCH = 300
 
 
 def resource(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": name, "labels": {"bench": "yes"}},
-        "spec": {"cidr": "10.0.0.0/16", "ipipMode": "Never", "vxlanMode": "Always", **spec},
-    }
+    return ip_pool(
+        name, "10.0.0.0/16", ipip_mode="Never", vxlan_mode="Always", labels={"bench": "yes"}, **spec
+    )
 
 
 def rate(n: int, fn: Any) -> float:

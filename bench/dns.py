@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.netns import Netns, NetnsFactory  # noqa: E402
+from tests.kit import workload_endpoint  # noqa: E402
 
 from pycalico.datastore.sqlite import SqliteDatastore  # noqa: E402
 from pycalico.dns import DNS_ADDRESS  # noqa: E402
@@ -123,12 +124,7 @@ for line in sys.stdin:
 
 
 def wep(pod: str, ns: str, ip: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "WorkloadEndpoint",
-        "metadata": {"name": f"n1-k8s-{pod}-eth0", "namespace": ns},
-        "spec": {"pod": pod, "node": "n1", "ipNetworks": [f"{ip}/32"]},
-    }
+    return workload_endpoint(pod, namespace=ns, node="n1", ip=ip)
 
 
 def ip_of(i: int) -> str:

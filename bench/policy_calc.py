@@ -27,6 +27,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.kit import global_network_policy, network_policy, workload_endpoint  # noqa: E402
 
 from pycalico.felix.calc import CalcGraph  # noqa: E402
 
@@ -37,26 +40,17 @@ N_APPS = 50
 
 def wep(i: int, node: str, app: int, tier: int) -> tuple[str, dict[str, Any]]:
     ns = f"ns{i % N_NS}"
-    name = f"{node}-k8s-pod{i}-eth0"
-    return f"wep/{ns}/{name}", {
-        "apiVersion": V3,
-        "kind": "WorkloadEndpoint",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": {"app": f"app{app}", "tier": f"t{tier}", "version": "v1"},
-        },
-        "spec": {
-            "orchestrator": "k8s",
-            "node": node,
-            "pod": f"pod{i}",
-            "endpoint": "eth0",
-            "serviceAccountName": f"sa{i % 5}",
-            "ipNetworks": [f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}/32"],
-            "profiles": [f"kns.{ns}", f"ksa.{ns}.sa{i % 5}"],
-            "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
-        },
-    }
+    obj = workload_endpoint(
+        f"pod{i}",
+        namespace=ns,
+        node=node,
+        ip=f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}",
+        labels={"app": f"app{app}", "tier": f"t{tier}", "version": "v1"},
+        service_account=f"sa{i % 5}",
+        ports=[{"name": "http", "protocol": "TCP", "port": 8080}],
+        interface_name=None,
+    )
+    return f"wep/{ns}/{obj['metadata']['name']}", obj
 
 
 def policy(j: int) -> tuple[str, dict[str, Any]]:
@@ -68,23 +62,20 @@ def policy(j: int) -> tuple[str, dict[str, Any]]:
     }
     if j % 2:
         ns = f"ns{j % N_NS}"
-        return f"np/{ns}/p{j}", {
-            "apiVersion": V3,
-            "kind": "NetworkPolicy",
-            "metadata": {"name": f"p{j}", "namespace": ns},
-            "spec": {"order": j % 17, "selector": f"app == 'app{j % N_APPS}'", "ingress": [rule]},
-        }
-    return f"gnp/p{j}", {
-        "apiVersion": V3,
-        "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": f"p{j}"},
-        "spec": {
-            "order": j % 13,
-            "selector": f"app == 'app{j % N_APPS}' && tier in {{'t0', 't1'}}",
-            "ingress": [rule],
-            "egress": [{"action": "Allow", "destination": {"namespaceSelector": "team == 'a'"}}],
-        },
-    }
+        return f"np/{ns}/p{j}", network_policy(
+            f"p{j}",
+            namespace=ns,
+            order=j % 17,
+            selector=f"app == 'app{j % N_APPS}'",
+            ingress=[rule],
+        )
+    return f"gnp/p{j}", global_network_policy(
+        f"p{j}",
+        order=j % 13,
+        selector=f"app == 'app{j % N_APPS}' && tier in {{'t0', 't1'}}",
+        ingress=[rule],
+        egress=[{"action": "Allow", "destination": {"namespaceSelector": "team == 'a'"}}],
+    )
 
 
 def main() -> None:

@@ -27,15 +27,11 @@ from pycalico.datastore import (
     prefix_for,
 )
 from tests.contract.conftest import Backend
+from tests.kit import resource
 
 
 def pool(name: str, cidr: str = "10.0.0.0/16", **meta: Any) -> Resource:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": name, **meta},
-        "spec": {"cidr": cidr},
-    }
+    return resource("IPPool", name, {"cidr": cidr}, **meta)
 
 
 def policy(name: str, ns: str, order: float = 1.0) -> Resource:

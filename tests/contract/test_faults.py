@@ -13,12 +13,13 @@ from pycalico.datastore import Resource, Unavailable, key_for, open_datastore
 from pycalico.datastore.syncer import Syncer, SyncStatus
 from tests.contract.syncview import SyncView
 from tests.fixtures.etcd import EtcdServer, free_port
+from tests.kit import ip_pool
 
 pytestmark = pytest.mark.etcd
 
 
 def pool(name: str) -> Resource:
-    return {"kind": "IPPool", "metadata": {"name": name}, "spec": {"cidr": "10.0.0.0/16"}}
+    return ip_pool(name, "10.0.0.0/16")
 
 
 def test_unreachable_endpoint_is_unavailable_fast() -> None:

@@ -10,10 +10,11 @@ from pycalico.datastore import Resource, key_for
 from pycalico.datastore.syncer import Syncer, SyncStatus
 from tests.contract.conftest import Backend
 from tests.contract.syncview import SyncView
+from tests.kit import ip_pool
 
 
 def pool(name: str, cidr: str = "10.0.0.0/16") -> Resource:
-    return {"kind": "IPPool", "metadata": {"name": name}, "spec": {"cidr": cidr}}
+    return ip_pool(name, cidr)
 
 
 def test_syncer_follows_changes(backend: Backend) -> None:

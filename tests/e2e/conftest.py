@@ -11,13 +11,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Non-raising: e2e callers assert on the result with their own detail message.
+from tests.kit.waiting import poll as wait_for
 
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
 _counter = itertools.count(1)
@@ -118,15 +120,6 @@ def _probes(text: str) -> dict[tuple[str, str, int, str], str]:
         (p["from"], p["to"], int(p["port"]), str(p["protocol"]).upper()): p["verdict"]
         for p in data["probes"]
     }
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 @pytest.fixture(scope="module")

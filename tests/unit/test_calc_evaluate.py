@@ -8,12 +8,12 @@ import pytest
 
 from pycalico.felix.calc import InsightError, PolicyInsight, format_explanation, format_matrix
 from pycalico.felix.calc.insight import parse_port_list
-
-V3 = "projectcalico.org/v3"
+from tests.kit import global_network_policy, global_network_set, namespace, workload_endpoint
+from tests.kit import tier as kit_tier
 
 
 def ns(name: str, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    return namespace(name, labels=labels)
 
 
 def wep(
@@ -24,39 +24,24 @@ def wep(
     profiles: list[str] | None = None,
     ports: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": V3,
-        "kind": "WorkloadEndpoint",
-        "metadata": {
-            "name": f"n1-k8s-{name}-eth0",
-            "namespace": namespace,
-            "labels": labels or {"app": name},
-        },
-        "spec": {
-            "orchestrator": "k8s",
-            "node": "n1",
-            "pod": name,
-            "ipNetworks": [ip + ("/128" if ":" in ip else "/32")],
-            "profiles": [f"kns.{namespace}"] if profiles is None else profiles,
-            "ports": ports or [],
-        },
-    }
+    return workload_endpoint(
+        name,
+        namespace=namespace,
+        node="n1",
+        ip=ip,
+        labels=labels or {"app": name},
+        profiles=profiles,
+        ports=ports or [],
+        interface_name=None,
+    )
 
 
 def gnp(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": V3,
-        "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    return global_network_policy(name, **spec)
 
 
 def tier(name: str, order: float | None, action: str = "Deny") -> dict[str, Any]:
-    spec: dict[str, Any] = {"defaultAction": action}
-    if order is not None:
-        spec["order"] = order
-    return {"apiVersion": V3, "kind": "Tier", "metadata": {"name": name}, "spec": spec}
+    return kit_tier(name, order=order, default_action=action)
 
 
 BASE = [
@@ -178,12 +163,7 @@ def test_protocol_icmp_ipversion_and_source_ports() -> None:
 
 def test_named_ports_nets_and_network_sets() -> None:
     res = [
-        {
-            "apiVersion": V3,
-            "kind": "GlobalNetworkSet",
-            "metadata": {"name": "ext", "labels": {"zone": "ext"}},
-            "spec": {"nets": ["192.0.2.0/24"]},
-        },
+        global_network_set("ext", ["192.0.2.0/24"], labels={"zone": "ext"}),
         gnp(
             "db-in",
             {

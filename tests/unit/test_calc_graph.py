@@ -19,68 +19,15 @@ from pycalico.felix.calc import (
     Message,
 )
 from pycalico.felix.model import ItemID, PolicyID
-
-V3 = "projectcalico.org/v3"
-
-
-def res(
-    kind: str,
-    name: str,
-    spec: dict[str, Any] | None = None,
-    ns: str = "",
-    labels: dict[str, str] | None = None,
-    api: str = V3,
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if ns:
-        meta["namespace"] = ns
-    if labels is not None:
-        meta["labels"] = labels
-    out: dict[str, Any] = {"apiVersion": api, "kind": kind, "metadata": meta}
-    if spec is not None:
-        out["spec"] = spec
-    return out
-
-
-def wep(
-    name: str,
-    ns: str,
-    node: str,
-    ip: str,
-    labels: dict[str, str],
-    sa: str = "",
-    ports: list[dict[str, Any]] | None = None,
-    profiles: list[str] | None = None,
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "orchestrator": "k8s",
-        "node": node,
-        "pod": name,
-        "endpoint": "eth0",
-        "interfaceName": f"cali{name}",
-        "ipNetworks": [f"{ip}/32"],
-        "profiles": profiles
-        if profiles is not None
-        else [f"kns.{ns}"] + ([f"ksa.{ns}.{sa}"] if sa else []),
-        "ports": ports or [],
-    }
-    if sa:
-        spec["serviceAccountName"] = sa
-    return res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0", spec, ns, labels)
-
-
-def key(r: dict[str, Any]) -> str:
-    m = r["metadata"]
-    return f"{r['apiVersion']}/{r['kind']}/{m.get('namespace', '')}/{m['name']}"
-
+from tests.kit import key_of, resource, workload_endpoint
 
 STATE: list[dict[str, Any]] = [
-    res("Namespace", "ns1", labels={"team": "a"}, api="v1"),
-    res("Namespace", "ns2", labels={"team": "b"}, api="v1"),
-    res("ServiceAccount", "sa1", ns="ns1", labels={"role": "fe"}, api="v1"),
-    res("Profile", "extra", {"labelsToApply": {"color": "blue", "app": "from-profile"}}),
-    res("Tier", "security", {"order": 100, "defaultAction": "Pass"}),
-    res(
+    resource("Namespace", "ns1", labels={"team": "a"}, api_version="v1"),
+    resource("Namespace", "ns2", labels={"team": "b"}, api_version="v1"),
+    resource("ServiceAccount", "sa1", namespace="ns1", labels={"role": "fe"}, api_version="v1"),
+    resource("Profile", "extra", {"labelsToApply": {"color": "blue", "app": "from-profile"}}),
+    resource("Tier", "security", {"order": 100, "defaultAction": "Pass"}),
+    resource(
         "GlobalNetworkPolicy",
         "g1",
         {
@@ -93,7 +40,7 @@ STATE: list[dict[str, Any]] = [
             ],
         },
     ),
-    res(
+    resource(
         "NetworkPolicy",
         "n1",
         {
@@ -107,50 +54,69 @@ STATE: list[dict[str, Any]] = [
                 }
             ],
         },
-        ns="ns1",
+        namespace="ns1",
     ),
-    res(
+    resource(
         "NetworkPolicy",
         "n2",
         {"selector": "app == 'web'", "ingress": [{"action": "Allow"}]},
-        ns="ns1",
+        namespace="ns1",
     ),
-    res(
+    resource(
         "NetworkPolicy",
         "a-first",
         {"order": 10, "selector": "app == 'web'", "ingress": [{"action": "Log"}]},
-        ns="ns1",
+        namespace="ns1",
     ),
-    res(
+    resource(
         "NetworkPolicy",
         "knp-web",
         {
             "podSelector": {"matchLabels": {"app": "web"}},
             "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}}]}],
         },
-        ns="ns1",
-        api="networking.k8s.io/v1",
+        namespace="ns1",
+        api_version="networking.k8s.io/v1",
     ),
-    res("StagedNetworkPolicy", "staged", {"selector": "all()", "types": ["Ingress"]}, ns="ns1"),
-    wep("web", "ns1", "node1", "10.1.0.1", {"app": "web"}, sa="sa1"),
-    wep(
+    resource(
+        "StagedNetworkPolicy",
+        "staged",
+        {"selector": "all()", "types": ["Ingress"]},
+        namespace="ns1",
+    ),
+    workload_endpoint(
+        "web",
+        namespace="ns1",
+        node="node1",
+        ip="10.1.0.1",
+        labels={"app": "web"},
+        service_account="sa1",
+    ),
+    workload_endpoint(
         "db",
-        "ns1",
-        "node1",
-        "10.1.0.2",
-        {"app": "db"},
+        namespace="ns1",
+        node="node1",
+        ip="10.1.0.2",
+        labels={"app": "db"},
         ports=[{"name": "pg", "protocol": "TCP", "port": 5432}],
     ),
-    wep(
+    workload_endpoint(
         "db2",
-        "ns2",
-        "node2",
-        "10.2.0.2",
-        {"app": "db"},
+        namespace="ns2",
+        node="node2",
+        ip="10.2.0.2",
+        labels={"app": "db"},
         ports=[{"name": "pg", "protocol": "TCP", "port": 5433}],
     ),
-    wep("odd", "ns1", "node1", "10.1.0.9", {"app": "web"}, profiles=["extra", "kns.ns1"]),
-    res(
+    workload_endpoint(
+        "odd",
+        namespace="ns1",
+        node="node1",
+        ip="10.1.0.9",
+        labels={"app": "web"},
+        profiles=["extra", "kns.ns1"],
+    ),
+    resource(
         "HostEndpoint",
         "node1-eth0",
         {
@@ -161,9 +127,11 @@ STATE: list[dict[str, Any]] = [
         },
         labels={"host": "yes"},
     ),
-    res("NetworkSet", "outside", {"nets": ["192.0.2.0/24"]}, ns="ns2", labels={"app": "db"}),
-    res("GlobalNetworkSet", "g-out", {"nets": ["203.0.113.0/24"]}, labels={"app": "db"}),
-    res(
+    resource(
+        "NetworkSet", "outside", {"nets": ["192.0.2.0/24"]}, namespace="ns2", labels={"app": "db"}
+    ),
+    resource("GlobalNetworkSet", "g-out", {"nets": ["203.0.113.0/24"]}, labels={"app": "db"}),
+    resource(
         "GlobalNetworkPolicy",
         "hep-pre",
         {
@@ -244,7 +212,7 @@ def run(
 
 
 def reference() -> tuple[CheckingView, CalcGraph]:
-    return run([(key(r), r) for r in STATE])
+    return run([(key_of(r), r) for r in STATE])
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -253,12 +221,12 @@ def test_same_final_output_in_any_order_with_churn(seed: int) -> None:
     rng = random.Random(seed)
     ops: list[tuple[str, dict[str, Any] | None]] = []
     for r in STATE:
-        ops.append((key(r), r))
+        ops.append((key_of(r), r))
         if rng.random() < 0.3:  # an earlier version that is later replaced
             junk = dict(r, metadata=dict(r["metadata"], labels={"junk": str(seed)}))
-            ops.insert(rng.randrange(len(ops)), (key(r), junk))
+            ops.insert(rng.randrange(len(ops)), (key_of(r), junk))
     rng.shuffle(ops)
-    final = {key(r): r for r in STATE}
+    final = {key_of(r): r for r in STATE}
     seen: set[str] = set()
     ordered: list[tuple[str, dict[str, Any] | None]] = []
     for k, v in ops:  # make the last write of every key its final value
@@ -275,7 +243,7 @@ def test_same_final_output_in_any_order_with_churn(seed: int) -> None:
 def test_deleting_everything_removes_everything() -> None:
     view, g = reference()
     for r in reversed(STATE):
-        g.on_update(key(r), None)
+        g.on_update(key_of(r), None)
     view.apply(g.flush())
     assert snapshot(view) == ({}, {}, {}, {}, {})
 
@@ -283,14 +251,14 @@ def test_deleting_everything_removes_everything() -> None:
 def test_nothing_resent_when_nothing_changed() -> None:
     _view, g = reference()
     assert g.flush() == []
-    g.on_update(key(STATE[0]), STATE[0])
+    g.on_update(key_of(STATE[0]), STATE[0])
     assert g.flush() == []
 
 
 def test_in_sync_sent_once_after_state() -> None:
     g = CalcGraph("node1")
     for r in STATE:
-        g.on_update(key(r), r)
+        g.on_update(key_of(r), r)
     assert not any(isinstance(m, InSync) for m in g.flush())
     g.on_in_sync()
     msgs = g.flush()
@@ -368,7 +336,7 @@ def test_label_change_reevaluates_few_selectors() -> None:
     for i in range(200):
         g.on_update(
             f"p{i}",
-            res(
+            resource(
                 "GlobalNetworkPolicy",
                 f"p{i}",
                 {
@@ -380,18 +348,25 @@ def test_label_change_reevaluates_few_selectors() -> None:
     for i in range(100):
         g.on_update(
             f"e{i}",
-            wep(
+            workload_endpoint(
                 f"w{i}",
-                "ns1",
-                "node1",
-                f"10.0.{i // 250}.{i % 250}",
-                {"role": f"r{i}", "peer": f"q{i}", "color": "red"},
+                namespace="ns1",
+                node="node1",
+                ip=f"10.0.{i // 250}.{i % 250}",
+                labels={"role": f"r{i}", "peer": f"q{i}", "color": "red"},
             ),
         )
     g.flush()
     pol_before, set_before = g.policy_index.evaluations, g.ipset_index.evaluations
     g.on_update(
-        "e5", wep("w5", "ns1", "node1", "10.0.0.5", {"role": "r6", "peer": "q5", "color": "red"})
+        "e5",
+        workload_endpoint(
+            "w5",
+            namespace="ns1",
+            node="node1",
+            ip="10.0.0.5",
+            labels={"role": "r6", "peer": "q5", "color": "red"},
+        ),
     )
     msgs = g.flush()
     # role changed: only policies p5 (old) and p6 (new) could change; peer/colour sets: none.
@@ -411,8 +386,12 @@ def test_namespace_label_change_updates_sets_and_endpoints() -> None:
     g1 = view.policies[PolicyID("gnp", "", "g1")]
     (deny_set,) = g1.ingress[0].src_ip_set_ids
     assert view.net_sets[deny_set].hosts == {__import__("ipaddress").ip_address("10.2.0.2")}
-    g.on_update(key(STATE[1]), res("Namespace", "ns2", labels={"team": "c"}, api="v1"))
-    g.on_update(key(STATE[0]), res("Namespace", "ns1", labels={"team": "b"}, api="v1"))
+    g.on_update(
+        key_of(STATE[1]), resource("Namespace", "ns2", labels={"team": "c"}, api_version="v1")
+    )
+    g.on_update(
+        key_of(STATE[0]), resource("Namespace", "ns1", labels={"team": "b"}, api_version="v1")
+    )
     msgs = g.flush()
     view.apply(msgs)
     assert {str(a) for a in view.net_sets[deny_set].hosts} == {"10.1.0.1", "10.1.0.2", "10.1.0.9"}
@@ -424,8 +403,8 @@ def test_namespace_label_change_updates_sets_and_endpoints() -> None:
 
 def test_invalid_resource_is_treated_as_deleted() -> None:
     view, g = reference()
-    bad = res("NetworkPolicy", "n2", {"selector": "app == ", "ingress": []}, ns="ns1")
-    g.on_update(key(STATE[7]), bad)
+    bad = resource("NetworkPolicy", "n2", {"selector": "app == ", "ingress": []}, namespace="ns1")
+    g.on_update(key_of(STATE[7]), bad)
     view.apply(g.flush())
     assert PolicyID("np", "ns1", "n2") not in view.policies
 
@@ -459,14 +438,14 @@ def json_copy(r: dict[str, Any]) -> dict[str, Any]:
 def test_incremental_equals_from_scratch(seed: int) -> None:
     rng = random.Random(1000 + seed)
     view, g = reference()
-    current = {key(r): r for r in STATE}
+    current = {key_of(r): r for r in STATE}
     for _ in range(40):
         k = rng.choice(sorted(current))
         if rng.random() < 0.2:
             g.on_update(k, None)
             current[k] = None  # type: ignore[assignment]
         else:
-            base = next(r for r in STATE if key(r) == k)
+            base = next(r for r in STATE if key_of(r) == k)
             current[k] = mutate(base, rng)
             g.on_update(k, current[k])
         if rng.random() < 0.4:
@@ -482,7 +461,7 @@ def test_port_and_address_changes_update_sets_without_label_change() -> None:
     moved = json_copy(db)
     moved["spec"]["ports"][0]["port"] = 6000
     moved["spec"]["ipNetworks"] = ["10.1.0.3/32"]
-    g.on_update(key(db), moved)
+    g.on_update(key_of(db), moved)
     view.apply(g.flush())
     (rule,) = view.policies[PolicyID("np", "ns1", "n1")].egress
     (pg_set,) = rule.dst_named_port_ip_set_ids

@@ -14,6 +14,7 @@ import pytest
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.rules import RenderConfig, RenderError, RuleRenderer, TableSpec
 from pycalico.felix.rules import names as N
+from tests.kit import global_network_policy, host_endpoint
 
 NODE = "node1"
 ACCEPTED = "meta mark & 0x10000 == 0x10000"
@@ -21,24 +22,11 @@ WILD = N.ALL_INTERFACES
 
 
 def hep(name: str, iface: str | None, ips: list[str], labels: dict[str, str]) -> dict[str, Any]:
-    spec: dict[str, Any] = {"node": NODE, "expectedIPs": ips}
-    if iface is not None:
-        spec["interfaceName"] = iface
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "HostEndpoint",
-        "metadata": {"name": name, "labels": labels},
-        "spec": spec,
-    }
+    return host_endpoint(name, node=NODE, interface_name=iface, expected_ips=ips, labels=labels)
 
 
 def gnp(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "GlobalNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    return global_network_policy(name, **spec)
 
 
 ALLOW_8080 = [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [8080]}}]

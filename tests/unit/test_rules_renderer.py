@@ -15,26 +15,14 @@ from pycalico.felix.model import PolicyID, PortRange
 from pycalico.felix.rules import IPV4, IPV6, RenderConfig, RenderError, RuleRenderer
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.policy import rule_bodies
+from tests.kit import workload_endpoint
 
 NODE = "node1"
+HTTP_PORT = {"name": "http", "protocol": "TCP", "port": 8080}
 
 
 def wep(name: str, ip: str, labels: dict[str, str], ns: str = "ns1") -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "WorkloadEndpoint",
-        "metadata": {"name": f"{NODE}-k8s-{name}-eth0", "namespace": ns, "labels": labels},
-        "spec": {
-            "orchestrator": "k8s",
-            "node": NODE,
-            "pod": name,
-            "endpoint": "eth0",
-            "interfaceName": f"cali{name}",
-            "ipNetworks": [f"{ip}/32"],
-            "profiles": [f"kns.{ns}"],
-            "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
-        },
-    }
+    return workload_endpoint(name, namespace=ns, node=NODE, ip=ip, labels=labels, ports=[HTTP_PORT])
 
 
 def state() -> list[dict[str, Any]]:
