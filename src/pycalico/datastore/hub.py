@@ -365,4 +365,3 @@ def kinds_union(*groups: Iterable[str]) -> tuple[str, ...]:
     for g in groups:
         out.update(g)
     return tuple(sorted(out))
-
