@@ -341,7 +341,7 @@ class Subscription:
         self._failed = True
         self._cancel_retry()
         t = threading.Timer(delay, self._retry)
-        t.name = f"{self.hub.name}-retry-{self.name}"
+        t.name = f"hub-retry-{self.name}"  # transient; not counted as a syncer
         t.daemon = True
         self._timer = t
         t.start()
