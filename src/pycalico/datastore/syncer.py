@@ -135,6 +135,10 @@ class Syncer:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
+    def alive(self) -> bool:
+        """The syncer thread is running."""
+        return self._thread.is_alive()
+
     @property
     def status(self) -> SyncStatus | None:
         return self._status
@@ -194,7 +198,7 @@ class Syncer:
             old = self._cache.get(key)
             if old != obj:
                 typ = EventType.CREATED if old is None else EventType.UPDATED
-                updates.append(SyncUpdate(typ, key, obj, _rev(obj)))
+                updates.append(SyncUpdate(typ, key, obj, resource_revision(obj)))
         for key in sorted(set(self._cache) - set(listed)):
             old = self._cache[key]
             updates.append(SyncUpdate(EventType.DELETED, key, old, max(revs)))
@@ -240,7 +244,8 @@ class Syncer:
                 self._cache[u.key] = u.obj
 
 
-def _rev(obj: Resource) -> int:
+def resource_revision(obj: Resource) -> int:
+    """``metadata.resourceVersion`` as an int (0 when missing or malformed)."""
     try:
         return int(obj["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pycalico.datastore import Datastore
+from pycalico.datastore.hub import SyncerHub
 from pycalico.dns.server import (
     DnsError,
     DnsServer,
@@ -49,9 +50,10 @@ def _addrs(env: Mapping[str, str], key: str) -> list[tuple[str, int]]:
 
 
 def server_from_env(
-    datastore: Datastore, node_name: str, env: Mapping[str, str]
+    datastore: Datastore, node_name: str, env: Mapping[str, str], hub: SyncerHub | None = None
 ) -> DnsServer | None:
-    """The node's :class:`DnsServer` as ``env`` configures it (None when disabled)."""
+    """The node's :class:`DnsServer` as ``env`` configures it (None when disabled); it follows
+    the datastore through ``hub`` when given."""
     enabled = env.get("CALICO_DNS_ENABLED", "true").strip().lower()
     if enabled in ("false", "0", "no", "off"):
         return None
@@ -77,4 +79,5 @@ def server_from_env(
         ttl=_int(env, "CALICO_DNS_TTL", 5),
         negative_ttl=_int(env, "CALICO_DNS_NEGATIVE_TTL", 1),
         upstream_timeout=timeout,
+        hub=hub,
     )

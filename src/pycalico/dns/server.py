@@ -1,9 +1,10 @@
 """The DNS server of calico-node: UDP + TCP listeners, forwarding, the datastore feed.
 
 Owns: one event-loop thread that holds the sockets, the :class:`RecordIndex` and the response
-caches; a :class:`Syncer` (its own thread) over WorkloadEndpoints, Nodes and IPPools whose
-updates are marshalled onto the loop (``call_soon_threadsafe``), so the index has exactly one
-owner and needs no locks.
+caches; a :class:`Syncer` (its own thread; or, given the node's :class:`SyncerHub`, a
+subscription to it) over WorkloadEndpoints, Nodes and IPPools whose updates are marshalled
+onto the loop (``call_soon_threadsafe``), so the index has exactly one owner and needs no
+locks.
 
 Invariants:
 - A change from the datastore is visible to queries as soon as the loop has run the update
@@ -38,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pycalico.datastore import Datastore
+from pycalico.datastore.hub import SyncerHub, SyncSource
 from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
 from pycalico.dns import records as R
 from pycalico.dns.index import RecordIndex
@@ -136,6 +138,7 @@ class DnsServer:
         max_inflight_forwards: int = 512,
         cache_size: int = 20000,
         freebind: bool = True,
+        hub: SyncerHub | None = None,
     ) -> None:
         zone = zone.lower().rstrip(".")
         if not R.valid_name(zone):
@@ -150,6 +153,7 @@ class DnsServer:
             parse_hostport(host)
             _port(str(port), f"{host}:{port}")
         self.datastore = datastore
+        self.hub = hub
         self.node_name = node_name
         self.listen = [(h, int(p)) for h, p in listen]
         self.upstreams = list(upstreams)
@@ -172,7 +176,7 @@ class DnsServer:
         self.bound: list[Address] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._syncer: Syncer | None = None
+        self._syncer: SyncSource | None = None
         self._synced = threading.Event()
         self._udp: list[socket.socket] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
@@ -204,10 +208,12 @@ class DnsServer:
         except BaseException:
             self.stop()
             raise
-        self._syncer = Syncer.for_kinds(
-            self.datastore, KINDS, _Feed(self, loop), poll_interval=0.5, name="dns-syncer"
-        )
-        self._syncer.start()
+        if self.hub is not None:
+            self._syncer = self.hub.syncer_for(KINDS, _Feed(self, loop), name="dns").start()
+        else:
+            self._syncer = Syncer.for_kinds(
+                self.datastore, KINDS, _Feed(self, loop), poll_interval=0.5, name="dns-syncer"
+            ).start()
         log.info("dns: serving %s on %s", self.zone, self.bound)
 
     def stop(self) -> None:

@@ -128,6 +128,7 @@ class NodeAgent:
         self.status = NodeStatus(node_name, os.getpid(), None, None, None)
         self.stop_event = threading.Event()
         self._health: Any = None
+        self.hub: Any = None  # the node's SyncerHub: started before, stopped after components
 
     def _comp(self, name: str) -> Any:
         return self.supervisor.component(name)
@@ -229,6 +230,8 @@ class NodeAgent:
     def shutdown(self) -> None:
         log.info("stopping; the dataplane stays in place")
         self.supervisor.stop_all()
+        if self.hub is not None:
+            self.hub.stop()
         if self._health is not None:
             self._health.stop()
         self.metrics.stop()
@@ -248,6 +251,7 @@ def build_agent(
     """Start-up, then the supervised components; ``extra_components`` is the hook for
     later ones (DNS) — they are supervised and reported like the built-in ones."""
     from pycalico.datastore import DatastoreError
+    from pycalico.datastore.hub import SyncerHub
     from pycalico.node import felixcfg, ipamgc
     from pycalico.node.bgpdriver import BgpComponent
     from pycalico.node.components import FelixComponent, RouteComponent
@@ -275,25 +279,42 @@ def build_agent(
         RouteComponent(ds, node_name, mtu_file),
     ]
     backend = (env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
+    # ONE Syncer for the node (pycalico.datastore.hub), over every component's kinds.
+    kinds = _hub_kinds(backend == "bird")
+    hub = SyncerHub(ds, kinds, poll_interval=0.5, name=f"hub-syncer-{node_name}")
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
-        comps.append(BgpComponent(ds, node_name, state_dir, socket_path))
+        comps.append(BgpComponent(ds, node_name, state_dir, socket_path, hub=hub))
     from pycalico.node import cniserver
 
     cni = cniserver.from_env(env, state_dir)
     if cni is not None:
         comps.append(cni)
-    dns = _dns_component(ds, node_name, env)
+    dns = _dns_component(ds, node_name, env, hub)
     if dns is not None:
         comps.append(dns)
     comps.extend(ipamgc.components_from_env(ds, node_name, env))
     comps.extend(extra_components)
     agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg)
     agent.stop_event = stop
+    agent.hub = hub.start()  # before the components (the supervisor's first step)
     return agent
 
 
-def _dns_component(ds: Any, node_name: str, env: Mapping[str, str]) -> Component | None:
+def _hub_kinds(bgp: bool) -> tuple[str, ...]:
+    """The union of the kinds of this node's components (the node's SyncerHub syncs them)."""
+    from pycalico.dns.server import KINDS as DNS_KINDS
+    from pycalico.felix.agent import FELIX_KINDS
+    from pycalico.felix.routes.agent import KINDS as ROUTE_KINDS  # until routes join Felix
+    from pycalico.node.bgpdriver import BGP_KINDS
+
+    kinds = {*FELIX_KINDS, *ROUTE_KINDS, *DNS_KINDS, *(BGP_KINDS if bgp else ())}
+    return tuple(sorted(kinds))
+
+
+def _dns_component(
+    ds: Any, node_name: str, env: Mapping[str, str], hub: Any = None
+) -> Component | None:
     """The workload DNS server (``CALICO_DNS_*``), with its link-local listen addresses put on
     this node's ``lo`` so pods reach them through their 169.254.1.1 gateway."""
     import ipaddress
@@ -302,7 +323,7 @@ def _dns_component(ds: Any, node_name: str, env: Mapping[str, str]) -> Component
     from pycalico.dns import server_from_env
 
     try:
-        server = server_from_env(ds, node_name, env)
+        server = server_from_env(ds, node_name, env, hub)
     except CalicoError as e:
         log.error("workload DNS disabled: %s", e)
         return None

@@ -1,7 +1,8 @@
 """BGP component of calico-node: datastore → :func:`compute_bird_config` → BIRD.
 
 Owns (the job of Calico's confd + runit's bird service):
-- a :class:`Syncer` over BGPConfiguration, Node, BGPPeer, BGPFilter, IPPool, BlockAffinity,
+- a :class:`Syncer` (or, given the node's :class:`SyncerHub`, a subscription to it) over
+  BGPConfiguration, Node, BGPPeer, BGPFilter, IPPool, BlockAffinity,
   IPAMBlock and Secret (peer passwords); every change marks the config dirty, and one
   worker thread recomputes after a short coalescing delay (a burst of pod adds is one
   recompute), renders and hands the result to :class:`BirdManager` (which writes only
@@ -45,6 +46,7 @@ from pycalico.bgp import (
 )
 from pycalico.bgp.errors import BgpError
 from pycalico.datastore import Datastore, EventType
+from pycalico.datastore.hub import SyncerHub, SyncSource
 from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
 
 log = logging.getLogger(__name__)
@@ -107,8 +109,10 @@ class BgpComponent:
         coalesce: float = COALESCE_S,
         manager: BirdManager | None = None,
         graceful_stop: bool = True,
+        hub: SyncerHub | None = None,
     ) -> None:
         self.ds = ds
+        self.hub = hub
         self.node_name = node_name
         self.coalesce = coalesce
         self.graceful_stop = graceful_stop
@@ -128,7 +132,7 @@ class BgpComponent:
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._configured = threading.Event()
-        self._syncer: Syncer | None = None
+        self._syncer: SyncSource | None = None
         self._worker: threading.Thread | None = None
 
     # -- syncer callbacks ------------------------------------------------------------------
@@ -159,7 +163,10 @@ class BgpComponent:
     def start(self) -> None:
         self._stop.clear()
         self._adopt_existing()
-        self._syncer = Syncer.for_kinds(self.ds, BGP_KINDS, self, name="bgp-syncer").start()
+        if self.hub is not None:
+            self._syncer = self.hub.syncer_for(BGP_KINDS, self, name="bgp").start()
+        else:
+            self._syncer = Syncer.for_kinds(self.ds, BGP_KINDS, self, name="bgp-syncer").start()
         self._worker = threading.Thread(target=self._run, name="bgp-worker", daemon=True)
         self._worker.start()
 
