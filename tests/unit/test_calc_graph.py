@@ -18,7 +18,7 @@ from pycalico.felix.calc import (
     IPSetUpdate,
     Message,
 )
-from pycalico.felix.model import ItemID, PolicyID
+from pycalico.model import ItemID, PolicyID
 
 V3 = "projectcalico.org/v3"
 
