@@ -27,6 +27,8 @@ from typing import Any
 
 from pycalico.bgp.errors import BgpInputError
 from pycalico.bgp.model import DEFAULT_AS, DEFAULT_PORT
+from pycalico.model.durations import parse_duration
+from pycalico.model.types import ModelError
 
 Resource = Mapping[str, Any]
 SecretLookup = Callable[[str, str], str | None]
@@ -66,20 +68,12 @@ def parse_as_number(value: Any, fld: str) -> int:
     return n
 
 
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration_s(value: Any, fld: str) -> int:
     """Go/k8s duration (``90s``, ``1m30s``) or a number of seconds → whole seconds (>= 1)."""
-    if isinstance(value, bool):
-        raise BgpInputError(fld, f"invalid duration {value!r}")
-    if isinstance(value, int | float):
-        secs = float(value)
-    elif isinstance(value, str) and value and _DUR.sub("", value) == "":
-        secs = sum(float(n) * _UNIT[u] for n, u in _DUR.findall(value))
-    else:
-        raise BgpInputError(fld, f"invalid duration {value!r} (want e.g. 120s or 1m30s)")
+    try:
+        secs = parse_duration(value, fld, bare_numbers=False, negative=True)
+    except ModelError:
+        raise BgpInputError(fld, f"invalid duration {value!r} (want e.g. 120s or 1m30s)") from None
     if secs <= 0 or secs > 65535:
         raise BgpInputError(fld, f"duration {value!r} must be within 1s..65535s")
     return max(1, round(secs))

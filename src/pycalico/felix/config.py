@@ -8,7 +8,6 @@ field and the source; unknown fields are ignored (other components read them).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.errors import CalicoError
 from pycalico.felix.rules.endpoints import ENDPOINT_TO_HOST_ACTIONS, FailsafePort, RenderConfig
+from pycalico.model import durations
+from pycalico.model.types import ModelError
 
 
 class FelixConfigError(CalicoError, ValueError):
@@ -47,32 +48,12 @@ class FelixSettings:
         return ("ip", "ip6") if self.ipv6_support else ("ip",)
 
 
-_DUR = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(value: Any, what: str) -> float:
     """Go-style duration (``90s``, ``1m30s``, ``500ms``) or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise FelixConfigError(f"{what}: must not be negative")
-        return float(value)
-    text = str(value).strip()
     try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None:
-        return parse_duration(number, what)
-    pos, total = 0, 0.0
-    for m in _DUR.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise FelixConfigError(f"{what}: invalid duration {value!r}")
-    return total
+        return durations.parse_duration(value, what)
+    except ModelError as e:
+        raise FelixConfigError(str(e)) from None
 
 
 def _bool(value: Any, what: str) -> bool:

@@ -12,12 +12,12 @@ the operator's own env must not be silently ignored.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycalico.errors import CalicoError
+from pycalico.model.durations import parse_duration
 
 # field name -> (type, default). Calico's defaults except healthEnabled: calico-node
 # manifests always set FELIX_HEALTHENABLED=true, so the node agent defaults to it.
@@ -34,9 +34,6 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "reportingInterval": ("duration", 30.0),
     "logSeverityScreen": ("str", "Info"),
 }
-
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DUR_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class FelixConfigError(CalicoError, ValueError):
@@ -58,15 +55,7 @@ def _parse(typ: str, value: Any) -> Any:
             raise ValueError(f"expected an integer, got {value!r}")
         return int(str(value).strip())
     if typ == "duration":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        text = str(value).strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        parts = _DUR.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"expected a duration like 30s, got {value!r}")
-        return sum(float(n) * _DUR_UNITS[u] for n, u in parts)
+        return parse_duration(value)  # ModelError is a ValueError
     return str(value)
 
 
