@@ -12,12 +12,15 @@ stops routing for the rest of the cluster). IPv4 and IPv6 share every class; IPI
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycalico.model.felixconfig import DEFAULT_MTU_IFACE_PATTERN as DEFAULT_MTU_IFACE_PATTERN
+from pycalico.model.felixconfig import DEFAULT_ROUTE_REFRESH_S as DEFAULT_ROUTE_REFRESH_S
+from pycalico.model.felixconfig import DEFAULT_VXLAN_PORT as DEFAULT_VXLAN_PORT
+from pycalico.model.felixconfig import DEFAULT_VXLAN_VNI as DEFAULT_VXLAN_VNI
+from pycalico.model.felixconfig import resolve, specs_by_name
 from pycalico.model.network import Addr as Addr
 from pycalico.model.network import Addr4 as Addr4
 from pycalico.model.network import Block, IPPool, Node
@@ -32,10 +35,6 @@ ROUTE_PROTO = 80
 VXLAN_DEVICE = "vxlan.calico"
 VXLAN_V6_DEVICE = "vxlan-v6.calico"
 IPIP_DEVICE = "tunl0"
-DEFAULT_VXLAN_VNI = 4096
-DEFAULT_VXLAN_PORT = 4789
-DEFAULT_MTU_IFACE_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
-DEFAULT_ROUTE_REFRESH_S = 90.0
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
 VXLAN_V6_OVERHEAD = 70
@@ -52,10 +51,6 @@ RouteInputError = ModelError
 PoolInfo = IPPool
 NodeInfo = Node
 BlockInfo = Block
-
-
-def _cfg_error(where: str, fld: str, reason: str) -> ModelError:
-    return ModelError(f"{where}: {fld}: {reason}", kind=where, field=fld, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -81,58 +76,23 @@ class RouteConfig:
     def from_resources(
         cls, node: str, felix_configs: Mapping[str, Mapping[str, Any]]
     ) -> RouteConfig:
-        """``felix_configs``: FelixConfiguration resources by name."""
-        merged: dict[str, Any] = {}
-        for name in ("default", f"node.{node}"):
-            res = felix_configs.get(name)
-            if res:
-                merged.update({k: v for k, v in (res.get("spec") or {}).items() if v is not None})
-        out = cls()
-        kw: dict[str, Any] = {}
-        for key, attr in (("vxlanVNI", "vxlan_vni"), ("vxlanPort", "vxlan_port"),
-                          ("vxlanMTU", "vxlan_mtu"), ("ipipMTU", "ipip_mtu"),
-                          ("vxlanMTUV6", "vxlan_mtu_v6")):  # fmt: skip
-            if key in merged:
-                try:
-                    kw[attr] = int(merged[key])
-                except (TypeError, ValueError):
-                    raise _cfg_error(
-                        "FelixConfiguration", f"spec.{key}", "not an integer"
-                    ) from None
-        for key, attr in (("vxlanEnabled", "vxlan_enabled"), ("ipipEnabled", "ipip_enabled")):
-            if key in merged:
-                kw[attr] = bool(merged[key])
-        if merged.get("mtuIfacePattern"):
-            pat = str(merged["mtuIfacePattern"])
-            try:
-                re.compile(pat)
-            except re.error as e:
-                raise _cfg_error("FelixConfiguration", "spec.mtuIfacePattern", str(e)) from None
-            kw["mtu_iface_pattern"] = pat
-        if merged.get("routeRefreshInterval"):
-            from pycalico.api.kinds_bgp import duration_seconds
-
-            try:
-                secs = duration_seconds(str(merged["routeRefreshInterval"]))
-            except ValueError as e:
-                raise _cfg_error(
-                    "FelixConfiguration", "spec.routeRefreshInterval", str(e)
-                ) from None
-            if secs > 0:
-                kw["route_refresh_s"] = secs
-        if merged.get("natOutgoingAddress"):
-            try:
-                kw["nat_outgoing_address"] = str(
-                    ipaddress.IPv4Address(merged["natOutgoingAddress"])
-                )
-            except ValueError:
-                raise _cfg_error(
-                    "FelixConfiguration", "spec.natOutgoingAddress", "not an IPv4 address"
-                ) from None
-        kw["nat_exclude_host_ips"] = merged.get("natOutgoingExclusions") == "IPPoolsAndHostIPs"
-        if merged.get("programClusterRoutes"):
-            kw["program_cluster_routes"] = str(merged["programClusterRoutes"])
-        return RouteConfig(**{**out.__dict__, **kw})
+        """``felix_configs``: FelixConfiguration resources by name (the one resolver,
+        :func:`pycalico.model.felixconfig.resolve`; bad values are ignored with a warning)."""
+        c = resolve(node, specs_by_name(felix_configs))
+        return cls(
+            vxlan_vni=c.vxlan_vni,
+            vxlan_port=c.vxlan_port,
+            vxlan_enabled=c.vxlan_enabled,
+            ipip_enabled=c.ipip_enabled,
+            vxlan_mtu=c.vxlan_mtu,
+            vxlan_mtu_v6=c.vxlan_mtu_v6,
+            ipip_mtu=c.ipip_mtu,
+            mtu_iface_pattern=c.mtu_iface_pattern,
+            route_refresh_s=c.route_refresh_interval,
+            program_cluster_routes=c.program_cluster_routes,
+            nat_outgoing_address=c.nat_outgoing_address,
+            nat_exclude_host_ips=c.nat_exclude_host_ips,
+        )
 
 
 # --------------------------------------------------------------------------- outputs
