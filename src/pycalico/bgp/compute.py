@@ -13,8 +13,9 @@ Owns Calico's peering and export rules (reference §4.2–4.3), reproduced for B
   id <ours>`` towards iBGP peers not in its cluster.
 - Duplicate peers (same ip+port) keep the first in the order mesh, node, global, reverse.
 - Export: one static blackhole per confirmed affine block; borrowed /32s outside our blocks;
-  pools with ``disableBGPExport`` never; kernel programming skips pools Felix owns
-  (VXLAN/IPIP, Calico v3.33 ``programClusterRoutes`` defaults).
+  pools with ``disableBGPExport`` never; kernel programming accepts exactly the pools whose
+  owner is "bird" under :func:`pycalico.model.routing.cluster_route_owner` (FelixConfiguration
+  and BGPConfiguration ``programClusterRoutes``); a pool nobody owns is a warning.
 - Unlike Calico's BIRD 1.6 template, the kernel protocol does not ``learn`` foreign kernel
   routes: everything BIRD exports comes from this model (static blackholes for blocks,
   ``borrowed`` /32s given by the caller), so workload (``cali*``) and tunnel routes
@@ -60,7 +61,10 @@ from pycalico.bgp.model import (
     PeerType,
     peer_protocol_name,
 )
+from pycalico.model.felixconfig import resolve as resolve_felix
+from pycalico.model.felixconfig import specs_by_name
 from pycalico.model.network import Node
+from pycalico.model.routing import cluster_route_owner
 from pycalico.selector import parse
 
 SelectorEval = Callable[[str, Mapping[str, str]], bool]
@@ -80,6 +84,7 @@ def compute_bird_config(
     pools: Iterable[Resource] = (),
     block_affinities: Iterable[Resource] = (),
     borrowed: Iterable[str] = (),
+    felix_configurations: Iterable[Resource] = (),
     secrets: SecretLookup | None = None,
     selector_eval: SelectorEval | None = None,
 ) -> BirdConfig:
@@ -96,8 +101,17 @@ def compute_bird_config(
     filt_res = {str((f.get("metadata") or {}).get("name", "")): f for f in filters}
     pool_infos = sorted((pool_info(p) for p in pools), key=lambda p: (p.cidr.version, p.cidr))
     blocks = _confirmed_blocks(block_affinities, node_name)
+    felix_pcr = resolve_felix(node_name, specs_by_name(felix_configurations)).program_cluster_routes
+    owners = {
+        p.cidr: cluster_route_owner(p, felix_pcr, gcfg.program_cluster_routes) for p in pool_infos
+    }
     local_as = me.as_number if me.as_number is not None else gcfg.as_number
-    warnings: list[str] = []
+    warnings: list[str] = [
+        f"IPPool {p.name}: neither Felix (programClusterRoutes={felix_pcr}) nor BIRD "
+        f"(programClusterRoutes={gcfg.program_cluster_routes}) programs its cluster routes"
+        for p in pool_infos
+        if owners[p.cidr] is None
+    ]
     ctx = _Ctx(me, infos, gcfg, local_as, secrets, sel_eval, warnings, set(filt_res))
 
     families = []
@@ -124,7 +138,7 @@ def compute_bird_config(
                 borrowed=_borrowed(borrowed, fam_blocks, version),
                 export_pools=tuple(str(p.cidr) for p in fam_pools if not p.disable_bgp_export),
                 no_export_pools=tuple(str(p.cidr) for p in fam_pools if p.disable_bgp_export),
-                felix_pools=tuple(str(p.cidr) for p in fam_pools if p.encap != "none"),
+                felix_pools=tuple(str(p.cidr) for p in fam_pools if owners[p.cidr] != "bird"),
                 peers=tuple(fam_peers),
                 filters=tuple(funcs),
             )

@@ -31,6 +31,7 @@ from pycalico.bgp.model import DEFAULT_AS, DEFAULT_PORT
 from pycalico.model.durations import parse_duration
 from pycalico.model.network import BlockAffinity, IPPool, Node
 from pycalico.model.network import parse_as_number as model_as_number
+from pycalico.model.routing import BGP_DEFAULT_PCR
 from pycalico.model.types import ModelError
 
 Resource = Mapping[str, Any]
@@ -141,6 +142,7 @@ class GlobalBgp:
     mesh_restart_time: int | None = None
     ignored_interfaces: tuple[str, ...] = ()
     node_ports: Mapping[str, int] = field(default_factory=dict)  # per-node listenPort
+    program_cluster_routes: str = BGP_DEFAULT_PCR  # which pools' routes BIRD programs
 
     def port_of(self, node: str) -> int:
         return self.node_ports.get(node, self.listen_port)
@@ -177,6 +179,9 @@ def global_bgp(configs: Iterable[Resource], node_name: str) -> GlobalBgp:
         else parse_duration_s(restart, f"{w}: spec.nodeMeshMaxRestartTime"),
         ignored_interfaces=tuple(str(i) for i in d.get("ignoredInterfaces") or ()),
         node_ports=node_ports,
+        program_cluster_routes=str(
+            m.get("programClusterRoutes") or d.get("programClusterRoutes") or BGP_DEFAULT_PCR
+        ),
     )
 
 
