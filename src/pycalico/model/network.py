@@ -1,7 +1,8 @@
 """Network kinds of the backend model: IPPool, Node, IPAMBlock, BlockAffinity, and this node's
 WorkloadEndpoints as routing sees them — parsed once from v3 dicts with Calico's defaults.
 
-Owns :class:`IPPool` (blockSize 26/122, nodeSelector ``all()``, allowedUses Workload+Tunnel,
+Owns :class:`IPPool` (blockSize 26/122, nodeSelector ``all()``, allowedUses Workload+Tunnel
+(Workload only with a namespaceSelector),
 assignmentMode Automatic, ipip/vxlan mode Never), :class:`Node` (underlay addresses, tunnel
 addresses, VTEP MACs, labels, AS number, route-reflector cluster ID), :class:`Block` (affine
 node and borrowed addresses), :class:`BlockAffinity` and :class:`LocalEndpoint`, plus
@@ -143,7 +144,11 @@ class IPPool:
             block_size = int(spec.get("blockSize") or 0)
         except (TypeError, ValueError):
             raise bad(res, "spec.blockSize", f"not an integer: {spec.get('blockSize')!r}") from None
-        uses = spec.get("allowedUses") or [USE_WORKLOAD, USE_TUNNEL]
+        # Calico: a pool with a namespaceSelector defaults to Workload only.
+        default_uses = (
+            [USE_WORKLOAD] if spec.get("namespaceSelector") else [USE_WORKLOAD, USE_TUNNEL]
+        )
+        uses = spec.get("allowedUses") or default_uses
         return cls(
             name=_name(res),
             cidr=net,
