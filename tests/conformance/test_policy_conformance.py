@@ -20,7 +20,7 @@ import pytest
 
 from pycalico.felix.calc import PolicyInsight
 from pycalico.felix.calc.insight import Peer
-from pycalico.felix.model import protocol_number
+from pycalico.model import protocol_number
 
 DATA = Path(__file__).parent / "data"
 K8S = json.loads((DATA / "k8s_netpol_cases.json").read_text())

@@ -18,7 +18,7 @@ from pycalico.felix.calc import (
     IPSetUpdate,
     Message,
 )
-from pycalico.felix.model import ItemID, PolicyID
+from pycalico.model import ItemID, PolicyID
 from tests.kit import key_of, resource, workload_endpoint
 
 STATE: list[dict[str, Any]] = [

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pycalico.felix.model import ModelError, Policy, PortRange, convert, k8s_to_v3_spec
-from pycalico.felix.model.convert import entity_selector
+from pycalico.model import ModelError, Policy, PortRange, convert, k8s_to_v3_spec
+from pycalico.model.convert import entity_selector
 from pycalico.selector import parse
 
 

@@ -45,8 +45,12 @@ def test_precedence_default_node_env_override() -> None:
 
 
 def test_bad_values_name_field_and_source() -> None:
-    with pytest.raises(FelixConfigError, match=r"FelixConfiguration default: .*HostAction"):
-        resolve_settings("n1", {"default": {"defaultEndpointToHostAction": "Maybe"}})
+    # A bad datastore value is ignored with a warning naming it (the one resolver's policy).
+    s = resolve_settings("n1", {"default": {"defaultEndpointToHostAction": "Maybe"}})
+    assert s.default_endpoint_to_host_action == "Drop"
+    assert any(
+        w.startswith("FelixConfiguration default: defaultEndpointToHostAction") for w in s.warnings
+    )
     with pytest.raises(FelixConfigError, match="environment: failsafeInboundHostPorts"):
         resolve_settings("n1", {}, env={"FELIX_FAILSAFEINBOUNDHOSTPORTS": "icmp:1"})
 

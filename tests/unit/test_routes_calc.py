@@ -248,8 +248,9 @@ def test_route_config_from_felix_configuration() -> None:
     assert d.nat_exclude == (N("198.18.1.1/32"), N("198.18.1.2/32"), N("198.18.2.3/32"))
     assert (c.vxlan_vni, c.vxlan_port, c.ipip_mtu, c.route_refresh_s) == (5000, 8472, 1300, 30)
     assert c.mtu_iface_pattern == "^veth"
-    with pytest.raises(RouteInputError, match="mtuIfacePattern"):
-        RouteConfig.from_resources("n1", {"default": {"spec": {"mtuIfacePattern": "("}}})
+    # A bad datastore value is ignored (the one resolver warns): the default pattern stays.
+    bad = RouteConfig.from_resources("n1", {"default": {"spec": {"mtuIfacePattern": "("}}})
+    assert bad.mtu_iface_pattern == RouteConfig().mtu_iface_pattern
 
 
 def test_local_workload_routes_from_endpoints() -> None:

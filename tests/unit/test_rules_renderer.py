@@ -11,10 +11,10 @@ import pytest
 from pycalico.felix.calc import CalcGraph
 from pycalico.felix.calc.messages import ResolvedRule
 from pycalico.felix.dataplane import AddElements, DeleteElements, TableState, plan
-from pycalico.felix.model import PolicyID, PortRange
 from pycalico.felix.rules import IPV4, IPV6, RenderConfig, RenderError, RuleRenderer
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.policy import rule_bodies
+from pycalico.model import PolicyID, PortRange
 from tests.kit import workload_endpoint
 
 NODE = "node1"

@@ -32,6 +32,7 @@ from pydantic import (
 
 from pycalico.api.base import DNS1123_SUBDOMAIN, Model, Problems, Resource, register
 from pycalico.api.common import check_selector, parse_cidr
+from pycalico.model.durations import parse_duration
 
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_LISTEN_PORT = 179
@@ -62,29 +63,11 @@ def _as_number(value: Any) -> int:
 
 ASNumber = Annotated[int, BeforeValidator(_as_number)]
 
-_DURATION = re.compile(r"^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
 
 def duration_seconds(text: str) -> float:
-    """Parse a Go duration (``1h2m3.5s``, ``-1ns``, ``0``) into seconds; ValueError if invalid."""
-    if text in ("0", "+0", "-0"):
-        return 0.0
-    if not _DURATION.match(text):
-        raise ValueError(f"invalid duration {text!r} (expected e.g. '90s', '5m30s', '1h')")
-    sign = -1.0 if text.startswith("-") else 1.0
-    total = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-    return sign * total
+    """Parse a Go duration (``1h2m3.5s``, ``-1ns``, ``0``) into seconds; ValueError if invalid
+    (:func:`pycalico.model.durations.parse_duration`, Go's strict signed form)."""
+    return parse_duration(text, bare_numbers=False, negative=True)
 
 
 def _duration(value: str) -> str:

@@ -40,16 +40,10 @@ from pycalico.api.kinds_bgp import (
     RoutePriority,
     null_to_empty,
 )
+from pycalico.model.felixconfig import DEFAULT_FAILSAFE_IN as DEFAULT_FAILSAFE_IN
+from pycalico.model.felixconfig import DEFAULT_FAILSAFE_OUT as DEFAULT_FAILSAFE_OUT
 
 # Felix's default failsafe ports (protocol, port): always open on host endpoints.
-DEFAULT_FAILSAFE_IN: tuple[tuple[str, int], ...] = (
-    ("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
-    ("tcp", 5473), ("tcp", 6443), ("tcp", 6666), ("tcp", 6667),
-)  # fmt: skip
-DEFAULT_FAILSAFE_OUT: tuple[tuple[str, int], ...] = (
-    ("udp", 53), ("udp", 67), ("tcp", 179), ("tcp", 2379), ("tcp", 2380),
-    ("tcp", 5473), ("tcp", 6443), ("tcp", 6666), ("tcp", 6667),
-)  # fmt: skip
 
 FELIX_DEFAULTS: dict[str, Any] = {
     "interfacePrefix": "cali",

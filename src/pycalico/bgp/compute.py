@@ -13,8 +13,9 @@ Owns Calico's peering and export rules (reference §4.2–4.3), reproduced for B
   id <ours>`` towards iBGP peers not in its cluster.
 - Duplicate peers (same ip+port) keep the first in the order mesh, node, global, reverse.
 - Export: one static blackhole per confirmed affine block; borrowed /32s outside our blocks;
-  pools with ``disableBGPExport`` never; kernel programming skips pools Felix owns
-  (VXLAN/IPIP, Calico v3.33 ``programClusterRoutes`` defaults).
+  pools with ``disableBGPExport`` never; kernel programming accepts exactly the pools whose
+  owner is "bird" under :func:`pycalico.model.routing.cluster_route_owner` (FelixConfiguration
+  and BGPConfiguration ``programClusterRoutes``); a pool nobody owns is a warning.
 - Unlike Calico's BIRD 1.6 template, the kernel protocol does not ``learn`` foreign kernel
   routes: everything BIRD exports comes from this model (static blackholes for blocks,
   ``borrowed`` /32s given by the caller), so workload (``cali*``) and tunnel routes
@@ -38,9 +39,9 @@ from pycalico.bgp.filters import filter_functions, function_name
 from pycalico.bgp.inputs import (
     PASSWORD_ANNOTATION,
     GlobalBgp,
-    NodeInfo,
     Resource,
     SecretLookup,
+    affinity_info,
     global_bgp,
     node_info,
     parse_as_number,
@@ -60,6 +61,10 @@ from pycalico.bgp.model import (
     PeerType,
     peer_protocol_name,
 )
+from pycalico.model.felixconfig import resolve as resolve_felix
+from pycalico.model.felixconfig import specs_by_name
+from pycalico.model.network import Node
+from pycalico.model.routing import cluster_route_owner
 from pycalico.selector import parse
 
 SelectorEval = Callable[[str, Mapping[str, str]], bool]
@@ -79,6 +84,7 @@ def compute_bird_config(
     pools: Iterable[Resource] = (),
     block_affinities: Iterable[Resource] = (),
     borrowed: Iterable[str] = (),
+    felix_configurations: Iterable[Resource] = (),
     secrets: SecretLookup | None = None,
     selector_eval: SelectorEval | None = None,
 ) -> BirdConfig:
@@ -88,20 +94,29 @@ def compute_bird_config(
     me = next((n for n in infos if n.name == node_name), None)
     if me is None:
         raise BgpInputError(f"Node/{node_name}", "no such node")
-    if me.ipv4 is None and me.ipv6 is None:
+    if me.ip is None and me.ip6 is None:
         raise BgpInputError(f"Node/{node_name}: spec.bgp", "no ipv4Address or ipv6Address")
     gcfg = global_bgp(bgp_configurations, node_name)
     peer_res = sorted(peers, key=lambda r: str((r.get("metadata") or {}).get("name", "")))
     filt_res = {str((f.get("metadata") or {}).get("name", "")): f for f in filters}
     pool_infos = sorted((pool_info(p) for p in pools), key=lambda p: (p.cidr.version, p.cidr))
     blocks = _confirmed_blocks(block_affinities, node_name)
+    felix_pcr = resolve_felix(node_name, specs_by_name(felix_configurations)).program_cluster_routes
+    owners = {
+        p.cidr: cluster_route_owner(p, felix_pcr, gcfg.program_cluster_routes) for p in pool_infos
+    }
     local_as = me.as_number if me.as_number is not None else gcfg.as_number
-    warnings: list[str] = []
+    warnings: list[str] = [
+        f"IPPool {p.name}: neither Felix (programClusterRoutes={felix_pcr}) nor BIRD "
+        f"(programClusterRoutes={gcfg.program_cluster_routes}) programs its cluster routes"
+        for p in pool_infos
+        if owners[p.cidr] is None
+    ]
     ctx = _Ctx(me, infos, gcfg, local_as, secrets, sel_eval, warnings, set(filt_res))
 
     families = []
     for version in (4, 6):
-        my_ip = me.address(version)
+        my_ip = _ip(me, version)
         if my_ip is None:
             continue
         fam_peers = ctx.peers(version, my_ip, peer_res)
@@ -121,9 +136,9 @@ def compute_bird_config(
                 listen_address=my_ip if gcfg.bind_node_ip else None,
                 blocks=tuple(str(b) for b in fam_blocks),
                 borrowed=_borrowed(borrowed, fam_blocks, version),
-                export_pools=tuple(str(p.cidr) for p in fam_pools if not p.disable_export),
-                no_export_pools=tuple(str(p.cidr) for p in fam_pools if p.disable_export),
-                felix_pools=tuple(str(p.cidr) for p in fam_pools if p.felix_owned),
+                export_pools=tuple(str(p.cidr) for p in fam_pools if not p.disable_bgp_export),
+                no_export_pools=tuple(str(p.cidr) for p in fam_pools if p.disable_bgp_export),
+                felix_pools=tuple(str(p.cidr) for p in fam_pools if owners[p.cidr] != "bird"),
                 peers=tuple(fam_peers),
                 filters=tuple(funcs),
             )
@@ -131,7 +146,7 @@ def compute_bird_config(
     excluded = tuple(dict.fromkeys((*EXCLUDED_INTERFACES, *gcfg.ignored_interfaces)))
     return BirdConfig(
         node_name=node_name,
-        router_id=me.ipv4 or _hashed_router_id(node_name),
+        router_id=_ip(me, 4) or _hashed_router_id(node_name),
         listen_port=gcfg.port_of(node_name),
         log_classes=_LOG_CLASSES.get(gcfg.log_severity.lower(), _LOG_CLASSES["info"]),
         excluded_interfaces=excluded,
@@ -150,6 +165,12 @@ _LOG_CLASSES = {
 }
 
 
+def _ip(node: Node, version: int) -> str | None:
+    """The node's underlay IP of ``version`` as text (None when it has none)."""
+    a = node.address(version)
+    return None if a is None else str(a.ip)
+
+
 def _hashed_router_id(node_name: str) -> str:
     """IPv6-only nodes need a 32-bit router id: derive a stable one from the node name."""
     digest = hashlib.sha256(node_name.encode()).digest()
@@ -163,16 +184,11 @@ def _confirmed_blocks(affinities: Iterable[Resource], node_name: str) -> list[Ne
     out: set[Net] = set()
     for a in affinities:
         spec = spec_of(a)
-        if spec.get("node") != node_name or spec.get("state", "confirmed") != "confirmed":
+        if spec.get("node") != node_name:
             continue
-        if spec.get("deleted") in (True, "true"):
-            continue
-        try:
-            out.add(ipaddress.ip_network(str(spec.get("cidr"))))
-        except ValueError:
-            raise BgpInputError(
-                f"{where(a)}: spec.cidr", f"invalid block {spec.get('cidr')!r}"
-            ) from None
+        aff = affinity_info(a)
+        if aff.confirmed:
+            out.add(aff.cidr)
     return sorted(out, key=lambda n: (n.version, n))
 
 
@@ -198,8 +214,8 @@ class _Ctx:
 
     def __init__(
         self,
-        me: NodeInfo,
-        nodes: list[NodeInfo],
+        me: Node,
+        nodes: list[Node],
         gcfg: GlobalBgp,
         local_as: int,
         secrets: SecretLookup | None,
@@ -217,7 +233,7 @@ class _Ctx:
         except ValueError as e:  # SelectorError is a ValueError
             raise BgpInputError(fld, f"invalid selector {text!r}: {e}") from None
 
-    def node_as(self, n: NodeInfo) -> int:
+    def node_as(self, n: Node) -> int:
         return n.as_number if n.as_number is not None else self.g.as_number
 
     def peers(self, version: int, my_ip: str, peer_res: list[Resource]) -> list[BirdPeer]:
@@ -261,7 +277,7 @@ class _Ctx:
             return []
         out = []
         for n in self.nodes:
-            ip = n.address(version)
+            ip = _ip(n, version)
             if n.name == self.me.name or ip is None or n.rr_cluster_id is not None:
                 continue
             port = self.g.port_of(n.name)
@@ -302,14 +318,14 @@ class _Ctx:
             if spec.get("asNumber") in (None, ""):
                 raise BgpInputError(f"{w}: spec.asNumber", "required with peerIP")
             asn = parse_as_number(spec["asNumber"], f"{w}: spec.asNumber")
-            node = next((n for n in self.nodes if n.address(version) == ip), None)
+            node = next((n for n in self.nodes if _ip(n, version) == ip), None)
             return [self.build(res, spec, ptype, ip, port, asn, node, my_ip)]
         psel = spec.get("peerSelector") or ""
         if not psel:
             raise BgpInputError(f"{w}: spec", "one of peerIP or peerSelector is required")
         out: list[BirdPeer | None] = []
         for n in self.nodes:
-            nip = n.address(version)
+            nip = _ip(n, version)
             if n.name == self.me.name or nip is None:
                 continue
             if self._sel(psel, n.labels, f"{w}: spec.peerSelector"):
@@ -329,7 +345,7 @@ class _Ctx:
             return []
         out: list[BirdPeer | None] = []
         for n in self.nodes:
-            ip = n.address(version)
+            ip = _ip(n, version)
             if n.name == self.me.name or ip is None:
                 continue
             node, nsel = spec.get("node") or "", spec.get("nodeSelector") or ""
@@ -351,7 +367,7 @@ class _Ctx:
         ip: str,
         port: int | None,
         asn: int,
-        node: NodeInfo | None,
+        node: Node | None,
         my_ip: str,
         calico_peer: bool = False,
     ) -> BirdPeer | None:

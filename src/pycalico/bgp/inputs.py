@@ -1,9 +1,10 @@
 """Typed views of the v3 resource dicts the BGP renderer reads (no pydantic dependency).
 
-Owns: parsing of AS numbers (``64512`` or dotted ``1.10``), Go durations (``1m30s``), peer
-addresses (``IP``, ``IP:port``, ``[IPv6]:port``), and the small frozen records
-:class:`NodeInfo`, :class:`PoolInfo`, :class:`GlobalBgp` built from resource dicts; plus the
-pluggable secret lookup used for BGP passwords.
+Owns: the BGP edge of the backend model (Node, IPPool, BlockAffinity and AS numbers are
+parsed by :mod:`pycalico.model.network`, durations by :mod:`pycalico.model.durations`; their
+ModelError is re-worded here as BgpInputError), peer addresses (``IP``, ``IP:port``,
+``[IPv6]:port``), :class:`GlobalBgp` (BGPConfiguration) and the pluggable secret lookup used
+for BGP passwords.
 
 Invariants: pure functions; every malformed field raises :class:`BgpInputError` naming
 ``<Kind>/<name>: <field path>`` and the reason.
@@ -27,6 +28,11 @@ from typing import Any
 
 from pycalico.bgp.errors import BgpInputError
 from pycalico.bgp.model import DEFAULT_AS, DEFAULT_PORT
+from pycalico.model.durations import parse_duration
+from pycalico.model.network import BlockAffinity, IPPool, Node
+from pycalico.model.network import parse_as_number as model_as_number
+from pycalico.model.routing import BGP_DEFAULT_PCR
+from pycalico.model.types import ModelError
 
 Resource = Mapping[str, Any]
 SecretLookup = Callable[[str, str], str | None]
@@ -47,39 +53,19 @@ def spec_of(res: Resource) -> Mapping[str, Any]:
 
 
 def parse_as_number(value: Any, fld: str) -> int:
-    """ASNumber: a 32-bit int, or dotted ``a.b`` (= a*65536+b)."""
-    if isinstance(value, bool):
-        raise BgpInputError(fld, f"invalid AS number {value!r}")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
-        n = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"\d+\.\d+", value.strip()):
-        hi, lo = (int(x) for x in value.strip().split("."))
-        if hi > 0xFFFF or lo > 0xFFFF:
-            raise BgpInputError(fld, f"invalid dotted AS number {value!r}")
-        n = hi * 65536 + lo
-    else:
-        raise BgpInputError(fld, f"invalid AS number {value!r}")
-    if not 0 < n <= 0xFFFFFFFF:
-        raise BgpInputError(fld, f"AS number {n} out of range 1..4294967295")
-    return n
-
-
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    """ASNumber: a 32-bit int, or dotted ``a.b`` (= a*65536+b) (see the model's parser)."""
+    try:
+        return model_as_number(value, fld)
+    except ModelError as e:
+        raise BgpInputError(fld, e.reason) from None
 
 
 def parse_duration_s(value: Any, fld: str) -> int:
     """Go/k8s duration (``90s``, ``1m30s``) or a number of seconds → whole seconds (>= 1)."""
-    if isinstance(value, bool):
-        raise BgpInputError(fld, f"invalid duration {value!r}")
-    if isinstance(value, int | float):
-        secs = float(value)
-    elif isinstance(value, str) and value and _DUR.sub("", value) == "":
-        secs = sum(float(n) * _UNIT[u] for n, u in _DUR.findall(value))
-    else:
-        raise BgpInputError(fld, f"invalid duration {value!r} (want e.g. 120s or 1m30s)")
+    try:
+        secs = parse_duration(value, fld, bare_numbers=False, negative=True)
+    except ModelError:
+        raise BgpInputError(fld, f"invalid duration {value!r} (want e.g. 120s or 1m30s)") from None
     if secs <= 0 or secs > 65535:
         raise BgpInputError(fld, f"duration {value!r} must be within 1s..65535s")
     return max(1, round(secs))
@@ -107,19 +93,6 @@ def parse_peer_ip(value: Any, fld: str) -> tuple[str, int | None]:
     return str(ip), port
 
 
-def parse_node_address(value: Any, fld: str, version: int) -> str | None:
-    """``spec.bgp.ipv4Address`` (CIDR or bare IP) → the IP, or None when unset."""
-    if value in (None, ""):
-        return None
-    try:
-        iface = ipaddress.ip_interface(str(value))
-    except ValueError:
-        raise BgpInputError(fld, f"invalid address {value!r}") from None
-    if iface.version != version:
-        raise BgpInputError(fld, f"{value!r} is not an IPv{version} address")
-    return str(iface.ip)
-
-
 def parse_cidr(value: Any, fld: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(str(value), strict=False)
@@ -127,64 +100,33 @@ def parse_cidr(value: Any, fld: str) -> ipaddress.IPv4Network | ipaddress.IPv6Ne
         raise BgpInputError(fld, f"invalid CIDR {value!r}") from None
 
 
-@dataclass(frozen=True)
-class NodeInfo:
-    """A Calico Node as the renderer needs it."""
-
-    name: str
-    labels: Mapping[str, str]
-    ipv4: str | None
-    ipv6: str | None
-    as_number: int | None
-    rr_cluster_id: str | None
-
-    def address(self, version: int) -> str | None:
-        return self.ipv4 if version == 4 else self.ipv6
+def _edge(e: ModelError) -> BgpInputError:
+    """The model's error in this package's words: ``<Kind>/<name>: <field>``."""
+    return BgpInputError(f"{e.kind}/{e.name}: {e.field}", e.reason)
 
 
-def node_info(res: Resource) -> NodeInfo:
-    meta = res.get("metadata") or {}
-    bgp = spec_of(res).get("bgp") or {}
-    w = where(res)
-    asn = bgp.get("asNumber")
-    cid = bgp.get("routeReflectorClusterID") or None
-    if cid is not None:
-        try:
-            cid = str(ipaddress.IPv4Address(cid))
-        except ValueError:
-            raise BgpInputError(
-                f"{w}: spec.bgp.routeReflectorClusterID", f"{cid!r} is not IPv4-formatted"
-            ) from None
-    return NodeInfo(
-        name=str(meta.get("name", "")),
-        labels=dict(meta.get("labels") or {}),
-        ipv4=parse_node_address(bgp.get("ipv4Address"), f"{w}: spec.bgp.ipv4Address", 4),
-        ipv6=parse_node_address(bgp.get("ipv6Address"), f"{w}: spec.bgp.ipv6Address", 6),
-        as_number=None if asn in (None, "") else parse_as_number(asn, f"{w}: spec.bgp.asNumber"),
-        rr_cluster_id=cid,
-    )
+def node_info(res: Resource) -> Node:
+    """The model's :class:`Node` (BgpInputError on a bad field)."""
+    try:
+        return Node.from_resource(res)
+    except ModelError as e:
+        raise _edge(e) from None
 
 
-@dataclass(frozen=True)
-class PoolInfo:
-    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
-    felix_owned: bool  # VXLAN or IPIP: Felix programs the cluster routes
-    disable_export: bool
-    disabled: bool
+def pool_info(res: Resource) -> IPPool:
+    """The model's :class:`IPPool` (BgpInputError on a bad field)."""
+    try:
+        return IPPool.from_resource(res)
+    except ModelError as e:
+        raise _edge(e) from None
 
 
-def pool_info(res: Resource) -> PoolInfo:
-    spec = spec_of(res)
-    w = where(res)
-    cidr = parse_cidr(spec.get("cidr"), f"{w}: spec.cidr")
-    vx = spec.get("vxlanMode") or "Never"
-    ipip = spec.get("ipipMode") or "Never"
-    return PoolInfo(
-        cidr=cidr,
-        felix_owned=vx != "Never" or ipip != "Never",
-        disable_export=bool(spec.get("disableBGPExport", False)),
-        disabled=bool(spec.get("disabled", False)),
-    )
+def affinity_info(res: Resource) -> BlockAffinity:
+    """The model's :class:`BlockAffinity` (BgpInputError on a bad field)."""
+    try:
+        return BlockAffinity.from_resource(res)
+    except ModelError as e:
+        raise _edge(e) from None
 
 
 @dataclass(frozen=True)
@@ -200,6 +142,7 @@ class GlobalBgp:
     mesh_restart_time: int | None = None
     ignored_interfaces: tuple[str, ...] = ()
     node_ports: Mapping[str, int] = field(default_factory=dict)  # per-node listenPort
+    program_cluster_routes: str = BGP_DEFAULT_PCR  # which pools' routes BIRD programs
 
     def port_of(self, node: str) -> int:
         return self.node_ports.get(node, self.listen_port)
@@ -236,6 +179,9 @@ def global_bgp(configs: Iterable[Resource], node_name: str) -> GlobalBgp:
         else parse_duration_s(restart, f"{w}: spec.nodeMeshMaxRestartTime"),
         ignored_interfaces=tuple(str(i) for i in d.get("ignoredInterfaces") or ()),
         node_ports=node_ports,
+        program_cluster_routes=str(
+            m.get("programClusterRoutes") or d.get("programClusterRoutes") or BGP_DEFAULT_PCR
+        ),
     )
 
 

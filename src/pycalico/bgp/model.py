@@ -118,7 +118,7 @@ class FamilyConfig:
     borrowed: tuple[str, ...] = ()  # borrowed /32 (/128) outside our blocks: exported only
     export_pools: tuple[str, ...] = ()  # pools whose routes may be exported
     no_export_pools: tuple[str, ...] = ()  # disableBGPExport pools: never exported
-    felix_pools: tuple[str, ...] = ()  # VXLAN/IPIP pools: Felix owns their kernel routes
+    felix_pools: tuple[str, ...] = ()  # pools BIRD must not program (owner Felix or nobody)
     peers: tuple[BirdPeer, ...] = ()
     filters: tuple[FilterFunction, ...] = ()
 

@@ -6,7 +6,8 @@ calls :func:`sync` at start and whenever a watched kind changes (coalesced); eve
 computes the full desired config, so a lost event is repaired by the next pass.
 
 Kinds read: Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool, BlockAffinity (only this
-node's) and, when the store has them, Secret (for ``secretKeyRef`` passwords).
+node's), FelixConfiguration (programClusterRoutes) and, when the store has them, Secret
+(for ``secretKeyRef`` passwords).
 Invariant: read-only on the datastore.
 """
 
@@ -21,7 +22,15 @@ from pycalico.bgp.manager import BirdManager
 from pycalico.bgp.model import BirdConfig
 from pycalico.datastore.base import Datastore, DatastoreError
 
-WATCHED_KINDS = ("Node", "BGPConfiguration", "BGPPeer", "BGPFilter", "IPPool", "BlockAffinity")
+WATCHED_KINDS = (
+    "Node",
+    "BGPConfiguration",
+    "BGPPeer",
+    "BGPFilter",
+    "IPPool",
+    "BlockAffinity",
+    "FelixConfiguration",  # programClusterRoutes: which pools Felix (not BIRD) programs
+)
 
 
 def inputs_from_datastore(ds: Datastore, node_name: str) -> dict[str, Any]:
@@ -40,6 +49,7 @@ def inputs_from_datastore(ds: Datastore, node_name: str) -> dict[str, Any]:
         "filters": ds.list("BGPFilter").items,
         "pools": ds.list("IPPool").items,
         "block_affinities": affinities,
+        "felix_configurations": ds.list("FelixConfiguration").items,
         "secrets": secrets,
     }
 

@@ -1,6 +1,7 @@
 """IPAM's read-only view of its inputs: IP pools, IPAM configuration, reservations, block walk.
 
-Owns the conversion of ``IPPool`` / ``IPAMConfiguration`` / ``IPReservation`` resources (plain
+Owns (the IPPool itself is the backend model's :class:`pycalico.model.network.IPPool`) the
+conversion of ``IPAMConfiguration`` / ``IPReservation`` resources (plain
 v3 dicts) into small immutable values with Calico's defaults applied, pool selection for a node
 and use, and the hostname-seeded random walk over a pool's block CIDRs.
 
@@ -15,83 +16,21 @@ import ipaddress
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from pycalico.ipam.block import IPAddress, IPNetwork
 from pycalico.ipam.errors import InvalidIPAMConfig
-from pycalico.selector import Selector, parse
+from pycalico.model.network import USE_LOADBALANCER as USE_LOADBALANCER
+from pycalico.model.network import USE_TUNNEL as USE_TUNNEL
+from pycalico.model.network import USE_WORKLOAD as USE_WORKLOAD
+from pycalico.model.network import IPPool
 
-USE_WORKLOAD = "Workload"
-USE_TUNNEL = "Tunnel"
-USE_LOADBALANCER = "LoadBalancer"
 DEFAULT_MAX_BLOCKS_PER_HOST = 20
 MAX_MAX_BLOCKS_PER_HOST = 1_000_000
 
 
-@lru_cache(maxsize=256)
-def _selector(text: str) -> Selector:
-    return parse(text)
-
-
-@dataclass(frozen=True)
-class Pool:
-    """An IPPool with defaults applied."""
-
-    name: str
-    cidr: IPNetwork
-    block_size: int
-    disabled: bool = False
-    node_selector: str = "all()"
-    allowed_uses: tuple[str, ...] = (USE_WORKLOAD, USE_TUNNEL)
-    assignment_mode: str = "Automatic"
-    ipip_mode: str = "Never"
-    vxlan_mode: str = "Never"
-
-    @classmethod
-    def from_resource(cls, res: Mapping[str, Any]) -> Pool:
-        spec = res.get("spec") or {}
-        cidr = ipaddress.ip_network(str(spec["cidr"]), strict=False)
-        default_bs = 26 if cidr.version == 4 else 122
-        uses = spec.get("allowedUses") or [USE_WORKLOAD, USE_TUNNEL]
-        return cls(
-            name=str(res.get("metadata", {}).get("name", "")),
-            cidr=cidr,
-            block_size=int(spec.get("blockSize") or default_bs),
-            disabled=bool(spec.get("disabled", False)),
-            node_selector=str(spec.get("nodeSelector") or "all()"),
-            allowed_uses=tuple(str(u) for u in uses),
-            assignment_mode=str(spec.get("assignmentMode") or "Automatic"),
-            ipip_mode=str(spec.get("ipipMode") or "Never"),
-            vxlan_mode=str(spec.get("vxlanMode") or "Never"),
-        )
-
-    @property
-    def version(self) -> int:
-        return self.cidr.version
-
-    def selects_node(self, labels: Mapping[str, str]) -> bool:
-        return _selector(self.node_selector).evaluate(labels)
-
-    def block_for(self, ip: IPAddress) -> IPNetwork:
-        """The block CIDR of this pool that contains ``ip``."""
-        return ipaddress.ip_network(f"{ip}/{self.block_size}", strict=False)
-
-    def num_blocks(self) -> int:
-        return 1 << max(0, self.block_size - self.cidr.prefixlen)
-
-    def block_at(self, index: int) -> IPNetwork:
-        base = int(self.cidr.network_address) + (
-            index << (self.cidr.max_prefixlen - self.block_size)
-        )
-        return ipaddress.ip_network(f"{ipaddress.ip_address(base)}/{self.block_size}")
-
-    def contains(self, net_or_ip: IPNetwork | IPAddress) -> bool:
-        if net_or_ip.version != self.version:
-            return False
-        if isinstance(net_or_ip, ipaddress.IPv4Network | ipaddress.IPv6Network):
-            return net_or_ip.subnet_of(self.cidr)  # type: ignore[arg-type]
-        return net_or_ip in self.cidr
+Pool = IPPool
+"""IPAM's pool is the backend model's IPPool (defaults and block arithmetic live there)."""
 
 
 def pool_for(pools: Sequence[Pool], ip: IPAddress) -> Pool | None:

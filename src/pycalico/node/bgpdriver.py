@@ -60,6 +60,7 @@ BGP_KINDS = (
     "BlockAffinity",
     "IPAMBlock",
     "Secret",  # BGPPeer passwords by secretKeyRef (stored like any other resource)
+    "FelixConfiguration",  # programClusterRoutes (route ownership)
 )
 COALESCE_S = 0.1
 
@@ -263,6 +264,7 @@ class BgpComponent:
             pools=by_kind["IPPool"],
             block_affinities=by_kind["BlockAffinity"],
             borrowed=borrowed_ips(by_kind["IPAMBlock"], self.node_name),
+            felix_configurations=by_kind["FelixConfiguration"],
             secrets=secrets_from_resources(by_kind["Secret"]),
         )
         for w in cfg.warnings:

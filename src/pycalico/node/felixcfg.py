@@ -1,73 +1,38 @@
-"""Effective Felix settings for calico-node, with Calico's precedence.
+"""Effective Felix settings for calico-node: a view of the one FelixConfiguration resolver.
 
-Owns: merging the settings calico-node itself uses from (low → high) built-in defaults,
-FelixConfiguration ``default`` (global), FelixConfiguration ``node.<name>`` (per host) and
-``FELIX_<UPPERCASENAME>`` environment variables, and parsing each value to its type.
+Owns :class:`NodeFelixConfig` (the settings calico-node itself uses, by FelixConfiguration
+field name, with where each came from) built by :func:`pycalico.model.felixconfig.resolve`:
+defaults < FelixConfiguration ``default`` < ``node.<name>`` < ``FELIX_<UPPERCASENAME>`` env.
 
-Invariants: pure (inputs are plain dicts); a malformed value from the datastore is ignored
-with a warning recorded in :attr:`NodeFelixConfig.warnings` (the next layer down wins) while a
-malformed environment value raises :class:`FelixConfigError` naming the variable — a typo in
-the operator's own env must not be silently ignored.
+Invariants: pure; a malformed datastore value is ignored with a warning recorded in
+:attr:`NodeFelixConfig.warnings` (the next layer down wins) while a malformed environment
+value raises :class:`FelixConfigError` naming the variable.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycalico.errors import CalicoError
+from pycalico.model.felixconfig import FIELDS, FelixConfig, resolve, specs_by_name
+from pycalico.model.felixconfig import FelixConfigError as FelixConfigError
+from pycalico.model.felixconfig import env_var as env_var
 
-# field name -> (type, default). Calico's defaults except healthEnabled: calico-node
-# manifests always set FELIX_HEALTHENABLED=true, so the node agent defaults to it.
-SETTINGS: dict[str, tuple[str, Any]] = {
-    "healthEnabled": ("bool", True),
-    "healthHost": ("str", "localhost"),
-    "healthPort": ("int", 9099),
-    "prometheusMetricsEnabled": ("bool", False),
-    "prometheusMetricsHost": ("str", ""),
-    "prometheusMetricsPort": ("int", 9091),
-    "ipipMTU": ("int", 0),
-    "vxlanMTU": ("int", 0),
-    "mtuIfacePattern": ("str", r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"),
-    "reportingInterval": ("duration", 30.0),
-    "logSeverityScreen": ("str", "Info"),
-}
-
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DUR_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class FelixConfigError(CalicoError, ValueError):
-    """A FELIX_* environment variable has a malformed value."""
-
-
-def _parse(typ: str, value: Any) -> Any:
-    if typ == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "y", "t"):
-            return True
-        if text in ("false", "0", "no", "n", "f"):
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if typ == "int":
-        if isinstance(value, bool):
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(str(value).strip())
-    if typ == "duration":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        text = str(value).strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        parts = _DUR.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"expected a duration like 30s, got {value!r}")
-        return sum(float(n) * _DUR_UNITS[u] for n, u in parts)
-    return str(value)
+# The FelixConfiguration fields calico-node reads (health, metrics, MTU, reporting, logging).
+SETTINGS: tuple[str, ...] = (
+    "healthEnabled",
+    "healthHost",
+    "healthPort",
+    "prometheusMetricsEnabled",
+    "prometheusMetricsHost",
+    "prometheusMetricsPort",
+    "ipipMTU",
+    "vxlanMTU",
+    "mtuIfacePattern",
+    "reportingInterval",
+    "logSeverityScreen",
+)
 
 
 @dataclass(frozen=True)
@@ -79,9 +44,11 @@ class NodeFelixConfig:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
-
-def env_var(name: str) -> str:
-    return "FELIX_" + name.upper()
+    @classmethod
+    def of(cls, cfg: FelixConfig) -> NodeFelixConfig:
+        values = {n: getattr(cfg, FIELDS[n][0]) for n in SETTINGS}
+        source = {n: cfg.sources.get(FIELDS[n][0], "default") for n in SETTINGS}
+        return cls(values, source, cfg.warnings)
 
 
 def effective(
@@ -90,32 +57,12 @@ def effective(
     node_spec: Mapping[str, Any] | None = None,
 ) -> NodeFelixConfig:
     """Merge defaults < global FelixConfiguration < ``node.<name>`` < env (see module doc)."""
-    values: dict[str, Any] = {}
-    source: dict[str, str] = {}
-    warnings: list[str] = []
-    env_upper = {k.upper(): v for k, v in env.items() if k.upper().startswith("FELIX_")}
-    for name, (typ, default) in SETTINGS.items():
-        values[name], source[name] = default, "default"
-        for layer_name, spec in (("global", global_spec), ("node", node_spec)):
-            if spec and spec.get(name) is not None:
-                try:
-                    values[name], source[name] = _parse(typ, spec[name]), layer_name
-                except ValueError as e:
-                    warnings.append(f"FelixConfiguration ({layer_name}) {name}: {e}; ignored")
-        raw = env_upper.get(env_var(name))
-        if raw is not None and raw.strip() != "":
-            try:
-                values[name], source[name] = _parse(typ, raw), "env"
-            except ValueError as e:
-                raise FelixConfigError(f"{env_var(name)}: {e}") from None
-    return NodeFelixConfig(values, source, tuple(warnings))
+    specs = {"default": global_spec or {}, "node.this": node_spec or {}}
+    return NodeFelixConfig.of(resolve("this", specs, env))
 
 
 def from_resources(
     env: Mapping[str, str], node_name: str, felix_configs: list[Mapping[str, Any]]
 ) -> NodeFelixConfig:
     """:func:`effective` over a list of FelixConfiguration resource dicts."""
-    by_name = {str((r.get("metadata") or {}).get("name", "")): r for r in felix_configs}
-    g = (by_name.get("default") or {}).get("spec")
-    n = (by_name.get(f"node.{node_name}") or {}).get("spec")
-    return effective(env, g, n)
+    return NodeFelixConfig.of(resolve(node_name, specs_by_name(felix_configs), env))

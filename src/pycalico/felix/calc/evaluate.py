@@ -29,8 +29,8 @@ from pycalico.felix.calc.messages import (
     Message,
     ResolvedRule,
 )
-from pycalico.felix.model import ItemID, PolicyID, PortRange, protocol_name
-from pycalico.felix.model.types import IPNet
+from pycalico.model import ItemID, PolicyID, PortRange, protocol_name
+from pycalico.model.types import IPNet
 
 IPAddress = IPv4Address | IPv6Address
 Direction = Literal["ingress", "egress"]

@@ -6,7 +6,7 @@ to them in Calico's order, and the IP sets (selector and named-port sets) their 
 with members computed over ALL endpoints and network sets cluster-wide.
 
 Input: ``on_update(key, dict | None)`` for v3 resources as stored (see
-:mod:`pycalico.felix.model.convert` for the kinds), ``on_in_sync()``; output: ``flush()``
+:mod:`pycalico.model.convert` for the kinds), ``on_in_sync()``; output: ``flush()``
 returns the messages of :mod:`pycalico.felix.calc.messages` in sequencing order.
 
 Invariants (Felix ``calc`` design):
@@ -45,7 +45,7 @@ from pycalico.felix.calc.messages import (
     TierInfo,
 )
 from pycalico.felix.calc.resolve import RuleResolver, SetSpec
-from pycalico.felix.model import (
+from pycalico.model import (
     Endpoint,
     ItemID,
     ModelError,
@@ -61,7 +61,7 @@ from pycalico.felix.model import (
     convert,
     implied_tier,
 )
-from pycalico.felix.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, SA_PROFILE_PREFIX
+from pycalico.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, SA_PROFILE_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pycalico.errors import CalicoError
 from pycalico.felix.calc.evaluate import DataplaneView, Decision, IPAddress, Packet
 from pycalico.felix.calc.graph import CalcGraph
-from pycalico.felix.model import Endpoint, ModelError, protocol_name, protocol_number
+from pycalico.model import Endpoint, ModelError, protocol_name, protocol_number
 
 
 class InsightError(CalicoError, ValueError):

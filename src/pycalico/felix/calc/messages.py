@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
-from pycalico.felix.model.types import Action, Endpoint, IPNet, PolicyID, PortRange
+from pycalico.model.types import Action, Endpoint, IPNet, PolicyID, PortRange
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from hashlib import sha224
 
 from pycalico.felix.calc.messages import ResolvedRule
-from pycalico.felix.model import Rule
+from pycalico.model import Rule
 from pycalico.selector import parse
 
 

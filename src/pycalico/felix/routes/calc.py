@@ -1,7 +1,7 @@
 """Pure route/VTEP calculation: (pools, nodes, blocks, config, host facts) -> DesiredState.
 
-Reproduces Calico's route manager / L3 route resolver for Felix-owned pools (as in v3.33:
-VXLAN pools always, IPIP pools unless ``programClusterRoutes=Disabled``):
+Reproduces Calico's route manager / L3 route resolver for Felix-owned pools (the one rule,
+:func:`pycalico.model.routing.cluster_route_owner`; by default VXLAN and IPIP pools):
 
 - remote node's affine block in a VXLAN pool: ``<block> via <remote VTEP IP> dev vxlan.calico
   onlink`` plus a VTEP (permanent neighbour tunnelIP->MAC, FDB MAC->node IP);
@@ -18,8 +18,9 @@ IPv4 and IPv6 are two runs of the same function (``version``): IPv6 uses ``ipv6A
 never IPIP.
 
 Invariants: the function is deterministic and total: a remote node lacking what its route
-needs (IP, VTEP) yields no route and a line in ``problems``, never an exception; no-encap
-pools produce nothing (BIRD owns them); the result never routes to this node itself.
+needs (IP, VTEP) yields no route and a line in ``problems``, never an exception; pools Felix
+does not own produce nothing (a no-encap pool Felix owns: same-subnet onlink routes); the
+result never routes to this node itself.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pycalico.felix.routes.model import (
     VxlanSpec,
     vxlan_device,
 )
+from pycalico.model.routing import BGP_DEFAULT_PCR, cluster_route_owner
 
 
 @dataclass(frozen=True)
@@ -105,11 +107,11 @@ def compute(
     problems: list[str] = []
 
     def felix_owned(p: PoolInfo) -> bool:
-        if p.encap == "vxlan":
-            return cfg.vxlan_enabled is not False
-        if p.encap == "ipip":
-            return cfg.ipip_enabled is not False and cfg.program_cluster_routes != "Disabled"
-        return False
+        if p.encap == "vxlan" and cfg.vxlan_enabled is False:
+            return False
+        if p.encap == "ipip" and cfg.ipip_enabled is False:
+            return False
+        return cluster_route_owner(p, cfg.program_cluster_routes, BGP_DEFAULT_PCR) == "felix"
 
     vxlan_on = any(p.encap == "vxlan" for p in pools) and cfg.vxlan_enabled is not False
     vxlan_on = vxlan_on or (cfg.vxlan_enabled is True and v == 4)
@@ -134,6 +136,11 @@ def compute(
         if pool.cross_subnet and my_ip is not None and rip in my_ip.network:
             if facts.underlay_iface is None:
                 problems.append(f"{dst}: no interface holds this node's IP")
+                return None
+            return Route(dst, gateway=rip, dev=facts.underlay_iface, onlink=True)
+        if pool.encap == "none":  # Felix owns a no-encap pool: only the same subnet works
+            if my_ip is None or rip not in my_ip.network or facts.underlay_iface is None:
+                problems.append(f"{dst}: no-encap pool, node {holder!r} not on this subnet")
                 return None
             return Route(dst, gateway=rip, dev=facts.underlay_iface, onlink=True)
         if pool.encap == "vxlan":

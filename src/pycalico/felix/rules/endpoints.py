@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.felix.calc.messages import EndpointUpdate, TierInfo
-from pycalico.felix.model import PolicyID
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.model import Chain, Family, Hook, NftSet, make_chain
 from pycalico.felix.rules.policy import (
@@ -54,6 +53,7 @@ from pycalico.felix.rules.policy import (
     mark_is_clear,
     mark_is_set,
 )
+from pycalico.model import PolicyID
 
 FailsafePort = tuple[str, int] | tuple[str, int, str]
 ENDPOINT_TO_HOST_ACTIONS = {"Drop": "drop", "Return": "return", "Accept": "accept"}

@@ -19,7 +19,7 @@ import re
 from base64 import urlsafe_b64encode
 from hashlib import sha256
 
-from pycalico.felix.model import PolicyID
+from pycalico.model import PolicyID
 
 MAX_NAME = 28
 MAX_SET_NAME = 31

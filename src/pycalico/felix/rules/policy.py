@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from ipaddress import collapse_addresses
 
 from pycalico.felix.calc.messages import ResolvedRule
-from pycalico.felix.model import PortRange
-from pycalico.felix.model.types import IPNet
 from pycalico.felix.rules.model import Family
+from pycalico.model import PortRange
+from pycalico.model.types import IPNet
 
 MARK_ACCEPT = 0x10000
 MARK_PASS = 0x20000

@@ -33,7 +33,6 @@ from pycalico.felix.calc.messages import (
     IPSetUpdate,
     Message,
 )
-from pycalico.felix.model import ItemID, PolicyID
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.endpoints import (
     RenderConfig,
@@ -50,6 +49,7 @@ from pycalico.felix.rules.hostendpoints import (
 )
 from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
 from pycalico.felix.rules.policy import rules_bodies
+from pycalico.model import ItemID, PolicyID
 
 TABLE = "calico"
 _PORT_SET_TYPE = "{addr} . inet_proto . inet_service"

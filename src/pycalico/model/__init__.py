@@ -1,11 +1,12 @@
-"""pycalico.felix.model: the calc-internal typed policy model and its v3-dict conversion.
+"""pycalico.model: the backend model of every stored kind, parsed once with Calico's defaults.
 
 Public API: the value types in :mod:`.types` and :func:`convert` (v3/v1/k8s dict ->
 model object). Nothing here depends on ``pycalico.api``.
 """
 
-from pycalico.felix.model.convert import convert, k8s_to_v3_spec
-from pycalico.felix.model.types import (
+from pycalico.model.convert import convert
+from pycalico.model.k8s import k8s_to_v3_spec
+from pycalico.model.types import (
     Converted,
     Endpoint,
     EntityMatch,

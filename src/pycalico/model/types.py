@@ -65,7 +65,19 @@ PROTOCOL_NAMES: dict[int, str] = {
 
 
 class ModelError(CalicoError, ValueError):
-    """A resource dict cannot be converted (names the field and the reason)."""
+    """A resource dict cannot be converted (names the field and the reason).
+
+    Resource parsers (``network.py``) also set ``kind``, ``name``, ``field`` and ``reason``
+    (message ``<Kind> '<name>': <field>: <reason>``) so edges can re-word it."""
+
+    def __init__(
+        self, message: str, *, kind: str = "", name: str = "", field: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.field = field
+        self.reason = reason or message
 
 
 def protocol_number(value: int | str) -> int:
