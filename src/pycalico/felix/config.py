@@ -15,7 +15,7 @@ from typing import Any
 
 from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.errors import CalicoError
-from pycalico.felix.rules.endpoints import ENDPOINT_TO_HOST_ACTIONS, FailsafePort, RenderConfig
+from pycalico.felix.rules.settings import ENDPOINT_TO_HOST_ACTIONS, FailsafePort, RenderConfig
 
 
 class FelixConfigError(CalicoError, ValueError):

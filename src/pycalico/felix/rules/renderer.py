@@ -36,7 +36,6 @@ from pycalico.felix.calc.messages import (
 from pycalico.felix.model import ItemID, PolicyID
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.endpoints import (
-    RenderConfig,
     dispatch_map,
     endpoint_chain,
     static_chains,
@@ -50,6 +49,7 @@ from pycalico.felix.rules.hostendpoints import (
 )
 from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
 from pycalico.felix.rules.policy import rules_bodies
+from pycalico.felix.rules.settings import RenderConfig
 
 TABLE = "calico"
 _PORT_SET_TYPE = "{addr} . inet_proto . inet_service"
