@@ -4,20 +4,23 @@ Brings up three nodes (one of them a BGP route reflector) in network namespaces,
 per node in two namespaces with the real CNI plugin, shows BGP sessions, routes and the live
 reachability matrix, applies a namespace-isolation policy and shows the matrix again — and
 checks that the live matrix equals what ``calicoctl policy matrix`` predicts. Tears the lab down
-at the end unless ``KEEP=1``. Every step prints the command it runs.
+at the end unless ``KEEP=1``. Every step prints the command it runs (through the
+process seam :data:`RUNNER`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pycalico.system.process import ProcessLauncher, SubprocessRunner
+
 LAB = os.environ.get("LAB_NAME", "demo")
 BIN = Path(sys.executable).parent
+RUNNER: ProcessLauncher = SubprocessRunner()
 
 PODS = [
     ("node1", "shop/web", "app=web"),
@@ -54,9 +57,9 @@ def sh(*args: str, check: bool = True, capture: bool = False, stdin: str | None 
     shown = " ".join(a if " " not in a else repr(a) for a in args)
     print(f"$ {shown}", flush=True)
     argv = [str(BIN / args[0]) if (BIN / args[0]).exists() else args[0], *args[1:]]
-    p = subprocess.run(argv, text=True, capture_output=capture, input=stdin)
+    p = RUNNER.run(argv, input=stdin) if capture else RUNNER.run_attached(argv, input=stdin)
     if check and p.returncode != 0:
-        if capture:
+        if capture or p.stderr:
             print(p.stdout + p.stderr)
         raise SystemExit(f"demo: step failed: {shown}")
     return p.stdout if capture else ""

@@ -24,7 +24,8 @@ from pycalico.bgp import (
     compute_bird_config,
     render_bird_config,
 )
-from pycalico.ctl.node import calico_process_running, peer_rows
+from pycalico.bgp.peers import peer_rows
+from pycalico.ctl.node import calico_process_running
 from pycalico.ctl.node import node as node_cmd
 from tests.fixtures.netns import Netns, NetnsFactory
 from tests.unit.test_bgp_helpers import affinity, bgpconfig, bgpfilter, node, peer, pool

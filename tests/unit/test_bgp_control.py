@@ -24,6 +24,7 @@ from pycalico.bgp import (
     BirdManager,
     BirdNotRunning,
     ProtocolRow,
+    peers,
 )
 from pycalico.ctl import node as node_cmd
 
@@ -133,10 +134,8 @@ def test_node_status_tables() -> None:
         ProtocolRow("RR_1", "BGP", "---", "up", "2026-11-25T17:58:39", "Established"),
     ]
     today = dt.date(2026, 11, 25)
-    table = node_cmd.peer_rows(rows, 4)
-    table = [
-        [*r[:3], node_cmd.format_since(rows[i].since, today), r[4]] for i, r in enumerate(table)
-    ]
+    table = peers.peer_rows(rows, 4)
+    table = [[*r[:3], peers.format_since(rows[i].since, today), r[4]] for i, r in enumerate(table)]
     assert node_cmd.render_table(node_cmd.HEADERS, table).splitlines() == [
         "+-------------------+-------------------+-------+------------+-------------+",
         "|   PEER ADDRESS    |     PEER TYPE     | STATE |   SINCE    |    INFO     |",
@@ -152,8 +151,8 @@ def test_node_status_tables() -> None:
 
 def test_node_status_v6_rows() -> None:
     rows = [ProtocolRow("Node_fd00__fe", "BGP", "---", "up", "x", "Established")]
-    assert node_cmd.peer_rows(rows, 6) == [["fd00::fe", "node specific", "up", "x", "Established"]]
-    assert node_cmd.peer_rows(rows, 4) == []
+    assert peers.peer_rows(rows, 6) == [["fd00::fe", "node specific", "up", "x", "Established"]]
+    assert peers.peer_rows(rows, 4) == []
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ Owns:
 - Reloading with ``configure`` over the control socket (BIRD soft-reconfigures: protocols
   whose configuration did not change keep their sessions).
 
+Every child (the parse check and the daemon) is run through the injected
+:class:`~pycalico.system.process.ProcessLauncher` (default: the real one).
+
 Invariants: only the PID this manager started is ever signalled; writes are skipped when the
 text is unchanged (no needless reconfigure); all public methods are thread-safe.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,6 +31,14 @@ from pycalico.bgp.control import BirdControl, ProtocolRow
 from pycalico.bgp.errors import BgpError, BirdConfigInvalid, BirdControlError
 from pycalico.bgp.model import BirdConfig
 from pycalico.bgp.render import render_bird_config
+from pycalico.system.process import (
+    DEVNULL,
+    STDOUT,
+    Process,
+    ProcessLauncher,
+    SubprocessRunner,
+    WaitTimeout,
+)
 
 
 class BirdManager:
@@ -44,6 +54,7 @@ class BirdManager:
         command_prefix: Sequence[str] = (),
         log_path: str | None = None,
         restart_delay: float = 1.0,
+        runner: ProcessLauncher | None = None,
     ) -> None:
         self.config_path = os.path.abspath(config_path)
         self.socket_path = socket_path
@@ -52,19 +63,18 @@ class BirdManager:
         self.command_prefix = list(command_prefix)
         self.log_path = log_path
         self.restart_delay = restart_delay
+        self.runner: ProcessLauncher = runner or SubprocessRunner()
         self.control = BirdControl(socket_path)
         self.restarts = 0
         self._lock = threading.RLock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Process | None = None
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
     # -- config ----------------------------------------------------------------------------
     def check(self, path: str) -> None:
         """``bird -p -c path``; raises BirdConfigInvalid with BIRD's message."""
-        p = subprocess.run(
-            [self.bird_binary, "-p", "-c", path], capture_output=True, text=True, timeout=30
-        )
+        p = self.runner.run([self.bird_binary, "-p", "-c", path], timeout=30)
         if p.returncode != 0:
             raise BirdConfigInvalid(path, p.stderr or p.stdout)
 
@@ -119,12 +129,12 @@ class BirdManager:
     def running(self) -> bool:
         return self.pid is not None
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> Process:
         argv = [*self.command_prefix, self.bird_binary, "-f", "-c", self.config_path]
         argv += ["-s", self.socket_path, "-P", self.pid_path]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.log_path, "ab") if self.log_path else DEVNULL  # noqa: SIM115
         try:
-            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            return self.runner.spawn(argv, stdout=out, stderr=STDOUT)
         finally:
             if self.log_path and not isinstance(out, int):
                 out.close()
@@ -186,7 +196,7 @@ class BirdManager:
                 p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except WaitTimeout:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
                 p.wait(timeout=timeout)

@@ -2,18 +2,19 @@
 
 The plugin is looked up by ``type`` in ``CNI_PATH``; it gets the same environment with
 ``CNI_COMMAND`` replaced and the complete network config on stdin. A non-zero exit is turned
-back into a :class:`CniError` with the delegate's own code and message.
+back into a :class:`CniError` with the delegate's own code and message. The delegate runs
+through a :class:`~pycalico.system.process.ProcessRunner` (default: the real one).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Mapping
 from typing import Any
 
 from pycalico.cni.errors import INTERNAL, INVALID_NETCONF, CniError
+from pycalico.system.process import ProcessRunner, SubprocessRunner
 
 
 def find_plugin(plugin: str, cni_path: str) -> str:
@@ -30,12 +31,17 @@ def find_plugin(plugin: str, cni_path: str) -> str:
 
 
 def exec_plugin(
-    plugin: str, command: str, stdin: bytes, environ: Mapping[str, str]
+    plugin: str,
+    command: str,
+    stdin: bytes,
+    environ: Mapping[str, str],
+    runner: ProcessRunner | None = None,
 ) -> dict[str, Any] | None:
     path = find_plugin(plugin, environ.get("CNI_PATH", ""))
     env = dict(environ)
     env["CNI_COMMAND"] = command
-    p = subprocess.run([path], input=stdin, capture_output=True, env=env, timeout=120)
+    runner = runner or SubprocessRunner()
+    p = runner.run([path], input=stdin.decode(), env=env, timeout=120)
     out = p.stdout.strip()
     doc: Any = None
     if out:
@@ -47,6 +53,6 @@ def exec_plugin(
         if isinstance(doc, dict) and isinstance(doc.get("code"), int):
             raise CniError(doc["code"], f"{plugin}: {doc.get('msg', '')}", doc.get("details", ""))
         raise CniError(
-            INTERNAL, f"{plugin} {command} failed (exit {p.returncode})", p.stderr.decode()[-500:]
+            INTERNAL, f"{plugin} {command} failed (exit {p.returncode})", p.stderr[-500:]
         )
     return doc if isinstance(doc, dict) else None

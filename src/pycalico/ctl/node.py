@@ -13,19 +13,16 @@ name). Exit codes: 0 ok, 1 not root / agent not running.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import click
 
 from pycalico.bgp.control import BirdControl, ProtocolRow
 from pycalico.bgp.errors import BirdControlError
-from pycalico.bgp.model import DEFAULT_PORT, PeerType
+from pycalico.bgp.peers import peer_rows
 
 DEFAULT_BIRD_SOCKET = "/var/run/calico/bird.ctl"
-_PEER_NAME = re.compile(r"^(Global|Node|Mesh)_(.+?)(?:_port_(\d+))?$")
 
 
 def calico_process_running(proc_root: str = "/proc") -> bool:
@@ -51,44 +48,6 @@ def is_calico_agent(args: Sequence[str]) -> bool:
     if any("calico-node" in a for a in args):
         return any(a in ("run", "felix", "-felix", "--felix") for a in args)
     return False
-
-
-def peer_rows(rows: Iterable[ProtocolRow], version: int) -> list[list[str]]:
-    """Table rows (address, type, state, since, info) for BGP peers of one family."""
-    out = []
-    for r in rows:
-        if r.proto != "BGP":
-            continue
-        m = _PEER_NAME.match(r.name)
-        if not m:
-            continue
-        raw = m.group(2)
-        is_v4 = re.fullmatch(r"\d+_\d+_\d+_\d+", raw) is not None
-        if (version == 4) != is_v4:
-            continue
-        addr = raw.replace("_", "." if is_v4 else ":")
-        port = m.group(3)
-        if port and int(port) != DEFAULT_PORT:
-            addr = f"{addr}:{port}" if is_v4 else f"[{addr}]:{port}"
-        out.append(
-            [
-                addr,
-                PeerType(m.group(1)).description,
-                r.state,
-                format_since(r.since),
-                " ".join(r.info.split()),
-            ]
-        )
-    return out
-
-
-def format_since(since: str, today: _dt.date | None = None) -> str:
-    """BIRD's ``2026-11-25T23:30:04.123`` → ``23:30:04`` today, else the date."""
-    m = re.match(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})", since)
-    if not m:
-        return since
-    day = today or _dt.date.today()
-    return m.group(2) if m.group(1) == day.isoformat() else m.group(1)
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

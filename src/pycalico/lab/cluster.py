@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,8 @@ from pycalico.lab.netns import (
     kill_pids,
     list_netns,
     pid_alive,
+    run,
+    spawn_daemon,
 )
 from pycalico.lab.pods import remove_etc_netns
 from pycalico.lab.state import LabState, lab_dir, prefix_for
@@ -68,24 +69,16 @@ def _start_etcd(state: LabState) -> None:
     data = state.path / "etcd"
     data.mkdir(parents=True, exist_ok=True)
     url = f"http://{ip}:2379"
-    log = open(state.path / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen(
-        in_ns(state.prefix + "rt", _etcd_args(data, url)),
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
+    proc = spawn_daemon(in_ns(state.prefix + "rt", _etcd_args(data, url)), state.path / "etcd.log")
     state.etcd_pid = proc.pid
     state.etcd_url = url
     state.save()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        p = subprocess.run(
+        p = run(
             in_ns(state.prefix + "rt", ["etcdctl", "--endpoints", url, "endpoint", "health"]),
-            capture_output=True,
-            text=True,
+            timeout=None,
+            check=False,
         )
         if p.returncode == 0:
             return

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from pycalico.errors import CalicoError
 from pycalico.lab import cluster, pods
 from pycalico.lab import nodes as nodemod
-from pycalico.lab.netns import in_ns, pid_alive
+from pycalico.lab.netns import in_ns, pid_alive, runner
 from pycalico.lab.probe import matrix, parse_ports, probe
 from pycalico.lab.state import DEFAULT_NAME, LabState
 
@@ -49,6 +48,16 @@ def errors_to_exit(fn: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_attached(
+    argv: list[str], env: dict[str, str] | None = None, input: str | None = None
+) -> NoReturn:
+    """Run ``argv`` on our terminal and exit with its code (pass-through commands)."""
+    r = runner().run_attached(argv, env=env, input=input)
+    if r.stderr:
+        click.echo(f"calico-lab: {r.stderr}", err=True)
+    sys.exit(r.returncode)
 
 
 def load(name: str) -> LabState:
@@ -160,8 +169,7 @@ def apply_cmd(filename: str, name: str) -> None:
     state = load(name)
     data = sys.stdin.read() if filename == "-" else None
     argv, env = _ctl_argv(state, ["apply", "-f", filename])
-    p = subprocess.run(argv, env=env, input=data, text=True)
-    sys.exit(p.returncode)
+    run_attached(argv, env=env, input=data)
 
 
 @cli.command("calicoctl", context_settings={"ignore_unknown_options": True})
@@ -171,7 +179,7 @@ def apply_cmd(filename: str, name: str) -> None:
 def calicoctl_cmd(args: tuple[str, ...], name: str) -> None:
     """Run calicoctl ARGS against the lab's datastore."""
     argv, env = _ctl_argv(load(name), list(args))
-    sys.exit(subprocess.run(argv, env=env).returncode)
+    run_attached(argv, env=env)
 
 
 @cli.command()
@@ -209,7 +217,7 @@ def exec_cmd(target: str, command: tuple[str, ...], name: str) -> None:
     state = load(name)
     env = dict(os.environ)
     env.update(state.datastore_env())
-    sys.exit(subprocess.run(in_ns(_target_netns(state, target), list(command)), env=env).returncode)
+    run_attached(in_ns(_target_netns(state, target), list(command)), env=env)
 
 
 @cli.command("probe")
@@ -381,7 +389,7 @@ def tor_cmd(commands: tuple[str, ...], name: str) -> None:
     if not state.tor:
         raise CalicoError(f"lab {name!r} has no ToR (calico-lab up --tor)")
     argv = tormod.vtysh_argv(state, *(commands or ("show bgp summary",)))
-    sys.exit(subprocess.run(argv).returncode)
+    run_attached(argv)
 
 
 def main() -> None:

@@ -1,22 +1,46 @@
 """Thin helpers to run ``ip`` and other commands in the lab's network namespaces.
 
 Owns nothing but process invocation; all failures raise :class:`LabError` with the command's
-stderr, so the CLI can print one clear line.
+stderr, so the CLI can print one clear line. Every lab module starts programs through the
+one :class:`~pycalico.system.process.ProcessLauncher` returned by :func:`runner` (the real
+one unless a test installed a fake with :func:`set_runner`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from pycalico.errors import CalicoError
+from pycalico.system.process import (
+    DEVNULL,
+    Completed,
+    Process,
+    ProcessLauncher,
+    SubprocessRunner,
+)
 
 
 class LabError(CalicoError):
     """A lab operation failed."""
+
+
+_runner: ProcessLauncher = SubprocessRunner()
+
+
+def runner() -> ProcessLauncher:
+    """The process seam every lab module uses."""
+    return _runner
+
+
+def set_runner(new: ProcessLauncher) -> ProcessLauncher:
+    """Install ``new`` as the lab's process seam (tests); returns the previous one."""
+    global _runner
+    old, _runner = _runner, new
+    return old
 
 
 def run(
@@ -24,20 +48,21 @@ def run(
     *,
     input: str | None = None,
     env: Mapping[str, str] | None = None,
-    timeout: float = 60,
+    timeout: float | None = 60,
     check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(
-        list(argv),
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(env) if env is not None else None,
-    )
+) -> Completed:
+    p = _runner.run(argv, input=input, env=env, timeout=timeout)
     if check and p.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()}")
     return p
+
+
+def spawn_daemon(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Process:
+    """Start a lab daemon (calico-node, etcd, an echo server) in its own session, stdin from
+    /dev/null, stdout and stderr appended to ``log``. It outlives this process; the caller
+    records its PID."""
+    with open(log, "ab") as f:
+        return _runner.spawn(argv, env=env, stdin=DEVNULL, stdout=f, stderr=f, new_session=True)
 
 
 def ip_batch(lines: Sequence[str], netns: str | None = None) -> None:

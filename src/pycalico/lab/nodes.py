@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pycalico.lab.netns import LabError, enter_netns, in_ns, kill_pid, pid_alive
+from pycalico.lab.netns import LabError, enter_netns, in_ns, kill_pid, pid_alive, spawn_daemon
 from pycalico.lab.state import LabState, NodeState
 
 TOR_PEER_IP = "198.18.0.253"
@@ -153,16 +152,11 @@ def start(state: LabState, node: NodeState) -> None:
         CALICO_MTU_FILE=str(d / "mtu"),
     )
     (d / "status.json").unlink(missing_ok=True)
-    log = open(d / "calico-node.log", "ab")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen(
+    proc = spawn_daemon(
         in_ns(node.netns, [str(Path(sys.executable).parent / "calico-node"), "run"]),
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
+        d / "calico-node.log",
         env=env,
-        start_new_session=True,
     )
-    log.close()
     node.pid = proc.pid
     state.save()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from pycalico.lab.netns import (
     ip_batch,
     kill_pid,
     run,
+    spawn_daemon,
 )
 from pycalico.lab.state import LabState, PodState
 
@@ -76,13 +76,12 @@ def _cni(state: LabState, pod: PodState, command: str, labels: dict[str, str]) -
         "CALICO_CNI_SOCKET": str(state.path / pod.node / "cni.sock"),
     }
     node = state.node(pod.node)
-    p = subprocess.run(
+    p = run(
         in_ns(node.netns, [_bin("calico")]),
         input=json.dumps(netconf(state, pod.node, labels)),
-        capture_output=True,
-        text=True,
         env=env,
         timeout=60,
+        check=False,
     )
     if p.returncode != 0:
         try:
@@ -199,16 +198,11 @@ def add_pod(
         write_resolv_conf(pod.netns, namespace)
         _record_named_ports(state, pod)
         if ports:
-            log = open(state.path / f"pod-{namespace}-{name}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen(
+            proc = spawn_daemon(
                 in_ns(pod.netns, [sys.executable, "-m", "pycalico.lab.echo", *ports]),
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
+                state.path / f"pod-{namespace}-{name}.log",
                 env=dict(os.environ, POD_NAME=key),
-                start_new_session=True,
             )
-            log.close()
             pod.server_pid = proc.pid
     except BaseException:
         try:

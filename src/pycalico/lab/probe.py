@@ -7,12 +7,11 @@ pair of pods (excluding a pod to itself) for each port, in parallel.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pycalico.lab.netns import in_ns
+from pycalico.lab.netns import in_ns, runner
 from pycalico.lab.state import LabState, PodState
 
 _CLIENT = r"""
@@ -41,11 +40,7 @@ class Probe:
 def probe(src: PodState, dst_ip: str, port: int, protocol: str, timeout: float = 1.0) -> bool:
     argv = in_ns(src.netns, [sys.executable, "-c", _CLIENT, dst_ip, str(port), protocol,
                              str(timeout)])  # fmt: skip
-    try:
-        p = subprocess.run(argv, capture_output=True, timeout=timeout + 5)
-    except subprocess.TimeoutExpired:
-        return False
-    return p.returncode == 0
+    return runner().run(argv, timeout=timeout + 5).returncode == 0
 
 
 def parse_ports(text: str) -> list[tuple[int, str]]:

@@ -38,6 +38,7 @@ import click
 from pycalico.errors import CalicoError
 from pycalico.node.status import NodeStatus, bgp_rows, check, read_status, write_status
 from pycalico.node.supervisor import Component, Supervisor
+from pycalico.system.process import ProcessRunner, SubprocessRunner
 
 log = logging.getLogger("pycalico.node")
 
@@ -313,15 +314,19 @@ def _hub_kinds(bgp: bool) -> tuple[str, ...]:
 
 
 def _dns_component(
-    ds: Any, node_name: str, env: Mapping[str, str], hub: Any = None
+    ds: Any,
+    node_name: str,
+    env: Mapping[str, str],
+    hub: Any = None,
+    runner: ProcessRunner | None = None,
 ) -> Component | None:
     """The workload DNS server (``CALICO_DNS_*``), with its link-local listen addresses put on
     this node's ``lo`` so pods reach them through their 169.254.1.1 gateway."""
     import ipaddress
-    import subprocess
 
     from pycalico.dns import server_from_env
 
+    runner = runner or SubprocessRunner()
     try:
         server = server_from_env(ds, node_name, env, hub)
     except CalicoError as e:
@@ -336,11 +341,7 @@ def _dns_component(
             continue
         if addr.is_link_local and not addr.is_unspecified:
             plen = 32 if addr.version == 4 else 128
-            p = subprocess.run(
-                ["ip", "addr", "replace", f"{addr}/{plen}", "dev", "lo"],
-                capture_output=True,
-                text=True,
-            )
+            p = runner.run(["ip", "addr", "replace", f"{addr}/{plen}", "dev", "lo"])
             if p.returncode != 0:
                 log.warning("cannot add DNS address %s to lo: %s", addr, p.stderr.strip())
     component: Component = server

@@ -31,6 +31,7 @@ from typing import Any
 import click
 
 from pycalico.cni.main import DEFAULT_SOCKET
+from pycalico.system.process import ProcessRunner, SubprocessRunner
 
 ENTRY_POINTS = {"calico": "calico_main", "calico-ipam": "ipam_main"}
 CONFLIST_NAME = "10-calico.conflist"
@@ -55,17 +56,19 @@ def wrapper_script(entry: str, python: str | None = None, socket_path: str = DEF
     )
 
 
-def compile_shim(out: Path, socket_path: str, fallback_dir: str) -> bool:
+def compile_shim(
+    out: Path, socket_path: str, fallback_dir: str, runner: ProcessRunner | None = None
+) -> bool:
     """Compile the C shim to ``out`` (atomically); False if no compiler or no source."""
     import shutil
-    import subprocess
 
+    runner = runner or SubprocessRunner()
     src = Path(__file__).resolve().parent.parent / "cni" / "shim.c"
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None or not src.is_file():
         return False
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    p = subprocess.run(
+    p = runner.run(
         [
             cc,
             "-O2",
@@ -74,9 +77,7 @@ def compile_shim(out: Path, socket_path: str, fallback_dir: str) -> bool:
             str(src),
             f"-DSOCKET_PATH={json.dumps(socket_path)}",
             f"-DFALLBACK_DIR={json.dumps(fallback_dir)}",
-        ],
-        capture_output=True,
-        text=True,
+        ]
     )
     if p.returncode != 0:
         tmp.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycalico.bgp.control import ProtocolRow
-from pycalico.ctl.node import peer_rows
+from pycalico.bgp.peers import peer_rows
 
 STATUS_FILE = "status.json"
 STALE_AFTER = 10.0

@@ -1,7 +1,10 @@
 """pycalico.system: narrow seams to the operating system, and their in-memory fakes.
 
 - :mod:`pycalico.system.process`: :class:`ProcessRunner` (run argv with stdin, capture
-  output) - :class:`SubprocessRunner` / :class:`FakeProcessRunner`.
+  output) and :class:`ProcessLauncher` (+ ``run_attached`` on the caller's terminal, ``spawn``
+  of long-running children returning a :class:`Process` handle) - :class:`SubprocessRunner`
+  / :class:`FakeProcessRunner` (with controllable :class:`FakeProcess`). The only module of
+  pycalico that uses :mod:`subprocess` (tests/unit/test_layering.py enforces it).
 - :mod:`pycalico.system.iproute`: :class:`IpRoute`, ``ip``/``ip -batch`` in the current or a
   given network namespace (by name or by path) on top of a ProcessRunner.
 - :mod:`pycalico.system.sysctl`: :class:`Sysctl` (``/proc/sys`` of the current netns) -

@@ -6,11 +6,13 @@ Public API:
   failsafe ports, interface prefix, VXLAN/IPIP from workloads).
 - Value objects :class:`TableSpec`, :class:`Chain`, :class:`Rule`, :class:`NftSet`,
   :class:`Hook`, :class:`Family` (``IPV4``/``IPV6``); :func:`make_chain`.
+- Module order (no cycles): ``errors``, ``settings``, ``model``, ``names``, ``policy``
+  <- ``endpoints`` <- ``hostendpoints`` <- ``renderer`` (an arrow points at what a module
+  imports; :mod:`tests.unit.test_layering` fails on any cycle).
 - Naming helpers in :mod:`pycalico.felix.rules.names`; mark bits in
   :mod:`pycalico.felix.rules.policy`.
 """
 
-from pycalico.felix.rules.endpoints import RenderConfig
 from pycalico.felix.rules.errors import RenderError
 from pycalico.felix.rules.model import (
     FAMILIES,
@@ -26,6 +28,7 @@ from pycalico.felix.rules.model import (
     make_chain,
 )
 from pycalico.felix.rules.renderer import TABLE, RuleRenderer, render_ipset
+from pycalico.felix.rules.settings import RenderConfig
 
 __all__ = [
     "FAMILIES",

@@ -21,7 +21,9 @@ Packet path (one table per family, base chains at ``filter`` priority 0, policy 
                   jump cali-to-host-endpoint
 
 Host endpoint chains, the raw (untracked) and mangle (pre-DNAT) base chains and the
-failsafe chains live in :mod:`pycalico.felix.rules.hostendpoints`.
+failsafe chains live in :mod:`pycalico.felix.rules.hostendpoints` (which builds on this
+module, never the other way round); the settings both read (:class:`RenderConfig`) live in
+:mod:`pycalico.felix.rules.settings`.
 
 Dispatch chains look the interface up in a verdict map (``iifname vmap @cali-fw-dispatch``:
 ``"caliXXXX" : goto cali-fw-caliXXXX``) and drop anything else (``Unknown interface``: an
@@ -39,9 +41,7 @@ return``; finally drop. A chain "returns" only with the accept mark set.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.felix.calc.messages import EndpointUpdate, TierInfo
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.model import Chain, Family, Hook, NftSet, make_chain
@@ -53,43 +53,11 @@ from pycalico.felix.rules.policy import (
     mark_is_clear,
     mark_is_set,
 )
+from pycalico.felix.rules.settings import ENDPOINT_TO_HOST_ACTIONS, RenderConfig
 from pycalico.model import PolicyID
 
-FailsafePort = tuple[str, int] | tuple[str, int, str]
-ENDPOINT_TO_HOST_ACTIONS = {"Drop": "drop", "Return": "return", "Accept": "accept"}
 # ICMPv6 a workload needs to reach its host for (router/neighbour discovery, MLD).
 _ICMPV6_TO_HOST = "{ 130, 131, 132, 133, 135, 136 }"
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Felix settings the renderer depends on (see :mod:`pycalico.felix.config`)."""
-
-    interface_prefix: str = "cali"
-    endpoint_to_host_action: str = "Drop"
-    # (protocol, port) or (protocol, port, CIDR): the CIDR restricts the remote end (source
-    # of inbound, destination of outbound), as Calico's ``net`` field of a failsafe port.
-    failsafe_inbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_IN
-    failsafe_outbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_OUT
-    allow_vxlan_from_workloads: bool = False
-    allow_ipip_from_workloads: bool = False
-    anti_spoofing: bool = True
-    # The node-local workload DNS server (pycalico.dns): once egress policy has allowed a
-    # query to it, it is accepted whatever defaultEndpointToHostAction says.
-    workload_dns_v4: tuple[str, ...] = ("169.254.25.10",)
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        from pycalico.felix.rules.errors import RenderError
-        from pycalico.felix.rules.hostendpoints import failsafe_entries
-
-        failsafe_entries(self.failsafe_inbound, "failsafeInboundHostPorts")
-        failsafe_entries(self.failsafe_outbound, "failsafeOutboundHostPorts")
-        if self.endpoint_to_host_action not in ENDPOINT_TO_HOST_ACTIONS:
-            raise RenderError(
-                f"defaultEndpointToHostAction: must be one of "
-                f"{', '.join(ENDPOINT_TO_HOST_ACTIONS)}, not {self.endpoint_to_host_action!r}"
-            )
 
 
 PolicyChainLookup = Callable[[PolicyID, bool], str | None]

@@ -41,14 +41,11 @@ from ipaddress import ip_network
 from pycalico.felix.calc.messages import EndpointUpdate, TierInfo
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.endpoints import (
-    FailsafePort,
     PolicyChainLookup,
     ProfileChainLookup,
-    RenderConfig,
     endpoint_chain,
     tier_rules,
 )
-from pycalico.felix.rules.errors import RenderError
 from pycalico.felix.rules.model import Chain, Family, Hook, make_chain
 from pycalico.felix.rules.policy import (
     ALL_MARKS,
@@ -57,10 +54,10 @@ from pycalico.felix.rules.policy import (
     mark_is_set,
     set_mark,
 )
+from pycalico.felix.rules.settings import RenderConfig, failsafe_entries
 
 RAW_PRIORITY = -300  # before conntrack (-200)
 MANGLE_PRIORITY = -150  # before DNAT (-100)
-_FAILSAFE_PROTOS = ("tcp", "udp", "sctp")
 
 
 @dataclass(frozen=True)
@@ -183,27 +180,6 @@ def dispatch_chains(cfg: RenderConfig, wildcard: Mapping[str, str]) -> dict[str,
         if target is not None:
             bodies.append(f'{d.key} != "lo" {d.key} != {wl} goto {target}')
         out[d.chain] = make_chain(d.chain, bodies)
-    return out
-
-
-def failsafe_entries(ports: Sequence[FailsafePort], what: str) -> list[tuple[str, int, str]]:
-    """Normalised ``(protocol, port, cidr or "")``; raises RenderError naming ``what``."""
-    out = []
-    for p in ports:
-        if len(p) not in (2, 3):
-            raise RenderError(f"{what}: {p!r} is not (protocol, port[, net])")
-        proto, port = str(p[0]).lower(), p[1]
-        net = str(p[2]) if len(p) == 3 and p[2] else ""
-        if proto not in _FAILSAFE_PROTOS:
-            raise RenderError(f"{what}: protocol must be TCP, UDP or SCTP, not {p[0]!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise RenderError(f"{what}: invalid port {port!r}")
-        if net:
-            try:
-                net = str(ip_network(net, strict=False))
-            except ValueError:
-                raise RenderError(f"{what}: invalid net {net!r}") from None
-        out.append((proto, port, net))
     return out
 
 

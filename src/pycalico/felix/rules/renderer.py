@@ -35,7 +35,6 @@ from pycalico.felix.calc.messages import (
 )
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.endpoints import (
-    RenderConfig,
     dispatch_map,
     endpoint_chain,
     static_chains,
@@ -49,6 +48,7 @@ from pycalico.felix.rules.hostendpoints import (
 )
 from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
 from pycalico.felix.rules.policy import rules_bodies
+from pycalico.felix.rules.settings import RenderConfig
 from pycalico.model import ItemID, PolicyID
 
 TABLE = "calico"
