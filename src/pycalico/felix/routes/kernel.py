@@ -24,12 +24,12 @@ from typing import Any
 
 from pycalico.errors import CalicoError
 from pycalico.felix.natout import NatOutgoing
-from pycalico.felix.routes.calc import HostFacts
-from pycalico.felix.routes.model import (
+from pycalico.felix.calc.routetypes import (
     IPIP_DEVICE,
     ROUTE_PROTO,
     Addr,
     DesiredState,
+    HostFacts,
     IpipSpec,
     Net,
     Route,

@@ -1,13 +1,14 @@
-"""Input and output values of the route calculation (pure data, no kernel, no datastore).
+"""Input values of the route calculation (pure data, no kernel, no datastore).
 
-Owns the conversion of the datastore resources the route agent watches (``IPPool``, ``Node``,
-``IPAMBlock``, ``FelixConfiguration``) into small immutable values with Calico's defaults
-applied, and the desired-state values the calculation emits (:class:`Route`, :class:`Vtep`,
-:class:`VxlanSpec`, :class:`IpipSpec`, :class:`DesiredState`).
+Owns the conversion of the datastore resources the route calc node watches (``IPPool``,
+``Node``, ``IPAMBlock``, ``FelixConfiguration``, this node's ``WorkloadEndpoint``) into small
+immutable values with Calico's defaults applied. The output values and constants live in
+:mod:`pycalico.felix.calc.routetypes`; these input classes are moving to
+:mod:`pycalico.model` (issue 12).
 
 Invariants: values never hold revisions or kernel handles; parsing a malformed resource raises
-:class:`RouteInputError` naming the resource and field (the agent logs and skips it, it never
-stops routing for the rest of the cluster). IPv4 and IPv6 share every class; IPIP is IPv4 only.
+:class:`RouteInputError` naming the resource and field (the calc logs and skips it, it never
+stops routing for the rest of the cluster). IPv4 and IPv6 share every class.
 """
 
 from __future__ import annotations
@@ -15,34 +16,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pycalico.errors import CalicoError
 
-# Our ownership mark on kernel routes: Calico's DefaultRouteProto. BIRD uses 12 ("bird") and
-# its kernel protocol neither learns nor touches routes of other protocols.
-ROUTE_PROTO = 80
-VXLAN_DEVICE = "vxlan.calico"
-VXLAN_V6_DEVICE = "vxlan-v6.calico"
-IPIP_DEVICE = "tunl0"
 DEFAULT_VXLAN_VNI = 4096
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_MTU_IFACE_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
 DEFAULT_ROUTE_REFRESH_S = 90.0
-IPIP_OVERHEAD = 20
-VXLAN_OVERHEAD = 50
-VXLAN_V6_OVERHEAD = 70
-FALLBACK_HOST_MTU = 1460
 
 Net4 = ipaddress.IPv4Network
 Addr4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def vxlan_device(version: int) -> str:
-    return VXLAN_DEVICE if version == 4 else VXLAN_V6_DEVICE
 
 
 class RouteInputError(CalicoError):
@@ -332,83 +319,3 @@ class RouteConfig:
         if merged.get("programClusterRoutes"):
             kw["program_cluster_routes"] = str(merged["programClusterRoutes"])
         return RouteConfig(**{**out.__dict__, **kw})
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-@dataclass(frozen=True, order=True)
-class Route:
-    """One kernel route we own (main table, protocol :data:`ROUTE_PROTO`)."""
-
-    dst: Net
-    kind: str = "unicast"  # "unicast" | "blackhole"
-    gateway: Addr | None = None
-    dev: str | None = None
-    onlink: bool = False
-    scope_link: bool = False  # local workload routes: ``<ip>/32 dev cali... scope link``
-
-    def ip_spec(self) -> str:
-        """The ``ip route replace`` arguments (without ``proto``)."""
-        if self.kind == "blackhole":
-            return f"blackhole {self.dst}"
-        parts = [str(self.dst)]
-        if self.gateway is not None:
-            parts += ["via", str(self.gateway)]
-        if self.dev:
-            parts += ["dev", self.dev]
-        if self.onlink:
-            parts.append("onlink")
-        if self.scope_link:
-            parts += ["scope", "link"]
-        return " ".join(parts)
-
-
-@dataclass(frozen=True, order=True)
-class Vtep:
-    """A remote VXLAN tunnel endpoint: permanent neighbour + FDB entry on vxlan.calico."""
-
-    node: str
-    tunnel_ip: Addr
-    mac: str
-    node_ip: Addr
-
-
-@dataclass(frozen=True)
-class VxlanSpec:
-    """Our own vxlan.calico device."""
-
-    vni: int
-    port: int
-    local_ip: Addr
-    parent: str
-    mac: str
-    address: Addr
-    mtu: int
-    device: str = VXLAN_DEVICE
-
-
-@dataclass(frozen=True)
-class IpipSpec:
-    """Our own (userspace) tunl0 device."""
-
-    local_ip: Addr4
-    address: Addr4 | None
-    mtu: int
-
-
-@dataclass(frozen=True)
-class DesiredState:
-    routes: Mapping[Net, Route] = field(default_factory=dict)
-    vteps: tuple[Vtep, ...] = ()
-    vxlan: VxlanSpec | None = None
-    ipip: IpipSpec | None = None
-    # Userspace IPIP: inner destination prefix -> outer destination (remote node IP).
-    ipip_next_hops: tuple[tuple[Net4, Addr4], ...] = ()
-    masq_pools: tuple[Net, ...] = ()  # natOutgoing pools (nft set masq-ipam-pools)
-    all_pools: tuple[Net, ...] = ()  # every pool (nft set network-ip-pools)
-    nat_exclude: tuple[Net, ...] = ()  # host IPs (set all-hosts-net) when configured
-    nat_snat_to: str | None = None  # natOutgoingAddress
-    pod_mtu: int = 0  # written to the CNI plugin's MTU file (0 = leave it)
-    problems: tuple[str, ...] = ()  # why something could not be programmed (logged)
-    version: int = 4

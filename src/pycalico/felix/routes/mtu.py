@@ -3,7 +3,7 @@
 Host MTU = the smallest MTU of the *up* interfaces whose name matches Calico's
 ``mtuIfacePattern`` (fallback 1460 when none match); the pod MTU is the smallest MTU of the
 enabled encapsulations (IPIP host-20, VXLAN host-50) or the host MTU (see
-:func:`pycalico.felix.routes.calc.compute`). The file (default ``/var/lib/calico/mtu``, the
+:func:`pycalico.felix.calc.routes.pod_mtu`). The file (default ``/var/lib/calico/mtu``, the
 path :mod:`pycalico.cni.context` reads; ``$CALICO_MTU_FILE`` overrides both) holds the number
 and a newline.
 
@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pycalico.felix.routes.model import FALLBACK_HOST_MTU
+from pycalico.felix.calc.routetypes import FALLBACK_HOST_MTU
 
 DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 
