@@ -4,9 +4,10 @@
 1. start-up (:mod:`pycalico.node.startup`): node name and IP, Node resource, default pool,
    tunnel addresses, ClusterInformation, the MTU file (retried forever while the datastore is
    unreachable; a configuration error exits 1);
-2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (nftables policy), the
-   RouteAgent (routes, tunnels, NAT-outgoing, MTU file), BGP (BIRD driven from the
-   datastore, :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`),
+2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (one syncer, one owner loop:
+   nftables policy, routes, tunnels, NAT-outgoing, MTU file), the tunnel-address allocator
+   (:mod:`pycalico.node.tunnels`), BGP (BIRD driven from the datastore,
+   :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`),
    workload DNS on 169.254.25.10 (:mod:`pycalico.dns`) and IPAM leak repair on the holder of
    the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`); ``extra_components`` adds more;
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
@@ -87,21 +88,39 @@ def _startup(env: Mapping[str, str], stop: threading.Event) -> tuple[Any, Any]:
 
 
 def _write_mtu(ds: Any, mtu_file: str, felix_cfg: Any) -> int:
-    from pycalico.node.autodetect import host_mtu, read_interfaces
-    from pycalico.node.startup import pod_mtu, write_atomic
+    """The MTU file before Felix runs, by Felix's own rule
+    (:func:`pycalico.felix.calc.routes.node_pod_mtu` over the host MTU of
+    :func:`pycalico.felix.routes.mtu.host_mtu`); env overrides of the MTUs apply."""
+    import dataclasses
+    import re
 
-    specs = [p.get("spec") or {} for p in ds.list("IPPool").items]
-    pools = [p for p in specs if not p.get("disabled")]
-    ipip = any((p.get("ipipMode") or "Never") != "Never" for p in pools)
-    vxlan = any((p.get("vxlanMode") or "Never") != "Never" for p in pools)
-    mtu = pod_mtu(
-        host_mtu(read_interfaces(), felix_cfg["mtuIfacePattern"]),
-        ipip,
-        vxlan,
-        felix_cfg["ipipMTU"],
-        felix_cfg["vxlanMTU"],
+    from pycalico.felix.calc.routes import node_pod_mtu
+    from pycalico.felix.routes.model import PoolInfo, RouteConfig, RouteInputError
+    from pycalico.felix.routes.mtu import host_mtu, write_mtu_file
+    from pycalico.node.autodetect import read_interfaces
+
+    pools = []
+    for p in ds.list("IPPool").items:
+        try:
+            pools.append(PoolInfo.from_resource(p))
+        except RouteInputError as e:
+            log.warning("MTU: ignoring %s", e)
+    cfg = dataclasses.replace(
+        RouteConfig(),
+        ipip_mtu=int(felix_cfg["ipipMTU"] or 0),
+        vxlan_mtu=int(felix_cfg["vxlanMTU"] or 0),
+        mtu_iface_pattern=str(felix_cfg["mtuIfacePattern"]),
     )
-    write_atomic(mtu_file, f"{mtu}\n")
+    links = [
+        {"ifname": i.name, "flags": ["UP"] if i.up else [], "mtu": i.mtu} for i in read_interfaces()
+    ]
+    try:
+        host = host_mtu(links, cfg.mtu_iface_pattern)
+    except re.error as e:
+        log.warning("mtuIfacePattern %r: %s; using the default", cfg.mtu_iface_pattern, e)
+        host = host_mtu(links, RouteConfig().mtu_iface_pattern)
+    mtu = node_pod_mtu([p for p in pools if p is not None], cfg, host)
+    write_mtu_file(mtu, mtu_file)
     return mtu
 
 
@@ -134,12 +153,13 @@ class NodeAgent:
 
     def collect(self) -> NodeStatus:
         report = self.supervisor.report()
-        felix, routes, bgp = self._comp("felix"), self._comp("routes"), self._comp("bgp")
+        felix, bgp = self._comp("felix"), self._comp("bgp")
+        felix_in_sync = report["felix"]["in_sync"] if felix is not None else None
         st = NodeStatus(
             node=self.node_name,
             pid=os.getpid(),
-            felix_in_sync=report["felix"]["in_sync"] if felix is not None else None,
-            routes_in_sync=report["routes"]["in_sync"] if routes is not None else None,
+            felix_in_sync=felix_in_sync,
+            routes_in_sync=felix_in_sync,  # one Felix programs both (kept for readers)
             bird_running=bgp.bird_running() if bgp is not None else None,
             components=report,
             time=time.time(),
@@ -160,8 +180,7 @@ class NodeAgent:
         applies: list[float] = []
         if felix is not None and hasattr(felix, "metrics"):
             gauges, resyncs, applies = felix.metrics()
-        routes = self._comp("routes")
-        n = routes.num_routes() if routes is not None and hasattr(routes, "num_routes") else None
+        n = felix.num_routes() if felix is not None and hasattr(felix, "num_routes") else None
         if n is not None:
             gauges["felix_route_table_num_routes"] = float(n)
         bgp = self._comp("bgp")
@@ -250,8 +269,9 @@ def build_agent(
     from pycalico.datastore import DatastoreError
     from pycalico.node import felixcfg, ipamgc
     from pycalico.node.bgpdriver import BgpComponent
-    from pycalico.node.components import FelixComponent, RouteComponent
+    from pycalico.node.components import FelixComponent
     from pycalico.node.startup import write_atomic
+    from pycalico.node.tunnels import TunnelAddressComponent
 
     state_dir = _state_dir(env)
     os.makedirs(state_dir, exist_ok=True)
@@ -271,8 +291,8 @@ def build_agent(
     except (OSError, CalicoError) as e:
         log.warning("MTU file %s: %s", mtu_file, e)
     comps: list[Component] = [
-        FelixComponent(ds, node_name, env),
-        RouteComponent(ds, node_name, mtu_file),
+        TunnelAddressComponent(ds, node_name),
+        FelixComponent(ds, node_name, env, mtu_file=mtu_file),
     ]
     backend = (env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
     if backend == "bird":

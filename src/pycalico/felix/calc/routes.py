@@ -41,7 +41,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pycalico.felix.calc.messages import RouteMessage, RoutesUpdate, RouteSettingsUpdate
+from pycalico.felix.calc.messages import RouteMessage, RouteSettingsUpdate, RoutesUpdate
 from pycalico.felix.calc.routetypes import (
     IPIP_DEVICE,
     IPIP_OVERHEAD,
@@ -70,7 +70,7 @@ from pycalico.felix.routes.model import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HostFacts", "RouteCalculator", "compute", "encap_mtus", "pod_mtu", "node_pod_mtu"]
+__all__ = ["HostFacts", "RouteCalculator", "compute", "encap_mtus", "node_pod_mtu", "pod_mtu"]
 
 
 def encap_mtus(cfg: RouteConfig, host_mtu: int, version: int = 4) -> tuple[int, int]:
@@ -284,9 +284,7 @@ def compute(
 
 _CFG0 = RouteConfig()
 #: The settings a route dataplane assumes before any :class:`RouteSettingsUpdate`.
-DEFAULT_SETTINGS = RouteSettingsUpdate(
-    None, None, _CFG0.mtu_iface_pattern, _CFG0.route_refresh_s
-)
+DEFAULT_SETTINGS = RouteSettingsUpdate(None, None, _CFG0.mtu_iface_pattern, _CFG0.route_refresh_s)
 
 
 class RouteCalculator:

@@ -48,7 +48,6 @@ class HostFacts:
     host_mtu: int = FALLBACK_HOST_MTU
 
 
-
 @dataclass(frozen=True, order=True)
 class Route:
     """One kernel route we own (main table, protocol :data:`ROUTE_PROTO`)."""

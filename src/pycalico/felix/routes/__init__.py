@@ -1,19 +1,14 @@
-"""pycalico.felix.routes: Felix's cluster routes, VXLAN/IPIP tunnels, NAT-outgoing and MTU.
+"""pycalico.felix.routes: what is left of the former route agent while issue 12 moves it.
 
-- :mod:`.model` — input values parsed from resources, output values (:class:`Route`, ...),
-  constants (:data:`ROUTE_PROTO` = 80, device names).
-- :mod:`.calc` — pure :func:`compute` (pools, nodes, blocks, config, host facts) ->
-  :class:`DesiredState`.
-- :mod:`.kernel` — :class:`KernelRoutes`: desired-vs-actual for routes (proto 80), the
-  ``vxlan.calico`` device + FDB/neighbours, the userspace ``tunl0``, ``ip calico-nat``, sysctls
-  and the MTU file. One instance per IP version (``vxlan-v6.calico``, ``ip6 calico-nat``;
-  IPIP is IPv4 only).
-- :mod:`.agent` — :class:`RouteAgent` (syncer + one owner thread; start/stop/wait_in_sync/resync,
-  alive/stats).
-- :mod:`.tunnel_addr` — :func:`ensure_tunnel_addresses` (IPAM + Node resource).
+- :mod:`.model` — input values parsed from resources (:class:`PoolInfo`, :class:`NodeInfo`,
+  :class:`BlockInfo`, :class:`LocalEndpoint`, :class:`RouteConfig`); moving to
+  :mod:`pycalico.model`.
+- :mod:`.kernel` — :class:`KernelRoutes`, the route driver Felix's owner loop applies
+  desired states with (routes proto 80, ``vxlan.calico`` + FDB/neighbours, userspace
+  ``tunl0``, ``ip calico-nat``, sysctls, the MTU file); moving to :mod:`pycalico.felix.dataplane`.
 - :mod:`.mtu` — host MTU detection and the CNI MTU file.
 
-Run standalone: ``python -m pycalico.felix.routes --node NAME`` (datastore from the usual
-``DATASTORE_TYPE``/``CALICO_DATASTORE_PATH``/``ETCD_ENDPOINTS`` environment).
-Heavy modules are not imported here; import the submodules.
+The calculation is :mod:`pycalico.felix.calc.routes` (values in
+:mod:`pycalico.felix.calc.routetypes`); the loop is :class:`pycalico.felix.agent.Felix`;
+tunnel addresses are :mod:`pycalico.node.tunnels`. Heavy modules are not imported here.
 """

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pycalico.errors import CalicoError
-from pycalico.felix.natout import NatOutgoing
 from pycalico.felix.calc.routetypes import (
     IPIP_DEVICE,
     ROUTE_PROTO,
@@ -37,6 +36,7 @@ from pycalico.felix.calc.routetypes import (
     VxlanSpec,
     vxlan_device,
 )
+from pycalico.felix.natout import NatOutgoing
 from pycalico.felix.routes.mtu import host_mtu, write_mtu_file
 from pycalico.felix.tunnels.uipip import UserspaceIpip
 from pycalico.system.process import ProcessRunner
