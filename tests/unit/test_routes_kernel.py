@@ -1,32 +1,25 @@
-"""KernelRoutes (effects) and RouteAgent against a stateful fake kernel behind the
-ProcessRunner seam: minimal deltas, drift repair on full applies, ownership (only proto 80
-routes and our device's entries are ever deleted), failure handling, the agent's lifecycle,
-tunnel address allocation, NAT table rendering, MTU detection and the MTU file."""
+"""KernelRoutes (effects) against a stateful fake kernel behind the ProcessRunner seam:
+minimal deltas, drift repair on full applies, ownership (only proto 80 routes and our device's
+entries are ever deleted), failure handling, NAT table rendering, MTU detection and the MTU
+file. (Felix driving it: tests/unit/test_felix_pipeline.py; tunnel addresses:
+tests/unit/test_node_tunnels.py.)"""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import shlex
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pycalico.datastore.memory import MemoryDatastore
+from pycalico.felix.calc.routetypes import DesiredState, IpipSpec, Route, Vtep, VxlanSpec
 from pycalico.felix.natout import render
-from pycalico.felix.routes.agent import RouteAgent
-from pycalico.felix.routes.calc import HostFacts
 from pycalico.felix.routes.kernel import KernelRoutes, parse_route, route_delta
-from pycalico.felix.routes.model import DesiredState, IpipSpec, Route, Vtep, VxlanSpec
 from pycalico.felix.routes.mtu import host_mtu, write_mtu_file
-from pycalico.felix.routes.tunnel_addr import ensure_tunnel_addresses
-from pycalico.ipam import IPAM
 from pycalico.system.process import Completed
 from pycalico.system.sysctl import FakeSysctl
 
@@ -365,95 +358,6 @@ def test_nat_table_render_and_reconcile() -> None:
     assert k.nft and "masquerade" in k.nft
     kr.apply(DesiredState(), full=False)
     assert k.nft is None
-
-
-# ------------------------------------------------------------------ agent + datastore
-
-
-def _res(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": {"name": name},
-            "spec": spec}  # fmt: skip
-
-
-@pytest.fixture
-def ds() -> MemoryDatastore:
-    d = MemoryDatastore()
-    d.create(_res("IPPool", "p", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"}))
-    for i in (1, 2):
-        d.create(_res("Node", f"n{i}", {"bgp": {"ipv4Address": f"198.18.0.{i}/24"}}))
-    return d
-
-
-def test_ensure_tunnel_addresses_is_idempotent(ds: MemoryDatastore) -> None:
-    changed, problems = ensure_tunnel_addresses(ds, "n1")
-    assert changed and problems == []
-    spec = ds.get("Node", "n1")["spec"]
-    assert ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"]) in N("10.244.0.0/16")
-    mac = spec["vxlanTunnelMACAddr"]
-    assert int(mac[:2], 16) & 0x03 == 0x02  # locally administered unicast
-    assert IPAM(ds).get_ips_by_handle("vxlan-tunnel-addr-n1") == [
-        ipaddress.ip_address(spec["ipv4VXLANTunnelAddr"])
-    ]
-    assert ensure_tunnel_addresses(ds, "n1") == (False, [])
-    pool = ds.get("IPPool", "p")
-    pool["spec"]["vxlanMode"] = "Never"
-    pool["spec"]["ipipMode"] = "Always"
-    ds.update(pool)
-    changed, _ = ensure_tunnel_addresses(ds, "n1")
-    spec = ds.get("Node", "n1")["spec"]
-    assert changed and "ipv4VXLANTunnelAddr" not in spec and spec["vxlanTunnelMACAddr"] == mac
-    assert spec["bgp"]["ipv4IPIPTunnelAddr"]
-    assert IPAM(ds).get_ips_by_handle("vxlan-tunnel-addr-n1") == []
-    # The IPIP pool is replaced by another: the address moves into the new pool.
-    ds.delete("IPPool", "p")
-    ds.create(_res("IPPool", "q", {"cidr": "10.250.0.0/16", "ipipMode": "Always"}))
-    ensure_tunnel_addresses(ds, "n1")
-    new = ds.get("Node", "n1")["spec"]["bgp"]["ipv4IPIPTunnelAddr"]
-    assert ipaddress.ip_address(new) in N("10.250.0.0/16")
-
-
-def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        assert time.monotonic() - t0 < timeout, "timed out"
-        time.sleep(0.01)
-
-
-def test_agent_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
-    for n in ("n1", "n2"):
-        ensure_tunnel_addresses(ds, n)
-    IPAM(ds).auto_assign(1, 0, "pod-a", {"node": "n2"}, "n2")
-    k = FakeKernel()
-    agent = RouteAgent("n1", ds, kernel=kernel(k), resync_interval=3600, poll_interval=0.05)
-    agent.start()
-    try:
-        assert agent.wait_in_sync(5)
-        assert agent.full_applies == 1
-        n2_blocks = [b["spec"]["cidr"] for b in ds.list("IPAMBlock").items
-                     if b["spec"]["affinity"] == "host:n2"]  # fmt: skip
-        assert all(k.routes[b]["dev"] == "vxlan.calico" for b in n2_blocks)
-        assert len(k.fdb) == 1 and "vxlan.calico" in k.links
-        # A new remote block arrives through the watch: incremental apply.
-        IPAM(ds).claim_affinity(ipaddress.ip_network("10.244.200.0/26"), "n2")
-        _wait(lambda: "10.244.200.0/26" in k.routes)
-        assert agent.full_applies == 1
-        # Drift is only repaired by a full apply (here requested; normally periodic).
-        del k.routes["10.244.200.0/26"]
-        agent.resync()
-        _wait(lambda: "10.244.200.0/26" in k.routes)
-        assert agent.full_applies == 2
-        # A malformed resource is ignored, the rest keeps routing.
-        ds.create(_res("IPPool", "bad", {"cidr": "10.250.0.0/16", "vxlanMode": "Bogus"}))
-        ds.delete("Node", "n2")
-        _wait(lambda: not any(r.get("dev") == "vxlan.calico" for r in k.routes.values()))
-        assert k.fdb == set()
-        st = agent.stats()
-        assert st["in_sync"] and st["vteps"] == 0 and st["applies"] >= 3 and agent.alive()
-    finally:
-        agent.stop()
-    assert not agent.alive()
-    assert k.links["vxlan.calico"]  # stop leaves the dataplane in place
-    assert HostFacts().host_mtu == 1460
 
 
 # ------------------------------------------------------------------ sequences of states

@@ -395,6 +395,7 @@ class Felix:
         if not self._nft_in_sync.is_set():
             log.info("felix %s: in sync; nftables programmed in %.3fs", self.node_name, dt)
             self._nft_in_sync.set()
+            self._check_in_sync()
 
 
 def main(argv: list[str] | None = None) -> int:

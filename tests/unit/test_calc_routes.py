@@ -1,5 +1,6 @@
-"""Pure route calculation: VXLAN, IPIP, CrossSubnet, borrowed /32s, blackholes, removal,
-order independence, and resource parsing errors."""
+"""The routes calc node: pure compute() (VXLAN, IPIP, CrossSubnet, borrowed /32s, blackholes,
+removal, order independence, resource parsing errors) and RouteCalculator inside the
+CalcGraph (in-sync and host-facts gating, RoutesUpdate next to the policy messages)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from pycalico.felix.routes.calc import HostFacts, compute
+from pycalico.felix.calc.routes import HostFacts, compute
+from pycalico.felix.calc.routetypes import Route, Vtep
 from pycalico.felix.routes.model import (
     BlockInfo,
     LocalEndpoint,
     NodeInfo,
     PoolInfo,
-    Route,
     RouteConfig,
     RouteInputError,
-    Vtep,
 )
 
 N = ipaddress.IPv4Network
@@ -318,3 +318,115 @@ def test_ipv6_vxlan_is_the_same_calculation() -> None:
     # ... and the IPv4 run of the same inputs only sees IPv4.
     d4 = compute("n1", ps, ns, bs, RouteConfig(), HostFacts("eth0", 1500), version=4)
     assert all(r.dst.version == 4 for r in d4.routes.values()) and d4.vteps == ()
+
+
+# ------------------------------------------------------------- the calc node in the graph
+
+
+def _key(r: dict[str, Any]) -> str:
+    from pycalico.datastore import key_for
+
+    md = r["metadata"]
+    return key_for(r["kind"], md["name"], md.get("namespace", ""))
+
+
+def _graph(resources: list[dict[str, Any]], me: str = "n1") -> Any:
+    from pycalico.felix.calc import CalcGraph
+
+    g = CalcGraph(me)
+    for r in resources:
+        g.on_update(_key(r), r)
+    return g
+
+
+def _policy(port: int) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": "allow"},
+            "spec": {"selector": "all()", "types": ["Ingress"],
+                     "ingress": [{"action": "Allow", "protocol": "TCP",
+                                  "destination": {"ports": [port]}}]}}  # fmt: skip
+
+
+def _local_wep() -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+            "metadata": {"name": "n1-k8s-a-eth0", "namespace": "ns1"},
+            "spec": {"node": "n1", "orchestrator": "k8s", "pod": "a", "endpoint": "eth0",
+                     "interfaceName": "cali1", "ipNetworks": ["10.244.1.5/32"],
+                     "profiles": ["kns.ns1"]}}  # fmt: skip
+
+
+def test_calc_node_needs_in_sync_and_host_facts() -> None:
+    from pycalico.felix.calc import InSync, RouteSettingsUpdate, RoutesUpdate
+
+    g = _graph([pool("10.244.0.0/16", vxlanMode="Always"), *NODES, *BLOCKS])
+    assert g.flush() == []  # nothing before in sync
+    g.on_in_sync()
+    msgs = g.flush()
+    settings = [m for m in msgs if isinstance(m, RouteSettingsUpdate)]
+    assert settings == [RouteSettingsUpdate(A("198.18.1.1"), None, RouteConfig().mtu_iface_pattern,
+                                            90.0)]  # fmt: skip
+    assert not any(isinstance(m, RoutesUpdate) for m in msgs) and InSync() in msgs
+    g.set_host_facts(4, FACTS)
+    (up,) = g.flush()
+    assert isinstance(up, RoutesUpdate) and up.version == 4
+    assert up.desired == run([pool("10.244.0.0/16", vxlanMode="Always")])
+    assert g.flush() == []  # nothing re-sent when nothing changed
+    g.set_host_facts(4, FACTS)
+    assert g.flush() == []
+
+
+def test_new_ipam_block_produces_a_routes_update() -> None:
+    from pycalico.felix.calc import RoutesUpdate
+
+    g = _graph([pool("10.244.0.0/16", vxlanMode="Always"), *NODES, *BLOCKS])
+    g.on_in_sync()
+    g.set_host_facts(4, FACTS)
+    g.flush()
+    b = block("10.244.9.0/26", "n2")
+    g.on_update(_key(b), b)
+    (up,) = g.flush()
+    assert isinstance(up, RoutesUpdate)
+    assert up.desired.routes[N("10.244.9.0/26")] == Route(
+        N("10.244.9.0/26"), gateway=A("10.244.2.0"), dev="vxlan.calico", onlink=True
+    )
+    g.on_update(_key(b), None)  # deleted
+    (up,) = g.flush()
+    assert N("10.244.9.0/26") not in up.desired.routes
+
+
+def test_policy_and_block_updates_flushed_together_both_produce_messages() -> None:
+    from pycalico.felix.calc import ActivePolicyUpdate, RoutesUpdate
+
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}}
+    g = _graph([pool("10.244.0.0/16", vxlanMode="Always"), *NODES, *BLOCKS, ns, _local_wep(),
+                _policy(80)])  # fmt: skip
+    g.on_in_sync()
+    g.set_host_facts(4, FACTS)
+    first = g.flush()
+    (r0,) = [m for m in first if isinstance(m, RoutesUpdate)]
+    assert r0.desired.routes[N("10.244.1.5/32")] == Route(
+        N("10.244.1.5/32"), dev="cali1", scope_link=True
+    )
+    b = block("10.244.9.0/26", "n3")
+    g.on_update(_key(b), b)
+    g.on_update(_key(_policy(8080)), _policy(8080))
+    msgs = g.flush()
+    assert [type(m).__name__ for m in msgs] == ["ActivePolicyUpdate", "RoutesUpdate"]
+    assert isinstance(msgs[0], ActivePolicyUpdate) and isinstance(msgs[1], RoutesUpdate)
+    assert N("10.244.9.0/26") in msgs[1].desired.routes
+
+
+def test_one_mtu_over_both_families_and_other_nodes_endpoints_ignored() -> None:
+    from pycalico.felix.calc import RoutesUpdate
+
+    p6 = pool("fd00:244::/48", vxlanMode="Always")
+    me = node("n1", "198.18.1.1/24", "10.244.1.0", "66:00:00:00:00:01")
+    other = _local_wep()
+    other["spec"]["node"] = "n2"
+    g = _graph([pool("10.244.0.0/16", ipipMode="Always"), p6, me, other])
+    g.on_in_sync()
+    g.set_host_facts(4, FACTS)
+    g.set_host_facts(6, FACTS)
+    ups = {m.version: m.desired for m in g.flush() if isinstance(m, RoutesUpdate)}
+    assert ups[6].pod_mtu == 1430 and ups[4].pod_mtu == 1430  # min(IPIP 1480, VXLANv6 1430)
+    assert not ups[4].routes  # n2's workload is not ours
