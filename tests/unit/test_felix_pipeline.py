@@ -234,3 +234,27 @@ def test_hub_is_used_instead_of_an_own_syncer(ds: MemoryDatastore) -> None:
         assert calls == [(FELIX_KINDS, "felix-n1")]
     finally:
         felix.stop()
+
+
+def test_no_route_programmed_before_in_sync(ds: MemoryDatastore) -> None:
+    from pycalico.datastore import EventType, key_for
+    from pycalico.datastore.syncer import SyncStatus, SyncUpdate
+
+    ensure_tunnel_addresses(ds, "n1")
+    r4 = FakeRoutes()
+    felix = Felix("n1", ds, FakeNftRunner(), routes=r4)  # threads not started: drive the loop
+    items = [*ds.list("IPPool").items, *ds.list("Node").items, *ds.list("IPAMBlock").items]
+    updates = [
+        SyncUpdate(EventType.CREATED, key_for(r["kind"], r["metadata"]["name"]), r, i + 1)
+        for i, r in enumerate(items)
+    ]
+    felix._process([SyncStatus.RESYNC, updates])
+    felix._maybe_apply_routes()
+    assert r4.applied == [] and r4.facts_calls == []
+    felix._process([SyncStatus.IN_SYNC])
+    felix._maybe_apply()
+    assert not felix.wait_in_sync(0)  # nft is programmed, routes not yet
+    felix._maybe_apply_routes()
+    felix._check_in_sync()
+    assert [full for _w, full in r4.applied] == [True] and felix.wait_in_sync(0)
+    assert r4.last().vxlan is not None  # this node's VTEP from its Node resource
