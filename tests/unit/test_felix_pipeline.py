@@ -196,14 +196,20 @@ def test_route_failure_backs_off_without_blocking_nft(ds: MemoryDatastore) -> No
     ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
     ds.create(_wep("b", "10.244.1.2", {"app": "b"}))
     nft, r4 = ThreadNft(), FakeRoutes()
-    r4.fail = 3
+    r4.fail = 10**6
     felix = Felix("n1", ds, nft, routes=r4, syncer_poll_interval=0.05)
     felix.start()
     try:
-        _wait(lambda: bool(nft.transactions))  # nft programmed while routes keep failing
-        assert not felix.wait_in_sync(0) or len(r4.applied) > 3
-        assert felix.wait_in_sync(5)
-        assert [full for _w, full in r4.applied[:4]] == [True] * 4  # retries are full
+        # nft is programmed while every route apply fails; route retries back off.
+        _wait(lambda: bool(nft.transactions) and len(r4.applied) >= 3)
+        assert not felix.wait_in_sync(0)
+        assert felix.stats()["routes"]["last_errors"] == ["routes: injected"]
+        assert all(full for _w, full in r4.applied)  # every retry is a full apply
+        t0 = time.monotonic()
+        _wait(lambda: len(r4.applied) >= 5)
+        assert time.monotonic() - t0 >= 0.3  # back-off: 0.4 s + 0.8 s between these retries
+        r4.fail = 0
+        assert felix.wait_in_sync(6)
         assert felix.stats()["routes"]["last_errors"] == []
     finally:
         felix.stop()
