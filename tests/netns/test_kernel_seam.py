@@ -11,8 +11,8 @@ import os
 
 import pytest
 
+from pycalico.felix.calc.routetypes import DesiredState, Route, Vtep, VxlanSpec
 from pycalico.felix.dataplane.routing import RouteDataplane
-from pycalico.felix.routes.model import DesiredState, Route, Vtep, VxlanSpec
 from pycalico.system.kernel import IpRouteKernel
 from pycalico.system.process import SubprocessRunner
 from pycalico.system.sysctl import FakeSysctl

@@ -1,7 +1,7 @@
-"""RouteAgent next to real BIRD 2 on the same nodes: each owns its routes and never touches
-the other's. A VXLAN pool (Felix: protocol 80) and a no-encap pool (BIRD: protocol bird)
-side by side; a pod in one pool talks to a pod in the other across nodes; BIRD reloads and
-our full resyncs leave both route sets in place."""
+"""Felix (its route driver) next to real BIRD 2 on the same nodes: each owns its routes and
+never touches the other's. A VXLAN pool (Felix: protocol 80) and a no-encap pool (BIRD:
+protocol bird) side by side; a pod in one pool talks to a pod in the other across nodes; BIRD
+reloads and our full resyncs leave both route sets in place."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""RouteAgent on a real kernel: node namespaces on an underlay (one subnet, or two joined by a
-router namespace), workloads wired Calico-style with IPs from IPAM, one route agent process
-per node (``python -m pycalico.felix.routes`` under ``ip netns exec``, as calico-node runs)
-against a shared sqlite datastore.
+"""Felix's routes on a real kernel: node namespaces on an underlay (one subnet, or two joined
+by a router namespace), workloads wired Calico-style with IPs from IPAM and a
+WorkloadEndpoint each, one Felix process per node (``python -m pycalico.felix.agent`` under
+``ip netns exec``: one syncer, one owner loop programming nftables and routes, as calico-node
+runs it) against a shared sqlite datastore; tunnel addresses come from calico-node's
+TunnelAddressComponent (run in the test process, it only touches the datastore).
 
 Covers: VXLAN (routes, VTEP neighbour/FDB, device, cross-node TCP, VNI 4096 on the wire),
 CrossSubnet (only traffic crossing the router is encapsulated), userspace IPIP (protocol 4 on
@@ -25,8 +27,9 @@ from typing import Any
 import pytest
 
 from pycalico.datastore.sqlite import SqliteDatastore
-from pycalico.felix.routes.model import ROUTE_PROTO
+from pycalico.felix.calc.routetypes import ROUTE_PROTO
 from pycalico.ipam import IPAM
+from pycalico.node.tunnels import TunnelAddressComponent
 from tests.fixtures.netns import Netns, NetnsFactory
 
 pytestmark = [
@@ -93,12 +96,18 @@ class Cluster:
         self.db = str(tmp / "calico.db")
         self.ds = SqliteDatastore(self.db)
         self.ds.create(_res("IPPool", "pool1", {"cidr": POOL_CIDR, "blockSize": 26, **pool}))
+        # Pods reach their node (the readiness ping below); policy itself is not under test.
+        self.ds.create(_res("FelixConfiguration", "default",
+                            {"defaultEndpointToHostAction": "Accept"}))  # fmt: skip
+        self.tunnels: dict[str, TunnelAddressComponent] = {}
         self.nodes: dict[str, Netns] = {}
         self.node_ip: dict[str, str] = {}
         self.agents: dict[str, subprocess.Popen[str]] = {}
         self.pods: dict[str, tuple[Netns, str, str]] = {}  # name -> (ns, ip, node)
 
     def close(self) -> None:
+        for t in self.tunnels.values():
+            t.stop()
         self.ds.close()
 
     def add_node(self, name: str, ns: Netns, ip: str, plen: int) -> None:
@@ -110,11 +119,16 @@ class Cluster:
         env = {**os.environ, "DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": self.db,
                "PYTHONUNBUFFERED": "1"}  # fmt: skip
         names = list(self.nodes) if names is None else names
+        for name in names:  # calico-node allocates tunnel addresses before Felix runs
+            if name not in self.tunnels:
+                self.tunnels[name] = TunnelAddressComponent(self.ds, name, poll_interval=0.1)
+                self.tunnels[name].start()
+            wait_for(f"{name} tunnel addresses", self.tunnels[name].in_sync)
         for name in names:
             log = open(self.tmp / f"{name}.log", "a")  # noqa: SIM115 - closed by the process end
             self.agents[name] = self.nodes[name].popen(
-                sys.executable, "-m", "pycalico.felix.routes", "--node", name,
-                "--mtu-file", str(self.tmp / f"{name}.mtu"), "--resync-interval", "1",
+                sys.executable, "-m", "pycalico.felix.agent", "--node", name,
+                "--mtu-file", str(self.tmp / f"{name}.mtu"), "--route-refresh-interval", "1",
                 stdout=subprocess.PIPE, stderr=log, env=env,
             )  # fmt: skip
         for name in names:
@@ -165,7 +179,8 @@ class Cluster:
         self.pods[name] = (pod, ip, node)
         wep = _res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0",
                    {"node": node, "orchestrator": "k8s", "pod": name, "endpoint": "eth0",
-                    "interfaceName": host_if, "ipNetworks": [f"{ip}/32"]})  # fmt: skip
+                    "interfaceName": host_if, "ipNetworks": [f"{ip}/32"],
+                    "profiles": ["projectcalico-default-allow"]})  # fmt: skip
         wep["metadata"]["namespace"] = "default"
         self.ds.create(wep)
         # The very first packet of a fresh veth can fail with ENOBUFS while ARP for the

@@ -1,6 +1,7 @@
 """IPv6 VXLAN on a real kernel: dual-stack nodes (IPv4 + IPv6 underlay on one bridge), an IPv6
-pool in VXLAN mode, one RouteAgent per node; a pod's IPv6 TCP connection to a pod on another
-node goes through ``vxlan-v6.calico`` (VXLAN over the IPv6 underlay, VNI 4096 on the wire)."""
+pool in VXLAN mode, one Felix per node (its IPv6 route driver next to the IPv4 one, in the one
+owner loop); a pod's IPv6 TCP connection to a pod on another node goes through
+``vxlan-v6.calico`` (VXLAN over the IPv6 underlay, VNI 4096 on the wire)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pycalico.felix.routes.model import ROUTE_PROTO
+from pycalico.felix.calc.routetypes import ROUTE_PROTO
 from pycalico.ipam import IPAM
 from tests.fixtures.netns import Netns
 from tests.netns.test_routes_netns import (
@@ -70,6 +71,17 @@ def _pod6(c: Cluster, name: str, node: str) -> str:
     mac = pod.links()["eth0"]["address"]
     node_ns.batch([f"route replace {ip}/128 dev {host_if}",
                    f"neigh replace {ip} lladdr {mac} dev {host_if} nud permanent"])  # fmt: skip
+    wep = _res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0",
+               {"node": node, "orchestrator": "k8s", "pod": name, "endpoint": "eth0",
+                "interfaceName": host_if, "ipNetworks": [f"{ip}/128"],
+                "profiles": ["projectcalico-default-allow"]})  # fmt: skip
+    wep["metadata"]["namespace"] = "default"
+    c.ds.create(wep)
+    wait_for(  # Felix polices the pod's interface (an unknown cali* interface is dropped)
+        f"{name}'s endpoint chain",
+        lambda: node_ns.exec("nft", "list", "chain", "ip6", "calico", f"cali-tw-{host_if}",
+                             check=False).returncode == 0,
+    )  # fmt: skip
     return ip
 
 

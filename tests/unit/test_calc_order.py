@@ -342,24 +342,23 @@ def test_random_state_sequences(states: list[State]) -> None:
 def test_route_calc_is_order_independent() -> None:
     """Today's pure ``compute`` behind :class:`PureHarness`; when the routes calc node joins
     the graph, swap the harness for one feeding the graph (the states stay)."""
-    from pycalico.felix.routes.calc import HostFacts, compute
-    from pycalico.felix.routes.model import BlockInfo, NodeInfo, PoolInfo, RouteConfig
+    from pycalico.felix.calc.routes import HostFacts, compute
+    from pycalico.model.felixconfig import FelixConfig
+    from pycalico.model.network import Block, IPPool, Node
 
     facts = HostFacts(underlay_iface="eth0", host_mtu=1500)
 
     def routes(state: Mapping[str, Any]) -> Any:
         rs = list(state.values())
-        pools = [PoolInfo.from_resource(r) for r in rs if r["kind"] == "IPPool"]
-        nodes = {
-            r["metadata"]["name"]: NodeInfo.from_resource(r) for r in rs if r["kind"] == "Node"
-        }
-        blocks = [BlockInfo.from_resource(r) for r in rs if r["kind"] == "IPAMBlock"]
+        pools = [IPPool.from_resource(r) for r in rs if r["kind"] == "IPPool"]
+        nodes = {r["metadata"]["name"]: Node.from_resource(r) for r in rs if r["kind"] == "Node"}
+        blocks = [Block.from_resource(r) for r in rs if r["kind"] == "IPAMBlock"]
         return compute(
             "n1",
             [p for p in pools if p is not None],
             nodes,
             [b for b in blocks if b is not None],
-            RouteConfig(),
+            FelixConfig(),
             facts,
         )
 

@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pycalico.felix.dataplane.mtu import host_mtu, write_mtu_file
+from pycalico.felix.calc.routes import host_mtu
+from pycalico.felix.calc.routetypes import DesiredState, IpipSpec, Route, Vtep, VxlanSpec
+from pycalico.felix.dataplane.mtu import write_mtu_file
 from pycalico.felix.dataplane.natout import render
 from pycalico.felix.dataplane.routes import RouteDriver, from_kernel
 from pycalico.felix.dataplane.routing import RouteDataplane
-from pycalico.felix.routes.model import DesiredState, IpipSpec, Route, Vtep, VxlanSpec
 from pycalico.system.fakekernel import FakeKernel
 from pycalico.system.kernel import FdbEntry, KernelRoute, Link, Neighbour, VxlanAttrs
 from pycalico.system.process import Completed, FakeProcessRunner

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from pycalico.felix.config import resolve_settings
-from pycalico.felix.routes.model import RouteConfig
 from pycalico.model.felixconfig import FelixConfig, FelixConfigError, resolve, specs_by_name
 from pycalico.node.felixcfg import effective
 
@@ -43,6 +42,6 @@ def test_string_booleans_parse() -> None:
 def test_views_agree() -> None:
     res = [{"metadata": {"name": "default"}, "spec": {"ipipMTU": 1300, "ipv6Support": False}}]
     specs = specs_by_name(res)
-    assert RouteConfig.from_resources("n1", {"default": res[0]}).ipip_mtu == 1300
+    assert resolve("n1", specs_by_name({"default": res[0]})).ipip_mtu == 1300
     assert resolve_settings("n1", specs).families() == ("ip",)
     assert effective({}, specs["default"])["ipipMTU"] == 1300

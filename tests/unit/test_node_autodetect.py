@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from pycalico.node.autodetect import AutodetectError, Interface, autodetect, host_mtu
+from pycalico.felix.calc.routes import host_mtu  # the one rule, over autodetected interfaces
+from pycalico.node.autodetect import AutodetectError, Interface, autodetect
 
 
 def itf(index: int, name: str, *addrs: str, up: bool = True, mtu: int = 1500) -> Interface:

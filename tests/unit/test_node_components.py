@@ -142,7 +142,12 @@ class FakeFelix:
         return self.started
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "active_local_endpoints": 2, "active_local_policies": 3}
+        return {
+            **self.counters,
+            "active_local_endpoints": 2,
+            "active_local_policies": 3,
+            "routes": {"routes": 5, "vteps": 1, "in_sync": True},
+        }
 
 
 def test_felix_component_metrics_from_stats() -> None:
@@ -158,6 +163,7 @@ def test_felix_component_metrics_from_stats() -> None:
     assert len(applies) == 4 and abs(sum(applies) - 0.4) < 1e-9
     # only new applies are reported the next time
     assert comp.metrics()[2] == []
+    assert comp.num_routes() == 5
     comp.stop()
     assert not comp.in_sync()
 
@@ -205,7 +211,8 @@ def test_node_agent_tick_writes_status_and_metrics(tmp_path: Path) -> None:
         [FelixComponent(MemoryDatastore(), "n1", {}, factory=lambda: felix), bgp],  # type: ignore[list-item]
     )
     st = agent.tick()
-    assert st.felix_in_sync and st.bird_running and st.routes_in_sync is None
+    # One Felix programs policy and routes: routes_in_sync mirrors it (status.json readers).
+    assert st.felix_in_sync and st.bird_running and st.routes_in_sync is True
     assert not st.ready  # the session is not Established yet
     data = read_status(str(tmp_path))
     assert data is not None and data["ready"] is False
@@ -220,6 +227,7 @@ def test_node_agent_tick_writes_status_and_metrics(tmp_path: Path) -> None:
     text = agent.metrics.exposition().decode()
     assert "calico_node_bgp_sessions_established 1.0" in text
     assert "felix_cluster_num_hosts 2.0" in text
+    assert "felix_route_table_num_routes 5.0" in text  # from Felix's route stats
     agent.shutdown()
     assert read_status(str(tmp_path))["ready"] is False  # type: ignore[index]
 

@@ -14,7 +14,6 @@ from pycalico.node.startup import (
     StartupError,
     ensure_cluster_information,
     ensure_default_ipv6_pool,
-    pod_mtu,
     resolve_ipv4,
     run_startup,
     ula_prefix,
@@ -181,7 +180,8 @@ def test_tunnel_addresses_follow_pools() -> None:
     ds.update(p)
     r2 = run_startup(ds, settings(), IFS)
     spec = ds.get("Node", "node1")["spec"]
-    assert "ipv4VXLANTunnelAddr" not in spec and "vxlanTunnelMACAddr" not in spec
+    assert "ipv4VXLANTunnelAddr" not in spec
+    assert spec["vxlanTunnelMACAddr"] == vxlan_mac("node1")  # a VTEP MAC is kept once chosen
     assert spec["bgp"]["ipv4IPIPTunnelAddr"] == r2.ipip_tunnel
 
 
@@ -202,11 +202,22 @@ def test_cluster_information_kept_when_present() -> None:
 
 
 def test_pod_mtu() -> None:
-    assert pod_mtu(1500, False, False) == 1500
-    assert pod_mtu(1500, True, False) == 1480
-    assert pod_mtu(1500, False, True) == 1450
-    assert pod_mtu(1500, True, True) == 1450
-    assert pod_mtu(9000, False, True, vxlan_mtu=8000) == 8000
+    """Start-up's MTU file uses Felix's calc rule (one rule for both)."""
+    from pycalico.felix.calc.routes import node_pod_mtu
+    from pycalico.model.felixconfig import FelixConfig
+    from pycalico.model.network import IPPool
+
+    net = ipaddress.ip_network
+    ipip = IPPool("i", net("10.0.0.0/16"), ipip_mode="Always")
+    vx = IPPool("v", net("10.1.0.0/16"), vxlan_mode="CrossSubnet")
+    vx6 = IPPool("v6", net("fd00::/48"), vxlan_mode="Always")
+    cfg = FelixConfig()
+    assert node_pod_mtu([], cfg, 1500) == 1500
+    assert node_pod_mtu([ipip], cfg, 1500) == 1480
+    assert node_pod_mtu([vx], cfg, 1500) == 1450
+    assert node_pod_mtu([ipip, vx], cfg, 1500) == 1450
+    assert node_pod_mtu([vx], FelixConfig(vxlan_mtu=8000), 9000) == 8000
+    assert node_pod_mtu([ipip, vx6], cfg, 1500) == 1430  # the smaller over both families
 
 
 def test_ipv6_address_when_ip6_set() -> None:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from pycalico.bgp import compute_bird_config, render_bird_config
-from pycalico.felix.routes.calc import HostFacts, compute
-from pycalico.felix.routes.model import BlockInfo, NodeInfo, RouteConfig
-from pycalico.model.network import IPPool
+from pycalico.felix.calc.routes import HostFacts, compute
+from pycalico.model.felixconfig import resolve, specs_by_name
+from pycalico.model.network import Block, IPPool, Node
 from pycalico.model.routing import BGP_DEFAULT_PCR, FELIX_DEFAULT_PCR, cluster_route_owner
 
 POOL_CIDR = "10.244.0.0/16"
@@ -57,9 +57,9 @@ def _cfg(kind: str, pcr: str | None) -> list[dict[str, Any]]:
 
 def felix_programs(pool: dict[str, Any], felix_pcr: str | None) -> bool:
     felix_cfgs = {"default": _cfg("FelixConfiguration", felix_pcr)[0]}
-    cfg = RouteConfig.from_resources("n1", felix_cfgs)
-    nodes = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in NODES}
-    blocks = [b for b in (BlockInfo.from_resource(x) for x in BLOCKS) if b is not None]
+    cfg = resolve("n1", specs_by_name(felix_cfgs))
+    nodes = {n["metadata"]["name"]: Node.from_resource(n) for n in NODES}
+    blocks = [b for b in (Block.from_resource(x) for x in BLOCKS) if b is not None]
     facts = HostFacts(underlay_iface="eth0", host_mtu=1500)
     d = compute("n1", [IPPool.from_resource(pool)], nodes, blocks, cfg, facts)
     return ipaddress.ip_network(REMOTE_BLOCK) in d.routes

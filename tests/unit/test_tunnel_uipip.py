@@ -9,7 +9,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycalico.felix.tunnels.uipip import Lpm, decapsulate, inner_destination
+from pycalico.felix.dataplane.uipip import Lpm, decapsulate, inner_destination
 
 N = ipaddress.IPv4Network
 A = ipaddress.IPv4Address

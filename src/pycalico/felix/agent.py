@@ -1,22 +1,30 @@
-"""The Felix policy agent: datastore syncer -> calc graph -> rules renderer -> NftTable.
+"""Felix: ONE syncer -> ONE calc graph -> ONE owner loop programming nftables AND routes.
 
-Owns one owner thread (:class:`Felix`) that drains the syncer's queue (coalescing bursts:
-everything queued is applied to the graph before one flush/render/apply), renders, and
-reconciles one ``calico`` table per family; plus a periodic resync
-(``nftablesRefreshInterval``) that reads the tables back and repairs drift.
+One syncer (or a :class:`~pycalico.datastore.hub.SyncerHub` subscription) watches
+:data:`FELIX_KINDS` (policy kinds, FelixConfiguration, and IPPool/Node/IPAMBlock for routes).
+One owner thread (:class:`Felix`) drains its queue (coalescing bursts: everything queued is
+applied to the graph before one flush), hands the policy messages to the rules renderer and
+its ``calico`` table per family, and the route messages to :class:`RouteLoop` which drives
+the route drivers (one per IP version: routes, VXLAN/IPIP devices, NAT-outgoing, sysctls, the
+MTU file). Periodic resyncs: nft every ``nftablesRefreshInterval``, routes every
+``routeRefreshInterval``.
 
 Invariants (DESIGN.md §4, principles 2, 3, 7):
-- Only the owner thread touches the graph, the renderer and the tables; the syncer thread
-  only enqueues.
+- Only the owner thread touches the graph, the renderer, the tables and the route drivers;
+  the syncer thread only enqueues.
 - Nothing is programmed before the graph has seen the datastore's full state (its
-  ``InSync`` message); until then a previous agent's table stays in place, and the first
-  apply replaces it atomically.
-- A failed apply is retried with back-off; the kernel is never left half-programmed (each
-  apply is one nft transaction).
+  ``InSync`` message); until then a previous agent's table and routes stay in place.
+- A failed apply is retried with back-off; nft and route failures are retried separately and
+  never block each other; each nft apply is one transaction.
+- Felix never writes to the datastore (tunnel addresses are calico-node's,
+  :mod:`pycalico.node.tunnels`).
+- :meth:`Felix.wait_in_sync` is true once nft AND (with route drivers) routes were programmed
+  from a complete view.
 
-CLI: ``python -m pycalico.felix.agent --node NAME`` (datastore from ``DATASTORE_TYPE`` /
-``CALICO_DATASTORE_PATH`` / ``ETCD_ENDPOINTS`` like every command); run it under
-``ip netns exec NODE`` to police that namespace.
+CLI: ``python -m pycalico.felix.agent --node NAME [--mtu-file F] [--no-routes]`` (datastore
+from ``DATASTORE_TYPE`` / ``CALICO_DATASTORE_PATH`` / ``ETCD_ENDPOINTS`` like every command);
+run it under ``ip netns exec NODE`` to program that namespace. Prints ``in-sync`` on stdout
+once programmed; SIGHUP requests a full resync; SIGTERM/SIGINT stop it (the dataplane stays).
 """
 
 from __future__ import annotations
@@ -34,15 +42,19 @@ from typing import Any
 
 from pycalico.datastore import Datastore, EventType, prefix_for
 from pycalico.datastore.syncer import QueueCallbacks, Syncer, SyncStatus, SyncUpdate
-from pycalico.felix.calc import CalcGraph
-from pycalico.felix.config import FelixSettings, resolve_settings
+from pycalico.felix.calc import CalcGraph, InSync, Message, RouteSettingsUpdate, RoutesUpdate
+from pycalico.felix.calc.routes import RouteCalculator
+from pycalico.felix.calc.routetypes import HostFacts
+from pycalico.felix.config import FelixSettings
 from pycalico.felix.dataplane import NftError, NftRunner, NftTable
+from pycalico.felix.routeloop import RouteDriver, RouteLoop
 from pycalico.felix.rules import TABLE, RuleRenderer
+from pycalico.model.felixconfig import resolve
 
 log = logging.getLogger(__name__)
 
-#: Storage kinds Felix watches (policy model + its own configuration).
-FELIX_KINDS = (
+#: Storage kinds of the policy model (+ Felix's own configuration).
+POLICY_KINDS = (
     "WorkloadEndpoint",
     "HostEndpoint",
     "Profile",
@@ -56,12 +68,44 @@ FELIX_KINDS = (
     "ServiceAccount",
     "FelixConfiguration",
 )
+#: Storage kinds Felix watches: the union of the policy and the routes calc nodes' kinds.
+FELIX_KINDS = POLICY_KINDS + tuple(k for k in RouteCalculator.KINDS if k not in POLICY_KINDS)
 _FELIX_CONFIG_PREFIX = prefix_for("FelixConfiguration")
+
+
+def make_route_drivers(
+    mtu_file: str | None = None, nat_outgoing: bool = True
+) -> dict[int, RouteDriver]:
+    """The system's route drivers, one per IP version (IPv4 also owns tunl0 and the MTU
+    file), on the typed kernel seam of the current network namespace."""
+    from pycalico.felix.dataplane.mtu import mtu_file_path
+    from pycalico.felix.dataplane.routing import RouteDataplane
+    from pycalico.system.kernel import IpRouteKernel
+    from pycalico.system.process import SubprocessRunner
+    from pycalico.system.sysctl import ProcSysctl
+
+    runner = SubprocessRunner()
+    kernel = IpRouteKernel(runner)
+    return {
+        4: RouteDataplane(
+            kernel, ProcSysctl(), mtu_file=mtu_file_path(mtu_file), nat=nat_outgoing,
+            runner=runner,
+        ),
+        6: RouteDataplane(kernel, ProcSysctl(), nat=nat_outgoing, version=6, runner=runner),
+    }  # fmt: skip
 
 
 class Felix:
     """See the module docstring. ``overrides`` use FelixConfiguration field names (e.g.
-    ``{"nftablesRefreshInterval": 2}``) and win over the datastore and ``env``."""
+    ``{"nftablesRefreshInterval": 2}``) and win over the datastore and ``env``.
+
+    Routes: ``routes``/``routes6`` inject the route drivers of IPv4/IPv6 (either may be
+    None); ``system_routes=True`` builds the system's (:func:`make_route_drivers`, with
+    ``mtu_file`` and ``nat_outgoing``) for those not injected. Without any route driver
+    Felix programs nftables only (the route calc still follows the datastore).
+    ``route_refresh_interval`` overrides ``routeRefreshInterval`` (seconds). ``hub``: a
+    :class:`~pycalico.datastore.hub.SyncerHub` to subscribe to instead of an own syncer.
+    """
 
     def __init__(
         self,
@@ -74,6 +118,13 @@ class Felix:
         table: str = TABLE,
         retry_interval: float = 1.0,
         syncer_poll_interval: float = 0.5,
+        routes: RouteDriver | None = None,
+        routes6: RouteDriver | None = None,
+        system_routes: bool = False,
+        mtu_file: str | None = None,
+        nat_outgoing: bool = True,
+        route_refresh_interval: float | None = None,
+        hub: Any = None,
     ) -> None:
         self.node_name = node_name
         self.datastore = datastore
@@ -82,18 +133,39 @@ class Felix:
         self._overrides = dict(overrides or {})
         self._env = dict(env or {})
         self._felix_configs: dict[str, Mapping[str, Any]] = {}
-        self.settings: FelixSettings = resolve_settings(node_name, {}, self._env, self._overrides)
+        self.config = resolve(node_name, {}, self._env, self._overrides)
+        self.settings = FelixSettings.of(self.config)
         self.graph = CalcGraph(node_name)
+        self.graph.set_felix_config(self.config)
         self.renderer = RuleRenderer(self.settings.render_config(), self.settings.families(), table)
         self.tables = {f: NftTable(nft_runner, f, table) for f in self.settings.families()}
-        self._callbacks = QueueCallbacks()
-        self._syncer = Syncer.for_kinds(
-            datastore,
-            FELIX_KINDS,
-            self._callbacks,
-            poll_interval=syncer_poll_interval,
-            name=f"felix-syncer-{node_name}",
+        drivers: dict[int, RouteDriver] = {}
+        if system_routes and (routes is None or routes6 is None):
+            system = make_route_drivers(mtu_file, nat_outgoing)
+            routes = routes if routes is not None else system[4]
+            routes6 = routes6 if routes6 is not None else system[6]
+        for v, drv in ((4, routes), (6, routes6)):
+            if drv is not None:
+                drivers[v] = drv
+        self.routes: RouteLoop | None = (
+            RouteLoop(node_name, drivers, refresh_interval=route_refresh_interval)
+            if drivers
+            else None
         )
+        self._callbacks = QueueCallbacks()
+        self._syncer: Any
+        if hub is not None:
+            self._syncer = hub.syncer_for(FELIX_KINDS, self._callbacks, f"felix-{node_name}")
+        else:
+            self._syncer = Syncer.for_kinds(
+                datastore,
+                FELIX_KINDS,
+                self._callbacks,
+                poll_interval=syncer_poll_interval,
+                name=f"felix-syncer-{node_name}",
+            )
+        self._graph_in_sync = False
+        self._nft_in_sync = threading.Event()
         self._retry_interval = retry_interval
         self._stop = threading.Event()
         self._in_sync = threading.Event()
@@ -125,20 +197,31 @@ class Felix:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop syncing and the owner loop; the programmed tables stay in place."""
+        """Stop syncing and the owner loop; the programmed tables and routes stay in place
+        (the userspace IPIP tunnel's I/O stops with its driver)."""
         self._stop.set()
         self._syncer.stop(timeout)
         self._callbacks.queue.put([])  # wake the owner loop
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        if self.routes is not None and not self._thread.is_alive():
+            self.routes.close()
 
     def alive(self) -> bool:
         """The owner thread is running."""
         return self._thread.is_alive()
 
     def wait_in_sync(self, timeout: float | None = None) -> bool:
-        """True once the dataplane was programmed from a complete datastore view."""
+        """True once the dataplane (nft and, with route drivers, routes) was programmed
+        from a complete datastore view."""
         return self._in_sync.wait(timeout)
+
+    def resync(self) -> None:
+        """Request a full route apply and an nft read-back at the next loop iteration."""
+        if self.routes is not None:
+            self.routes.request_full()
+        self._next_refresh = 0.0
+        self._callbacks.queue.put([])
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (for metrics) plus per-table driver stats.
@@ -146,14 +229,18 @@ class Felix:
         Keys: ``updates``, ``batches``, ``applies``, ``apply_seconds_total``,
         ``last_apply_seconds``, ``resyncs``, ``apply_failures``, ``iterations``,
         ``settled_updates`` (updates whose effect is programmed), ``active_local_endpoints``,
-        ``active_local_policies``, ``active_profiles``, ``ipsets``, ``in_sync``, and
-        ``table_<family>`` (the NftTable's :class:`TableStats` as a dict).
+        ``active_local_policies``, ``active_profiles``, ``ipsets``, ``in_sync``,
+        ``table_<family>`` (the NftTable's :class:`TableStats` as a dict) and, with route
+        drivers, ``routes`` (:meth:`RouteLoop.stats`: ``routes``, ``vteps``, ``applies``,
+        ``full_applies``, ``kernel_writes``, ``last_errors``, ``ipip``, ``in_sync``).
         """
         with self._lock:
             out: dict[str, Any] = dict(self.counters)
         out["in_sync"] = self._in_sync.is_set()
         for fam, t in self.tables.items():
             out[f"table_{fam}"] = vars(t.stats).copy()
+        if self.routes is not None:
+            out["routes"] = self.routes.stats()
         return out
 
     # --- owner loop ---------------------------------------------------------------------
@@ -180,6 +267,14 @@ class Felix:
                 log.exception("felix %s: error in owner loop", self.node_name)
                 self.error = e
                 self._retry_at = time.monotonic() + self._retry_interval
+            try:
+                self._maybe_apply_routes()
+            except Exception as e:  # never let the owner thread die; the next step is full
+                log.exception("felix %s: error applying routes", self.node_name)
+                self.error = e
+                if self.routes is not None:
+                    self.routes.request_full()
+            self._check_in_sync()
             with self._lock:
                 self.counters["iterations"] += 1
                 # Updates whose effect is fully programmed (or that changed nothing).
@@ -187,9 +282,11 @@ class Felix:
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        deadlines = [self._next_refresh] if self._in_sync.is_set() else []
+        deadlines = [self._next_refresh] if self._nft_in_sync.is_set() else []
         if self._retry_at is not None:
             deadlines.append(self._retry_at)
+        if self.routes is not None and self._graph_in_sync:
+            deadlines.append(self.routes.deadline())
         if not deadlines:
             return 1.0
         return max(0.0, min(min(deadlines) - now, 1.0))
@@ -217,20 +314,54 @@ class Felix:
         if config_changed:
             self._reconfigure()
         if n or batch:
-            msgs = self.graph.flush()
-            if msgs:
-                self.renderer.apply(msgs)
-                if self.renderer.in_sync:
-                    specs = self.renderer.tables()
-                    for fam, t in self.tables.items():
-                        t.set_desired(specs[fam])
+            self._dispatch(self.graph.flush())
         with self._lock:
             self.counters["updates"] += n
             self.counters["batches"] += 1 if n else 0
             self.counters.update(self.renderer.counts())
 
+    def _dispatch(self, msgs: list[Message]) -> None:
+        """Policy messages to the renderer (and its tables), route messages to the routes."""
+        if not msgs:
+            return
+        route_msgs = [m for m in msgs if isinstance(m, RoutesUpdate | RouteSettingsUpdate)]
+        policy_msgs = [m for m in msgs if not isinstance(m, RoutesUpdate | RouteSettingsUpdate)]
+        if any(isinstance(m, InSync) for m in msgs):
+            self._graph_in_sync = True
+        if route_msgs and self.routes is not None:
+            self.routes.on_messages(route_msgs)
+        if policy_msgs:
+            self.renderer.apply(policy_msgs)
+            if self.renderer.in_sync:
+                specs = self.renderer.tables()
+                for fam, t in self.tables.items():
+                    t.set_desired(specs[fam])
+
+    def _feed_facts(self, version: int, facts: HostFacts) -> list[Message]:
+        self.graph.set_host_facts(version, facts)
+        msgs = self.graph.flush()
+        self._dispatch([m for m in msgs if not isinstance(m, RoutesUpdate | RouteSettingsUpdate)])
+        return msgs
+
+    def _maybe_apply_routes(self) -> None:
+        if self.routes is None or not self._graph_in_sync:
+            return
+        self.routes.step(self._feed_facts)
+
+    def _check_in_sync(self) -> None:
+        if self._in_sync.is_set() or not self._nft_in_sync.is_set():
+            return
+        if self.routes is None or self.routes.in_sync.is_set():
+            self._in_sync.set()
+
     def _reconfigure(self) -> None:
-        s = resolve_settings(self.node_name, self._felix_configs, self._env, self._overrides)
+        config = resolve(self.node_name, self._felix_configs, self._env, self._overrides)
+        if config.warnings != self.config.warnings:
+            for w in config.warnings:
+                log.warning("felix %s: %s", self.node_name, w)
+        self.config = config
+        self.graph.set_felix_config(config)
+        s = FelixSettings.of(config)
         if s == self.settings:
             return
         if s.families() != self.settings.families():
@@ -247,7 +378,7 @@ class Felix:
         if not self.renderer.in_sync:
             return
         now = time.monotonic()
-        if self._in_sync.is_set() and now >= self._next_refresh:
+        if self._nft_in_sync.is_set() and now >= self._next_refresh:
             for t in self.tables.values():
                 t.request_resync()
             with self._lock:
@@ -269,15 +400,16 @@ class Felix:
             return
         self._retry_at = None
         dt = time.monotonic() - t0
-        if not self._in_sync.is_set() or now >= self._next_refresh:
+        if not self._nft_in_sync.is_set() or now >= self._next_refresh:
             self._next_refresh = time.monotonic() + self.settings.nftables_refresh_interval
         with self._lock:
             self.counters["applies"] += 1
             self.counters["apply_seconds_total"] += dt
             self.counters["last_apply_seconds"] = dt
-        if not self._in_sync.is_set():
-            log.info("felix %s: in sync; dataplane programmed in %.3fs", self.node_name, dt)
-            self._in_sync.set()
+        if not self._nft_in_sync.is_set():
+            log.info("felix %s: in sync; nftables programmed in %.3fs", self.node_name, dt)
+            self._nft_in_sync.set()
+            self._check_in_sync()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", default=os.environ.get("NODENAME", ""), help="this node's name")
     p.add_argument("--refresh-interval", type=float, default=None,
                    help="nftablesRefreshInterval override (seconds)")  # fmt: skip
+    p.add_argument("--route-refresh-interval", type=float, default=None,
+                   help="routeRefreshInterval override (seconds)")  # fmt: skip
+    p.add_argument("--mtu-file", default=None, help="MTU file for the CNI plugin")
+    p.add_argument("--no-nat", action="store_true", help="do not manage ip calico-nat")
+    p.add_argument("--no-routes", action="store_true", help="program nftables only")
     p.add_argument("--log-level", default=os.environ.get("FELIX_LOGSEVERITYSCREEN", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -306,17 +443,24 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.refresh_interval is not None:
         overrides["nftablesRefreshInterval"] = args.refresh_interval
-    felix = Felix(args.node, ds, SubprocessNftRunner(), overrides=overrides, env=os.environ)
+    felix = Felix(
+        args.node, ds, SubprocessNftRunner(), overrides=overrides, env=os.environ,
+        system_routes=not args.no_routes, mtu_file=args.mtu_file, nat_outgoing=not args.no_nat,
+        route_refresh_interval=args.route_refresh_interval,
+    )  # fmt: skip
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGHUP, lambda *_: felix.resync())
     felix.start()
     announced = False
     while not done.wait(0.2):
         if not announced and felix.wait_in_sync(0):
             print(f"felix {args.node}: in sync", file=sys.stderr, flush=True)
+            print("in-sync", flush=True)
             announced = True
     felix.stop()
+    ds.close()
     return 0
 
 

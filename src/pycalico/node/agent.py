@@ -4,9 +4,10 @@
 1. start-up (:mod:`pycalico.node.startup`): node name and IP, Node resource, default pool,
    tunnel addresses, ClusterInformation, the MTU file (retried forever while the datastore is
    unreachable; a configuration error exits 1);
-2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (nftables policy), the
-   RouteAgent (routes, tunnels, NAT-outgoing, MTU file), BGP (BIRD driven from the
-   datastore, :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`),
+2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (one syncer, one owner loop:
+   nftables policy, routes, tunnels, NAT-outgoing, MTU file), the tunnel-address allocator
+   (:mod:`pycalico.node.tunnels`), BGP (BIRD driven from the datastore,
+   :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`),
    workload DNS on 169.254.25.10 (:mod:`pycalico.dns`) and IPAM leak repair on the holder of
    the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`); ``extra_components`` adds more;
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
@@ -36,6 +37,7 @@ from typing import Any
 import click
 
 from pycalico.errors import CalicoError
+from pycalico.model.felixconfig import FelixConfig
 from pycalico.node.status import NodeStatus, bgp_rows, check, read_status, write_status
 from pycalico.node.supervisor import Component, Supervisor
 from pycalico.system.process import ProcessRunner, SubprocessRunner
@@ -87,22 +89,34 @@ def _startup(env: Mapping[str, str], stop: threading.Event) -> tuple[Any, Any]:
     raise SystemExit(0)
 
 
-def _write_mtu(ds: Any, mtu_file: str, felix_cfg: Any) -> int:
-    from pycalico.node.autodetect import host_mtu, read_interfaces
-    from pycalico.node.startup import pod_mtu, write_atomic
+def _write_mtu(ds: Any, mtu_file: str, cfg: FelixConfig) -> int:
+    """The MTU file before Felix runs, by Felix's own rules
+    (:func:`pycalico.felix.calc.routes.node_pod_mtu` over
+    :func:`pycalico.felix.calc.routes.host_mtu`)."""
+    import dataclasses
+    import re
 
-    specs = [p.get("spec") or {} for p in ds.list("IPPool").items]
-    pools = [p for p in specs if not p.get("disabled")]
-    ipip = any((p.get("ipipMode") or "Never") != "Never" for p in pools)
-    vxlan = any((p.get("vxlanMode") or "Never") != "Never" for p in pools)
-    mtu = pod_mtu(
-        host_mtu(read_interfaces(), felix_cfg["mtuIfacePattern"]),
-        ipip,
-        vxlan,
-        felix_cfg["ipipMTU"],
-        felix_cfg["vxlanMTU"],
-    )
-    write_atomic(mtu_file, f"{mtu}\n")
+    from pycalico.felix.calc.routes import host_mtu, node_pod_mtu
+    from pycalico.felix.dataplane.mtu import write_mtu_file
+    from pycalico.model import ModelError
+    from pycalico.model.network import IPPool
+    from pycalico.node.autodetect import read_interfaces
+
+    pools = []
+    for p in ds.list("IPPool").items:
+        try:
+            pools.append(IPPool.from_resource(p))
+        except ModelError as e:
+            log.warning("MTU: ignoring %s", e)
+    interfaces = read_interfaces()
+    try:
+        host = host_mtu(interfaces, cfg.mtu_iface_pattern)
+    except re.error as e:
+        log.warning("mtuIfacePattern %r: %s; using the default", cfg.mtu_iface_pattern, e)
+        cfg = dataclasses.replace(cfg, mtu_iface_pattern=FelixConfig().mtu_iface_pattern)
+        host = host_mtu(interfaces, cfg.mtu_iface_pattern)
+    mtu = node_pod_mtu(pools, cfg, host)
+    write_mtu_file(mtu, mtu_file)
     return mtu
 
 
@@ -136,12 +150,13 @@ class NodeAgent:
 
     def collect(self) -> NodeStatus:
         report = self.supervisor.report()
-        felix, routes, bgp = self._comp("felix"), self._comp("routes"), self._comp("bgp")
+        felix, bgp = self._comp("felix"), self._comp("bgp")
+        felix_in_sync = report["felix"]["in_sync"] if felix is not None else None
         st = NodeStatus(
             node=self.node_name,
             pid=os.getpid(),
-            felix_in_sync=report["felix"]["in_sync"] if felix is not None else None,
-            routes_in_sync=report["routes"]["in_sync"] if routes is not None else None,
+            felix_in_sync=felix_in_sync,
+            routes_in_sync=felix_in_sync,  # one Felix programs both (kept for readers)
             bird_running=bgp.bird_running() if bgp is not None else None,
             components=report,
             time=time.time(),
@@ -162,8 +177,7 @@ class NodeAgent:
         applies: list[float] = []
         if felix is not None and hasattr(felix, "metrics"):
             gauges, resyncs, applies = felix.metrics()
-        routes = self._comp("routes")
-        n = routes.num_routes() if routes is not None and hasattr(routes, "num_routes") else None
+        n = felix.num_routes() if felix is not None and hasattr(felix, "num_routes") else None
         if n is not None:
             gauges["felix_route_table_num_routes"] = float(n)
         bgp = self._comp("bgp")
@@ -255,8 +269,9 @@ def build_agent(
     from pycalico.datastore.hub import SyncerHub
     from pycalico.node import felixcfg, ipamgc
     from pycalico.node.bgpdriver import BgpComponent
-    from pycalico.node.components import FelixComponent, RouteComponent
+    from pycalico.node.components import FelixComponent
     from pycalico.node.startup import write_atomic
+    from pycalico.node.tunnels import TunnelAddressComponent
 
     state_dir = _state_dir(env)
     os.makedirs(state_dir, exist_ok=True)
@@ -272,17 +287,17 @@ def build_agent(
         log.warning("%s", w)
     mtu_file = env.get("CALICO_MTU_FILE") or DEFAULT_MTU_FILE
     try:
-        log.info("pod MTU %d written to %s", _write_mtu(ds, mtu_file, fcfg), mtu_file)
+        log.info("pod MTU %d written to %s", _write_mtu(ds, mtu_file, fcfg.config), mtu_file)
     except (OSError, CalicoError) as e:
         log.warning("MTU file %s: %s", mtu_file, e)
-    comps: list[Component] = [
-        FelixComponent(ds, node_name, env),
-        RouteComponent(ds, node_name, mtu_file),
-    ]
     backend = (env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
     # ONE Syncer for the node (pycalico.datastore.hub), over every component's kinds.
     kinds = _hub_kinds(backend == "bird")
     hub = SyncerHub(ds, kinds, poll_interval=0.5, name=f"hub-syncer-{node_name}")
+    comps: list[Component] = [
+        TunnelAddressComponent(ds, node_name, hub=hub),
+        FelixComponent(ds, node_name, env, mtu_file=mtu_file, hub=hub),
+    ]
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
         comps.append(BgpComponent(ds, node_name, state_dir, socket_path, hub=hub))
@@ -306,10 +321,10 @@ def _hub_kinds(bgp: bool) -> tuple[str, ...]:
     """The union of the kinds of this node's components (the node's SyncerHub syncs them)."""
     from pycalico.dns.server import KINDS as DNS_KINDS
     from pycalico.felix.agent import FELIX_KINDS
-    from pycalico.felix.routes.agent import KINDS as ROUTE_KINDS  # until routes join Felix
     from pycalico.node.bgpdriver import BGP_KINDS
+    from pycalico.node.tunnels import TunnelAddressComponent
 
-    kinds = {*FELIX_KINDS, *ROUTE_KINDS, *DNS_KINDS, *(BGP_KINDS if bgp else ())}
+    kinds = {*FELIX_KINDS, *TunnelAddressComponent.KINDS, *DNS_KINDS, *(BGP_KINDS if bgp else ())}
     return tuple(sorted(kinds))
 
 

@@ -169,16 +169,6 @@ def autodetect(
     return found
 
 
-def host_mtu(interfaces: Sequence[Interface], pattern: str, fallback: int = 1460) -> int:
-    """Smallest MTU of the up interfaces whose name matches ``pattern`` (Felix's rule)."""
-    try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise AutodetectError(f"mtuIfacePattern: invalid regular expression: {e}") from None
-    mtus = [i.mtu for i in interfaces if i.up and rx.match(i.name) and i.mtu > 0]
-    return min(mtus) if mtus else fallback
-
-
 # --- kernel readers (current network namespace) ----------------------------------------------
 
 

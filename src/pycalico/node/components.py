@@ -1,12 +1,13 @@
-"""Adapters that make Felix (policy) and the RouteAgent supervisable components.
+"""The adapter that makes Felix (policy, routes, tunnels, NAT-outgoing, MTU file: one syncer,
+one owner loop) a supervisable component.
 
-Owns: constructing a fresh agent object on every (re)start (their threads cannot be
-restarted), the liveness/in-sync verdicts the supervisor and status file use, and a metrics
-snapshot in Calico's ``felix_*`` terms.
+Owns: constructing a fresh Felix on every (re)start (its threads cannot be restarted), the
+liveness/in-sync verdicts the supervisor and status file use, and a metrics snapshot in
+Calico's ``felix_*`` terms.
 
-Invariants: ``stop()`` leaves the dataplane in place (both agents keep what they programmed
-on stop; the next incarnation reconciles it after its own resync); the agents' constructors
-are called with the datastore shared by the whole process.
+Invariants: ``stop()`` leaves the dataplane in place (Felix keeps what it programmed on
+stop; the next incarnation reconciles it after its own resync); Felix is constructed with the
+datastore (and optional SyncerHub) shared by the whole process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class FelixComponent:
-    """The nftables policy agent :class:`pycalico.felix.agent.Felix`."""
+    """:class:`pycalico.felix.agent.Felix` with the system's nft runner and route drivers
+    (``mtu_file``: the CNI plugin's MTU file; ``hub``: an optional SyncerHub)."""
 
     name = "felix"
 
@@ -31,10 +33,15 @@ class FelixComponent:
         node_name: str,
         env: Mapping[str, str],
         factory: Callable[[], Any] | None = None,
+        *,
+        mtu_file: str | None = None,
+        hub: Any = None,
     ) -> None:
         self.ds = ds
         self.node_name = node_name
         self.env = dict(env)
+        self.mtu_file = mtu_file
+        self.hub = hub
         self._factory = factory
         self.agent: Any = None
         self._seen_applies = 0.0
@@ -46,7 +53,10 @@ class FelixComponent:
         from pycalico.felix.agent import Felix
         from pycalico.felix.dataplane import SubprocessNftRunner
 
-        return Felix(self.node_name, self.ds, SubprocessNftRunner(), env=self.env)
+        return Felix(
+            self.node_name, self.ds, SubprocessNftRunner(), env=self.env, system_routes=True,
+            mtu_file=self.mtu_file, hub=self.hub,
+        )  # fmt: skip
 
     def start(self) -> None:
         self.agent = self._make()
@@ -91,50 +101,10 @@ class FelixComponent:
         self._seen_applies, self._seen_seconds = applies, total
         return gauges, float(stats.get("resyncs", 0)), new
 
-
-class RouteComponent:
-    """Routes, tunnels, NAT-outgoing and the MTU file: :class:`RouteAgent`."""
-
-    name = "routes"
-
-    def __init__(
-        self,
-        ds: Datastore,
-        node_name: str,
-        mtu_file: str,
-        factory: Callable[[], Any] | None = None,
-    ) -> None:
-        self.ds = ds
-        self.node_name = node_name
-        self.mtu_file = mtu_file
-        self._factory = factory
-        self.agent: Any = None
-
-    def _make(self) -> Any:
-        if self._factory is not None:
-            return self._factory()
-        from pycalico.felix.routes.agent import RouteAgent
-
-        return RouteAgent(self.node_name, self.ds, mtu_file=self.mtu_file)
-
-    def start(self) -> None:
-        self.agent = self._make()
-        self.agent.start()
-
-    def stop(self) -> None:
-        if self.agent is not None:
-            self.agent.stop()
-
-    def alive(self) -> bool:
-        return self.agent is not None and bool(self.agent.alive())
-
-    def in_sync(self) -> bool:
-        return self.agent is not None and bool(self.agent.wait_in_sync(0))
-
     def num_routes(self) -> int | None:
-        desired = getattr(self.agent, "desired", None)
-        routes = getattr(desired, "routes", None)
+        """Desired routes over both IP versions (None: no route drivers or no agent)."""
         try:
-            return len(routes) if routes is not None else None
-        except TypeError:
+            routes = self.agent.stats().get("routes") if self.agent is not None else None
+        except Exception:
             return None
+        return int(routes["routes"]) if isinstance(routes, dict) else None

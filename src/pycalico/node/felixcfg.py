@@ -40,6 +40,7 @@ class NodeFelixConfig:
     values: dict[str, Any]
     source: dict[str, str]
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    config: FelixConfig = field(default_factory=FelixConfig, compare=False)  # the whole
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -48,7 +49,7 @@ class NodeFelixConfig:
     def of(cls, cfg: FelixConfig) -> NodeFelixConfig:
         values = {n: getattr(cfg, FIELDS[n][0]) for n in SETTINGS}
         source = {n: cfg.sources.get(FIELDS[n][0], "default") for n in SETTINGS}
-        return cls(values, source, cfg.warnings)
+        return cls(values, source, cfg.warnings, cfg)
 
 
 def effective(

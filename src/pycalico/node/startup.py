@@ -20,10 +20,10 @@ Owns, in order (:func:`run_startup`):
    random ULA /48 instead; deriving it from the cluster GUID keeps it random per cluster yet
    makes every node that races to create the pool propose the same CIDR. v6 pool defaults as
    Calico: ``blockSize`` 122 (116..128), ``natOutgoing`` false, ``vxlanMode`` Never, no IPIP.
-4. Tunnel addresses (IPAM handles ``ipip-tunnel-addr-<node>`` / ``vxlan-tunnel-addr-<node>``)
-   for enabled IPIP/VXLAN pools, recorded on the Node (``spec.bgp.ipv4IPIPTunnelAddr``,
-   ``spec.ipv4VXLANTunnelAddr``, ``spec.vxlanTunnelMACAddr``); released and cleared when no
-   pool needs them. The VXLAN MAC is stable: derived from the node name, locally administered.
+4. Tunnel addresses (:func:`pycalico.node.tunnels.ensure_tunnel_addresses`: VXLAN v4/v6 and
+   IPIP addresses and VTEP MACs for the enabled pools, recorded on the Node; released and
+   cleared when no pool needs them; the MACs are derived from the node name and kept). The
+   :class:`~pycalico.node.tunnels.TunnelAddressComponent` re-runs it while the node runs.
 5. ClusterInformation ``default`` (created when missing; ``datastoreReady`` and
    ``clusterGUID`` set when unset; ensured earlier when step 3 needs the GUID).
 
@@ -53,6 +53,7 @@ from pycalico.node.autodetect import (
     RouteLookup,
     autodetect,
 )
+from pycalico.node.tunnels import vxlan_mac as vxlan_mac  # re-exported (the VTEP MAC rule)
 
 Obj = dict[str, Any]
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
@@ -252,13 +253,6 @@ def resolve_ipv4(
     return resolve_ip(settings, interfaces, 4, route_lookup)
 
 
-def vxlan_mac(node_name: str) -> str:
-    """A stable, locally administered unicast MAC for this node's VTEP."""
-    b = bytearray(hashlib.sha256(("vxlan:" + node_name).encode()).digest()[:6])
-    b[0] = (b[0] & 0xFE) | 0x02
-    return ":".join(f"{x:02x}" for x in b)
-
-
 @dataclass
 class StartupResult:
     node: Obj
@@ -401,57 +395,15 @@ def _create_pool(
     return True
 
 
-def _enabled_pools(client: ResourceClient, field_name: str) -> list[Obj]:
-    out = []
-    for p in client.list(_info("IPPool")):
-        spec = p.get("spec") or {}
-        if spec.get("disabled"):
-            continue
-        if ipaddress.ip_network(str(spec.get("cidr")), strict=False).version != 4:
-            continue
-        if (spec.get(field_name) or "Never") != "Never":
-            out.append(p)
-    return out
+def ensure_tunnel_addresses(ds: Datastore, node_name: str, result: StartupResult) -> Obj:
+    """Step 4: :func:`pycalico.node.tunnels.ensure_tunnel_addresses`; problems become
+    warnings. Returns the Node as stored."""
+    from pycalico.node.tunnels import ensure_tunnel_addresses as ensure
 
-
-def ensure_tunnel_addresses(
-    ds: Datastore, client: ResourceClient, node_name: str, result: StartupResult
-) -> Obj:
-    """Allocate (or release) the IPIP and VXLAN tunnel addresses; record them on the Node."""
-    from pycalico.ipam import IPAM, IPAMError
-
-    ipam = IPAM(ds)
-    wanted: dict[str, str | None] = {}
-    for tunnel, pool_field in (("ipip", "ipipMode"), ("vxlan", "vxlanMode")):
-        if _enabled_pools(client, pool_field):
-            try:
-                wanted[tunnel] = str(ipam.assign_tunnel_address(node_name, tunnel).ip)
-            except IPAMError as e:
-                result.warnings.append(f"{tunnel} tunnel address: {e}")
-                wanted[tunnel] = None
-        else:
-            ipam.release_tunnel_address(node_name, tunnel)
-            wanted[tunnel] = None
-    result.ipip_tunnel, result.vxlan_tunnel = wanted["ipip"], wanted["vxlan"]
-
-    def change(obj: Obj) -> Obj:
-        spec = obj.setdefault("spec", {})
-        bgp = dict(spec.get("bgp") or {})
-        if wanted["ipip"]:
-            bgp["ipv4IPIPTunnelAddr"] = wanted["ipip"]
-        else:
-            bgp.pop("ipv4IPIPTunnelAddr", None)
-        if bgp:
-            spec["bgp"] = bgp
-        if wanted["vxlan"]:
-            spec["ipv4VXLANTunnelAddr"] = wanted["vxlan"]
-            spec["vxlanTunnelMACAddr"] = spec.get("vxlanTunnelMACAddr") or vxlan_mac(node_name)
-        else:
-            spec.pop("ipv4VXLANTunnelAddr", None)
-            spec.pop("vxlanTunnelMACAddr", None)
-        return obj
-
-    return _modify(client, "Node", node_name, change)
+    out = ensure(ds, node_name)
+    result.warnings += out.problems
+    result.ipip_tunnel, result.vxlan_tunnel = out.addrs.get("ipip"), out.addrs.get("vxlan")
+    return out.node
 
 
 def ensure_cluster_information(client: ResourceClient, cluster_type: str) -> Obj:
@@ -490,16 +442,6 @@ def ensure_cluster_information(client: ResourceClient, cluster_type: str) -> Obj
     return current
 
 
-def pod_mtu(host_mtu: int, ipip: bool, vxlan: bool, ipip_mtu: int = 0, vxlan_mtu: int = 0) -> int:
-    """Felix's rule: the smallest MTU of the enabled encapsulations, else the host MTU."""
-    cands = []
-    if ipip:
-        cands.append(ipip_mtu or host_mtu - 20)
-    if vxlan:
-        cands.append(vxlan_mtu or host_mtu - 50)
-    return min(cands) if cands else host_mtu
-
-
 def write_atomic(path: str, text: str) -> None:
     d = os.path.dirname(path)
     if d:
@@ -526,6 +468,6 @@ def run_startup(
     result = StartupResult(node=node, ipv4=ipv4, ipv6=ipv6)
     result.created_pool = ensure_default_pool(client, settings)
     result.created_pool6 = ensure_default_ipv6_pool(client, settings, ipv6, settings.cluster_type)
-    result.node = ensure_tunnel_addresses(ds, client, settings.node_name, result)
+    result.node = ensure_tunnel_addresses(ds, settings.node_name, result)
     ensure_cluster_information(client, settings.cluster_type)
     return result

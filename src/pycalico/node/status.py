@@ -8,7 +8,9 @@ messages; one BIRD serves both families, so ``--bird-ready`` judges the IPv4 ses
 ``--bird6-ready`` the IPv6 ones, as Calico's two daemons would).
 
 Readiness rule: ``ready`` = Felix in sync AND routes in sync AND BIRD running AND every
-configured BGP session Established. Components that are not part of this build (reported as
+configured BGP session Established. One Felix programs policy and routes, so
+``routes_in_sync`` mirrors ``felix_in_sync`` (kept in ``status.json`` for older readers).
+Components that are not part of this build (reported as
 ``None``) are left out of the rule and shown as such.
 
 Invariants: pure except :func:`write_status`/:func:`read_status`; the file is replaced
@@ -53,7 +55,7 @@ class NodeStatus:
     node: str
     pid: int
     felix_in_sync: bool | None  # None: no Felix in this build
-    routes_in_sync: bool | None  # None: no route agent in this build
+    routes_in_sync: bool | None  # mirrors felix_in_sync (None: no Felix in this build)
     bird_running: bool | None  # None: BGP disabled (CALICO_NETWORKING_BACKEND=none)
     bgp: list[dict[str, str]] = field(default_factory=list)
     components: dict[str, dict[str, Any]] = field(default_factory=dict)

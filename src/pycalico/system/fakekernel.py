@@ -120,12 +120,13 @@ class FakeKernel(KernelBase):
     def list_addrs(self, dev: str | None = None, family: int | None = None) -> list[Address]:
         self._read("list_addrs")
         devs = [dev] if dev is not None else list(self.links)
-        return sorted(
+        found = [
             a
             for d in devs
             for a in self.addrs.get(d, ())
             if family is None or a.ip.version == family
-        )
+        ]
+        return sorted(found, key=lambda a: (a.dev, a.ip.version, a.ip))
 
     def list_routes(self, family: int, proto: int | None = None) -> list[KernelRoute]:
         self._read("list_routes")

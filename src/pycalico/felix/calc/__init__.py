@@ -3,6 +3,9 @@
 Public API:
 - :class:`CalcGraph` — ``on_update(key, dict | None)``, ``on_in_sync()``, ``flush()`` ->
   messages (see :mod:`pycalico.felix.calc.messages` for the message types and their order).
+- :class:`RouteCalculator` — the routes calc node the graph owns (``set_host_facts``;
+  :class:`RouteSettingsUpdate` / :class:`RoutesUpdate` messages; values in
+  :mod:`pycalico.felix.calc.routetypes`).
 - :class:`LabelIndex` — incremental selector/label matching.
 - :class:`DataplaneView`, :class:`Packet`, :class:`Decision` — packet evaluation over the
   graph's messages.
@@ -33,9 +36,14 @@ from pycalico.felix.calc.messages import (
     IPSetUpdate,
     Message,
     ResolvedRule,
+    RouteMessage,
+    RouteSettingsUpdate,
+    RoutesUpdate,
     TierInfo,
 )
 from pycalico.felix.calc.resolve import RuleResolver, SetSpec
+from pycalico.felix.calc.routes import RouteCalculator
+from pycalico.felix.calc.routetypes import DesiredState, HostFacts
 
 __all__ = [
     "ActivePolicyRemove",
@@ -45,9 +53,11 @@ __all__ = [
     "CalcGraph",
     "DataplaneView",
     "Decision",
+    "DesiredState",
     "EndpointRemove",
     "EndpointUpdate",
     "Explanation",
+    "HostFacts",
     "IPSetRemove",
     "IPSetUpdate",
     "InSync",
@@ -58,6 +68,10 @@ __all__ = [
     "PolicyInsight",
     "ProbeResult",
     "ResolvedRule",
+    "RouteCalculator",
+    "RouteMessage",
+    "RouteSettingsUpdate",
+    "RoutesUpdate",
     "RuleResolver",
     "SetSpec",
     "TierInfo",

@@ -7,7 +7,11 @@ with members computed over ALL endpoints and network sets cluster-wide.
 
 Input: ``on_update(key, dict | None)`` for v3 resources as stored (see
 :mod:`pycalico.model.convert` for the kinds), ``on_in_sync()``; output: ``flush()``
-returns the messages of :mod:`pycalico.felix.calc.messages` in sequencing order.
+returns the messages of :mod:`pycalico.felix.calc.messages` in sequencing order. With a
+hostname the graph also owns the routes calc node (:class:`RouteCalculator`): ``IPPool``,
+``Node`` and ``IPAMBlock`` go to it, ``WorkloadEndpoint`` to both; ``set_host_facts(version,
+facts)`` feeds it what the dataplane read from the kernel and ``set_felix_config(config)`` the
+resolved Felix configuration.
 
 Invariants (Felix ``calc`` design):
 - Pure and synchronous: no I/O, no kernel imports; the output after a flush is a function of
@@ -45,6 +49,8 @@ from pycalico.felix.calc.messages import (
     TierInfo,
 )
 from pycalico.felix.calc.resolve import RuleResolver, SetSpec
+from pycalico.felix.calc.routes import RouteCalculator
+from pycalico.felix.calc.routetypes import HostFacts
 from pycalico.model import (
     Endpoint,
     ItemID,
@@ -61,6 +67,7 @@ from pycalico.model import (
     convert,
     implied_tier,
 )
+from pycalico.model.felixconfig import FelixConfig
 from pycalico.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, SA_PROFILE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -114,10 +121,13 @@ class CalcGraph:
         self._dirty_endpoints: set[ItemID] = set()
         self._in_sync = False
         self._in_sync_sent = False
+        self.routes = RouteCalculator(hostname) if hostname is not None else None
 
     # --- input --------------------------------------------------------------------------
     def on_update(self, key: str, value: Mapping[str, Any] | None) -> None:
         """Apply one datastore update (``None`` = deleted)."""
+        if self.routes is not None and self.routes.on_update(key, value):
+            return
         obj = None
         if value is not None:
             try:
@@ -135,6 +145,16 @@ class CalcGraph:
 
     def on_in_sync(self) -> None:
         self._in_sync = True
+
+    def set_felix_config(self, config: FelixConfig) -> None:
+        """The resolved Felix configuration for the routes calc node (no-op without one)."""
+        if self.routes is not None:
+            self.routes.set_config(config)
+
+    def set_host_facts(self, version: int, facts: HostFacts) -> None:
+        """Host facts of IP ``version`` for the routes calc node (no-op without a hostname)."""
+        if self.routes is not None:
+            self.routes.set_host_facts(version, facts)
 
     def load(self, resources: Iterable[Mapping[str, Any]]) -> None:
         """Convenience: feed whole resources keyed by kind/namespace/name, then in-sync."""
@@ -521,6 +541,8 @@ class CalcGraph:
                 ep_rm.append(EndpointRemove(ehave.endpoint))
         self._dirty_endpoints.clear()
         out = set_up + pol_up + prof_up + ep_up + ep_rm + prof_rm + pol_rm + set_rm
+        if self._in_sync and self.routes is not None:
+            out += self.routes.flush()
         if self._in_sync and not self._in_sync_sent:
             self._in_sync_sent = True
             out.append(InSync())

@@ -12,7 +12,12 @@ list of these messages in Calico's EventSequencer order:
    policies per direction and profiles;
 5. removals in reverse: :class:`EndpointRemove`, :class:`ActiveProfileRemove`,
    :class:`ActivePolicyRemove`, :class:`IPSetRemove`;
-6. :class:`InSync` once, after the first flush following ``on_in_sync()``.
+6. route messages (:mod:`pycalico.felix.calc.routes`, nodes with a hostname only, never
+   before ``on_in_sync()``): :class:`RouteSettingsUpdate` when this node's addresses,
+   ``mtuIfacePattern`` or ``routeRefreshInterval`` changed, then one :class:`RoutesUpdate` per
+   IP version whose desired routes/tunnels/NAT/MTU changed (only for versions the dataplane
+   fed host facts for);
+7. :class:`InSync` once, after the first flush following ``on_in_sync()``.
 
 Guarantees for consumers: anything an update references (IP set ids in rules, policy ids and
 profile ids in endpoints) has been sent before in this or an earlier flush and is removed only
@@ -42,6 +47,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
+from pycalico.felix.calc.routetypes import Addr, DesiredState
 from pycalico.model.types import Action, Endpoint, IPNet, PolicyID, PortRange
 
 IPAddress = IPv4Address | IPv6Address
@@ -177,6 +183,33 @@ class InSync:
     """The graph has seen the datastore's full state at least once."""
 
 
+@dataclass(frozen=True)
+class RouteSettingsUpdate:
+    """What the route dataplane needs besides desired states: this node's address per IP
+    version (its underlay interface is the one holding it), ``mtuIfacePattern`` (the host MTU
+    is read over matching interfaces) and ``routeRefreshInterval`` (seconds between full
+    route applies). The dataplane reads :class:`~pycalico.felix.calc.routetypes.HostFacts`
+    with these and feeds them back through ``CalcGraph.set_host_facts``."""
+
+    node_ip4: Addr | None = None
+    node_ip6: Addr | None = None
+    mtu_iface_pattern: str = ""
+    refresh_interval: float = 90.0
+
+    def node_ip(self, version: int) -> Addr | None:
+        return self.node_ip4 if version == 4 else self.node_ip6
+
+
+@dataclass(frozen=True)
+class RoutesUpdate:
+    """The complete desired route/tunnel/NAT-outgoing/MTU state of IP ``version``."""
+
+    version: int
+    desired: DesiredState
+
+
+RouteMessage = RouteSettingsUpdate | RoutesUpdate
+
 Message = (
     IPSetUpdate
     | IPSetRemove
@@ -187,4 +220,6 @@ Message = (
     | EndpointUpdate
     | EndpointRemove
     | InSync
+    | RouteSettingsUpdate
+    | RoutesUpdate
 )

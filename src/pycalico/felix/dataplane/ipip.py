@@ -1,4 +1,4 @@
-"""IPIP driver: the userspace ``tunl0`` (:class:`pycalico.felix.tunnels.uipip.UserspaceIpip`)
+"""IPIP driver: the userspace ``tunl0`` (:class:`pycalico.felix.dataplane.uipip.UserspaceIpip`)
 of the IPv4 instance: its I/O thread, next-hop table, MTU, up flag, address and the permanent
 ``0.0.0.0`` neighbour.
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from pycalico.felix.routes.model import IPIP_DEVICE, DesiredState, IpipSpec
-from pycalico.felix.tunnels.uipip import UserspaceIpip
+from pycalico.felix.calc.routetypes import IPIP_DEVICE, DesiredState, IpipSpec
+from pycalico.felix.dataplane.uipip import UserspaceIpip
 from pycalico.system.kernel import Address, Kernel, Neighbour
 
 ZERO = ipaddress.IPv4Address("0.0.0.0")

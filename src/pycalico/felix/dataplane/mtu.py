@@ -12,20 +12,8 @@ the same directory + rename) and only when the content changes.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable
-
-from pycalico.felix.routes.model import FALLBACK_HOST_MTU
-from pycalico.system.kernel import Link
 
 DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
-
-
-def host_mtu(links: Iterable[Link], pattern: str) -> int:
-    """Smallest MTU of up ``links`` whose name matches ``pattern`` (else the fallback)."""
-    rx = re.compile(pattern)
-    mtus = [lk.mtu for lk in links if lk.up and rx.search(lk.name) and lk.mtu > 0]
-    return min(mtus) if mtus else FALLBACK_HOST_MTU
 
 
 def mtu_file_path(path: str | None = None) -> str:

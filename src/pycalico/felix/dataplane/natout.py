@@ -27,7 +27,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from pycalico.errors import CalicoError
-from pycalico.felix.routes.model import IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE, Net
+from pycalico.felix.calc.routetypes import IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE, Net
 from pycalico.system.process import ProcessRunner
 
 TABLE_FAMILY = "ip"  # "ip6" for the IPv6 instance

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from pycalico.felix.calc.routetypes import ROUTE_PROTO, Net, Route
 from pycalico.felix.dataplane.deltatracker import DeltaTracker
-from pycalico.felix.routes.model import ROUTE_PROTO, Net, Route
 from pycalico.system.kernel import Kernel, KernelError, KernelRoute, Op, RouteType
 
 

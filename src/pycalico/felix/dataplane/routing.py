@@ -21,15 +21,15 @@ import logging
 from collections.abc import Callable
 
 from pycalico.errors import CalicoError
+from pycalico.felix.calc.routes import host_mtu
+from pycalico.felix.calc.routetypes import Addr, DesiredState, HostFacts
 from pycalico.felix.dataplane.ipip import IpipDriver
-from pycalico.felix.dataplane.mtu import MtuFile, host_mtu
+from pycalico.felix.dataplane.mtu import MtuFile
 from pycalico.felix.dataplane.natout import NatOutgoing
 from pycalico.felix.dataplane.routes import RouteDriver
 from pycalico.felix.dataplane.sysctls import SysctlDriver
+from pycalico.felix.dataplane.uipip import UserspaceIpip
 from pycalico.felix.dataplane.vxlan import VxlanDriver
-from pycalico.felix.routes.calc import HostFacts
-from pycalico.felix.routes.model import Addr, DesiredState
-from pycalico.felix.tunnels.uipip import UserspaceIpip
 from pycalico.system.kernel import Kernel
 from pycalico.system.process import ProcessRunner, SubprocessRunner
 from pycalico.system.sysctl import Sysctl

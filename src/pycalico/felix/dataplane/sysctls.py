@@ -8,7 +8,7 @@ VXLAN), since IPv6 may even be disabled on the host. Applied on full applies onl
 
 from __future__ import annotations
 
-from pycalico.felix.routes.model import DesiredState
+from pycalico.felix.calc.routetypes import DesiredState
 from pycalico.system.sysctl import Sysctl, SysctlError
 
 FORWARDING_SYSCTLS = {

@@ -19,9 +19,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+from pycalico.felix.calc.routetypes import Addr, Vtep, VxlanSpec, vxlan_device
 from pycalico.felix.dataplane.deltatracker import DeltaTracker
 from pycalico.felix.dataplane.routes import gone
-from pycalico.felix.routes.model import Addr, Vtep, VxlanSpec, vxlan_device
 from pycalico.system.kernel import (
     Address,
     FdbEntry,

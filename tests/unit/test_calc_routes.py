@@ -1,5 +1,6 @@
-"""Pure route calculation: VXLAN, IPIP, CrossSubnet, borrowed /32s, blackholes, removal,
-order independence, and resource parsing errors."""
+"""The routes calc node: pure compute() (VXLAN, IPIP, CrossSubnet, borrowed /32s, blackholes,
+removal, order independence, resource parsing errors) and RouteCalculator inside the
+CalcGraph (in-sync and host-facts gating, RoutesUpdate next to the policy messages)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,11 @@ from typing import Any
 
 import pytest
 
-from pycalico.felix.routes.calc import HostFacts, compute
-from pycalico.felix.routes.model import (
-    BlockInfo,
-    LocalEndpoint,
-    NodeInfo,
-    PoolInfo,
-    Route,
-    RouteConfig,
-    RouteInputError,
-    Vtep,
-)
+from pycalico.felix.calc.routes import HostFacts, compute
+from pycalico.felix.calc.routetypes import Route, Vtep
+from pycalico.model import ModelError
+from pycalico.model.felixconfig import FelixConfig, resolve, specs_by_name
+from pycalico.model.network import Block, IPPool, LocalEndpoint, Node
 
 N = ipaddress.IPv4Network
 A = ipaddress.IPv4Address
@@ -72,10 +67,10 @@ BLOCKS = [
 
 def run(pools: list[dict[str, Any]], nodes: list[dict[str, Any]] = NODES,
         blocks: list[dict[str, Any]] = BLOCKS, me: str = "n1",
-        cfg: RouteConfig = RouteConfig(), facts: HostFacts = FACTS):  # type: ignore[no-untyped-def]  # fmt: skip
-    ps = [p for p in (PoolInfo.from_resource(x) for x in pools) if p is not None]
-    ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in nodes}
-    bs = [b for b in (BlockInfo.from_resource(x) for x in blocks) if b is not None]
+        cfg: FelixConfig = FelixConfig(), facts: HostFacts = FACTS):  # type: ignore[no-untyped-def]  # fmt: skip
+    ps = [p for p in (IPPool.from_resource(x) for x in pools) if p is not None]
+    ns = {n["metadata"]["name"]: Node.from_resource(n) for n in nodes}
+    bs = [b for b in (Block.from_resource(x) for x in blocks) if b is not None]
     return compute(me, ps, ns, bs, cfg, facts)
 
 
@@ -152,7 +147,7 @@ def test_no_encap_pool_is_birds() -> None:
 
 
 def test_program_cluster_routes_disabled_leaves_ipip_to_bird() -> None:
-    d = run([pool(ipipMode="Always")], cfg=RouteConfig(program_cluster_routes="Disabled"))
+    d = run([pool(ipipMode="Always")], cfg=FelixConfig(program_cluster_routes="Disabled"))
     assert d.routes == {}
     assert d.ipip is not None  # the device is still ours
 
@@ -181,7 +176,7 @@ def test_removal_of_block_node_and_pool() -> None:
 def test_nat_outgoing_sets_and_mtu_overrides() -> None:
     d = run(
         [pool(vxlanMode="Always", natOutgoing=True), pool("10.96.0.0/16")],
-        cfg=RouteConfig(vxlan_mtu=1400),
+        cfg=FelixConfig(vxlan_mtu=1400),
     )
     assert d.masq_pools == (N("10.244.0.0/16"),)
     assert set(d.all_pools) == {N("10.244.0.0/16"), N("10.96.0.0/16")}
@@ -222,15 +217,15 @@ def test_never_routes_to_itself() -> None:
 
 
 def test_parse_errors_name_the_field() -> None:
-    with pytest.raises(RouteInputError, match=r"spec.vxlanMode"):
-        PoolInfo.from_resource(pool(vxlanMode="Sometimes"))
-    with pytest.raises(RouteInputError, match=r"spec.bgp.ipv4Address"):
-        NodeInfo.from_resource(node("x", "not-an-ip"))
-    with pytest.raises(RouteInputError, match=r"vxlanTunnelMACAddr"):
-        NodeInfo.from_resource(node("x", "1.2.3.4/24", "10.0.0.1", "zz"))
-    p6 = PoolInfo.from_resource(pool("fd00::/64", vxlanMode="Always", ipipMode="Always"))
+    with pytest.raises(ModelError, match=r"spec.vxlanMode"):
+        IPPool.from_resource(pool(vxlanMode="Sometimes"))
+    with pytest.raises(ModelError, match=r"spec.bgp.ipv4Address"):
+        Node.from_resource(node("x", "not-an-ip"))
+    with pytest.raises(ModelError, match=r"vxlanTunnelMACAddr"):
+        Node.from_resource(node("x", "1.2.3.4/24", "10.0.0.1", "zz"))
+    p6 = IPPool.from_resource(pool("fd00::/64", vxlanMode="Always", ipipMode="Always"))
     assert p6 is not None and p6.cidr.version == 6 and p6.encap == "vxlan"
-    assert PoolInfo.from_resource(pool("fd00::/64", ipipMode="Always")).encap == "none"  # type: ignore[union-attr]
+    assert IPPool.from_resource(pool("fd00::/64", ipipMode="Always")).encap == "none"  # type: ignore[union-attr]
 
 
 def test_route_config_from_felix_configuration() -> None:
@@ -241,16 +236,21 @@ def test_route_config_from_felix_configuration() -> None:
     }
     cfgs["default"]["spec"].update(natOutgoingAddress="198.18.0.99",
                                    natOutgoingExclusions="IPPoolsAndHostIPs")  # fmt: skip
-    c = RouteConfig.from_resources("n1", cfgs)
+    c = resolve("n1", specs_by_name(cfgs))
     assert c.nat_outgoing_address == "198.18.0.99" and c.nat_exclude_host_ips
     d = run([pool(vxlanMode="Always", natOutgoing=True)], cfg=c)
     assert d.nat_snat_to == "198.18.0.99"
     assert d.nat_exclude == (N("198.18.1.1/32"), N("198.18.1.2/32"), N("198.18.2.3/32"))
-    assert (c.vxlan_vni, c.vxlan_port, c.ipip_mtu, c.route_refresh_s) == (5000, 8472, 1300, 30)
+    assert (c.vxlan_vni, c.vxlan_port, c.ipip_mtu, c.route_refresh_interval) == (
+        5000,
+        8472,
+        1300,
+        30,
+    )
     assert c.mtu_iface_pattern == "^veth"
     # A bad datastore value is ignored (the one resolver warns): the default pattern stays.
-    bad = RouteConfig.from_resources("n1", {"default": {"spec": {"mtuIfacePattern": "("}}})
-    assert bad.mtu_iface_pattern == RouteConfig().mtu_iface_pattern
+    bad = resolve("n1", specs_by_name({"default": {"spec": {"mtuIfacePattern": "("}}}))
+    assert bad.mtu_iface_pattern == FelixConfig().mtu_iface_pattern
 
 
 def test_local_workload_routes_from_endpoints() -> None:
@@ -263,14 +263,14 @@ def test_local_workload_routes_from_endpoints() -> None:
     node_name, ep = LocalEndpoint.from_resource(wep)
     assert node_name == "n1" and ep.ips == (A("10.244.2.9"), ipaddress.IPv6Address("fd00::1"))
     blocks = [*BLOCKS[:2], block("10.244.2.0/26", "n2", {"10.244.2.9": "n1"})]
-    ps = [PoolInfo.from_resource(pool(vxlanMode="Always"))]
-    ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in NODES}
-    bs = [BlockInfo.from_resource(b) for b in blocks]
-    d = compute("n1", [p for p in ps if p], ns, [b for b in bs if b], RouteConfig(), FACTS, [ep])
+    ps = [IPPool.from_resource(pool(vxlanMode="Always"))]
+    ns = {n["metadata"]["name"]: Node.from_resource(n) for n in NODES}
+    bs = [Block.from_resource(b) for b in blocks]
+    d = compute("n1", [p for p in ps if p], ns, [b for b in bs if b], FelixConfig(), FACTS, [ep])
     r = d.routes[N("10.244.2.9/32")]
     assert (r.dev, r.scope_link, r.gateway) == ("cali0123456789a", True, None)
     assert r.ip_spec() == "10.244.2.9/32 dev cali0123456789a scope link"
-    with pytest.raises(RouteInputError, match=r"ipNetworks\[0\]"):
+    with pytest.raises(ModelError, match=r"ipNetworks\[0\]"):
         LocalEndpoint.from_resource({"kind": "WorkloadEndpoint", "spec": {"ipNetworks": ["x"]}})
 
 
@@ -297,10 +297,10 @@ def test_ipv6_vxlan_is_the_same_calculation() -> None:
         *BLOCKS,
     ]
     pools = [pool("fd00:244::/48", vxlanMode="CrossSubnet"), pool(vxlanMode="Always")]
-    ps = [p for p in (PoolInfo.from_resource(x) for x in pools) if p is not None]
-    ns = {n["metadata"]["name"]: NodeInfo.from_resource(n) for n in nodes}
-    bs = [b for b in (BlockInfo.from_resource(x) for x in blocks) if b is not None]
-    d = compute("n1", ps, ns, bs, RouteConfig(), HostFacts("eth0", 1500), version=6)
+    ps = [p for p in (IPPool.from_resource(x) for x in pools) if p is not None]
+    ns = {n["metadata"]["name"]: Node.from_resource(n) for n in nodes}
+    bs = [b for b in (Block.from_resource(x) for x in blocks) if b is not None]
+    d = compute("n1", ps, ns, bs, FelixConfig(), HostFacts("eth0", 1500), version=6)
     assert d.version == 6 and all(r.dst.version == 6 for r in d.routes.values())
     I6, A6 = ipaddress.IPv6Network, ipaddress.IPv6Address
     assert d.routes[I6("fd00:244:0:1::/122")].kind == "blackhole"
@@ -317,5 +317,117 @@ def test_ipv6_vxlan_is_the_same_calculation() -> None:
     assert [v.node for v in d.vteps] == ["n2", "n3"] and d.ipip is None
     assert d.pod_mtu == 1430
     # ... and the IPv4 run of the same inputs only sees IPv4.
-    d4 = compute("n1", ps, ns, bs, RouteConfig(), HostFacts("eth0", 1500), version=4)
+    d4 = compute("n1", ps, ns, bs, FelixConfig(), HostFacts("eth0", 1500), version=4)
     assert all(r.dst.version == 4 for r in d4.routes.values()) and d4.vteps == ()
+
+
+# ------------------------------------------------------------- the calc node in the graph
+
+
+def _key(r: dict[str, Any]) -> str:
+    from pycalico.datastore import key_for
+
+    md = r["metadata"]
+    return key_for(r["kind"], md["name"], md.get("namespace", ""))
+
+
+def _graph(resources: list[dict[str, Any]], me: str = "n1") -> Any:
+    from pycalico.felix.calc import CalcGraph
+
+    g = CalcGraph(me)
+    for r in resources:
+        g.on_update(_key(r), r)
+    return g
+
+
+def _policy(port: int) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": "allow"},
+            "spec": {"selector": "all()", "types": ["Ingress"],
+                     "ingress": [{"action": "Allow", "protocol": "TCP",
+                                  "destination": {"ports": [port]}}]}}  # fmt: skip
+
+
+def _local_wep() -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+            "metadata": {"name": "n1-k8s-a-eth0", "namespace": "ns1"},
+            "spec": {"node": "n1", "orchestrator": "k8s", "pod": "a", "endpoint": "eth0",
+                     "interfaceName": "cali1", "ipNetworks": ["10.244.1.5/32"],
+                     "profiles": ["kns.ns1"]}}  # fmt: skip
+
+
+def test_calc_node_needs_in_sync_and_host_facts() -> None:
+    from pycalico.felix.calc import InSync, RouteSettingsUpdate, RoutesUpdate
+
+    g = _graph([pool("10.244.0.0/16", vxlanMode="Always"), *NODES, *BLOCKS])
+    assert g.flush() == []  # nothing before in sync
+    g.on_in_sync()
+    msgs = g.flush()
+    settings = [m for m in msgs if isinstance(m, RouteSettingsUpdate)]
+    assert settings == [RouteSettingsUpdate(A("198.18.1.1"), None, FelixConfig().mtu_iface_pattern,
+                                            90.0)]  # fmt: skip
+    assert not any(isinstance(m, RoutesUpdate) for m in msgs) and InSync() in msgs
+    g.set_host_facts(4, FACTS)
+    (up,) = g.flush()
+    assert isinstance(up, RoutesUpdate) and up.version == 4
+    assert up.desired == run([pool("10.244.0.0/16", vxlanMode="Always")])
+    assert g.flush() == []  # nothing re-sent when nothing changed
+    g.set_host_facts(4, FACTS)
+    assert g.flush() == []
+
+
+def test_new_ipam_block_produces_a_routes_update() -> None:
+    from pycalico.felix.calc import RoutesUpdate
+
+    g = _graph([pool("10.244.0.0/16", vxlanMode="Always"), *NODES, *BLOCKS])
+    g.on_in_sync()
+    g.set_host_facts(4, FACTS)
+    g.flush()
+    b = block("10.244.9.0/26", "n2")
+    g.on_update(_key(b), b)
+    (up,) = g.flush()
+    assert isinstance(up, RoutesUpdate)
+    assert up.desired.routes[N("10.244.9.0/26")] == Route(
+        N("10.244.9.0/26"), gateway=A("10.244.2.0"), dev="vxlan.calico", onlink=True
+    )
+    g.on_update(_key(b), None)  # deleted
+    (up,) = g.flush()
+    assert N("10.244.9.0/26") not in up.desired.routes
+
+
+def test_policy_and_block_updates_flushed_together_both_produce_messages() -> None:
+    from pycalico.felix.calc import ActivePolicyUpdate, RoutesUpdate
+
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}}
+    g = _graph([pool("10.244.0.0/16", vxlanMode="Always"), *NODES, *BLOCKS, ns, _local_wep(),
+                _policy(80)])  # fmt: skip
+    g.on_in_sync()
+    g.set_host_facts(4, FACTS)
+    first = g.flush()
+    (r0,) = [m for m in first if isinstance(m, RoutesUpdate)]
+    assert r0.desired.routes[N("10.244.1.5/32")] == Route(
+        N("10.244.1.5/32"), dev="cali1", scope_link=True
+    )
+    b = block("10.244.9.0/26", "n3")
+    g.on_update(_key(b), b)
+    g.on_update(_key(_policy(8080)), _policy(8080))
+    msgs = g.flush()
+    assert [type(m).__name__ for m in msgs] == ["ActivePolicyUpdate", "RoutesUpdate"]
+    assert isinstance(msgs[0], ActivePolicyUpdate) and isinstance(msgs[1], RoutesUpdate)
+    assert N("10.244.9.0/26") in msgs[1].desired.routes
+
+
+def test_one_mtu_over_both_families_and_other_nodes_endpoints_ignored() -> None:
+    from pycalico.felix.calc import RoutesUpdate
+
+    p6 = pool("fd00:244::/48", vxlanMode="Always")
+    me = node("n1", "198.18.1.1/24", "10.244.1.0", "66:00:00:00:00:01")
+    other = _local_wep()
+    other["spec"]["node"] = "n2"
+    g = _graph([pool("10.244.0.0/16", ipipMode="Always"), p6, me, other])
+    g.on_in_sync()
+    g.set_host_facts(4, FACTS)
+    g.set_host_facts(6, FACTS)
+    ups = {m.version: m.desired for m in g.flush() if isinstance(m, RoutesUpdate)}
+    assert ups[6].pod_mtu == 1430 and ups[4].pod_mtu == 1430  # min(IPIP 1480, VXLANv6 1430)
+    assert not ups[4].routes  # n2's workload is not ours

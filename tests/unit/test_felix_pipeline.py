@@ -1,0 +1,271 @@
+"""One Felix per node: one syncer, one calc graph (policy + routes), one owner loop driving the
+nft tables AND the route drivers. Ported RouteAgent lifecycle assertions (RouteDataplane over the
+stateful FakeKernel) and the acceptance check that a policy update and a new IPAM block reach
+their drivers through the same owner thread."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from pycalico.datastore.memory import MemoryDatastore
+from pycalico.felix.agent import FELIX_KINDS, Felix
+from pycalico.felix.calc.routetypes import Addr, DesiredState, HostFacts
+from pycalico.felix.dataplane import FakeNftRunner
+from pycalico.felix.dataplane.ops import Op
+from pycalico.ipam import IPAM
+from pycalico.node.tunnels import ensure_tunnel_addresses
+from pycalico.system.fakekernel import FakeKernel
+from tests.unit.test_dataplane_routing import dataplane, host
+
+
+def _res(kind: str, name: str, spec: dict[str, Any], ns: str = "") -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name, **({"namespace": ns} if ns else {})}
+    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": md, "spec": spec}
+
+
+@pytest.fixture
+def ds() -> MemoryDatastore:
+    d = MemoryDatastore()
+    d.create(_res("IPPool", "p", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"}))
+    for i in (1, 2):
+        d.create(_res("Node", f"n{i}", {"bgp": {"ipv4Address": f"198.18.0.{i}/24"}}))
+    return d
+
+
+def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+
+
+def test_watches_the_union_of_kinds_with_one_syncer() -> None:
+    assert {"IPPool", "Node", "IPAMBlock", "FelixConfiguration", "WorkloadEndpoint"} <= set(
+        FELIX_KINDS
+    )
+    assert {"NetworkPolicy", "GlobalNetworkPolicy", "Profile"} <= set(FELIX_KINDS)
+    assert len(FELIX_KINDS) == len(set(FELIX_KINDS))
+
+
+def test_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
+    """The former RouteAgent's lifecycle, now inside Felix's one loop."""
+    for n in ("n1", "n2"):
+        ensure_tunnel_addresses(ds, n)
+    IPAM(ds).auto_assign(1, 0, "pod-a", {"node": "n2"}, "n2")
+    k: FakeKernel = host()
+    felix = Felix("n1", ds, FakeNftRunner(), routes=dataplane(k)[0], route_refresh_interval=3600,
+                  syncer_poll_interval=0.05)  # fmt: skip
+    assert felix.routes is not None
+    loop = felix.routes
+
+    def routes() -> dict[str, str | None]:
+        return {str(d): r.dev for d, r in k.routes.items() if r.proto == 80}
+
+    felix.start()
+    try:
+        assert felix.wait_in_sync(5), felix.error
+        assert loop.full_applies == 1
+        n2_blocks = [b["spec"]["cidr"] for b in ds.list("IPAMBlock").items
+                     if b["spec"]["affinity"] == "host:n2"]  # fmt: skip
+        assert n2_blocks and all(routes()[b] == "vxlan.calico" for b in n2_blocks)
+        assert len(k.fdb) == 1 and "vxlan.calico" in k.links
+        # A new remote block arrives through the watch: incremental apply.
+        IPAM(ds).claim_affinity(ipaddress.ip_network("10.244.200.0/26"), "n2")
+        _wait(lambda: "10.244.200.0/26" in routes())
+        assert loop.full_applies == 1
+        # Drift is only repaired by a full apply (here requested; normally periodic).
+        del k.routes[ipaddress.ip_network("10.244.200.0/26")]
+        felix.resync()
+        _wait(lambda: "10.244.200.0/26" in routes())
+        assert loop.full_applies == 2
+        # A malformed resource is ignored, the rest keeps routing.
+        ds.create(_res("IPPool", "bad", {"cidr": "10.250.0.0/16", "vxlanMode": "Bogus"}))
+        ds.delete("Node", "n2")
+        _wait(lambda: "vxlan.calico" not in routes().values())
+        assert k.fdb == {}
+        st = felix.stats()["routes"]
+        assert st["in_sync"] and st["vteps"] == 0 and st["applies"] >= 3 and felix.alive()
+        assert felix.stats()["in_sync"]
+        # Felix never writes to the datastore (tunnel addresses are calico-node's).
+        assert "ipv4VXLANTunnelAddr" in ds.get("Node", "n1")["spec"]
+    finally:
+        felix.stop()
+    assert not felix.alive()
+    assert k.links["vxlan.calico"]  # stop leaves the dataplane in place
+    assert HostFacts().host_mtu == 1460
+
+
+class ThreadNft(FakeNftRunner):
+    """FakeNftRunner recording which thread sent each transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
+        self.threads.append(threading.current_thread().name)
+        super().transact(family, table, ops)
+
+
+class FakeRoutes:
+    """A route driver recording desired states, full flags and threads; ``fail`` makes that
+    many applies report a problem."""
+
+    def __init__(self, iface: str = "eth0", mtu: int = 1500) -> None:
+        self.applied: list[tuple[DesiredState, bool]] = []
+        self.threads: list[str] = []
+        self.facts_calls: list[tuple[Addr | None, str]] = []
+        self.iface, self.mtu = iface, mtu
+        self.fail = 0
+        self.closed = False
+
+    def facts(self, node_ip: Addr | None, mtu_pattern: str) -> HostFacts:
+        self.facts_calls.append((node_ip, mtu_pattern))
+        return HostFacts(self.iface if node_ip is not None else None, self.mtu)
+
+    def apply(self, want: DesiredState, *, full: bool) -> list[str]:
+        self.threads.append(threading.current_thread().name)
+        self.applied.append((want, full))
+        if self.fail > 0:
+            self.fail -= 1
+            return ["routes: injected"]
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+
+    def last(self) -> DesiredState:
+        return self.applied[-1][0]
+
+
+def _wep(name: str, ip: str, labels: dict[str, str]) -> dict[str, Any]:
+    from tests.unit.test_rules_renderer import wep
+
+    r = wep(name, ip, labels)
+    r["spec"]["node"] = "n1"
+    r["metadata"]["name"] = f"n1-k8s-{name}-eth0"
+    return r
+
+
+def _policy(port: int) -> dict[str, Any]:
+    return _res("NetworkPolicy", "allow", {
+        "selector": "app == 'b'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [port]}}],
+    }, ns="ns1")  # fmt: skip
+
+
+def test_policy_update_and_new_block_reach_their_drivers_through_one_loop(
+    ds: MemoryDatastore,
+) -> None:
+    for n in ("n1", "n2"):
+        ensure_tunnel_addresses(ds, n)
+    ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
+    ds.create(_wep("b", "10.244.1.2", {"app": "b"}))
+    ds.create(_policy(80))
+    nft, r4, r6 = ThreadNft(), FakeRoutes(), FakeRoutes()
+    felix = Felix("n1", ds, nft, routes=r4, routes6=r6, syncer_poll_interval=0.05)
+    felix.start()
+    try:
+        assert felix.wait_in_sync(5), felix.error
+        assert r4.applied[0][1] is True  # the first route apply is full
+        assert r4.last().routes[ipaddress.ip_network("10.244.1.2/32")].dev == "calib"
+        assert r4.facts_calls[0] == (ipaddress.ip_address("198.18.0.1"), r4.facts_calls[0][1])
+        n_nft, n_routes = len(nft.transactions), len(r4.applied)
+        # A policy update and a new remote block, in one burst.
+        pol = ds.get("NetworkPolicy", "allow", "ns1")
+        pol["spec"]["ingress"][0]["destination"]["ports"] = [8080]
+        ds.update(pol)
+        IPAM(ds).claim_affinity(ipaddress.ip_network("10.244.200.0/26"), "n2")
+        block = ipaddress.ip_network("10.244.200.0/26")
+        _wait(lambda: block in r4.last().routes)
+        _wait(lambda: any("8080" in repr(ops) for _f, _t, ops in nft.transactions[n_nft:]))
+        assert len(r4.applied) > n_routes and r4.applied[-1][1] is False  # incremental
+        # Both drivers were driven by the one owner thread, and only by it.
+        assert set(nft.threads) == set(r4.threads) == {"felix-n1"}
+        assert set(r6.threads) <= {"felix-n1"} and r6.applied
+        # One MTU file: IPv4 carries the smaller pod MTU over both families.
+        assert r4.last().pod_mtu == 1450
+    finally:
+        felix.stop()
+    assert r4.closed and r6.closed
+
+
+def test_route_failure_backs_off_without_blocking_nft(ds: MemoryDatastore) -> None:
+    ensure_tunnel_addresses(ds, "n1")
+    ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
+    ds.create(_wep("b", "10.244.1.2", {"app": "b"}))
+    nft, r4 = ThreadNft(), FakeRoutes()
+    r4.fail = 10**6
+    felix = Felix("n1", ds, nft, routes=r4, syncer_poll_interval=0.05)
+    felix.start()
+    try:
+        # nft is programmed while every route apply fails; route retries back off.
+        _wait(lambda: bool(nft.transactions) and len(r4.applied) >= 3)
+        assert not felix.wait_in_sync(0)
+        assert felix.stats()["routes"]["last_errors"] == ["routes: injected"]
+        assert all(full for _w, full in r4.applied)  # every retry is a full apply
+        t0 = time.monotonic()
+        _wait(lambda: len(r4.applied) >= 5)
+        assert time.monotonic() - t0 >= 0.3  # back-off: 0.4 s + 0.8 s between these retries
+        r4.fail = 0
+        assert felix.wait_in_sync(6)
+        assert felix.stats()["routes"]["last_errors"] == []
+    finally:
+        felix.stop()
+
+
+def test_without_route_drivers_felix_is_policy_only(ds: MemoryDatastore) -> None:
+    felix = Felix("n1", ds, FakeNftRunner(), syncer_poll_interval=0.05).start()
+    try:
+        assert felix.wait_in_sync(5)
+        assert felix.routes is None and "routes" not in felix.stats()
+    finally:
+        felix.stop()
+
+
+def test_hub_is_used_instead_of_an_own_syncer(ds: MemoryDatastore) -> None:
+    from pycalico.datastore.syncer import Syncer
+
+    calls: list[tuple[tuple[str, ...], str]] = []
+
+    class Hub:
+        def syncer_for(self, kinds: Sequence[str], callbacks: Any, name: str) -> Any:
+            calls.append((tuple(kinds), name))
+            return Syncer.for_kinds(ds, kinds, callbacks, poll_interval=0.05)
+
+    felix = Felix("n1", ds, FakeNftRunner(), hub=Hub()).start()
+    try:
+        assert felix.wait_in_sync(5)
+        assert calls == [(FELIX_KINDS, "felix-n1")]
+    finally:
+        felix.stop()
+
+
+def test_no_route_programmed_before_in_sync(ds: MemoryDatastore) -> None:
+    from pycalico.datastore import EventType, key_for
+    from pycalico.datastore.syncer import SyncStatus, SyncUpdate
+
+    ensure_tunnel_addresses(ds, "n1")
+    r4 = FakeRoutes()
+    felix = Felix("n1", ds, FakeNftRunner(), routes=r4)  # threads not started: drive the loop
+    items = [*ds.list("IPPool").items, *ds.list("Node").items, *ds.list("IPAMBlock").items]
+    updates = [
+        SyncUpdate(EventType.CREATED, key_for(r["kind"], r["metadata"]["name"]), r, i + 1)
+        for i, r in enumerate(items)
+    ]
+    felix._process([SyncStatus.RESYNC, updates])
+    felix._maybe_apply_routes()
+    assert r4.applied == [] and r4.facts_calls == []
+    felix._process([SyncStatus.IN_SYNC])
+    felix._maybe_apply()
+    assert not felix.wait_in_sync(0)  # nft is programmed, routes not yet
+    felix._maybe_apply_routes()
+    felix._check_in_sync()
+    assert [full for _w, full in r4.applied] == [True] and felix.wait_in_sync(0)
+    assert r4.last().vxlan is not None  # this node's VTEP from its Node resource
