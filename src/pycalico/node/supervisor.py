@@ -1,4 +1,4 @@
-"""Supervision of calico-node's components (Felix, route agent, BGP, later DNS).
+"""Supervision of calico-node's components (Felix, tunnel addresses, BGP, CNI server, DNS, ...).
 
 Owns: starting each :class:`Component`, noticing when one dies (``alive()`` false or
 ``start()`` raising) and restarting it with exponential back-off, and stopping them all

@@ -1,4 +1,4 @@
-"""pycalico.felix.dataplane: side effects only — the nftables driver and its seam.
+"""pycalico.felix.dataplane: side effects only — every driver of Felix's one owner loop.
 
 Public API:
 - :class:`NftTable` — ``set_desired(TableSpec)``, ``request_resync()``, ``apply()``;
@@ -9,7 +9,8 @@ Public API:
 
 Route side (import the submodules; not re-exported here): :mod:`.routing`
 (:class:`RouteDataplane`, the facade), :mod:`.deltatracker`, and the drivers :mod:`.routes`,
-:mod:`.vxlan`, :mod:`.ipip`, :mod:`.sysctls`, :mod:`.natout`, :mod:`.mtu`.
+:mod:`.vxlan`, :mod:`.ipip` (over :mod:`.uipip`, the userspace IPIP tunnel), :mod:`.sysctls`,
+:mod:`.natout`, :mod:`.mtu`. Drivers reach the kernel only through :mod:`pycalico.system`.
 """
 
 from pycalico.felix.dataplane.ops import (

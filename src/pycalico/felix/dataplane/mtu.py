@@ -1,11 +1,10 @@
-"""MTU: host MTU detection over kernel links (pure) and the MTU file the CNI plugin reads.
+"""The MTU file the CNI plugin reads (the MTU itself is the calc's:
+:func:`pycalico.felix.calc.routes.host_mtu` and :func:`~pycalico.felix.calc.routes.pod_mtu`).
 
-Host MTU = the smallest MTU of the *up* links whose name matches Calico's
-``mtuIfacePattern`` (fallback 1460 when none match). The file (default
-``/var/lib/calico/mtu``, the path :mod:`pycalico.cni.context` reads; ``$CALICO_MTU_FILE``
-overrides both) holds the pod MTU and a newline.
+The file (default ``/var/lib/calico/mtu``, the path :mod:`pycalico.cni.context` reads;
+``$CALICO_MTU_FILE`` overrides both) holds the pod MTU and a newline.
 
-Invariants: :func:`host_mtu` is pure; :func:`write_mtu_file` writes atomically (temp file in
+Invariants: :func:`write_mtu_file` writes atomically (temp file in
 the same directory + rename) and only when the content changes.
 """
 
