@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from pycalico.model import ModelError, Policy, PortRange, convert, k8s_to_v3_spec
+from pycalico.model import (
+    Endpoint,
+    ModelError,
+    NamedPort,
+    Policy,
+    PortRange,
+    convert,
+    convert_wep_tolerant,
+    k8s_to_v3_spec,
+)
 from pycalico.model.convert import entity_selector
 from pycalico.selector import parse
 
@@ -215,3 +224,64 @@ def test_endpoint_labels_and_staged() -> None:
 def test_bad_input_names_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(ModelError, match=field.replace("[", r"\[").replace("]", r"\]")):
         pol("NetworkPolicy", spec)
+
+
+def _wep(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": "n-k8s-p-eth0", "namespace": "ns1"},
+        "spec": {"node": "n", **spec},
+    }
+
+
+def test_wep_pod_workload_and_named_ports() -> None:
+    ep = convert(
+        _wep(
+            {
+                "pod": "p",
+                "workload": "w",
+                "ipNetworks": ["10.0.0.1/32", ""],
+                "ports": [
+                    {"name": "http", "protocol": "TCP", "port": 80},
+                    {"name": "", "protocol": "TCP", "port": 81},  # unnamed: filtered out
+                    {"name": "dns", "port": 53},  # protocol defaults to TCP
+                ],
+            }
+        )
+    ).obj
+    assert isinstance(ep, Endpoint)
+    assert (ep.pod, ep.workload, ep.namespace) == ("p", "w", "ns1")
+    assert ep.nets == (ip_network("10.0.0.1/32"),)
+    assert ep.ports == (NamedPort("http", 6, 80), NamedPort("dns", 6, 53))
+    plain = convert(_wep({"workload": "w"})).obj
+    assert isinstance(plain, Endpoint) and (plain.pod, plain.workload) == ("", "w")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"ipNetworks": ["10.0.0.1/32", "nope"]}, "spec.ipNetworks[1]"),
+        ({"ports": [{"name": "x", "protocol": "TCP", "port": "80"}]}, "spec.ports[0].port"),
+        ({"ports": [{"name": "x", "protocol": "TCP", "port": 0}]}, "spec.ports[0].port"),
+        ({"ports": [{"name": "x", "protocol": "TCP", "port": 65536}]}, "spec.ports[0].port"),
+        ({"ports": [{"name": "x", "protocol": "FOO", "port": 80}]}, "spec.ports[0].protocol"),
+    ],
+)
+def test_wep_strict_and_tolerant(spec: dict[str, Any], field: str) -> None:
+    """Felix's conversion rejects the WEP (as Calico's update processor does); the tolerant
+    one (DNS) drops just the bad entry and names it in a warning."""
+    res = _wep({"pod": "p", "ipNetworks": ["10.0.0.2/32"], **spec})
+    with pytest.raises(ModelError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        convert(res)
+    conv = convert_wep_tolerant(res)
+    assert isinstance(conv.obj, Endpoint) and conv.obj.pod == "p"
+    assert len(conv.warnings) == 1 and conv.warnings[0].startswith(field)
+    assert len(conv.obj.nets) == 1  # the good address survives
+
+
+def test_wep_tolerant_rejects_malformed_resource() -> None:
+    with pytest.raises(ModelError):
+        convert_wep_tolerant({"kind": "WorkloadEndpoint", "spec": "junk"})
+    with pytest.raises(ModelError, match=r"metadata\.name"):
+        convert_wep_tolerant({"kind": "WorkloadEndpoint", "spec": {"pod": "p"}})

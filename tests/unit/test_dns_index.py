@@ -5,12 +5,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pycalico.dns import cni_dns, resolv_conf
 from pycalico.dns import records as R
 from pycalico.dns.index import RecordIndex, Status
+from pycalico.model import Endpoint, ItemID, NamedPort
+from pycalico.model.network import IPPool, Node
 
 ZONE = "pod.cluster.local"
 NZONE = "node.cluster.local"
@@ -197,3 +200,45 @@ def test_incremental_equals_from_scratch(ops: list[tuple[int, Any]]) -> None:
         got = {t: sorted(map(str, v)) for t, v in live.lookup(name).rrsets.items()}
         want = {t: sorted(map(str, v)) for t, v in fresh.lookup(name).rrsets.items()}
         assert got == want
+
+
+def test_malformed_resources_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """What the model rejects contributes nothing (logged); what it drops is logged too."""
+    caplog.set_level("WARNING", logger="pycalico.dns.records")
+    assert R.workload_records({"kind": "WorkloadEndpoint", "spec": "junk"}, ZONE) == []
+    assert R.node_records({"kind": "Node", "metadata": {"name": "n1"}, "spec": []}, NZONE) == []
+    bad_node = {"kind": "Node", "metadata": {"name": "n1"}, "spec": {"bgp": {"ipv4Address": "x"}}}
+    assert R.node_records(bad_node, NZONE) == []
+    assert R.pool_zone({"kind": "IPPool", "metadata": {"name": "p"}, "spec": {"cidr": "x"}}) is None
+    port0 = [{"name": "h", "protocol": "TCP", "port": 0}]
+    bad_port = wep("web", "shop", "10.0.0.1/32", ports=port0)
+    assert {r.rtype for r in R.workload_records(bad_port, ZONE)} == {R.A, R.PTR}
+    text = caplog.text
+    assert "WorkloadEndpoint" in text and "Node 'n1'" in text and "spec.cidr" in text
+    assert "spec.ports[0].port" in text
+
+
+def test_records_from_model_values() -> None:
+    ep = Endpoint(
+        ItemID("wep", "shop", "n1-k8s-web-eth0"),
+        "n1",
+        (),
+        (),
+        (ipaddress.ip_network("10.0.0.1/32"),),
+        (NamedPort("grpc", 17, 9000),),
+        workload="w",
+        namespace="shop",
+        pod="Web",
+    )
+    name = "web.shop.pod.cluster.local"
+    assert set(R.endpoint_records(ep, ZONE)) == {
+        R.Record(name, R.A, "10.0.0.1"),
+        R.Record("1.0.0.10.in-addr.arpa", R.PTR, name),
+        R.Record(f"_grpc._udp.{name}", R.SRV, (0, 100, 9000, name)),
+    }
+    node = Node("n2", ip6=ipaddress.IPv6Interface("fd00::5/64"))
+    assert R.node_address_records(node, NZONE) == [
+        R.Record("n2.node.cluster.local", R.AAAA, "fd00::5"),
+        R.Record(ipaddress.ip_address("fd00::5").reverse_pointer, R.PTR, "n2.node.cluster.local"),
+    ]
+    assert R.ippool_zone(IPPool("p", ipaddress.ip_network("10.9.0.0/16"))) == "9.10.in-addr.arpa"

@@ -14,7 +14,12 @@ import pytest
 from pycalico.datastore import Conflict
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.ipam import IPAM
-from pycalico.node.tunnels import TunnelAddressComponent, ensure_tunnel_addresses, vxlan_mac
+from pycalico.node.tunnels import (
+    TunnelAddressComponent,
+    _mode_pools,
+    ensure_tunnel_addresses,
+    vxlan_mac,
+)
 
 N = ipaddress.IPv4Network
 
@@ -131,3 +136,15 @@ def test_component_follows_pools_and_its_node(ds: MemoryDatastore) -> None:
     finally:
         comp.stop()
     assert not comp.alive()
+
+
+def test_tunnel_types_follow_the_model_pools() -> None:
+    """Which tunnels the pools need is the model IPPool's encap/disabled: disabled and
+    malformed pools need none, IPIP on an IPv6 pool is no IPIP."""
+    pools = [
+        _res("IPPool", "off", {"cidr": "10.1.0.0/16", "vxlanMode": "Always", "disabled": True}),
+        _res("IPPool", "bad", {"cidr": "10.2.0.0/16", "ipipMode": "Sometimes"}),
+        _res("IPPool", "v6", {"cidr": "fd00::/48", "ipipMode": "Always"}),
+        _res("IPPool", "x", {"cidr": "10.3.0.0/16", "ipipMode": "CrossSubnet"}),
+    ]
+    assert _mode_pools(pools) == {"vxlan": [], "vxlan-v6": [], "ipip": [N("10.3.0.0/16")]}

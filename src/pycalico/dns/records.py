@@ -1,4 +1,5 @@
-"""DNS records derived from datastore objects (pure): WorkloadEndpoint, Node, IPPool.
+"""DNS records derived from datastore objects (pure but for logging): WorkloadEndpoint, Node,
+IPPool.
 
 Owns the naming scheme (documented for users):
 
@@ -14,6 +15,11 @@ Owns the naming scheme (documented for users):
 - each IPPool makes the server authoritative for the reverse zone covering its CIDR, rounded
   down to an octet (v4) / nibble (v6) boundary.
 
+Every stored object is parsed by :mod:`pycalico.model` (WorkloadEndpoint via
+``convert_wep_tolerant``: a bad address or port is dropped, the rest still served; Node and
+IPPool as everywhere else); this module only derives records from the model values. A
+resource the model rejects is logged and contributes no records.
+
 Invariants: every name produced is lower case, has no trailing dot, labels of 1..63 bytes and a
 total length <= 253; objects whose names would break that produce no records (never an error):
 the datastore may hold anything and the server must keep serving.
@@ -22,9 +28,15 @@ the datastore may hold anything and the server must keep serving.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from pycalico.model import Endpoint, ModelError, convert_wep_tolerant, protocol_name
+from pycalico.model.network import Addr, IPPool, Node
+
+log = logging.getLogger(__name__)
 
 # Record types (numeric values match the DNS wire format and dnslib.QTYPE).
 A: Final = 1
@@ -89,18 +101,7 @@ def default_node_zone(zone: str) -> str:
     return f"node.{rest}" if sep else f"node.{zone}"
 
 
-def _ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return ipaddress.ip_interface(text.strip()).ip
-    except ValueError:
-        return None
-
-
-def _addr_records(
-    name: str, ips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]
-) -> list[Record]:
+def _addr_records(name: str, ips: Iterable[Addr]) -> list[Record]:
     out: list[Record] = []
     for ip in ips:
         out.append(Record(name, A if ip.version == 4 else AAAA, str(ip)))
@@ -108,71 +109,83 @@ def _addr_records(
     return out
 
 
-def workload_name(obj: Mapping[str, Any], zone: str) -> str | None:
-    """The DNS name of a WorkloadEndpoint's workload, or None when it has none/invalid."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+# -- from the model (typed) ----------------------------------------------------------------
+def endpoint_name(ep: Endpoint, zone: str) -> str | None:
+    """The DNS name of a WorkloadEndpoint's workload (pod name, else workload name), or None
+    when it has none or the name would be invalid."""
+    wl = ep.pod or ep.workload
+    if not wl or not ep.namespace:
         return None
-    wl = spec.get("pod") or spec.get("workload")
-    ns = meta.get("namespace")
-    if not isinstance(wl, str) or not isinstance(ns, str) or not wl or not ns:
-        return None
-    name = f"{wl}.{ns}.{zone}".lower()
+    name = f"{wl}.{ep.namespace}.{zone}".lower()
     return name if valid_name(name) else None
 
 
-def workload_records(obj: Mapping[str, Any], zone: str) -> list[Record]:
+def endpoint_records(ep: Endpoint, zone: str) -> list[Record]:
     """Records contributed by one WorkloadEndpoint (see module doc)."""
-    name = workload_name(obj, zone)
+    name = endpoint_name(ep, zone)
     if name is None:
         return []
-    spec = obj["spec"]
-    ips = [ip for ip in map(_ip, spec.get("ipNetworks") or []) if ip is not None]
-    out = _addr_records(name, ips)
-    ports = spec.get("ports") or []
-    if isinstance(ports, list):
-        for p in ports:
-            if not isinstance(p, Mapping):
-                continue
-            pname, proto, port = p.get("name"), p.get("protocol"), p.get("port")
-            if not (isinstance(pname, str) and pname and isinstance(proto, str)):
-                continue
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-                continue
-            owner = f"_{pname}._{proto}.{name}".lower()
-            if valid_name(owner):
-                out.append(Record(owner, SRV, (0, 100, port, name)))
+    out = _addr_records(name, (net.network_address for net in ep.nets))
+    for p in ep.ports:
+        owner = f"_{p.name}._{protocol_name(p.protocol)}.{name}".lower()
+        if valid_name(owner):
+            out.append(Record(owner, SRV, (0, 100, p.port, name)))
     return out
 
 
-def node_records(obj: Mapping[str, Any], node_zone: str) -> list[Record]:
+def node_address_records(node: Node, node_zone: str) -> list[Record]:
     """Records contributed by one Node: ``<node>.<node_zone>`` A/AAAA + PTR."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+    if not node.name:
         return []
-    node = meta.get("name")
-    if not isinstance(node, str) or not node:
-        return []
-    name = f"{node}.{node_zone}".lower()
+    name = f"{node.name}.{node_zone}".lower()
     if not valid_name(name):
         return []
-    bgp = spec.get("bgp") or {}
-    if not isinstance(bgp, Mapping):
+    return _addr_records(name, (i.ip for i in (node.ip, node.ip6) if i is not None))
+
+
+def ippool_zone(pool: IPPool) -> str | None:
+    """The reverse zone an IPPool makes authoritative (None: the whole reverse tree)."""
+    return reverse_zone(pool.cidr)
+
+
+# -- from stored resource dicts (the server's feed) ------------------------------------------
+def _skip(obj: Mapping[str, Any], exc: ModelError) -> None:
+    md = obj.get("metadata") if isinstance(obj, Mapping) else None
+    name = md.get("name", "?") if isinstance(md, Mapping) else "?"
+    log.warning("dns: ignoring invalid %s %r: %s", obj.get("kind") or "resource", name, exc)
+
+
+def workload_records(obj: Mapping[str, Any], zone: str) -> list[Record]:
+    """Records of a stored WorkloadEndpoint, parsed by the model (tolerantly: bad addresses and
+    ports are dropped); a malformed resource is logged and contributes nothing."""
+    try:
+        conv = convert_wep_tolerant(obj)
+    except ModelError as exc:
+        _skip(obj, exc)
         return []
-    ips = [ip for ip in (_ip(bgp.get("ipv4Address")), _ip(bgp.get("ipv6Address"))) if ip]
-    return _addr_records(name, ips)
+    for warning in conv.warnings:
+        log.warning("dns: WorkloadEndpoint %s: %s; ignored", conv.obj, warning)
+    assert isinstance(conv.obj, Endpoint)
+    return endpoint_records(conv.obj, zone)
+
+
+def node_records(obj: Mapping[str, Any], node_zone: str) -> list[Record]:
+    """Records of a stored Node (model-parsed); a malformed Node is logged and contributes
+    nothing."""
+    try:
+        node = Node.from_resource(obj)
+    except ModelError as exc:
+        _skip(obj, exc)
+        return []
+    return node_address_records(node, node_zone)
 
 
 def pool_zone(obj: Mapping[str, Any]) -> str | None:
-    """The reverse zone an IPPool makes authoritative (None: unusable CIDR)."""
-    spec = obj.get("spec") or {}
-    cidr = spec.get("cidr") if isinstance(spec, Mapping) else None
-    if not isinstance(cidr, str):
-        return None
+    """The reverse zone of a stored IPPool (model-parsed); a malformed pool is logged and makes
+    no zone authoritative."""
     try:
-        net = ipaddress.ip_network(cidr.strip(), strict=False)
-    except ValueError:
+        pool = IPPool.from_resource(obj)
+    except ModelError as exc:
+        _skip(obj, exc)
         return None
-    return reverse_zone(net)
+    return ippool_zone(pool)

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycalico.felix.rules.settings import FailsafePort, RenderConfig
+from pycalico.felix.rules.settings import RenderConfig
 from pycalico.model import durations
 from pycalico.model.felixconfig import (
     DEFAULT_FAILSAFE_IN,
     DEFAULT_FAILSAFE_OUT,
+    FailsafePort,
     FelixConfig,
     resolve,
 )

@@ -4,7 +4,7 @@ Public API: the value types in :mod:`.types` and :func:`convert` (v3/v1/k8s dict
 model object). Nothing here depends on ``pycalico.api``.
 """
 
-from pycalico.model.convert import convert
+from pycalico.model.convert import convert, convert_wep_tolerant
 from pycalico.model.k8s import k8s_to_v3_spec
 from pycalico.model.types import (
     Converted,
@@ -46,6 +46,7 @@ __all__ = [
     "ServiceAccount",
     "Tier",
     "convert",
+    "convert_wep_tolerant",
     "implied_tier",
     "k8s_to_v3_spec",
     "protocol_name",

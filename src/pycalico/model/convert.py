@@ -15,6 +15,10 @@ Kubernetes conversion layer:
 - networking.k8s.io/v1 NetworkPolicy -> default-tier NetworkPolicy ``knp.default.<name>``
   at order 1000 with Allow rules (one rule per protocol x peer; ipBlock -> nets/notNets).
 - Staged* kinds convert to ``None``: they are evaluated by nobody here and never enforce.
+- WorkloadEndpoint: ``workload`` is ``spec.workload`` falling back to ``spec.pod``, ``pod`` is
+  ``spec.pod``; unnamed ports are filtered out, named ports default to TCP and must be in
+  1..65535. :func:`convert_wep_tolerant` is the same conversion for consumers that serve what
+  they can (DNS): bad ipNetworks entries / named ports are dropped with a warning.
 
 Invariant: ``convert`` is a pure function of its input; bad input raises ``ModelError``
 naming the field.
@@ -324,24 +328,59 @@ def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) 
 # --- endpoints, sets, profiles ------------------------------------------------------------
 
 
-def _named_ports(values: Any, field: str) -> tuple[NamedPort, ...]:
+def _named_port(p: Mapping[str, Any], field: str) -> NamedPort:
+    """One named port: protocol defaults to TCP (as for Kubernetes container ports); the port
+    must be an integer in 1..65535 (Calico: ``uint16``, ``gt=0``)."""
+    port = p.get("port", p.get("containerPort"))
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise ModelError(f"{field}.port: must be an integer")
+    if not 0 < port < 65536:
+        raise ModelError(f"{field}.port: {port} out of range 1..65535")
+    try:
+        proto = protocol_number(p.get("protocol") or "TCP")
+    except ModelError as exc:
+        raise ModelError(f"{field}.protocol: {exc}") from None
+    return NamedPort(str(p["name"]), proto, port)
+
+
+def _named_ports(values: Any, field: str, dropped: list[str] | None) -> tuple[NamedPort, ...]:
+    """Named ports (unnamed ones are filtered out, as Calico does). With ``dropped`` given, an
+    invalid port is left out and its error appended there instead of raised."""
     out = []
     for i, p in enumerate(values or []):
         if not isinstance(p, Mapping) or not p.get("name"):
             continue
-        port = p.get("port", p.get("containerPort"))
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise ModelError(f"{field}[{i}].port: must be an integer")
-        proto = protocol_number(p.get("protocol") or "TCP")
-        out.append(NamedPort(str(p["name"]), proto, port))
+        try:
+            out.append(_named_port(p, f"{field}[{i}]"))
+        except ModelError as exc:
+            if dropped is None:
+                raise
+            dropped.append(str(exc))
     return tuple(out)
 
 
-def _ips(values: Any, field: str) -> tuple[IPNet, ...]:
-    return _nets([v for v in values or [] if v], field)
+def _ips(values: Any, field: str, dropped: list[str] | None) -> tuple[IPNet, ...]:
+    """The non-empty CIDRs of ``values``; with ``dropped`` given, an unparsable entry is left
+    out and its error appended there instead of raised."""
+    if dropped is None or not isinstance(values, list):
+        return _nets([v for v in values or [] if v], field)
+    out: list[IPNet] = []
+    for i, v in enumerate(values):
+        if not v:
+            continue
+        try:
+            out.append(ip_network(str(v), strict=False))
+        except ValueError:
+            dropped.append(f"{field}[{i}]: invalid CIDR {v!r}")
+    return tuple(out)
 
 
-def convert_wep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
+def convert_wep(
+    meta: Mapping[str, Any], spec: Mapping[str, Any], dropped: list[str] | None = None
+) -> Endpoint:
+    """A WorkloadEndpoint. Strict by default (a bad ipNetworks entry or named port fails the
+    whole resource, as Calico's update processor does); with ``dropped`` given, such entries
+    are left out and their errors appended to it (see :func:`convert_wep_tolerant`)."""
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
     if not name:
         raise ModelError("metadata.name: required")
@@ -358,12 +397,27 @@ def convert_wep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
         node=str(spec.get("node") or ""),
         labels=tuple(sorted(labels.items())),
         profiles=tuple(str(p) for p in spec.get("profiles") or []),
-        nets=_ips(spec.get("ipNetworks"), "spec.ipNetworks"),
-        ports=_named_ports(spec.get("ports"), "spec.ports"),
+        nets=_ips(spec.get("ipNetworks"), "spec.ipNetworks", dropped),
+        ports=_named_ports(spec.get("ports"), "spec.ports", dropped),
         interface_name=str(spec.get("interfaceName") or ""),
         workload=str(spec.get("workload") or spec.get("pod") or ""),
         namespace=ns,
+        pod=str(spec.get("pod") or ""),
     )
+
+
+def convert_wep_tolerant(obj: Mapping[str, Any]) -> Converted:
+    """A WorkloadEndpoint for consumers that serve whatever they can (DNS): an unparsable
+    ipNetworks entry or named port is left out and named in ``warnings`` instead of failing
+    the resource. A resource that is malformed as a whole (metadata/spec not mappings, no
+    name) still raises ModelError."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+        raise ModelError("metadata/spec: must be mappings")
+    dropped: list[str] = []
+    ep = convert_wep(meta, spec, dropped)
+    return Converted(ep, str(obj.get("kind") or "WorkloadEndpoint"), tuple(dropped))
 
 
 def convert_hep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
@@ -375,8 +429,8 @@ def convert_hep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
         node=str(spec.get("node") or ""),
         labels=tuple(sorted(_labels(meta).items())),
         profiles=tuple(str(p) for p in spec.get("profiles") or []),
-        nets=_ips(spec.get("expectedIPs"), "spec.expectedIPs"),
-        ports=_named_ports(spec.get("ports"), "spec.ports"),
+        nets=_ips(spec.get("expectedIPs"), "spec.expectedIPs", None),
+        ports=_named_ports(spec.get("ports"), "spec.ports", None),
         interface_name=str(spec.get("interfaceName") or ""),
     )
 

@@ -253,8 +253,9 @@ class Endpoint:
     nets: tuple[IPNet, ...]
     ports: tuple[NamedPort, ...] = ()
     interface_name: str = ""
-    workload: str = ""
+    workload: str = ""  # spec.workload, else spec.pod
     namespace: str = ""
+    pod: str = ""  # spec.pod: the Kubernetes pod name ("" for non-Kubernetes workloads)
 
     @property
     def is_host(self) -> bool:

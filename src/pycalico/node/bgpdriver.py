@@ -28,7 +28,6 @@ PID we started or adopted (verified by ``/proc/<pid>/cmdline``) is ever signalle
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -48,6 +47,8 @@ from pycalico.bgp.errors import BgpError
 from pycalico.datastore import Datastore, EventType
 from pycalico.datastore.hub import SyncerHub, SyncSource
 from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
+from pycalico.model import ModelError
+from pycalico.model.network import Block
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +67,19 @@ COALESCE_S = 0.1
 
 
 def borrowed_ips(blocks: Iterable[dict[str, Any]], node_name: str) -> list[str]:
-    """Addresses held by ``node_name`` inside blocks affine to another host."""
-    out = []
+    """Addresses held by ``node_name`` inside blocks affine to another host (the model's
+    :attr:`Block.borrowed`, as Felix's route calc sees them; a block marked deleted has none,
+    a malformed block is logged and skipped)."""
+    out: list[str] = []
     for b in blocks:
-        spec = b.get("spec") or {}
-        if spec.get("affinity") == f"host:{node_name}":
-            continue
         try:
-            net = ipaddress.ip_network(str(spec.get("cidr")))
-        except ValueError:
+            block = Block.from_resource(b)
+        except ModelError as e:
+            log.warning("ignoring invalid IPAMBlock: %s", e)
             continue
-        attrs = spec.get("attributes") or []
-        for ordinal, idx in enumerate(spec.get("allocations") or []):
-            if idx is None or not 0 <= idx < len(attrs):
-                continue
-            if ((attrs[idx] or {}).get("secondary") or {}).get("node") == node_name:
-                out.append(str(net.network_address + ordinal))
+        if block is None or block.node == node_name:
+            continue
+        out.extend(str(addr) for addr, holder in block.borrowed if holder == node_name)
     return out
 
 

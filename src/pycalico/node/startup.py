@@ -47,6 +47,8 @@ from pycalico.api import decode, lookup
 from pycalico.client import ResourceClient
 from pycalico.datastore import AlreadyExists, Datastore, NotFound
 from pycalico.errors import CalicoError
+from pycalico.model import ModelError
+from pycalico.model.network import IPPool, Node
 from pycalico.node.autodetect import (
     AutodetectError,
     Interface,
@@ -281,17 +283,17 @@ def _modify(client: ResourceClient, kind: str, name: str, change: Callable[[Obj]
     return client.modify(info, name, "", change)
 
 
-def _check_conflicts(client: ResourceClient, name: str, addr: str, field_name: str) -> None:
+def _check_conflicts(client: ResourceClient, name: str, addr: str) -> None:
+    """StartupError when another Node (as the model parses it) has ``addr``'s IP."""
     mine = ipaddress.ip_interface(addr).ip
     for n in client.list(_info("Node")):
-        other = (((n.get("spec") or {}).get("bgp") or {}).get(field_name)) or ""
-        if n["metadata"]["name"] == name or not other:
+        if n["metadata"]["name"] == name:
             continue
         try:
-            same = ipaddress.ip_interface(other).ip == mine
-        except ValueError:
-            continue
-        if same:
+            other = Node.from_resource(n).address(mine.version)
+        except ModelError:
+            continue  # a Node the model rejects holds no address
+        if other is not None and other.ip == mine:
             raise StartupError(
                 f"{'IP' if mine.version == 4 else 'IP6'}: {mine} is already in use by node "
                 f"{n['metadata']['name']}; calico-node will not start with a conflicting address"
@@ -302,9 +304,9 @@ def ensure_node(
     client: ResourceClient, s: NodeSettings, ipv4: str | None, ipv6: str | None = None
 ) -> Obj:
     """Create or update the Node resource (keeps labels and every other field)."""
-    for addr, fld in ((ipv4, "ipv4Address"), (ipv6, "ipv6Address")):
+    for addr in (ipv4, ipv6):
         if addr:
-            _check_conflicts(client, s.node_name, addr, fld)
+            _check_conflicts(client, s.node_name, addr)
     info = _info("Node")
 
     def change(obj: Obj) -> Obj:
@@ -358,11 +360,10 @@ def ensure_default_ipv6_pool(
     if s.no_default_pools or (not s.pool6.cidr and ipv6 is None):
         return False
     for existing in client.list(_info("IPPool")):
-        cidr = str((existing.get("spec") or {}).get("cidr") or "")
         try:
-            if ipaddress.ip_network(cidr, strict=False).version == 6:
+            if IPPool.from_resource(existing).version == 6:
                 return False
-        except ValueError:
+        except ModelError:
             continue
     cidr = s.pool6.cidr
     if not cidr:

@@ -33,17 +33,20 @@ from typing import Any
 from pycalico.datastore import Conflict, Datastore, NotFound
 from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
 from pycalico.errors import CalicoError
+from pycalico.model import ModelError
+from pycalico.model.network import IPPool
 
 log = logging.getLogger(__name__)
 RETRIES = 10
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 Obj = dict[str, Any]
 
-# Tunnel type -> (IP version, pool mode field, Node field path, Node MAC field or None).
+# Tunnel type -> (IP version, pool encap (model IPPool.encap), Node field path, Node MAC field
+# or None).
 TUNNELS: dict[str, tuple[int, str, tuple[str, ...], str | None]] = {
-    "vxlan": (4, "vxlanMode", ("ipv4VXLANTunnelAddr",), "vxlanTunnelMACAddr"),
-    "vxlan-v6": (6, "vxlanMode", ("ipv6VXLANTunnelAddr",), "vxlanTunnelMACAddrV6"),
-    "ipip": (4, "ipipMode", ("bgp", "ipv4IPIPTunnelAddr"), None),
+    "vxlan": (4, "vxlan", ("ipv4VXLANTunnelAddr",), "vxlanTunnelMACAddr"),
+    "vxlan-v6": (6, "vxlan", ("ipv6VXLANTunnelAddr",), "vxlanTunnelMACAddrV6"),
+    "ipip": (4, "ipip", ("bgp", "ipv4IPIPTunnelAddr"), None),
 }
 
 
@@ -67,19 +70,20 @@ class TunnelAddresses:
 
 
 def _mode_pools(pools: list[Obj]) -> dict[str, list[IPNet]]:
-    """Enabled pools per tunnel type."""
+    """Enabled pools per tunnel type (the model's IPPool.encap; a malformed pool needs no
+    tunnel and is logged)."""
     out: dict[str, list[IPNet]] = {t: [] for t in TUNNELS}
     for p in pools:
-        spec = p.get("spec") or {}
         try:
-            net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
-        except ValueError:
+            pool = IPPool.from_resource(p)
+        except ModelError as e:
+            log.warning("tunnel addresses: ignoring invalid pool: %s", e)
             continue
-        if spec.get("disabled"):
+        if pool.disabled:
             continue
-        for tunnel, (version, mode, _, _) in TUNNELS.items():
-            if net.version == version and (spec.get(mode) or "Never") != "Never":
-                out[tunnel].append(net)
+        for tunnel, (version, encap, _, _) in TUNNELS.items():
+            if pool.version == version and pool.encap == encap:
+                out[tunnel].append(pool.cidr)
     return out
 
 

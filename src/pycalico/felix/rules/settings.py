@@ -7,7 +7,8 @@ and the workload DNS addresses; and the failsafe-port normalisation both use.
 
 Invariants: a :class:`RenderConfig` that exists is valid (``__post_init__`` raises
 :class:`~pycalico.felix.rules.errors.RenderError` naming the Felix field otherwise); this
-module imports no other renderer module but ``errors`` (it is the bottom of the package).
+module imports no other renderer module but ``errors`` (it is the bottom of the package);
+the failsafe-port type and defaults are the model's (:mod:`pycalico.model.felixconfig`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_network
 
-from pycalico.api.kinds_felix import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT
 from pycalico.felix.rules.errors import RenderError
+from pycalico.model.felixconfig import DEFAULT_FAILSAFE_IN, DEFAULT_FAILSAFE_OUT, FailsafePort
 
-FailsafePort = tuple[str, int] | tuple[str, int, str]
 ENDPOINT_TO_HOST_ACTIONS = {"Drop": "drop", "Return": "return", "Accept": "accept"}
 _FAILSAFE_PROTOS = ("tcp", "udp", "sctp")
 
