@@ -17,8 +17,10 @@ transition), ``reversed_states`` (the states played backwards). :func:`compose` 
 
 The system under test is generic: a *harness factory* returns a fresh object with
 ``feed(updates)`` (apply one batch and flush) and ``result()`` (a comparable observation).
-:class:`PureHarness` adapts a pure function ``state -> result`` (e.g. today's route
-``compute``), so an incremental calc node can replace it later with no change to the tests.
+:class:`PureHarness` adapts a pure function ``state -> result`` (e.g. the route
+``compute``); incremental consumers (a ``CalcGraph`` and what its messages build, e.g.
+``tests/unit/test_calc_order.py``, ``tests/unit/test_calc_routes_order.py``) implement the
+two methods themselves.
 
 Invariant: expanders are pure and deterministic (no randomness); every expansion ends at the
 last state (``reversed_states`` at the first), and every state the expansion passes through

@@ -23,14 +23,11 @@ from tests.kit import (
     global_network_policy,
     global_network_set,
     host_endpoint,
-    ip_pool,
-    ipam_block,
     k8s_network_policy,
     keyed,
     namespace,
     network_policy,
     network_set,
-    node,
     profile,
     service_account,
     tier,
@@ -38,7 +35,6 @@ from tests.kit import (
 )
 from tests.kit.expanders import (
     EXPANDERS,
-    PureHarness,
     State,
     Update,
     check_expansions,
@@ -338,46 +334,7 @@ def test_random_state_sequences(states: list[State]) -> None:
     check_expansions(CalcHarness, states)
 
 
-# --- routes (pure compute today; the calc node plugs in here later) ---------------------------
-def test_route_calc_is_order_independent() -> None:
-    """Today's pure ``compute`` behind :class:`PureHarness`; when the routes calc node joins
-    the graph, swap the harness for one feeding the graph (the states stay)."""
-    from pycalico.felix.calc.routes import HostFacts, compute
-    from pycalico.model.felixconfig import FelixConfig
-    from pycalico.model.network import Block, IPPool, Node
-
-    facts = HostFacts(underlay_iface="eth0", host_mtu=1500)
-
-    def routes(state: Mapping[str, Any]) -> Any:
-        rs = list(state.values())
-        pools = [IPPool.from_resource(r) for r in rs if r["kind"] == "IPPool"]
-        nodes = {r["metadata"]["name"]: Node.from_resource(r) for r in rs if r["kind"] == "Node"}
-        blocks = [Block.from_resource(r) for r in rs if r["kind"] == "IPAMBlock"]
-        return compute(
-            "n1",
-            [p for p in pools if p is not None],
-            nodes,
-            [b for b in blocks if b is not None],
-            FelixConfig(),
-            facts,
-        )
-
-    n1 = node("n1", "198.18.1.1/24", vxlan_tunnel_addr="10.244.1.0", vxlan_mac="66:00:00:00:00:01",
-              ipip_tunnel_addr="10.244.1.1")  # fmt: skip
-    n2 = node("n2", "198.18.1.2/24", vxlan_tunnel_addr="10.244.2.0", vxlan_mac="66:00:00:00:00:02",
-              ipip_tunnel_addr="10.244.2.1")  # fmt: skip
-    n3 = node("n3", "198.18.2.3/24", vxlan_tunnel_addr="10.244.3.0", vxlan_mac="66:00:00:00:00:03")
-    b1 = ipam_block("10.244.1.0/26", "n1", held={"10.244.1.5": "n1"})
-    b2 = ipam_block("10.244.2.0/26", "n2")
-    borrowed = ipam_block("10.244.1.64/26", "n3", held={"10.244.1.70": "n2"})
-    states = [
-        [ip_pool(vxlan_mode="Always"), n1, n2, b1, b2],
-        [ip_pool(ipip_mode="Always"), n1, n2, n3, b1, b2, borrowed],
-        [ip_pool(vxlan_mode="CrossSubnet"), n1, n3, borrowed, ipam_block("10.244.2.0/26", "n1")],
-        [ip_pool(ipip_mode="CrossSubnet"), n1, n2, b2],
-        [n1, n2, b1, b2],
-    ]
-    check_expansions(lambda: PureHarness(routes), [keyed(s) for s in states])
+# Routes: tests/unit/test_calc_routes_order.py (the routes calc node inside the graph).
 
 
 def test_diff_is_minimal() -> None:

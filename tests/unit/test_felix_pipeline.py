@@ -1,7 +1,9 @@
 """One Felix per node: one syncer, one calc graph (policy + routes), one owner loop driving the
 nft tables AND the route drivers. Ported RouteAgent lifecycle assertions (RouteDataplane over the
 stateful FakeKernel) and the acceptance check that a policy update and a new IPAM block reach
-their drivers through the same owner thread."""
+their drivers through the same owner thread. Refresh and back-off schedules run on a FakeClock:
+virtual time only moves when a test advances it, and ``Felix.barrier()`` makes the owner loop
+act on the new time, so "not yet" and "now" are both asserted exactly."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pycalico.felix.dataplane import FakeNftRunner
 from pycalico.felix.dataplane.ops import Op
 from pycalico.ipam import IPAM
 from pycalico.node.tunnels import ensure_tunnel_addresses
+from pycalico.system.clock import Clock, FakeClock, RealClock
 from pycalico.system.fakekernel import FakeKernel
 from tests.unit.test_dataplane_routing import dataplane, host
 
@@ -59,8 +62,9 @@ def test_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
         ensure_tunnel_addresses(ds, n)
     IPAM(ds).auto_assign(1, 0, "pod-a", {"node": "n2"}, "n2")
     k: FakeKernel = host()
+    clock = FakeClock()
     felix = Felix("n1", ds, FakeNftRunner(), routes=dataplane(k)[0], route_refresh_interval=3600,
-                  syncer_poll_interval=0.05)  # fmt: skip
+                  syncer_poll_interval=0.05, clock=clock)  # fmt: skip
     assert felix.routes is not None
     loop = felix.routes
 
@@ -84,6 +88,14 @@ def test_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
         felix.resync()
         _wait(lambda: "10.244.200.0/26" in routes())
         assert loop.full_applies == 2
+        # ... and periodically, every routeRefreshInterval of (virtual) time.
+        del k.routes[ipaddress.ip_network("10.244.200.0/26")]
+        clock.advance(3599.9)
+        assert felix.barrier()
+        assert "10.244.200.0/26" not in routes() and loop.full_applies == 2
+        clock.advance(0.2)
+        assert felix.barrier()
+        assert "10.244.200.0/26" in routes() and loop.full_applies == 3
         # A malformed resource is ignored, the rest keeps routing.
         ds.create(_res("IPPool", "bad", {"cidr": "10.250.0.0/16", "vxlanMode": "Bogus"}))
         ds.delete("Node", "n2")
@@ -117,8 +129,10 @@ class FakeRoutes:
     """A route driver recording desired states, full flags and threads; ``fail`` makes that
     many applies report a problem."""
 
-    def __init__(self, iface: str = "eth0", mtu: int = 1500) -> None:
+    def __init__(self, iface: str = "eth0", mtu: int = 1500, clock: Clock | None = None) -> None:
         self.applied: list[tuple[DesiredState, bool]] = []
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.times: list[float] = []  # clock time of each apply
         self.threads: list[str] = []
         self.facts_calls: list[tuple[Addr | None, str]] = []
         self.iface, self.mtu = iface, mtu
@@ -132,6 +146,7 @@ class FakeRoutes:
     def apply(self, want: DesiredState, *, full: bool) -> list[str]:
         self.threads.append(threading.current_thread().name)
         self.applied.append((want, full))
+        self.times.append(self.clock.monotonic())
         if self.fail > 0:
             self.fail -= 1
             return ["routes: injected"]
@@ -197,25 +212,46 @@ def test_policy_update_and_new_block_reach_their_drivers_through_one_loop(
 
 
 def test_route_failure_backs_off_without_blocking_nft(ds: MemoryDatastore) -> None:
+    from pycalico.felix.routeloop import MAX_BACKOFF_S, MIN_BACKOFF_S
+
     ensure_tunnel_addresses(ds, "n1")
     ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
     ds.create(_wep("b", "10.244.1.2", {"app": "b"}))
-    nft, r4 = ThreadNft(), FakeRoutes()
+    clock = FakeClock()
+    nft, r4 = ThreadNft(), FakeRoutes(clock=clock)
     r4.fail = 10**6
-    felix = Felix("n1", ds, nft, routes=r4, syncer_poll_interval=0.05)
+    felix = Felix("n1", ds, nft, routes=r4, syncer_poll_interval=0.05, clock=clock)
+    assert felix.routes is not None
+    loop = felix.routes
     felix.start()
     try:
-        # nft is programmed while every route apply fails; route retries back off.
-        _wait(lambda: bool(nft.transactions) and len(r4.applied) >= 3)
+        # nft is programmed while the route apply fails; virtual time stands still: no retry.
+        _wait(lambda: bool(nft.transactions) and len(r4.applied) >= 1)
+        assert felix.barrier()
+        assert len(r4.applied) == 1 and len(nft.transactions) >= 1
         assert not felix.wait_in_sync(0)
         assert felix.stats()["routes"]["last_errors"] == ["routes: injected"]
+        # Retries back off, doubling from 0.1 s up to 5 s: never before the deadline.
+        backoffs = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+        assert (backoffs[0], backoffs[-1]) == (MIN_BACKOFF_S, MAX_BACKOFF_S)
+        for i, b in enumerate(backoffs):
+            assert loop.retry_at == pytest.approx(r4.times[-1] + b)
+            clock.advance(b - 0.01)
+            assert felix.barrier()
+            assert len(r4.applied) == i + 1  # not yet
+            clock.advance(0.02)
+            assert felix.barrier()
+            assert len(r4.applied) == i + 2  # retried
         assert all(full for _w, full in r4.applied)  # every retry is a full apply
-        t0 = time.monotonic()
-        _wait(lambda: len(r4.applied) >= 5)
-        assert time.monotonic() - t0 >= 0.3  # back-off: 0.4 s + 0.8 s between these retries
+        assert r4.times[4] - r4.times[2] >= 0.3  # back-off: 0.4 s + 0.8 s between these
+        assert not felix.wait_in_sync(0)
         r4.fail = 0
-        assert felix.wait_in_sync(6)
+        clock.advance(MAX_BACKOFF_S)
+        assert felix.barrier()
+        assert felix.wait_in_sync(0)
         assert felix.stats()["routes"]["last_errors"] == []
+        assert loop.retry_at is None
+        assert set(nft.threads) == set(r4.threads) == {"felix-n1"}
     finally:
         felix.stop()
 
@@ -269,3 +305,17 @@ def test_no_route_programmed_before_in_sync(ds: MemoryDatastore) -> None:
     felix._check_in_sync()
     assert [full for _w, full in r4.applied] == [True] and felix.wait_in_sync(0)
     assert r4.last().vxlan is not None  # this node's VTEP from its Node resource
+
+
+def test_barrier_waits_for_a_whole_iteration_and_fails_once_stopped(ds: MemoryDatastore) -> None:
+    felix = Felix("n1", ds, FakeNftRunner(), syncer_poll_interval=0.05, clock=FakeClock())
+    assert not felix.barrier(0.05)  # the loop is not running
+    felix.start()
+    try:
+        assert felix.wait_in_sync(5)
+        before = felix.stats()["iterations"]
+        assert felix.barrier()
+        assert felix.stats()["iterations"] >= before + 1
+    finally:
+        felix.stop()
+    assert not felix.barrier(0.05)

@@ -1,5 +1,5 @@
 """NftTable against the in-memory fake kernel, the delta planner, readback parsing, and the
-Felix agent loop over a memory datastore."""
+Felix agent loop over a memory datastore (its refresh schedule on a FakeClock)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from pycalico.felix.dataplane import (
     render_ops,
 )
 from pycalico.felix.rules import NftSet, TableSpec, make_chain
+from pycalico.system.clock import FakeClock
 from tests.unit.test_rules_renderer import render, state, wep
 
 
@@ -188,7 +189,9 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
     for r in state():
         ds.create(r)
     fake = FakeNftRunner()
-    felix = Felix("node1", ds, fake, overrides={"nftablesRefreshInterval": 0.2}).start()
+    clock = FakeClock()
+    felix = Felix("node1", ds, fake, overrides={"nftablesRefreshInterval": 0.2}, clock=clock)
+    felix.start()
     try:
         assert felix.wait_in_sync(5), felix.error
         first = fake.transactions[0]
@@ -212,9 +215,16 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
         assert _wait(
             lambda: fake.read_table("ip", "calico").chains["cali-wl-to-host"] == chain.hashes
         )  # type: ignore[union-attr]
-        # Drift is repaired by the periodic resync.
+        # Drift is repaired by the periodic resync: not before nftablesRefreshInterval elapsed.
         fake.flush_table("ip", "calico")
-        assert _wait(lambda: felix.stats()["table_ip"]["drift_repairs"] >= 1)
+        assert felix.barrier()
+        assert felix.stats()["table_ip"]["drift_repairs"] == 0 and felix.stats()["resyncs"] == 0
+        assert fake.read_table("ip", "calico") != TableState.from_spec(
+            felix.renderer.tables()["ip"]
+        )
+        clock.advance(0.2)
+        assert felix.barrier()
+        assert felix.stats()["table_ip"]["drift_repairs"] == 1
         assert _wait(
             lambda: (
                 fake.read_table("ip", "calico")

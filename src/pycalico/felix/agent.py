@@ -20,6 +20,11 @@ Invariants (DESIGN.md §4, principles 2, 3, 7):
   :mod:`pycalico.node.tunnels`).
 - :meth:`Felix.wait_in_sync` is true once nft AND (with route drivers) routes were programmed
   from a complete view.
+- Every time read (nft refresh and retry deadlines, the route schedule, apply durations) goes
+  through the one injected :class:`~pycalico.system.clock.Clock` (default ``RealClock``), shared
+  with the :class:`RouteLoop` and the tables. The loop still blocks on its queue in real time
+  (at most 1 s); with a ``FakeClock`` a test advances the clock and calls
+  :meth:`Felix.barrier` to have the loop act on the new time.
 
 CLI: ``python -m pycalico.felix.agent --node NAME [--mtu-file F] [--no-routes]`` (datastore
 from ``DATASTORE_TYPE`` / ``CALICO_DATASTORE_PATH`` / ``ETCD_ENDPOINTS`` like every command);
@@ -36,7 +41,6 @@ import queue
 import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +54,7 @@ from pycalico.felix.dataplane import NftError, NftRunner, NftTable
 from pycalico.felix.routeloop import RouteDriver, RouteLoop
 from pycalico.felix.rules import TABLE, RuleRenderer
 from pycalico.model.felixconfig import resolve
+from pycalico.system.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,7 @@ class Felix:
     Felix programs nftables only (the route calc still follows the datastore).
     ``route_refresh_interval`` overrides ``routeRefreshInterval`` (seconds). ``hub``: a
     :class:`~pycalico.datastore.hub.SyncerHub` to subscribe to instead of an own syncer.
+    ``clock``: the time seam of the owner loop (default :class:`RealClock`).
     """
 
     def __init__(
@@ -125,8 +131,10 @@ class Felix:
         nat_outgoing: bool = True,
         route_refresh_interval: float | None = None,
         hub: Any = None,
+        clock: Clock | None = None,
     ) -> None:
         self.node_name = node_name
+        self.clock: Clock = clock if clock is not None else RealClock()
         self.datastore = datastore
         self.runner = nft_runner
         self.table_name = table
@@ -138,7 +146,9 @@ class Felix:
         self.graph = CalcGraph(node_name)
         self.graph.set_felix_config(self.config)
         self.renderer = RuleRenderer(self.settings.render_config(), self.settings.families(), table)
-        self.tables = {f: NftTable(nft_runner, f, table) for f in self.settings.families()}
+        self.tables = {
+            f: NftTable(nft_runner, f, table, clock=self.clock) for f in self.settings.families()
+        }
         drivers: dict[int, RouteDriver] = {}
         if system_routes and (routes is None or routes6 is None):
             system = make_route_drivers(mtu_file, nat_outgoing)
@@ -148,7 +158,7 @@ class Felix:
             if drv is not None:
                 drivers[v] = drv
         self.routes: RouteLoop | None = (
-            RouteLoop(node_name, drivers, refresh_interval=route_refresh_interval)
+            RouteLoop(node_name, drivers, refresh_interval=route_refresh_interval, clock=self.clock)
             if drivers
             else None
         )
@@ -173,6 +183,11 @@ class Felix:
         self._next_refresh = 0.0
         self._retry_at: float | None = None
         self._lock = threading.Lock()
+        # Owner-loop iterations begun / completed, for barrier() (guarded by _iterations).
+        self._iterations = threading.Condition()
+        self._begun = 0
+        self._done = 0
+        self._exited = False
         self.counters: dict[str, float] = {
             "updates": 0,
             "batches": 0,
@@ -223,6 +238,18 @@ class Felix:
         self._next_refresh = 0.0
         self._callbacks.queue.put([])
 
+    def barrier(self, timeout: float = 5.0) -> bool:
+        """Wake the owner loop and wait (at most ``timeout`` real seconds) until it has
+        completed a whole iteration that began after this call, so every clock reading of that
+        iteration is later than the call (a test advances a ``FakeClock``, then calls this).
+        False on timeout or when the loop has stopped."""
+        with self._iterations:
+            target = self._begun + 1
+        self._callbacks.queue.put([])
+        with self._iterations:
+            self._iterations.wait_for(lambda: self._done >= target or self._exited, timeout)
+            return self._done >= target
+
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (for metrics) plus per-table driver stats.
 
@@ -245,6 +272,14 @@ class Felix:
 
     # --- owner loop ---------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            with self._iterations:
+                self._exited = True
+                self._iterations.notify_all()
+
+    def _loop(self) -> None:
         q = self._callbacks.queue
         while not self._stop.is_set():
             timeout = self._wait_time()
@@ -258,6 +293,8 @@ class Felix:
                         break
             except queue.Empty:
                 batch = []
+            with self._iterations:
+                self._begun += 1
             if self._stop.is_set():
                 return
             try:
@@ -266,7 +303,7 @@ class Felix:
             except Exception as e:  # keep the loop alive; retry later (fail safe: no flush)
                 log.exception("felix %s: error in owner loop", self.node_name)
                 self.error = e
-                self._retry_at = time.monotonic() + self._retry_interval
+                self._retry_at = self.clock.monotonic() + self._retry_interval
             try:
                 self._maybe_apply_routes()
             except Exception as e:  # never let the owner thread die; the next step is full
@@ -279,9 +316,12 @@ class Felix:
                 self.counters["iterations"] += 1
                 # Updates whose effect is fully programmed (or that changed nothing).
                 self.counters["settled_updates"] = self.counters["updates"]
+            with self._iterations:
+                self._done += 1
+                self._iterations.notify_all()
 
     def _wait_time(self) -> float:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         deadlines = [self._next_refresh] if self._nft_in_sync.is_set() else []
         if self._retry_at is not None:
             deadlines.append(self._retry_at)
@@ -377,7 +417,7 @@ class Felix:
     def _maybe_apply(self) -> None:
         if not self.renderer.in_sync:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._nft_in_sync.is_set() and now >= self._next_refresh:
             for t in self.tables.values():
                 t.request_resync()
@@ -387,21 +427,21 @@ class Felix:
             return
         if self._retry_at is not None and now < self._retry_at:
             return
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         try:
             for t in self.tables.values():
                 t.apply()
         except NftError as e:
             log.error("felix %s: programming nftables failed: %s", self.node_name, e)
             self.error = e
-            self._retry_at = time.monotonic() + self._retry_interval
+            self._retry_at = self.clock.monotonic() + self._retry_interval
             with self._lock:
                 self.counters["apply_failures"] += 1
             return
         self._retry_at = None
-        dt = time.monotonic() - t0
+        dt = self.clock.monotonic() - t0
         if not self._nft_in_sync.is_set() or now >= self._next_refresh:
-            self._next_refresh = time.monotonic() + self.settings.nftables_refresh_interval
+            self._next_refresh = self.clock.monotonic() + self.settings.nftables_refresh_interval
         with self._lock:
             self.counters["applies"] += 1
             self.counters["apply_seconds_total"] += dt

@@ -16,13 +16,15 @@ Invariants (those of the former RouteAgent):
   (90 s by default, or the ``refresh_interval`` override), on :meth:`request_full` and after
   any failed apply, with back-off doubling from 0.1 s up to :data:`MAX_BACKOFF_S`. A failure
   only delays the next route apply; it never blocks the caller (nft keeps being programmed).
+- Every time read goes through the injected :class:`~pycalico.system.clock.Clock` (default
+  :class:`~pycalico.system.clock.RealClock`); with a ``FakeClock`` the schedule above is
+  exact virtual-time arithmetic.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,6 +32,7 @@ from pycalico.errors import CalicoError
 from pycalico.felix.calc.messages import Message, RouteSettingsUpdate, RoutesUpdate
 from pycalico.felix.calc.routes import DEFAULT_SETTINGS
 from pycalico.felix.calc.routetypes import Addr, DesiredState, HostFacts
+from pycalico.system.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,12 @@ class RouteLoop:
         drivers: Mapping[int, RouteDriver],
         *,
         refresh_interval: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self.node_name = node_name
         self.drivers = dict(sorted(drivers.items()))
         self.refresh_interval = refresh_interval
-        self._clock = clock
+        self.clock: Clock = clock if clock is not None else RealClock()
         self.settings: RouteSettingsUpdate = DEFAULT_SETTINGS
         self.desired: dict[int, DesiredState] = {}
         self._facts_key: dict[int, tuple[Addr | None, str]] = {}
@@ -114,7 +117,7 @@ class RouteLoop:
     def step(self, feed_facts: Callable[[int, HostFacts], list[Message]]) -> None:
         """Re-read host facts if needed (``feed_facts`` hands them to the calc graph and
         returns the flushed messages), then apply if dirty or a full apply is due."""
-        now = self._clock()
+        now = self.clock.monotonic()
         if self.retry_at is not None and now < self.retry_at:
             return
         full = self._full or now >= self.next_full
@@ -131,13 +134,13 @@ class RouteLoop:
         if errors:
             log.warning("routes: apply incomplete (retry in %.1fs): %s", self._backoff, errors)
             self._full = True
-            self.retry_at = self._clock() + self._backoff
+            self.retry_at = self.clock.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
             return
         self.retry_at = None
         self._backoff = MIN_BACKOFF_S
         if full:
-            self.next_full = self._clock() + self.interval()
+            self.next_full = self.clock.monotonic() + self.interval()
         if set(self.desired) >= set(self.drivers) and not self.in_sync.is_set():
             log.info("routes %s: in sync", self.node_name)
             self.in_sync.set()

@@ -35,6 +35,7 @@ from pycalico.datastore.syncer import Syncer, SyncStatus, SyncUpdate
 from pycalico.errors import CalicoError
 from pycalico.model import ModelError
 from pycalico.model.network import IPPool
+from pycalico.system.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)
 RETRIES = 10
@@ -177,16 +178,24 @@ def _fingerprint(pools: Mapping[str, Obj], node: Obj | None) -> object:
 class TunnelAddressComponent:
     """Re-runs :func:`ensure_tunnel_addresses` whenever an IPPool or this Node changes (as
     calico-node's ``allocateip`` does); retries failures with back-off up to 5 s. ``hub``: a
-    SyncerHub to subscribe to instead of an own Syncer over IPPool+Node."""
+    SyncerHub to subscribe to instead of an own Syncer over IPPool+Node. ``clock``: the time
+    seam the back-off sleeps on (default :class:`~pycalico.system.clock.RealClock`)."""
 
     name = "tunnels"
     KINDS = ("IPPool", "Node")
     MAX_BACKOFF_S = 5.0
 
     def __init__(
-        self, ds: Datastore, node_name: str, *, hub: Any = None, poll_interval: float = 1.0
+        self,
+        ds: Datastore,
+        node_name: str,
+        *,
+        hub: Any = None,
+        poll_interval: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self.ds = ds
+        self.clock: Clock = clock if clock is not None else RealClock()
         self.node_name = node_name
         self.hub = hub
         self.poll_interval = poll_interval
@@ -291,7 +300,7 @@ class TunnelAddressComponent:
             if problems:
                 log.warning("tunnel addresses: %s (retry in %.1fs)", "; ".join(problems), backoff)
                 self._ok.clear()
-                self._stop.wait(backoff)
+                self.clock.wait(self._stop, backoff)
                 backoff = min(backoff * 2, self.MAX_BACKOFF_S)
                 self._wake.set()
                 continue
