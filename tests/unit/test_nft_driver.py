@@ -210,7 +210,7 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
         ds.create({"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
                    "metadata": {"name": "default"},
                    "spec": {"defaultEndpointToHostAction": "Accept"}})  # fmt: skip
-        assert _wait(lambda: felix.settings.default_endpoint_to_host_action == "Accept")
+        assert _wait(lambda: felix.config.default_endpoint_to_host_action == "Accept")
         chain = felix.renderer.tables()["ip"].chains["cali-wl-to-host"]
         assert _wait(
             lambda: fake.read_table("ip", "calico").chains["cali-wl-to-host"] == chain.hashes
