@@ -15,6 +15,8 @@ from pycalico.felix.calc.routetypes import Route, Vtep
 from pycalico.model import ModelError
 from pycalico.model.felixconfig import FelixConfig, resolve, specs_by_name
 from pycalico.model.network import Block, IPPool, LocalEndpoint, Node
+from tests.kit.builders import ip_pool, ipam_block
+from tests.kit.builders import node as calico_node
 
 N = ipaddress.IPv4Network
 A = ipaddress.IPv4Address
@@ -22,35 +24,17 @@ FACTS = HostFacts(underlay_iface="eth0", host_mtu=1500)
 
 
 def pool(cidr: str = "10.244.0.0/16", **spec: Any) -> dict[str, Any]:
-    return {"kind": "IPPool", "metadata": {"name": "p-" + cidr}, "spec": {"cidr": cidr, **spec}}
+    return ip_pool("p-" + cidr, cidr, **spec)
 
 
 def node(name: str, ip: str, vx: str | None = None, mac: str | None = None,
          ipip: str | None = None) -> dict[str, Any]:  # fmt: skip
-    spec: dict[str, Any] = {"bgp": {"ipv4Address": ip}}
-    if vx:
-        spec["ipv4VXLANTunnelAddr"] = vx
-    if mac:
-        spec["vxlanTunnelMACAddr"] = mac
-    if ipip:
-        spec["bgp"]["ipv4IPIPTunnelAddr"] = ipip
-    return {"kind": "Node", "metadata": {"name": name}, "spec": spec}
+    return calico_node(name, ip, vxlan_tunnel_addr=vx, vxlan_mac=mac, ipip_tunnel_addr=ipip)
 
 
 def block(cidr: str, host: str | None, held: dict[str, str] | None = None) -> dict[str, Any]:
     """``held``: address -> holder node (each gets an attribute record)."""
-    net = ipaddress.ip_network(cidr)
-    allocs: list[int | None] = [None] * net.num_addresses
-    attrs = []
-    for ip, holder in (held or {}).items():
-        allocs[int(ipaddress.ip_address(ip)) - int(net.network_address)] = len(attrs)
-        attrs.append({"handle_id": f"h-{ip}", "secondary": {"node": holder}})
-    return {
-        "kind": "IPAMBlock",
-        "metadata": {"name": cidr.replace(".", "-").replace("/", "-")},
-        "spec": {"cidr": cidr, "affinity": f"host:{host}" if host else None,
-                 "allocations": allocs, "attributes": attrs},
-    }  # fmt: skip
+    return ipam_block(cidr, host, held=held)
 
 
 NODES = [
