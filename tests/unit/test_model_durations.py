@@ -9,10 +9,9 @@ import pytest
 from pycalico.api.kinds_bgp import duration_seconds
 from pycalico.bgp.errors import BgpInputError
 from pycalico.bgp.inputs import parse_duration_s
-from pycalico.felix.config import FelixConfigError
-from pycalico.felix.config import parse_duration as felix_duration
 from pycalico.model import ModelError
 from pycalico.model.durations import parse_duration
+from pycalico.model.felixconfig import FelixConfigError, resolve
 
 
 @pytest.mark.parametrize(
@@ -69,6 +68,9 @@ def test_callers_keep_their_error_types() -> None:
     with pytest.raises(BgpInputError, match=r"1s\.\.65535s"):
         parse_duration_s("-5s", "f")
     assert parse_duration_s("1m30s", "f") == 90
-    with pytest.raises(FelixConfigError):
-        felix_duration("5x", "nftablesRefreshInterval")
-    assert felix_duration("90", "x") == 90.0
+    with pytest.raises(FelixConfigError, match="nftablesRefreshInterval"):
+        resolve("n", {}, env={"FELIX_NFTABLESREFRESHINTERVAL": "5x"})
+    assert (
+        resolve("n", {}, env={"FELIX_NFTABLESREFRESHINTERVAL": "90"}).nftables_refresh_interval
+        == 90.0
+    )

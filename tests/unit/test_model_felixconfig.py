@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pycalico.felix.config import resolve_settings
+from pycalico.felix.config import families
 from pycalico.model.felixconfig import FelixConfig, FelixConfigError, resolve, specs_by_name
 from pycalico.node.felixcfg import effective
 
@@ -43,5 +43,5 @@ def test_views_agree() -> None:
     res = [{"metadata": {"name": "default"}, "spec": {"ipipMTU": 1300, "ipv6Support": False}}]
     specs = specs_by_name(res)
     assert resolve("n1", specs_by_name({"default": res[0]})).ipip_mtu == 1300
-    assert resolve_settings("n1", specs).families() == ("ip",)
+    assert families(resolve("n1", specs)) == ("ip",)
     assert effective({}, specs["default"])["ipipMTU"] == 1300

@@ -8,8 +8,11 @@ from pycalico.datastore import EventType
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.datastore.syncer import SyncStatus, SyncUpdate
 from pycalico.felix.agent import Felix
-from pycalico.felix.config import FelixConfigError, parse_duration, resolve_settings
+from pycalico.felix.config import families, render_config
 from pycalico.felix.dataplane import FakeNftRunner, ReplaceTable
+from pycalico.model import ModelError
+from pycalico.model.durations import parse_duration
+from pycalico.model.felixconfig import FelixConfigError, resolve
 from tests.unit.test_rules_renderer import state
 
 
@@ -20,7 +23,7 @@ def test_parse_duration() -> None:
     assert parse_duration(2, "x") == 2.0
     assert parse_duration("1.5", "x") == 1.5
     for bad in ("", "ten", "5 s", "-1"):
-        with pytest.raises(FelixConfigError, match="x"):
+        with pytest.raises(ModelError, match="x"):
             parse_duration(bad, "x")
 
 
@@ -30,29 +33,29 @@ def test_precedence_default_node_env_override() -> None:
         "node.n1": {"nftablesRefreshInterval": "30s"},
         "node.other": {"nftablesRefreshInterval": "5s"},
     }
-    s = resolve_settings("n1", configs)
+    s = resolve("n1", configs)
     assert (s.nftables_refresh_interval, s.default_endpoint_to_host_action) == (30.0, "Return")
-    s = resolve_settings("n1", configs, env={"FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT"})
+    s = resolve("n1", configs, env={"FELIX_DEFAULTENDPOINTTOHOSTACTION": "ACCEPT"})
     assert s.default_endpoint_to_host_action == "Accept"
-    s = resolve_settings("n1", configs, overrides={"nftablesRefreshInterval": 1})
+    s = resolve("n1", configs, overrides={"nftablesRefreshInterval": 1})
     assert s.nftables_refresh_interval == 1.0
-    s = resolve_settings("n1", {"default": {"failsafeInboundHostPorts": [
+    s = resolve("n1", {"default": {"failsafeInboundHostPorts": [
         {"protocol": "TCP", "port": 22}, {"protocol": "UDP", "port": 68}]}})  # fmt: skip
     assert s.failsafe_inbound == (("tcp", 22), ("udp", 68))
-    s = resolve_settings("n1", {}, env={"FELIX_FAILSAFEINBOUNDHOSTPORTS": "tcp:22,udp:68"})
+    s = resolve("n1", {}, env={"FELIX_FAILSAFEINBOUNDHOSTPORTS": "tcp:22,udp:68"})
     assert s.failsafe_inbound == (("tcp", 22), ("udp", 68))
-    assert resolve_settings("n1", {}, env={"FELIX_IPV6SUPPORT": "false"}).families() == ("ip",)
+    assert families(resolve("n1", {}, env={"FELIX_IPV6SUPPORT": "false"})) == ("ip",)
 
 
 def test_bad_values_name_field_and_source() -> None:
     # A bad datastore value is ignored with a warning naming it (the one resolver's policy).
-    s = resolve_settings("n1", {"default": {"defaultEndpointToHostAction": "Maybe"}})
+    s = resolve("n1", {"default": {"defaultEndpointToHostAction": "Maybe"}})
     assert s.default_endpoint_to_host_action == "Drop"
     assert any(
         w.startswith("FelixConfiguration default: defaultEndpointToHostAction") for w in s.warnings
     )
     with pytest.raises(FelixConfigError, match="environment: failsafeInboundHostPorts"):
-        resolve_settings("n1", {}, env={"FELIX_FAILSAFEINBOUNDHOSTPORTS": "icmp:1"})
+        resolve("n1", {}, env={"FELIX_FAILSAFEINBOUNDHOSTPORTS": "icmp:1"})
 
 
 def test_nothing_programmed_before_in_sync() -> None:
@@ -70,13 +73,11 @@ def test_nothing_programmed_before_in_sync() -> None:
 
 
 def test_failsafe_net_is_kept_for_the_renderer() -> None:
-    from pycalico.felix.config import resolve_settings
-
     spec = {
         "failsafeInboundHostPorts": [
             {"protocol": "TCP", "port": 22, "net": "10.0.0.0/8"},
             {"protocol": "UDP", "port": 68},
         ]
     }
-    s = resolve_settings("n1", {"default": spec}, {}, None)
-    assert s.render_config().failsafe_inbound == (("tcp", 22, "10.0.0.0/8"), ("udp", 68))
+    s = resolve("n1", {"default": spec}, {}, None)
+    assert render_config(s).failsafe_inbound == (("tcp", 22, "10.0.0.0/8"), ("udp", 68))

@@ -201,7 +201,7 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
         )
         # FelixConfiguration changes the wl-to-host action.
         ds.create(felix_configuration(defaultEndpointToHostAction="Accept"))
-        wait_for(lambda: felix.settings.default_endpoint_to_host_action == "Accept", 5.0, 0.02)
+        wait_for(lambda: felix.config.default_endpoint_to_host_action == "Accept", 5.0, 0.02)
         chain = felix.renderer.tables()["ip"].chains["cali-wl-to-host"]
         wait_for(
             lambda: fake.read_table("ip", "calico").chains["cali-wl-to-host"] == chain.hashes,

@@ -35,6 +35,7 @@ once programmed; SIGHUP requests a full resync; SIGTERM/SIGINT stop it (the data
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import queue
@@ -49,7 +50,7 @@ from pycalico.datastore.syncer import QueueCallbacks, Syncer, SyncStatus, SyncUp
 from pycalico.felix.calc import CalcGraph, InSync, Message, RouteSettingsUpdate, RoutesUpdate
 from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import HostFacts
-from pycalico.felix.config import FelixSettings
+from pycalico.felix.config import families, render_config
 from pycalico.felix.dataplane import NftError, NftRunner, NftTable
 from pycalico.felix.routeloop import RouteDriver, RouteLoop
 from pycalico.felix.rules import TABLE, RuleRenderer
@@ -142,12 +143,11 @@ class Felix:
         self._env = dict(env or {})
         self._felix_configs: dict[str, Mapping[str, Any]] = {}
         self.config = resolve(node_name, {}, self._env, self._overrides)
-        self.settings = FelixSettings.of(self.config)
         self.graph = CalcGraph(node_name)
         self.graph.set_felix_config(self.config)
-        self.renderer = RuleRenderer(self.settings.render_config(), self.settings.families(), table)
+        self.renderer = RuleRenderer(render_config(self.config), families(self.config), table)
         self.tables = {
-            f: NftTable(nft_runner, f, table, clock=self.clock) for f in self.settings.families()
+            f: NftTable(nft_runner, f, table, clock=self.clock) for f in families(self.config)
         }
         drivers: dict[int, RouteDriver] = {}
         if system_routes and (routes is None or routes6 is None):
@@ -399,16 +399,14 @@ class Felix:
         if config.warnings != self.config.warnings:
             for w in config.warnings:
                 log.warning("felix %s: %s", self.node_name, w)
-        self.config = config
-        self.graph.set_felix_config(config)
-        s = FelixSettings.of(config)
-        if s == self.settings:
-            return
-        if s.families() != self.settings.families():
+        if families(config) != families(self.config):
             log.warning("felix %s: ipv6Support changes need a restart; ignored", self.node_name)
-            s = FelixSettings(**{**vars(s), "ipv6_support": self.settings.ipv6_support})
-        self.settings = s
-        self.renderer.set_config(s.render_config())
+            config = dataclasses.replace(config, ipv6_support=self.config.ipv6_support)
+        old, self.config = self.config, config
+        self.graph.set_felix_config(config)
+        if render_config(config) == render_config(old):
+            return
+        self.renderer.set_config(render_config(config))
         if self.renderer.in_sync:
             specs = self.renderer.tables()
             for fam, t in self.tables.items():
@@ -441,7 +439,7 @@ class Felix:
         self._retry_at = None
         dt = self.clock.monotonic() - t0
         if not self._nft_in_sync.is_set() or now >= self._next_refresh:
-            self._next_refresh = self.clock.monotonic() + self.settings.nftables_refresh_interval
+            self._next_refresh = self.clock.monotonic() + self.config.nftables_refresh_interval
         with self._lock:
             self.counters["applies"] += 1
             self.counters["apply_seconds_total"] += dt

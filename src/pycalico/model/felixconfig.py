@@ -9,9 +9,9 @@ the warning is returned in :attr:`FelixConfig.warnings`; a malformed environment
 override raises :class:`FelixConfigError` naming the variable and its source. Unknown fields
 are ignored (other components read them).
 
-Consumers take views of :class:`FelixConfig`: the policy dataplane
-(``pycalico.felix.config.FelixSettings``), routing (``RouteConfig``) and calico-node
-(``pycalico.node.felixcfg``). Invariant: pure; no I/O.
+Consumers read :class:`FelixConfig` itself: Felix resolves it once and derives the rules
+renderer's settings (``pycalico.felix.config``) and hands it to the route calc node;
+calico-node reads its own fields through ``pycalico.node.felixcfg``. Invariant: pure; no I/O.
 """
 
 from __future__ import annotations

@@ -191,20 +191,7 @@ class SubprocessRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Completed:
-        try:
-            p = subprocess.run(
-                list(argv),
-                input=input,
-                capture_output=True,
-                text=True,
-                env=None if env is None else dict(env),
-                timeout=timeout,
-            )
-        except FileNotFoundError as e:
-            return Completed(tuple(argv), 127, "", f"{argv[0]}: {e.strerror}")
-        except subprocess.TimeoutExpired:
-            return Completed(tuple(argv), 124, "", f"timed out after {timeout}s")
-        return Completed(tuple(argv), p.returncode, p.stdout, p.stderr)
+        return self._run(argv, input, env, timeout, capture=True)
 
     def run_attached(
         self,
@@ -214,10 +201,23 @@ class SubprocessRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Completed:
+        return self._run(argv, input, env, timeout, capture=False)
+
+    @staticmethod
+    def _run(
+        argv: Sequence[str],
+        input: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        *,
+        capture: bool,
+    ) -> Completed:
+        """Run ``argv``; a missing program is exit 127, a timeout exit 124 (never raised)."""
         try:
             p = subprocess.run(
                 list(argv),
                 input=input,
+                capture_output=capture,
                 text=True,
                 env=None if env is None else dict(env),
                 timeout=timeout,
@@ -226,7 +226,7 @@ class SubprocessRunner:
             return Completed(tuple(argv), 127, "", f"{argv[0]}: {e.strerror}")
         except subprocess.TimeoutExpired:
             return Completed(tuple(argv), 124, "", f"timed out after {timeout}s")
-        return Completed(tuple(argv), p.returncode)
+        return Completed(tuple(argv), p.returncode, p.stdout or "", p.stderr or "")
 
     def spawn(
         self,
