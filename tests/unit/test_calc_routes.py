@@ -12,7 +12,7 @@ import pytest
 
 from pycalico.felix.calc.routes import HostFacts, compute
 from pycalico.felix.calc.routetypes import Route, Vtep
-from pycalico.model import ModelError
+from pycalico.model import Endpoint, ModelError, convert
 from pycalico.model.felixconfig import FelixConfig, resolve, specs_by_name
 from pycalico.model.network import Block, IPPool, LocalEndpoint, Node
 from tests.kit.builders import ip_pool, ipam_block
@@ -244,8 +244,10 @@ def test_local_workload_routes_from_endpoints() -> None:
         "spec": {"node": "n1", "interfaceName": "cali0123456789a",
                  "ipNetworks": ["10.244.2.9/32", "fd00::1/128"]},
     }  # fmt: skip
-    node_name, ep = LocalEndpoint.from_resource(wep)
-    assert node_name == "n1" and ep.ips == (A("10.244.2.9"), ipaddress.IPv6Address("fd00::1"))
+    converted = convert(wep).obj
+    assert isinstance(converted, Endpoint) and converted.node == "n1"
+    ep = LocalEndpoint.of(converted)
+    assert ep.ips == (A("10.244.2.9"), ipaddress.IPv6Address("fd00::1"))
     blocks = [*BLOCKS[:2], block("10.244.2.0/26", "n2", {"10.244.2.9": "n1"})]
     ps = [IPPool.from_resource(pool(vxlanMode="Always"))]
     ns = {n["metadata"]["name"]: Node.from_resource(n) for n in NODES}
@@ -255,7 +257,8 @@ def test_local_workload_routes_from_endpoints() -> None:
     assert (r.dev, r.scope_link, r.gateway) == ("cali0123456789a", True, None)
     assert r.ip_spec() == "10.244.2.9/32 dev cali0123456789a scope link"
     with pytest.raises(ModelError, match=r"ipNetworks\[0\]"):
-        LocalEndpoint.from_resource({"kind": "WorkloadEndpoint", "spec": {"ipNetworks": ["x"]}})
+        convert({"kind": "WorkloadEndpoint", "metadata": {"name": "w", "namespace": "d"},
+                 "spec": {"ipNetworks": ["x"]}})  # fmt: skip
 
 
 def node6(name: str, ip: str, ip6: str, vx6: str | None, mac6: str | None) -> dict[str, Any]:
