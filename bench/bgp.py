@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.netns import NetnsFactory  # noqa: E402
+from tests.kit import poll  # noqa: E402
 
 from pycalico.bgp import BirdManager, compute_bird_config, render_bird_config  # noqa: E402
 
@@ -71,14 +72,12 @@ class Watcher:
                 self.seen.setdefault((ns, dst), time.monotonic())
 
     def wait(self, ns_names: list[str], prefix: str, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def last_seen() -> float | None:
             with self.lock:
                 ts = [self.seen.get((ns, prefix)) for ns in ns_names]
-            if all(t is not None for t in ts):
-                return max(t for t in ts if t is not None)
-            time.sleep(0.005)
-        return None
+            return max(t for t in ts if t is not None) if all(t is not None for t in ts) else None
+
+        return poll(last_seen, timeout, 0.005)
 
     def stop(self) -> None:
         for p in self.procs:

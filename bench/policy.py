@@ -39,6 +39,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from tests.fixtures.netns import NetnsFactory  # noqa: E402
+from tests.kit import (  # noqa: E402
+    global_network_policy,
+    global_network_set,
+    namespace,
+    poll,
+    service_account,
+    workload_endpoint,
+)
 from tests.netns.test_felix_dataplane import SERVER, Cluster, iface_for  # noqa: E402
 
 from policy_calc import N_NS, policy, wep  # noqa: E402
@@ -49,7 +57,6 @@ from pycalico.felix.dataplane import NftTable, ReplaceTable, SubprocessNftRunner
 from pycalico.felix.rules import RuleRenderer  # noqa: E402
 
 PY = sys.executable
-V3 = "projectcalico.org/v3"
 
 
 def iface(i: int) -> str:
@@ -60,11 +67,8 @@ def scenario(n_eps: int, n_pols: int) -> list[dict[str, Any]]:
     rng = random.Random(1)
     out: list[dict[str, Any]] = []
     for n in range(N_NS):
-        out.append({"apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": f"ns{n}", "labels": {"team": "ab"[n % 2]}}})  # fmt: skip
-        for s in range(5):
-            out.append({"apiVersion": "v1", "kind": "ServiceAccount",
-                        "metadata": {"name": f"sa{s}", "namespace": f"ns{n}"}})  # fmt: skip
+        out.append(namespace(f"ns{n}", labels={"team": "ab"[n % 2]}))
+        out += [service_account(f"sa{s}", f"ns{n}") for s in range(5)]
     for i in range(n_eps):
         _, w = wep(i, "node1", rng.randrange(50), rng.randrange(3))
         w["spec"]["interfaceName"] = iface(i)
@@ -149,9 +153,7 @@ def bench_latency(
         st = felix.stats()
         t0 = time.perf_counter()
         ds.update(cur)
-        deadline = t0 + 10
-        while felix.stats()["settled_updates"] <= st["updates"] and time.perf_counter() < deadline:
-            time.sleep(0.0005)
+        poll(lambda st=st: felix.stats()["settled_updates"] > st["updates"], 10, 0.0005)
         dt = time.perf_counter() - t0
         lat.append(dt)
         if felix.stats()["applies"] > st["applies"]:
@@ -201,19 +203,14 @@ def datapath_resources(n_rules: int, n_members: int) -> list[dict[str, Any]]:
              "destination": {"ports": [20000 + i % 1000]}}
             for i in range(per)
         ]  # fmt: skip
-        out.append({"apiVersion": V3, "kind": "GlobalNetworkPolicy",
-                    "metadata": {"name": f"noise{p}"},
-                    "spec": {"order": p, "selector": "role == 'server'",
-                             "types": ["Ingress"], "ingress": rules}})  # fmt: skip
+        out.append(global_network_policy(f"noise{p}", order=p, selector="role == 'server'",
+                                         types=["Ingress"], ingress=rules))  # fmt: skip
     nets = [f"100.{64 + i // 65536}.{(i // 256) % 256}.{i % 256}/32" for i in range(n_members)]
-    out.append({"apiVersion": V3, "kind": "GlobalNetworkSet",
-                "metadata": {"name": "clients", "labels": {"role": "client"}},
-                "spec": {"nets": nets}})  # fmt: skip
-    out.append({"apiVersion": V3, "kind": "GlobalNetworkPolicy",
-                "metadata": {"name": "allow-clients"},
-                "spec": {"order": 100000, "selector": "role == 'server'", "types": ["Ingress"],
-                         "ingress": [{"action": "Allow",
-                                      "source": {"selector": "role == 'client'"}}]}})  # fmt: skip
+    out.append(global_network_set("clients", nets, labels={"role": "client"}))
+    out.append(global_network_policy(
+        "allow-clients", order=100000, selector="role == 'server'", types=["Ingress"],
+        ingress=[{"action": "Allow", "source": {"selector": "role == 'client'"}}],
+    ))  # fmt: skip
     return out
 
 
@@ -230,18 +227,13 @@ def _datapath_once(c: Cluster, seconds: float) -> tuple[float, float]:
 
 
 def _weps(c: Cluster) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
-    ]
+    out: list[dict[str, Any]] = [namespace("bench")]
     for name, role in (("client", "client"), ("server", "server")):
-        out.append({
-            "apiVersion": V3, "kind": "WorkloadEndpoint",
-            "metadata": {"name": f"node1-k8s-{name}-eth0", "namespace": "bench",
-                         "labels": {"role": role}},
-            "spec": {"orchestrator": "k8s", "node": "node1", "pod": name, "endpoint": "eth0",
-                     "interfaceName": iface_for(name),
-                     "ipNetworks": [c.pods[name][1] + "/32"], "profiles": ["kns.bench"]},
-        })  # fmt: skip
+        out.append(workload_endpoint(
+            name, namespace="bench", node="node1", ip=c.pods[name][1] + "/32",
+            labels={"role": role}, interface_name=iface_for(name), profiles=["kns.bench"],
+            ports=None, name=f"node1-k8s-{name}-eth0",
+        ))  # fmt: skip
     return out
 
 

@@ -28,6 +28,9 @@ from pycalico.datastore import Datastore, open_datastore
 from pycalico.ipam import IPAM, NoAddressesAvailable
 from pycalico.ipam.gc import check
 from tests.contract.conftest import Backend
+from tests.kit.builders import ip_pool, resource
+from tests.kit.builders import node as calico_node
+from tests.kit.fakes import seed
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)], indirect=True
@@ -35,13 +38,6 @@ pytestmark = pytest.mark.parametrize(
 
 POOL = "10.44.0.0/16"
 CTX = mp.get_context("spawn")
-
-
-def put(ds: Datastore, kind: str, name: str, spec: dict[str, Any], ns: str = "") -> None:
-    meta: dict[str, Any] = {"name": name}
-    if ns:
-        meta["namespace"] = ns
-    ds.create({"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec})
 
 
 def _allocator(
@@ -69,13 +65,8 @@ def _cni_like(cfg: DatastoreConfig, node: str, proc: int, lock: str) -> None:
     while True:
         cid = f"k{proc}x{i}"
         v4, _ = ipam.auto_assign(1, 0, f"k8s-pod-network.{cid}", {"node": node}, node)
-        put(
-            ds,
-            "WorkloadEndpoint",
-            f"{node}-cni-{cid}-eth0",
-            {"containerID": cid, "node": node, "ipNetworks": [f"{v4[0].ip}/32"]},
-            ns="default",
-        )
+        spec = {"containerID": cid, "node": node, "ipNetworks": [f"{v4[0].ip}/32"]}
+        ds.create(resource("WorkloadEndpoint", f"{node}-cni-{cid}-eth0", spec, namespace="default"))
         i += 1
 
 
@@ -93,10 +84,8 @@ def _env(cfg: DatastoreConfig) -> dict[str, str]:
 @pytest.mark.slow
 def test_eight_processes_four_nodes(backend: Backend, tmp_path: Path) -> None:
     ds = backend.store
-    put(ds, "IPPool", "p", {"cidr": POOL})
     nodes = [f"node{i}" for i in range(4)]
-    for n in nodes:
-        put(ds, "Node", n, {})
+    seed(ds, [ip_pool("p", POOL), *(calico_node(n) for n in nodes)])
     q = CTX.Queue()
     release = CTX.Event()
     procs = [
@@ -160,9 +149,7 @@ def _check_allocations(ds: Datastore, results: list[Any]) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_allocation_then_check_and_release(backend: Backend, tmp_path: Path) -> None:
     ds = backend.store
-    put(ds, "IPPool", "p", {"cidr": "10.45.0.0/22", "blockSize": 28})
-    for n in ("na", "nb"):
-        put(ds, "Node", n, {})
+    seed(ds, [ip_pool("p", "10.45.0.0/22", block_size=28), calico_node("na"), calico_node("nb")])
     nodes = ["na", "nb", "na", "nb"]
     locks = {n: str(tmp_path / f"{n}.lock") for n in ("na", "nb")}
     procs = [
@@ -191,13 +178,8 @@ def test_sigkill_mid_allocation_then_check_and_release(backend: Backend, tmp_pat
     for n, lock in locks.items():
         ipam_n = IPAM(ds, lock_path=lock)
         (ip,), _ = ipam_n.auto_assign(1, 0, f"k8s-pod-network.after-{n}", {"node": n}, n)
-        put(
-            ds,
-            "WorkloadEndpoint",
-            f"{n}-cni-after-eth0",
-            {"containerID": f"after-{n}", "node": n, "ipNetworks": [f"{ip.ip}/32"]},
-            ns="default",
-        )
+        spec = {"containerID": f"after-{n}", "node": n, "ipNetworks": [f"{ip.ip}/32"]}
+        ds.create(resource("WorkloadEndpoint", f"{n}-cni-after-eth0", spec, namespace="default"))
     # Whether a kill landed between allocation and WEP write is luck; make one such orphan
     # deterministic so the repair path is always exercised.
     (orphan,), _ = IPAM(ds).auto_assign(1, 0, "k8s-pod-network.orphan", {"node": "na"}, "na")
@@ -229,7 +211,7 @@ def test_sigkill_mid_allocation_then_check_and_release(backend: Backend, tmp_pat
 
 def test_pool_exhaustion_is_a_typed_error(backend: Backend) -> None:
     ds = backend.store
-    put(ds, "IPPool", "tiny", {"cidr": "10.46.0.0/28", "blockSize": 30})
+    ds.create(ip_pool("tiny", "10.46.0.0/28", block_size=30))
     ipam = IPAM(ds)
     got = []
     for i, node in enumerate(["a", "b", "a", "b"] * 4):
@@ -247,7 +229,7 @@ def test_pool_exhaustion_is_a_typed_error(backend: Backend) -> None:
 
 def test_borrow_and_strict_affinity(backend: Backend) -> None:
     ds = backend.store
-    put(ds, "IPPool", "p", {"cidr": "10.47.0.0/29", "blockSize": 30})
+    ds.create(ip_pool("p", "10.47.0.0/29", block_size=30))
     ipam = IPAM(ds)
     a, _ = ipam.auto_assign(5, 0, "ha", None, "a")  # both blocks affine to a
     b, _ = ipam.auto_assign(1, 0, "hb", None, "b")  # b borrows
@@ -262,8 +244,7 @@ def test_borrow_and_strict_affinity(backend: Backend) -> None:
 
 def test_dual_stack_release_by_handle(backend: Backend) -> None:
     ds = backend.store
-    put(ds, "IPPool", "v4", {"cidr": "10.48.0.0/24"})
-    put(ds, "IPPool", "v6", {"cidr": "fd00:48::/120", "blockSize": 124})
+    seed(ds, [ip_pool("v4", "10.48.0.0/24"), ip_pool("v6", "fd00:48::/120", block_size=124)])
     ipam = IPAM(ds)
     v4, v6 = ipam.auto_assign(2, 2, "k8s-pod-network.ds", {"node": "n1"}, "n1")
     assert [i.network.prefixlen for i in v4] == [26, 26]

@@ -13,9 +13,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +23,9 @@ from pycalico.datastore.base import NotFound
 from pycalico.ipam import IPAM
 from pycalico.ipam.store import IPAMStore
 from tests.contract.conftest import Backend
+from tests.kit import ip_pool, resource, wait_for
+from tests.kit.builders import node as calico_node
+from tests.kit.fakes import seed
 
 pytestmark = pytest.mark.slow
 
@@ -50,17 +51,6 @@ def _gc_node(cfg: DatastoreConfig, node: str, log_file: str) -> None:
     raise SystemExit("ipam-gc thread died")
 
 
-def put(ds: Datastore, kind: str, name: str, spec: dict[str, Any], **meta: Any) -> None:
-    ds.create(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": kind,
-            "metadata": {"name": name, **meta},
-            "spec": spec,
-        }
-    )
-
-
 def alloc(ds: Datastore, cid: str, node: str) -> str:
     v4, _ = IPAM(ds).auto_assign(1, 0, f"k8s-pod-network.{cid}", {"node": node}, node)
     return str(v4[0].ip)
@@ -75,15 +65,6 @@ def holder(ds: Datastore) -> str:
         return str(ds.get("Lease", "ipam-gc")["spec"]["holder"])
     except NotFound:
         return ""
-
-
-def wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def released_by(logs: dict[str, Path], ip: str) -> list[str]:
@@ -103,26 +84,19 @@ def test_three_node_processes_one_collector_and_takeover(backend: Backend, tmp_p
         pytest.skip("memory store cannot be shared across processes")
     ds = backend.store
     nodes = ["n0", "n1", "n2"]
-    put(ds, "IPPool", "p", {"cidr": "10.88.0.0/16"})
-    for n in nodes:
-        put(ds, "Node", n, {})
+    seed(ds, [ip_pool("p", "10.88.0.0/16"), *(calico_node(n) for n in nodes)])
     live = alloc(ds, "alive", "n0")
-    put(
-        ds,
-        "WorkloadEndpoint",
-        "n0-cni-alive-eth0",
-        {"containerID": "alive", "node": "n0", "ipNetworks": [f"{live}/32"]},
-        namespace="default",
-    )
+    spec = {"containerID": "alive", "node": "n0", "ipNetworks": [f"{live}/32"]}
+    ds.create(resource("WorkloadEndpoint", "n0-cni-alive-eth0", spec, namespace="default"))
     leak1 = alloc(ds, "dead1", "n1")
     logs = {n: tmp_path / f"{n}.log" for n in nodes}
     procs = {n: CTX.Process(target=_gc_node, args=(backend.config, n, str(logs[n]))) for n in nodes}
     for p in procs.values():
         p.start()
     try:
-        wait(lambda: holder(ds) in nodes, 30, "a lease holder")
+        wait_for(lambda: holder(ds) in nodes, 30, 0.1, what="a lease holder")
         first = holder(ds)
-        wait(lambda: leak1 not in ips(ds), 30, f"release of {leak1}")
+        wait_for(lambda: leak1 not in ips(ds), 30, 0.1, what=f"release of {leak1}")
         assert holder(ds) == first
         assert released_by(logs, leak1) == [first]
         assert live in ips(ds)
@@ -132,12 +106,12 @@ def test_three_node_processes_one_collector_and_takeover(backend: Backend, tmp_p
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(10)
         t0 = time.monotonic()
-        wait(lambda: holder(ds) not in ("", first), 30, "takeover")
+        wait_for(lambda: holder(ds) not in ("", first), 30, 0.1, what="takeover")
         took = time.monotonic() - t0
         second = holder(ds)
         leak2 = alloc(ds, "dead2", "n2")
         born = time.monotonic()
-        wait(lambda: leak2 not in ips(ds), 30, f"release of {leak2}")
+        wait_for(lambda: leak2 not in ips(ds), 30, 0.1, what=f"release of {leak2}")
         assert time.monotonic() - born >= GRACE
         assert released_by(logs, leak2) == [second]
         assert live in ips(ds)

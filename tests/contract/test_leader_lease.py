@@ -17,6 +17,7 @@ import pytest
 from pycalico.datastore.base import Datastore, DatastoreError
 from pycalico.node.leader import LeaderLease
 from tests.contract.conftest import Backend
+from tests.kit import wait_for
 
 DURATION = 1.0
 RENEW = 0.2
@@ -50,13 +51,8 @@ def holders_now(cs: list[Contender]) -> list[str]:
 
 
 def wait_for_leader(cs: list[Contender], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        live = holders_now(cs)
-        if live:
-            return live[0]
-        time.sleep(0.02)
-    raise AssertionError(f"no leader among {[c.name for c in cs]} within {timeout}s")
+    what = f"a leader among {[c.name for c in cs]}"
+    return wait_for(lambda: holders_now(cs), timeout, 0.02, what=what)[0]
 
 
 def assert_exclusive(cs: list[Contender]) -> None:

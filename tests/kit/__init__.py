@@ -3,7 +3,8 @@
 Tests and ``bench/`` scripts import from here instead of growing local copies:
 
 - :mod:`tests.kit.builders` — one builder per stored kind (plain v3 dicts), ``key_of``.
-- :mod:`tests.kit.waiting` — ``wait_for`` (raises with what/last value), ``poll``.
+- :mod:`tests.kit.waiting` — ``wait_for`` (raises with what/last value), ``poll``,
+  ``wait_time``.
 - :mod:`tests.kit.fakes` — in-memory fakes re-exported from their homes, ``memory_datastore``.
 - :mod:`tests.kit.fixtures` — the netns/etcd harness classes (imports pytest; not re-exported
   here so benchmarks stay light).
@@ -41,7 +42,7 @@ from tests.kit.builders import (
     wep_name,
     workload_endpoint,
 )
-from tests.kit.waiting import poll, wait_for
+from tests.kit.waiting import poll, wait_for, wait_time
 
 __all__ = [
     "K8S_CORE",
@@ -70,6 +71,7 @@ __all__ = [
     "service_account",
     "tier",
     "wait_for",
+    "wait_time",
     "wep_name",
     "workload_endpoint",
 ]

@@ -371,7 +371,8 @@ def node(
     **spec: Any,
 ) -> Resource:
     """A Calico Node; ``ip``/``ip6`` become ``spec.bgp.ipv4Address``/``ipv6Address`` (``/24``
-    and ``/64`` added when no prefix is given). ``bgp`` adds further ``spec.bgp`` fields."""
+    and ``/64`` added when no prefix is given). ``bgp`` adds further ``spec.bgp`` fields;
+    with no BGP field at all ``spec.bgp`` is left out (``node("n1")`` has ``spec == {}``)."""
     spec_bgp = _spec(
         {
             "ipv4Address": None if not ip else (ip if "/" in ip else f"{ip}/24"),
@@ -384,7 +385,7 @@ def node(
     )
     body = _spec(
         {
-            "bgp": spec_bgp,
+            "bgp": spec_bgp or None,
             "ipv4VXLANTunnelAddr": vxlan_tunnel_addr,
             "vxlanTunnelMACAddr": vxlan_mac,
             "ipv6VXLANTunnelAddr": vxlan_tunnel_addr6,

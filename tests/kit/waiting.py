@@ -1,7 +1,9 @@
 """Polling for tests and benchmarks: one ``wait_for`` instead of ad-hoc deadline loops.
 
-Owns: :func:`wait_for` (raises, naming what was awaited and the last value seen) and
-:func:`poll` (returns the last value, for callers that handle a timeout themselves).
+Owns: :func:`wait_for` (raises, naming what was awaited and the last value seen),
+:func:`poll` (returns the last value, for callers that handle a timeout themselves) and
+:func:`wait_time` (``wait_for``, returning how many seconds the condition took: for tests and
+benchmarks that report or bound convergence time).
 
 Invariants: the predicate is always evaluated at least once and once more at (or after) the
 deadline, so a condition that became true during the final sleep is not missed; time is
@@ -66,3 +68,17 @@ def wait_for(
             label = what or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"timed out after {timeout}s waiting for {label}; last: {last!r}")
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def wait_time(
+    predicate: Callable[[], object],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "",
+    ignore: tuple[type[BaseException], ...] = (),
+) -> float:
+    """Seconds from the call until ``predicate()`` was first truthy; raises like
+    :func:`wait_for` on timeout."""
+    t0 = time.monotonic()
+    wait_for(predicate, timeout, interval, what or getattr(predicate, "__name__", ""), ignore)
+    return time.monotonic() - t0

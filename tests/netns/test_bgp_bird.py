@@ -28,6 +28,7 @@ from pycalico.bgp.peers import peer_rows
 from pycalico.ctl.node import calico_process_running
 from pycalico.ctl.node import node as node_cmd
 from tests.fixtures.netns import Netns, NetnsFactory
+from tests.kit import poll, wait_time
 from tests.unit.test_bgp_helpers import affinity, bgpconfig, bgpfilter, node, peer, pool
 
 pytestmark = [
@@ -43,12 +44,8 @@ FRR_PREFIX = "203.0.113.0/24"
 
 
 def wait_for(what: str, pred: Callable[[], bool], timeout: float = 20.0) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - t0
+    """Seconds until ``pred()`` held: the kit's ``wait_time`` in this file's argument order."""
+    return wait_time(pred, timeout, 0.05, what=what)
 
 
 class Cluster:
@@ -226,10 +223,7 @@ def test_full_mesh_programs_one_route_per_remote_block(cluster3: Cluster) -> Non
         [sys.executable, "-c", "import time; time.sleep(60)", "calico-node", "run"]
     )
     try:
-        for _ in range(100):  # until the stand-in is visible in /proc
-            if calico_process_running():
-                break
-            time.sleep(0.02)
+        poll(calico_process_running, 2.0, 0.02)  # until the stand-in is visible in /proc
         sock = cluster3.managers["n1"].socket_path
         out = CliRunner().invoke(node_cmd, ["status", "--bird-socket", sock])
     finally:

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from pycalico.datastore.sqlite import SqliteDatastore
 from tests.fixtures.netns import CniCall, Netns, NetnsFactory, invoke_cni
+from tests.kit import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -376,12 +376,9 @@ def test_netns_given_as_proc_path_or_other_bind_mount(env: Env, tmp_path: Path) 
     bind mount (created from inside via nsenter)."""
     pod = env.f.netns("pp")
     pod.popen("sleep", "300")  # keeps a pid in the namespace; killed at cleanup
-    pids: list[str] = []
-    for _ in range(50):
-        pids = pod.exec("ip", "netns", "pids", pod.name).stdout.split()
-        if pids:
-            break
-        time.sleep(0.02)
+    pids = wait_for(
+        lambda: pod.exec("ip", "netns", "pids", pod.name).stdout.split(), 1.0, 0.02, what="pids"
+    )
     proc_path = f"/proc/{pids[0]}/ns/net"
     res = ok(env.call("ADD", env.conf(), "procns", netns=proc_path))
     assert res["ips"][0]["address"] in pod.addresses("eth0")

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from pycalico.datastore.sqlite import SqliteDatastore
 from pycalico.node.install_cni import build_conflist, install
 from tests.fixtures.netns import Netns, NetnsFactory
+from tests.kit import wait_for
 
 pytestmark = [
     pytest.mark.netns,
@@ -145,10 +145,8 @@ def podman(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Podman]:
     server = node.popen(
         str(Path(sys.executable).parent / "calico-node"), "cni-server", "--socket", sock
     )
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert server.poll() is None and time.monotonic() < deadline, "cni-server did not start"
-        time.sleep(0.05)
+    wait_for(lambda: os.path.exists(sock) or server.poll() is not None, 30, what="cni socket")
+    assert os.path.exists(sock), "cni-server did not start"
     pm = Podman(node, tmp_path, env, db, server.pid)
     pm("import", "--change", 'CMD ["/bin/sh"]', str(_busybox_tar(tmp_path)), IMAGE)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from pycalico.datastore.sqlite import SqliteDatastore
 from pycalico.node.install_cni import build_conflist, install
 from tests.fixtures.netns import CniCall, Netns, NetnsFactory, invoke_cni
+from tests.kit import wait_for
 
 pytestmark = [
     pytest.mark.netns,
@@ -86,10 +86,8 @@ def test_shim_uses_server_in_same_netns_and_falls_back_elsewhere(
     pod0 = netns_factory.netns("p0")
     _call(shim, "ADD", conf, "nosrv", pod0, node)
     server = node.popen(str(BIN / "calico-node"), "cni-server", "--socket", sock)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock):
-        assert server.poll() is None and time.monotonic() < deadline, "cni-server did not start"
-        time.sleep(0.05)
+    wait_for(lambda: os.path.exists(sock) or server.poll() is not None, 30, what="cni socket")
+    assert os.path.exists(sock), "cni-server did not start"
     pod1 = netns_factory.netns("p1")
     res = _call(shim, "ADD", conf, "srv1", pod1, node).out
     addr = res["ips"][0]["address"].split("/")[0]

@@ -14,7 +14,6 @@ import select
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from pycalico.datastore.sqlite import SqliteDatastore
 from pycalico.dns import DNS_ADDRESS, resolv_conf
 from tests.fixtures.netns import Netns, NetnsFactory
+from tests.kit import resource, wait_for, wait_time
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -41,12 +41,7 @@ def wep(pod: str, ns: str, node: str, ip: str, ports: Any = None) -> dict[str, A
     spec: dict[str, Any] = {"pod": pod, "node": node, "ipNetworks": [f"{ip}/32"]}
     if ports:
         spec["ports"] = ports
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "WorkloadEndpoint",
-        "metadata": {"name": f"{node}-k8s-{pod}-eth0", "namespace": ns},
-        "spec": spec,
-    }
+    return resource("WorkloadEndpoint", f"{node}-k8s-{pod}-eth0", spec, namespace=ns)
 
 
 @dataclass
@@ -192,25 +187,16 @@ def test_udp_tcp_srv_and_refusal_from_a_pod(cluster: Cluster) -> None:
     assert dnslib_query(cluster.client, "example.com") == (5, 0, 0)  # no upstreams: REFUSED
 
 
-def _wait(pred: Any, deadline: float) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < deadline:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    return None
-
-
 def test_new_pod_resolves_and_deleted_pod_stops(cluster: Cluster) -> None:
     ip = str(ipaddress.ip_address("10.244.2.50"))
     cluster.ds.create(wep("fresh", "prod", "n2", ip))
     # acceptance: within 1 s on the lab; allow slack here for a loaded CI machine
-    took = _wait(lambda: cluster.client.getent("fresh.prod") == ip, 3.0)
-    assert took is not None, "new pod never resolved"
+    took = wait_time(lambda: cluster.client.getent("fresh.prod") == ip, 3.0, 0.02,
+                     what="the new pod to resolve")  # fmt: skip
     print(f"new pod resolvable after {took * 1000:.0f} ms")
     cluster.ds.delete("WorkloadEndpoint", "n2-k8s-fresh-eth0", "prod")
-    took = _wait(lambda: cluster.client.getent("fresh.prod") is None, 3.0)
-    assert took is not None, "deleted pod still resolves"
+    took = wait_time(lambda: cluster.client.getent("fresh.prod") is None, 3.0, 0.02,
+                     what="the deleted pod to stop resolving")  # fmt: skip
     print(f"deleted pod gone after {took * 1000:.0f} ms")
 
 
@@ -220,8 +206,8 @@ def test_large_answer_truncated_then_glibc_retries_over_tcp(cluster: Cluster) ->
     big["spec"]["ipNetworks"] = [f"{ip}/32" for ip in ips]
     cluster.ds.create(big)
     try:
-        assert _wait(
-            lambda: dnslib_query(cluster.client, "big.shop.pod.cluster.local")[1] == 1, 3.0
+        wait_for(
+            lambda: dnslib_query(cluster.client, "big.shop.pod.cluster.local")[1] == 1, 3.0, 0.02
         )
         assert dnslib_query(cluster.client, "big.shop.pod.cluster.local", tcp=True) == (0, 0, 60)
         out = cluster.client.netns.exec("getent", "ahostsv4", "big").stdout

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,15 @@ from tests.conformance.test_policy_conformance import (
     k8s_resources,
 )
 from tests.fixtures.netns import Netns, NetnsFactory, run
+from tests.kit import (
+    felix_configuration,
+    global_network_policy,
+    host_endpoint,
+    namespace,
+    network_policy,
+    poll,
+    workload_endpoint,
+)
 
 pytestmark = [pytest.mark.netns]
 
@@ -333,20 +341,17 @@ def test_conformance_sample_on_kernel(cluster: Cluster, kind: str, index: int) -
 # --- drift repair and restart ---------------------------------------------------------------
 def _ns_wep(name: str, cidr: str) -> dict[str, Any]:
     """WorkloadEndpoint of pod ``ns/<name>`` (label app=<name>) wired by :class:`Cluster`."""
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "WorkloadEndpoint",
-        "metadata": {"name": f"{NODE}-k8s-{name}-eth0", "namespace": "ns", "labels": {"app": name}},
-        "spec": {
-            "orchestrator": "k8s",
-            "node": NODE,
-            "pod": name,
-            "endpoint": "eth0",
-            "interfaceName": iface_for(name),
-            "ipNetworks": [cidr],
-            "profiles": ["kns.ns"],
-        },
-    }
+    return workload_endpoint(
+        name,
+        namespace="ns",
+        node=NODE,
+        ip=cidr,
+        labels={"app": name},
+        interface_name=iface_for(name),
+        profiles=["kns.ns"],
+        ports=None,
+        name=f"{NODE}-k8s-{name}-eth0",
+    )
 
 
 def _simple_state(c: Cluster) -> None:
@@ -354,27 +359,24 @@ def _simple_state(c: Cluster) -> None:
     for name, ip in (("a", "10.96.0.1"), ("b", "10.96.0.2"), ("c", "10.96.0.3")):
         c.add_pod(name, ip)
     c.finish_routes()
-    c.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
+    c.ds.create(namespace("ns"))
     for name, ip in (("a", "10.96.0.1"), ("b", "10.96.0.2"), ("c", "10.96.0.3")):
         c.ds.create(_ns_wep(name, f"{ip}/32"))
     c.ds.create(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "b-from-a", "namespace": "ns"},
-            "spec": {
-                "selector": "app == 'b'",
-                "types": ["Ingress"],
-                "ingress": [
-                    {
-                        "action": "Allow",
-                        "protocol": "TCP",
-                        "source": {"selector": "app == 'a'"},
-                        "destination": {"ports": [80]},
-                    }
-                ],
-            },
-        }
+        network_policy(
+            "b-from-a",
+            namespace="ns",
+            selector="app == 'b'",
+            types=["Ingress"],
+            ingress=[
+                {
+                    "action": "Allow",
+                    "protocol": "TCP",
+                    "source": {"selector": "app == 'a'"},
+                    "destination": {"ports": [80]},
+                }
+            ],
+        )
     )
     c.serve("b", {"tcp/80"})
 
@@ -383,15 +385,6 @@ def _verdicts(c: Cluster) -> tuple[bool, bool]:
     r = c.probe_many({"a": [("b", 80, "tcp")], "c": [("b", 80, "tcp")]}, timeout=0.5)
     a_ok = r["a"][0] or c.probe_many({"a": [("b", 80, "tcp")]}, timeout=3.0)["a"][0]
     return a_ok, r["c"][0]
-
-
-def _wait(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return bool(cond())
 
 
 def test_tamper_is_repaired_and_foreign_table_untouched(cluster: Cluster) -> None:
@@ -413,11 +406,11 @@ def test_tamper_is_repaired_and_foreign_table_untouched(cluster: Cluster) -> Non
 
         cluster.nft("flush", "table", "ip", "calico")
         assert _verdicts(cluster) == (True, True)  # tampered: c now gets through
-        assert _wait(lambda: runner.read_table("ip", "calico") == desired, 5)
+        assert poll(lambda: runner.read_table("ip", "calico") == desired, 5, 0.1)
         assert _verdicts(cluster) == (True, False)
 
         cluster.nft("delete", "chain", "ip", "calico", "cali-failsafe-out")
-        assert _wait(lambda: runner.read_table("ip", "calico") == desired, 5)
+        assert poll(lambda: runner.read_table("ip", "calico") == desired, 5, 0.1)
         assert felix.stats()["table_ip"]["drift_repairs"] >= 2
     finally:
         felix.stop()
@@ -445,7 +438,7 @@ def test_restart_keeps_connections_and_never_opens(cluster: Cluster, tmp_path: P
     _simple_state(cluster)
     log1 = tmp_path / "felix1.log"
     p1 = _agent_proc(cluster, log1)
-    assert _wait(lambda: "in sync" in log1.read_text(), 30), log1.read_text()
+    assert poll(lambda: "in sync" in log1.read_text(), 30, 0.1), log1.read_text()
     assert _verdicts(cluster) == (True, False)
     a_ns, _ = cluster.pods["a"]
     hold = a_ns.popen(
@@ -479,7 +472,7 @@ def test_restart_keeps_connections_and_never_opens(cluster: Cluster, tmp_path: P
     assert "ip calico" in cluster.nft("list", "tables")  # the table outlives the agent
     log2 = tmp_path / "felix2.log"
     p2 = _agent_proc(cluster, log2)
-    assert _wait(lambda: "in sync" in log2.read_text(), 30), log2.read_text()
+    assert poll(lambda: "in sync" in log2.read_text(), 30, 0.1), log2.read_text()
     assert ping_held() == "ok"
     assert prober.stdout is not None
     leaked = int(prober.stdout.readline())
@@ -507,39 +500,27 @@ def test_host_endpoint_failsafe_and_workload_to_host_action(cluster: Cluster) ->
         assert probe("ext", 8080)  # no host endpoint yet: host traffic is not policed
         assert not probe("a", 8080)  # workload -> host: defaultEndpointToHostAction Drop
         cluster.ds.create(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "HostEndpoint",
-                "metadata": {"name": "node1-eth0", "labels": {"role": "host"}},
-                "spec": {"node": NODE, "interfaceName": "eth0", "expectedIPs": ["198.18.0.1"]},
-            }
+            host_endpoint(
+                "node1-eth0",
+                node=NODE,
+                interface_name="eth0",
+                expected_ips=["198.18.0.1"],
+                labels={"role": "host"},
+            )
         )
-        assert _wait(lambda: not probe("ext", 8080), 5)  # HEP without policy: drop ...
+        assert poll(lambda: not probe("ext", 8080), 5, 0.1)  # HEP without policy: drop ...
         assert probe("ext", 22)  # ... except the failsafe ports
         cluster.ds.create(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "GlobalNetworkPolicy",
-                "metadata": {"name": "host-web"},
-                "spec": {
-                    "selector": "role == 'host'",
-                    "types": ["Ingress"],
-                    "ingress": [
-                        {"action": "Allow", "protocol": "TCP", "destination": {"ports": [8080]}}
-                    ],
-                },
-            }
+            global_network_policy(
+                "host-web",
+                selector="role == 'host'",
+                types=["Ingress"],
+                ingress=[{"action": "Allow", "protocol": "TCP", "destination": {"ports": [8080]}}],
+            )
         )
-        assert _wait(lambda: probe("ext", 8080), 5)
-        cluster.ds.create(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "FelixConfiguration",
-                "metadata": {"name": "default"},
-                "spec": {"defaultEndpointToHostAction": "Accept"},
-            }
-        )
-        assert _wait(lambda: probe("a", 8080), 5)
+        assert poll(lambda: probe("ext", 8080), 5, 0.1)
+        cluster.ds.create(felix_configuration(defaultEndpointToHostAction="Accept"))
+        assert poll(lambda: probe("a", 8080), 5, 0.1)
         assert _verdicts(cluster) == (True, False)  # workload policy unchanged
     finally:
         felix.stop()
@@ -574,7 +555,7 @@ def test_ipv6_workloads(cluster: Cluster) -> None:
     ips = {"a": "fd00:96::1", "b": "fd00:96::2", "c": "fd00:96::3"}
     for name, ip in ips.items():
         cluster.add_pod6(name, ip)
-    cluster.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
+    cluster.ds.create(namespace("ns"))
     for name, ip in ips.items():
         cluster.ds.create(_ns_wep(name, f"{ip}/128"))
     cluster.ds.create(

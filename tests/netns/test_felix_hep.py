@@ -18,7 +18,8 @@ from pycalico.felix.calc import CalcGraph
 from pycalico.felix.dataplane import NftTable, SubprocessNftRunner, TableState
 from pycalico.felix.rules import RenderConfig, RuleRenderer
 from tests.fixtures.netns import NetnsFactory
-from tests.netns.test_felix_dataplane import NODE, Cluster, _wait, iface_for
+from tests.kit import namespace, poll, workload_endpoint
+from tests.netns.test_felix_dataplane import NODE, Cluster, iface_for
 from tests.unit.test_rules_hep import CASES, FAILSAFE_NET, gnp, hep
 
 pytestmark = [pytest.mark.netns]
@@ -38,22 +39,19 @@ def _pod(c: Cluster) -> None:
     """Pod ``w`` (allow-all namespace profile, no policy) serving TCP 80 and UDP 80."""
     c.add_pod("w", POD_IP)
     c.finish_routes()
-    c.ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
+    c.ds.create(namespace("ns"))
     c.ds.create(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "WorkloadEndpoint",
-            "metadata": {"name": f"{NODE}-k8s-w-eth0", "namespace": "ns", "labels": {"app": "w"}},
-            "spec": {
-                "orchestrator": "k8s",
-                "node": NODE,
-                "pod": "w",
-                "endpoint": "eth0",
-                "interfaceName": iface_for("w"),
-                "ipNetworks": [f"{POD_IP}/32"],
-                "profiles": ["kns.ns"],
-            },
-        }
+        workload_endpoint(
+            "w",
+            namespace="ns",
+            node=NODE,
+            ip=f"{POD_IP}/32",
+            labels={"app": "w"},
+            interface_name=iface_for("w"),
+            profiles=["kns.ns"],
+            ports=None,
+            name=f"{NODE}-k8s-w-eth0",
+        )
     )
     c.serve("w", {"tcp/80"})
 
@@ -64,7 +62,7 @@ def _probe(c: Cluster, src: str, dst: str, port: int, proto: str = "tcp") -> boo
 
 def _steady(c: Cluster, src: str, dst: str, port: int, want: bool, proto: str = "tcp") -> bool:
     """The verdict reaches ``want`` within 5 s (an allowed probe gets a slow retry)."""
-    ok = _wait(lambda: _probe(c, src, dst, port, proto) == want, 5)
+    ok = poll(lambda: _probe(c, src, dst, port, proto) == want, 5, 0.1)
     if not ok and want:
         ok = c.probe_many({src: [(dst, port, proto)]}, timeout=3.0)[src][0]
     return ok

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.netns import Netns, NetnsFactory
+from tests.kit import poll
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -56,15 +57,16 @@ class Agent:
             return {}
 
     def wait(self, pred: Any, timeout: float = 40.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
         st: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+
+        def done() -> bool:  # the condition holds, or the agent died
+            nonlocal st
             st = self.status()
-            if st and pred(st):
-                return st
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
+            return bool(st and pred(st)) or (self.proc is not None and self.proc.poll() is not None)
+
+        poll(done, timeout, 0.2)
+        if st and pred(st):
+            return st
         log = (self.dir / "calico-node.log").read_text()[-3000:]
         raise AssertionError(f"{self.name}: condition not met; status={st}\nlog:\n{log}")
 
@@ -77,16 +79,15 @@ class Agent:
 
 def wait_gone(pid: int, timeout: float = 5.0) -> bool:
     """True once ``pid`` has exited (a zombie awaiting its reaper counts as gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
+        return state == "Z"
+
+    return bool(poll(gone, timeout, 0.05))
 
 
 def _kill_our_bird(agent: Agent) -> None:
@@ -210,13 +211,13 @@ def test_block_affinity_is_routed_by_bird(cluster: list[Agent]) -> None:
         ds.close()
     ip = str(v4[0].ip)
     node2 = cluster[1].ns
-    deadline = time.monotonic() + 20
     routes: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        routes = [r for r in node2.routes() if r.get("protocol") == "bird"]
-        if any(r.get("gateway") == cluster[0].ip for r in routes):
-            break
-        time.sleep(0.2)
+
+    def via_node1() -> bool:
+        routes[:] = [r for r in node2.routes() if r.get("protocol") == "bird"]
+        return any(r.get("gateway") == cluster[0].ip for r in routes)
+
+    poll(via_node1, 20, 0.2)
     assert any(r.get("gateway") == cluster[0].ip for r in routes), routes
     block = next(r["dst"] for r in routes if r.get("gateway") == cluster[0].ip)
     assert ip.rsplit(".", 1)[0] in block

@@ -17,8 +17,9 @@ import pytest
 
 from pycalico.bgp import BirdManager, compute_bird_config, inputs_from_datastore
 from pycalico.ipam import IPAM
+from tests.kit import ip_pool
 from tests.netns.test_routes_netns import POOL_CIDR as POOL
-from tests.netns.test_routes_netns import Cluster, _res, cluster_factory, wait_for
+from tests.netns.test_routes_netns import Cluster, cluster_factory, wait_for
 
 __all__ = ["cluster_factory"]  # the fixture, re-exported for this module's tests
 
@@ -50,7 +51,7 @@ def test_felix_and_bird_routes_coexist(
     cluster_factory: Callable[..., Cluster], birds: list[BirdManager], tmp_path: Path
 ) -> None:
     c = cluster_factory({"vxlanMode": "Always"}, nodes=2)
-    c.ds.create(_res("IPPool", "plain", {"cidr": PLAIN, "blockSize": 26}))
+    c.ds.create(ip_pool("plain", PLAIN, block_size=26))
     c.start_agents()
     ipam = IPAM(c.ds, lock_path=str(tmp_path / "ipam.lock"))
     plain_block = {}

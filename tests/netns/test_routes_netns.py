@@ -31,6 +31,8 @@ from pycalico.felix.calc.routetypes import ROUTE_PROTO
 from pycalico.ipam import IPAM
 from pycalico.node.tunnels import TunnelAddressComponent
 from tests.fixtures.netns import Netns, NetnsFactory
+from tests.kit import felix_configuration, ip_pool, wait_time, workload_endpoint
+from tests.kit.builders import node as calico_node
 
 pytestmark = [
     pytest.mark.netns,
@@ -74,17 +76,8 @@ print(peer.decode(), len(body))
 
 
 def wait_for(what: str, pred: Callable[[], bool], timeout: float = 20.0) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - t0
-
-
-def _res(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": {"name": name},
-            "spec": spec}  # fmt: skip
+    """Seconds until ``pred()`` held: the kit's ``wait_time`` in this file's argument order."""
+    return wait_time(pred, timeout, 0.05, what=what)
 
 
 class Cluster:
@@ -95,10 +88,9 @@ class Cluster:
         self.tmp = tmp
         self.db = str(tmp / "calico.db")
         self.ds = SqliteDatastore(self.db)
-        self.ds.create(_res("IPPool", "pool1", {"cidr": POOL_CIDR, "blockSize": 26, **pool}))
+        self.ds.create(ip_pool("pool1", POOL_CIDR, block_size=26, **pool))
         # Pods reach their node (the readiness ping below); policy itself is not under test.
-        self.ds.create(_res("FelixConfiguration", "default",
-                            {"defaultEndpointToHostAction": "Accept"}))  # fmt: skip
+        self.ds.create(felix_configuration(defaultEndpointToHostAction="Accept"))
         self.tunnels: dict[str, TunnelAddressComponent] = {}
         self.nodes: dict[str, Netns] = {}
         self.node_ip: dict[str, str] = {}
@@ -113,7 +105,7 @@ class Cluster:
     def add_node(self, name: str, ns: Netns, ip: str, plen: int) -> None:
         self.nodes[name] = ns
         self.node_ip[name] = ip
-        self.ds.create(_res("Node", name, {"bgp": {"ipv4Address": f"{ip}/{plen}"}}))
+        self.ds.create(calico_node(name, f"{ip}/{plen}"))
 
     def start_agents(self, names: list[str] | None = None) -> None:
         env = {**os.environ, "DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": self.db,
@@ -177,11 +169,9 @@ class Cluster:
         mac = pod.links()["eth0"]["address"]
         node_ns.ip("neigh", "replace", ip, "lladdr", mac, "dev", host_if, "nud", "permanent")
         self.pods[name] = (pod, ip, node)
-        wep = _res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0",
-                   {"node": node, "orchestrator": "k8s", "pod": name, "endpoint": "eth0",
-                    "interfaceName": host_if, "ipNetworks": [f"{ip}/32"],
-                    "profiles": ["projectcalico-default-allow"]})  # fmt: skip
-        wep["metadata"]["namespace"] = "default"
+        wep = workload_endpoint(name, namespace="default", node=node, ip=f"{ip}/32",
+                                interface_name=host_if, profiles=["projectcalico-default-allow"],
+                                ports=None, name=f"{node}-k8s-{name}-eth0")  # fmt: skip
         self.ds.create(wep)
         # The very first packet of a fresh veth can fail with ENOBUFS while ARP for the
         # gateway resolves; make sure the pod reaches its node before using it.

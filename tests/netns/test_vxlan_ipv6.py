@@ -15,11 +15,11 @@ import pytest
 from pycalico.felix.calc.routetypes import ROUTE_PROTO
 from pycalico.ipam import IPAM
 from tests.fixtures.netns import Netns
+from tests.kit import ip_pool, workload_endpoint
 from tests.netns.test_routes_netns import (
     CLIENT,
     ECHO_PORT,
     Cluster,
-    _res,
     capture,
     cluster_factory,
     wait_for,
@@ -71,11 +71,9 @@ def _pod6(c: Cluster, name: str, node: str) -> str:
     mac = pod.links()["eth0"]["address"]
     node_ns.batch([f"route replace {ip}/128 dev {host_if}",
                    f"neigh replace {ip} lladdr {mac} dev {host_if} nud permanent"])  # fmt: skip
-    wep = _res("WorkloadEndpoint", f"{node}-k8s-{name}-eth0",
-               {"node": node, "orchestrator": "k8s", "pod": name, "endpoint": "eth0",
-                "interfaceName": host_if, "ipNetworks": [f"{ip}/128"],
-                "profiles": ["projectcalico-default-allow"]})  # fmt: skip
-    wep["metadata"]["namespace"] = "default"
+    wep = workload_endpoint(name, namespace="default", node=node, ip=f"{ip}/128",
+                            interface_name=host_if, profiles=["projectcalico-default-allow"],
+                            ports=None, name=f"{node}-k8s-{name}-eth0")  # fmt: skip
     c.ds.create(wep)
     wait_for(  # Felix polices the pod's interface (an unknown cali* interface is dropped)
         f"{name}'s endpoint chain",
@@ -87,7 +85,7 @@ def _pod6(c: Cluster, name: str, node: str) -> str:
 
 def test_ipv6_vxlan_cross_node_tcp(cluster_factory: Callable[..., Cluster]) -> None:
     c = cluster_factory({"vxlanMode": "Always"}, nodes=2)
-    c.ds.create(_res("IPPool", "pool6", {"cidr": POOL6, "blockSize": 122, "vxlanMode": "Always"}))
+    c.ds.create(ip_pool("pool6", POOL6, block_size=122, vxlan_mode="Always"))
     ip6 = {}
     for i, (name, ns) in enumerate(c.nodes.items(), start=1):
         _no_dad(ns)

@@ -12,9 +12,11 @@ import pytest
 
 from pycalico.felix.calc.routes import HostFacts, compute
 from pycalico.felix.calc.routetypes import Route, Vtep
-from pycalico.model import ModelError
+from pycalico.model import Endpoint, ModelError, convert
 from pycalico.model.felixconfig import FelixConfig, resolve, specs_by_name
 from pycalico.model.network import Block, IPPool, LocalEndpoint, Node
+from tests.kit.builders import ip_pool, ipam_block
+from tests.kit.builders import node as calico_node
 
 N = ipaddress.IPv4Network
 A = ipaddress.IPv4Address
@@ -22,35 +24,17 @@ FACTS = HostFacts(underlay_iface="eth0", host_mtu=1500)
 
 
 def pool(cidr: str = "10.244.0.0/16", **spec: Any) -> dict[str, Any]:
-    return {"kind": "IPPool", "metadata": {"name": "p-" + cidr}, "spec": {"cidr": cidr, **spec}}
+    return ip_pool("p-" + cidr, cidr, **spec)
 
 
 def node(name: str, ip: str, vx: str | None = None, mac: str | None = None,
          ipip: str | None = None) -> dict[str, Any]:  # fmt: skip
-    spec: dict[str, Any] = {"bgp": {"ipv4Address": ip}}
-    if vx:
-        spec["ipv4VXLANTunnelAddr"] = vx
-    if mac:
-        spec["vxlanTunnelMACAddr"] = mac
-    if ipip:
-        spec["bgp"]["ipv4IPIPTunnelAddr"] = ipip
-    return {"kind": "Node", "metadata": {"name": name}, "spec": spec}
+    return calico_node(name, ip, vxlan_tunnel_addr=vx, vxlan_mac=mac, ipip_tunnel_addr=ipip)
 
 
 def block(cidr: str, host: str | None, held: dict[str, str] | None = None) -> dict[str, Any]:
     """``held``: address -> holder node (each gets an attribute record)."""
-    net = ipaddress.ip_network(cidr)
-    allocs: list[int | None] = [None] * net.num_addresses
-    attrs = []
-    for ip, holder in (held or {}).items():
-        allocs[int(ipaddress.ip_address(ip)) - int(net.network_address)] = len(attrs)
-        attrs.append({"handle_id": f"h-{ip}", "secondary": {"node": holder}})
-    return {
-        "kind": "IPAMBlock",
-        "metadata": {"name": cidr.replace(".", "-").replace("/", "-")},
-        "spec": {"cidr": cidr, "affinity": f"host:{host}" if host else None,
-                 "allocations": allocs, "attributes": attrs},
-    }  # fmt: skip
+    return ipam_block(cidr, host, held=held)
 
 
 NODES = [
@@ -260,8 +244,10 @@ def test_local_workload_routes_from_endpoints() -> None:
         "spec": {"node": "n1", "interfaceName": "cali0123456789a",
                  "ipNetworks": ["10.244.2.9/32", "fd00::1/128"]},
     }  # fmt: skip
-    node_name, ep = LocalEndpoint.from_resource(wep)
-    assert node_name == "n1" and ep.ips == (A("10.244.2.9"), ipaddress.IPv6Address("fd00::1"))
+    converted = convert(wep).obj
+    assert isinstance(converted, Endpoint) and converted.node == "n1"
+    ep = LocalEndpoint.of(converted)
+    assert ep.ips == (A("10.244.2.9"), ipaddress.IPv6Address("fd00::1"))
     blocks = [*BLOCKS[:2], block("10.244.2.0/26", "n2", {"10.244.2.9": "n1"})]
     ps = [IPPool.from_resource(pool(vxlanMode="Always"))]
     ns = {n["metadata"]["name"]: Node.from_resource(n) for n in NODES}
@@ -271,7 +257,8 @@ def test_local_workload_routes_from_endpoints() -> None:
     assert (r.dev, r.scope_link, r.gateway) == ("cali0123456789a", True, None)
     assert r.ip_spec() == "10.244.2.9/32 dev cali0123456789a scope link"
     with pytest.raises(ModelError, match=r"ipNetworks\[0\]"):
-        LocalEndpoint.from_resource({"kind": "WorkloadEndpoint", "spec": {"ipNetworks": ["x"]}})
+        convert({"kind": "WorkloadEndpoint", "metadata": {"name": "w", "namespace": "d"},
+                 "spec": {"ipNetworks": ["x"]}})  # fmt: skip
 
 
 def node6(name: str, ip: str, ip6: str, vx6: str | None, mac6: str | None) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -24,28 +23,17 @@ from pycalico.ipam import IPAM
 from pycalico.node.tunnels import ensure_tunnel_addresses
 from pycalico.system.clock import Clock, FakeClock, RealClock
 from pycalico.system.fakekernel import FakeKernel
+from tests.kit import ip_pool, namespace, network_policy, node, wait_for, workload_endpoint
 from tests.unit.test_dataplane_routing import dataplane, host
-
-
-def _res(kind: str, name: str, spec: dict[str, Any], ns: str = "") -> dict[str, Any]:
-    md: dict[str, Any] = {"name": name, **({"namespace": ns} if ns else {})}
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": md, "spec": spec}
 
 
 @pytest.fixture
 def ds() -> MemoryDatastore:
     d = MemoryDatastore()
-    d.create(_res("IPPool", "p", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"}))
+    d.create(ip_pool("p", "10.244.0.0/16", vxlan_mode="Always"))
     for i in (1, 2):
-        d.create(_res("Node", f"n{i}", {"bgp": {"ipv4Address": f"198.18.0.{i}/24"}}))
+        d.create(node(f"n{i}", f"198.18.0.{i}/24"))
     return d
-
-
-def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        assert time.monotonic() - t0 < timeout, "timed out"
-        time.sleep(0.01)
 
 
 def test_watches_the_union_of_kinds_with_one_syncer() -> None:
@@ -81,12 +69,12 @@ def test_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
         assert len(k.fdb) == 1 and "vxlan.calico" in k.links
         # A new remote block arrives through the watch: incremental apply.
         IPAM(ds).claim_affinity(ipaddress.ip_network("10.244.200.0/26"), "n2")
-        _wait(lambda: "10.244.200.0/26" in routes())
+        wait_for(lambda: "10.244.200.0/26" in routes(), 5.0, 0.01)
         assert loop.full_applies == 1
         # Drift is only repaired by a full apply (here requested; normally periodic).
         del k.routes[ipaddress.ip_network("10.244.200.0/26")]
         felix.resync()
-        _wait(lambda: "10.244.200.0/26" in routes())
+        wait_for(lambda: "10.244.200.0/26" in routes(), 5.0, 0.01)
         assert loop.full_applies == 2
         # ... and periodically, every routeRefreshInterval of (virtual) time.
         del k.routes[ipaddress.ip_network("10.244.200.0/26")]
@@ -97,9 +85,9 @@ def test_lifecycle_sync_incremental_and_resync(ds: MemoryDatastore) -> None:
         assert felix.barrier()
         assert "10.244.200.0/26" in routes() and loop.full_applies == 3
         # A malformed resource is ignored, the rest keeps routing.
-        ds.create(_res("IPPool", "bad", {"cidr": "10.250.0.0/16", "vxlanMode": "Bogus"}))
+        ds.create(ip_pool("bad", "10.250.0.0/16", vxlan_mode="Bogus"))
         ds.delete("Node", "n2")
-        _wait(lambda: "vxlan.calico" not in routes().values())
+        wait_for(lambda: "vxlan.calico" not in routes().values(), 5.0, 0.01)
         assert k.fdb == {}
         st = felix.stats()["routes"]
         assert st["in_sync"] and st["vteps"] == 0 and st["applies"] >= 3 and felix.alive()
@@ -160,19 +148,18 @@ class FakeRoutes:
 
 
 def _wep(name: str, ip: str, labels: dict[str, str]) -> dict[str, Any]:
-    from tests.unit.test_rules_renderer import wep
+    from tests.unit.test_rules_renderer import HTTP_PORT
 
-    r = wep(name, ip, labels)
-    r["spec"]["node"] = "n1"
-    r["metadata"]["name"] = f"n1-k8s-{name}-eth0"
-    return r
+    return workload_endpoint(
+        name, namespace="ns1", node="n1", ip=ip, labels=labels, ports=[HTTP_PORT]
+    )
 
 
 def _policy(port: int) -> dict[str, Any]:
-    return _res("NetworkPolicy", "allow", {
-        "selector": "app == 'b'", "types": ["Ingress"],
-        "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [port]}}],
-    }, ns="ns1")  # fmt: skip
+    return network_policy(
+        "allow", namespace="ns1", selector="app == 'b'", types=["Ingress"],
+        ingress=[{"action": "Allow", "protocol": "TCP", "destination": {"ports": [port]}}],
+    )  # fmt: skip
 
 
 def test_policy_update_and_new_block_reach_their_drivers_through_one_loop(
@@ -180,7 +167,7 @@ def test_policy_update_and_new_block_reach_their_drivers_through_one_loop(
 ) -> None:
     for n in ("n1", "n2"):
         ensure_tunnel_addresses(ds, n)
-    ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
+    ds.create(namespace("ns1"))
     ds.create(_wep("b", "10.244.1.2", {"app": "b"}))
     ds.create(_policy(80))
     nft, r4, r6 = ThreadNft(), FakeRoutes(), FakeRoutes()
@@ -198,8 +185,10 @@ def test_policy_update_and_new_block_reach_their_drivers_through_one_loop(
         ds.update(pol)
         IPAM(ds).claim_affinity(ipaddress.ip_network("10.244.200.0/26"), "n2")
         block = ipaddress.ip_network("10.244.200.0/26")
-        _wait(lambda: block in r4.last().routes)
-        _wait(lambda: any("8080" in repr(ops) for _f, _t, ops in nft.transactions[n_nft:]))
+        wait_for(lambda: block in r4.last().routes, 5.0, 0.01)
+        wait_for(
+            lambda: any("8080" in repr(ops) for _f, _t, ops in nft.transactions[n_nft:]), 5.0, 0.01
+        )
         assert len(r4.applied) > n_routes and r4.applied[-1][1] is False  # incremental
         # Both drivers were driven by the one owner thread, and only by it.
         assert set(nft.threads) == set(r4.threads) == {"felix-n1"}
@@ -215,7 +204,7 @@ def test_route_failure_backs_off_without_blocking_nft(ds: MemoryDatastore) -> No
     from pycalico.felix.routeloop import MAX_BACKOFF_S, MIN_BACKOFF_S
 
     ensure_tunnel_addresses(ds, "n1")
-    ds.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
+    ds.create(namespace("ns1"))
     ds.create(_wep("b", "10.244.1.2", {"app": "b"}))
     clock = FakeClock()
     nft, r4 = ThreadNft(), FakeRoutes(clock=clock)
@@ -226,7 +215,7 @@ def test_route_failure_backs_off_without_blocking_nft(ds: MemoryDatastore) -> No
     felix.start()
     try:
         # nft is programmed while the route apply fails; virtual time stands still: no retry.
-        _wait(lambda: bool(nft.transactions) and len(r4.applied) >= 1)
+        wait_for(lambda: bool(nft.transactions) and len(r4.applied) >= 1, 5.0, 0.01)
         assert felix.barrier()
         assert len(r4.applied) == 1 and len(nft.transactions) >= 1
         assert not felix.wait_in_sync(0)

@@ -22,21 +22,12 @@ from pycalico.ipam import (
 )
 from pycalico.ipam.gc import check
 from pycalico.ipam.store import KIND_AFFINITY, KIND_BLOCK, KIND_HANDLE
-
-
-def put(ds: MemoryDatastore, kind: str, name: str, spec: dict[str, Any], **meta: Any) -> None:
-    ds.create(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": kind,
-            "metadata": {"name": name, **meta},
-            "spec": spec,
-        }
-    )
+from tests.kit.builders import ip_pool, node, resource
+from tests.kit.fakes import seed
 
 
 def pool(ds: MemoryDatastore, name: str, cidr: str, **spec: Any) -> None:
-    put(ds, "IPPool", name, {"cidr": cidr, **spec})
+    ds.create(ip_pool(name, cidr, **spec))
 
 
 @pytest.fixture
@@ -147,7 +138,7 @@ def test_invalid_config_rejected(ipam: IPAM) -> None:
 def test_string_flags_in_stored_resources(ds: MemoryDatastore, ipam: IPAM) -> None:
     """Calico's storage shapes carry some flags as strings ("true"/"false")."""
     pool(ds, "p", "10.0.0.0/24")
-    put(ds, "IPAMConfiguration", "default", {"strictAffinity": "true"})
+    ds.create(resource("IPAMConfiguration", "default", {"strictAffinity": "true"}))
     assert ipam.get_config().strict_affinity is True
     v4, _ = ipam.auto_assign(1, 0, "h", None, "n1")
     (aff,) = ds.list(KIND_AFFINITY).items
@@ -178,8 +169,7 @@ def test_disabled_pools_uses_and_node_selector(ds: MemoryDatastore, ipam: IPAM) 
     pool(ds, "rack1", "10.3.0.0/24", nodeSelector="rack == 'r1'")
     pool(ds, "manual", "10.5.0.0/24", assignmentMode="Manual")
     pool(ds, "any", "10.4.0.0/24")
-    put(ds, "Node", "n1", {}, labels={"rack": "r1"})
-    put(ds, "Node", "n2", {}, labels={"rack": "r2"})
+    seed(ds, [node("n1", labels={"rack": "r1"}), node("n2", labels={"rack": "r2"})])
     seen1 = set()
     for i in range(3):
         v4, _ = ipam.auto_assign(1, 0, f"a{i}", None, "n1")
@@ -200,7 +190,7 @@ def test_disabled_pools_uses_and_node_selector(ds: MemoryDatastore, ipam: IPAM) 
 
 def test_reservations_are_skipped(ds: MemoryDatastore, ipam: IPAM) -> None:
     pool(ds, "p", "10.0.0.0/28", blockSize=28)
-    put(ds, "IPReservation", "r", {"reservedCIDRs": ["10.0.0.0/30", "10.0.0.15/32"]})
+    ds.create(resource("IPReservation", "r", {"reservedCIDRs": ["10.0.0.0/30", "10.0.0.15/32"]}))
     got, _ = ipam.auto_assign(11, 0, "h", None, "n1")
     ips = {int(str(i.ip).rsplit(".", 1)[1]) for i in got}
     assert ips == set(range(4, 15))
@@ -212,7 +202,7 @@ def test_reservations_are_skipped(ds: MemoryDatastore, ipam: IPAM) -> None:
 
 def test_fully_reserved_block_is_not_claimed(ds: MemoryDatastore, ipam: IPAM) -> None:
     pool(ds, "p", "10.0.0.0/27", blockSize=28)
-    put(ds, "IPReservation", "r", {"reservedCIDRs": ["10.0.0.0/28"]})
+    ds.create(resource("IPReservation", "r", {"reservedCIDRs": ["10.0.0.0/28"]}))
     got, _ = ipam.auto_assign(3, 0, "h", None, "n1")
     assert all(i.ip in ipaddress.ip_network("10.0.0.16/28") for i in got)
     assert list(blocks(ds)) == ["10-0-0-16-28"]

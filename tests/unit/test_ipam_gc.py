@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 import pytest
 
@@ -16,27 +15,13 @@ from pycalico.ipam.gc import (
     check,
     release_from_report,
 )
-
-
-def put(ds: MemoryDatastore, kind: str, name: str, spec: dict[str, Any], **meta: Any) -> None:
-    ds.create(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": kind,
-            "metadata": {"name": name, **meta},
-            "spec": spec,
-        }
-    )
+from tests.kit.builders import ip_pool, node, resource
+from tests.kit.fakes import seed
 
 
 def wep(ds: MemoryDatastore, name: str, container: str, *ips: str) -> None:
-    put(
-        ds,
-        "WorkloadEndpoint",
-        name,
-        {"containerID": container, "ipNetworks": [f"{i}/32" for i in ips], "node": "n1"},
-        namespace="default",
-    )
+    spec = {"containerID": container, "ipNetworks": [f"{i}/32" for i in ips], "node": "n1"}
+    ds.create(resource("WorkloadEndpoint", name, spec, namespace="default"))
 
 
 class Clock:
@@ -50,8 +35,7 @@ class Clock:
 @pytest.fixture
 def ds() -> MemoryDatastore:
     d = MemoryDatastore()
-    put(d, "IPPool", "p", {"cidr": "10.0.0.0/24", "ipipMode": "Always"})
-    put(d, "Node", "n1", {})
+    seed(d, [ip_pool("p", "10.0.0.0/24", ipip_mode="Always"), node("n1")])
     return d
 
 
@@ -102,7 +86,7 @@ def test_in_use_not_allocated_duplicates_outside_pools(ds: MemoryDatastore) -> N
     wep(ds, "w2", "c2", ip)  # duplicate
     wep(ds, "w3", "c3", "10.0.0.250")  # in a pool, never allocated
     wep(ds, "w4", "c4", "192.168.0.1")  # outside every pool
-    put(ds, "Node", "n2", {"bgp": {"ipv4IPIPTunnelAddr": "10.0.0.251"}})
+    ds.create(node("n2", ipip_tunnel_addr="10.0.0.251"))
     rep = check(ds)
     assert [d["ip"] for d in rep.duplicates] == [ip]
     assert {d["ip"] for d in rep.in_use_not_allocated} == {"10.0.0.250", "10.0.0.251"}
@@ -200,7 +184,7 @@ def test_collector_releases_empty_blocks_after_two_runs_keeping_one(
     ds: MemoryDatastore,
 ) -> None:
     ipam = IPAM(ds)
-    put(ds, "IPPool", "small", {"cidr": "10.1.0.0/24", "blockSize": 29})
+    ds.create(ip_pool("small", "10.1.0.0/24", block_size=29))
     ds.delete("IPPool", "p")
     got, _ = ipam.auto_assign(20, 0, "k8s-pod-network.x", {"node": "n1"}, "n1")
     assert len({str(i.network) for i in got}) == 3

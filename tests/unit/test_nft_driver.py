@@ -3,7 +3,6 @@ Felix agent loop over a memory datastore (its refresh schedule on a FakeClock)."
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from pycalico.felix.dataplane import (
 )
 from pycalico.felix.rules import NftSet, TableSpec, make_chain
 from pycalico.system.clock import FakeClock
+from tests.kit import felix_configuration, wait_for
 from tests.unit.test_rules_renderer import render, state, wep
 
 
@@ -175,15 +175,6 @@ def test_parse_table_normalises_elements() -> None:
 
 
 # --- the agent loop over a memory datastore and the fake kernel ----------------------------
-def _wait(cond: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
-
-
 def test_agent_programs_after_sync_and_follows_updates() -> None:
     ds = MemoryDatastore()
     for r in state():
@@ -199,21 +190,23 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
         assert "cali-tw-calib" in first[2][0].spec.chains  # the whole state in one go
         n = len(fake.transactions)
         ds.create(wep("c", "10.0.0.3", {"app": "a"}))
-        assert _wait(
-            lambda: "cali-tw-calic" in (fake.read_table("ip", "calico") or TableState()).chains
+        wait_for(
+            lambda: "cali-tw-calic" in (fake.read_table("ip", "calico") or TableState()).chains,
+            5.0,
+            0.02,
         )
         assert len(fake.transactions) > n
         assert not any(
             isinstance(o, ReplaceTable) for _f, _t, ops in fake.transactions[n:] for o in ops
         )
         # FelixConfiguration changes the wl-to-host action.
-        ds.create({"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
-                   "metadata": {"name": "default"},
-                   "spec": {"defaultEndpointToHostAction": "Accept"}})  # fmt: skip
-        assert _wait(lambda: felix.config.default_endpoint_to_host_action == "Accept")
+        ds.create(felix_configuration(defaultEndpointToHostAction="Accept"))
+        wait_for(lambda: felix.config.default_endpoint_to_host_action == "Accept", 5.0, 0.02)
         chain = felix.renderer.tables()["ip"].chains["cali-wl-to-host"]
-        assert _wait(
-            lambda: fake.read_table("ip", "calico").chains["cali-wl-to-host"] == chain.hashes
+        wait_for(
+            lambda: fake.read_table("ip", "calico").chains["cali-wl-to-host"] == chain.hashes,
+            5.0,
+            0.02,
         )  # type: ignore[union-attr]
         # Drift is repaired by the periodic resync: not before nftablesRefreshInterval elapsed.
         fake.flush_table("ip", "calico")
@@ -225,11 +218,13 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
         clock.advance(0.2)
         assert felix.barrier()
         assert felix.stats()["table_ip"]["drift_repairs"] == 1
-        assert _wait(
+        wait_for(
             lambda: (
                 fake.read_table("ip", "calico")
                 == TableState.from_spec(felix.renderer.tables()["ip"])
-            )
+            ),
+            5.0,
+            0.02,
         )
         assert felix.stats()["resyncs"] >= 1
         assert felix.stats()["active_local_endpoints"] == 3

@@ -19,6 +19,8 @@ from pycalico.node.ipamgc import (
     parse_seconds,
 )
 from pycalico.node.leader import Action, LeaderLease, decide, lease_object
+from tests.kit.builders import ip_pool, node, resource
+from tests.kit.fakes import seed
 
 
 class Clock:
@@ -32,23 +34,10 @@ class Clock:
         self.t += dt
 
 
-def put(ds: Datastore, kind: str, name: str, spec: dict[str, Any], **meta: Any) -> None:
-    ds.create(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": kind,
-            "metadata": {"name": name, **meta},
-            "spec": spec,
-        }
-    )
-
-
 @pytest.fixture
 def ds() -> MemoryDatastore:
     d = MemoryDatastore()
-    put(d, "IPPool", "p", {"cidr": "10.0.0.0/24"})
-    put(d, "Node", "n1", {})
-    put(d, "Node", "n2", {})
+    seed(d, [ip_pool("p", "10.0.0.0/24"), node("n1"), node("n2")])
     return d
 
 
@@ -60,13 +49,8 @@ def alloc(ds: Datastore, container: str, node: str = "n1") -> str:
 
 
 def wep(ds: Datastore, name: str, container: str, ip: str) -> None:
-    put(
-        ds,
-        "WorkloadEndpoint",
-        name,
-        {"containerID": container, "ipNetworks": [f"{ip}/32"], "node": "n1"},
-        namespace="default",
-    )
+    spec = {"containerID": container, "ipNetworks": [f"{ip}/32"], "node": "n1"}
+    ds.create(resource("WorkloadEndpoint", name, spec, namespace="default"))
 
 
 def _all_ips(ds: Datastore) -> list[str]:
@@ -186,7 +170,7 @@ def test_parse_seconds() -> None:
 def test_grace_period_sources(ds: MemoryDatastore) -> None:
     assert grace_period(ds, {}) == 900.0
     assert grace_period(ds, {"CALICO_IPAM_GC_GRACE_PERIOD": "2m"}) == 120.0
-    put(ds, "KubeControllersConfiguration", "default", {"controllers": {"node": {}}})
+    ds.create(resource("KubeControllersConfiguration", "default", {"controllers": {"node": {}}}))
     assert grace_period(ds, {"CALICO_IPAM_GC_GRACE_PERIOD": "2m"}) == 120.0
     kcc = ds.get("KubeControllersConfiguration", "default")
     kcc["spec"] = {"controllers": {"node": {"leakGracePeriod": "5m"}}}
@@ -271,12 +255,8 @@ def test_only_leader_collects_and_other_takes_over(ds: MemoryDatastore) -> None:
 def test_grace_zero_disables(ds: MemoryDatastore) -> None:
     clk = Clock()
     leaked = alloc(ds, "dead")
-    put(
-        ds,
-        "KubeControllersConfiguration",
-        "default",
-        {"controllers": {"node": {"leakGracePeriod": "0s"}}},
-    )
+    spec = {"controllers": {"node": {"leakGracePeriod": "0s"}}}
+    ds.create(resource("KubeControllersConfiguration", "default", spec))
     gc = component(ds, "n1", clk, CALICO_IPAM_GC_INTERVAL="10")
     run_for([gc], clk, 3600)
     assert gc.lease.is_leader() and gc.runs == 0

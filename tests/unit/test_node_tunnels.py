@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,29 +19,18 @@ from pycalico.node.tunnels import (
     ensure_tunnel_addresses,
     vxlan_mac,
 )
+from tests.kit import ip_pool, node, wait_for
 
 N = ipaddress.IPv4Network
-
-
-def _res(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": {"name": name},
-            "spec": spec}  # fmt: skip
 
 
 @pytest.fixture
 def ds() -> MemoryDatastore:
     d = MemoryDatastore()
-    d.create(_res("IPPool", "p", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"}))
+    d.create(ip_pool("p", "10.244.0.0/16", vxlan_mode="Always"))
     for i in (1, 2):
-        d.create(_res("Node", f"n{i}", {"bgp": {"ipv4Address": f"198.18.0.{i}/24"}}))
+        d.create(node(f"n{i}", f"198.18.0.{i}/24"))
     return d
-
-
-def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    t0 = time.monotonic()
-    while not pred():
-        assert time.monotonic() - t0 < timeout, "timed out"
-        time.sleep(0.01)
 
 
 def test_ensure_tunnel_addresses_is_idempotent(ds: MemoryDatastore) -> None:
@@ -70,14 +58,14 @@ def test_ensure_tunnel_addresses_is_idempotent(ds: MemoryDatastore) -> None:
     assert IPAM(ds).get_ips_by_handle("vxlan-tunnel-addr-n1") == []
     # The IPIP pool is replaced by another: the address moves into the new pool.
     ds.delete("IPPool", "p")
-    ds.create(_res("IPPool", "q", {"cidr": "10.250.0.0/16", "ipipMode": "Always"}))
+    ds.create(ip_pool("q", "10.250.0.0/16", ipip_mode="Always"))
     ensure_tunnel_addresses(ds, "n1")
     new = ds.get("Node", "n1")["spec"]["bgp"]["ipv4IPIPTunnelAddr"]
     assert ipaddress.ip_address(new) in N("10.250.0.0/16")
 
 
 def test_ipv6_vtep_needs_the_nodes_ipv6_address(ds: MemoryDatastore) -> None:
-    ds.create(_res("IPPool", "p6", {"cidr": "fd00:244::/48", "vxlanMode": "Always"}))
+    ds.create(ip_pool("p6", "fd00:244::/48", vxlan_mode="Always"))
     ensure_tunnel_addresses(ds, "n1")
     assert "ipv6VXLANTunnelAddr" not in ds.get("Node", "n1")["spec"]
     node = ds.get("Node", "n1")
@@ -112,7 +100,7 @@ def test_component_follows_pools_and_its_node(ds: MemoryDatastore) -> None:
     comp = TunnelAddressComponent(ds, "n1", poll_interval=0.05)
     comp.start()
     try:
-        _wait(comp.in_sync)
+        wait_for(comp.in_sync, 5.0, 0.01)
         assert comp.alive()
         spec = ds.get("Node", "n1")["spec"]
         assert (
@@ -126,13 +114,17 @@ def test_component_follows_pools_and_its_node(ds: MemoryDatastore) -> None:
         pool = ds.get("IPPool", "p")
         pool["spec"]["vxlanMode"], pool["spec"]["ipipMode"] = "Never", "Always"
         ds.update(pool)
-        _wait(lambda: "ipv4IPIPTunnelAddr" in ds.get("Node", "n1")["spec"].get("bgp", {}))
+        wait_for(
+            lambda: "ipv4IPIPTunnelAddr" in ds.get("Node", "n1")["spec"].get("bgp", {}), 5.0, 0.01
+        )
         assert "ipv4VXLANTunnelAddr" not in ds.get("Node", "n1")["spec"]
         # Someone removes our address from the Node: it is put back.
         node = ds.get("Node", "n1")
         del node["spec"]["bgp"]["ipv4IPIPTunnelAddr"]
         ds.update(node)
-        _wait(lambda: "ipv4IPIPTunnelAddr" in ds.get("Node", "n1")["spec"].get("bgp", {}))
+        wait_for(
+            lambda: "ipv4IPIPTunnelAddr" in ds.get("Node", "n1")["spec"].get("bgp", {}), 5.0, 0.01
+        )
     finally:
         comp.stop()
     assert not comp.alive()
@@ -142,9 +134,9 @@ def test_tunnel_types_follow_the_model_pools() -> None:
     """Which tunnels the pools need is the model IPPool's encap/disabled: disabled and
     malformed pools need none, IPIP on an IPv6 pool is no IPIP."""
     pools = [
-        _res("IPPool", "off", {"cidr": "10.1.0.0/16", "vxlanMode": "Always", "disabled": True}),
-        _res("IPPool", "bad", {"cidr": "10.2.0.0/16", "ipipMode": "Sometimes"}),
-        _res("IPPool", "v6", {"cidr": "fd00::/48", "ipipMode": "Always"}),
-        _res("IPPool", "x", {"cidr": "10.3.0.0/16", "ipipMode": "CrossSubnet"}),
+        ip_pool("off", "10.1.0.0/16", vxlan_mode="Always", disabled=True),
+        ip_pool("bad", "10.2.0.0/16", ipip_mode="Sometimes"),
+        ip_pool("v6", "fd00::/48", ipip_mode="Always"),
+        ip_pool("x", "10.3.0.0/16", ipip_mode="CrossSubnet"),
     ]
     assert _mode_pools(pools) == {"vxlan": [], "vxlan-v6": [], "ipip": [N("10.3.0.0/16")]}

@@ -16,6 +16,7 @@ from pycalico.felix.calc.routes import HostFacts, compute
 from pycalico.model.felixconfig import resolve, specs_by_name
 from pycalico.model.network import Block, IPPool, Node
 from pycalico.model.routing import BGP_DEFAULT_PCR, FELIX_DEFAULT_PCR, cluster_route_owner
+from tests.kit import node, resource
 
 POOL_CIDR = "10.244.0.0/16"
 REMOTE_BLOCK = "10.244.2.0/26"
@@ -30,29 +31,25 @@ POOLS = (  # (ipipMode, vxlanMode)
 
 
 def _node(name: str, i: int) -> dict[str, Any]:
-    return {
-        "kind": "Node",
-        "metadata": {"name": name},
-        "spec": {
-            "bgp": {"ipv4Address": f"198.18.1.{i}/24", "ipv4IPIPTunnelAddr": f"10.244.{i}.1"},
-            "ipv4VXLANTunnelAddr": f"10.244.{i}.0",
-            "vxlanTunnelMACAddr": f"66:00:00:00:00:0{i}",
-        },
-    }
+    return node(
+        name,
+        f"198.18.1.{i}/24",
+        ipip_tunnel_addr=f"10.244.{i}.1",
+        vxlan_tunnel_addr=f"10.244.{i}.0",
+        vxlan_mac=f"66:00:00:00:00:0{i}",
+    )
 
 
 NODES = [_node("n1", 1), _node("n2", 2)]
 BLOCKS = [
-    {"kind": "IPAMBlock", "metadata": {"name": "b1"},
-     "spec": {"cidr": "10.244.1.0/26", "affinity": "host:n1"}},
-    {"kind": "IPAMBlock", "metadata": {"name": "b2"},
-     "spec": {"cidr": REMOTE_BLOCK, "affinity": "host:n2"}},
-]  # fmt: skip
+    resource("IPAMBlock", "b1", {"cidr": "10.244.1.0/26", "affinity": "host:n1"}),
+    resource("IPAMBlock", "b2", {"cidr": REMOTE_BLOCK, "affinity": "host:n2"}),
+]
 
 
 def _cfg(kind: str, pcr: str | None) -> list[dict[str, Any]]:
     spec = {} if pcr is None else {"programClusterRoutes": pcr}
-    return [{"kind": kind, "metadata": {"name": "default"}, "spec": spec}]
+    return [resource(kind, "default", spec)]
 
 
 def felix_programs(pool: dict[str, Any], felix_pcr: str | None) -> bool:

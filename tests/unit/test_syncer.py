@@ -20,6 +20,7 @@ from pycalico.datastore import (
 )
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.datastore.syncer import QueueCallbacks, Syncer, SyncStatus, SyncUpdate
+from tests.kit import ip_pool, node, poll
 
 
 class FlakyDatastore:
@@ -76,11 +77,7 @@ class FlakyDatastore:
 
 
 def pool(name: str, cidr: str = "10.0.0.0/16") -> Resource:
-    return {"kind": "IPPool", "metadata": {"name": name}, "spec": {"cidr": cidr}}
-
-
-def node(name: str) -> Resource:
-    return {"kind": "Node", "metadata": {"name": name}, "spec": {}}
+    return ip_pool(name, cidr)
 
 
 class Collector:
@@ -258,9 +255,7 @@ def test_updates_whose_callback_raised_are_reemitted() -> None:
 
     syncer = Syncer(mem, [prefix_for("IPPool")], Flaky(), retry_interval=0.05).start()
     try:
-        deadline = time.monotonic() + 5
-        while seen != ["a"] and time.monotonic() < deadline:
-            time.sleep(0.02)
+        poll(lambda: seen == ["a"], 5, 0.02)
         assert seen == ["a"]
     finally:
         syncer.stop()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pycalico.model.types import ModelError
+from pycalico.model.types import Endpoint, ModelError
 from pycalico.selector import Selector, parse
 
 Net4 = ipaddress.IPv4Network
@@ -354,15 +354,8 @@ class LocalEndpoint:
     ips: tuple[Addr, ...]
 
     @classmethod
-    def from_resource(cls, res: Mapping[str, Any]) -> tuple[str, LocalEndpoint]:
-        """(node, endpoint); ModelError for a bad address."""
-        spec = _spec(res)
-        ips: list[Addr] = []
-        for i, text in enumerate(spec.get("ipNetworks") or []):
-            try:
-                net = ipaddress.ip_network(str(text), strict=False)
-            except ValueError:
-                raise bad(res, f"spec.ipNetworks[{i}]", f"invalid CIDR {text!r}") from None
-            if net.prefixlen == net.max_prefixlen:
-                ips.append(net.network_address)
-        return str(spec.get("node") or ""), cls(str(spec.get("interfaceName") or ""), tuple(ips))
+    def of(cls, endpoint: Endpoint) -> LocalEndpoint:
+        """The routing view of a converted WorkloadEndpoint (the policy model parses the
+        resource once; routing takes its interface and host addresses)."""
+        ips = tuple(n.network_address for n in endpoint.nets if n.prefixlen == n.max_prefixlen)
+        return cls(endpoint.interface_name, ips)

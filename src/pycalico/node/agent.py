@@ -40,7 +40,8 @@ from pycalico.errors import CalicoError
 from pycalico.model.felixconfig import FelixConfig
 from pycalico.node.status import NodeStatus, bgp_rows, check, read_status, write_status
 from pycalico.node.supervisor import Component, Supervisor
-from pycalico.system.process import ProcessRunner, SubprocessRunner
+from pycalico.system.kernel import Kernel
+from pycalico.system.process import SubprocessRunner
 
 log = logging.getLogger("pycalico.node")
 
@@ -333,15 +334,17 @@ def _dns_component(
     node_name: str,
     env: Mapping[str, str],
     hub: Any = None,
-    runner: ProcessRunner | None = None,
+    kernel: Kernel | None = None,
 ) -> Component | None:
     """The workload DNS server (``CALICO_DNS_*``), with its link-local listen addresses put on
-    this node's ``lo`` so pods reach them through their 169.254.1.1 gateway."""
+    this node's ``lo`` (through the typed kernel seam) so pods reach them through their
+    169.254.1.1 gateway."""
     import ipaddress
 
     from pycalico.dns import server_from_env
+    from pycalico.system.kernel import Address, IpRouteKernel, KernelError
 
-    runner = runner or SubprocessRunner()
+    kernel = kernel or IpRouteKernel(SubprocessRunner())
     try:
         server = server_from_env(ds, node_name, env, hub)
     except CalicoError as e:
@@ -355,10 +358,10 @@ def _dns_component(
         except ValueError:
             continue
         if addr.is_link_local and not addr.is_unspecified:
-            plen = 32 if addr.version == 4 else 128
-            p = runner.run(["ip", "addr", "replace", f"{addr}/{plen}", "dev", "lo"])
-            if p.returncode != 0:
-                log.warning("cannot add DNS address %s to lo: %s", addr, p.stderr.strip())
+            try:
+                kernel.replace_addr(Address("lo", ipaddress.ip_interface(addr)))
+            except KernelError as e:
+                log.warning("cannot add DNS address %s to lo: %s", addr, e)
     component: Component = server
     return component
 

@@ -9,7 +9,8 @@ Input: ``on_update(key, dict | None)`` for v3 resources as stored (see
 :mod:`pycalico.model.convert` for the kinds), ``on_in_sync()``; output: ``flush()``
 returns the messages of :mod:`pycalico.felix.calc.messages` in sequencing order. With a
 hostname the graph also owns the routes calc node (:class:`RouteCalculator`): ``IPPool``,
-``Node`` and ``IPAMBlock`` go to it, ``WorkloadEndpoint`` to both; ``set_host_facts(version,
+``Node`` and ``IPAMBlock`` go to it, and every converted WorkloadEndpoint (parsed once,
+by the policy model) too; ``set_host_facts(version,
 facts)`` feeds it what the dataplane read from the kernel and ``set_felix_config(config)`` the
 resolved Felix configuration.
 
@@ -134,6 +135,8 @@ class CalcGraph:
                 obj = convert(value).obj
             except ModelError as exc:
                 log.warning("ignoring invalid resource %s: %s", key, exc)
+        if self.routes is not None:
+            self.routes.on_endpoint(key, obj if isinstance(obj, Endpoint) else None)
         old = self._by_key.get(key)
         new_ref = self._ref(obj) if obj is not None else None
         if old is not None and old != new_ref:

@@ -62,7 +62,7 @@ from pycalico.felix.calc.routetypes import (
     VxlanSpec,
     vxlan_device,
 )
-from pycalico.model import ModelError
+from pycalico.model import Endpoint, ModelError
 from pycalico.model.felixconfig import FelixConfig
 from pycalico.model.network import Block, IPPool, LocalEndpoint, Node
 from pycalico.model.routing import BGP_DEFAULT_PCR, cluster_route_owner
@@ -328,9 +328,9 @@ class RouteCalculator:
     """The routes calc node (module doc). ``on_update`` takes the graph's updates for
     :data:`KINDS`; only the owner of the graph calls it (not thread-safe)."""
 
-    KINDS = ("IPPool", "Node", "IPAMBlock", "WorkloadEndpoint")
-    #: Kinds only this node consumes (the policy graph never sees them).
-    ONLY_KINDS = frozenset(("IPPool", "Node", "IPAMBlock"))
+    #: Kinds it parses itself; WorkloadEndpoints reach it already converted by the graph
+    #: (:meth:`on_endpoint`).
+    KINDS = ("IPPool", "Node", "IPAMBlock")
 
     def __init__(self, node_name: str) -> None:
         self.node_name = node_name
@@ -347,8 +347,8 @@ class RouteCalculator:
 
     # --- input --------------------------------------------------------------------------
     def on_update(self, key: str, value: Mapping[str, Any] | None) -> bool:
-        """Record one update (``None`` = deleted). True when the key is a route-only kind
-        (nothing else in the graph needs it)."""
+        """Record one update of :data:`KINDS` (``None`` = deleted). True when the key is one
+        of them (the policy graph never needs those)."""
         kind = str(value.get("kind") or "") if value is not None else self._kind_of.get(key, "")
         if kind not in self.KINDS:
             return False
@@ -357,9 +357,7 @@ class RouteCalculator:
         else:
             self._kind_of[key] = kind
         try:
-            if kind == "WorkloadEndpoint":
-                self._set_endpoint(key, value)
-            elif kind == "IPPool":
+            if kind == "IPPool":
                 self._put(self._pools, key, IPPool.from_resource(value) if value else None)
             elif kind == "Node":
                 self._put(self._nodes, key, Node.from_resource(value) if value else None)
@@ -367,10 +365,10 @@ class RouteCalculator:
                 self._put(self._blocks, key, Block.from_resource(value) if value else None)
         except ModelError as e:
             log.warning("routes: ignoring %s", e)
-            for d in (self._pools, self._nodes, self._blocks, self._endpoints):
+            for d in (self._pools, self._nodes, self._blocks):
                 if d.pop(key, None) is not None:
                     self._dirty = True
-        return kind in self.ONLY_KINDS
+        return True
 
     def _put(self, d: dict[str, Any], key: str, value: Any) -> None:
         old = d.get(key)
@@ -381,13 +379,14 @@ class RouteCalculator:
         if old != value:
             self._dirty = True
 
-    def _set_endpoint(self, key: str, value: Mapping[str, Any] | None) -> None:
-        ep: LocalEndpoint | None = None
-        if value is not None:
-            node, ep = LocalEndpoint.from_resource(value)
-            if node != self.node_name:
-                ep = None
-        self._put(self._endpoints, key, ep)
+    def on_endpoint(self, key: str, endpoint: Endpoint | None) -> None:
+        """The graph's converted object for ``key`` (None: deleted, invalid, or not an
+        endpoint); only this node's workload endpoints are kept."""
+        local = None
+        if endpoint is not None and not endpoint.is_host and endpoint.node == self.node_name:
+            local = LocalEndpoint.of(endpoint)
+        if local is not None or key in self._endpoints:
+            self._put(self._endpoints, key, local)
 
     def set_host_facts(self, version: int, facts: HostFacts) -> None:
         """The dataplane's reading of the kernel for ``version``; enables its RoutesUpdate."""
