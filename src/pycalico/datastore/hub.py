@@ -37,13 +37,19 @@ Invariants:
   from inside its own callback, where the current call finishes first).
 - Asking for kinds the hub does not sync raises :class:`HubKindsError` (the node builds the
   hub with the union of its components' kinds before any of them starts).
+- :attr:`SyncerHub.sync_state` (the Syncer's status, since when, and since when the hub has
+  not been ``IN_SYNC``; monotonic times) is readable from any thread without waiting for a
+  delivery: it has its own small lock, never held while calling out. calico-node's readiness
+  is built on it (:mod:`pycalico.node.status`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from pycalico.datastore.base import Datastore, EventType, Resource, prefix_for
@@ -69,6 +75,26 @@ class HubKindsError(HubError):
     """A subscription asked for kinds the hub does not sync."""
 
 
+@dataclass(frozen=True)
+class SyncState:
+    """The hub's sync status and its times (on the hub's ``monotonic`` clock).
+
+    ``status`` is None until the Syncer first reports; ``since`` is when the hub entered
+    ``status`` (its construction while None); ``unsynced_since`` is when the hub last left
+    ``IN_SYNC`` — or its construction if it never was — and None while ``IN_SYNC``;
+    ``synced_once`` says whether it ever reached ``IN_SYNC``.
+    """
+
+    status: SyncStatus | None
+    since: float
+    unsynced_since: float | None
+    synced_once: bool
+
+    @property
+    def in_sync(self) -> bool:
+        return self.status is SyncStatus.IN_SYNC
+
+
 class SyncSource(Protocol):
     """What a component needs of its feed once started: a :class:`Syncer` or a
     :class:`Subscription`."""
@@ -92,6 +118,7 @@ class SyncerHub:
         retry_interval: float = 0.2,
         max_retry_interval: float = 2.0,
         name: str = "hub-syncer",
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kinds = tuple(sorted(set(kinds)))
         if not self.kinds:
@@ -105,6 +132,10 @@ class SyncerHub:
         self._revision = 0  # highest revision seen; the revision of re-delivered deletes
         self._subs: list[Subscription] = []
         self._started = self._stopped = False
+        self._monotonic = monotonic
+        self._state_lock = threading.Lock()  # guards _sync_state only; never held calling out
+        now = monotonic()
+        self._sync_state = SyncState(None, now, now, False)
         self._syncer = Syncer.for_kinds(
             datastore,
             self.kinds,
@@ -139,6 +170,12 @@ class SyncerHub:
     @property
     def status(self) -> SyncStatus | None:
         return self._status
+
+    @property
+    def sync_state(self) -> SyncState:
+        """The hub's status and since when (see :class:`SyncState`); any thread."""
+        with self._state_lock:
+            return self._sync_state
 
     def wait_in_sync(self, timeout: float | None = None) -> bool:
         return self._syncer.wait_in_sync(timeout)
@@ -179,6 +216,7 @@ class SyncerHub:
 
     # -- the hub's own Syncer callbacks (on the Syncer thread) -------------------------
     def _on_status(self, status: SyncStatus) -> None:
+        self._record_state(status)
         with self._lock:
             self._status = status
             for s in list(self._subs):
@@ -194,6 +232,18 @@ class SyncerHub:
                     self._view[u.key] = u.obj
             for s in list(self._subs):
                 s._deliver_live(updates)
+
+    def _record_state(self, status: SyncStatus) -> None:
+        now = self._monotonic()
+        with self._state_lock:
+            old = self._sync_state
+            if status is old.status:
+                return
+            if status is SyncStatus.IN_SYNC:
+                self._sync_state = SyncState(status, now, None, True)
+            else:
+                unsynced = old.unsynced_since if old.unsynced_since is not None else now
+                self._sync_state = SyncState(status, now, unsynced, old.synced_once)
 
     # -- used by subscriptions (under the lock) ----------------------------------------
     def _attach(self, sub: Subscription) -> None:

@@ -13,6 +13,11 @@
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
    serves ``/liveness`` and ``/readiness`` on ``:9099`` unless ``FELIX_HEALTHENABLED=false``
    and Prometheus metrics on ``:9091`` when ``FELIX_PROMETHEUSMETRICSENABLED=true``.
+   Readiness also needs the node's datastore feed (its SyncerHub) in sync: after the
+   datastore has been unreachable for ``CALICO_NODE_DATASTORE_GRACE_PERIOD`` (Go duration or
+   seconds, default 10s) the node reports not ready ("datastore unreachable for 12s" in the
+   status errors) until the hub has resynced; liveness is unaffected
+   (:mod:`pycalico.node.status`).
 
 SIGTERM/SIGINT: components stop; the dataplane stays (nftables table, proto-80 routes,
 BIRD's kernel routes — its kernel protocol has ``persist``); BIRD itself is stopped
@@ -31,14 +36,23 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
 
 from pycalico.errors import CalicoError
 from pycalico.model.felixconfig import FelixConfig
-from pycalico.node.status import NodeStatus, bgp_rows, check, read_status, write_status
+from pycalico.node.status import (
+    DATASTORE_GRACE_ENV,
+    DEFAULT_DATASTORE_GRACE,
+    NodeStatus,
+    bgp_rows,
+    check,
+    datastore_health,
+    read_status,
+    write_status,
+)
 from pycalico.node.supervisor import Component, Supervisor
 from pycalico.system.kernel import Kernel
 from pycalico.system.process import SubprocessRunner
@@ -51,6 +65,21 @@ DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 
 def _state_dir(env: Mapping[str, str]) -> str:
     return env.get("CALICO_NODE_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def datastore_grace(env: Mapping[str, str]) -> float:
+    """``CALICO_NODE_DATASTORE_GRACE_PERIOD`` in seconds (default 10); a bad value warns."""
+    from pycalico.model import ModelError
+    from pycalico.model.durations import parse_duration
+
+    raw = env.get(DATASTORE_GRACE_ENV)
+    if not raw:
+        return DEFAULT_DATASTORE_GRACE
+    try:
+        return parse_duration(raw, DATASTORE_GRACE_ENV)
+    except ModelError as e:
+        log.warning("%s; using %.0fs", e, DEFAULT_DATASTORE_GRACE)
+        return DEFAULT_DATASTORE_GRACE
 
 
 def _startup(env: Mapping[str, str], stop: threading.Event) -> tuple[Any, Any]:
@@ -132,6 +161,9 @@ class NodeAgent:
         *,
         felix_cfg: Any = None,
         supervisor: Supervisor | None = None,
+        hub: Any = None,
+        datastore_grace: float = DEFAULT_DATASTORE_GRACE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         from pycalico.node.metrics import NodeMetrics
 
@@ -144,7 +176,11 @@ class NodeAgent:
         self.status = NodeStatus(node_name, os.getpid(), None, None, None)
         self.stop_event = threading.Event()
         self._health: Any = None
-        self.hub: Any = None  # the node's SyncerHub: started before, stopped after components
+        # The node's SyncerHub (started before, stopped after the components); readiness
+        # follows its sync state (see pycalico.node.status.datastore_health).
+        self.hub: Any = hub
+        self.datastore_grace = datastore_grace
+        self.monotonic = monotonic
 
     def _comp(self, name: str) -> Any:
         return self.supervisor.component(name)
@@ -162,6 +198,13 @@ class NodeAgent:
             components=report,
             time=time.time(),
         )
+        if self.hub is not None:
+            ok, info, reason = datastore_health(
+                self.hub.sync_state, self.datastore_grace, self.monotonic()
+            )
+            st.datastore_ready, st.datastore = ok, info
+            if reason:
+                st.errors.append(reason)
         if bgp is not None:
             st.bgp = bgp_rows(bgp.protocols())
             if bgp.last_error:
@@ -235,11 +278,18 @@ class NodeAgent:
     def run(self, interval: float = 1.0) -> None:
         self.serve()
         announced = False
+        ds_ready: bool | None = None
         while not self.stop_event.is_set():
             st = self.tick()
             if st.ready and not announced:
                 log.info("calico-node %s is ready", self.node_name)
                 announced = True
+            if st.datastore_ready is not ds_ready and ds_ready is not None:
+                if st.datastore_ready is False:
+                    log.warning("not ready: %s", st.datastore.get("reason"))
+                else:
+                    log.info("datastore in sync again: readiness restored")
+            ds_ready = st.datastore_ready
             self.stop_event.wait(interval)
         self.shutdown()
 
@@ -292,6 +342,7 @@ def build_agent(
     except (OSError, CalicoError) as e:
         log.warning("MTU file %s: %s", mtu_file, e)
     backend = (env.get("CALICO_NETWORKING_BACKEND") or "bird").lower()
+    grace = datastore_grace(env)
     # ONE Syncer for the node (pycalico.datastore.hub), over every component's kinds.
     kinds = _hub_kinds(backend == "bird")
     hub = SyncerHub(ds, kinds, poll_interval=0.5, name=f"hub-syncer-{node_name}")
@@ -312,7 +363,7 @@ def build_agent(
         comps.append(dns)
     comps.extend(ipamgc.components_from_env(ds, node_name, env))
     comps.extend(extra_components)
-    agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg)
+    agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg, datastore_grace=grace)
     agent.stop_event = stop
     agent.hub = hub.start()  # before the components (the supervisor's first step)
     return agent

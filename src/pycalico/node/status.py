@@ -8,10 +8,19 @@ messages; one BIRD serves both families, so ``--bird-ready`` judges the IPv4 ses
 ``--bird6-ready`` the IPv6 ones, as Calico's two daemons would).
 
 Readiness rule: ``ready`` = Felix in sync AND routes in sync AND BIRD running AND every
-configured BGP session Established. One Felix programs policy and routes, so
-``routes_in_sync`` mirrors ``felix_in_sync`` (kept in ``status.json`` for older readers).
+configured BGP session Established AND the datastore healthy. One Felix programs policy and
+routes, so ``routes_in_sync`` mirrors ``felix_in_sync`` (kept in ``status.json`` for older readers).
 Components that are not part of this build (reported as
 ``None``) are left out of the rule and shown as such.
+
+Datastore health (``datastore_ready``, :func:`datastore_health`): the node's SyncerHub must
+have reached ``IN_SYNC`` once, and must not have been out of ``IN_SYNC`` (datastore
+unreachable: ``WAIT_FOR_DATASTORE``; relisting: ``RESYNC``) for longer than the grace period
+(env ``CALICO_NODE_DATASTORE_GRACE_PERIOD``, a Go duration or seconds, default
+:data:`DEFAULT_DATASTORE_GRACE` = 10 s), so a short blip or an etcd compaction never flaps
+readiness. The reason (``datastore unreachable for 12s``) is in ``errors`` and in the
+``--felix-ready`` message. Readiness returns as soon as the hub is ``IN_SYNC`` again. Liveness
+never looks at the datastore: an agent waiting for its datastore is alive and will resync.
 
 Invariants: pure except :func:`write_status`/:func:`read_status`; the file is replaced
 atomically (write temp + rename), so a reader never sees a torn document; a status older than
@@ -29,9 +38,50 @@ from typing import Any
 
 from pycalico.bgp.control import ProtocolRow
 from pycalico.bgp.peers import peer_rows
+from pycalico.datastore.hub import SyncState
+from pycalico.datastore.syncer import SyncStatus
 
 STATUS_FILE = "status.json"
 STALE_AFTER = 10.0
+DATASTORE_GRACE_ENV = "CALICO_NODE_DATASTORE_GRACE_PERIOD"
+DEFAULT_DATASTORE_GRACE = 10.0
+
+
+def datastore_health(
+    state: SyncState, grace: float, now: float
+) -> tuple[bool, dict[str, Any], str | None]:
+    """``(ready, info, reason)`` of the node's datastore feed (rule in the module doc);
+    ``now`` is on the same monotonic clock as ``state``'s times."""
+    status = state.status.value if state.status is not None else None
+    out_for = None if state.unsynced_since is None else max(0.0, now - state.unsynced_since)
+    info: dict[str, Any] = {
+        "status": status,
+        "for": round(max(0.0, now - state.since), 1),
+        "unsynced_for": None if out_for is None else round(out_for, 1),
+        "grace_period": grace,
+    }
+    reason: str | None = None
+    if state.in_sync:
+        ready = True
+    elif not state.synced_once:
+        ready = False
+        reason = (
+            f"datastore unreachable for {out_for:.0f}s (never in sync)"
+            if state.status is SyncStatus.WAIT_FOR_DATASTORE
+            else "datastore not in sync yet"
+        )
+    else:
+        ready = out_for is not None and out_for <= grace
+        if not ready:
+            what = (
+                "resyncing"
+                if state.status is SyncStatus.RESYNC
+                else "unreachable"  # WAIT_FOR_DATASTORE
+            )
+            reason = f"datastore {what} for {out_for or 0.0:.0f}s"
+    info["ready"] = ready
+    info["reason"] = reason
+    return ready, info, reason
 
 
 def bgp_rows(rows: Iterable[ProtocolRow] | None) -> list[dict[str, str]]:
@@ -61,6 +111,8 @@ class NodeStatus:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     time: float = 0.0
+    datastore_ready: bool | None = None  # None: no SyncerHub (standalone agent, tests)
+    datastore: dict[str, Any] = field(default_factory=dict)  # datastore_health()'s info
 
     @property
     def ready(self) -> bool:
@@ -69,6 +121,7 @@ class NodeStatus:
             and self.routes_in_sync is not False
             and self.bird_running is not False
             and all(established(r) for r in self.bgp)
+            and self.datastore_ready is not False
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +130,8 @@ class NodeStatus:
             "felix_in_sync": self.felix_in_sync,
             "routes_in_sync": self.routes_in_sync,
             "bird_running": self.bird_running,
+            "datastore_ready": self.datastore_ready,
+            "datastore": self.datastore,
             "bgp": self.bgp,
             "pid": self.pid,
             "node": self.node,
@@ -143,6 +198,12 @@ def check(
         elif d.get("felix_in_sync") is False or d.get("routes_in_sync") is False:
             problems.append(
                 "calico/node is not ready: felix is not ready: readiness probe reporting 503"
+            )
+        elif d.get("datastore_ready") is False:
+            reason = (d.get("datastore") or {}).get("reason") or "datastore not in sync"
+            problems.append(
+                "calico/node is not ready: felix is not ready: readiness probe reporting 503"
+                f" ({reason})"
             )
     for wanted, name, version in ((bird_ready, "BIRD", 4), (bird6_ready, "BIRD6", 6)):
         if not wanted:
