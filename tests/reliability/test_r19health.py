@@ -87,8 +87,8 @@ def test_readiness_follows_an_etcd_outage(
     wait_for(lambda: probe(port, "/readiness") == 200, 20, what="initial readiness")
     assert felix_ready_cli(state)[0] == 0
 
+    t_stop = time.monotonic()  # before: the agent may see the connection close mid-stop
     etcd_server_fn.stop()
-    t_stop = time.monotonic()
     # inside the grace period it stays ready (a blip must not flap readiness)
     time.sleep(GRACE - 2.0)
     assert probe(port, "/readiness") == 200, read_status(str(state))
