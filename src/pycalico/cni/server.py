@@ -83,6 +83,9 @@ def _ns_id(st: os.stat_result) -> tuple[int, int]:
 
 def _is_netns(fd: int) -> bool:
     try:
+        # an nsfs inode (same superblock as our own ns files) before any ioctl on it
+        if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:
+            return False
         return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
     except OSError:
         return False
