@@ -2,13 +2,17 @@
 
 Import-light on purpose (``_socket`` instead of ``socket``: no enum/selectors): an exec'd
 plugin tries this before importing anything heavy. Protocol and fallback rules are the
-shim's: no server or status 255 ("not my namespace") => None, the caller runs in-process;
+shim's: the request's first bytes carry an fd of ``CNI_NETNS`` (SCM_RIGHTS) when it can be
+opened, so the server reaches a namespace mounted where it cannot see it; no server or
+status 255 ("not mine", e.g. no usable namespace fd) => None, the caller runs in-process;
 a connection lost after the request was sent => error 11 (never run a command twice).
 """
 
 from __future__ import annotations
 
 import _socket
+import os
+import sys
 
 TYPE_CHECKING = False  # keep `typing`/`collections` out of the exec'd plugin's start-up
 if TYPE_CHECKING:
@@ -28,6 +32,15 @@ def encode_request(plugin: str, environ: Mapping[str, str], stdin: bytes) -> byt
     return b"".join(parts)
 
 
+def _open_netns(path: str) -> int:
+    if not path:
+        return -1
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
 def forward(
     plugin: str, path: str, stdin: bytes, environ: Mapping[str, str], timeout: float = 300.0
 ) -> tuple[int, bytes] | None:
@@ -35,9 +48,18 @@ def forward(
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
+        data = encode_request(plugin, environ, stdin)
         try:
             s.connect(path)
-            s.sendall(encode_request(plugin, environ, stdin))
+            nsfd = _open_netns(environ.get("CNI_NETNS", ""))
+            if nsfd >= 0:
+                try:
+                    fd = nsfd.to_bytes(4, sys.byteorder)
+                    sent = s.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd)])
+                finally:
+                    os.close(nsfd)
+                data = data[sent:]
+            s.sendall(data)
             s.shutdown(_socket.SHUT_WR)
         except OSError:
             return None  # nothing reached the server: safe to run in-process

@@ -160,13 +160,15 @@ def _list_handles(ipam: IpamBackend) -> list[str]:
     return sorted(store.handles())
 
 
-def _dataplane() -> WorkloadDataplane:
+def _dataplane(netns_via: Mapping[str, str] | None = None) -> WorkloadDataplane:
+    """The real dataplane; ``netns_via`` maps a ``CNI_NETNS`` to the path this process
+    reaches it by (the CNI server: an fd the client sent, see :mod:`pycalico.cni.server`)."""
     from pycalico.cni.dataplane import LinuxDataplane
     from pycalico.system.iproute import IpRoute
     from pycalico.system.process import SubprocessRunner
     from pycalico.system.sysctl import ProcSysctl
 
-    return LinuxDataplane(IpRoute(SubprocessRunner()), ProcSysctl())
+    return LinuxDataplane(IpRoute(SubprocessRunner()), ProcSysctl(), netns_via=netns_via)
 
 
 def default_deps(environ: Mapping[str, str] | None = None) -> Deps:

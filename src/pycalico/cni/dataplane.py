@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -109,11 +109,21 @@ class LinuxDataplane:
     """Wires workloads with two or three ``ip -batch`` processes plus /proc/sys writes."""
 
     def __init__(
-        self, ip: IpRoute, sysctl: Sysctl, netns_exists: Callable[[str], bool] = netns_exists
+        self,
+        ip: IpRoute,
+        sysctl: Sysctl,
+        netns_exists: Callable[[str], bool] = netns_exists,
+        netns_via: Mapping[str, str] | None = None,
     ) -> None:
         self.ip = ip
         self.sysctl = sysctl
         self.netns_exists = netns_exists
+        # CNI_NETNS -> the path this process reaches it by (e.g. /proc/<pid>/fd/<n> for a
+        # namespace fd the CNI server received); messages and results keep CNI_NETNS.
+        self.netns_via = dict(netns_via or {})
+
+    def _reach(self, netns: str) -> str:
+        return self.netns_via.get(netns, netns)
 
     def host_link_exists(self, name: str) -> bool:
         return self.sysctl.exists(f"net.ipv4.conf.{name}")
@@ -126,19 +136,20 @@ class LinuxDataplane:
         return True
 
     def setup(self, w: WorkloadIface) -> None:
-        if not self.netns_exists(w.netns):
+        ns = self._reach(w.netns)
+        if not self.netns_exists(ns):
             raise WiringError(f"netns {w.netns} does not exist")
         host: list[str] = []
         if self.host_link_exists(w.host_ifname):
             # A stale host veth: fine (Calico deletes it) unless its container end is this
             # very interface, i.e. an ADD repeated without DEL.
-            if self._container_has(w.netns, w.container_ifname):
+            if self._container_has(ns, w.container_ifname):
                 raise InterfaceExists(
                     f"interface {w.container_ifname} already exists in netns {w.netns}"
                 )
             host.append(f"link del {w.host_ifname}")
-        name = netns_name(w.netns)
-        m = _PROC_PID_NS.match(w.netns)
+        name = netns_name(ns)
+        m = _PROC_PID_NS.match(ns)
         target = name if name is not None else (m.group(1) if m else None)
         v6 = bool(w.v6)
         created = False
@@ -159,7 +170,7 @@ class LinuxDataplane:
                         f"type veth peer name {w.host_ifname} mtu {w.mtu} address {HOST_MAC} "
                         f"netns {os.getpid()}"
                     ],
-                    w.netns,
+                    ns,
                 )
                 created = True
             routes = [
@@ -185,7 +196,7 @@ class LinuxDataplane:
                 self.ip.batch(host + up, None)
                 created = True
                 self._set_sysctls(w.host_ifname, v6)
-            self.ip.batch(self._container_lines(w), w.netns)
+            self.ip.batch(self._container_lines(w), ns)
         except (IpError, SysctlError) as e:
             if created:
                 self._delete_host(w.host_ifname)
@@ -231,11 +242,12 @@ class LinuxDataplane:
 
     def check(self, w: WorkloadIface) -> list[str]:
         problems: list[str] = []
-        if not self.netns_exists(w.netns):
+        ns = self._reach(w.netns)
+        if not self.netns_exists(ns):
             return [f"netns {w.netns} does not exist"]
         dev = w.container_ifname
         try:
-            docs = self.ip.query([f"addr show dev {dev}", f"route show dev {dev}"], w.netns)
+            docs = self.ip.query([f"addr show dev {dev}", f"route show dev {dev}"], ns)
         except IpError as e:
             return [f"container interface {dev}: {e}"]
         addrs = {
@@ -253,7 +265,7 @@ class LinuxDataplane:
             if ("default", GATEWAY_V4) not in dsts:
                 problems.append(f"default route via {GATEWAY_V4} missing")
         if w.v6:
-            out = self.ip.run("-6", "route", "show", "dev", dev, netns=w.netns)
+            out = self.ip.run("-6", "route", "show", "dev", dev, netns=ns)
             if GATEWAY_V6 not in out:
                 problems.append(f"v6 default route via {GATEWAY_V6} missing")
         problems += self._check_host(w)

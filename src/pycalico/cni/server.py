@@ -8,6 +8,15 @@ Invariants:
 - Only a peer in the *same network namespace* as the server is served (host-side wiring is
   done in the server's namespace); any other peer gets status 255 and the shim falls back to
   the Python plugin. Peers must be root (SO_PEERCRED uid 0); the socket is created 0600.
+- The workload namespace is reached through the fd the client sends with the request
+  (SCM_RIGHTS, an open ``CNI_NETNS``), never through a path lookup alone: the runtime may
+  have mounted ``CNI_NETNS`` in a mount namespace the server cannot see. If the path the
+  server sees is that same namespace it is used as is (``ip -n <name>``, the fast case);
+  otherwise the request runs against ``/proc/<server pid>/fd/<n>``, while results and
+  records still name ``CNI_NETNS``. A ``calico`` ADD/CHECK without an fd, or any request
+  whose fd is unusable (not a network namespace, or the server's own) gets status 255: the
+  client runs the plugin itself, in its own mount namespace, with the spec's errors. The fd
+  is closed when the request ends.
 - Datastore handles are opened once per distinct configuration and shared by the request
   threads (backends are thread-safe); IPAM serialises allocations with its host lock + CAS,
   exactly as separate plugin processes would.
@@ -15,6 +24,8 @@ Invariants:
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import socket
 import socketserver
@@ -23,7 +34,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from pycalico.cni.context import Deps, _open_datastore, default_deps
+from pycalico.cni.context import Deps, _dataplane, _open_datastore, default_deps
 from pycalico.cni.main import DEFAULT_SOCKET
 from pycalico.cni.runner import PLUGIN_CALICO, PLUGIN_IPAM, run
 from pycalico.cni.types import NetConf
@@ -32,6 +43,9 @@ if TYPE_CHECKING:
     from pycalico.datastore.base import Datastore
 
 NOT_MINE = 255
+NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: _IO(0xb7, 0x3)
+CLONE_NEWNET = 0x40000000
+_MAX_FDS = 4
 
 
 def parse_request(data: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -63,6 +77,57 @@ def _same_netns(pid: int) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _ns_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _is_netns(fd: int) -> bool:
+    try:
+        # an nsfs inode (same superblock as our own ns files) before any ioctl on it
+        if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:
+            return False
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+
+
+def netns_via(path: str, fd: int | None) -> str | None:
+    """The path through which this process reaches the namespace the client sent as ``fd``
+    for ``CNI_NETNS=path``: ``path`` itself when it names the same namespace here, else the
+    fd under /proc; None when the request must be declined (no usable fd, or the fd is the
+    server's own network namespace, which the in-process plugin reports as error 8)."""
+    if fd is None or not _is_netns(fd):
+        return None
+    have = _ns_id(os.fstat(fd))
+    if have == _ns_id(os.stat("/proc/self/ns/net")):
+        return None
+    try:
+        if _ns_id(os.stat(path)) == have:
+            return path
+    except OSError:
+        pass
+    # /proc/<pid>, not /proc/self: `ip`/`nsenter` children open it as *their* /proc/self
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def recv_request(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """The whole request and any fds that came with it (close-on-exec, caller closes)."""
+    chunks: list[bytes] = []
+    fds: list[int] = []
+    space = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+    while True:
+        b, anc, _flags, _addr = sock.recvmsg(65536, space, socket.MSG_CMSG_CLOEXEC)
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(data[: len(data) - len(data) % a.itemsize])
+                fds.extend(a)
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks), fds
+
+
 class _DatastoreCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,10 +155,12 @@ class _DatastoreCache:
 _STORES = _DatastoreCache()
 
 
-def _deps(env: Mapping[str, str]) -> Callable[[], Deps]:
+def _deps(env: Mapping[str, str], via: Mapping[str, str]) -> Callable[[], Deps]:
     def make() -> Deps:
         d = default_deps(env)
         d.open_datastore = _STORES.open
+        if via:
+            d.dataplane = lambda: _dataplane(via)
         return d
 
     return make
@@ -103,18 +170,27 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
         pid, uid = _peer(sock)
-        chunks: list[bytes] = []
-        while True:
-            b = sock.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-        plugin, env, stdin = parse_request(b"".join(chunks))
-        if uid != 0 or not _same_netns(pid) or plugin not in (PLUGIN_CALICO, PLUGIN_IPAM):
-            sock.sendall(bytes([NOT_MINE]))
-            return
-        rc, out = run(plugin, env, stdin, _deps(env))
-        sock.sendall(bytes([rc & 0xFF]) + out.encode())
+        data, fds = recv_request(sock)
+        try:
+            plugin, env, stdin = parse_request(data)
+            if uid != 0 or not _same_netns(pid) or plugin not in (PLUGIN_CALICO, PLUGIN_IPAM):
+                sock.sendall(bytes([NOT_MINE]))
+                return
+            via: dict[str, str] = {}
+            netns = env.get("CNI_NETNS", "")
+            wires = plugin == PLUGIN_CALICO and env.get("CNI_COMMAND") in ("ADD", "CHECK")
+            if netns and (fds or wires):
+                path = netns_via(netns, fds[0] if fds else None)
+                if path is None:
+                    sock.sendall(bytes([NOT_MINE]))
+                    return
+                if path != netns:
+                    via[netns] = path
+            rc, out = run(plugin, env, stdin, _deps(env, via))
+            sock.sendall(bytes([rc & 0xFF]) + out.encode())
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 class CniServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -5,13 +5,17 @@
  * so a container ADD does not pay Python interpreter start-up and imports. Protocol:
  *   request : "<plugin>\0" then "KEY=VALUE\0" for every environment variable, "\0", stdin bytes
  *   response: one byte exit status, then the plugin's stdout bytes
+ *   ancillary: an fd of the namespace at $CNI_NETNS (SCM_RIGHTS, on the request's first
+ *             bytes) when the shim can open it: the runtime may have mounted that path in its
+ *             own mount namespace, where the server cannot see it.
  * Status 255 from the server means "not for me" (e.g. the caller's network namespace differs
- * from the server's) and, like any connection failure, makes the shim exec the Python plugin
- * (FALLBACK_DIR/<plugin>.py) with the same argv, environment and stdin: behaviour never depends
- * on the server running, only speed does.
+ * from the server's, or it needed the namespace fd and got none) and, like any connection
+ * failure, makes the shim exec the Python plugin (FALLBACK_DIR/<plugin>.py) with the same argv,
+ * environment and stdin: behaviour never depends on the server running, only speed does.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +95,31 @@ int main(int argc, char **argv) {
     strncpy(a.sun_path, sock, sizeof a.sun_path - 1);
     if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) fallback(argv, plugin, stdin_off);
     size_t off = 0;
+    const char *netns = getenv("CNI_NETNS");
+    int nsfd = netns && *netns ? open(netns, O_RDONLY | O_CLOEXEC) : -1;
+    if (nsfd >= 0) { /* first bytes carry the namespace fd */
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(sizeof(int))];
+        } ctl;
+        memset(&ctl, 0, sizeof ctl);
+        struct iovec iov = {buf, len};
+        struct msghdr m = {0};
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.b;
+        m.msg_controllen = sizeof ctl.b;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &nsfd, sizeof(int));
+        ssize_t w;
+        while ((w = sendmsg(s, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
+        close(nsfd);
+        if (w <= 0) fallback(argv, plugin, stdin_off);
+        off = (size_t)w;
+    }
     while (off < len) {
         ssize_t w = write(s, buf + off, len - off);
         if (w < 0 && errno == EINTR) continue;

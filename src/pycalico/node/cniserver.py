@@ -3,7 +3,9 @@
 The ``calico``/``calico-ipam`` plugins (the C shim installed by ``install-cni``, or the Python
 entry points) first offer each call to ``$CALICO_CNI_SOCKET``; served here, an ADD costs only
 its real work instead of a Python start-up plus imports. When this component is not running,
-the plugins do the same work themselves (slower), so it never gates readiness.
+the plugins do the same work themselves (slower), so it never gates readiness. The plugins
+send the pod's network namespace as an fd, so pods whose ``CNI_NETNS`` is mounted in the
+runtime's private mount namespace are served too (see :mod:`pycalico.cni.server`).
 Env: ``CALICO_CNI_SERVER_ENABLED`` (default true), ``CALICO_CNI_SOCKET`` (default
 ``<CALICO_NODE_STATE_DIR>/cni.sock``, i.e. ``/var/run/calico/cni.sock``).
 """
