@@ -186,3 +186,25 @@ def test_parallel_pod_add_and_del_keep_every_record(lab: Lab) -> None:
     assert not leftovers
     print(f"{PARALLEL} parallel adds {add_s:.1f}s, {PARALLEL} parallel dels {del_s:.1f}s")
     assert json.loads(json.dumps(lab.state()["pods"])) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.netns
+@pytest.mark.slow
+def test_parallel_adds_of_one_pod_make_exactly_one(lab: Lab) -> None:
+    key = "dup/one"
+
+    def add(i: int) -> subprocess.CompletedProcess[str]:
+        return lab.run("pod", "add", f"node{i % 2 + 1}", key, "--ports", "80/TCP", check=False)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(add, range(4)))
+    ok = [r for r in results if r.returncode == 0]
+    assert len(ok) == 1, [(r.returncode, r.stderr) for r in results]
+    assert all("already exists" in r.stderr for r in results if r.returncode != 0), [
+        r.stderr for r in results
+    ]
+    assert [p["name"] for p in lab.status()["pods"]] == [key]
+    assert _ipam(lab) == (1, 0, 1)
+    lab.run("pod", "del", key)
+    assert lab.status()["pods"] == [] and _ipam(lab) == (0, 0, 0)
