@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pycalico.lab.state import LabState, PodState
+from pycalico.lab.state import LabState, NodeState, PodState
 from tests.e2e.conftest import Lab, wait_for
 
 PARALLEL = 8
@@ -61,6 +61,54 @@ def test_parallel_state_updates_lose_nothing(
     assert len(pods) == workers * each
     assert len({p.key for p in pods}) == workers * each
     assert not [f.name for f in (tmp_path / "t").iterdir() if f.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def fake_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabState]:
+    """A lab state with one node and a fake process runner (no kernel, no datastore)."""
+    from pycalico.lab import netns as labnetns
+    from pycalico.lab import pods
+    from pycalico.system.process import FakeProcessRunner
+
+    monkeypatch.setenv("CALICO_LAB_DIR", str(tmp_path))
+    monkeypatch.setattr(pods, "_ensure_namespace_resources", lambda *a: None)
+    st = LabState(name="t", prefix="clt-", directory=str(tmp_path / "t"))
+    st.nodes = [NodeState(name="node1", netns="clt-node1", ip="198.18.0.1/24", subnet=0)]
+    st.save()
+    old = labnetns.set_runner(FakeProcessRunner(fail_when={"calico-ipam": (1, "boom")}))
+    try:
+        yield st
+    finally:
+        labnetns.set_runner(old)
+
+
+def test_failed_add_leaves_no_record(fake_lab: LabState) -> None:
+    from pycalico.lab import pods
+    from pycalico.lab.netns import LabError
+
+    with pytest.raises(LabError, match="CNI ADD for ns/a failed"):
+        pods.add_pod(LabState.load("t"), "node1", "ns/a", {}, "", [])
+    assert LabState.load("t").pods == []
+
+
+def test_del_refuses_a_pod_busy_in_a_live_process_and_cleans_a_dead_ones(
+    fake_lab: LabState,
+) -> None:
+    from pycalico.lab import pods
+    from pycalico.lab.netns import LabError
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    fake_lab.update(lambda s: s.pods.extend([
+        PodState(namespace="ns", name="live", node="node1", netns="clt-pa", container_id="a",
+                 busy=1),
+        PodState(namespace="ns", name="dead", node="node1", netns="clt-pb", container_id="b",
+                 busy=dead.pid),
+    ]))  # fmt: skip
+    with pytest.raises(LabError, match="being added or deleted by pid 1"):
+        pods.delete_pod(LabState.load("t"), "ns/live")
+    pods.delete_pod(LabState.load("t"), "ns/dead")  # its CNI DEL fails: no namespace
+    assert [p.key for p in LabState.load("t").pods] == ["ns/live"]
 
 
 # --- a real 2-node lab --------------------------------------------------------------------
