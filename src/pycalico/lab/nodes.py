@@ -5,7 +5,9 @@ BGPConfiguration (mesh off when route reflectors are used) and, for route reflec
 Node resources with ``routeReflectorClusterID`` and a label plus the BGPPeer that makes
 every node peer with them. ``start`` runs ``calico-node run`` inside the node's namespace
 (its own BIRD, its own nftables), logging to the lab directory, and records its PID.
-Readiness: the agent writes ``<state dir>/status.json`` with ``{"ready": bool, ...}``.
+Readiness: the agent writes ``<state dir>/status.json`` with ``{"ready": bool, ...}``; as on a
+real node it also serves ``localhost:9099/liveness|readiness`` and metrics on ``:9091`` in
+the node's namespace (``calico-lab exec node1 curl -s localhost:9099/readiness``).
 
 Settings: ``FELIX_*`` variables in ``up``'s environment are recorded (``state.node_env``) and
 given to every later start of the lab's agents; ``FELIX_ROUTEREFRESHINTERVAL`` (which the
