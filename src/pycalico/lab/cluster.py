@@ -29,7 +29,7 @@ from pycalico.lab.netns import (
     spawn_daemon,
 )
 from pycalico.lab.pods import remove_etc_netns
-from pycalico.lab.state import LabState, lab_dir, prefix_for
+from pycalico.lab.state import LabState, lab_dir, lab_lock, prefix_for
 from pycalico.lab.topology import add_node, build_underlay, router_ip
 
 ETCD_BIN = "/usr/bin/etcd"
@@ -60,8 +60,14 @@ def stop_etcd(state: LabState) -> None:
     if state.datastore != "etcd":
         raise LabError(f"lab {state.name!r} uses {state.datastore}, not etcd")
     kill_pid(state.etcd_pid, timeout=10)
-    state.etcd_pid = 0
-    state.save()
+    state.update(_set_etcd(0, state.etcd_url))
+
+
+def _set_etcd(pid: int, url: str) -> Callable[[LabState], None]:
+    def change(s: LabState) -> None:
+        s.etcd_pid, s.etcd_url = pid, url
+
+    return change
 
 
 def _start_etcd(state: LabState) -> None:
@@ -70,9 +76,7 @@ def _start_etcd(state: LabState) -> None:
     data.mkdir(parents=True, exist_ok=True)
     url = f"http://{ip}:2379"
     proc = spawn_daemon(in_ns(state.prefix + "rt", _etcd_args(data, url)), state.path / "etcd.log")
-    state.etcd_pid = proc.pid
-    state.etcd_url = url
-    state.save()
+    state.update(_set_etcd(proc.pid, url))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         p = run(
@@ -117,7 +121,10 @@ def up(
         tor=tor,
         node_env=nodemod.recorded_env(dict(os.environ)),
     )
-    state.save()
+    with state.locked(create=True):
+        if LabState.exists(name):
+            raise LabError(f"lab {name!r} already exists (calico-lab down --name {name})")
+        state.save()
     t0 = time.monotonic()
     say(f"underlay: {subnets} subnet(s) on 198.18.0.0/15, router {state.prefix}rt")
     build_underlay(state)
@@ -127,10 +134,8 @@ def up(
     else:
         say(f"datastore: sqlite {state.db_path}")
     for i in range(1, nodes + 1):
-        node = add_node(state, f"node{i}", i, nodes)
-        node.route_reflector = i <= route_reflectors
+        node = add_node(state, f"node{i}", i, nodes, route_reflector=i <= route_reflectors)
         say(f"node {node.name}: {node.ip}" + (" (route reflector)" if node.route_reflector else ""))
-    state.save()
     if tor:
         tormod.start(state)
         say(f"tor: FRR AS {tormod.TOR_AS} at {tormod.tor_ip()} announcing {tormod.TOR_PREFIX}")
@@ -145,6 +150,17 @@ def up(
 
 
 def down(name: str, say: Say) -> None:
+    """Remove the lab, holding its lock so no command records anything meanwhile (one
+    waiting for the lock then finds the lab gone)."""
+    d = lab_dir(name)
+    if not d.is_dir():
+        _down(name, say)
+        return
+    with lab_lock(d):
+        _down(name, say)
+
+
+def _down(name: str, say: Say) -> None:
     d = lab_dir(name)
     prefix = prefix_for(name)
     if LabState.exists(name):

@@ -6,7 +6,8 @@ Families: ``up``/``down``/``status``, ``pod add|del``, ``probe``/``matrix``, ``a
 ``calicoctl``/``env``, ``exec`` (node, pod, router, underlay, tor), ``node
 stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh on the FRR router).
 A failed ``up`` prints why (per node: status errors, BGP sessions, log tail) and keeps the
-logs in ``<lab dir>.failed/``.
+logs in ``<lab dir>.failed/``. Commands may run in parallel (the lab state is locked, see
+:mod:`pycalico.lab.state`). Every node serves health and metrics as a real node does.
 """
 
 from __future__ import annotations
@@ -68,7 +69,15 @@ def load(name: str) -> LabState:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Build and drive a multi-node pycalico cluster in network namespaces."""
+    """Build and drive a multi-node pycalico cluster in network namespaces.
+
+    Every node's calico-node serves health and Prometheus metrics as on a real node, inside
+    the node's namespace:
+
+    \b
+      calico-lab exec node1 curl -s localhost:9099/readiness   (also /liveness)
+      calico-lab exec node1 curl -s localhost:9091/metrics
+    """
 
 
 @cli.command()
@@ -253,7 +262,7 @@ def matrix_cmd(ports: str, output: str, timeout: float, name: str) -> None:
              "verdict": p.verdict} for p in probes
         ]}, indent=2))  # fmt: skip
         return
-    click.echo(format_matrix([p.key for p in state.pods], probes))
+    click.echo(format_matrix([p.key for p in state.settled_pods], probes))
 
 
 def format_matrix(names: list[str], probes: list[Any]) -> str:
@@ -306,8 +315,10 @@ def status(output: str, name: str) -> None:
         click.echo(f"tor      {t['ip']:<15} AS {t['as']} {t.get('error', '')}")
         for ip, st in t["peers"].items():
             click.echo(f"    {ip:<15} {'ebgp':<18} {st}")
+    busy = {p.key for p in state.pods if p.busy}
     for p in pod_rows:
-        click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}")
+        note = " (being added or deleted)" if p["name"] in busy else ""
+        click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}{note}")
 
 
 @cli.group("node")

@@ -5,7 +5,9 @@ BGPConfiguration (mesh off when route reflectors are used) and, for route reflec
 Node resources with ``routeReflectorClusterID`` and a label plus the BGPPeer that makes
 every node peer with them. ``start`` runs ``calico-node run`` inside the node's namespace
 (its own BIRD, its own nftables), logging to the lab directory, and records its PID.
-Readiness: the agent writes ``<state dir>/status.json`` with ``{"ready": bool, ...}``.
+Readiness: the agent writes ``<state dir>/status.json`` with ``{"ready": bool, ...}``; as on a
+real node it also serves ``localhost:9099/liveness|readiness`` and metrics on ``:9091`` in
+the node's namespace (``calico-lab exec node1 curl -s localhost:9099/readiness``).
 
 Settings: ``FELIX_*`` variables in ``up``'s environment are recorded (``state.node_env``) and
 given to every later start of the lab's agents; ``FELIX_ROUTEREFRESHINTERVAL`` (which the
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,15 @@ from pycalico.lab.state import LabState, NodeState
 TOR_PEER_IP = "198.18.0.253"
 TOR_AS = 64513
 ENV_PREFIXES = ("FELIX_",)
+HEALTH_PORT = 9099
+METRICS_PORT = 9091
+# calico-node's health and metrics settings in the lab (what Calico's manifests set)
+HEALTH_ENV = {
+    "FELIX_HEALTHENABLED": "true",
+    "FELIX_HEALTHPORT": str(HEALTH_PORT),
+    "FELIX_PROMETHEUSMETRICSENABLED": "true",
+    "FELIX_PROMETHEUSMETRICSPORT": str(METRICS_PORT),
+}
 
 
 def recorded_env(environ: dict[str, str]) -> dict[str, str]:
@@ -138,7 +150,24 @@ def node_dir(state: LabState, node: NodeState) -> Path:
     return d
 
 
+def _set_pid(name: str, pid: int) -> Callable[[LabState], None]:
+    def change(s: LabState) -> None:
+        s.node(name).pid = pid
+
+    return change
+
+
 def start(state: LabState, node: NodeState) -> None:
+    """Start ``node``'s calico-node; the check that none runs, the start and the record of
+    its PID happen under the lab lock, so two parallel starts cannot both start one."""
+    with state.locked():
+        current = LabState.read(state.path).node(node.name).pid
+        if pid_alive(current):
+            raise LabError(f"calico-node on {node.name} is already running (pid {current})")
+        _start(state, node)
+
+
+def _start(state: LabState, node: NodeState) -> None:
     d = node_dir(state, node)
     env = dict(os.environ)
     env.update(state.node_env)
@@ -148,9 +177,13 @@ def start(state: LabState, node: NodeState) -> None:
         IP=node.ip,
         CALICO_NODE_STATE_DIR=str(d),
         CALICO_BIRD_SOCKET=str(d / "bird.ctl"),
-        FELIX_HEALTHENABLED="false",
         CALICO_MTU_FILE=str(d / "mtu"),
     )
+    # As on a real node: health on localhost:9099, metrics on :9091 (each node has its own
+    # network namespace, so the ports never collide); an explicit setting in ``up``'s
+    # environment (recorded in node_env) wins.
+    for k, v in HEALTH_ENV.items():
+        env.setdefault(k, v)
     (d / "status.json").unlink(missing_ok=True)
     proc = spawn_daemon(
         in_ns(node.netns, [str(Path(sys.executable).parent / "calico-node"), "run"]),
@@ -158,7 +191,7 @@ def start(state: LabState, node: NodeState) -> None:
         env=env,
     )
     node.pid = proc.pid
-    state.save()
+    state.update(_set_pid(node.name, proc.pid))
 
 
 def stop(state: LabState, node: NodeState, hard: bool = False) -> None:
@@ -167,7 +200,7 @@ def stop(state: LabState, node: NodeState, hard: bool = False) -> None:
     else:
         kill_pid(node.pid, timeout=10)
     node.pid = 0
-    state.save()
+    state.update(_set_pid(node.name, 0))
 
 
 def kill(state: LabState, node: NodeState) -> None:
@@ -180,7 +213,7 @@ def kill(state: LabState, node: NodeState) -> None:
     while pid_alive(node.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     node.pid = 0
-    state.save()
+    state.update(_set_pid(node.name, 0))
 
 
 def status(state: LabState, node: NodeState) -> dict[str, Any]:

@@ -4,8 +4,10 @@
 pod's namespace, runs the ``calico`` plugin binary exactly as a container runtime does (CNI_*
 environment, network configuration on stdin, run in the node's namespace), records the
 container's named ports (``serve-<port>-<proto>``) on its WorkloadEndpoint and starts the
-echo server. ``delete`` runs CNI DEL and removes the namespace. Invariant: a failed ``add``
-leaves nothing behind (CNI DEL + namespace removal) and is not recorded.
+echo server. ``delete`` runs CNI DEL and removes the namespace. Both are safe to run in
+parallel (see :mod:`pycalico.lab.state`): a pod is recorded ``busy`` under the lab lock
+before its resources exist and until they are gone. Invariant: a failed ``add`` leaves
+nothing behind (CNI DEL + namespace removal) and its record is removed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from pycalico.lab.netns import (
     in_ns,
     ip_batch,
     kill_pid,
+    pid_alive,
     run,
     spawn_daemon,
 )
@@ -164,6 +169,36 @@ def _set_wep_ports(state: LabState, pod: PodState, ports: list[dict[str, Any]]) 
         ds.close()
 
 
+def _claim_new(pod: PodState) -> Callable[[LabState], None]:
+    def change(s: LabState) -> None:
+        if any(p.key == pod.key for p in s.pods):
+            raise LabError(f"pod {pod.key} already exists")
+        s.node(pod.node)  # KeyError -> unknown node
+        s.pods.append(pod)
+
+    return change
+
+
+def _settle(pod: PodState) -> Callable[[LabState], None]:
+    """Replace the busy record of ``pod`` (same container) by its final form."""
+
+    def change(s: LabState) -> None:
+        for i, p in enumerate(s.pods):
+            if p.key == pod.key and p.container_id == pod.container_id:
+                s.pods[i] = pod
+                return
+        raise LabError(f"pod {pod.key} was removed while it was being added")
+
+    return change
+
+
+def _forget(key: str, container_id: str) -> Callable[[LabState], None]:
+    def change(s: LabState) -> None:
+        s.pods = [p for p in s.pods if not (p.key == key and p.container_id == container_id)]
+
+    return change
+
+
 def add_pod(
     state: LabState,
     node: str,
@@ -172,13 +207,13 @@ def add_pod(
     service_account: str,
     ports: list[str],
 ) -> PodState:
+    """Add pod ``key`` on ``node``. The pod is recorded (busy) under the lab lock before
+    anything is created, so parallel adds of the same key, ``pod del`` and ``down`` see it;
+    the slow work (CNI ADD, the echo server) runs outside the lock; the final record
+    replaces the busy one under the lock again."""
     namespace, _, name = key.partition("/")
     if not name:
         raise LabError(f"pod must be NAMESPACE/NAME, got {key!r}")
-    if any(p.key == key for p in state.pods):
-        raise LabError(f"pod {key} already exists")
-    state.node(node)  # KeyError -> unknown node
-    _ensure_namespace_resources(state, namespace, service_account)
     cid = uuid.uuid4().hex
     pod = PodState(
         namespace=namespace,
@@ -189,32 +224,43 @@ def add_pod(
         ports=ports,
         labels=labels,
         service_account=service_account,
+        busy=os.getpid(),
     )
-    run(["ip", "netns", "add", pod.netns])
+    state.update(_claim_new(pod))
+    server_pid = 0
     try:
+        _ensure_namespace_resources(state, namespace, service_account)
+        run(["ip", "netns", "add", pod.netns])
         ip_batch(["link set lo up"], netns=pod.netns)
         result = _cni(state, pod, "ADD", labels)
-        pod.ips = [ip["address"] for ip in result.get("ips", [])]
+        ips = [ip["address"] for ip in result.get("ips", [])]
         write_resolv_conf(pod.netns, namespace)
-        _record_named_ports(state, pod)
+        final = replace(pod, ips=ips, busy=0)
+        _record_named_ports(state, final)
         if ports:
             proc = spawn_daemon(
                 in_ns(pod.netns, [sys.executable, "-m", "pycalico.lab.echo", *ports]),
                 state.path / f"pod-{namespace}-{name}.log",
                 env=dict(os.environ, POD_NAME=key),
             )
-            pod.server_pid = proc.pid
+            final.server_pid = server_pid = proc.pid
+        state.update(_settle(final))
     except BaseException:
-        try:
-            _cni(state, pod, "DEL", {})
-        except LabError:
-            pass
-        delete_netns(pod.netns)
-        remove_etc_netns(pod.netns)
+        _undo(state, pod, server_pid)
         raise
-    state.pods.append(pod)
-    state.save()
-    return pod
+    return final
+
+
+def _undo(state: LabState, pod: PodState, server_pid: int) -> None:
+    """Remove everything a failed add of ``pod`` may have created, then its record."""
+    try:
+        kill_pid(server_pid)
+        _teardown(state, pod, strict=False)
+    finally:
+        try:
+            state.update(_forget(pod.key, pod.container_id))
+        except (OSError, ValueError):
+            pass  # the lab itself is gone (``down`` ran meanwhile)
 
 
 def write_resolv_conf(netns: str, namespace: str) -> None:
@@ -232,10 +278,34 @@ def remove_etc_netns(netns: str) -> None:
 
 
 def delete_pod(state: LabState, key: str) -> None:
-    pod = state.pod(key)
+    """Delete pod ``key``: claim it (busy) under the lab lock, tear it down outside the lock
+    (server, CNI DEL, namespace), then drop its record under the lock. A pod busy in a live
+    process is refused; one left busy by a dead process (an interrupted add or del) is
+    cleaned up."""
+    claimed: list[PodState] = []
+
+    def claim(s: LabState) -> None:
+        p = s.pod(key)  # KeyError -> unknown
+        if p.busy and p.busy != os.getpid() and pid_alive(p.busy):
+            raise LabError(f"pod {key} is being added or deleted by pid {p.busy}")
+        p.busy = os.getpid()
+        claimed[:] = [replace(p)]
+
+    state.update(claim)
+    pod = claimed[0]
     kill_pid(pod.server_pid)
-    _cni(state, pod, "DEL", {})
+    # a pod left busy by a dead process may never have got its namespace or its CNI ADD
+    _teardown(state, pod, strict=Path(f"/run/netns/{pod.netns}").exists())
+    state.update(_forget(key, pod.container_id))
+
+
+def _teardown(state: LabState, pod: PodState, strict: bool) -> None:
+    """CNI DEL (releases the pod's addresses by its handle even without the namespace; its
+    failure raises only when ``strict``), then the namespace and its /etc/netns files."""
+    try:
+        _cni(state, pod, "DEL", {})
+    except LabError:
+        if strict:
+            raise
     delete_netns(pod.netns)
     remove_etc_netns(pod.netns)
-    state.pods = [p for p in state.pods if p.key != key]
-    state.save()

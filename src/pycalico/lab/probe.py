@@ -2,7 +2,8 @@
 
 A probe runs a short Python client inside the source pod's namespace; verdict ``allow`` when
 the echo server answered within the timeout, else ``deny``. ``matrix`` probes every ordered
-pair of pods (excluding a pod to itself) for each port, in parallel.
+pair of settled pods (excluding a pod to itself and pods still being added or deleted) for
+each port, in parallel.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def matrix(
 ) -> list[Probe]:
     jobs = [
         (a, b, port, proto)
-        for a in state.pods
-        for b in state.pods
+        for a in state.settled_pods
+        for b in state.settled_pods
         if a.key != b.key and b.ips
         for port, proto in ports
     ]

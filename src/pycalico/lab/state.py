@@ -2,14 +2,31 @@
 
 Owns the record of everything a lab created (namespaces, processes by PID, pods), so that
 ``down`` — or a later command in another process — can find and remove exactly that.
-Invariants: every namespace name starts with the lab's prefix; the file is rewritten
-atomically (temp file + rename) after every change.
+
+Several ``calico-lab`` processes may run at once (parallel ``pod add``/``pod del``, a ``node
+restart`` during either), so:
+- every read-modify-write goes through :meth:`LabState.update`: under an exclusive
+  ``flock`` on ``<lab dir>/state.lock`` it re-reads the file, applies the change to that
+  fresh copy, writes it, then applies the same change to the caller's in-memory copy; a
+  change computed from a stale copy never overwrites another process's record;
+- the file is replaced atomically: written to a uniquely named temporary file in the same
+  directory, fsynced, then ``os.replace``d (a reader sees the old or the new file, never a
+  partial one; two writers never share a temporary name);
+- :meth:`LabState.locked` is re-entrant within a process, so a caller may hold the lock
+  around a check-then-act (``node start``) and still call :meth:`update` inside it.
+Invariants: every namespace name starts with the lab's prefix; a pod whose ``busy`` is a
+live PID is being added or deleted by that process and nobody else touches it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +34,46 @@ from typing import Any
 DEFAULT_NAME = "lab"
 BASE_DIR_ENV = "CALICO_LAB_DIR"
 DEFAULT_BASE_DIR = "/var/lib/calico-lab"
+STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+
+# Re-entrancy of the lab lock within this process: directory -> (lock fd, depth).
+_held: dict[str, tuple[int, int]] = {}
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def lab_lock(directory: Path, create: bool = False) -> Iterator[None]:
+    """Exclusive lock on the lab in ``directory`` (flock of its lock file) for the block;
+    nested use in the same process just counts. Only ``create`` makes the directory (``up``):
+    a command racing ``down`` gets FileNotFoundError instead of resurrecting the lab."""
+    key = str(directory)
+    with _held_guard:
+        held = _held.get(key)
+        if held is not None:
+            _held[key] = (held[0], held[1] + 1)
+    if held is None:
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        with _held_guard:
+            _held[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        with _held_guard:
+            fd, depth = _held[key]
+            if depth > 1:
+                _held[key] = (fd, depth - 1)
+            else:
+                del _held[key]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
 
 def lab_dir(name: str) -> Path:
@@ -50,6 +107,8 @@ class PodState:
     server_pid: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str = ""
+    # PID of the calico-lab process adding or deleting this pod (0: settled)
+    busy: int = 0
 
     @property
     def key(self) -> str:
@@ -106,19 +165,64 @@ class LabState:
                 return p
         raise KeyError(key)
 
+    @property
+    def settled_pods(self) -> list[PodState]:
+        """Pods that are neither being added nor deleted (what probes and matrices use)."""
+        return [p for p in self.pods if not p.busy]
+
+    @contextmanager
+    def locked(self, create: bool = False) -> Iterator[None]:
+        """Hold the lab lock for the block (re-entrant in this process)."""
+        with lab_lock(self.path, create):
+            yield
+
     def save(self) -> None:
+        """Write the whole state atomically (unique temporary file + ``os.replace``).
+        Callers that change the state use :meth:`update`; this is its last step."""
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(self.path / "state.json")
+        fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(asdict(self), indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / STATE_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def update(self, change: Callable[[LabState], None], create: bool = False) -> None:
+        """Apply ``change`` under the lab lock to the state as it is on disk now, write it,
+        then apply it to this copy too. ``change`` raising leaves the file untouched. Only
+        with ``create`` (the first write of ``up``) may the state file be missing."""
+        with self.locked(create):
+            if (self.path / STATE_FILE).is_file():
+                fresh = LabState.read(self.path)
+                change(fresh)
+                fresh.save()
+            elif create:
+                fresh = self
+                change(self)
+                self.save()
+            else:
+                raise FileNotFoundError(f"lab {self.name!r} is gone ({self.path / STATE_FILE})")
+        if fresh is not self:
+            try:
+                change(self)
+            except Exception:  # this copy was stale: take the written one
+                self.__dict__.update(fresh.__dict__)
 
     @classmethod
-    def load(cls, name: str) -> LabState:
-        data: dict[str, Any] = json.loads((lab_dir(name) / "state.json").read_text())
+    def read(cls, directory: Path) -> LabState:
+        data: dict[str, Any] = json.loads((directory / STATE_FILE).read_text())
         data["nodes"] = [NodeState(**n) for n in data.get("nodes", [])]
         data["pods"] = [PodState(**p) for p in data.get("pods", [])]
         return cls(**data)
 
     @classmethod
+    def load(cls, name: str) -> LabState:
+        return cls.read(lab_dir(name))
+
+    @classmethod
     def exists(cls, name: str) -> bool:
-        return (lab_dir(name) / "state.json").is_file()
+        return (lab_dir(name) / STATE_FILE).is_file()

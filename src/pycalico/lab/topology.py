@@ -30,8 +30,7 @@ def node_subnet(index: int, nodes: int, subnets: int) -> int:
 
 
 def add_netns(state: LabState, name: str) -> None:
-    state.namespaces.append(name)
-    state.save()
+    state.update(lambda s: s.namespaces.append(name))
     run(["ip", "netns", "add", name])
     ip_batch(["link set lo up"], netns=name)
 
@@ -65,7 +64,9 @@ def router_ip(subnet: int = 0) -> str:
     return UNDERLAY.format(subnet=subnet, host=ROUTER_HOST)
 
 
-def add_node(state: LabState, name: str, index: int, nodes: int) -> NodeState:
+def add_node(
+    state: LabState, name: str, index: int, nodes: int, route_reflector: bool = False
+) -> NodeState:
     subnet = node_subnet(index, nodes, state.subnets)
     ns = state.prefix + name
     add_netns(state, ns)
@@ -83,7 +84,6 @@ def add_node(state: LabState, name: str, index: int, nodes: int) -> NodeState:
         netns=ns,
     )
     sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-    node = NodeState(name=name, netns=ns, ip=addr, subnet=subnet)
-    state.nodes.append(node)
-    state.save()
+    node = NodeState(name=name, netns=ns, ip=addr, subnet=subnet, route_reflector=route_reflector)
+    state.update(lambda s: s.nodes.append(node))
     return node

@@ -124,12 +124,12 @@ def start(state: LabState) -> None:
     zebra = [ZEBRA, "-d", "-u", FRR_USER, "-g", FRR_USER, "-f", str(d / "zebra.conf"),
              "-i", str(d / "zebra.pid"), *common]  # fmt: skip
     run(in_ns(ns, zebra))
-    state.tor_pids.append(_read_pid(d / "zebra.pid"))
-    state.save()
+    zebra_pid = _read_pid(d / "zebra.pid")
+    state.update(lambda s: s.tor_pids.append(zebra_pid))
     bgpd = [BGPD, "-d", "-S", "-f", str(d / "bgpd.conf"), "-i", str(d / "bgpd.pid"), *common]
     run(in_ns(ns, bgpd))
-    state.tor_pids.append(_read_pid(d / "bgpd.pid"))
-    state.save()
+    bgpd_pid = _read_pid(d / "bgpd.pid")
+    state.update(lambda s: s.tor_pids.append(bgpd_pid))
 
 
 def remove_runtime(state_dir: Path) -> None:
