@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
 from pycalico.api import KINDS, KindInfo, Resource, ValidationFailed, decode_all, resolve_kind
+from pycalico.api.loader import ManifestError, excerpt
 from pycalico.client import ResourceClient, describe, kind_info_of
 from pycalico.ctl.columns import columns_for, render_table
 from pycalico.ctl.common import config_option, fail, open_store
-from pycalico.ctl.validate import manifest_files
+from pycalico.ctl.validate import format_problem, manifest_targets, read_source
 from pycalico.datastore import (
     AlreadyExists,
     Conflict,
@@ -52,27 +52,22 @@ def error_text(e: Exception, info: KindInfo | None = None, name: str = "", ns: s
 
 def read_manifests(filename: str, recursive: bool) -> list[Resource]:
     """Every resource in ``filename`` (file, directory or '-'), validated; exits on problems."""
-    if filename == "-":
-        sources = [("<stdin>", sys.stdin.read())]
-    else:
-        files = manifest_files(filename, recursive)
-        if not files:
-            fail(f"Failed to execute command: no manifests found in {filename}")
-        sources = []
-        for f in files:
-            try:
-                sources.append((str(f), Path(f).read_text()))
-            except OSError as e:
-                fail(f"Failed to execute command: cannot read {f}: {e.strerror or e}")
+    files = manifest_targets(filename, recursive)
+    if not files:
+        fail(f"Failed to execute command: no manifests found in {excerpt(filename)}")
+    sources = []
+    for f in files:
+        try:
+            sources.append(read_source(f))
+        except ManifestError as e:
+            fail(f"Failed to execute command: {e}")
     out: list[Resource] = []
     problems: list[str] = []
     for src, text in sources:
         try:
             out.extend(decode_all(text, source=src))
         except ValidationFailed as e:
-            problems.extend(
-                str(p) if p.kind else f"{p.name or src}: {p.reason}" for p in e.problems
-            )
+            problems.extend(format_problem(p, src) for p in e.problems)
     if problems:
         click.echo("Failed to execute command: invalid resource(s); nothing was written:", err=True)
         for line in problems:

