@@ -10,6 +10,8 @@ loader and the selector parser.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -334,3 +336,125 @@ def test_fuzz_report() -> None:
         f"\nr19input fuzz: examples tried {_TRIED}, slowest (s) "
         f"{ {k: round(v, 4) for k, v in _SLOWEST.items()} }"
     )
+
+
+# --- 2. custom-columns ---------------------------------------------------------------------
+
+
+def test_unterminated_custom_columns_template_fails(ctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "pool.yaml"
+    f.write_text(POOL)
+    assert ctl("apply", "-f", str(f)).exit_code == 0
+    for bad in ("NAME:{.metadata.name", "NAME:.metadata.name}", "NAME:{}", ":.metadata.name"):
+        r = ctl("get", "ippools", "-o", f"custom-columns={bad}")
+        _no_traceback(r)
+        assert "custom-columns" in r.output, r.output
+    for good in ("NAME:{.metadata.name}", "NAME:.metadata.name"):
+        r = ctl("get", "ippools", "-o", f"custom-columns={good},CIDR:{{.spec.cidr}}")
+        assert r.exit_code == 0, r.output
+        assert r.output.splitlines()[1].split() == ["pool1", "10.1.0.0/16"]
+
+
+# --- 3. read commands never create a datastore ------------------------------------------------
+
+
+def test_read_commands_fail_on_a_datastore_in_a_missing_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir"
+    monkeypatch.setenv("DATASTORE_TYPE", "sqlite")
+    monkeypatch.setenv("CALICO_DATASTORE_PATH", str(missing / "calico.db"))
+    runner = CliRunner()
+    reads = [
+        ["get", "ippools"],
+        ["get", "ippool", "pool1", "-o", "yaml"],
+        ["ipam", "show"],
+        ["ipam", "show", "--show-blocks"],
+        ["ipam", "check"],
+        ["ipam", "release", "--ip", "10.0.0.1"],
+        ["delete", "ippool", "pool1"],
+        ["patch", "ippool", "pool1", "-p", '{"spec": {"natOutgoing": true}}'],
+        ["label", "ippool", "pool1", "a=b"],
+        ["datastore", "migrate", "export"],
+        ["policy", "matrix"],
+    ]
+    for args in reads:
+        r = runner.invoke(cli, args)
+        _no_traceback(r)
+        assert "does not exist" in r.output, (args, r.output)
+        assert not (tmp_path / "no").exists(), args
+    # a writer still creates the store (and its directory, owner-only)
+    f = tmp_path / "pool.yaml"
+    f.write_text(POOL)
+    r = runner.invoke(cli, ["apply", "-f", str(f)])
+    assert r.exit_code == 0, r.output
+    assert (missing / "calico.db").is_file()
+    assert stat.S_IMODE(missing.stat().st_mode) == 0o700
+    r = runner.invoke(cli, ["get", "ippools", "-o", "name"])
+    assert r.exit_code == 0 and r.output.split() == ["pool1"]
+
+
+# --- 5. file modes ----------------------------------------------------------------------------
+
+
+def test_sqlite_datastore_files_are_owner_only(tmp_path: Path) -> None:
+    from pycalico.datastore.sqlite import SqliteDatastore
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "store" / "calico.db"
+        ds = SqliteDatastore(str(path))
+        try:
+            ds.create(
+                {
+                    "apiVersion": "projectcalico.org/v3",
+                    "kind": "IPPool",
+                    "metadata": {"name": "p"},
+                    "spec": {"cidr": "10.9.0.0/16"},
+                }
+            )
+            modes = {
+                p.name: stat.S_IMODE(p.stat().st_mode)
+                for p in path.parent.iterdir()
+                if p.name.startswith("calico.db")
+            }
+        finally:
+            ds.close()
+        assert set(modes) >= {"calico.db", "calico.db-wal", "calico.db-shm"}, modes
+        assert all(m == 0o600 for m in modes.values()), {k: oct(v) for k, v in modes.items()}
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        # an existing file keeps its mode and keeps working
+        legacy = tmp_path / "legacy.db"
+        legacy.touch(mode=0o644)
+        legacy.chmod(0o644)
+        ds = SqliteDatastore(str(legacy))
+        try:
+            ds.create(
+                {
+                    "apiVersion": "projectcalico.org/v3",
+                    "kind": "IPPool",
+                    "metadata": {"name": "q"},
+                    "spec": {"cidr": "10.8.0.0/16"},
+                }
+            )
+            assert [o["metadata"]["name"] for o in ds.list("IPPool").items] == ["q"]
+        finally:
+            ds.close()
+        assert stat.S_IMODE(legacy.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_lab_directory_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycalico.lab.state import BASE_DIR_ENV, LabState, lab_dir, make_lab_dir
+
+    monkeypatch.setenv(BASE_DIR_ENV, str(tmp_path / "labs"))
+    old = os.umask(0o022)
+    try:
+        d = make_lab_dir("t1")
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+        LabState(name="t2", prefix="clt2-", directory=str(lab_dir("t2"))).save()
+        assert stat.S_IMODE(lab_dir("t2").stat().st_mode) == 0o700
+        assert LabState.load("t2").name == "t2"
+    finally:
+        os.umask(old)

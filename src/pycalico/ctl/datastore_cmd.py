@@ -27,7 +27,7 @@ EXPORT_KIND = "List"
 
 
 def export_objects(config_file: str | None) -> list[dict[str, Any]]:
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         try:
             items = ds.list_prefix(ROOT).items
         except DatastoreError as e:

@@ -194,7 +194,7 @@ def delete(
     kinds = {t[0].kind for t in targets}
     single = next(iter(kinds)) if len(kinds) == 1 else None
     what = f"'{single}' resource(s)" if single else "resource(s)"
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         client = ResourceClient(ds)
         for info, name, ns, rv in targets:
             try:
@@ -237,6 +237,24 @@ def _path_get(obj: Any, path: str) -> str:
     return str(cur)
 
 
+def _column_path(heading: str, template: str) -> str:
+    """The field path of a custom column: ``.a.b`` or the template form ``{.a.b}``."""
+    t = template.strip()
+    if t.startswith("{") or t.endswith("}"):
+        if not (t.startswith("{") and t.endswith("}")) or t.count("{") != 1 or t.count("}") != 1:
+            fail(
+                f"Failed to execute command: custom-columns: column {excerpt(heading)}: "
+                f"unterminated or unbalanced template {excerpt(template)}"
+            )
+        t = t[1:-1].strip()
+    if not t or "{" in t or "}" in t or not heading:
+        fail(
+            "Failed to execute command: custom-columns: invalid column "
+            f"{excerpt(heading)}:{excerpt(template)} (want HEADING:.field.path)"
+        )
+    return t
+
+
 def _path_getter(path: str) -> Callable[[Obj], str]:
     return lambda o: _path_get(o, path)
 
@@ -266,7 +284,7 @@ def format_objects(
         for spec in output.split("=", 1)[1].split(","):
             if ":" in spec:
                 heading, path = spec.split(":", 1)
-                cols.append((heading, _path_getter(path)))
+                cols.append((heading, _path_getter(_column_path(heading, path))))
             elif spec.upper() in known:
                 cols.append((spec.upper(), known[spec.upper()]))
             else:
@@ -314,7 +332,7 @@ def get(
     else:
         fail("Failed to execute command: give a KIND (e.g. ippools) or -f FILE")
     by_kind: dict[str, tuple[KindInfo, list[Obj], bool]] = {}
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         client = ResourceClient(ds)
         for info, name, ns in wanted:
             try:
@@ -366,7 +384,7 @@ def _modify(
     change: Callable[[Obj], Obj],
     verb: str,
 ) -> None:
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         try:
             ResourceClient(ds).modify(info, name, namespace, change)
         except ValidationFailed as e:
@@ -442,7 +460,7 @@ def label(
         new = dict(cur, metadata=dict(cur["metadata"], labels=labels))
         return new
 
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         try:
             ResourceClient(ds).modify(info, name, namespace, change)
         except ValidationFailed as e:

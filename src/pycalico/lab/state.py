@@ -3,7 +3,7 @@
 Owns the record of everything a lab created (namespaces, processes by PID, pods), so that
 ``down`` — or a later command in another process — can find and remove exactly that.
 Invariants: every namespace name starts with the lab's prefix; the file is rewritten
-atomically (temp file + rename) after every change.
+atomically (temp file + rename) after every change; the lab directory is created 0700.
 """
 
 from __future__ import annotations
@@ -21,6 +21,16 @@ DEFAULT_BASE_DIR = "/var/lib/calico-lab"
 
 def lab_dir(name: str) -> Path:
     return Path(os.environ.get(BASE_DIR_ENV, DEFAULT_BASE_DIR)) / name
+
+
+def make_lab_dir(name: str) -> Path:
+    """Create (owner-only, 0700: it holds the lab's datastore) and return lab ``name``'s
+    directory; an existing directory is tightened to 0700 too."""
+    d = lab_dir(name)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if d.stat().st_mode & 0o077:
+        d.chmod(0o700)
+    return d
 
 
 def prefix_for(name: str) -> str:
@@ -107,7 +117,7 @@ class LabState:
         raise KeyError(key)
 
     def save(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path / "state.json.tmp"
         tmp.write_text(json.dumps(asdict(self), indent=1))
         tmp.replace(self.path / "state.json")
