@@ -458,3 +458,64 @@ def test_lab_directory_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert LabState.load("t2").name == "t2"
     finally:
         os.umask(old)
+
+
+# --- 4. a policy's tier must exist ------------------------------------------------------------
+
+TIERED = [
+    "GlobalNetworkPolicy",
+    "NetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+]
+
+
+def _policy(kind: str, tier: str | None, name: str = "p1") -> str:
+    spec = f"tier: {tier}, " if tier else ""
+    ns = ", namespace: ns1" if "Global" not in kind else ""
+    return (
+        f"apiVersion: projectcalico.org/v3\nkind: {kind}\nmetadata: {{name: {name}{ns}}}\n"
+        f"spec: {{{spec}selector: all(), ingress: [{{action: Allow}}]}}\n"
+    )
+
+
+@pytest.mark.parametrize("kind", TIERED)
+def test_policy_in_a_missing_tier_is_rejected(ctl, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(_policy(kind, "security"))
+    for cmd in ("create", "apply"):
+        r = ctl(cmd, "-f", str(missing))
+        _no_traceback(r)
+        assert "resource does not exist: Tier(security)" in r.output, r.output
+    assert ctl("get", kind, "-A", "-o", "name").output.split() == []
+    # the built-in tiers always exist
+    for tier in (None, "default", "kube-admin", "kube-baseline"):
+        f = tmp_path / f"builtin-{tier}.yaml"
+        f.write_text(_policy(kind, tier, name=f"p-{tier or 'none'}"))
+        r = ctl("apply", "-f", str(f))
+        assert r.exit_code == 0, (tier, r.output)
+    # replace into a missing tier is rejected; with the Tier created first it works
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(_policy(kind, "default"))
+    assert ctl("create", "-f", str(ok)).exit_code == 0
+    r = ctl("replace", "-f", str(missing))
+    _no_traceback(r)
+    assert "resource does not exist: Tier(security)" in r.output, r.output
+    tier = tmp_path / "tier.yaml"
+    tier.write_text(
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\n"
+        "spec: {order: 100}\n---\n" + _policy(kind, "security", name="p2")
+    )
+    r = ctl("apply", "-f", str(tier))
+    assert r.exit_code == 0, r.output
+    r = ctl("replace", "-f", str(missing))
+    assert r.exit_code == 0, r.output
+
+
+def test_patch_into_a_missing_tier_is_rejected(ctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "p.yaml"
+    f.write_text(_policy("GlobalNetworkPolicy", None))
+    assert ctl("apply", "-f", str(f)).exit_code == 0
+    r = ctl("patch", "globalnetworkpolicy", "p1", "-p", '{"spec": {"tier": "nope"}}')
+    _no_traceback(r)
+    assert "Tier(nope)" in r.output, r.output
