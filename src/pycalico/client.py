@@ -4,8 +4,11 @@ This is the layer calicoctl (and the lab) write through, like libcalico-go's cli
 takes validated :class:`~pycalico.api.Resource` models, fills the namespace default, keeps
 the store-owned metadata (uid, creationTimestamp) across updates and maps every kind to its
 storage kind. Invariants: nothing reaches the store that did not pass
-:func:`pycalico.api.decode`; every update is compare-and-swap on resourceVersion (apply and
-patch retry on a lost race; replace with a stale resourceVersion fails with Conflict).
+:func:`pycalico.api.decode`; a (Staged)(Global)NetworkPolicy is only written (create, apply,
+replace, modify) when its tier exists (the ``default``, ``kube-admin`` and ``kube-baseline``
+tiers always do), as libcalico-go's policy clients check; every update is compare-and-swap
+on resourceVersion (apply and patch retry on a lost race; replace with a stale
+resourceVersion fails with Conflict).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pycalico.api import KindInfo, Resource, decode, encode, lookup
+from pycalico.api import KINDS, V3, KindInfo, Resource, decode, encode, lookup
 from pycalico.datastore import AlreadyExists, Conflict, Datastore, NotFound, storage_kind
 from pycalico.errors import CalicoError
 
@@ -30,6 +33,20 @@ IMMUTABLE: dict[str, tuple[tuple[str, ...], ...]] = {
 
 class ImmutableField(CalicoError, ValueError):
     """An update tried to change a field that is immutable."""
+
+
+class TierNotFound(CalicoError, LookupError):
+    """A policy names a tier that does not exist (Calico: ``resource does not exist: Tier(x)``)."""
+
+    def __init__(self, tier: str) -> None:
+        self.tier = tier
+        super().__init__(f"resource does not exist: Tier({tier})")
+
+
+TIERED_KINDS = frozenset(
+    {"NetworkPolicy", "GlobalNetworkPolicy", "StagedNetworkPolicy", "StagedGlobalNetworkPolicy"}
+)
+BUILTIN_TIERS = frozenset({"default", "kube-admin", "kube-baseline"})
 
 
 def _dig(obj: Obj, path: tuple[str, ...]) -> Any:
@@ -93,6 +110,19 @@ class ResourceClient:
             if old.get(k):
                 meta[k] = old[k]
 
+    def _check_tier(self, info: KindInfo, obj: Obj) -> None:
+        """Raise :class:`TierNotFound` when a tiered policy's tier is not stored."""
+        if info.api_version != V3 or info.kind not in TIERED_KINDS:
+            return
+        spec = obj.get("spec")
+        tier = (spec.get("tier") if isinstance(spec, dict) else None) or "default"
+        if tier in BUILTIN_TIERS:
+            return
+        try:
+            self.ds.get(store_kind(KINDS["Tier"]), str(tier), "")
+        except NotFound:
+            raise TierNotFound(str(tier)) from None
+
     # --- operations --------------------------------------------------------------------------
 
     def get(self, info: KindInfo, name: str, namespace: str = "") -> Obj:
@@ -107,13 +137,15 @@ class ResourceClient:
         return [o for o in items if o.get("apiVersion", info.api_version) == info.api_version]
 
     def create(self, res: Resource, namespace: str | None = None) -> Obj:
-        _, obj = self._to_obj(res, namespace)
+        info, obj = self._to_obj(res, namespace)
         obj["metadata"].pop("resourceVersion", None)
+        self._check_tier(info, obj)
         return self.ds.create(obj)
 
     def apply(self, res: Resource, namespace: str | None = None) -> Obj:
         """Create, or update the existing resource (CAS on the given or current revision)."""
         info, obj = self._to_obj(res, namespace)
+        self._check_tier(info, obj)
         given_rv = obj["metadata"].get("resourceVersion")
         for _ in range(_RETRIES):
             try:
@@ -141,6 +173,7 @@ class ResourceClient:
         """Update an existing resource; a given resourceVersion must be current."""
         info, obj = self._to_obj(res, namespace)
         existing = self.ds.get(store_kind(info), obj["metadata"]["name"], self._ns(info, obj))
+        self._check_tier(info, obj)
         check_immutable(info.kind, existing, obj)
         self._carry_store_meta(obj, existing)
         if not obj["metadata"].get("resourceVersion"):
@@ -165,6 +198,7 @@ class ResourceClient:
             res = decode(new)
             _, obj = self._to_obj(res, namespace)
             check_immutable(info.kind, current, obj)
+            self._check_tier(info, obj)
             self._carry_store_meta(obj, current)
             obj["metadata"]["resourceVersion"] = rv
             try:

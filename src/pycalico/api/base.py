@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from pycalico.api.loader import excerpt
 from pycalico.errors import CalicoError
 
 V3 = "projectcalico.org/v3"
@@ -35,7 +36,13 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.name or '<unnamed>'}: {self.path}: {self.reason}"
+        # Names and reasons can carry hostile input: bounded, control characters escaped.
+        name = excerpt(self.name) if self.name else "<unnamed>"
+        if not self.kind and not self.path:  # about an input, not a resource
+            return f"{name}: {excerpt(self.reason, 400)}"
+        return (
+            f"{excerpt(self.kind)} {name}: {excerpt(self.path, 200)}: {excerpt(self.reason, 400)}"
+        )
 
 
 @dataclass

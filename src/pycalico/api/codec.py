@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from pycalico.api.base import Problem, Problems, Resource, ValidationFailed, lookup
+from pycalico.api.loader import ManifestError, excerpt, parse_documents
 
 _TAG = re.compile(r"[\[\](){}]")
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "literal"}
@@ -75,12 +76,12 @@ def _flatten(doc: Any, out: list[dict[str, Any]], source: str) -> None:
             _flatten(item, out, source)
         return
     if not isinstance(doc, dict):
-        raise _source_problem(source, f"document is not a mapping: {doc!r:.60}")
+        raise _source_problem(source, f"document is not a mapping: {excerpt(doc, 60)}")
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         items = doc.get("items") or []
         if not isinstance(items, list):
-            raise _source_problem(source, f"{kind}.items is not a list")
+            raise _source_problem(source, f"{excerpt(kind, 60)}.items is not a list")
         for item in items:
             _flatten(item, out, source)
         return
@@ -90,20 +91,13 @@ def _flatten(doc: Any, out: list[dict[str, Any]], source: str) -> None:
 def load_documents(text: str, source: str = "<input>") -> list[dict[str, Any]]:
     """Parse YAML or JSON text into resource dicts (Lists expanded, empty documents dropped).
 
-    Raises :class:`ValidationFailed` (one problem naming ``source``) on a syntax error.
+    Parsing is bounded (:mod:`pycalico.api.loader`: size, aliases, depth, duplicate keys).
+    Raises :class:`ValidationFailed` (one problem naming ``source``) on any parse failure.
     """
-    docs: list[Any]
-    stripped = text.lstrip()
     try:
-        if stripped.startswith(("{", "[")):
-            try:
-                docs = [json.loads(text)]
-            except json.JSONDecodeError:
-                docs = list(yaml.load_all(text, Loader=_Loader))
-        else:
-            docs = list(yaml.load_all(text, Loader=_Loader))
-    except yaml.YAMLError as e:
-        raise _source_problem(source, f"cannot parse YAML/JSON: {e}") from None
+        docs = parse_documents(text, _Loader, source)
+    except ManifestError as e:
+        raise _source_problem(source, e.reason) from None
     out: list[dict[str, Any]] = []
     for doc in docs:
         _flatten(doc, out, source)
@@ -133,7 +127,7 @@ def _reason(err: Mapping[str, Any]) -> str:
         msg = msg[len("Value error, ") :]
     value = err.get("input")
     if etype not in ("value_error",) and isinstance(value, str | int | float | bool):
-        return f"{msg} (got {value!r})"
+        return f"{msg} (got {excerpt(repr(value))})"
     return msg
 
 

@@ -31,13 +31,16 @@ def fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def open_store(config_file: str | None) -> Iterator[Datastore]:
-    """The configured datastore; configuration/availability problems end the command."""
+def open_store(config_file: str | None, *, create: bool = True) -> Iterator[Datastore]:
+    """The configured datastore; configuration/availability problems end the command.
+
+    Commands that only read or change existing data pass ``create=False``: they fail on an
+    embedded datastore in a missing directory rather than creating an empty one."""
     from pycalico.config import ConfigError, load_config
     from pycalico.datastore import Unavailable, open_datastore
 
     try:
-        ds = open_datastore(load_config(config_file))
+        ds = open_datastore(load_config(config_file), create=create)
     except (ConfigError, Unavailable) as e:
         fail(f"Failed to connect to the datastore: {e}")
     try:

@@ -11,14 +11,15 @@ if the target already holds resources (unless ``--allow-non-empty``).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
 from pycalico.api import ValidationFailed, decode, load_documents, lookup
+from pycalico.api.loader import ManifestError
 from pycalico.ctl.common import config_option, fail, open_store
+from pycalico.ctl.validate import read_source
 from pycalico.datastore import AlreadyExists, DatastoreError
 from pycalico.datastore.base import ROOT
 
@@ -26,7 +27,7 @@ EXPORT_KIND = "List"
 
 
 def export_objects(config_file: str | None) -> list[dict[str, Any]]:
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         try:
             items = ds.list_prefix(ROOT).items
         except DatastoreError as e:
@@ -64,9 +65,11 @@ def export(config_file: str | None) -> None:
 @config_option
 def import_(filename: str, allow_non_empty: bool, config_file: str | None) -> None:
     """Create every object of an export in the configured datastore."""
-    text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
     try:
-        objs = load_documents(text, source=filename)
+        source, text = read_source(filename)
+        objs = load_documents(text, source=source)
+    except ManifestError as e:
+        fail(f"Failed to import: {e}")
     except ValidationFailed as e:
         fail("Failed to import: " + "; ".join(str(p) for p in e.problems))
     problems: list[str] = []

@@ -66,7 +66,7 @@ def show_cmd(
     """Show IP pool and block usage."""
 
     def go() -> None:
-        with open_store(config_file) as ds:
+        with open_store(config_file, create=False) as ds:
             ipam = IPAM(ds)
             if show_configuration:
                 cfg = ipam.get_config()
@@ -201,7 +201,7 @@ def check_cmd(
     """Check IPAM for leaked, missing and duplicate allocations."""
 
     def go() -> None:
-        with open_store(config_file) as ds:
+        with open_store(config_file, create=False) as ds:
             click.echo("Checking IPAM for inconsistencies...\n")
             rep = check(ds)
             click.echo(f"Found {rep.blocks} IPAM blocks with {rep.allocations} allocations.")
@@ -252,7 +252,7 @@ def release_cmd(ip: str | None, report: str | None, config_file: str | None) -> 
         raise SystemExit(1)
 
     def go() -> None:
-        with open_store(config_file) as ds:
+        with open_store(config_file, create=False) as ds:
             ipam = IPAM(ds)
             if ip is not None:
                 try:

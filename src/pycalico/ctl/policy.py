@@ -53,7 +53,7 @@ def _insight(config_file: str | None) -> PolicyInsight:
     from pycalico.config import load_config
     from pycalico.datastore import open_datastore
 
-    ds = open_datastore(load_config(config_file))
+    ds = open_datastore(load_config(config_file), create=False)
     try:
         resources = load_resources(ds)
     finally:

@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
 from pycalico.api import KINDS, KindInfo, Resource, ValidationFailed, decode_all, resolve_kind
+from pycalico.api.loader import ManifestError, excerpt
 from pycalico.client import ResourceClient, describe, kind_info_of
 from pycalico.ctl.columns import columns_for, render_table
 from pycalico.ctl.common import config_option, fail, open_store
-from pycalico.ctl.validate import manifest_files
+from pycalico.ctl.validate import format_problem, manifest_targets, read_source
 from pycalico.datastore import (
     AlreadyExists,
     Conflict,
@@ -52,27 +52,22 @@ def error_text(e: Exception, info: KindInfo | None = None, name: str = "", ns: s
 
 def read_manifests(filename: str, recursive: bool) -> list[Resource]:
     """Every resource in ``filename`` (file, directory or '-'), validated; exits on problems."""
-    if filename == "-":
-        sources = [("<stdin>", sys.stdin.read())]
-    else:
-        files = manifest_files(filename, recursive)
-        if not files:
-            fail(f"Failed to execute command: no manifests found in {filename}")
-        sources = []
-        for f in files:
-            try:
-                sources.append((str(f), Path(f).read_text()))
-            except OSError as e:
-                fail(f"Failed to execute command: cannot read {f}: {e.strerror or e}")
+    files = manifest_targets(filename, recursive)
+    if not files:
+        fail(f"Failed to execute command: no manifests found in {excerpt(filename)}")
+    sources = []
+    for f in files:
+        try:
+            sources.append(read_source(f))
+        except ManifestError as e:
+            fail(f"Failed to execute command: {e}")
     out: list[Resource] = []
     problems: list[str] = []
     for src, text in sources:
         try:
             out.extend(decode_all(text, source=src))
         except ValidationFailed as e:
-            problems.extend(
-                str(p) if p.kind else f"{p.name or src}: {p.reason}" for p in e.problems
-            )
+            problems.extend(format_problem(p, src) for p in e.problems)
     if problems:
         click.echo("Failed to execute command: invalid resource(s); nothing was written:", err=True)
         for line in problems:
@@ -199,7 +194,7 @@ def delete(
     kinds = {t[0].kind for t in targets}
     single = next(iter(kinds)) if len(kinds) == 1 else None
     what = f"'{single}' resource(s)" if single else "resource(s)"
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         client = ResourceClient(ds)
         for info, name, ns, rv in targets:
             try:
@@ -242,6 +237,24 @@ def _path_get(obj: Any, path: str) -> str:
     return str(cur)
 
 
+def _column_path(heading: str, template: str) -> str:
+    """The field path of a custom column: ``.a.b`` or the template form ``{.a.b}``."""
+    t = template.strip()
+    if t.startswith("{") or t.endswith("}"):
+        if not (t.startswith("{") and t.endswith("}")) or t.count("{") != 1 or t.count("}") != 1:
+            fail(
+                f"Failed to execute command: custom-columns: column {excerpt(heading)}: "
+                f"unterminated or unbalanced template {excerpt(template)}"
+            )
+        t = t[1:-1].strip()
+    if not t or "{" in t or "}" in t or not heading:
+        fail(
+            "Failed to execute command: custom-columns: invalid column "
+            f"{excerpt(heading)}:{excerpt(template)} (want HEADING:.field.path)"
+        )
+    return t
+
+
 def _path_getter(path: str) -> Callable[[Obj], str]:
     return lambda o: _path_get(o, path)
 
@@ -271,7 +284,7 @@ def format_objects(
         for spec in output.split("=", 1)[1].split(","):
             if ":" in spec:
                 heading, path = spec.split(":", 1)
-                cols.append((heading, _path_getter(path)))
+                cols.append((heading, _path_getter(_column_path(heading, path))))
             elif spec.upper() in known:
                 cols.append((spec.upper(), known[spec.upper()]))
             else:
@@ -319,7 +332,7 @@ def get(
     else:
         fail("Failed to execute command: give a KIND (e.g. ippools) or -f FILE")
     by_kind: dict[str, tuple[KindInfo, list[Obj], bool]] = {}
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         client = ResourceClient(ds)
         for info, name, ns in wanted:
             try:
@@ -371,7 +384,7 @@ def _modify(
     change: Callable[[Obj], Obj],
     verb: str,
 ) -> None:
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         try:
             ResourceClient(ds).modify(info, name, namespace, change)
         except ValidationFailed as e:
@@ -447,7 +460,7 @@ def label(
         new = dict(cur, metadata=dict(cur["metadata"], labels=labels))
         return new
 
-    with open_store(config_file) as ds:
+    with open_store(config_file, create=False) as ds:
         try:
             ResourceClient(ds).modify(info, name, namespace, change)
         except ValidationFailed as e:

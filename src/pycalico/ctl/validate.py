@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from pycalico.api import Problem, ValidationFailed, decode_all
+from pycalico.api.loader import ManifestError, excerpt, read_manifest
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -28,10 +29,29 @@ def manifest_files(target: str, recursive: bool = False) -> list[Path]:
     return sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix in SUFFIXES)
 
 
+def manifest_targets(target: str, recursive: bool = False) -> list[str | Path]:
+    """``["-"]`` for stdin, else :func:`manifest_files`."""
+    return ["-"] if target == "-" else list(manifest_files(target, recursive))
+
+
 def format_problem(problem: Problem, source: str) -> str:
     if not problem.kind:
-        return f"{problem.name or source}: {problem.reason}"
+        return f"{excerpt(problem.name or source)}: {excerpt(problem.reason, 400)}"
     return str(problem)
+
+
+def read_source(target: str | Path) -> tuple[str, str]:
+    """(source name, text) of one manifest file or ``-`` (stdin): at most
+    :data:`~pycalico.api.loader.MAX_MANIFEST_BYTES` are read, and the text must be UTF-8.
+    Raises :class:`~pycalico.api.loader.ManifestError`."""
+    if str(target) == "-":
+        return "<stdin>", read_manifest(sys.stdin.buffer, "<stdin>")
+    name = str(target)
+    try:
+        with open(name, "rb") as f:
+            return name, read_manifest(f, name)
+    except OSError as e:
+        raise ManifestError(name, f"cannot read: {e.strerror or e}") from None
 
 
 def validate_sources(targets: list[str], recursive: bool = False) -> tuple[int, list[str]]:
@@ -39,18 +59,17 @@ def validate_sources(targets: list[str], recursive: bool = False) -> tuple[int, 
     lines: list[str] = []
     count = 0
     for target in targets:
-        if target == "-":
-            sources: list[tuple[str, str]] = [("<stdin>", sys.stdin.read())]
-        else:
-            sources = []
-            files = manifest_files(target, recursive)
-            if not files:
-                lines.append(f"{target}: no manifests found")
-            for f in files:
-                try:
-                    sources.append((str(f), f.read_text()))
-                except OSError as e:
-                    lines.append(f"{f}: cannot read: {e.strerror or e}")
+        sources: list[tuple[str, str]] = []
+        files: list[str | Path] = (
+            ["-"] if target == "-" else list(manifest_files(target, recursive))
+        )
+        if not files:
+            lines.append(f"{excerpt(target)}: no manifests found")
+        for f in files:
+            try:
+                sources.append(read_source(f))
+            except ManifestError as e:
+                lines.append(str(e))
         for name, text in sources:
             try:
                 count += len(decode_all(text, source=name))

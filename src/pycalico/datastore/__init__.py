@@ -28,8 +28,11 @@ if TYPE_CHECKING:
     from pycalico.config import DatastoreConfig
 
 
-def open_datastore(cfg: DatastoreConfig | None = None) -> Datastore:
+def open_datastore(cfg: DatastoreConfig | None = None, *, create: bool = True) -> Datastore:
     """Open the backend ``cfg`` names (default: :func:`pycalico.config.load_config()`).
+
+    ``create=False`` (read-only callers such as ``calicoctl get``): an embedded store whose
+    directory does not exist is :class:`Unavailable` instead of being created.
 
     Raises :class:`Unavailable` when the store cannot be opened.
     """
@@ -44,7 +47,7 @@ def open_datastore(cfg: DatastoreConfig | None = None) -> Datastore:
     if cfg.datastore_type == "sqlite":
         from pycalico.datastore.sqlite import SqliteDatastore
 
-        return SqliteDatastore(cfg.datastore_path)
+        return SqliteDatastore(cfg.datastore_path, create_dirs=create)
     if cfg.datastore_type == "etcdv3":
         from pycalico.datastore.etcd import EtcdDatastore
 

@@ -10,6 +10,10 @@ watermark). Invariants:
   the highest revision whose row is gone. A watcher resuming below it gets :class:`Compacted`.
 - Watchers poll the cheap ``revision`` cell (adaptive 1-20 ms, immediate wakeup for writes
   made through the same object) and read the log in a snapshot transaction.
+- A new store file is created mode 0600 (so are its -wal and -shm files, which SQLite creates
+  with the database file's mode) and a directory it creates 0700: the store holds the whole
+  cluster's policy and configuration. Existing files keep their mode. With
+  ``create_dirs=False`` (read-only commands) a missing directory is an error, not created.
 - Every ``sqlite3`` error (corrupt file, unwritable path, lock timeout) surfaces as
   :class:`Unavailable` with the path and reason; no raw sqlite3 exception escapes.
 """
@@ -74,6 +78,7 @@ class SqliteDatastore:
         history: int = 10_000,
         busy_timeout: float = 10.0,
         compact_every: int = 256,
+        create_dirs: bool = True,
     ) -> None:
         self.path = str(path)
         self.history = history
@@ -88,7 +93,14 @@ class SqliteDatastore:
         with self._errors("open"):
             parent = Path(self.path).parent
             if not parent.exists():
-                parent.mkdir(parents=True, exist_ok=True)
+                if not create_dirs:  # a reader: never create a store in a missing directory
+                    raise Unavailable(
+                        f"sqlite datastore {self.path}: directory {parent} does not exist"
+                    )
+                parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not os.path.exists(self.path):
+                # Created owner-only: SQLite gives the -wal and -shm files the same mode.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = self._conn()
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")

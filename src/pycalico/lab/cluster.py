@@ -29,7 +29,7 @@ from pycalico.lab.netns import (
     spawn_daemon,
 )
 from pycalico.lab.pods import remove_etc_netns
-from pycalico.lab.state import LabState, lab_dir, lab_lock, prefix_for
+from pycalico.lab.state import LabState, lab_dir, lab_lock, make_lab_dir, prefix_for
 from pycalico.lab.topology import add_node, build_underlay, router_ip
 
 ETCD_BIN = "/usr/bin/etcd"
@@ -108,8 +108,7 @@ def up(
         say(f"note: {encap} with one subnet never encapsulates (use --subnets 2)")
     if route_reflectors > nodes:
         raise LabError("--route-reflectors cannot exceed --nodes")
-    d = lab_dir(name)
-    d.mkdir(parents=True, exist_ok=True)
+    d = make_lab_dir(name)
     state = LabState(
         name=name,
         prefix=prefix_for(name),

@@ -15,7 +15,8 @@ restart`` during either), so:
 - :meth:`LabState.locked` is re-entrant within a process, so a caller may hold the lock
   around a check-then-act (``node start``) and still call :meth:`update` inside it.
 Invariants: every namespace name starts with the lab's prefix; a pod whose ``busy`` is a
-live PID is being added or deleted by that process and nobody else touches it.
+live PID is being added or deleted by that process and nobody else touches it; the lab
+directory is created 0700.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def lab_lock(directory: Path, create: bool = False) -> Iterator[None]:
             _held[key] = (held[0], held[1] + 1)
     if held is None:
         if create:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -78,6 +79,16 @@ def lab_lock(directory: Path, create: bool = False) -> Iterator[None]:
 
 def lab_dir(name: str) -> Path:
     return Path(os.environ.get(BASE_DIR_ENV, DEFAULT_BASE_DIR)) / name
+
+
+def make_lab_dir(name: str) -> Path:
+    """Create (owner-only, 0700: it holds the lab's datastore) and return lab ``name``'s
+    directory; an existing directory is tightened to 0700 too."""
+    d = lab_dir(name)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if d.stat().st_mode & 0o077:
+        d.chmod(0o700)
+    return d
 
 
 def prefix_for(name: str) -> str:
@@ -179,7 +190,7 @@ class LabState:
     def save(self) -> None:
         """Write the whole state atomically (unique temporary file + ``os.replace``).
         Callers that change the state use :meth:`update`; this is its last step."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=self.path)
         try:
             with os.fdopen(fd, "w") as f:
