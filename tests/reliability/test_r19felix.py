@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from pycalico.felix.dataplane import SubprocessNftRunner, TableState
+from pycalico.felix.dataplane.watch import route_topic
 from pycalico.felix.rules.guard import guard_table
 from tests.fixtures.netns import NetnsFactory
 from tests.kit import ip_pool, poll
@@ -187,6 +188,16 @@ def test_route_and_device_tampering_is_repaired_in_seconds(
         assert not leaks, f"{len(leaks)} denied connections got through: {leaks[:3]}"
         slow = {k: v for k, v in times.items() if v >= REPAIR_BUDGET_S}
         assert not slow, f"repairs over {REPAIR_BUDGET_S}s: {slow}"
+        # No spin: once repaired, Felix's own full applies write nothing the watchers see.
+        time.sleep(1.0)
+        mon = cluster.node.popen("ip", "-o", "monitor", "route", "link", "address",
+                                 stdout=subprocess.PIPE)  # fmt: skip
+        time.sleep(2.0)
+        mon.terminate()
+        seen, _ = mon.communicate(timeout=10)
+        # (The kernel itself adds the re-created device's IPv6 link-local a moment later.)
+        ours = [ln for ln in seen.splitlines() if route_topic(ln) and "fe80:" not in ln]
+        assert not ours, f"kernel events while idle (a repair loop?): {ours[:5]}"
     finally:
         if probe is not None:
             probe.leaks()

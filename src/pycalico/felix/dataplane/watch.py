@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -59,7 +60,7 @@ def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
     """:data:`ROUTES_TOPIC` when ``line`` (of ``ip -o monitor route link address``) touches
     what the route drivers own, else None."""
     words = line.replace("@", " ").replace(":", " ").split()
-    if f"proto {proto}" in " ".join(words):
+    if any(a == "proto" and b == str(proto) for a, b in itertools.pairwise(words)):
         return ROUTES_TOPIC
     for w in words:
         if w in OUR_DEVICES or (prefix and w.startswith(prefix)):
