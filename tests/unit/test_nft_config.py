@@ -68,8 +68,13 @@ def test_nothing_programmed_before_in_sync() -> None:
     felix._process([SyncStatus.IN_SYNC])
     felix._maybe_apply()
     assert felix.wait_in_sync(0)
-    assert [type(o) for _f, _t, ops in fake.transactions for o in ops] == [ReplaceTable] * 2
-    assert {f for f, _t, _o in fake.transactions} == {"ip", "ip6"}
+    main = [(f, ops) for f, t, ops in fake.transactions if t == "calico"]
+    assert [type(o) for _f, ops in main for o in ops] == [ReplaceTable] * 2
+    assert {f for f, _o in main} == {"ip", "ip6"}
+    # The fail-closed guard tables (issue 19) come after the main tables, never before.
+    assert [(f, t) for f, t, _o in fake.transactions] == [
+        ("ip", "calico"), ("ip6", "calico"), ("ip", "calico-guard"), ("ip6", "calico-guard")
+    ]  # fmt: skip
 
 
 def test_failsafe_net_is_kept_for_the_renderer() -> None:

@@ -158,12 +158,16 @@ def test_endpoint_to_host_action_and_bad_config() -> None:
         t = render(state(), endpoint_to_host_action=action).tables()["ip"]
         bodies = [r.body for r in t.chains["cali-wl-to-host"].rules]
         dns = "ip daddr { 169.254.25.10 } meta l4proto { tcp, udp } th dport 53 accept"
-        assert bodies == ["jump cali-from-wl-dispatch", dns, verdict]
+        # The dispatch must come back with the accept mark (fail closed when flushed).
+        clear, no_verdict = "meta mark set meta mark & 0xfffeffff", "meta mark & 0x10000 == 0 drop"
+        assert bodies == [clear, "jump cali-from-wl-dispatch", no_verdict, dns, verdict]
     # Workload DNS is accepted after egress policy, before the endpoint-to-host verdict; it
     # can be turned off, and the IPv6 table has no IPv4 rule.
     t = render(state(), workload_dns_v4=()).tables()["ip"]
     assert [r.body for r in t.chains["cali-wl-to-host"].rules] == [
+        clear,
         "jump cali-from-wl-dispatch",
+        no_verdict,
         "drop",
     ]
     v6 = render(state()).tables()["ip6"]

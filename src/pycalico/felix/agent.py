@@ -9,6 +9,17 @@ the route drivers (one per IP version: routes, VXLAN/IPIP devices, NAT-outgoing,
 MTU file). Periodic resyncs: nft every ``nftablesRefreshInterval``, routes every
 ``routeRefreshInterval``.
 
+Repair in seconds, never fail open (issue 19): kernel watchers
+(:mod:`pycalico.felix.dataplane.watch`: ``nft monitor`` through the nft runner's process
+seam, and ``ip monitor route link address`` with the system's route drivers) only wake the
+owner loop; an event on our tables (``calico``, ``calico-guard``, ``calico-nat``), a proto-80
+route, our devices or a workload interface makes the loop read the table back / run a full
+route apply about 0.1 s later (at most one per topic per 0.5 s), which writes only what
+differs. Next to each ``calico`` table Felix programs the ``calico-guard`` table
+(:mod:`pycalico.felix.rules.guard`), always after the main table succeeded: it drops new
+workload traffic the main table did not evaluate, so a deleted table or flushed base chain
+fails closed until repaired.
+
 Invariants (DESIGN.md §4, principles 2, 3, 7):
 - Only the owner thread touches the graph, the renderer, the tables and the route drivers;
   the syncer thread only enqueues.
@@ -52,8 +63,17 @@ from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import HostFacts
 from pycalico.felix.config import families, render_config
 from pycalico.felix.dataplane import NftError, NftRunner, NftTable
+from pycalico.felix.dataplane.watch import (
+    ROUTE_ARGV,
+    ROUTES_TOPIC,
+    Debouncer,
+    LineWatcher,
+    nft_topic,
+    route_topic,
+)
 from pycalico.felix.routeloop import RouteDriver, RouteLoop
 from pycalico.felix.rules import TABLE, RuleRenderer
+from pycalico.felix.rules.guard import guard_table
 from pycalico.model.felixconfig import resolve
 from pycalico.system.clock import Clock, RealClock
 
@@ -133,6 +153,8 @@ class Felix:
         route_refresh_interval: float | None = None,
         hub: Any = None,
         clock: Clock | None = None,
+        guard: bool = True,
+        watch: bool = True,
     ) -> None:
         self.node_name = node_name
         self.clock: Clock = clock if clock is not None else RealClock()
@@ -149,7 +171,14 @@ class Felix:
         self.tables = {
             f: NftTable(nft_runner, f, table, clock=self.clock) for f in families(self.config)
         }
+        # The fail-closed guard table per family (rules/guard.py), applied after the main one.
+        self.guards = (
+            {f: NftTable(nft_runner, f, f"{table}-guard", clock=self.clock) for f in self.tables}
+            if guard
+            else {}
+        )
         drivers: dict[int, RouteDriver] = {}
+        watch_routes = system_routes
         if system_routes and (routes is None or routes6 is None):
             system = make_route_drivers(mtu_file, nat_outgoing)
             routes = routes if routes is not None else system[4]
@@ -203,18 +232,68 @@ class Felix:
             "active_profiles": 0,
             "ipsets": 0,
         }
+        self.counters["watch_resyncs"] = 0
         self.error: BaseException | None = None
+        self._debounce = Debouncer()
+        self.watchers = self._make_watchers(watch, watch_routes and self.routes is not None)
+
+    def _make_watchers(self, nft: bool, routes: bool) -> list[LineWatcher]:
+        """``nft monitor`` (through the nft runner's process seam, in its namespace) and,
+        with the system's route drivers, ``ip monitor`` of this namespace."""
+        out: list[LineWatcher] = []
+        # Topic -> what to resync: our nft tables; calico-nat belongs to the route drivers.
+        self._topic_tables: dict[str, NftTable] = {
+            f"nft:{t.family}:{t.name}": t for t in (*self.tables.values(), *self.guards.values())
+        }
+        if not nft:
+            return out
+        watched = [(t.family, t.name) for t in self._topic_tables.values()]
+        watched += [(f, "calico-nat") for f in self.tables] if self.routes is not None else []
+        launcher: Any = getattr(self.runner, "process", None)
+        monitor = getattr(self.runner, "monitor_argv", None)
+        if callable(monitor) and hasattr(launcher, "spawn"):
+            out.append(LineWatcher("nft", monitor(), lambda ln: nft_topic(ln, watched),
+                                   self.kernel_event, launcher))  # fmt: skip
+        if routes:
+            from pycalico.system.process import SubprocessRunner
+
+            def classify(line: str) -> str | None:
+                return route_topic(line, self.config.interface_prefix)
+
+            out.append(LineWatcher("routes", ROUTE_ARGV, classify, self.kernel_event,
+                                   SubprocessRunner()))  # fmt: skip
+        return out
+
+    def kernel_event(self, topic: str) -> None:
+        """A watcher saw a change to something we own (any thread): resync it shortly
+        (debounced; the owner loop does the read-back and repair)."""
+        self._debounce.note(topic, self.clock.monotonic())
+        self._callbacks.queue.put([])
+
+    def _take_kernel_events(self) -> None:
+        for topic in self._debounce.take_due(self.clock.monotonic()):
+            table = self._topic_tables.get(topic)
+            if table is not None:
+                table.request_resync()
+            elif self.routes is not None and (topic == ROUTES_TOPIC or "calico-nat" in topic):
+                self.routes.request_full()
+            with self._lock:
+                self.counters["watch_resyncs"] += 1
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> Felix:
         self._syncer.start()
         self._thread.start()
+        for w in self.watchers:
+            w.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop syncing and the owner loop; the programmed tables and routes stay in place
         (the userspace IPIP tunnel's I/O stops with its driver)."""
         self._stop.set()
+        for w in self.watchers:
+            w.stop(timeout)
         self._syncer.stop(timeout)
         self._callbacks.queue.put([])  # wake the owner loop
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
@@ -268,6 +347,10 @@ class Felix:
             out[f"table_{fam}"] = vars(t.stats).copy()
         if self.routes is not None:
             out["routes"] = self.routes.stats()
+        out["watchers"] = {
+            w.name: {"alive": w.alive(), "events": w.events, "starts": w.starts}
+            for w in self.watchers
+        }
         return out
 
     # --- owner loop ---------------------------------------------------------------------
@@ -299,6 +382,7 @@ class Felix:
                 return
             try:
                 self._process(batch)
+                self._take_kernel_events()
                 self._maybe_apply()
             except Exception as e:  # keep the loop alive; retry later (fail safe: no flush)
                 log.exception("felix %s: error in owner loop", self.node_name)
@@ -327,6 +411,8 @@ class Felix:
             deadlines.append(self._retry_at)
         if self.routes is not None and self._graph_in_sync:
             deadlines.append(self.routes.deadline())
+        if (watch_due := self._debounce.deadline()) is not None:
+            deadlines.append(watch_due)
         if not deadlines:
             return 1.0
         return max(0.0, min(min(deadlines) - now, 1.0))
@@ -373,9 +459,7 @@ class Felix:
         if policy_msgs:
             self.renderer.apply(policy_msgs)
             if self.renderer.in_sync:
-                specs = self.renderer.tables()
-                for fam, t in self.tables.items():
-                    t.set_desired(specs[fam])
+                self._set_desired()
 
     def _feed_facts(self, version: int, facts: HostFacts) -> list[Message]:
         self.graph.set_host_facts(version, facts)
@@ -408,26 +492,32 @@ class Felix:
             return
         self.renderer.set_config(render_config(config))
         if self.renderer.in_sync:
-            specs = self.renderer.tables()
-            for fam, t in self.tables.items():
-                t.set_desired(specs[fam])
+            self._set_desired()
+
+    def _set_desired(self) -> None:
+        specs = self.renderer.tables()
+        for fam, t in self.tables.items():
+            t.set_desired(specs[fam])
+        for fam, g in self.guards.items():
+            g.set_desired(guard_table(fam, self.renderer.cfg, g.name))
 
     def _maybe_apply(self) -> None:
         if not self.renderer.in_sync:
             return
         now = self.clock.monotonic()
+        tables = [*self.tables.values(), *self.guards.values()]  # the guards after the main
         if self._nft_in_sync.is_set() and now >= self._next_refresh:
-            for t in self.tables.values():
+            for t in tables:
                 t.request_resync()
             with self._lock:
                 self.counters["resyncs"] += 1
-        if not any(t.dirty for t in self.tables.values()):
+        if not any(t.dirty for t in tables):
             return
         if self._retry_at is not None and now < self._retry_at:
             return
         t0 = self.clock.monotonic()
         try:
-            for t in self.tables.values():
+            for t in tables:
                 t.apply()
         except NftError as e:
             log.error("felix %s: programming nftables failed: %s", self.node_name, e)

@@ -61,6 +61,10 @@ class SubprocessNftRunner:
         self.argv = ["ip", "netns", "exec", netns, nft] if netns else [nft]
         self.timeout = timeout
 
+    def monitor_argv(self) -> list[str]:
+        """argv of ``nft monitor`` in the same namespace (for the kernel watcher)."""
+        return [*self.argv, "monitor"]
+
     def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
         if not ops:
             return

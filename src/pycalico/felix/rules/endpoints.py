@@ -4,21 +4,32 @@ Packet path (one table per family, base chains at ``filter`` priority 0, policy 
 
   filter-FORWARD: ct established,related accept
                   iifname cali* fib saddr . iif oif missing drop   (anti-spoofing RPF)
+                  set the evaluated mark                     (the guard table checks it)
                   untracked + accept mark: accept            (allowed by doNotTrack policy)
                   accept mark clear: jump cali-from-hep-forward   (HEP forward ingress;
                                                               skipped after a pre-DNAT allow)
-                  iifname cali* jump cali-from-wl-dispatch   (egress policy of the source)
-                  oifname cali* jump cali-to-wl-dispatch     (ingress policy of the dest.)
+                  iifname cali*: clear accept mark, jump cali-from-wl-dispatch (egress
+                                 policy of the source), no accept mark: drop
+                  oifname cali*: clear accept mark, jump cali-to-wl-dispatch (ingress
+                                 policy of the dest.), no accept mark: drop
                   jump cali-to-hep-forward                   (HEP forward egress)
                   iif/oif cali* accept                       (both allowed)
-  filter-INPUT:   ct established,related accept, the same RPF check, untracked accept
-                  iifname cali* goto cali-wl-to-host         (egress policy, then
+  filter-INPUT:   ct established,related accept, the same RPF check, evaluated mark,
+                  untracked accept
+                  iifname cali* goto cali-wl-to-host         (egress policy - the same
+                                                              dispatch check - then
                                                               defaultEndpointToHostAction)
                   jump cali-from-host-endpoint               (host endpoints)
-  filter-OUTPUT:  ct established,related accept, untracked accept
+  filter-OUTPUT:  ct established,related accept, evaluated mark, untracked accept
                   oifname cali* accept                       (host -> workload: not policed,
                                                               as Calico)
                   jump cali-to-host-endpoint
+
+Fail closed against tampering (issue 19): an endpoint chain only returns with the accept
+mark set, so a dispatch (or endpoint) chain flushed by hand comes back without it and the
+packet drops; a deleted table or flushed base chain leaves new workload traffic without the
+evaluated mark, which the separate ``calico-guard`` table drops
+(:mod:`pycalico.felix.rules.guard`).
 
 Host endpoint chains, the raw (untracked) and mangle (pre-DNAT) base chains and the
 failsafe chains live in :mod:`pycalico.felix.rules.hostendpoints` (which builds on this
@@ -48,10 +59,12 @@ from pycalico.felix.rules.model import Chain, Family, Hook, NftSet, make_chain
 from pycalico.felix.rules.policy import (
     ALL_MARKS,
     MARK_ACCEPT,
+    MARK_EVALUATED,
     MARK_PASS,
     clear_mark,
     mark_is_clear,
     mark_is_set,
+    set_mark,
 )
 from pycalico.felix.rules.settings import ENDPOINT_TO_HOST_ACTIONS, RenderConfig
 from pycalico.model import PolicyID
@@ -153,16 +166,27 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     # IPv6: the unspecified and link-local sources of neighbour discovery are exempt.
     v6 = "ip6 saddr != { ::, fe80::/10 } " if fam.version == 6 else ""
     rpf = [f"iifname {wl} {v6}fib saddr . iif oif missing drop"] if cfg.anti_spoofing else []
+    # Fail closed (issue 19): every packet the filter base chains evaluate carries
+    # MARK_EVALUATED, which the calico-guard table requires of new workload traffic; and a
+    # dispatch chain must come back with the accept mark (an endpoint chain only returns
+    # with it), so a flushed dispatch or endpoint chain drops instead of falling through.
+    evaluated = set_mark(MARK_EVALUATED)
+    no_verdict = f"{mark_is_clear(MARK_ACCEPT)} drop"
     chains = [
         make_chain(
             "filter-FORWARD",
             [
                 est,
                 *rpf,
+                evaluated,
                 untracked,
                 f"{mark_is_clear(MARK_ACCEPT)} jump {N.FROM_HEP_FWD_DISPATCH}",
+                f"iifname {wl} {clear_mark(MARK_ACCEPT)}",
                 f"iifname {wl} jump {N.FROM_WL_DISPATCH}",
+                f"iifname {wl} {no_verdict}",
+                f"oifname {wl} {clear_mark(MARK_ACCEPT)}",
                 f"oifname {wl} jump {N.TO_WL_DISPATCH}",
+                f"oifname {wl} {no_verdict}",
                 f"jump {N.TO_HEP_FWD_DISPATCH}",
                 f"iifname {wl} accept",
                 f"oifname {wl} accept",
@@ -174,6 +198,7 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
             [
                 est,
                 *rpf,
+                evaluated,
                 untracked,
                 f"iifname {wl} goto {N.WL_TO_HOST}",
                 f"jump {N.FROM_HEP_DISPATCH}",
@@ -182,7 +207,7 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
         ),
         make_chain(
             "filter-OUTPUT",
-            [est, untracked, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
+            [est, evaluated, untracked, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
             Hook("output", 0),
         ),
         make_chain(
@@ -197,7 +222,7 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     to_host = []
     if fam.version == 6:
         to_host.append(f"icmpv6 type {_ICMPV6_TO_HOST} accept")
-    to_host.append(f"jump {N.FROM_WL_DISPATCH}")
+    to_host += [clear_mark(MARK_ACCEPT), f"jump {N.FROM_WL_DISPATCH}", no_verdict]
     if fam.version == 4 and cfg.workload_dns_v4:
         dns = ", ".join(cfg.workload_dns_v4)
         to_host.append(f"ip daddr {{ {dns} }} meta l4proto {{ tcp, udp }} th dport 53 accept")

@@ -32,6 +32,11 @@ from pycalico.model.types import IPNet
 MARK_ACCEPT = 0x10000
 MARK_PASS = 0x20000
 MARK_SCRATCH = 0x80000
+#: Set by the ``calico`` table's filter base chains on every packet they evaluate; the
+#: ``calico-guard`` table (:mod:`pycalico.felix.rules.guard`) drops new workload traffic
+#: without it (fail closed while the main table is missing or a base chain is flushed).
+#: Not in :data:`ALL_MARKS`: endpoint chains never clear it.
+MARK_EVALUATED = 0x40000
 MARK_MASK = 0xFFFF0000
 ALL_MARKS = MARK_ACCEPT | MARK_PASS | MARK_SCRATCH
 LOG_PREFIX = "calico-packet"

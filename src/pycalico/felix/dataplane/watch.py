@@ -1,0 +1,181 @@
+"""Kernel change watchers: wake Felix's owner loop when someone touches what Felix owns.
+
+Owns: :class:`LineWatcher` (one long-running monitor child - ``nft monitor`` or
+``ip -o monitor route link address`` - started through the
+:class:`~pycalico.system.process.ProcessLauncher` seam, its output read line by line on a
+small reader thread), the pure line classifiers :func:`nft_topic` and :func:`route_topic`,
+and :class:`Debouncer` (which topics are due for a resync, and when).
+
+Invariants:
+- A watcher never touches the kernel or any driver: it only calls ``notify(topic)`` (which
+  must be cheap and thread-safe; Felix sets a flag and wakes its owner loop). The ONE owner
+  thread still does every read and write, so there is no second kernel-owning thread.
+- Topics: ``nft:<family>:<table>`` for an nft event on a table we watch; ``routes`` for a
+  route with protocol 80, a link/address/route on one of our devices (``vxlan.calico``,
+  ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``).
+- Our own writes produce events too. The loop cannot spin: a resync reads back and writes
+  only what differs from the desired state (nothing, after our own write), and the
+  :class:`Debouncer` runs at most one resync per topic per ``min_gap`` seconds.
+- A monitor that exits is restarted with back-off (0.5 s doubling to 10 s) while the
+  watcher runs; one that cannot be started (no ``nft``/``ip`` binary, no permission) is
+  logged once and given up: the periodic refresh stays the backstop.
+  :meth:`LineWatcher.stop` terminates the child and joins the reader. If Felix's process
+  dies without stopping, the child dies of SIGPIPE at its next event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from pycalico.system.process import DEVNULL, Process, ProcessLauncher, WaitTimeout
+
+log = logging.getLogger(__name__)
+
+#: Devices Felix owns (names as in :mod:`pycalico.felix.calc.routetypes`).
+OUR_DEVICES = ("vxlan.calico", "vxlan-v6.calico", "tunl0")
+ROUTE_ARGV = ("ip", "-o", "monitor", "route", "link", "address")
+ROUTES_TOPIC = "routes"
+
+_NFT_EVENT = re.compile(
+    r"^(?:add|delete|replace|flush|update|destroy|insert)\s+\S+\s+(\S+)\s+([^\s{;]+)"
+)
+
+
+def nft_topic(line: str, tables: Iterable[tuple[str, str]]) -> str | None:
+    """``nft:<family>:<table>`` when ``line`` (of ``nft monitor``) is an event on one of
+    ``tables`` ((family, name) pairs), else None."""
+    m = _NFT_EVENT.match(line.strip())
+    if m is None:
+        return None
+    fam, table = m.group(1), m.group(2)
+    return f"nft:{fam}:{table}" if (fam, table) in set(tables) else None
+
+
+def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
+    """:data:`ROUTES_TOPIC` when ``line`` (of ``ip -o monitor route link address``) touches
+    what the route drivers own, else None."""
+    words = line.replace("@", " ").replace(":", " ").split()
+    if any(a == "proto" and b == str(proto) for a, b in itertools.pairwise(words)):
+        return ROUTES_TOPIC
+    for w in words:
+        if w in OUR_DEVICES or (prefix and w.startswith(prefix)):
+            return ROUTES_TOPIC
+    return None
+
+
+class LineWatcher:
+    """See the module docstring. ``classify(line) -> topic | None``; ``notify(topic)``."""
+
+    MIN_BACKOFF_S = 0.5
+    MAX_BACKOFF_S = 10.0
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        classify: Callable[[str], str | None],
+        notify: Callable[[str], None],
+        launcher: ProcessLauncher,
+    ) -> None:
+        self.name = name
+        self.argv = tuple(argv)
+        self.classify = classify
+        self.notify = notify
+        self.launcher = launcher
+        self.events = 0  # lines that produced a topic
+        self.starts = 0
+        self.gave_up = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: Process | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+
+    def start(self) -> LineWatcher:
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = self.MIN_BACKOFF_S
+        while not self._stop.is_set():
+            r, w = os.pipe()
+            try:
+                proc = self.launcher.spawn(self.argv, stdout=w, stderr=DEVNULL, stdin=DEVNULL)
+            except OSError as e:
+                os.close(r)
+                os.close(w)
+                log.warning("%s watcher: cannot run %s (%s); relying on the periodic refresh",
+                            self.name, " ".join(self.argv), e)  # fmt: skip
+                self.gave_up = True
+                return
+            os.close(w)
+            with self._lock:
+                self._proc = proc
+            self.starts += 1
+            with os.fdopen(r, "rb") as out:
+                for raw in out:
+                    topic = self.classify(raw.decode(errors="replace"))
+                    if topic is not None:
+                        self.events += 1
+                        self.notify(topic)
+            try:
+                rc = proc.wait(1.0)
+            except WaitTimeout:
+                proc.kill()
+                rc = proc.wait()
+            if self._stop.is_set():
+                return
+            log.warning("%s watcher: %s exited (%s); restarting in %.1fs",
+                        self.name, " ".join(self.argv), rc, backoff)  # fmt: skip
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+
+
+class Debouncer:
+    """Which topics are due for a resync. :meth:`note` (any thread) records an event;
+    a topic is due ``delay`` seconds after its first pending event, and never sooner than
+    ``min_gap`` after its previous resync. Times are the caller's clock (monotonic s)."""
+
+    def __init__(self, delay: float = 0.1, min_gap: float = 0.5) -> None:
+        self.delay = delay
+        self.min_gap = min_gap
+        self._lock = threading.Lock()
+        self._due: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+
+    def note(self, topic: str, now: float) -> None:
+        with self._lock:
+            if topic not in self._due:
+                last = self._last.get(topic)
+                at = now + self.delay
+                self._due[topic] = at if last is None else max(at, last + self.min_gap)
+
+    def deadline(self) -> float | None:
+        with self._lock:
+            return min(self._due.values()) if self._due else None
+
+    def take_due(self, now: float) -> list[str]:
+        """Topics due at ``now`` (removed from the pending set, their resync time noted)."""
+        with self._lock:
+            due = sorted(t for t, at in self._due.items() if at <= now)
+            for t in due:
+                del self._due[t]
+                self._last[t] = now
+            return due
