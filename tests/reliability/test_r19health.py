@@ -85,7 +85,8 @@ def test_readiness_follows_an_etcd_outage(
 ) -> None:
     agent, port, state = agent_on_etcd
     wait_for(lambda: probe(port, "/readiness") == 200, 20, what="initial readiness")
-    assert felix_ready_cli(state)[0] == 0
+    code, out = felix_ready_cli(state)
+    assert code == 0, (out, read_status(str(state)))
 
     t_stop = time.monotonic()  # before: the agent may see the connection close mid-stop
     etcd_server_fn.stop()

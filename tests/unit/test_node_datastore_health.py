@@ -204,3 +204,14 @@ def test_no_hub_keeps_the_old_rule(tmp_path: Path) -> None:
     agent = NodeAgent("n1", str(tmp_path), [Alive()])
     st = agent.tick()
     assert st.ready and st.datastore_ready is None and st.to_json()["datastore_ready"] is None
+
+
+def test_not_ready_before_the_first_status(tmp_path: Path) -> None:
+    """/readiness must not say ready before anything was collected (status.json is not
+    written yet, so `--felix-ready` would disagree)."""
+    agent = NodeAgent("n1", str(tmp_path), [Alive()])
+    ready, body = agent.readiness()
+    assert not ready and any("starting" in e for e in body["errors"])
+    agent.tick()
+    assert agent.readiness()[0]
+    assert (tmp_path / "status.json").is_file()

@@ -237,11 +237,11 @@ class NodeAgent:
     def tick(self) -> NodeStatus:
         self.supervisor.step()
         st = self.collect()
-        self.status = st
-        try:
+        try:  # the file first: once /readiness says it, `--felix-ready` agrees
             write_status(self.state_dir, st)
         except OSError as e:
             log.warning("cannot write status: %s", e)
+        self.status = st
         try:
             self._update_metrics(st)
         except Exception:
@@ -254,6 +254,9 @@ class NodeAgent:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         d = self.status.to_json()
+        if not self.status.time:  # nothing collected yet: not ready (status.json agrees)
+            d["ready"] = False
+            d["errors"] = [*d["errors"], "starting: no status collected yet"]
         return bool(d["ready"]), d
 
     def serve(self) -> None:
