@@ -14,6 +14,7 @@ the assertion message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,14 +161,37 @@ def _established(lab: Lab) -> bool:
     )
 
 
+def _diagnose(lab: Lab) -> str:
+    """Every node's status and the tails of its BIRD and calico-node logs."""
+    out = [json.dumps(lab.status()["nodes"], indent=1)]
+    for node in ("node1", "node2"):
+        for log in ("bird.log", "calico-node.log"):
+            path = lab.dir / lab.name / node / log
+            text = path.read_text(errors="replace") if path.exists() else "(none)"
+            lines = [line for line in text.splitlines() if "another BIRD" not in line]
+            repeats = text.count("another BIRD")
+            out.append(f"--- {node}/{log} (+{repeats} 'another BIRD')\n" + "\n".join(lines[-25:]))
+        pids = subprocess.run(
+            ["ip", "netns", "pids", f"{lab.state()['prefix']}{node}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text().split()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
+                out.append(f"  pid {pid} ppid {stat[3]} {cmd.decode(errors='replace')}")
+    return "\n".join(out)
+
+
 def _measure(lab: Lab, flow: Callable[[], StallFlow], fault: Callable[[], None]) -> list[float]:
     stalls = []
     for _ in range(RUNS):
-        assert wait_for(lambda: _established(lab), 60, 0.5), lab.status()
+        assert wait_for(lambda: _established(lab), 60, 0.5), _diagnose(lab)
         f = flow()
         time.sleep(0.5)
         fault()
-        assert wait_for(lambda: _established(lab), 60, 0.5), lab.status()
+        assert wait_for(lambda: _established(lab), 60, 0.5), _diagnose(lab)
         time.sleep(SETTLE)
         stalls.append(round(f.max_stall(), 3))
         f.close()
