@@ -104,7 +104,7 @@ def test_bird_manager_checks_spawns_supervises_and_stops(tmp_path: Path) -> None
             m.write_config("protocol bogus {}\n")
         m.start(wait=5)
         (first,) = fake.spawned
-        assert first.argv == ("ip", "netns", "exec", "n", "bird", "-f", "-c", m.config_path,
+        assert first.argv == ("ip", "netns", "exec", "n", "bird", "-f", "-R", "-c", m.config_path,
                               "-s", ctl, "-P", m.pid_path)  # fmt: skip
         assert first.stdout == DEVNULL and first.stderr == STDOUT
         assert m.pid == first.pid and m.running
@@ -115,6 +115,39 @@ def test_bird_manager_checks_spawns_supervises_and_stops(tmp_path: Path) -> None
         assert len(fake.spawned) == 2 and m.restarts == 1
         m.stop(timeout=1)
         assert fake.spawned[1].signals == [signal.SIGTERM] and not m.running
+    finally:
+        m.stop(timeout=1)
+        bird.close()
+
+
+def test_bird_manager_start_during_respawn_back_off_never_starts_a_second_bird(
+    tmp_path: Path,
+) -> None:
+    """BIRD died; the agent's worker calls start() before the supervisor's back-off ends:
+    exactly one new BIRD (two would race for the socket: "I found another BIRD running")."""
+    from pycalico.bgp import BirdManager
+    from tests.unit.test_bgp_control import FakeBird
+
+    ctl = str(tmp_path / "bird.ctl")
+    bird = FakeBird(ctl, {"show status": ["0013 Daemon is up"]})
+    fake = FakeProcessRunner()
+    m = BirdManager(str(tmp_path / "bird.cfg"), ctl, restart_delay=0.3, runner=fake)
+    try:
+        m.write_config("router id 1.2.3.4;\n")
+        m.start(wait=5)
+        (first,) = fake.spawned
+        first.exit(1)
+        m.start(wait=5)  # while the supervisor waits out its back-off
+        deadline = time.monotonic() + 5
+        while len(fake.spawned) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.4)
+        assert len(fake.spawned) == 2 and m.restarts == 1 and m.running
+        assert all("-R" in p.argv for p in fake.spawned)  # graceful restart recovery
+        m.stop(timeout=1)
+        assert fake.spawned[1].signals == [signal.SIGTERM] and not m.running
+        m.start(wait=5)  # a stopped manager starts again: a new BIRD and supervisor
+        assert len(fake.spawned) == 3 and m.running
     finally:
         m.stop(timeout=1)
         bird.close()

@@ -4,16 +4,25 @@ Owns:
 - Writing ``bird.cfg`` atomically: the text goes to a temp file in the same directory, is
   checked with ``bird -p -c <tmp>`` and only then renamed over the live file. A rejected
   config raises BirdConfigInvalid and leaves the live file untouched.
-- Running ``bird -f -c CFG -s SOCK -P PID`` as a supervised child (optionally behind a
+- Running ``bird -f -R -c CFG -s SOCK -P PID`` as a supervised child (optionally behind a
   command prefix such as ``ip netns exec NS``); a supervisor thread restarts it (after
   ``restart_delay``) whenever it dies unless :meth:`stop` was called.
+- Graceful restart recovery (``-R``, as Calico's runit service starts BIRD; ``recovery``):
+  a BIRD started after a previous one died, was killed or left with ``graceful restart``
+  finds its predecessor's routes (protocol bird) still in the kernel — the kernel protocol
+  has ``persist`` — and, because the kernel protocol also has ``graceful restart``, keeps
+  them untouched until every BGP session has re-established and sent End-of-RIB (or the
+  config's ``graceful restart wait`` ran out). Without ``-R`` its first kernel scan deletes
+  them and established flows to other nodes' blocks stall until BGP reconverges.
 - Reloading with ``configure`` over the control socket (BIRD soft-reconfigures: protocols
   whose configuration did not change keep their sessions).
 
 Every child (the parse check and the daemon) is run through the injected
 :class:`~pycalico.system.process.ProcessLauncher` (default: the real one).
 
-Invariants: only the PID this manager started is ever signalled; writes are skipped when the
+Invariants: at most one supervisor and one BIRD child at a time (:meth:`start` while the
+supervisor is respawning leaves the respawn to it); only the PID this manager started is
+ever signalled; writes are skipped when the
 text is unchanged (no needless reconfigure); all public methods are thread-safe.
 """
 
@@ -54,6 +63,7 @@ class BirdManager:
         command_prefix: Sequence[str] = (),
         log_path: str | None = None,
         restart_delay: float = 1.0,
+        recovery: bool = True,
         runner: ProcessLauncher | None = None,
     ) -> None:
         self.config_path = os.path.abspath(config_path)
@@ -63,6 +73,7 @@ class BirdManager:
         self.command_prefix = list(command_prefix)
         self.log_path = log_path
         self.restart_delay = restart_delay
+        self.recovery = recovery
         self.runner: ProcessLauncher = runner or SubprocessRunner()
         self.control = BirdControl(socket_path)
         self.restarts = 0
@@ -130,7 +141,10 @@ class BirdManager:
         return self.pid is not None
 
     def _spawn(self) -> Process:
-        argv = [*self.command_prefix, self.bird_binary, "-f", "-c", self.config_path]
+        argv = [*self.command_prefix, self.bird_binary, "-f"]
+        if self.recovery:
+            argv.append("-R")
+        argv += ["-c", self.config_path]
         argv += ["-s", self.socket_path, "-P", self.pid_path]
         out = open(self.log_path, "ab") if self.log_path else DEVNULL  # noqa: SIM115
         try:
@@ -146,12 +160,18 @@ class BirdManager:
                 raise BgpError(f"no BIRD config at {self.config_path}; write_config first")
             if self.running:
                 return
-            self._stopping.clear()
-            self._proc = self._spawn()
-            self._supervisor = threading.Thread(
-                target=self._supervise, name=f"bird-supervisor:{self.socket_path}", daemon=True
-            )
-            self._supervisor.start()
+            sup = self._supervisor
+            if sup is None or not sup.is_alive() or self._stopping.is_set():
+                if sup is not None:
+                    sup.join(5)  # a stopped supervisor exits at once (it never respawns)
+                self._stopping.clear()
+                self._proc = self._spawn()
+                self._supervisor = threading.Thread(
+                    target=self._supervise, name=f"bird-supervisor:{self.socket_path}", daemon=True
+                )
+                self._supervisor.start()
+            # else: BIRD died and the supervisor respawns it after its back-off; a second
+            # BIRD started here would only race it ("I found another BIRD running").
         self.wait_ready(wait)
 
     def wait_ready(self, timeout: float = 10.0) -> None:

@@ -24,6 +24,10 @@ DEFAULT_AS = 64512
 DEFAULT_PORT = 179
 KERNEL_ROUTE_PROTOCOL = 12
 KERNEL_METRIC = 32
+# Seconds a BIRD started in graceful restart recovery (-R) keeps its predecessor's kernel
+# routes while waiting for BGP sessions to re-establish and send End-of-RIB (BIRD's default
+# is 240 s; a peer that is gone would hold back new kernel routes that long).
+GRACEFUL_RESTART_WAIT = 30
 # Interfaces whose routes are never taken into BIRD nor exported (workloads and tunnels).
 EXCLUDED_INTERFACES = ("cali*", "vxlan.calico", "vxlan-v6.calico", "tunl0", "wireguard.cali")
 
@@ -149,6 +153,7 @@ class BirdConfig:
     node_name: str
     router_id: str
     listen_port: int = DEFAULT_PORT
+    graceful_restart_wait: int = GRACEFUL_RESTART_WAIT
     log_classes: tuple[str, ...] = ("info", "remote", "warning", "error", "auth", "fatal", "bug")
     excluded_interfaces: tuple[str, ...] = EXCLUDED_INTERFACES
     families: tuple[FamilyConfig, ...] = ()

@@ -21,7 +21,9 @@
 
 SIGTERM/SIGINT: components stop; the dataplane stays (nftables table, proto-80 routes,
 BIRD's kernel routes — its kernel protocol has ``persist``); BIRD itself is stopped
-gracefully. kill -9 of the agent leaves BIRD running; the next agent adopts it.
+gracefully and the next one starts in graceful restart recovery (``-R``), keeping those
+routes until BGP reconverged. kill -9 of the agent leaves BIRD running; the next agent
+adopts it.
 
 ``calico-node run --felix-ready --bird-ready`` (also ``-felix-ready``/``-bird-ready``,
 ``--felix-live``/``--bird-live``) only reads the status file and exits 0 or 1 printing

@@ -15,8 +15,11 @@ Owns (the job of Calico's confd + runit's bird service):
   command: BIRD exits without a Cease, so peers (graceful restart is on in every session)
   keep this node's routes as stale for the restart time (120 s) and the next agent's BIRD
   re-establishes and refreshes them; BIRD's kernel protocol has ``persist``, so this node's
-  own kernel routes stay too. (Calico's BIRD also just dies with the container; this keeps
-  cross-node traffic flowing across an agent restart or upgrade.)
+  own kernel routes stay too, and the next BIRD starts in graceful restart recovery (``-R``,
+  see :class:`BirdManager`), so it keeps them until its sessions reconverged instead of
+  deleting them on its first kernel scan. (Calico's BIRD also just dies with the container;
+  this keeps cross-node traffic flowing across an agent restart, a BIRD crash or an
+  upgrade.)
 
 Invariants: IPAM changes that cannot alter this node's config (other nodes' affinities and
 blocks, unless they hold an address borrowed by this node) do not trigger a recompute; a
