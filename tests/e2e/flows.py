@@ -1,9 +1,25 @@
 """Long-lived TCP flows for e2e tests: a line-echo server on :9000 and a client that keeps one
-connection busy for N seconds, exiting 1 on any error or a reply gap over 10 s."""
+connection busy for N seconds, exiting 1 on any error or a reply gap over 10 s; and the lab
+pod lookups the flow tests share."""
 
 from __future__ import annotations
 
 import textwrap
+from typing import Any
+
+
+def pod_record(lab: Any, key: str) -> dict[str, object]:
+    """The lab's record of pod ``namespace/name`` (``lab``: the e2e conftest's Lab)."""
+    for p in lab.state()["pods"]:
+        if f"{p['namespace']}/{p['name']}" == key:
+            return dict(p)
+    raise KeyError(key)
+
+
+def pod_ip(lab: Any, key: str) -> str:
+    """The first address of pod ``namespace/name``, without its prefix length."""
+    return str(pod_record(lab, key)["ips"][0]).split("/")[0]  # type: ignore[index]
+
 
 SERVER = textwrap.dedent(
     """\

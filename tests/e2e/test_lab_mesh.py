@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.e2e.conftest import Lab, wait_for
-from tests.e2e.flows import CLIENT, SERVER
+from tests.e2e.flows import CLIENT, SERVER, pod_ip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -62,13 +62,6 @@ def lab(lab_factory: Callable[[], Lab]) -> Iterator[Lab]:
     for node, key in PODS:
         lab.pod(node, key)
     yield lab
-
-
-def _pod_ip(lab: Lab, key: str) -> str:
-    for p in lab.state()["pods"]:
-        if f"{p['namespace']}/{p['name']}" == key:
-            return str(p["ips"][0]).split("/")[0]
-    raise KeyError(key)
 
 
 def test_nodes_ready_with_established_mesh(lab: Lab) -> None:
@@ -127,7 +120,7 @@ def test_kill9_keeps_established_flows_and_recovers(lab: Lab) -> None:
         time.sleep(0.5)
         client = subprocess.Popen(
             ["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT,
-             _pod_ip(lab, "blue/a2"), "8"],
+             pod_ip(lab, "blue/a2"), "8"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Lab, wait_for
-from tests.e2e.flows import CLIENT, SERVER
+from tests.e2e.flows import CLIENT, SERVER, pod_ip, pod_record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow, pytest.mark.etcd]
 
@@ -60,29 +60,26 @@ def lab(lab_factory: Callable[[], Lab]) -> Iterator[Lab]:
     yield lab
 
 
-def _pod(lab: Lab, key: str) -> dict[str, object]:
-    for p in lab.state()["pods"]:
-        if f"{p['namespace']}/{p['name']}" == key:
-            return dict(p)
-    raise KeyError(key)
-
-
-def _pod_ip(lab: Lab, key: str) -> str:
-    return str(_pod(lab, key)["ips"][0]).split("/")[0]  # type: ignore[index]
-
-
 class Flow:
     """A long-lived TCP flow from pod ``src`` to a server in pod ``dst``."""
 
     def __init__(self, lab: Lab, src: str, dst: str, seconds: float) -> None:
         self.server = subprocess.Popen(
-            ["ip", "netns", "exec", str(_pod(lab, dst)["netns"]), sys.executable, "-c", SERVER],
+            [
+                "ip",
+                "netns",
+                "exec",
+                str(pod_record(lab, dst)["netns"]),
+                sys.executable,
+                "-c",
+                SERVER,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self.client: subprocess.Popen[str] | None = None
-        ip = _pod_ip(lab, dst)
-        argv = ["ip", "netns", "exec", str(_pod(lab, src)["netns"]), sys.executable, "-c"]
+        ip = pod_ip(lab, dst)
+        argv = ["ip", "netns", "exec", str(pod_record(lab, src)["netns"]), sys.executable, "-c"]
         for _ in range(20):  # the server needs a moment to listen
             self.client = subprocess.Popen(
                 [*argv, CLIENT, ip, str(seconds)],
@@ -164,7 +161,7 @@ def test_etcd_outage_loses_nothing(lab: Lab, flow: Callable[[str, str, float], F
 
 
 def test_hand_deleted_routes_and_table_are_repaired(lab: Lab) -> None:
-    own_block = _pod_ip(lab, "blue/a1").rsplit(".", 1)[0]  # node1's pods share its /26
+    own_block = pod_ip(lab, "blue/a1").rsplit(".", 1)[0]  # node1's pods share its /26
     routes = lab.exec("node1", "ip", "-4", "route", "show").stdout.splitlines()
     remote = next(r.split()[0] for r in routes if "proto bird" in r and " via " in r)
     blackhole = next(r.split()[1] for r in routes if r.startswith("blackhole") and own_block in r)

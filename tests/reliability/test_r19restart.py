@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Lab, lab_factory, wait_for
-from tests.e2e.flows import SERVER
+from tests.e2e.flows import SERVER, pod_ip, pod_record
 
 __all__ = ["lab_factory"]  # the e2e tier's fixture (brings labs up, always tears them down)
 
@@ -61,31 +61,28 @@ STALL_CLIENT = textwrap.dedent(
 )
 
 
-def _pod(lab: Lab, key: str) -> dict[str, object]:
-    for p in lab.state()["pods"]:
-        if f"{p['namespace']}/{p['name']}" == key:
-            return dict(p)
-    raise KeyError(key)
-
-
-def _pod_ip(lab: Lab, key: str) -> str:
-    return str(_pod(lab, key)["ips"][0]).split("/")[0]  # type: ignore[index]
-
-
 class StallFlow:
     """An established TCP flow from pod ``src`` to an echo server in pod ``dst``."""
 
     def __init__(self, lab: Lab, src: str, dst: str) -> None:
         self.server = subprocess.Popen(
-            ["ip", "netns", "exec", str(_pod(lab, dst)["netns"]), sys.executable, "-c", SERVER],
+            [
+                "ip",
+                "netns",
+                "exec",
+                str(pod_record(lab, dst)["netns"]),
+                sys.executable,
+                "-c",
+                SERVER,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self.client: subprocess.Popen[str] | None = None
-        argv = ["ip", "netns", "exec", str(_pod(lab, src)["netns"]), sys.executable, "-c"]
+        argv = ["ip", "netns", "exec", str(pod_record(lab, src)["netns"]), sys.executable, "-c"]
         for _ in range(25):  # the server needs a moment to listen
             self.client = subprocess.Popen(
-                [*argv, STALL_CLIENT, _pod_ip(lab, dst), str(INTERVAL)],
+                [*argv, STALL_CLIENT, pod_ip(lab, dst), str(INTERVAL)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
