@@ -211,7 +211,7 @@ def test_etcd_cluster_member_loss_under_load(etcd_cluster: EtcdCluster) -> None:
         print(
             f"etcd member loss: {len(writer.ack_times)} acknowledged writes "
             f"({before} before the kill, {len(after)} after; {writer.creates} creates), "
-            f"failover gap {gap:.3f}s, new leader m{new_leader}, "
+            f"failover gap {gap:.3f}s, killed leader m{leader}, new leader m{new_leader}, "
             f"{len(writer.errors)} errors: {writer.errors[:5]}"
         )
         assert not writer.lost, writer.lost
