@@ -207,6 +207,10 @@ def decode_json(data: bytes | str) -> dict[str, Any]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise CniError(DECODE_FAILURE, "failed to decode network config", str(e)) from None
+    except RecursionError:  # e.g. 100k '[': json's C decoder recurses per level
+        raise CniError(
+            DECODE_FAILURE, "failed to decode network config", "nested too deeply"
+        ) from None
     if not isinstance(doc, dict):
         raise CniError(DECODE_FAILURE, "failed to decode network config", "not a JSON object")
     return doc

@@ -97,6 +97,10 @@ class EtcdDatastore:
     ) -> None:
         if not endpoints:
             raise Unavailable("etcd: no endpoints configured")
+        for setting, path in (("etcdCACertFile", ca_cert), ("etcdCertFile", cert),
+                              ("etcdKeyFile", key)):  # fmt: skip
+            if path:
+                _check_readable(setting, path)
         self.endpoints = list(endpoints)
         self._timeout = (connect_timeout, timeout)
         self._verify: str | bool = ca_cert or True
@@ -157,11 +161,22 @@ class EtcdDatastore:
                         f"{where}: {_short(detail)} (outcome unknown: re-read before retrying)"
                     ) from None
                 errors.append(f"{self.endpoints[idx]}: {_short(detail)}")
-            except (requests.RequestException, ValueError) as e:
+            except OSError as e:  # e.g. a TLS file removed since start: requests raises OSError
+                if isinstance(e, requests.RequestException):
+                    detail = _short(str(e))
+                else:
+                    detail = f"{e.__class__.__name__}: {_short(str(e))}"
+                if write:
+                    raise Unavailable(f"etcd {self.endpoints[idx]}: {path}: {detail}") from None
+                errors.append(f"{self.endpoints[idx]}: {detail}")
+            except ValueError as e:
                 if write:
                     raise Unavailable(f"etcd {self.endpoints[idx]}: {path}: {e}") from None
                 errors.append(f"{self.endpoints[idx]}: {_short(str(e))}")
-        raise Unavailable("etcd unreachable: " + "; ".join(errors))
+        msg = "; ".join(errors)
+        if self._cert is None and "TLS failure" in msg and "VERIFY_FAILED" not in msg:
+            msg += " (no client certificate configured: the server may require one)"
+        raise Unavailable("etcd unreachable: " + msg)
 
     def _range(self, key: str, prefix: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"key": _b64(key)}
@@ -434,6 +449,17 @@ def _short(text: str, limit: int = 300) -> str:
         elif "NewConnection" in kind:
             text = "connection refused" if "refused" in text else f"cannot connect: {text}"
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_readable(setting: str, path: str) -> None:
+    """A configured TLS file must be a readable file: say which setting is wrong up front
+    rather than letting requests raise a bare OSError at the first call."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        reason = e.strerror or e.__class__.__name__
+        raise Unavailable(f"etcd TLS: {setting} {_short(repr(path), 200)}: {reason}") from None
 
 
 def _display(name: str, namespace: str) -> str:
