@@ -5,13 +5,22 @@ implementations — :class:`SubprocessNftRunner` (``nft -f -`` / ``nft -j list t
 Invariants: a transaction is all-or-nothing (``nft -f`` is one netlink batch; the fake
 applies ops to a copy and commits only on success); a runner only ever names the table it
 is given, so tables it does not own are never touched; errors raise :class:`NftError`.
+nft is handed a complete script FILE, never a pipe: if the agent dies (SIGKILL) while
+writing to a pipe, nft reads a truncated script, and a prefix that happens to parse (cut
+after a line, or after ``th dport 4`` of ``th dport 40562``) would commit a mix of old and
+new chains. A script file is written in full before nft starts, so nft either never runs
+or runs the whole transaction. Script files are ``<tmp>/calico-nft-<pid>-*.nft``, removed
+after the run; those of dead pids (left by a SIGKILL) are swept by the next runner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -60,6 +69,8 @@ class SubprocessNftRunner:
         self.process = process or SubprocessRunner()
         self.argv = ["ip", "netns", "exec", netns, nft] if netns else [nft]
         self.timeout = timeout
+        self.spool = tempfile.gettempdir()
+        _sweep_scripts(self.spool)
 
     def monitor_argv(self) -> list[str]:
         """argv of ``nft monitor`` in the same namespace (for the kernel watcher)."""
@@ -69,7 +80,15 @@ class SubprocessNftRunner:
         if not ops:
             return
         script = render_ops(family, table, ops)
-        r = self.process.run([*self.argv, "-f", "-"], input=script, timeout=self.timeout)
+        fd, path = tempfile.mkstemp(prefix=f"{_SCRIPT_PREFIX}{os.getpid()}-", suffix=".nft",
+                                    dir=self.spool)  # fmt: skip
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            r = self.process.run([*self.argv, "-f", path], timeout=self.timeout)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         if r.returncode != 0:
             raise NftError(f"nft -f (table {family} {table}): {r.stderr.strip()[:2000]}")
 
@@ -81,6 +100,23 @@ class SubprocessNftRunner:
                 return None
             raise NftError(f"nft -j list table {family} {table}: {r.stderr.strip()[:500]}")
         return parse_table(json.loads(r.stdout), family, table)
+
+
+_SCRIPT_PREFIX = "calico-nft-"
+_SCRIPT_NAME = re.compile(re.escape(_SCRIPT_PREFIX) + r"(\d+)-.*\.nft$")
+
+
+def _sweep_scripts(spool: str) -> None:
+    """Remove script files left behind by runners whose process has died."""
+    try:
+        names = os.listdir(spool)
+    except OSError:
+        return
+    for name in names:
+        m = _SCRIPT_NAME.match(name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(spool, name))
 
 
 _REF_CHAIN = re.compile(r"\b(?:jump|goto) ([A-Za-z0-9_./-]+)")
