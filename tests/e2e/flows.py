@@ -4,7 +4,10 @@ pod lookups the flow tests share."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+import time
 from typing import Any
 
 
@@ -49,3 +52,52 @@ CLIENT = textwrap.dedent(
     print("ok", n, flush=True)
     """
 )
+
+
+class PodFlow:
+    """One TCP flow between lab pods: :data:`SERVER` in pod ``dst`` and ``client`` (Python
+    source run with ``args`` in pod ``src``), which prints ``connected`` once its connection
+    is up; the client is retried ``tries`` times while the server starts listening.
+    ``stdin``: give the client a pipe (it stops when stdin closes)."""
+
+    def __init__(
+        self,
+        lab: Any,
+        src: str,
+        dst: str,
+        client: str,
+        args: list[str],
+        *,
+        tries: int,
+        stdin: bool = False,
+    ) -> None:
+        self.server = subprocess.Popen(
+            ["ip", "netns", "exec", str(pod_record(lab, dst)["netns"]), sys.executable, "-c",
+             SERVER],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client: subprocess.Popen[str] | None = None
+        argv = ["ip", "netns", "exec", str(pod_record(lab, src)["netns"]), sys.executable, "-c"]
+        for _ in range(tries):
+            self.client = subprocess.Popen(
+                [*argv, client, *args],
+                stdin=subprocess.PIPE if stdin else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            assert self.client.stdout is not None
+            if self.client.stdout.readline().strip() == "connected":
+                return
+            self.client.kill()
+            self.client.wait(5)
+            time.sleep(0.2)
+        self.close()
+        raise AssertionError("flow did not connect")
+
+    def close(self) -> None:
+        for p in (self.client, self.server):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(5)

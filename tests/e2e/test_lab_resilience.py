@@ -15,7 +15,6 @@ environment, recorded by the lab for every later agent start):
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Lab, wait_for
-from tests.e2e.flows import CLIENT, SERVER, pod_ip, pod_record
+from tests.e2e.flows import CLIENT, PodFlow, pod_ip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow, pytest.mark.etcd]
 
@@ -60,50 +59,16 @@ def lab(lab_factory: Callable[[], Lab]) -> Iterator[Lab]:
     yield lab
 
 
-class Flow:
+class Flow(PodFlow):
     """A long-lived TCP flow from pod ``src`` to a server in pod ``dst``."""
 
     def __init__(self, lab: Lab, src: str, dst: str, seconds: float) -> None:
-        self.server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                str(pod_record(lab, dst)["netns"]),
-                sys.executable,
-                "-c",
-                SERVER,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.client: subprocess.Popen[str] | None = None
-        ip = pod_ip(lab, dst)
-        argv = ["ip", "netns", "exec", str(pod_record(lab, src)["netns"]), sys.executable, "-c"]
-        for _ in range(20):  # the server needs a moment to listen
-            self.client = subprocess.Popen(
-                [*argv, CLIENT, ip, str(seconds)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            assert self.client.stdout is not None
-            if self.client.stdout.readline().strip() == "connected":
-                return
-            self.client.wait(5)
-            time.sleep(0.2)
-        raise AssertionError("flow did not connect")
+        super().__init__(lab, src, dst, CLIENT, [pod_ip(lab, dst), str(seconds)], tries=20)
 
     def result(self, timeout: float = 60) -> tuple[int, str]:
         assert self.client is not None
         out, _ = self.client.communicate(timeout=timeout)
         return self.client.returncode, out.strip()
-
-    def close(self) -> None:
-        for p in (self.client, self.server):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(5)
 
 
 @pytest.fixture

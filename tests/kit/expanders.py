@@ -277,3 +277,21 @@ def describe_difference(got: Any, expected: Any, path: str = "", limit: int = 12
 def _short(v: Any, n: int = 300) -> str:
     r = repr(v)
     return r if len(r) <= n else r[:n] + "..."
+
+
+def draw_states(
+    draw: Callable[[Any], Any], universe: Mapping[str, Sequence[Any]], max_states: int = 4
+) -> list[State]:
+    """For hypothesis ``@st.composite`` strategies: 1..``max_states`` whole states, each
+    holding, for every key of ``universe``, one of its variants or nothing."""
+    from hypothesis import strategies as st
+
+    out: list[State] = []
+    for _ in range(draw(st.integers(min_value=1, max_value=max_states))):
+        state: dict[str, Any] = {}
+        for key, variants in universe.items():
+            i = draw(st.integers(min_value=-1, max_value=len(variants) - 1))
+            if i >= 0:
+                state[key] = variants[i]
+        out.append(state)
+    return out

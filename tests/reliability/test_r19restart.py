@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Lab, lab_factory, wait_for
-from tests.e2e.flows import SERVER, pod_ip, pod_record
+from tests.e2e.flows import PodFlow, pod_ip
 
 __all__ = ["lab_factory"]  # the e2e tier's fixture (brings labs up, always tears them down)
 
@@ -61,41 +60,12 @@ STALL_CLIENT = textwrap.dedent(
 )
 
 
-class StallFlow:
+class StallFlow(PodFlow):
     """An established TCP flow from pod ``src`` to an echo server in pod ``dst``."""
 
     def __init__(self, lab: Lab, src: str, dst: str) -> None:
-        self.server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                str(pod_record(lab, dst)["netns"]),
-                sys.executable,
-                "-c",
-                SERVER,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.client: subprocess.Popen[str] | None = None
-        argv = ["ip", "netns", "exec", str(pod_record(lab, src)["netns"]), sys.executable, "-c"]
-        for _ in range(25):  # the server needs a moment to listen
-            self.client = subprocess.Popen(
-                [*argv, STALL_CLIENT, pod_ip(lab, dst), str(INTERVAL)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            assert self.client.stdout is not None
-            if self.client.stdout.readline().strip() == "connected":
-                return
-            self.client.kill()
-            self.client.wait(5)
-            time.sleep(0.2)
-        self.close()
-        raise AssertionError("flow did not connect")
+        args = [pod_ip(lab, dst), str(INTERVAL)]
+        super().__init__(lab, src, dst, STALL_CLIENT, args, tries=25, stdin=True)
 
     def max_stall(self, timeout: float = 40) -> float:
         """Stop the flow; the longest reply gap (seconds, beyond the send interval)."""
@@ -104,12 +74,6 @@ class StallFlow:
         result = json.loads(out.strip().splitlines()[-1])
         assert "max_gap" in result, out
         return float(result["max_gap"])
-
-    def close(self) -> None:
-        for p in (self.client, self.server):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(5)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from tests.kit.expanders import (
     Update,
     check_expansions,
     diff,
+    draw_states,
     run_steps,
     split,
 )
@@ -310,16 +311,7 @@ UNIVERSE = _universe()
 
 @st.composite
 def state_sequences(draw: st.DrawFn) -> list[State]:
-    n = draw(st.integers(min_value=1, max_value=4))
-    out: list[State] = []
-    for _ in range(n):
-        state: dict[str, Any] = {}
-        for key, vs in UNIVERSE.items():
-            i = draw(st.integers(min_value=-1, max_value=len(vs) - 1))
-            if i >= 0:
-                state[key] = vs[i]
-        out.append(state)
-    return out
+    return draw_states(draw, UNIVERSE)
 
 
 @settings(

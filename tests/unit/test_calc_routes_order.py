@@ -29,7 +29,15 @@ from pycalico.felix.calc.routes import DEFAULT_SETTINGS
 from pycalico.felix.calc.routetypes import DesiredState, HostFacts
 from pycalico.model.felixconfig import FelixConfig
 from tests.kit import ip_pool, ipam_block, keyed, node, workload_endpoint
-from tests.kit.expanders import EXPANDERS, PureHarness, State, Update, check_expansions, reference
+from tests.kit.expanders import (
+    EXPANDERS,
+    PureHarness,
+    State,
+    Update,
+    check_expansions,
+    draw_states,
+    reference,
+)
 
 ME = "n1"
 FACTS = {4: HostFacts(underlay_iface="eth0", host_mtu=1500), 6: HostFacts("eth0", 1480)}
@@ -299,16 +307,7 @@ UNIVERSE = _universe()
 @st.composite
 def route_states(draw: st.DrawFn) -> tuple[FelixConfig, list[State]]:
     config = draw(st.sampled_from([DEFAULT, ALL_POOLS]))
-    n = draw(st.integers(min_value=1, max_value=4))
-    out: list[State] = []
-    for _ in range(n):
-        state: dict[str, Any] = {}
-        for key, vs in UNIVERSE.items():
-            i = draw(st.integers(min_value=-1, max_value=len(vs) - 1))
-            if i >= 0:
-                state[key] = vs[i]
-        out.append(state)
-    return config, out
+    return config, draw_states(draw, UNIVERSE)
 
 
 @settings(
