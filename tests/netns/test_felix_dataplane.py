@@ -420,7 +420,7 @@ def test_tamper_is_repaired_and_foreign_table_untouched(cluster: Cluster) -> Non
 def _agent_proc(c: Cluster, log: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, DATASTORE_TYPE="sqlite", CALICO_DATASTORE_PATH=str(c.db))
     return c.node.popen(
-        PY, "-m", "pycalico.felix.agent", "--node", NODE, "--refresh-interval", "2",
+        PY, "-m", "pycalico.felix.cli", "--node", NODE, "--refresh-interval", "2",
         stderr=log.open("w"), env=env,
     )  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Felix's routes on a real kernel: node namespaces on an underlay (one subnet, or two joined
 by a router namespace), workloads wired Calico-style with IPs from IPAM and a
-WorkloadEndpoint each, one Felix process per node (``python -m pycalico.felix.agent`` under
+WorkloadEndpoint each, one Felix process per node (``python -m pycalico.felix.cli`` under
 ``ip netns exec``: one syncer, one owner loop programming nftables and routes, as calico-node
 runs it) against a shared sqlite datastore; tunnel addresses come from calico-node's
 TunnelAddressComponent (run in the test process, it only touches the datastore).
@@ -119,7 +119,7 @@ class Cluster:
         for name in names:
             log = open(self.tmp / f"{name}.log", "a")  # noqa: SIM115 - closed by the process end
             self.agents[name] = self.nodes[name].popen(
-                sys.executable, "-m", "pycalico.felix.agent", "--node", name,
+                sys.executable, "-m", "pycalico.felix.cli", "--node", name,
                 "--mtu-file", str(self.tmp / f"{name}.mtu"), "--route-refresh-interval", "1",
                 stdout=subprocess.PIPE, stderr=log, env=env,
             )  # fmt: skip

@@ -148,7 +148,7 @@ def test_route_and_device_tampering_is_repaired_in_seconds(
                                   vxlan_mac="66:cb:0d:0c:00:01"))  # fmt: skip
     log = tmp_path / "felix.log"
     env = dict(os.environ, DATASTORE_TYPE="sqlite", CALICO_DATASTORE_PATH=str(cluster.db))
-    agent = cluster.node.popen(PY, "-m", "pycalico.felix.agent", "--node", NODE, "--no-nat",
+    agent = cluster.node.popen(PY, "-m", "pycalico.felix.cli", "--node", NODE, "--no-nat",
                                stderr=log.open("w"), env=env)  # fmt: skip
     probe = None
     b_ip = cluster.pods["b"][1]

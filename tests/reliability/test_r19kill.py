@@ -2,7 +2,7 @@
 kernel with the old or the new policy, never a mix; a restarted agent converges.
 
 Scenario: one node namespace; Felix runs as its own process (``python -m
-pycalico.felix.agent --node node1 --no-routes --no-nat`` under ``ip netns exec``) on a sqlite
+pycalico.felix.cli --node node1 --no-routes --no-nat`` under ``ip netns exec``) on a sqlite
 datastore holding N_EPS local WorkloadEndpoints and N_POLS GlobalNetworkPolicies whose rules
 all name ports in OLD_PORTS. The "new" state changes every rule's port (NEW_PORTS) in ONE
 sqlite transaction, so the running agent sees one watch batch and writes one nft delta
@@ -147,7 +147,7 @@ class Agent:
         env = dict(os.environ, DATASTORE_TYPE="sqlite", CALICO_DATASTORE_PATH=str(db),
                    PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
         self.log = log
-        self.proc = node.popen(PY, "-m", "pycalico.felix.agent", "--node", NODE, "--no-routes",
+        self.proc = node.popen(PY, "-m", "pycalico.felix.cli", "--node", NODE, "--no-routes",
                                "--no-nat", "--refresh-interval", "3600",
                                stderr=log.open("a"), env=env,
                                start_new_session=True)  # fmt: skip
