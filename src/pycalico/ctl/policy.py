@@ -25,7 +25,8 @@ from pycalico.felix.calc.insight import (
     parse_port_list,
 )
 
-#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount and k8s NetworkPolicy).
+#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount, k8s NetworkPolicy and
+#: ClusterNetworkPolicy).
 POLICY_KINDS = (
     "WorkloadEndpoint",
     "HostEndpoint",
@@ -35,6 +36,7 @@ POLICY_KINDS = (
     "StagedNetworkPolicy",
     "StagedGlobalNetworkPolicy",
     "StagedKubernetesNetworkPolicy",
+    "ClusterNetworkPolicy",
     "Tier",
     "NetworkSet",
     "GlobalNetworkSet",

@@ -14,6 +14,8 @@ Kubernetes conversion layer:
   ``notSelector`` is used unchanged, as Calico does.
 - networking.k8s.io/v1 NetworkPolicy -> default-tier NetworkPolicy ``knp.default.<name>``
   at order 1000 with Allow rules (one rule per protocol x peer; ipBlock -> nets/notNets).
+- policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy -> a ``kcnp`` policy in tier
+  ``kube-admin``/``kube-baseline`` (``model/cnp.py``).
 - Staged* kinds convert to ``None``: they are evaluated by nobody here and never enforce.
 - WorkloadEndpoint: ``workload`` is ``spec.workload`` falling back to ``spec.pod``, ``pod`` is
   ``spec.pod``; unnamed ports are filtered out, named ports default to TCP and must be in
@@ -28,9 +30,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from ipaddress import ip_network
 from typing import Any
 
+from pycalico.model.cnp import CNP_API, CNP_KIND, CNP_POLICY_KIND, cnp_to_v3_spec
 from pycalico.model.k8s import k8s_to_v3_spec
 from pycalico.model.k8s import quote_literal as _q
 from pycalico.model.types import (
@@ -452,6 +456,11 @@ def convert(obj: Mapping[str, Any]) -> Converted:
         v3 = k8s_to_v3_spec(spec)
         kmeta = {"name": K8S_POLICY_PREFIX + name, "namespace": meta.get("namespace")}
         return Converted(convert_policy("knp", kmeta, v3), kind)
+    if kind == CNP_KIND and api == CNP_API:  # see model/cnp.py
+        v3, warnings = cnp_to_v3_spec(spec)
+        pol = convert_policy("gnp", {"name": name}, v3)
+        pol = replace(pol, id=PolicyID(CNP_POLICY_KIND, "", name), types=frozenset(v3["types"]))
+        return Converted(pol, kind, tuple(warnings))
     if kind == "NetworkPolicy":
         return Converted(convert_policy("np", meta, spec), kind)
     if kind == "GlobalNetworkPolicy":
