@@ -5,7 +5,9 @@ dataplane driver would (IP sets, active policies/profiles, endpoints) and answer
 happens to this packet at this endpoint in this direction?" by walking the endpoint's ordered
 tiers, policies and rules with Calico's semantics (reference §3.2; summarised in the
 ``messages`` module docstring). Every decision records which tier/policy/rule (or profile,
-or tier default) decided, and a trace of what was consulted.
+or tier default) decided, a trace of what was consulted and, per tier, how the tier ended
+(:class:`TierDecision`). The same code evaluates the enforced and the pending view (two
+instances, see :mod:`.views`).
 
 Invariants: pure (no I/O); the view after ``apply(msgs)`` mirrors the graph's state; a
 packet's unknown source port makes rules with source ports miss and source notPorts pass.

@@ -131,10 +131,14 @@ class PolicyInsight:
     """Explains flows and computes reachability over a set of resource dicts."""
 
     def __init__(self, resources: Iterable[Mapping[str, Any]]) -> None:
-        self.graph = CalcGraph(hostname=None, pending_view=True)
+        resources = list(resources)
+        # The pending graph only when something is staged (else pending == enforced).
+        staged = any(str(r.get("kind", "")).startswith("Staged") for r in resources)
+        self.graph = CalcGraph(hostname=None, pending_view=staged)
         self.graph.load(resources)
         self.views = PolicyViews()
-        self.views.apply(self.graph.flush(), self.graph.flush_pending())
+        msgs = self.graph.flush()
+        self.views.apply(msgs, self.graph.flush_pending() if staged else msgs)
         self.view: DataplaneView = self.views.enforced
         self.pending_view: DataplaneView = self.views.pending
         #: False when no staged policy changes any endpoint's policy (pending == enforced).
