@@ -13,6 +13,10 @@ the full workload matrix of the probes' ports:
 
 Staged policies a case already lists (they must not affect enforcement) are left out of the
 staged variant: promoting them would change the original enforced matrix by design.
+
+Replacement and deletion over the same cases (:func:`test_staged_replaces_and_deletes`): each
+policy enforced in a stale version with the original staged under its name gives pending ==
+the original case; a staged Delete of every policy gives pending == no policy.
 """
 
 from __future__ import annotations
@@ -112,28 +116,66 @@ def _peer_refs(case: dict[str, Any]) -> dict[str, str]:
     return refs
 
 
-def _check_case(case: dict[str, Any], resources: list[dict[str, Any]]) -> None:
-    original = PolicyInsight(resources)
-    staged = PolicyInsight(staged_variant(resources))
-    no_policy = PolicyInsight([r for r in resources if not _is_policy(r)])
+def _agree(
+    case: dict[str, Any],
+    resources: list[dict[str, Any]],
+    enforced_like: list[dict[str, Any]],
+    pending_like: list[dict[str, Any]],
+) -> None:
+    """``resources``' enforced decisions equal ``enforced_like``'s, and its pending ones
+    ``pending_like``'s enforced ones (staged names mapped to their enforced kind)."""
+    tested = PolicyInsight(resources)
+    as_enforced = PolicyInsight(enforced_like)
+    as_pending = PolicyInsight(pending_like)
     refs = _peer_refs(case)
     flows = {
         name: _flows(ins, {k: ins.resolve(v) for k, v in refs.items()}, case)
-        for name, ins in (("original", original), ("staged", staged), ("none", no_policy))
+        for name, ins in (("t", tested), ("e", as_enforced), ("p", as_pending))
     }
-    assert len({len(f) for f in flows.values()}) == 1 and flows["staged"]
+    assert len({len(f) for f in flows.values()}) == 1 and flows["t"]
     wrong = []
-    for orig, stg, none in zip(flows["original"], flows["staged"], flows["none"], strict=True):
-        o = original.explain_peers(*orig[:4], **orig[4])
-        s = staged.explain_peers(*stg[:4], **stg[4])
-        n = no_policy.explain_peers(*none[:4], **none[4])
-        what = f"{s.src.label()} -> {s.dst.label()} {s.protocol}/{s.port}"
-        if (_key(s.egress), _key(s.ingress)) != (_key(n.egress), _key(n.ingress)):
-            wrong.append(f"{what}: enforced {s.to_json()} != no policy {n.to_json()}")
-        _, p_egress, p_ingress = s.pending
-        if (_key(p_egress, True), _key(p_ingress, True)) != (_key(o.egress), _key(o.ingress)):
-            wrong.append(f"{what}: pending {s.to_json()['pending']} != enforced {o.to_json()}")
-    assert not wrong, f"{len(wrong)}/{len(flows['staged'])} flows wrong:\n" + "\n".join(wrong[:5])
+    for t, e, p in zip(flows["t"], flows["e"], flows["p"], strict=True):
+        got = tested.explain_peers(*t[:4], **t[4])
+        enf = as_enforced.explain_peers(*e[:4], **e[4])
+        pen = as_pending.explain_peers(*p[:4], **p[4])
+        what = f"{got.src.label()} -> {got.dst.label()} {got.protocol}/{got.port}"
+        if (_key(got.egress), _key(got.ingress)) != (_key(enf.egress), _key(enf.ingress)):
+            wrong.append(f"{what}: enforced {got.to_json()} != {enf.to_json()}")
+        _, p_egress, p_ingress = got.pending
+        if (_key(p_egress, True), _key(p_ingress, True)) != (_key(pen.egress), _key(pen.ingress)):
+            wrong.append(f"{what}: pending {got.to_json()['pending']} != {pen.to_json()}")
+    assert not wrong, f"{len(wrong)}/{len(flows['t'])} flows wrong:\n" + "\n".join(wrong[:5])
+
+
+def _check_case(case: dict[str, Any], resources: list[dict[str, Any]]) -> None:
+    no_policy = [r for r in resources if not _is_policy(r)]
+    original = [r for r in resources if not str(r["kind"]).startswith("Staged")]
+    _agree(case, staged_variant(resources), no_policy, original)
+
+
+def _stale(policy: dict[str, Any]) -> dict[str, Any]:
+    """Another version of ``policy`` (same identity and tier): deny everything it selects."""
+    if policy["apiVersion"] == "networking.k8s.io/v1":
+        spec: dict[str, Any] = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    else:
+        spec = {
+            "tier": policy["spec"].get("tier"),
+            "selector": "all()",
+            "types": ["Ingress", "Egress"],
+            "ingress": [{"action": "Deny"}],
+            "egress": [{"action": "Deny"}],
+        }
+    return policy | {"spec": spec}
+
+
+def _staged_delete(policy: dict[str, Any]) -> dict[str, Any]:
+    kind = _STAGED_OF[(policy["apiVersion"], policy["kind"])]
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": kind,
+        "metadata": dict(policy["metadata"]),
+        "spec": {"stagedAction": "Delete"},
+    }
 
 
 @pytest.mark.parametrize("case", CALICO["cases"], ids=[c["name"][:80] for c in CALICO["cases"]])
@@ -153,3 +195,20 @@ def test_staged_variants_are_not_vacuous() -> None:
     ]
     differing = sum(PolicyInsight(staged_variant(r)).has_staged for r in cases)
     assert differing >= 0.9 * len(cases), (differing, len(cases))
+
+
+MIXED = [c for c in CALICO["cases"] + K8S["cases"][::6] if c["policies"]]
+
+
+@pytest.mark.parametrize("case", MIXED, ids=[c["name"][:80] for c in MIXED])
+def test_staged_replaces_and_deletes(case: dict[str, Any]) -> None:
+    """Every policy enforced in a stale version (deny all it selects) with the original
+    staged under the same name: pending == the original case, enforced == the stale world.
+    And every policy enforced with a staged Delete: pending == no policy, enforced == case."""
+    resources = calico_resources(case) if "endpoints" in case else k8s_resources(case)
+    original = [r for r in resources if not str(r["kind"]).startswith("Staged")]
+    policies = [r for r in original if _is_policy(r)]
+    others = [r for r in original if not _is_policy(r)]
+    stale = others + [_stale(p) for p in policies]
+    _agree(case, stale + staged_variant(policies), stale, original)
+    _agree(case, original + [_staged_delete(p) for p in policies], original, others)

@@ -49,7 +49,7 @@ from pycalico.felix.calc.messages import (
     ResolvedRule,
     TierInfo,
 )
-from pycalico.felix.calc.pending import StagedFilter, staged_ignored
+from pycalico.felix.calc.pending import StagedFilter, View, staged_ignored
 from pycalico.felix.calc.resolve import RuleResolver, SetSpec
 from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import HostFacts
@@ -90,7 +90,7 @@ class CalcGraph:
     :meth:`flush_pending` returns; :meth:`flush` never carries anything staged."""
 
     def __init__(
-        self, hostname: str | None, *, pending_view: bool = False, view: str = "enforced"
+        self, hostname: str | None, *, pending_view: bool = False, view: View = "enforced"
     ) -> None:
         self.hostname = hostname
         self.view = view

@@ -28,11 +28,12 @@ of live resources only (never of their order); the enforced world never sees a s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pycalico.model.types import K8S_POLICY_PREFIX, Policy, PolicyID
 
 Update = tuple[str, Mapping[str, Any] | None]
+View = Literal["enforced", "pending"]
 _CALICO_POLICY = {"NetworkPolicy": "np", "GlobalNetworkPolicy": "gnp"}
 _STAGED_POLICY = {
     "StagedNetworkPolicy": "np",
@@ -66,7 +67,7 @@ def policy_identity(value: Mapping[str, Any]) -> tuple[PolicyID, str | None] | N
     return None
 
 
-def staged_ignored(obj: object, view: str) -> bool:
+def staged_ignored(obj: object, view: View) -> bool:
     """Does a graph of ``view`` ignore model object ``obj``? The enforced view ignores every
     staged policy; the pending view ignores staged deletes (:class:`StagedFilter` already
     removed what they delete)."""
