@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pycalico.ctl.main import cli
 from pycalico.felix.calc import CalcGraph, DataplaneView, PolicyInsight, format_explanation
@@ -31,7 +33,7 @@ from tests.kit import (
     network_policy,
     tier,
 )
-from tests.kit.expanders import Update, check_expansions
+from tests.kit.expanders import State, Update, check_expansions, draw_states
 from tests.unit.test_calc_evaluate import BASE
 
 DENY_WEB = {"selector": "app == 'web'", "ingress": [{"action": "Deny"}]}
@@ -288,3 +290,85 @@ def test_snapshot_for_flow_logs() -> None:
     views.apply(graph.flush(), graph.flush_pending())
     assert snap.evaluate(web, "ingress", pkt).pending.policy == "sgnp/p"  # type: ignore[union-attr]
     assert views.snapshot().evaluate(web, "ingress", pkt).pending.policy == "gnp/p"  # type: ignore[union-attr]
+
+
+# --- random mixes of staged and enforced policies vs. promoting them by hand -------------------
+def _promote(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An independent oracle: the datastore after promoting every staged policy (write its
+    enforced counterpart under the same name; Delete deletes it)."""
+    enforced = {
+        (r["kind"], r["apiVersion"], r["metadata"].get("namespace"), r["metadata"]["name"]): r
+        for r in state.values()
+        if not r["kind"].startswith("Staged")
+    }
+    for r in state.values():
+        if not r["kind"].startswith("Staged"):
+            continue
+        kind = r["kind"].removeprefix("Staged").replace("KubernetesNetworkPolicy", "NetworkPolicy")
+        api = "networking.k8s.io/v1" if "Kubernetes" in r["kind"] else r["apiVersion"]
+        key = (kind, api, r["metadata"].get("namespace"), r["metadata"]["name"])
+        if r["spec"].get("stagedAction") == "Delete":
+            enforced.pop(key, None)
+        else:
+            spec = {k: v for k, v in r["spec"].items() if k != "stagedAction"}
+            enforced[key] = r | {"kind": kind, "apiVersion": api, "spec": spec}
+    return list(enforced.values())
+
+
+def _variants() -> dict[str, list[dict[str, Any]]]:
+    deny_db = {"selector": "app == 'db'", "ingress": [{"action": "Deny"}]}
+    knp_web = {"pod_selector": {"matchLabels": {"app": "web"}}}
+    delete = {"stagedAction": "Delete"}
+    versions = [
+        [global_network_policy("p", **DENY_WEB), global_network_policy("p", order=5, **deny_db)],
+        [
+            sgnp("p", **ALLOW_WEB),
+            sgnp("p", tier="security", **deny_db),
+            sgnp("p", stagedAction="Delete"),
+        ],
+        [network_policy("q", namespace="a", **ALLOW_WEB)],
+        [snp("q", **DENY_WEB), snp("q", stagedAction="Learn", **deny_db), snp("q", **delete)],
+        [k8s_network_policy("k", namespace="a", ingress=[], **knp_web)],
+        [sknp("k", ingress=[{}], **knp_web), sknp("k") | {"spec": delete}],
+        [sgnp("only", tier="security", selector="app == 'db'", ingress=[])],
+        [tier("security", order=100), tier("security", order=100, default_action="Pass")],
+    ]
+    return {next(iter(keyed(v))): v for v in versions}
+
+
+VARIANTS = _variants()
+FLOWS = [(s, d, p) for s in ("a/web", "a/db", "b/cli") for d in ("a/web", "a/db") for p in (80,)]
+
+
+def _decisions(ins: PolicyInsight, pending: bool) -> list[tuple[Any, ...]]:
+    out = []
+    for src, dst, port in FLOWS:
+        if src == dst:
+            continue
+        ex = ins.explain(src, dst, port)
+        _, egress, ingress = ex.pending if pending else (ex.verdict, ex.egress, ex.ingress)
+        for d in (egress, ingress):
+            policy = d.policy
+            for staged, enforced in (("snp/", "np/"), ("sgnp/", "gnp/"), ("sknp/", "knp/")):
+                if policy and pending and policy.startswith(staged):
+                    policy = enforced + policy[len(staged) :]
+            out.append((d.verdict, d.reason, d.tier, policy, d.rule, d.profile))
+    return out
+
+
+@st.composite
+def _mixes(draw: st.DrawFn) -> list[State]:
+    return draw_states(draw, VARIANTS, max_states=3)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(_mixes())
+def test_random_mixes_match_promotion(states: list[State]) -> None:
+    base = keyed(BASE)
+    full = [dict(base) | dict(s) for s in states]
+    for state in full:
+        ins = PolicyInsight(list(state.values()))
+        assert _decisions(ins, True) == _decisions(PolicyInsight(_promote(state)), False)
+        plain = PolicyInsight([r for r in state.values() if not r["kind"].startswith("Staged")])
+        assert _decisions(ins, False) == _decisions(plain, False)
+    check_expansions(PendingHarness, full)
