@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -65,11 +66,15 @@ class PolicySnapshot:
         self._enforced = enforced
         self._pending = pending
         self.has_staged = has_staged
-        self._by_ip: dict[IPAddress, ItemID] = {}
-        for iid in sorted(enforced.endpoints):
-            for net in enforced.endpoints[iid].endpoint.nets:
+
+    @cached_property
+    def _by_ip(self) -> dict[IPAddress, ItemID]:
+        out: dict[IPAddress, ItemID] = {}
+        for iid in sorted(self._enforced.endpoints):
+            for net in self._enforced.endpoints[iid].endpoint.nets:
                 if net.num_addresses == 1:
-                    self._by_ip.setdefault(net.network_address, iid)
+                    out.setdefault(net.network_address, iid)
+        return out
 
     def endpoint_at(self, ip: IPAddress) -> ItemID | None:
         """The local endpoint holding address ``ip``, if any."""
@@ -99,12 +104,11 @@ class PolicyViews:
 
     @property
     def has_staged(self) -> bool:
-        """Do the views differ in their policy at all (any staged policy or staged delete)?"""
-        e, p = self.enforced, self.pending
-        return e.policies != p.policies or any(
-            p.endpoints.get(i) is None or p.endpoints[i].tiers != ep.tiers
-            for i, ep in e.endpoints.items()
-        )
+        """Can the views differ at all? Yes iff a staged policy is active on a local endpoint
+        or an active enforced policy is missing from the pending view (replaced or deleted):
+        otherwise both views hold the same policies, computed from the same resources."""
+        e, p = self.enforced.policies, self.pending.policies
+        return any(pid.is_staged for pid in p) or not e.keys() <= p.keys()
 
     def snapshot(self) -> PolicySnapshot:
         return PolicySnapshot(self.enforced.copy(), self.pending.copy(), self.has_staged)
