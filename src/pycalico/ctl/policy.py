@@ -139,6 +139,8 @@ def matrix(ports: str | None, pending: bool, output: str, config_file: str | Non
         if output == "json":
             click.echo(json.dumps({"probes": [r.to_json() for r in results]}, indent=2))
         else:
+            if pending:
+                click.echo("PENDING: as if every staged policy were enforced")
             click.echo(format_matrix(results, pending=pending))
 
     run_reporting_errors(go)
