@@ -73,8 +73,11 @@ CALICO_API = "projectcalico.org/v3"
 K8S_NETPOL_API = "networking.k8s.io/v1"
 _NAMED_PORT_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _ACTIONS: dict[str, Action] = {"allow": "Allow", "deny": "Deny", "pass": "Pass", "log": "Log"}
-_STAGED = {"StagedNetworkPolicy": "snp", "StagedGlobalNetworkPolicy": "sgnp"}
-_STAGED["StagedKubernetesNetworkPolicy"] = "sknp"
+_STAGED = {
+    "StagedNetworkPolicy": "snp",
+    "StagedGlobalNetworkPolicy": "sgnp",
+    "StagedKubernetesNetworkPolicy": "sknp",
+}
 _STAGED_ACTIONS: tuple[StagedAction, ...] = ("Set", "Delete", "Learn", "Ignore")
 _IGNORED = object()
 
