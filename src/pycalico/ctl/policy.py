@@ -2,7 +2,9 @@
 
 Owns only argument handling and presentation: the CLI lists every policy-relevant resource
 from the datastore (:func:`load_resources`) and hands the dicts to
-:class:`pycalico.felix.calc.PolicyInsight`, which makes every decision.
+:class:`pycalico.felix.calc.PolicyInsight`, which makes every decision — enforced, and
+pending (as if every staged policy were enforced): ``explain`` shows both side by side,
+``matrix --pending`` prints the pending matrix, ``matrix -o json`` gives both per probe.
 
 Invariant: library errors (:class:`~pycalico.errors.CalicoError`) become one clear message
 on stderr and exit code 1; nothing here writes to the datastore.
@@ -100,7 +102,8 @@ def explain(
     output: str,
     config_file: str | None,
 ) -> None:
-    """Explain which tier/policy/rule decides egress and ingress for one flow."""
+    """Explain which tier/policy/rule decides egress and ingress for one flow, enforced and
+    pending (as if every staged policy were enforced), side by side."""
 
     def go() -> None:
         ex = _insight(config_file).explain(src, dst, port, protocol, source_port)
@@ -119,9 +122,15 @@ def explain(
     help="Comma-separated PORT[/PROTOCOL] list, e.g. 80/TCP,81/UDP "
     "(default: the workloads' named ports, else 80/TCP).",
 )
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Print the matrix as if every staged policy were enforced "
+    "(-o json always gives both: 'verdict' and 'pending').",
+)
 @_output_option
 @config_option
-def matrix(ports: str | None, output: str, config_file: str | None) -> None:
+def matrix(ports: str | None, pending: bool, output: str, config_file: str | None) -> None:
     """Print the reachability of every workload from every other workload."""
 
     def go() -> None:
@@ -132,7 +141,9 @@ def matrix(ports: str | None, output: str, config_file: str | None) -> None:
         if output == "json":
             click.echo(json.dumps({"probes": [r.to_json() for r in results]}, indent=2))
         else:
-            click.echo(format_matrix(results))
+            if pending:
+                click.echo("PENDING: as if every staged policy were enforced")
+            click.echo(format_matrix(results, pending=pending))
 
     run_reporting_errors(go)
 

@@ -16,7 +16,10 @@ Kubernetes conversion layer:
   at order 1000 with Allow rules (one rule per protocol x peer; ipBlock -> nets/notNets).
 - policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy -> a ``kcnp`` policy in tier
   ``kube-admin``/``kube-baseline`` (``model/cnp.py``).
-- Staged* kinds convert to ``None``: they are evaluated by nobody here and never enforce.
+- Staged* kinds convert to the Policy their enforced counterpart would be, under the staged
+  kind (``snp``/``sgnp``/``sknp``, names as the counterpart's: ``knp.default.<name>`` for
+  StagedKubernetesNetworkPolicy) with ``staged_action`` (default ``Set``; a ``Delete`` keeps
+  only its identity and tier). They never enforce: only the pending view evaluates them.
 - WorkloadEndpoint: ``workload`` is ``spec.workload`` falling back to ``spec.pod``, ``pod`` is
   ``spec.pod``; unnamed ports are filtered out, named ports default to TCP and must be in
   1..65535. :func:`convert_wep_tolerant` is the same conversion for consumers that serve what
@@ -28,6 +31,7 @@ naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -46,6 +50,7 @@ from pycalico.model.types import (
     NAMESPACE_LABEL_PREFIX,
     NAMESPACE_PROFILE_PREFIX,
     SA_LABEL_PREFIX,
+    STAGED_KINDS,
     Action,
     Converted,
     Endpoint,
@@ -62,6 +67,7 @@ from pycalico.model.types import (
     Profile,
     Rule,
     ServiceAccount,
+    StagedAction,
     Tier,
     protocol_number,
 )
@@ -71,7 +77,12 @@ CALICO_API = "projectcalico.org/v3"
 K8S_NETPOL_API = "networking.k8s.io/v1"
 _NAMED_PORT_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _ACTIONS: dict[str, Action] = {"allow": "Allow", "deny": "Deny", "pass": "Pass", "log": "Log"}
-_STAGED = {"StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy"}
+_STAGED = {
+    "StagedNetworkPolicy": "snp",
+    "StagedGlobalNetworkPolicy": "sgnp",
+    "StagedKubernetesNetworkPolicy": "sknp",
+}
+_STAGED_ACTIONS: tuple[StagedAction, ...] = ("Set", "Delete", "Learn", "Ignore")
 _IGNORED = object()
 
 
@@ -329,6 +340,24 @@ def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) 
     )
 
 
+def convert_staged(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Policy:
+    """A Staged* policy (``kind`` its full kind): see the module docstring."""
+    raw = spec.get("stagedAction") or "Set"
+    action = next((a for a in _STAGED_ACTIONS if a == raw), None)
+    if action is None:
+        raise ModelError(f"spec.stagedAction: must be Set, Delete, Learn or Ignore, not {raw!r}")
+    staged_kind = _STAGED[kind]
+    if kind == "StagedKubernetesNetworkPolicy":
+        name = K8S_POLICY_PREFIX + str(meta.get("name") or "")
+        meta = {"name": name, "namespace": meta.get("namespace")}
+        spec = {} if action == "Delete" else k8s_to_v3_spec(spec)
+    if action == "Delete":
+        spec = {"tier": spec.get("tier")}
+    pol = convert_policy(STAGED_KINDS[staged_kind], meta, spec)
+    staged_id = PolicyID(staged_kind, pol.id.namespace, pol.id.name)
+    return dataclasses.replace(pol, id=staged_id, staged_action=action)
+
+
 # --- endpoints, sets, profiles ------------------------------------------------------------
 
 
@@ -440,7 +469,7 @@ def convert_hep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
 
 
 def convert(obj: Mapping[str, Any]) -> Converted:
-    """Convert one stored resource dict. Unknown kinds and staged policies give ``None``."""
+    """Convert one stored resource dict. Unknown kinds give ``None``."""
     if not isinstance(obj, Mapping):
         raise ModelError("resource: must be a mapping")
     kind = str(obj.get("kind") or "")
@@ -451,7 +480,7 @@ def convert(obj: Mapping[str, Any]) -> Converted:
         raise ModelError("metadata/spec: must be mappings")
     name = str(meta.get("name") or "")
     if kind in _STAGED:
-        return Converted(None, kind)
+        return Converted(convert_staged(kind, meta, spec), kind)
     if kind == "NetworkPolicy" and api == K8S_NETPOL_API:
         v3 = k8s_to_v3_spec(spec)
         kmeta = {"name": K8S_POLICY_PREFIX + name, "namespace": meta.get("namespace")}

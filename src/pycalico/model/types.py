@@ -45,6 +45,9 @@ SA_LABEL_PREFIX = "pcsa."
 NAMESPACE_PROFILE_PREFIX = "kns."
 SA_PROFILE_PREFIX = "ksa."
 K8S_POLICY_PREFIX = "knp.default."
+# Staged policy kinds (Calico's short kind names, as in flow logs) -> their enforced kind.
+STAGED_KINDS: dict[str, str] = {"snp": "np", "sgnp": "gnp", "sknp": "knp"}
+StagedAction = Literal["Set", "Delete", "Learn", "Ignore"]
 
 PROTOCOLS: dict[str, int] = {
     "tcp": 6,
@@ -175,12 +178,24 @@ class _KindNamespaceName:
 
 @dataclass(frozen=True, order=True)
 class PolicyID(_KindNamespaceName):
-    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``), namespace, name."""
+    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``; staged ones ``sgnp``,
+    ``snp``, ``sknp``), namespace, name."""
+
+    @property
+    def is_staged(self) -> bool:
+        return self.kind in STAGED_KINDS
+
+    def enforced(self) -> PolicyID:
+        """The enforced policy a staged one would become (itself when not staged)."""
+        return PolicyID(STAGED_KINDS.get(self.kind, self.kind), self.namespace, self.name)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied."""
+    """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied.
+
+    A staged policy has a staged kind in ``id`` and its ``staged_action``; its fields are
+    those its enforced counterpart would have (a ``Delete`` carries no rules)."""
 
     id: PolicyID
     tier: str
@@ -192,6 +207,7 @@ class Policy:
     do_not_track: bool = False
     pre_dnat: bool = False
     apply_on_forward: bool = False
+    staged_action: StagedAction | None = None
 
     def sort_key(self) -> tuple[float, str, str, str]:
         """Calico's PolKVLess: order asc (None = +inf), then name, namespace, kind."""
@@ -313,7 +329,8 @@ ModelObject = Policy | Tier | Profile | Endpoint | NetworkSet | Namespace | Serv
 @dataclass(frozen=True)
 class Converted:
     """Result of converting one resource dict: the model object, or ``None`` for kinds the
-    policy model ignores (and for staged policies, which never enforce)."""
+    policy model ignores. Staged policies convert to a :class:`Policy` with a staged kind,
+    which only the pending view evaluates."""
 
     obj: ModelObject | None
     kind: str = ""
