@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench dist clean
 
 setup:
 	@./scripts/setup.sh
@@ -27,6 +27,11 @@ unit: setup
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# A wheel and an sdist in dist/, stamped with the commit (pycalico/_commit) they come from.
+dist: setup
+	git rev-parse --short=12 HEAD > src/pycalico/_commit
+	$(BIN)/python -m build --outdir dist . ; rc=$$?; rm -f src/pycalico/_commit; exit $$rc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
