@@ -11,7 +11,7 @@ import click
 
 from pycalico import __version__
 
-_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent")
+_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent", "pycalico.node.hostinstall")
 
 
 def _version_message() -> str:
