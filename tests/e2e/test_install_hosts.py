@@ -6,8 +6,10 @@ private mount namespace of its own in which the paths the page uses (``/opt/pyca
 bind-mounted from that host's directory under pytest's tmp dir: nothing is written to the
 real ones. The shell blocks of the page are extracted and run as written, in order, with
 only what a second host must change (its name and address) substituted; the systemd block
-is replaced by the page's foreground alternative (no systemd here). etcd runs at the
-page's address (the underlay's gateway, 198.19.255.254), in the underlay's namespace.
+is replaced by the page's foreground alternative (no systemd here). The shared datastore
+is the page's etcd recipe: three members with TLS and client-certificate authentication,
+each in a namespace on the underlay at the page's addresses (198.18.0.11-13), run with the
+page's command (only the member's name and address, and its data directory, substituted).
 
 Then: pods wired by the installed CNI plugin on each host reach each other across hosts,
 and ``calicoctl node diags`` / ``checksystem`` produce what the docs say.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.etcd import make_tls
 from tests.fixtures.netns import Netns, NetnsFactory, Underlay
 from tests.kit import poll, wait_for
 
@@ -33,7 +36,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.etcd, pytest.mark.
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "install.md"
-ETCD_URL = "http://198.19.255.254:2379"
+MEMBERS = ("198.18.0.11", "198.18.0.12", "198.18.0.13")
 #: Every path of the page that must be private to a host (or, /opt/pycalico, to the test).
 HOST_DIRS = ("etc/calico", "run/calico", "var/lib/calico", "opt/cni/bin", "etc/cni/net.d",
              "var/log/calico", "etc/systemd/system")  # fmt: skip
@@ -128,14 +131,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, mountpoints: None) -> Iter
     enter.chmod(0o755)
     with NetnsFactory("inst") as f:
         ul: Underlay = f.underlay(2)
-        etcd_dir = tmp / "etcd"
-        ul.bridge.popen(
-            "/usr/bin/etcd", "--name", "m1", "--data-dir", str(etcd_dir),
-            "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
-            "--listen-peer-urls", "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-            "--initial-cluster", "m1=http://127.0.0.1:2380", "--log-level=error",
-        )  # fmt: skip
+        certs = tmp / "certs"
+        start_etcd_members(f, ul, blocks, certs, tmp)
         hosts = []
         for i, ns in enumerate(ul.nodes):
             root = tmp / f"host-{i + 1}"
@@ -147,11 +144,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, mountpoints: None) -> Iter
             if line.startswith(("python3 -m venv", "/opt/pycalico/bin/pip install")):
                 hosts[0].sh(f"cd {dist} && {line}", netns=False)
         for i, h in enumerate(hosts):
-            run_page_on(h, blocks, i + 1, ul.node_ips[i], f)
+            run_page_on(h, blocks, i + 1, ul.node_ips[i], f, certs)
         yield hosts
 
 
-def run_page_on(h: Host, blocks: list[tuple[str, str]], n: int, ip: str, f: NetnsFactory) -> None:
+def start_etcd_members(
+    f: NetnsFactory, ul: Underlay, blocks: list[tuple[str, str]], certs: Path, tmp: Path
+) -> None:
+    """The page's certificates (one CA; server/peer certificates naming every member; a client
+    certificate) and its member command, once per member, in the member's namespace."""
+    tls = make_tls(certs, ips=MEMBERS)
+    for src, dst in ((tls.key, "server-key.pem"), (tls.cert, "peer.pem"),
+                     (tls.key, "peer-key.pem"), (tls.client_key, "client-key.pem")):  # fmt: skip
+        shutil.copy(src, certs / dst)
+    (recipe,) = [b for s, b in blocks if s.startswith("A shared datastore") and "--name m1" in b]
+    for n, addr in enumerate(MEMBERS, 1):
+        member = f.netns(f"m{n}")
+        f.veth(member, "eth0", ul.bridge, f"ulm{n}", a_addr=f"{addr}/{ul.prefixlen}")
+        ul.bridge.ip("link", "set", f"ulm{n}", "master", "br0")
+        lines = []
+        for line in recipe.splitlines():
+            if "--initial-cluster " not in line:  # the member list stays as written
+                line = line.replace("m1", f"m{n}").replace(MEMBERS[0], addr)
+            lines.append(line.replace("/var/lib/etcd", str(tmp / f"etcd-m{n}")))
+        with (tmp / f"etcd-m{n}.log").open("w") as log:
+            member.popen("bash", "-c", "exec " + "\n".join(lines), cwd=certs, stdout=log,
+                         stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def run_page_on(
+    h: Host, blocks: list[tuple[str, str]], n: int, ip: str, f: NetnsFactory, certs: Path
+) -> None:
     for section, block in blocks:
         script = block.replace("NODENAME=host-1", f"NODENAME=host-{n}").replace(
             "IP=198.18.0.1\n", f"IP={ip}\n"
@@ -179,7 +202,7 @@ def run_page_on(h: Host, blocks: list[tuple[str, str]], n: int, ip: str, f: Netn
         if section.startswith("4.") and "node status" in block:
             continue  # checked below, once every host runs
         if section.startswith(("1.", "2.", "3.")):
-            h.sh(script)
+            h.sh(f"cd {certs}\n{script}")
 
 
 def cni(h: Host, command: str, pod: Netns, cid: str) -> dict[str, object]:

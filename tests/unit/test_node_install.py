@@ -4,6 +4,7 @@ CNI plugins, a systemd unit that ``systemd-analyze verify`` accepts)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pycalico.cni.types import parse_netconf
 from pycalico.node.envfile import NodeConfigError, effective_env, load, parse_env_file
 from pycalico.node.main import cli
 
@@ -102,12 +104,20 @@ def test_install_lays_down_settings_cni_and_unit(tmp_path: Path) -> None:
         assert v.returncode == 0, v.stderr
 
     settings.write_text(
-        "NODENAME=mine\nDATASTORE_TYPE=etcdv3\nETCD_ENDPOINTS=http://10.0.0.1:2379\n"
+        "NODENAME=mine\nDATASTORE_TYPE=etcdv3\nETCD_ENDPOINTS=https://10.0.0.1:2379\n"
+        "ETCD_CA_CERT_FILE=/etc/calico/ca.pem\nETCD_CERT_FILE=/etc/calico/c.pem\n"
+        "ETCD_KEY_FILE=/etc/calico/k.pem\n"
     )
     res = CliRunner().invoke(cli, ["install", "--root", str(root), "--executable", "/bin/true"])
     assert res.exit_code == 0 and "kept" in res.output
     assert settings.read_text().startswith("NODENAME=mine")  # never overwritten
-    assert '"etcd_endpoints": "http://10.0.0.1:2379"' in conflist.read_text()
+    plugin = json.loads(conflist.read_text())["plugins"][0]
+    assert plugin["etcd_endpoints"] == "https://10.0.0.1:2379"
+    # The plugins reach a TLS etcd as the agent does (they read these Calico netconf fields).
+    files = ("/etc/calico/ca.pem", "/etc/calico/c.pem", "/etc/calico/k.pem")
+    assert (plugin["etcd_ca_cert_file"], plugin["etcd_cert_file"], plugin["etcd_key_file"]) == files
+    conf = parse_netconf(json.dumps({"cniVersion": "1.0.0", "name": "n", **plugin}))
+    assert (conf.etcd_ca_cert_file, conf.etcd_cert_file, conf.etcd_key_file) == files
     assert '"nodename": "mine"' in conflist.read_text()
 
     settings.write_text("BOGUS=1\n")

@@ -118,7 +118,7 @@ def install_host(
     """Install the settings file, the CNI plugins and the systemd unit on this host."""
     from pycalico.config import ConfigError, load_config
     from pycalico.node.envfile import NodeConfigError, load
-    from pycalico.node.install_cni import build_conflist, install
+    from pycalico.node.install_cni import build_conflist, cni_datastore_fields, install
 
     cfg_path = _under(root, config_file)
     if cfg_path.exists():
@@ -132,11 +132,7 @@ def install_host(
     except (NodeConfigError, ConfigError) as e:
         raise click.ClickException(f"invalid settings: {e}") from None
     if not no_cni:
-        ds: dict[str, str] = {"datastore_type": ds_cfg.datastore_type}
-        if ds_cfg.datastore_type == "sqlite":
-            ds["datastore_path"] = ds_cfg.datastore_path
-        else:
-            ds["etcd_endpoints"] = ",".join(ds_cfg.etcd_endpoints)
+        ds = cni_datastore_fields(ds_cfg)
         conflist = build_conflist(datastore=ds, nodename=settings.get("NODENAME", ""))
         for p in install(str(_under(root, cni_bin_dir)), str(_under(root, cni_conf_dir)), conflist):
             click.echo(f"installed {p}")
