@@ -388,6 +388,20 @@ def etcd_start(name: str) -> None:
     say(f"etcd started (pid {state.etcd_pid})")
 
 
+@cli.command("ui", context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@name_option
+@errors_to_exit
+def ui_cmd(args: tuple[str, ...], name: str) -> None:
+    """Serve the web console on the lab (calicoctl ui --lab NAME; ARGS pass through)."""
+    state = load(name)
+    if state.datastore_netns:
+        raise CalicoError("calico-lab ui: labs with --datastore etcd are not supported yet")
+    env = dict(os.environ)
+    env.update(state.datastore_env())
+    run_attached([sys.executable, "-m", "pycalico.ui", "--lab", name, *args], env=env)
+
+
 @cli.command("tor", context_settings={"ignore_unknown_options": True})
 @click.argument("commands", nargs=-1)
 @name_option

@@ -557,3 +557,26 @@ class CalcGraph:
 
     def all_items(self) -> list[Endpoint | NetworkSet]:
         return [self._items[i] for i in sorted(self._items)]
+
+    def policy_order(self) -> list[tuple[Tier, list[tuple[Policy, list[ItemID]]]]]:
+        """Every tier (stored or implied by a policy) in evaluation order, each with its
+        policies in evaluation order and the local endpoints each one selects."""
+        selects: dict[PolicyID, list[ItemID]] = {}
+        for iid in sorted(self._ep_policies):
+            for pid in self._ep_policies[iid]:
+                selects.setdefault(pid, []).append(iid)
+        names = set(self._tiers) | {p.tier for p in self._policies.values()}
+        tiers = sorted((self._tier(n) for n in names), key=Tier.sort_key)
+        return [
+            (
+                t,
+                [
+                    (p, selects.get(p.id, []))
+                    for p in sorted(
+                        (p for p in self._policies.values() if p.tier == t.name),
+                        key=Policy.sort_key,
+                    )
+                ],
+            )
+            for t in tiers
+        ]
