@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from starlette.templating import Jinja2Templates
 from pycalico.datastore import Datastore
 from pycalico.datastore.base import ROOT
 from pycalico.errors import CalicoError
-from pycalico.felix.calc.insight import PolicyInsight, parse_port_list
+from pycalico.felix.calc.insight import PolicyInsight, ProbeResult, parse_port_list
 from pycalico.model import protocol_name
 from pycalico.ui import flows as flowmod
 from pycalico.ui import views
@@ -66,23 +67,57 @@ class Console:
     token: str | None = None
     title: str = "pycalico console"
     snapshot_ttl: float = 1.0
-    _cache: tuple[float, list[Obj]] | None = field(default=None, repr=False)
+    _snap: tuple[float, int, list[Obj]] | None = field(default=None, repr=False)
+    _insight: tuple[int, PolicyInsight] | None = field(default=None, repr=False)
+    _matrix: dict[tuple[int, tuple[tuple[int, int], ...]], list[ProbeResult]] = field(
+        default_factory=dict, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def resources(self) -> list[Obj]:
-        """Every stored resource, re-read at most every ``snapshot_ttl`` seconds."""
+    def snapshot(self) -> tuple[int, list[Obj]]:
+        """(revision, every stored resource), re-read at most every ``snapshot_ttl`` s."""
         now = time.monotonic()
-        if self._cache is not None and now - self._cache[0] < self.snapshot_ttl:
-            return self._cache[1]
+        snap = self._snap
+        if snap is not None and now - snap[0] < self.snapshot_ttl:
+            return snap[1], snap[2]
         ds = self.open_store()
         try:
-            items = [dict(r) for r in ds.list_prefix(ROOT).items]
+            listed = ds.list_prefix(ROOT)
         finally:
             ds.close()
-        self._cache = (now, items)
-        return items
+        items = [dict(r) for r in listed.items]
+        self._snap = (now, listed.revision, items)
+        return listed.revision, items
+
+    def resources(self) -> list[Obj]:
+        return self.snapshot()[1]
 
     def insight(self) -> PolicyInsight:
-        return PolicyInsight(self.resources())
+        """The policy model of the current snapshot (rebuilt only when the revision moved)."""
+        revision, items = self.snapshot()
+        with self._lock:
+            cached = self._insight
+            if cached is not None and cached[0] == revision:
+                return cached[1]
+        insight = PolicyInsight(items)
+        with self._lock:
+            self._insight = (revision, insight)
+        return insight
+
+    def matrix(self, ports_text: str | None) -> tuple[list[tuple[int, int]], list[ProbeResult]]:
+        """``calicoctl policy matrix`` of the current snapshot, cached per revision."""
+        revision = self.snapshot()[0]
+        insight = self.insight()
+        ports = _ports(insight, ports_text)
+        key = (revision, tuple(ports))
+        with self._lock:
+            hit = self._matrix.get(key)
+        if hit is None:
+            hit = insight.matrix(ports)
+            with self._lock:
+                self._matrix = {k: v for k, v in self._matrix.items() if k[0] == revision}
+                self._matrix[key] = hit
+        return ports, hit
 
 
 def _ports(insight: PolicyInsight, text: str | None) -> list[tuple[int, int]]:
@@ -125,6 +160,9 @@ def create_app(console: Console) -> Starlette:
         return templates.TemplateResponse(request, name, ctx)
 
     def fail(request: Request, e: Exception, code: int = 400) -> HTMLResponse:
+        # htmx swaps only 2xx answers: a fragment it asked for shows its error in place.
+        if request.headers.get("hx-request"):
+            code = 200
         return templates.TemplateResponse(
             request, "_error.html", {"message": str(e)}, status_code=code
         )
@@ -149,15 +187,10 @@ def create_app(console: Console) -> Starlette:
     async def api_cluster(request: Request) -> Response:
         return JSONResponse(await to_thread.run_sync(cluster_data))
 
-    def matrix_data(ports_text: str | None) -> tuple[list[tuple[int, int]], Any]:
-        insight = console.insight()
-        ports = _ports(insight, ports_text)
-        return ports, insight.matrix(ports)
-
     async def reachability(request: Request) -> Response:
         try:
             ports, results = await to_thread.run_sync(
-                matrix_data, request.query_params.get("ports")
+                console.matrix, request.query_params.get("ports")
             )
         except CalicoError as e:
             return fail(request, e)
@@ -166,12 +199,12 @@ def create_app(console: Console) -> Starlette:
             "reachability.html",
             grids=views.matrix_grids(results),
             ports=_port_text(ports),
-            live={},
+            live=False,
         )
 
     async def api_matrix(request: Request) -> Response:
         try:
-            _, results = await to_thread.run_sync(matrix_data, request.query_params.get("ports"))
+            _, results = await to_thread.run_sync(console.matrix, request.query_params.get("ports"))
         except CalicoError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         return JSONResponse({"probes": [r.to_json() for r in results]})
@@ -182,23 +215,22 @@ def create_app(console: Console) -> Starlette:
         source = console.live
         try:
             ports, results = await to_thread.run_sync(
-                matrix_data, request.query_params.get("ports")
+                console.matrix, request.query_params.get("ports")
             )
             probes = await to_thread.run_sync(
                 source.probe_matrix, [(p, protocol_name(pr)) for p, pr in ports]
             )
         except CalicoError as e:
             return fail(request, e, 502)
-        model, seen = views.cells(results), views.cells(probes)
-        marks = {f"{k[0]}|{k[1]}|{k[2]}|{k[3]}": v for k, v in seen.items()}
-        disagree = sum(1 for k, v in seen.items() if model.get(k) != v)
+        seen = views.cells(probes)
+        grids = views.matrix_grids(results, seen)
         return templates.TemplateResponse(
             request,
             "_grids.html",
             {
-                "grids": views.matrix_grids(results),
-                "live": marks,
-                "disagree": disagree,
+                "grids": grids,
+                "live": True,
+                "disagree": sum(g["disagree"] for g in grids),
                 "probed": len(seen),
             },
         )
@@ -233,21 +265,19 @@ def create_app(console: Console) -> Starlette:
         ports_text = form.get("ports", "")
 
         def run() -> dict[str, Any]:
-            stored = console.resources()
-            ports = parse_port_list(ports_text) if ports_text.strip() else None
-            return views.whatif(stored, text, ports)
+            ports, current = console.matrix(ports_text.strip() or None)
+            return views.whatif(console.resources(), text, ports, current)
 
+        wants_json = request.headers.get("accept", "").startswith("application/json")
         try:
             delta = await to_thread.run_sync(run)
-        except views.WhatIfError as e:
-            return templates.TemplateResponse(
-                request, "_whatif.html", {"errors": e.lines}, status_code=422
-            )
         except CalicoError as e:
-            return templates.TemplateResponse(
-                request, "_whatif.html", {"errors": [str(e)]}, status_code=422
-            )
-        if request.headers.get("accept", "").startswith("application/json"):
+            lines = e.lines if isinstance(e, views.WhatIfError) else [str(e)]
+            if wants_json:
+                return JSONResponse({"errors": lines}, status_code=422)
+            # 200: htmx swaps only 2xx answers, and the errors are the answer.
+            return templates.TemplateResponse(request, "_whatif.html", {"errors": lines})
+        if wants_json:
             return JSONResponse(delta)
         return templates.TemplateResponse(request, "_whatif.html", {"delta": delta})
 

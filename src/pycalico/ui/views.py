@@ -19,6 +19,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from pycalico.api import ValidationFailed, decode_all
 from pycalico.api.loader import ManifestError
 from pycalico.client import POLICY_KINDS, ResourceClient, policy_resources
@@ -208,21 +210,43 @@ def pool_usage(resources: Sequence[Obj]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda v: str(v["name"]))
 
 
-def matrix_grids(results: Sequence[ProbeResult]) -> list[dict[str, Any]]:
-    """One grid per (port, protocol): ``names`` (rows = from, columns = to) and ``cells``
-    keyed ``"from|to"`` -> verdict."""
+def matrix_grids(
+    results: Sequence[ProbeResult], live: Mapping[Cell, str] | None = None
+) -> list[dict[str, Any]]:
+    """One grid per (port, protocol): ``names`` (rows = from, columns = to) and ``rows`` of
+    (name, the row's cells as HTML). Cells are bare ``<td class="allow|deny">`` (a matrix of
+    200 pods has 40,000 of them); a live verdict that differs from the model adds class
+    ``disagree`` and ``data-live``. ``disagree`` counts those cells."""
     grids: dict[tuple[int, str], dict[str, Any]] = {}
     for r in results:
         proto = protocol_name(r.protocol)
         g = grids.setdefault((r.port, proto), {"port": r.port, "protocol": proto, "cells": {}})
-        g["cells"][f"{r.src}|{r.dst}"] = r.verdict
+        g["cells"][(r.src, r.dst)] = r.verdict
     names = sorted({r.src for r in results} | {r.dst for r in results})
     out = []
-    for key in sorted(grids):
-        g = grids[key]
-        g["names"] = names
-        g["allowed"] = sum(1 for v in g["cells"].values() if v == "allow")
-        g["total"] = len(g["cells"])
+    for (port, proto), g in sorted(grids.items()):
+        grid_cells: dict[tuple[str, str], str] = g.pop("cells")
+        rows, disagree = [], 0
+        for s in names:
+            parts = []
+            for d in names:
+                v = grid_cells.get((s, d))
+                lv = live.get((s, d, port, proto)) if live else None
+                if s == d:
+                    parts.append('<td class="self"></td>')
+                elif lv is not None and lv != v:
+                    disagree += 1
+                    parts.append(f'<td class="{v} disagree" data-live="{escape(lv)}"></td>')
+                else:
+                    parts.append(f'<td class="{v or ""}"></td>')
+            rows.append((s, Markup("".join(parts))))
+        g.update(
+            names=names,
+            rows=rows,
+            disagree=disagree,
+            allowed=sum(1 for v in grid_cells.values() if v == "allow"),
+            total=len(grid_cells),
+        )
         out.append(g)
     return out
 
@@ -303,13 +327,19 @@ def overlay(stored: Sequence[Obj], text: str, source: str = "what-if") -> list[d
 
 
 def whatif(
-    stored: Sequence[Obj], text: str, ports: Sequence[tuple[int, int]] | None = None
+    stored: Sequence[Obj],
+    text: str,
+    ports: Sequence[tuple[int, int]] | None = None,
+    current: Sequence[ProbeResult] | None = None,
 ) -> dict[str, Any]:
-    """The matrix delta of applying ``text``: every cell whose verdict changes."""
-    before_insight = PolicyInsight(stored)
-    ports = list(ports) if ports else before_insight.default_ports()
+    """The matrix delta of applying ``text``: every cell whose verdict changes. ``current``:
+    the stored resources' matrix at ``ports`` when the caller has it already."""
     after_insight = PolicyInsight(overlay(stored, text))
-    before = cells(before_insight.matrix(ports))
+    if current is None or not ports:
+        before_insight = PolicyInsight(stored)
+        ports = list(ports) if ports else before_insight.default_ports()
+        current = before_insight.matrix(ports)
+    before = cells(current)
     after = cells(after_insight.matrix(ports))
     changes = [
         {

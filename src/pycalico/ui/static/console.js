@@ -25,16 +25,29 @@
     });
   }
 
-  // Reachability: a click on a matrix cell explains that pair.
-  document.addEventListener("click", function (ev) {
-    var td = ev.target.closest && ev.target.closest("table.matrix td[data-from]");
-    if (!td) { return; }
+  // Reachability: cells carry only their verdict class; the pair comes from the headers.
+  var pairOf = function (td) {
     var table = td.closest("table.matrix");
+    return { from: td.parentElement.cells[0].textContent,
+      to: table.rows[0].cells[td.cellIndex].textContent,
+      port: table.dataset.port, protocol: table.dataset.protocol };
+  };
+  document.addEventListener("mouseover", function (ev) {
+    var td = ev.target.closest && ev.target.closest("table.matrix td");
+    if (!td || td.title || td.classList.contains("self")) { return; }
+    var p = pairOf(td);
+    td.title = p.from + " → " + p.to + " " + p.port + "/" + p.protocol + ": " +
+      (td.classList.contains("allow") ? "allow" : "deny") +
+      (td.dataset.live ? " (live: " + td.dataset.live + ")" : "");
+  });
+  // A click on a cell explains that pair.
+  document.addEventListener("click", function (ev) {
+    var td = ev.target.closest && ev.target.closest("table.matrix td");
+    if (!td || td.classList.contains("self")) { return; }
     document.querySelectorAll("td.sel").forEach(function (c) { c.classList.remove("sel"); });
     td.classList.add("sel");
-    var q = new URLSearchParams({ from: td.dataset.from, to: td.dataset.to,
-      port: table.dataset.port, protocol: table.dataset.protocol });
-    htmx.ajax("GET", "/reachability/explain?" + q.toString(), { target: "#explain" });
+    htmx.ajax("GET", "/reachability/explain?" + new URLSearchParams(pairOf(td)).toString(),
+      { target: "#explain" });
   });
 
   // Flows: live table over server-sent events, sparkline of allowed/denied per minute.
