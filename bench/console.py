@@ -3,10 +3,11 @@
 Serves the real console application with uvicorn on a loopback port (in this process, a
 thread) over a memory datastore holding N pods (default 200) on 10 nodes in 10 namespaces,
 with 20 policies, 2 IP pools' blocks, and a status document per node (full mesh). Measures:
-- per page (cluster, reachability at 80/TCP, policy, flows) and the matrix JSON: p50/p95 of
-  the full HTTP GET (server render + transfer) over ``--loads`` loads, and the page size; the
-  snapshot cache is disabled (``snapshot_ttl=0``) so every load re-reads the datastore and
-  recomputes;
+- per page (cluster, reachability at 80/TCP, policy, flows) and the matrix JSON: the first
+  load, p50/p95 of the full HTTP GET (server render + transfer) over ``--loads`` loads, and
+  the page size. The snapshot cache is off (``snapshot_ttl=0``): every load re-reads the
+  datastore; the policy model and matrix are cached per datastore revision, so the first
+  reachability load computes the 39,800-cell matrix and later ones reuse it;
 - what-if: p50/p95 of one POST computing the matrix delta of one pasted policy;
 - flows: a FlowSource fed 5,000 flows/min (one record every 12 ms) by a thread; the SSE
   stream's latency = arrival at the client - the record's ``end``, p50/p95 over ``--flow-secs``.
@@ -180,10 +181,12 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             assert r.status_code == 200, (page, r.status_code)
             size = len(r.content)
-        results[page] = {"p50_ms": round(1000 * statistics.median(times), 1),
+        results[page] = {"first_ms": round(1000 * times[0], 1),
+                         "p50_ms": round(1000 * statistics.median(times), 1),
                          "p95_ms": round(1000 * pct(times, 0.95), 1), "bytes": size}  # fmt: skip
-        print(f"{page:<28} p50 {results[page]['p50_ms']:>8} ms  p95 "
-              f"{results[page]['p95_ms']:>8} ms  {size / 1024:.0f} KiB")  # fmt: skip
+        print(f"{page:<28} first {results[page]['first_ms']:>8} ms  p50 "
+              f"{results[page]['p50_ms']:>8} ms  p95 {results[page]['p95_ms']:>8} ms  "
+              f"{size / 1024:.0f} KiB")  # fmt: skip
     times = []
     for _ in range(max(3, args.loads // 4)):
         t0 = time.perf_counter()

@@ -333,3 +333,29 @@ def test_flow_filter_and_buckets_tolerate_missing_fields() -> None:
     assert FlowFilter().matches({}) is True
     assert per_minute([{}, {"end": "x"}], time.time(), 5) == {"allowed": [0] * 5,
                                                                "denied": [0] * 5}  # fmt: skip
+
+
+WHATIFS = [
+    DENY_DB,
+    DENY_DB.replace("app == 'db'", "all()").replace("selector: app == 'web'", "nets: [10.0.0.0/8]"),
+    "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\n"
+    "spec: {order: 1, selector: app == 'cli', egress: [{action: Deny}], types: [Egress]}\n",
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: x}}\n",
+    "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: sec}\nspec: {order: 10}\n"
+    "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: sec.p}\n"
+    "spec: {tier: sec, selector: all(), ingress: [{action: Pass}]}\n",
+]
+
+
+@pytest.mark.parametrize("text", WHATIFS)
+def test_whatif_partial_recompute_equals_full(text: str) -> None:
+    base = DENY_DB.replace("db-only-web", "base").replace("app == 'web'", "app == 'cli'")
+    stored = views.overlay(cluster_resources(), base)
+    stored += [r for r in cluster_resources() if r["kind"] not in ("WorkloadEndpoint", "Namespace")]
+    ports = [(80, 6), (81, 17)]
+    fast = views.whatif(stored, text, ports)
+    assert fast == views.whatif(stored, text, ports, full=True)
+    if text == DENY_DB:  # the partial path, with a change
+        after = PolicyInsight(views.overlay(stored, text))
+        assert views.changed_endpoints(PolicyInsight(stored), after) == {"shop/db"}
+        assert len(fast["changes"]) == 2  # web -> db on both ports

@@ -266,7 +266,7 @@ def create_app(console: Console) -> Starlette:
 
         def run() -> dict[str, Any]:
             ports, current = console.matrix(ports_text.strip() or None)
-            return views.whatif(console.resources(), text, ports, current)
+            return views.whatif(console.resources(), text, ports, console.insight(), current)
 
         wants_json = request.headers.get("accept", "").startswith("application/json")
         try:

@@ -26,8 +26,8 @@ from pycalico.api.loader import ManifestError
 from pycalico.client import POLICY_KINDS, ResourceClient, policy_resources
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.errors import CalicoError
-from pycalico.felix.calc.insight import PolicyInsight, ProbeResult
-from pycalico.model import ModelError, protocol_name
+from pycalico.felix.calc.insight import Peer, PolicyInsight, ProbeResult
+from pycalico.model import Endpoint, ModelError, protocol_name
 from pycalico.model.network import Block, IPPool, Node
 
 Obj = Mapping[str, Any]
@@ -326,31 +326,96 @@ def overlay(stored: Sequence[Obj], text: str, source: str = "what-if") -> list[d
     return policy_resources(mem)
 
 
+def _chain(insight: PolicyInsight, ep: Endpoint) -> object:
+    """Everything the evaluation of ``ep``'s policy reads, except IP set contents."""
+    view = insight.view
+    upd = view.endpoints.get(ep.id)
+    if upd is None:
+        return None
+    pids = [p for t in upd.tiers for p in (*t.ingress_policies, *t.egress_policies)]
+    return (
+        upd,
+        tuple(view.policies.get(p) for p in pids),
+        tuple(view.profiles.get(p) for p in upd.profile_ids),
+    )
+
+
+def _sets(insight: PolicyInsight) -> dict[str, object]:
+    view = insight.view
+    out: dict[str, object] = {
+        k: (frozenset(v.hosts), tuple(v.nets)) for k, v in view.net_sets.items()
+    }
+    out.update(view.ip_port_sets)
+    return out
+
+
+def changed_endpoints(before: PolicyInsight, after: PolicyInsight) -> set[str] | None:
+    """Names of the workloads whose verdicts may differ between two models; ``None`` when
+    any may (the workloads differ, or an IP set both models have differs in members).
+
+    IP set ids are content hashes of their selector, so a set only one model has is only
+    referenced by rules that changed, and those rules are part of :func:`_chain`."""
+    names_b = {e.display_name(): e for e in before.workloads}
+    names_a = {e.display_name(): e for e in after.workloads}
+    if names_b.keys() != names_a.keys():
+        return None
+    sets_b, sets_a = _sets(before), _sets(after)
+    if any(sets_b[k] != sets_a[k] for k in sets_b.keys() & sets_a.keys()):
+        return None
+    return {n for n, e in names_a.items() if _chain(before, names_b[n]) != _chain(after, e)}
+
+
+def matrix_touching(
+    insight: PolicyInsight, ports: Sequence[tuple[int, int]], names: set[str]
+) -> list[ProbeResult]:
+    """The rows of ``insight.matrix(ports)`` whose source or destination is in ``names``."""
+    peers = [Peer(e.nets[0].network_address, e) for e in insight.workloads if e.nets]
+    out = []
+    for s in peers:
+        for d in peers:
+            if s.endpoint is d.endpoint or (s.label() not in names and d.label() not in names):
+                continue
+            for port, proto in ports:
+                ex = insight.explain_peers(s, d, port, proto)
+                out.append(ProbeResult(s.label(), d.label(), port, proto, ex.verdict))
+    return out
+
+
 def whatif(
     stored: Sequence[Obj],
     text: str,
     ports: Sequence[tuple[int, int]] | None = None,
+    before: PolicyInsight | None = None,
     current: Sequence[ProbeResult] | None = None,
+    full: bool = False,
 ) -> dict[str, Any]:
-    """The matrix delta of applying ``text``: every cell whose verdict changes. ``current``:
-    the stored resources' matrix at ``ports`` when the caller has it already."""
+    """The matrix delta of applying ``text``: every cell whose verdict changes.
+
+    ``before``/``current``: the stored resources' model and its matrix at ``ports`` when
+    the caller has them. Only cells touching a workload whose policy chain changed are
+    re-evaluated (:func:`changed_endpoints`), unless ``full`` or IP sets changed."""
     after_insight = PolicyInsight(overlay(stored, text))
-    if current is None or not ports:
-        before_insight = PolicyInsight(stored)
-        ports = list(ports) if ports else before_insight.default_ports()
-        current = before_insight.matrix(ports)
-    before = cells(current)
-    after = cells(after_insight.matrix(ports))
+    before = before or PolicyInsight(stored)
+    ports = list(ports) if ports else before.default_ports()
+    if current is None:
+        current = before.matrix(ports)
+    prior = cells(current)
+    touched = None if full else changed_endpoints(before, after_insight)
+    if touched is None:
+        after = cells(after_insight.matrix(ports))
+    else:
+        after = dict(prior)
+        after.update(cells(matrix_touching(after_insight, ports, touched)))
     changes = [
         {
             "from": k[0],
             "to": k[1],
             "port": k[2],
             "protocol": k[3],
-            "before": before.get(k, "-"),
+            "before": prior.get(k, "-"),
             "after": after.get(k, "-"),
         }
-        for k in sorted(before.keys() | after.keys())
-        if before.get(k) != after.get(k)
+        for k in sorted(prior.keys() | after.keys())
+        if prior.get(k) != after.get(k)
     ]
     return {"changes": changes, "cells": len(after), "ports": ports}
