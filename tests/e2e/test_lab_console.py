@@ -18,6 +18,7 @@ import subprocess
 import textwrap
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,6 +110,12 @@ def browser() -> Iterator[Any]:
         drv.quit()
 
 
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go (a test artifact under pytest's tmp dir)."""
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
 def console_errors(drv: Any) -> list[str]:
     return [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -133,10 +140,7 @@ def model_cells(drv: Any) -> dict[tuple[str, str, int, str], str]:
     return {(r[0], r[1], int(r[2]), r[3]): r[4] for r in rows}
 
 
-def test_pages_load_without_console_errors(
-    console: str, browser: Any, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    shots = tmp_path_factory.mktemp("console-screenshots")
+def test_pages_load_without_console_errors(console: str, browser: Any, shots: Path) -> None:
     for page, marker in [("cluster", "bgp-graph"), ("reachability", "grids"),
                          ("policy", "whatif-panel"), ("flows", "flows-unavailable")]:  # fmt: skip
         browser.get(f"{console}/{page}")
@@ -171,14 +175,20 @@ def test_cluster_graph_shows_every_node_and_session(lab: Lab, console: str, brow
     assert got == want
 
 
-def test_matrix_page_equals_calicoctl_and_live(lab: Lab, console: str, browser: Any) -> None:
+def test_matrix_page_equals_calicoctl_and_live(
+    lab: Lab, console: str, browser: Any, shots: Path
+) -> None:
     lab.run("apply", "-f", "-", input=DB_ONLY_WEB)
     expected = lab.policy_matrix("80/TCP")
     assert "deny" in expected.values()
     browser.get(f"{console}/reachability?ports=80/TCP")
     assert model_cells(browser) == expected
-    cell = browser.find_element(By.CSS_SELECTOR, 'td[data-from="shop/cli"][data-to="shop/db"]')
-    cell.click()
+    names = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.matrix th.col")]
+    row = names.index("shop/cli") + 2  # 1-based, after the header row
+    col = names.index("shop/db") + 2  # after the row-name cell
+    browser.find_element(
+        By.CSS_SELECTOR, f"table.matrix tr:nth-child({row}) > :nth-child({col})"
+    ).click()
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#explain .explain"), 10, 0.1)
     text = browser.find_element(By.ID, "explain").text
     assert "DENY" in text and "shop/cli" in text
@@ -187,11 +197,14 @@ def test_matrix_page_equals_calicoctl_and_live(lab: Lab, console: str, browser: 
     browser.find_element(By.ID, "live-btn").click()
     wait_for(lambda: browser.find_elements(By.ID, "live-summary"), 60, 0.2, "live matrix")
     assert "0 disagree" in browser.find_element(By.ID, "live-summary").text
+    browser.save_screenshot(str(shots / "console-reachability-live.png"))
     assert browser.find_elements(By.CSS_SELECTOR, "td.disagree") == []
     assert console_errors(browser) == []
 
 
-def test_whatif_shows_the_delta_apply_makes(lab: Lab, console: str, browser: Any) -> None:
+def test_whatif_shows_the_delta_apply_makes(
+    lab: Lab, console: str, browser: Any, shots: Path
+) -> None:
     change = (
         DB_ONLY_WEB.replace("db-only-web", "deny-web-first")
         .replace("action: Allow", "action: Deny")
@@ -202,6 +215,7 @@ def test_whatif_shows_the_delta_apply_makes(lab: Lab, console: str, browser: Any
     browser.find_element(By.ID, "whatif-yaml").send_keys(change)
     browser.find_element(By.ID, "whatif-btn").click()
     wait_for(lambda: browser.find_elements(By.ID, "whatif-summary"), 20, 0.1, "what-if")
+    browser.save_screenshot(str(shots / "console-whatif.png"))
     shown = {
         (r.get_attribute("data-from"), r.get_attribute("data-to"),
          int(r.get_attribute("data-port") or 0), r.get_attribute("data-protocol")):
