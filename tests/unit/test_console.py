@@ -359,3 +359,26 @@ def test_whatif_partial_recompute_equals_full(text: str) -> None:
         after = PolicyInsight(views.overlay(stored, text))
         assert views.changed_endpoints(PolicyInsight(stored), after) == {"shop/db"}
         assert len(fast["changes"]) == 2  # web -> db on both ports
+
+
+def test_whatif_lists_recorded_flows_whose_verdict_changes(ds: MemoryDatastore) -> None:
+    now = time.time()
+    recs = [flow(now - 10, "allow", src="cli"), flow(now - 5, "allow", src="cli"),
+            flow(now - 4, "allow", src="web")]  # fmt: skip
+    for r in recs:
+        r["dport"] = 80
+    r = client(ds, flow_source=FakeFlows(recs)).post(
+        "/policy/whatif", data={"yaml": DENY_DB}, headers={"accept": "application/json"}
+    )
+    assert r.json()["flows"] == [
+        {"from": "shop/cli", "to": "shop/db", "protocol": "TCP", "port": 80,
+         "recorded": "allow", "before": "allow", "after": "deny"},
+    ]  # fmt: skip
+    html = client(ds, flow_source=FakeFlows(recs)).post("/policy/whatif", data={"yaml": DENY_DB})
+    assert "1 recorded flow(s) of the last hour would change verdict" in html.text
+    assert (
+        client(ds)
+        .post("/policy/whatif", data={"yaml": DENY_DB}, headers={"accept": "application/json"})
+        .json()["flows"]
+        is None
+    )

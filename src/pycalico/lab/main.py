@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -399,6 +400,11 @@ def ui_cmd(args: tuple[str, ...], name: str) -> None:
         raise CalicoError("calico-lab ui: labs with --datastore etcd are not supported yet")
     env = dict(os.environ)
     env.update(state.datastore_env())
+
+    def interrupt(signum: int, frame: Any) -> NoReturn:
+        raise KeyboardInterrupt  # subprocess.run then kills the console: none outlives us
+
+    signal.signal(signal.SIGTERM, interrupt)
     run_attached([sys.executable, "-m", "pycalico.ui", "--lab", name, *args], env=env)
 
 

@@ -266,7 +266,11 @@ def create_app(console: Console) -> Starlette:
 
         def run() -> dict[str, Any]:
             ports, current = console.matrix(ports_text.strip() or None)
-            return views.whatif(console.resources(), text, ports, console.insight(), current)
+            source = console.flow_source
+            recorded = source.flows(time.time() - 3600) if source is not None else None
+            return views.whatif(
+                console.resources(), text, ports, console.insight(), current, flows=recorded
+            )
 
         wants_json = request.headers.get("accept", "").startswith("application/json")
         try:

@@ -27,7 +27,7 @@ from pycalico.client import POLICY_KINDS, ResourceClient, policy_resources
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.errors import CalicoError
 from pycalico.felix.calc.insight import Peer, PolicyInsight, ProbeResult
-from pycalico.model import Endpoint, ModelError, protocol_name
+from pycalico.model import Endpoint, ModelError, protocol_name, protocol_number
 from pycalico.model.network import Block, IPPool, Node
 
 Obj = Mapping[str, Any]
@@ -388,12 +388,15 @@ def whatif(
     before: PolicyInsight | None = None,
     current: Sequence[ProbeResult] | None = None,
     full: bool = False,
+    flows: Iterable[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The matrix delta of applying ``text``: every cell whose verdict changes.
 
     ``before``/``current``: the stored resources' model and its matrix at ``ports`` when
     the caller has them. Only cells touching a workload whose policy chain changed are
-    re-evaluated (:func:`changed_endpoints`), unless ``full`` or IP sets changed."""
+    re-evaluated (:func:`changed_endpoints`), unless ``full`` or IP sets changed. With
+    ``flows`` (recorded flow records) the result also lists the flows whose verdict would
+    change (:func:`flow_changes`); ``"flows"`` is None without them."""
     after_insight = PolicyInsight(overlay(stored, text))
     before = before or PolicyInsight(stored)
     ports = list(ports) if ports else before.default_ports()
@@ -418,4 +421,72 @@ def whatif(
         for k in sorted(prior.keys() | after.keys())
         if prior.get(k) != after.get(k)
     ]
-    return {"changes": changes, "cells": len(after), "ports": ports}
+    return {
+        "changes": changes,
+        "cells": len(after),
+        "ports": ports,
+        "flows": flow_changes(flows, before, after_insight) if flows is not None else None,
+    }
+
+
+def _flow_peer(insight: PolicyInsight, side: Mapping[str, Any]) -> Peer | None:
+    """A flow side as a peer of ``insight``: its ``namespace/name`` when that is a workload
+    the model knows, else its IP (an external peer); None when neither resolves."""
+    refs = []
+    if side.get("namespace") and side.get("name"):
+        refs.append(f"{side['namespace']}/{side['name']}")
+    if side.get("ip"):
+        refs.append(str(side["ip"]))
+    for ref in refs:
+        try:
+            return insight.resolve(ref)
+        except CalicoError:
+            continue
+    return None
+
+
+def flow_changes(
+    records: Iterable[Mapping[str, Any]], before: PolicyInsight, after: PolicyInsight
+) -> list[dict[str, Any]]:
+    """The recorded flows (one per src, dst, protocol, port) whose verdict differs between
+    two models, as ``calicoctl policy diff`` reports them: recorded action, before, after."""
+    seen: set[tuple[str, str, str, int]] = set()
+    out = []
+    for rec in records:
+        src, dst = rec.get("src"), rec.get("dst")
+        if not isinstance(src, Mapping) or not isinstance(dst, Mapping):
+            continue
+        try:
+            proto = protocol_number(str(rec.get("proto") or "TCP"))
+            port = int(rec["dport"]) if rec.get("dport") is not None else None
+        except (ModelError, ValueError, TypeError):
+            continue
+        verdicts, label = [], ""
+        for insight in (before, after):
+            s, d = _flow_peer(insight, src), _flow_peer(insight, dst)
+            if s is None or d is None:
+                break
+            try:
+                verdicts.append(insight.explain_peers(s, d, port, proto).verdict)
+            except CalicoError:
+                break
+            label = f"{s.label()}|{d.label()}"
+        if len(verdicts) != 2 or verdicts[0] == verdicts[1]:
+            continue
+        src_label, dst_label = label.split("|", 1)
+        key = (src_label, dst_label, protocol_name(proto), port or 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            {
+                "from": key[0],
+                "to": key[1],
+                "protocol": key[2],
+                "port": port,
+                "recorded": str(rec.get("action", "")),
+                "before": verdicts[0],
+                "after": verdicts[1],
+            }
+        )
+    return out
