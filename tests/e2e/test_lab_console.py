@@ -1,4 +1,5 @@
-"""The web console in a real browser against a live 3-node lab (one lab for the module).
+"""The web console in a real browser against a live 3-node lab (one lab for the module:
+node1 a route reflector, plus the FRR ToR as an external eBGP peer).
 
 ``calico-lab ui`` serves the console on a free loopback port; Debian's chromium (headless,
 driven by selenium through chromium-driver) loads every page and must log no console error;
@@ -57,7 +58,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(lab_factory: Callable[[], Lab]) -> Iterator[Lab]:
     lab = lab_factory()
-    lab.up("--nodes", "3")
+    lab.up("--nodes", "3", "--route-reflectors", "1", "--tor")
     for node, key, labels in PODS:
         lab.run("pod", "add", node, key, "--ports", "80/TCP", "--labels", labels)
     yield lab
@@ -160,17 +161,24 @@ def test_cluster_graph_shows_every_node_and_session(lab: Lab, console: str, brow
                                                      e.classes().join(' ')])};"""
     )
     ready = {f"node:{n['name']}": n["ready"] for n in status["nodes"]}
-    assert {n for n, _ in graph["nodes"]} == set(ready)
-    for n, classes in graph["nodes"]:
-        assert ("ready" if ready[n] else "not-ready") in classes.split()
-    by_ip = {n["ip"]: n["name"] for n in status["nodes"]}
+    tor = f"peer:{status['tor']['ip']}"
+    classes = dict(graph["nodes"])
+    assert set(classes) == {*ready, tor}
+    for n, ok in ready.items():
+        assert ("ready" if ok else "not-ready") in classes[n].split()
+    assert "rr" in classes["node:node1"].split()  # --route-reflectors 1: node1
+    assert "external" in classes[tor].split()
+    by_ip = {n["ip"]: f"node:{n['name']}" for n in status["nodes"]}
     want = {}
     for n in status["nodes"]:
         for b in n["bgp"]:
-            pair = tuple(sorted((f"node:{n['name']}", f"node:{by_ip[b['peer']]}")))
+            other = by_ip.get(b["peer"], f"peer:{b['peer']}")
+            pair = tuple(sorted((f"node:{n['name']}", other)))
             ok = b["info"].startswith("Established")
             want[pair] = want.get(pair, True) and ok
-    assert len(want) == 3  # full mesh of 3 nodes
+    # node1 reflects for node2 and node3 (no session between them); each node peers the ToR.
+    assert set(want) == {("node:node1", "node:node2"), ("node:node1", "node:node3"),
+                         *((n, tor) for n in ready)}  # fmt: skip
     got = {tuple(sorted((s, t))): "established" in c.split() for s, t, c in graph["edges"]}
     assert got == want
 
