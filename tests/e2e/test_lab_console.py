@@ -248,3 +248,68 @@ def test_console_json_matches_calicoctl(lab: Lab, console: str) -> None:
         data = json.loads(r.read())
     out = lab.calicoctl("policy", "matrix", "--ports", "80/TCP", "-o", "json").stdout
     assert data == json.loads(out)
+
+
+class RecordedFlows:
+    """Stand-in FlowSource for the Flows page's front end until flow logs are wired (issue
+    13): the lead replaces this test by a real probe once ``open_flow_source`` returns one."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def flows(self, since: float = 0.0, limit: int = 5000) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["end"] > since][-limit:]
+
+
+def test_flows_page_streams_rows_with_traces(lab: Lab, browser: Any, shots: Path) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from pycalico.config import load_config
+    from pycalico.datastore import open_datastore
+    from pycalico.ui.app import Console, create_app
+    from pycalico.ui.sources import NoStatus
+
+    db = lab.dir / lab.name / "calico.db"
+    config = load_config(env={"DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": str(db)})
+    source = RecordedFlows()
+    console = Console(open_store=lambda: open_datastore(config, create=False), status=NoStatus(),
+                      flow_source=source)  # fmt: skip
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(console), host="127.0.0.1", port=port,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 10, 0.05, "uvicorn")
+        browser.get(f"http://127.0.0.1:{port}/flows")
+        now = time.time()
+        source.records.append({
+            "start": now - 1, "end": now, "node": "node2", "reporter": "dst",
+            "src": {"namespace": "shop", "name": "cli", "ip": "10.244.0.1"},
+            "dst": {"namespace": "shop", "name": "db", "ip": "10.244.0.2"},
+            "proto": "TCP", "dport": 80, "action": "deny",
+            "policy": {"tier": "default", "namespace": "shop", "name": "db-only-web"},
+            "trace": [{"tier": "default", "namespace": "shop", "name": "db-only-web",
+                       "action": "deny"}],
+            "pending": [{"tier": "default", "namespace": "shop", "name": "staged-open",
+                         "action": "allow"}],
+            "packets": 2, "bytes": 120,
+        })  # fmt: skip
+        t0 = time.monotonic()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#flows tr.flow"), 5, 0.05, "row")
+        shown_after = time.monotonic() - t0
+        row = browser.find_element(By.CSS_SELECTOR, "#flows tr.flow")
+        assert "shop/cli" in row.text and "deny" in row.text and "db-only-web" in row.text
+        row.click()
+        detail = browser.find_element(By.CSS_SELECTOR, "#flows tr.detail")
+        assert "pending: default/shop/staged-open allow" in detail.text
+        assert browser.execute_script("return Chart.getChart('sparkline') !== undefined")
+        browser.save_screenshot(str(shots / "console-flows-live.png"))
+        assert shown_after < 3.0
+        assert console_errors(browser) == []
+    finally:
+        server.should_exit = True
+        thread.join(10)

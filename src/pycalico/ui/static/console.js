@@ -55,7 +55,7 @@
   if (flowTable) {
     var body = flowTable.querySelector("tbody");
     var form = document.getElementById("flow-filter");
-    var source = null, chart = null;
+    var source = null, chart = null, lastSpark = 0;
     var params = function () { return new URLSearchParams(new FormData(form)).toString(); };
     var cell = function (tr, text) { var td = document.createElement("td"); td.textContent = text; tr.appendChild(td); };
     var addRow = function (r) {
@@ -77,6 +77,7 @@
       while (body.rows.length > 1000) { body.deleteRow(body.rows.length - 1); }
     };
     var spark = function () {
+      lastSpark = Date.now();
       fetch("/api/flows/rate?" + params()).then(function (r) { return r.json(); }).then(function (d) {
         var labels = d.allowed.map(function (_v, i) { return i - d.allowed.length + 1; });
         if (!chart) {
@@ -95,7 +96,10 @@
       if (source) { source.close(); }
       body.innerHTML = "";
       source = new EventSource("/flows/stream?" + params());
-      source.addEventListener("flows", function (ev) { JSON.parse(ev.data).forEach(addRow); });
+      source.addEventListener("flows", function (ev) {
+        JSON.parse(ev.data).forEach(addRow);
+        if (Date.now() - lastSpark > 2000) { spark(); }  // new rows: redraw, at most every 2 s
+      });
       spark();
     };
     form.addEventListener("submit", function (ev) { ev.preventDefault(); connect(); });
