@@ -23,7 +23,8 @@ from pycalico.errors import CalicoError
 
 DEFAULT_NAMESPACE = "default"
 
-#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount and k8s NetworkPolicy):
+#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount, k8s NetworkPolicy and
+#: ClusterNetworkPolicy):
 #: what ``calicoctl policy explain|matrix`` and the console's insight load.
 POLICY_KINDS = (
     "WorkloadEndpoint",
@@ -34,6 +35,7 @@ POLICY_KINDS = (
     "StagedNetworkPolicy",
     "StagedGlobalNetworkPolicy",
     "StagedKubernetesNetworkPolicy",
+    "ClusterNetworkPolicy",
     "Tier",
     "NetworkSet",
     "GlobalNetworkSet",

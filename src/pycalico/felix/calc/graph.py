@@ -559,24 +559,14 @@ class CalcGraph:
         return [self._items[i] for i in sorted(self._items)]
 
     def policy_order(self) -> list[tuple[Tier, list[tuple[Policy, list[ItemID]]]]]:
-        """Every tier (stored or implied by a policy) in evaluation order, each with its
-        policies in evaluation order and the local endpoints each one selects."""
-        selects: dict[PolicyID, list[ItemID]] = {}
+        """Tiers (stored or implied by a policy) in evaluation order, each with its policies
+        in evaluation order and the local endpoints each one selects."""
+        sel: dict[PolicyID, list[ItemID]] = {}
         for iid in sorted(self._ep_policies):
             for pid in self._ep_policies[iid]:
-                selects.setdefault(pid, []).append(iid)
-        names = set(self._tiers) | {p.tier for p in self._policies.values()}
-        tiers = sorted((self._tier(n) for n in names), key=Tier.sort_key)
-        return [
-            (
-                t,
-                [
-                    (p, selects.get(p.id, []))
-                    for p in sorted(
-                        (p for p in self._policies.values() if p.tier == t.name),
-                        key=Policy.sort_key,
-                    )
-                ],
-            )
-            for t in tiers
-        ]
+                sel.setdefault(pid, []).append(iid)
+        pols = sorted(self._policies.values(), key=Policy.sort_key)
+        tiers = sorted(
+            map(self._tier, set(self._tiers) | {p.tier for p in pols}), key=Tier.sort_key
+        )
+        return [(t, [(p, sel.get(p.id, [])) for p in pols if p.tier == t.name]) for t in tiers]
