@@ -18,9 +18,30 @@ from typing import Any
 
 from pycalico.api import KINDS, V3, KindInfo, Resource, decode, encode, lookup
 from pycalico.datastore import AlreadyExists, Conflict, Datastore, NotFound, storage_kind
+from pycalico.datastore.base import ROOT
 from pycalico.errors import CalicoError
 
 DEFAULT_NAMESPACE = "default"
+
+#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount, k8s NetworkPolicy and
+#: ClusterNetworkPolicy):
+#: what ``calicoctl policy explain|matrix`` and the console's insight load.
+POLICY_KINDS = (
+    "WorkloadEndpoint",
+    "HostEndpoint",
+    "Profile",
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+    "ClusterNetworkPolicy",
+    "Tier",
+    "NetworkSet",
+    "GlobalNetworkSet",
+    "Namespace",
+    "ServiceAccount",
+)
 _RETRIES = 10
 
 Obj = dict[str, Any]
@@ -79,6 +100,12 @@ def store_kind(info: KindInfo) -> str:
 def describe(info: KindInfo, name: str, namespace: str = "") -> str:
     """Calico's way of naming a resource in messages: ``IPPool(pool1)``, ``NetworkPolicy(ns/p)``."""
     return f"{info.kind}({namespace + '/' if namespace else ''}{name})"
+
+
+def policy_resources(ds: Datastore) -> list[Obj]:
+    """Every stored resource of a kind in :data:`POLICY_KINDS`, in key order."""
+    items = ds.list_prefix(ROOT).items
+    return [dict(r) for r in items if r.get("kind") in POLICY_KINDS]
 
 
 class ResourceClient:

@@ -17,8 +17,9 @@ from typing import Any
 
 import click
 
+from pycalico.client import policy_resources
 from pycalico.ctl.common import config_option, run_reporting_errors
-from pycalico.datastore.base import ROOT, Datastore
+from pycalico.datastore.base import Datastore
 from pycalico.felix.calc.insight import (
     InsightError,
     PolicyInsight,
@@ -27,30 +28,10 @@ from pycalico.felix.calc.insight import (
     parse_port_list,
 )
 
-#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount, k8s NetworkPolicy and
-#: ClusterNetworkPolicy).
-POLICY_KINDS = (
-    "WorkloadEndpoint",
-    "HostEndpoint",
-    "Profile",
-    "NetworkPolicy",
-    "GlobalNetworkPolicy",
-    "StagedNetworkPolicy",
-    "StagedGlobalNetworkPolicy",
-    "StagedKubernetesNetworkPolicy",
-    "ClusterNetworkPolicy",
-    "Tier",
-    "NetworkSet",
-    "GlobalNetworkSet",
-    "Namespace",
-    "ServiceAccount",
-)
-
 
 def load_resources(ds: Datastore) -> list[dict[str, Any]]:
-    """Every stored resource of a kind in :data:`POLICY_KINDS`, in key order."""
-    items = ds.list_prefix(ROOT).items
-    return [dict(r) for r in items if r.get("kind") in POLICY_KINDS]
+    """Every stored resource of a kind in :data:`~pycalico.client.POLICY_KINDS`."""
+    return policy_resources(ds)
 
 
 def _insight(config_file: str | None) -> PolicyInsight:

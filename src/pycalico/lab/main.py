@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -386,6 +387,25 @@ def etcd_start(name: str) -> None:
     state = load(name)
     cluster.start_etcd(state)
     say(f"etcd started (pid {state.etcd_pid})")
+
+
+@cli.command("ui", context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@name_option
+@errors_to_exit
+def ui_cmd(args: tuple[str, ...], name: str) -> None:
+    """Serve the web console on the lab (calicoctl ui --lab NAME; ARGS pass through)."""
+    state = load(name)
+    if state.datastore_netns:
+        raise CalicoError("calico-lab ui: labs with --datastore etcd are not supported yet")
+    env = dict(os.environ)
+    env.update(state.datastore_env())
+
+    def interrupt(signum: int, frame: Any) -> NoReturn:
+        raise KeyboardInterrupt  # subprocess.run then kills the console: none outlives us
+
+    signal.signal(signal.SIGTERM, interrupt)
+    run_attached([sys.executable, "-m", "pycalico.ui", "--lab", name, *args], env=env)
 
 
 @cli.command("tor", context_settings={"ignore_unknown_options": True})

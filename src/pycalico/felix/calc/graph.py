@@ -578,3 +578,16 @@ class CalcGraph:
 
     def all_items(self) -> list[Endpoint | NetworkSet]:
         return [self._items[i] for i in sorted(self._items)]
+
+    def policy_order(self) -> list[tuple[Tier, list[tuple[Policy, list[ItemID]]]]]:
+        """Tiers (stored or implied by a policy) in evaluation order, each with its policies
+        in evaluation order and the local endpoints each one selects."""
+        sel: dict[PolicyID, list[ItemID]] = {}
+        for iid in sorted(self._ep_policies):
+            for pid in self._ep_policies[iid]:
+                sel.setdefault(pid, []).append(iid)
+        pols = sorted(self._policies.values(), key=Policy.sort_key)
+        tiers = sorted(
+            map(self._tier, set(self._tiers) | {p.tier for p in pols}), key=Tier.sort_key
+        )
+        return [(t, [(p, sel.get(p.id, [])) for p in pols if p.tier == t.name]) for t in tiers]

@@ -1,0 +1,5 @@
+"""``python -m pycalico.ui``: the console command (what ``calicoctl ui`` runs)."""
+
+from pycalico.ui.cli import main
+
+main()

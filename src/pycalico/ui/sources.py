@@ -1,0 +1,168 @@
+"""Where the console's live facts come from: node status, the live matrix, flow records.
+
+Owns three narrow interfaces (Protocols) and their real implementations:
+
+- :class:`StatusSource`: each node's ``status.json`` document (readiness, BGP session rows,
+  errors) by node name, ``None`` when the node's status is unknown. :class:`LabStatus` reads
+  a calico-lab cluster through the ``calico-lab status -o json`` program; :class:`LocalStatus`
+  reads this host's calico-node state directory (a real host sees only itself);
+  :class:`NoStatus` knows nothing (every node "unknown", never "not ready").
+- :class:`LiveMatrix`: live reachability probes (``calico-lab matrix -o json``), lab only.
+- :class:`FlowSource`: flow records (issue 13's flow logs). :func:`open_flow_source` is the
+  one place that builds the real one; until flow logs are wired it returns ``None`` and the
+  Flows page says "flow logs not available".
+
+A flow record is a plain dict (JSON-shaped, as the node flow API serves it), see
+:class:`FlowRecord`. Invariants: every source is read-only; programs are run through
+:mod:`pycalico.system.process` (the console never imports another program's package);
+a failing program is a :class:`SourceError` naming it and its message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypedDict
+
+from pycalico.errors import CalicoError
+from pycalico.system.process import ProcessRunner, SubprocessRunner
+
+Status = dict[str, Any]
+
+
+class SourceError(CalicoError):
+    """A live source (a program the console runs, a file it reads) failed."""
+
+
+class StatusSource(Protocol):
+    def node_statuses(self) -> dict[str, Status | None]:
+        """Node name -> its status document (``ready``, ``bgp`` rows, ``errors``) or None."""
+        ...
+
+
+class LiveMatrix(Protocol):
+    def probe_matrix(self, ports: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
+        """Live probes as ``calicoctl policy matrix -o json`` rows (from/to/port/protocol/
+        verdict) for every ordered pair of pods and every (port, PROTOCOL)."""
+        ...
+
+
+class Endpoint(TypedDict, total=False):
+    kind: str  # "wep" | "hep" | "net" (not a Calico endpoint)
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    ip: str
+
+
+class PolicyHit(TypedDict, total=False):
+    tier: str
+    kind: str
+    namespace: str
+    name: str
+    rule: int | None
+    direction: str  # "ingress" | "egress"
+    action: str  # "allow" | "deny" | "pass"
+
+
+class FlowRecord(TypedDict, total=False):
+    """One aggregated flow, as a node's flow API serves it (issue 13)."""
+
+    start: float  # unix seconds
+    end: float
+    node: str
+    reporter: str  # "src" | "dst"
+    src: Endpoint
+    dst: Endpoint
+    proto: str  # "TCP", "UDP", ...
+    dport: int
+    action: str  # "allow" | "deny"
+    policy: PolicyHit  # the enforced verdict's tier/policy/rule
+    trace: list[PolicyHit]  # enforced trace, in evaluation order
+    pending: list[PolicyHit]  # staged ("pending") trace, in evaluation order
+    packets: int
+    bytes: int
+    connections: int
+
+
+class FlowSource(Protocol):
+    def flows(self, since: float = 0.0, limit: int = 5000) -> list[FlowRecord]:
+        """Flow records whose ``end`` is after ``since`` (unix seconds), oldest first,
+        at most ``limit`` (the newest ones when there are more)."""
+        ...
+
+
+def open_flow_source(lab: str | None, config_file: str | None) -> FlowSource | None:
+    """The cluster's flow source, or None when flow logs are not available.
+
+    Flow logs (issue 13) are wired here: return an object with :meth:`FlowSource.flows`
+    that gathers every node's flow API (in a lab: each node's namespace)."""
+    return None
+
+
+def _program(name: str) -> str:
+    """The path of a pycalico console script next to the running interpreter."""
+    return str(Path(sys.executable).parent / name)
+
+
+class LabStatus:
+    """Node status of a calico-lab cluster, through ``calico-lab status -o json``."""
+
+    def __init__(self, lab: str, runner: ProcessRunner | None = None) -> None:
+        self.lab = lab
+        self.runner = runner or SubprocessRunner()
+
+    def _run_json(self, *args: str, timeout: float = 30.0) -> Any:
+        argv = [_program("calico-lab"), *args, "--name", self.lab]
+        r = self.runner.run(argv, timeout=timeout)
+        if r.returncode != 0:
+            raise SourceError(f"calico-lab {args[0]}: {(r.stderr or r.stdout).strip()}")
+        try:
+            return json.loads(r.stdout)
+        except ValueError as e:
+            raise SourceError(f"calico-lab {args[0]}: bad JSON: {e}") from None
+
+    def node_statuses(self) -> dict[str, Status | None]:
+        data = self._run_json("status", "-o", "json")
+        out: dict[str, Status | None] = {}
+        for row in data.get("nodes") or []:
+            out[str(row.get("name"))] = {
+                "ready": bool(row.get("ready")),
+                "bgp": list(row.get("bgp") or []),
+                "errors": list(row.get("errors") or []),
+            }
+        return out
+
+    def probe_matrix(self, ports: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
+        spec = ",".join(f"{p}/{proto}" for p, proto in ports)
+        data = self._run_json("matrix", "--ports", spec, "-o", "json", timeout=600.0)
+        return list(data.get("probes") or [])
+
+
+class LocalStatus:
+    """This host's calico-node status (``<state dir>/status.json``): other nodes are unknown."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+
+    def node_statuses(self) -> dict[str, Status | None]:
+        try:
+            data = json.loads((Path(self.state_dir) / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or not data.get("node"):
+            return {}
+        return {str(data["node"]): data}
+
+
+class NoStatus:
+    def node_statuses(self) -> dict[str, Status | None]:
+        return {}
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("CALICO_NODE_STATE_DIR", "/var/run/calico")
