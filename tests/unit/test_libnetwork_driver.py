@@ -154,22 +154,33 @@ def test_create_network_refuses_options_and_other_ipam(
     assert needle in r["Err"]
 
 
-def test_network_needs_subnet_and_a_pool_backs_one_network() -> None:
-    _, ipam, net, _ = _drivers()
+def test_network_needs_subnet_and_hosts_share_a_pool() -> None:
+    ds, ipam, net, _ = _drivers()
     r = net.handle(
         "NetworkDriver.CreateNetwork",
         {"NetworkID": NID, "IPv4Data": [{"Pool": "0.0.0.0/0", "Gateway": "0.0.0.0/0"}]},
     )
     assert "--subnet" in r["Err"]
     _create(net, ipam)
+    # another host's dockerd: its own id for the same local-scope network
+    other = "m" * 64
     r = net.handle(
         "NetworkDriver.CreateNetwork",
-        {"NetworkID": "m" * 64, "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "0.0.0.0/0"}]},
+        {"NetworkID": other, "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "0.0.0.0/0"}]},
     )
-    assert "already backs Docker network nnnnnnnnnnnn" in r["Err"]
+    assert r == {}
+    net.handle(
+        "NetworkDriver.CreateEndpoint",
+        {"NetworkID": NID, "EndpointID": EID, "Interface": {"Address": "10.1.0.5/24"}},
+    )
+    wep = ds.get("WorkloadEndpoint", "h1-libnetwork-libnetwork-" + EID, "libnetwork")
+    assert wep["spec"]["profiles"] == ["net-a"]
+    net.handle("NetworkDriver.DeleteNetwork", {"NetworkID": NID})  # not the annotated one
+    ann = ds.get("IPPool", "net-a")["metadata"]["annotations"]
+    assert ann[NETWORK_ID_ANNOTATION] == other
     r = net.handle(
         "NetworkDriver.CreateEndpoint",
-        {"NetworkID": "z" * 64, "EndpointID": EID, "Interface": {"Address": "10.1.0.5/24"}},
+        {"NetworkID": "z" * 64, "EndpointID": EID, "Interface": {"Address": "10.9.0.5/24"}},
     )
     assert "no Calico IP pool backs it" in r["Err"]
     assert "Err" in net.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": "x" * 64})

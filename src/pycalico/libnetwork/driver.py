@@ -17,8 +17,10 @@ Behaviour (Calico's, with the differences noted):
 - Network: ``CreateNetwork`` refuses driver options (``-o``, ``--internal`` ...) and a
   non-Calico IPAM driver, and (pycalico, earlier than Calico) a network without ``--subnet``;
   it records the network id on the pool (annotation
-  ``org.projectcalico.label.network.ID``); a pool already backing another network is refused
-  (Calico silently re-pointed it). ``DeleteNetwork`` removes the annotation.
+  ``org.projectcalico.label.network.ID``, the latest network wins, as in Calico);
+  ``DeleteNetwork`` removes it if it is still this network's. A local-scope network has a
+  different id on every host, so endpoints find their pool by their address (Calico: by the
+  annotation), i.e. the same ``--subnet`` on every host is one Calico network.
 - ``CreateEndpoint`` writes the WorkloadEndpoint: namespace/orchestrator ``libnetwork``, name
   ``<node>-libnetwork-libnetwork-<endpointID>``, interface ``cali<endpointID[:11]>``, /32, a
   generated MAC (returned to Docker), profile = the pool's name (created if missing: members
@@ -34,6 +36,7 @@ Behaviour (Calico's, with the differences noted):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
@@ -327,14 +330,8 @@ class NetworkDriver:
                 raise DriverError(f"--subnet {cidr}: no Calico IP pool has this CIDR")
             md = pool["metadata"]
             ann = dict(md.get("annotations") or {})
-            cur = ann.get(NETWORK_ID_ANNOTATION)
-            if cur == nid:
+            if ann.get(NETWORK_ID_ANNOTATION) == nid:
                 return
-            if cur:
-                raise DriverError(
-                    f"IP pool {md['name']} ({cidr}) already backs Docker network {cur[:12]}: "
-                    "remove that network or use another pool"
-                )
             ann[NETWORK_ID_ANNOTATION] = nid
             try:
                 self.ds.update({**pool, "metadata": {**md, "annotations": ann}})
@@ -366,8 +363,17 @@ class NetworkDriver:
     def _network_of(pool: dict[str, Any]) -> str:
         return str((pool["metadata"].get("annotations") or {}).get(NETWORK_ID_ANNOTATION, ""))
 
-    def _pool_name(self, nid: str) -> str:
-        for p in _pools(self.ds):
+    def _pool_name(self, nid: str, addr: str) -> str:
+        """The pool containing the endpoint's address (each host's dockerd has its own id
+        for a local-scope network, so the address, not the id, is what all hosts share);
+        else the pool annotated with the network id, as Calico."""
+        ip = ipaddress.ip_interface(addr).ip
+        pools = _pools(self.ds)
+        for p in pools:
+            with contextlib.suppress(ValueError):
+                if ip in ipaddress.ip_network(_cidr(p)):
+                    return str(p["metadata"]["name"])
+        for p in pools:
             if self._network_of(p) == nid:
                 return str(p["metadata"]["name"])
         raise DriverError(
@@ -395,7 +401,7 @@ class NetworkDriver:
                     raise DriverError(f"endpoint {key} {a!r} is not an address") from None
         if not nets:
             raise DriverError("no address assigned for endpoint (use --ipam-driver calico-ipam)")
-        pool = self._pool_name(nid)
+        pool = self._pool_name(nid, nets[0])
         mac = str(iface.get("MacAddress") or "")
         resp: dict[str, Any] = {"Interface": {}}
         if not mac:
