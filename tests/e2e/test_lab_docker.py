@@ -121,6 +121,19 @@ def test_restarting_dockerd_and_calico_node_keeps_traffic(lab: Lab) -> None:
     assert _connect(lab, "node3", "b3", ip) == "web1"
 
 
+def test_pods_are_real_containers_wired_by_cni(lab: Lab) -> None:
+    lab.pod("node1", "shop/p1")
+    lab.pod("node2", "shop/p2")
+    ids = lab.docker("node2", "ps", "-q", "--filter", "label=io.kubernetes.pod.name=p2").stdout
+    assert ids.strip(), "pod p2 is not a Docker container on node2"
+    assert lab.run("probe", "shop/p1", "shop/p2", "80/TCP", check=False).returncode == 0
+    lab.run("pod", "del", "shop/p2")
+    assert not lab.docker(
+        "node2", "ps", "-aq", "--filter", "label=io.kubernetes.pod.name=p2"
+    ).stdout.strip()
+    lab.run("pod", "del", "shop/p1")
+
+
 def test_removing_containers_and_networks_leaves_nothing(lab: Lab) -> None:
     for node in NODES:
         ids = lab.docker(node, "ps", "-aq").stdout.split()
