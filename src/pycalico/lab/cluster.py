@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pycalico.lab import engine
@@ -207,9 +208,9 @@ def _down(name: str, say: Say) -> None:
     prefix = prefix_for(name)
     if LabState.exists(name):
         state = LabState.load(name)
-        for node in state.nodes:  # containers first, while calico-node releases them
-            if state.runtime == "docker":
-                engine.stop(state, node)
+        if state.runtime == "docker":  # containers first, while calico-node releases them
+            with ThreadPoolExecutor(max(1, len(state.nodes))) as pool:
+                list(pool.map(lambda n: engine.stop(state, n), state.nodes))
         kill_pids([pod.server_pid for pod in state.pods])
         kill_pids([node.pid for node in state.nodes], timeout=10)
         kill_pids([state.etcd_pid, *state.tor_pids])
