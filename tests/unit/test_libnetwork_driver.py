@@ -245,3 +245,20 @@ def test_server_speaks_json_over_a_unix_socket(tmp_path: Path) -> None:
     finally:
         srv.close()
     assert not path.exists()
+
+
+def test_dual_stack_endpoint_gets_the_v6_gateway() -> None:
+    ds, ipam, net, dp = _drivers()
+    _create(net, ipam)
+    iface = {"Address": "10.1.0.7/24", "AddressIPv6": "fd00::7/64"}
+    net.handle(
+        "NetworkDriver.CreateEndpoint", {"NetworkID": NID, "EndpointID": EID, "Interface": iface}
+    )
+    wep = ds.get("WorkloadEndpoint", "h1-libnetwork-libnetwork-" + EID, "libnetwork")
+    assert wep["spec"]["ipNetworks"] == ["10.1.0.7/32", "fd00::7/128"]
+    j = net.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID})
+    assert j["GatewayIPv6"] == "fe80::ecee:eeff:feee:eeee"
+    assert {"Destination": "fe80::ecee:eeff:feee:eeee/128", "RouteType": 1, "NextHop": ""} in j[
+        "StaticRoutes"
+    ]
+    assert dp.links["cali" + EID[:11]].v6 == ["fd00::7/128"]

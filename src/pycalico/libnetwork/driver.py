@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pycalico.cni.dataplane import GATEWAY_V4, WiringError, WorkloadIface, random_mac
+from pycalico.cni.dataplane import GATEWAY_V4, GATEWAY_V6, WiringError, WorkloadIface, random_mac
 from pycalico.cni.workload import network_profile, wep_name
 from pycalico.datastore.base import AlreadyExists, Conflict, Datastore, NotFound
 from pycalico.errors import CalicoError
@@ -464,10 +464,16 @@ class NetworkDriver:
             )
             self.threads = [x for x in self.threads if x.is_alive()] + [t]
             t.start()
+        routes = [{"Destination": f"{GATEWAY_V4}/32", "RouteType": 1, "NextHop": ""}]
+        extra: dict[str, Any] = {}
+        if w.v6:  # the host side's link-local address (fixed MAC), connected
+            extra["GatewayIPv6"] = GATEWAY_V6
+            routes.append({"Destination": f"{GATEWAY_V6}/128", "RouteType": 1, "NextHop": ""})
         return {
+            **extra,
             "InterfaceName": {"SrcName": w.container_ifname, "DstPrefix": "cali"},
             "Gateway": GATEWAY_V4,
-            "StaticRoutes": [{"Destination": f"{GATEWAY_V4}/32", "RouteType": 1, "NextHop": ""}],
+            "StaticRoutes": routes,
             "DisableGatewayService": False,
         }
 
