@@ -1,7 +1,8 @@
 """Lab lifecycle: ``up`` builds underlay, datastore and nodes; ``down`` removes everything.
 
 ``--tor`` adds the FRR router of :mod:`pycalico.lab.tor`; ``--runtime docker`` one dockerd
-per node (:mod:`pycalico.lab.engine`). A failed ``up`` keeps the logs:
+per node (:mod:`pycalico.lab.engine`), ``--runtime podman`` podman per node
+(:mod:`pycalico.lab.podman`). A failed ``up`` keeps the logs:
 :func:`preserve_logs` copies the lab directory's small files to ``<lab dir>.failed/``.
 Invariants: the state file records every namespace and PID before it is created/started, so a
 failed or interrupted ``up`` is fully undone by ``down``; ``down`` only kills PIDs and deletes
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from pycalico.lab import engine
 from pycalico.lab import nodes as nodemod
+from pycalico.lab import podman as podmanrt
 from pycalico.lab import tor as tormod
 from pycalico.lab.netns import (
     LabError,
@@ -114,8 +116,8 @@ def up(
         raise LabError("--route-reflectors cannot exceed --nodes")
     if runtime not in engine.RUNTIMES:
         raise LabError(f"--runtime {runtime!r}: want one of {', '.join(engine.RUNTIMES)}")
-    if runtime == "docker":
-        engine.check_installed()
+    if runtime != "netns":
+        engine.check_installed(runtime)
     d = make_lab_dir(name)
     state = LabState(
         name=name,
@@ -155,6 +157,10 @@ def up(
     nodemod.wait_ready(state, state.nodes, timeout)
     if runtime == "docker":
         start_engines(state, say)
+    elif runtime == "podman":
+        for node in state.nodes:
+            podmanrt.setup(state, node, engine.rootfs(state))
+        say(f"podman: CNI network {podmanrt.NETWORK} and image {podmanrt.IMAGE} on every node")
     say(f"lab {name!r} is up in {time.monotonic() - t0:.1f}s")
     return state
 
@@ -208,6 +214,9 @@ def _down(name: str, say: Say) -> None:
     prefix = prefix_for(name)
     if LabState.exists(name):
         state = LabState.load(name)
+        if state.runtime == "podman":
+            for node in state.nodes:
+                podmanrt.stop(state, node)
         if state.runtime == "docker":  # containers first, while calico-node releases them
             with ThreadPoolExecutor(max(1, len(state.nodes))) as pool:
                 list(pool.map(lambda n: engine.stop(state, n), state.nodes))

@@ -38,7 +38,7 @@ DOCKER = "/usr/bin/docker"
 DOCKERD = "/usr/sbin/dockerd"
 IMAGE = "bb:latest"
 NETWORK = "calico"
-RUNTIMES = ("netns", "docker")
+RUNTIMES = ("netns", "docker", "podman")
 LABEL_PREFIX = "org.projectcalico.label."
 ORCH_NAMESPACE = "libnetwork"  # the WEP namespace: DNS names <container>.libnetwork.<zone>
 APPLETS = ("sh", "nc", "ip", "sleep", "cat", "echo", "ping", "wget", "nslookup", "hostname",
@@ -64,12 +64,17 @@ def node_env(state: LabState, node: NodeState) -> dict[str, str]:
     }
 
 
-def check_installed() -> None:
-    missing = [p for p in (DOCKER, DOCKERD, "/bin/busybox") if not os.path.exists(p)]
+def check_installed(runtime: str = "docker") -> None:
+    if runtime == "podman":
+        need = [shutil.which("podman") or "podman", shutil.which("runc") or "runc"]
+    else:
+        need = [DOCKER, DOCKERD]
+    missing = [p for p in (*need, "/bin/busybox") if not os.path.exists(p)]
     if missing or not shutil.which("unshare") or not shutil.which("nsenter"):
         raise LabError(
-            f"--runtime docker needs docker.io, busybox-static and util-linux "
-            f"(missing: {', '.join(missing) or 'unshare/nsenter'}; run scripts/setup.sh)"
+            f"--runtime {runtime} needs {'podman, runc' if runtime == 'podman' else 'docker.io'},"
+            f" busybox-static and util-linux (missing: {', '.join(missing) or 'unshare/nsenter'};"
+            " run scripts/setup.sh)"
         )
 
 
@@ -142,7 +147,7 @@ def start(state: LabState, node: NodeState, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _rootfs(state: LabState) -> Path:
+def rootfs(state: LabState) -> Path:
     root = state.path / "bb-rootfs"
     if (root / "bin" / "busybox").exists():
         return root
@@ -160,7 +165,7 @@ def import_image(state: LabState, node: NodeState) -> None:
     if docker_ok(state, node, "image", "inspect", IMAGE):
         return
     ddir, _ = node_paths(state, node)
-    run(["sh", "-c", f"tar -C {_rootfs(state)} -c . | {DOCKER} -H unix://{ddir / 'docker.sock'} "
+    run(["sh", "-c", f"tar -C {rootfs(state)} -c . | {DOCKER} -H unix://{ddir / 'docker.sock'} "
          f"import -c 'CMD [\"sh\"]' - {IMAGE}"], timeout=300)  # fmt: skip
 
 

@@ -2,8 +2,8 @@
 
 Every command takes ``--name`` (default ``lab``); all state lives under
 ``$CALICO_LAB_DIR/<name>`` (default ``/var/lib/calico-lab``). Errors print one line and exit 1.
-Families: ``up``/``down``/``status``, ``pod add|del``, with ``--runtime docker`` ``run``
-(a real container), ``docker`` (the node's docker client) and ``engine restart``,
+Families: ``up``/``down``/``status``, ``pod add|del``, with ``--runtime docker|podman``
+``run`` (a real container), ``docker`` (the node's engine client) and ``engine restart``,
 ``probe``/``matrix``, ``apply``/``calicoctl``/``env``, ``exec`` (node, pod, router,
 underlay, tor), ``node stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh
 on the FRR router).
@@ -28,6 +28,7 @@ from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 from pycalico.errors import CalicoError
 from pycalico.lab import cluster, engine, pods
 from pycalico.lab import nodes as nodemod
+from pycalico.lab import podman as podmanrt
 from pycalico.lab.netns import in_ns, pid_alive, runner
 from pycalico.lab.probe import matrix, parse_ports, probe
 from pycalico.lab.state import DEFAULT_NAME, LabState
@@ -103,7 +104,7 @@ def cli() -> None:
     default="netns",
     show_default=True,
     type=click.Choice(list(engine.RUNTIMES)),
-    help="Pods as bare namespaces, or real Docker containers (one dockerd per node).",
+    help="Pods as bare namespaces; docker: one dockerd per node; podman: podman per node.",
 )
 @errors_to_exit
 def up(
@@ -181,10 +182,13 @@ def pod_del(key: str, name: str) -> None:
     say(f"pod {key} deleted")
 
 
-def _docker_lab(name: str) -> LabState:
+def _docker_lab(name: str, podman_ok: bool = True) -> LabState:
     state = load(name)
-    if state.runtime != "docker":
-        raise CalicoError(f"lab {name!r} runs --runtime {state.runtime}; use --runtime docker")
+    want = ("docker", "podman") if podman_ok else ("docker",)
+    if state.runtime not in want:
+        raise CalicoError(
+            f"lab {name!r} runs --runtime {state.runtime}; needs --runtime {' or '.join(want)}"
+        )
     return state
 
 
@@ -217,6 +221,14 @@ def run_cmd(
     label_map = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
     label_map.setdefault("namespace", ns)
     n = state.node(node)
+    if state.runtime == "podman":
+        pargs = ["run", "-d", "--name", cname, "--hostname", cname, "--network", podmanrt.NETWORK]
+        cid = podmanrt.podman(state, n, *pargs, *(["--ip", ip] if ip else []), podmanrt.IMAGE,
+                              *command)  # fmt: skip
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        got = podmanrt.podman(state, n, "inspect", "-f", fmt, cname)
+        say(f"container {cname} ({cid[:12]}) on {node}: {got}")
+        return
     search = f"{engine.ORCH_NAMESPACE}.{DEFAULT_ZONE}"
     args = ["run", "-d", "--name", cname, "--hostname", cname, "--net", network,
             "--dns", DNS_ADDRESS, "--dns-search", search]  # fmt: skip
@@ -234,9 +246,15 @@ def run_cmd(
 @name_option
 @errors_to_exit
 def docker_cmd(node: str, args: tuple[str, ...], name: str) -> None:
-    """Run the docker client ARGS against NODE's dockerd (--runtime docker)."""
+    """Run the engine's client ARGS on NODE: docker against its dockerd (--runtime docker),
+    or podman with its configuration in its network namespace (--runtime podman)."""
     state = _docker_lab(name)
-    sock = engine.node_paths(state, state.node(node))[0] / "docker.sock"
+    n = state.node(node)
+    if state.runtime == "podman":
+        r = podmanrt.root(state, n)
+        run_attached(["nsenter", f"--net=/run/netns/{n.netns}", "podman", *args],
+                     env=podmanrt.env(r))  # fmt: skip
+    sock = engine.node_paths(state, n)[0] / "docker.sock"
     run_attached([engine.DOCKER, "-H", f"unix://{sock}", *args])
 
 
@@ -251,7 +269,7 @@ def engine_group() -> None:
 @name_option
 @errors_to_exit
 def engine_restart(node: str, name: str) -> None:
-    state = _docker_lab(name)
+    state = _docker_lab(name, podman_ok=False)
     n = state.node(node)
     cluster.stop_engine(state, n, keep_containers=True)
     cluster.start_engine(state, n)
