@@ -53,8 +53,6 @@ def podman(
 
 def setup(state: LabState, node: NodeState, rootfs: Path) -> None:
     """Write the node's podman and CNI configuration and import the image."""
-    from pycalico.node.install_cni import build_conflist, install
-
     r = root(state, node)
     for d in ("tmp", "storage", "run", "cni/net.d", "cni/bin"):
         (r / d).mkdir(parents=True, exist_ok=True)
@@ -80,25 +78,17 @@ default_network = "{NETWORK}"
     (r / "storage.conf").write_text(
         f'[storage]\ndriver = "vfs"\ngraphroot = "{r}/storage"\nrunroot = "{r}/run"\n'
     )
-    ds = (
-        {"datastore_type": "etcdv3", "etcd_endpoints": state.etcd_url}
-        if state.datastore == "etcd"
-        else {"datastore_type": "sqlite", "datastore_path": state.db_path}
-    )
-    conflist = build_conflist(
-        network=NETWORK,
-        nodename=node.name,
-        datastore=ds,
-        log_file_path=str(state.path / "cni.log"),
-        portmap=False,
-    )
-    install(
-        str(r / "cni" / "bin"),
-        str(r / "cni" / "net.d"),
-        conflist,
-        python=sys.executable,
-        socket_path=str(state.path / node.name / "cni.sock"),
-    )
+    # the plugins and conflist exactly as an operator installs them (calico-node install-cni)
+    install_env = dict(os.environ)
+    install_env.update(state.datastore_env())
+    run(
+        [str(Path(sys.executable).parent / "calico-node"), "install-cni",
+         "--bin-dir", str(r / "cni" / "bin"), "--conf-dir", str(r / "cni" / "net.d"),
+         "--network-name", NETWORK, "--nodename", node.name, "--no-portmap",
+         "--log-file-path", str(state.path / "cni.log"),
+         "--cni-socket", str(state.path / node.name / "cni.sock")],
+        env=install_env,
+    )  # fmt: skip
     tar = state.path / "bb.tar"
     if not tar.exists():
         run(["tar", "-C", str(rootfs), "-cf", str(tar), "."])
