@@ -58,6 +58,11 @@ def _connect(lab: Lab, node: str, client: str, ip: str) -> str:
     return p.stdout.strip()
 
 
+def _answers(lab: Lab, node: str, client: str, ip: str) -> bool:
+    """Three tries (a loaded machine can lose one 2 s connect): the path is up."""
+    return any(_connect(lab, node, client, ip) == "web1" for _ in range(3))
+
+
 IPS: dict[str, str] = {}
 
 
@@ -100,7 +105,7 @@ def test_same_network_across_nodes_and_other_network_denied_until_policy(lab: La
         ),
     )
     assert wait_for(lambda: _connect(lab, "node3", "b3", ip) == "web1", 20, 0.3)
-    assert _connect(lab, "node2", "c2", ip) == "web1"
+    assert _answers(lab, "node2", "c2", ip)
 
 
 def test_container_names_resolve_on_the_same_and_another_node(lab: Lab) -> None:
@@ -115,11 +120,11 @@ def test_container_names_resolve_on_the_same_and_another_node(lab: Lab) -> None:
 def test_restarting_dockerd_and_calico_node_keeps_traffic(lab: Lab) -> None:
     ip = IPS["web1"]
     lab.run("engine", "restart", "node1")
-    assert _connect(lab, "node2", "c2", ip) == "web1"
-    assert _connect(lab, "node1", "c1", ip) == "web1"
+    assert _answers(lab, "node2", "c2", ip)
+    assert _answers(lab, "node1", "c1", ip)
     lab.run("node", "restart", "node1")
-    assert _connect(lab, "node2", "c2", ip) == "web1"
-    assert _connect(lab, "node3", "b3", ip) == "web1"
+    assert _answers(lab, "node2", "c2", ip)
+    assert _answers(lab, "node3", "b3", ip)
 
 
 def test_pods_are_real_containers_wired_by_cni(lab: Lab) -> None:

@@ -188,6 +188,11 @@ def _connect_direct(pid: int, server_ip: str) -> str:
     return p.stdout.strip()
 
 
+def _answers(node: Node, client: str, ip: str) -> bool:
+    """Three tries (a loaded machine can lose one 2 s connect): the path is up."""
+    return any(_connect(node, client, ip) == "a1" for _ in range(3))
+
+
 def _run(node: Node, name: str, net: str, *extra: str, cmd: str = "sleep 3600") -> str:
     return node.docker.out(
         "run",
@@ -356,12 +361,12 @@ def test_restarting_dockerd_and_calico_node_keeps_traffic(node: Node) -> None:
     node.docker.stop(kill_containers=False)  # --live-restore: containers keep running
     assert _connect_direct(a2, ip) == "a1"
     node.docker.start()
-    assert _connect(node, "a2", ip) == "a1"
+    assert _answers(node, "a2", ip)
     node.stop_node()
-    assert _connect(node, "a2", ip) == "a1"  # the dataplane stays while it is down
+    assert _answers(node, "a2", ip)  # the dataplane stays while it is down
     node.start_node()
-    assert _connect(node, "a2", ip) == "a1"
-    assert _connect(node, "b1", ip) == "a1"
+    assert _answers(node, "a2", ip)
+    assert _answers(node, "b1", ip)
     assert _connect(node, "b1", _ip(node, "a3")) == ""  # policy still enforced (a3 no server)
 
 
