@@ -35,7 +35,7 @@ class Lab:
         self, *args: str, check: bool = True, timeout: float = 180, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         argv = [CALICO_LAB, *args]
-        if args and args[0] not in ("calicoctl", "exec"):
+        if args and args[0] not in ("calicoctl", "exec", "run", "docker"):
             argv += ["--name", self.name]
         p = subprocess.run(
             argv, env=self.env, capture_output=True, text=True, timeout=timeout, input=input
@@ -66,6 +66,16 @@ class Lab:
 
     def pod(self, node: str, key: str, ports: str = "80/TCP") -> None:
         self.run("pod", "add", node, key, "--ports", ports)
+
+    def docker(self, node: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """The docker client on NODE's dockerd (a ``--runtime docker`` lab)."""
+        return self.run("docker", "--name", self.name, node, *args, **kw)
+
+    def container(self, node: str, key: str, *cmd: str, labels: str = "") -> str:
+        """``calico-lab run NODE NS/NAME -- CMD`` (busybox image); the container's IP."""
+        extra = ["--labels", labels] if labels else []
+        out = self.run("run", "--name", self.name, *extra, node, key, "--", *cmd).stdout
+        return out.strip().rsplit(" ", 1)[-1]
 
     def calicoctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run("calicoctl", "--name", self.name, *args)

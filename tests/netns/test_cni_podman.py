@@ -125,6 +125,14 @@ def podman(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Podman]:
             "spec": {"cidr": "10.245.0.0/16", "blockSize": 26},
         }
     )
+    ds.create(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": "blue"},
+            "spec": {"cidr": "10.246.0.0/24", "blockSize": 26},
+        }
+    )
     ds.close()
     conflist = build_conflist(
         nodename="podnode",
@@ -132,12 +140,32 @@ def podman(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Podman]:
         log_file_path=str(tmp_path / "cni.log"),
         ipam_lock_file=str(tmp_path / "ipam.lock"),
         portmap=False,
+        ipv4_pools=["default-ipv4-ippool"],
     )
     sock = str(tmp_path / "cni.sock")
     install(
         str(tmp_path / "cni" / "bin"),
         str(tmp_path / "cni" / "net.d"),
         conflist,
+        python=sys.executable,
+        socket_path=sock,
+    )
+    # a second network the documented way (README "Docker and Podman on your own hosts"):
+    # one conflist per pool, found by podman in its network config dir
+    blue = build_conflist(
+        network="blue",
+        nodename="podnode",
+        datastore={"datastore_type": "sqlite", "datastore_path": db},
+        log_file_path=str(tmp_path / "cni.log"),
+        ipam_lock_file=str(tmp_path / "ipam.lock"),
+        portmap=False,
+        ipv4_pools=["blue"],
+    )
+    install(
+        str(tmp_path / "cni" / "bin"),
+        str(tmp_path / "cni" / "net.d"),
+        blue,
+        conf_name="20-blue.conflist",
         python=sys.executable,
         socket_path=sock,
     )
@@ -242,3 +270,15 @@ def test_two_busybox_containers_talk_over_tcp_and_rm_releases(podman: Podman) ->
 def _root_links() -> set[str]:
     out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
     return {link["ifname"] for link in json.loads(out)}
+
+
+def test_a_network_per_pool_from_its_own_conflist(podman: Podman) -> None:
+    nets = podman("network", "ls", "--format", "{{.Name}} {{.Driver}}").splitlines()
+    assert "blue calico" in nets and "k8s-pod-network calico" in nets
+    cid = podman("run", "-d", "--name", "pct-blue", "--network", "blue", IMAGE, "sleep", "60")
+    [wep] = _weps(podman.db)
+    assert wep["spec"]["containerID"] == cid
+    assert wep["spec"]["ipNetworks"][0].startswith("10.246.0.")
+    assert wep["spec"]["profiles"] == ["blue"]
+    podman("rm", "-f", "-t", "0", "pct-blue")
+    assert _weps(podman.db) == [] and _handles(podman.db) == []

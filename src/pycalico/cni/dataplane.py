@@ -105,6 +105,20 @@ def _host_sysctls(name: str, v6: bool) -> list[tuple[str, int]]:
     return out
 
 
+def _host_routes(w: WorkloadIface) -> list[str]:
+    routes = [f"route replace {a.split('/')[0]} dev {w.host_ifname} scope link" for a in w.v4]
+    routes += [f"route replace {a.split('/')[0]}/128 dev {w.host_ifname}" for a in w.v6]
+    # Static neighbour entries, as Felix programs them: no ARP/ND round trip for the
+    # workload, and permanent entries do not count against the kernel's (global)
+    # neighbour-table limit, which many namespaces on one host can exhaust.
+    routes += [
+        f"neigh replace {a.split('/')[0]} lladdr {w.container_mac} dev {w.host_ifname} "
+        "nud permanent"
+        for a in (*w.v4, *w.v6)
+    ]
+    return routes
+
+
 class LinuxDataplane:
     """Wires workloads with two or three ``ip -batch`` processes plus /proc/sys writes."""
 
@@ -173,19 +187,7 @@ class LinuxDataplane:
                     ns,
                 )
                 created = True
-            routes = [
-                f"route replace {a.split('/')[0]} dev {w.host_ifname} scope link" for a in w.v4
-            ]
-            routes += [f"route replace {a.split('/')[0]}/128 dev {w.host_ifname}" for a in w.v6]
-            # Static neighbour entries, as Felix programs them: no ARP/ND round trip for the
-            # workload, and permanent entries do not count against the kernel's (global)
-            # neighbour-table limit, which many namespaces on one host can exhaust.
-            routes += [
-                f"neigh replace {a.split('/')[0]} lladdr {w.container_mac} dev {w.host_ifname} "
-                "nud permanent"
-                for a in (*w.v4, *w.v6)
-            ]
-            up = [f"link set {w.host_ifname} up", *routes]
+            up = [f"link set {w.host_ifname} up", *_host_routes(w)]
             if v6:
                 # v6 sysctls (no DAD on the host side) must precede link-up.
                 self.ip.batch(host, None)
@@ -204,6 +206,29 @@ class LinuxDataplane:
                 raise InterfaceExists(
                     f"interface {w.container_ifname} already exists in netns {w.netns}: {e}"
                 ) from None
+            raise WiringError(f"wiring {w.host_ifname}/{w.container_ifname}: {e}") from None
+
+    def setup_host(self, w: WorkloadIface) -> None:
+        """The host half only, for runtimes that move the peer themselves (Docker's
+        libnetwork): the pair is created here, the peer named ``w.container_ifname`` stays in
+        this namespace (the runtime moves it, renames it and puts the addresses, gateway and
+        routes on it); host side exactly as :meth:`setup` (MAC, up, /32 route, permanent
+        neighbour, sysctls). Removes what it created before raising :class:`WiringError`."""
+        v6 = bool(w.v6)
+        pre = [f"link del {w.host_ifname}"] if self.host_link_exists(w.host_ifname) else []
+        add = (
+            f"link add {w.host_ifname} mtu {w.mtu} address {HOST_MAC} type veth "
+            f"peer name {w.container_ifname} mtu {w.mtu} address {w.container_mac}"
+        )
+        created = False
+        try:
+            self.ip.batch([*pre, add], None)
+            created = True
+            self._set_sysctls(w.host_ifname, v6)
+            self.ip.batch([f"link set {w.host_ifname} up", *_host_routes(w)], None)
+        except (IpError, SysctlError) as e:
+            if created:
+                self._delete_host(w.host_ifname)
             raise WiringError(f"wiring {w.host_ifname}/{w.container_ifname}: {e}") from None
 
     def _set_sysctls(self, name: str, v6: bool) -> None:
@@ -320,6 +345,13 @@ class FakeDataplane:
         for other in self.links.values():
             if other.netns == w.netns and other.container_ifname == w.container_ifname:
                 raise InterfaceExists(f"interface {w.container_ifname} already exists")
+        self.links[w.host_ifname] = w
+
+    def setup_host(self, w: WorkloadIface) -> None:
+        self.calls.append(("setup_host", w.host_ifname))
+        if self.fail_setup:
+            self.fail_setup -= 1
+            raise WiringError(f"injected failure wiring {w.host_ifname}")
         self.links[w.host_ifname] = w
 
     def teardown(self, host_ifname: str, netns: str, container_ifname: str) -> bool:

@@ -1,6 +1,8 @@
 """Lab lifecycle: ``up`` builds underlay, datastore and nodes; ``down`` removes everything.
 
-``--tor`` adds the FRR router of :mod:`pycalico.lab.tor`. A failed ``up`` keeps the logs:
+``--tor`` adds the FRR router of :mod:`pycalico.lab.tor`; ``--runtime docker`` one dockerd
+per node (:mod:`pycalico.lab.engine`), ``--runtime podman`` podman per node
+(:mod:`pycalico.lab.podman`). A failed ``up`` keeps the logs:
 :func:`preserve_logs` copies the lab directory's small files to ``<lab dir>.failed/``.
 Invariants: the state file records every namespace and PID before it is created/started, so a
 failed or interrupted ``up`` is fully undone by ``down``; ``down`` only kills PIDs and deletes
@@ -13,9 +15,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pycalico.lab import engine
 from pycalico.lab import nodes as nodemod
+from pycalico.lab import podman as podmanrt
 from pycalico.lab import tor as tormod
 from pycalico.lab.netns import (
     LabError,
@@ -29,7 +34,7 @@ from pycalico.lab.netns import (
     spawn_daemon,
 )
 from pycalico.lab.pods import remove_etc_netns
-from pycalico.lab.state import LabState, lab_dir, lab_lock, make_lab_dir, prefix_for
+from pycalico.lab.state import LabState, NodeState, lab_dir, lab_lock, make_lab_dir, prefix_for
 from pycalico.lab.topology import add_node, build_underlay, router_ip
 
 ETCD_BIN = "/usr/bin/etcd"
@@ -101,6 +106,7 @@ def up(
     tor: bool,
     timeout: float,
     say: Say,
+    runtime: str = "netns",
 ) -> LabState:
     if LabState.exists(name):
         raise LabError(f"lab {name!r} already exists (calico-lab down --name {name})")
@@ -108,6 +114,10 @@ def up(
         say(f"note: {encap} with one subnet never encapsulates (use --subnets 2)")
     if route_reflectors > nodes:
         raise LabError("--route-reflectors cannot exceed --nodes")
+    if runtime not in engine.RUNTIMES:
+        raise LabError(f"--runtime {runtime!r}: want one of {', '.join(engine.RUNTIMES)}")
+    if runtime != "netns":
+        engine.check_installed(runtime)
     d = make_lab_dir(name)
     state = LabState(
         name=name,
@@ -119,6 +129,7 @@ def up(
         datastore=datastore,
         tor=tor,
         node_env=nodemod.recorded_env(dict(os.environ)),
+        runtime=runtime,
     )
     with state.locked(create=True):
         if LabState.exists(name):
@@ -144,8 +155,47 @@ def up(
         nodemod.start(state, node)
     say(f"started calico-node on {nodes} node(s); waiting until ready ...")
     nodemod.wait_ready(state, state.nodes, timeout)
+    if runtime == "docker":
+        start_engines(state, say)
+    elif runtime == "podman":
+        for node in state.nodes:
+            podmanrt.setup(state, node, engine.rootfs(state))
+        say(f"podman: CNI network {podmanrt.NETWORK} and image {podmanrt.IMAGE} on every node")
     say(f"lab {name!r} is up in {time.monotonic() - t0:.1f}s")
     return state
+
+
+def _set_engine(node: str, engine_pid: int, holder: int) -> Callable[[LabState], None]:
+    def change(s: LabState) -> None:
+        n = s.node(node)
+        n.engine_pid, n.mount_holder_pid = engine_pid, holder
+
+    return change
+
+
+def start_engine(state: LabState, node: NodeState) -> None:
+    """(Re)start ``node``'s dockerd and record its PIDs."""
+    try:
+        engine.start(state, node)
+    finally:
+        state.update(_set_engine(node.name, node.engine_pid, node.mount_holder_pid))
+
+
+def stop_engine(state: LabState, node: NodeState, keep_containers: bool = False) -> None:
+    try:
+        engine.stop(state, node, keep_containers)
+    finally:
+        state.update(_set_engine(node.name, node.engine_pid, node.mount_holder_pid))
+
+
+def start_engines(state: LabState, say: Say) -> None:
+    """One dockerd per node, the busybox image and the ``calico`` network on each."""
+    for node in state.nodes:
+        start_engine(state, node)
+        engine.import_image(state, node)
+        engine.create_network(state, node, engine.NETWORK, state.pool)
+    say(f"docker: one dockerd per node, image {engine.IMAGE}, network {engine.NETWORK} "
+        f"({state.pool})")  # fmt: skip
 
 
 def down(name: str, say: Say) -> None:
@@ -164,6 +214,12 @@ def _down(name: str, say: Say) -> None:
     prefix = prefix_for(name)
     if LabState.exists(name):
         state = LabState.load(name)
+        if state.runtime == "podman":
+            for node in state.nodes:
+                podmanrt.stop(state, node)
+        if state.runtime == "docker":  # containers first, while calico-node releases them
+            with ThreadPoolExecutor(max(1, len(state.nodes))) as pool:
+                list(pool.map(lambda n: engine.stop(state, n), state.nodes))
         kill_pids([pod.server_pid for pod in state.pods])
         kill_pids([node.pid for node in state.nodes], timeout=10)
         kill_pids([state.etcd_pid, *state.tor_pids])

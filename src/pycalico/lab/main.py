@@ -2,9 +2,11 @@
 
 Every command takes ``--name`` (default ``lab``); all state lives under
 ``$CALICO_LAB_DIR/<name>`` (default ``/var/lib/calico-lab``). Errors print one line and exit 1.
-Families: ``up``/``down``/``status``, ``pod add|del``, ``probe``/``matrix``, ``apply``/
-``calicoctl``/``env``, ``exec`` (node, pod, router, underlay, tor), ``node
-stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh on the FRR router).
+Families: ``up``/``down``/``status``, ``pod add|del``, with ``--runtime docker|podman``
+``run`` (a real container), ``docker`` (the node's engine client) and ``engine restart``,
+``probe``/``matrix``, ``apply``/``calicoctl``/``env``, ``exec`` (node, pod, router,
+underlay, tor), ``node stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh
+on the FRR router).
 A failed ``up`` prints why (per node: status errors, BGP sessions, log tail) and keeps the
 logs in ``<lab dir>.failed/``. Commands may run in parallel (the lab state is locked, see
 :mod:`pycalico.lab.state`). Every node serves health and metrics as a real node does.
@@ -23,9 +25,11 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 from pycalico.errors import CalicoError
-from pycalico.lab import cluster, pods
+from pycalico.lab import cluster, engine, pods
 from pycalico.lab import nodes as nodemod
+from pycalico.lab import podman as podmanrt
 from pycalico.lab.netns import in_ns, pid_alive, runner
 from pycalico.lab.probe import matrix, parse_ports, probe
 from pycalico.lab.state import DEFAULT_NAME, LabState
@@ -96,6 +100,13 @@ def cli() -> None:
 @click.option("--pool", default="10.244.0.0/16", show_default=True, help="IPv4 pool CIDR.")
 @click.option("--tor", is_flag=True, help="Add an FRR top-of-rack router peering over eBGP.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ready.")
+@click.option(
+    "--runtime",
+    default="netns",
+    show_default=True,
+    type=click.Choice(list(engine.RUNTIMES)),
+    help="Pods as bare namespaces; docker: one dockerd per node; podman: podman per node.",
+)
 @errors_to_exit
 def up(
     name: str,
@@ -107,11 +118,22 @@ def up(
     pool: str,
     tor: bool,
     timeout: float,
+    runtime: str,
 ) -> None:
     """Create the lab and start calico-node on every node; returns when all are ready."""
     try:
         cluster.up(
-            name, nodes, encap, subnets, route_reflectors, datastore, pool, tor, timeout, say
+            name,
+            nodes,
+            encap,
+            subnets,
+            route_reflectors,
+            datastore,
+            pool,
+            tor,
+            timeout,
+            say,
+            runtime,
         )
     except BaseException:
         kept = cluster.preserve_logs(name)
@@ -159,6 +181,100 @@ def pod_del(key: str, name: str) -> None:
     """Delete pod NS/NAME (CNI DEL, then its namespace)."""
     pods.delete_pod(load(name), key)
     say(f"pod {key} deleted")
+
+
+def _docker_lab(name: str, podman_ok: bool = True) -> LabState:
+    state = load(name)
+    want = ("docker", "podman") if podman_ok else ("docker",)
+    if state.runtime not in want:
+        raise CalicoError(
+            f"lab {name!r} runs --runtime {state.runtime}; needs --runtime {' or '.join(want)}"
+        )
+    return state
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("key", metavar="NS/NAME")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--image", default=engine.IMAGE, show_default=True)
+@click.option("--net", "network", default=engine.NETWORK, show_default=True)
+@click.option("--labels", default="", help="k=v,k2=v2 (policy selectors see them)")
+@click.option("--ip", default="", help="A specific address from the network's pool.")
+@name_option
+@errors_to_exit
+def run_cmd(
+    node: str,
+    key: str,
+    command: tuple[str, ...],
+    image: str,
+    network: str,
+    labels: str,
+    ip: str,
+    name: str,
+) -> None:
+    """Run a Docker container NAME on NODE (--runtime docker): COMMAND in IMAGE on a calico
+    network, labelled namespace=NS plus LABELS, names resolved by Docker and pycalico DNS."""
+    state = _docker_lab(name)
+    ns, _, cname = key.rpartition("/")
+    if not ns or not cname:
+        raise CalicoError(f"{key!r}: want NS/NAME")
+    label_map = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
+    label_map.setdefault("namespace", ns)
+    n = state.node(node)
+    if state.runtime == "podman":
+        pargs = ["run", "-d", "--name", cname, "--hostname", cname, "--network", podmanrt.NETWORK]
+        cid = podmanrt.podman(state, n, *pargs, *(["--ip", ip] if ip else []), podmanrt.IMAGE,
+                              *command)  # fmt: skip
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        got = podmanrt.podman(state, n, "inspect", "-f", fmt, cname)
+        say(f"container {cname} ({cid[:12]}) on {node}: {got}")
+        return
+    search = f"{engine.ORCH_NAMESPACE}.{DEFAULT_ZONE}"
+    args = ["run", "-d", "--name", cname, "--hostname", cname, "--net", network,
+            "--dns", DNS_ADDRESS, "--dns-search", search]  # fmt: skip
+    for k, v in label_map.items():
+        args += ["--label", f"{engine.LABEL_PREFIX}{k}={v}"]
+    if ip:
+        args += ["--ip", ip]
+    cid = engine.docker(state, n, *args, image, *command)
+    say(f"container {cname} ({cid[:12]}) on {node}: {engine.container_ip(state, n, cname)}")
+
+
+@cli.command("docker", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+@name_option
+@errors_to_exit
+def docker_cmd(node: str, args: tuple[str, ...], name: str) -> None:
+    """Run the engine's client ARGS on NODE: docker against its dockerd (--runtime docker),
+    or podman with its configuration in its network namespace (--runtime podman)."""
+    state = _docker_lab(name)
+    n = state.node(node)
+    if state.runtime == "podman":
+        r = podmanrt.root(state, n)
+        run_attached(["nsenter", f"--net=/run/netns/{n.netns}", "podman", *args],
+                     env=podmanrt.env(r))  # fmt: skip
+    sock = engine.node_paths(state, n)[0] / "docker.sock"
+    run_attached([engine.DOCKER, "-H", f"unix://{sock}", *args])
+
+
+@cli.group("engine")
+def engine_group() -> None:
+    """Stop, start or restart a node's dockerd (--runtime docker; --live-restore keeps its
+    containers running meanwhile)."""
+
+
+@engine_group.command("restart")
+@click.argument("node")
+@name_option
+@errors_to_exit
+def engine_restart(node: str, name: str) -> None:
+    state = _docker_lab(name, podman_ok=False)
+    n = state.node(node)
+    cluster.stop_engine(state, n, keep_containers=True)
+    cluster.start_engine(state, n)
+    say(f"dockerd on {node} restarted (pid {n.engine_pid})")
 
 
 def _ctl_argv(state: LabState, args: list[str]) -> tuple[list[str], dict[str, str]]:

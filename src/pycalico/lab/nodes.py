@@ -179,6 +179,9 @@ def _start(state: LabState, node: NodeState) -> None:
         CALICO_BIRD_SOCKET=str(d / "bird.ctl"),
         CALICO_MTU_FILE=str(d / "mtu"),
     )
+    from pycalico.lab.engine import node_env
+
+    env.update(node_env(state, node))
     # As on a real node: health on localhost:9099, metrics on :9091 (each node has its own
     # network namespace, so the ports never collide); an explicit setting in ``up``'s
     # environment (recorded in node_env) wins.

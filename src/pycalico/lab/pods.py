@@ -6,8 +6,10 @@ environment, network configuration on stdin, run in the node's namespace), recor
 container's named ports (``serve-<port>-<proto>``) on its WorkloadEndpoint and starts the
 echo server. ``delete`` runs CNI DEL and removes the namespace. Both are safe to run in
 parallel (see :mod:`pycalico.lab.state`): a pod is recorded ``busy`` under the lab lock
-before its resources exist and until they are gone. Invariant: a failed ``add`` leaves
-nothing behind (CNI DEL + namespace removal) and its record is removed.
+before its resources exist and until they are gone. With ``--runtime docker`` the pod is a
+real container (``--network none``, then wired by CNI as kubelet did with Docker).
+Invariant: a failed ``add`` leaves nothing behind (CNI DEL + namespace removal) and its
+record is removed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pycalico.lab import engine
 from pycalico.lab.netns import (
     LabError,
     delete_netns,
@@ -230,7 +233,10 @@ def add_pod(
     server_pid = 0
     try:
         _ensure_namespace_resources(state, namespace, service_account)
-        run(["ip", "netns", "add", pod.netns])
+        if state.runtime == "docker":
+            _docker_sandbox(state, pod)
+        else:
+            run(["ip", "netns", "add", pod.netns])
         ip_batch(["link set lo up"], netns=pod.netns)
         result = _cni(state, pod, "ADD", labels)
         ips = [ip["address"] for ip in result.get("ips", [])]
@@ -249,6 +255,25 @@ def add_pod(
         _undo(state, pod, server_pid)
         raise
     return final
+
+
+def sandbox_name(pod: PodState) -> str:
+    """The pod's Docker container (dockershim's naming: ``k8s_POD_<name>_<namespace>``)."""
+    return f"k8s_POD_{pod.name}_{pod.namespace}_{pod.container_id[:8]}"
+
+
+def _docker_sandbox(state: LabState, pod: PodState) -> None:
+    """``--runtime docker``: the pod is a real container started with ``--network none``
+    whose network namespace is then wired by the CNI plugin, as kubelet did with Docker
+    (dockershim); ``ip netns attach`` names that namespace ``pod.netns`` for the lab."""
+    node = state.node(pod.node)
+    cid = engine.docker(state, node, "run", "-d", "--name", sandbox_name(pod), "--hostname",
+                        pod.name, "--network", "none", "--label",
+                        f"io.kubernetes.pod.namespace={pod.namespace}", "--label",
+                        f"io.kubernetes.pod.name={pod.name}", engine.IMAGE, "sleep",
+                        "2147483647")  # fmt: skip
+    pid = engine.docker(state, node, "inspect", "-f", "{{.State.Pid}}", cid)
+    run(["ip", "netns", "attach", pod.netns, pid])
 
 
 def _undo(state: LabState, pod: PodState, server_pid: int) -> None:
@@ -307,5 +332,7 @@ def _teardown(state: LabState, pod: PodState, strict: bool) -> None:
     except LabError:
         if strict:
             raise
+    if state.runtime == "docker":
+        engine.docker(state, state.node(pod.node), "rm", "-f", sandbox_name(pod), check=False)
     delete_netns(pod.netns)
     remove_etc_netns(pod.netns)

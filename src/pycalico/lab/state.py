@@ -104,6 +104,9 @@ class NodeState:
     subnet: int
     pid: int = 0
     route_reflector: bool = False
+    # --runtime docker: the node's dockerd and the holder of its private mount namespace
+    engine_pid: int = 0
+    mount_holder_pid: int = 0
 
 
 @dataclass
@@ -139,6 +142,7 @@ class LabState:
     etcd_url: str = ""
     tor: bool = False
     tor_pids: list[int] = field(default_factory=list)
+    runtime: str = "netns"  # netns | docker (pycalico.lab.engine)
     # FELIX_*/CALICO_* settings given to ``up``: every calico-node start of this lab gets them
     node_env: dict[str, str] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)

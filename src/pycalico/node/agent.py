@@ -7,7 +7,8 @@
 2. runs, supervised (:mod:`pycalico.node.supervisor`): Felix (one syncer, one owner loop:
    nftables policy, routes, tunnels, NAT-outgoing, MTU file), the tunnel-address allocator
    (:mod:`pycalico.node.tunnels`), BGP (BIRD driven from the datastore,
-   :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`),
+   :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`), Docker's
+   drivers (:mod:`pycalico.node.libnetwork`),
    workload DNS on 169.254.25.10 (:mod:`pycalico.dns`) and IPAM leak repair on the holder of
    the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`); ``extra_components`` adds more;
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
@@ -371,6 +372,11 @@ def build_agent(
     cni = cniserver.from_env(env, state_dir)
     if cni is not None:
         comps.append(cni)
+    from pycalico.node import libnetwork
+
+    docker = libnetwork.from_env(ds, node_name, env, mtu_file)
+    if docker is not None:
+        comps.append(docker)
     dns = _dns_component(ds, node_name, env, hub)
     if dns is not None:
         comps.append(dns)

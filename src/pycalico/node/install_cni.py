@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,11 @@ def build_conflist(
     ipam_lock_file: str = "",
     portmap: bool = True,
     cni_version: str = "1.0.0",
+    ipv4_pools: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The conflist of one Calico CNI network; ``ipv4_pools`` (pool names or CIDRs) restricts
+    its addresses (one network per pool: its profile is the network name, so workloads of
+    different networks are isolated unless policy allows)."""
     calico: dict[str, Any] = {
         "type": "calico",
         "log_level": log_level,
@@ -134,6 +139,8 @@ def build_conflist(
     if ipam_lock_file:
         calico["ipam_lock_file"] = ipam_lock_file
     calico["ipam"] = {"type": "calico-ipam"}
+    if ipv4_pools:
+        calico["ipam"]["ipv4_pools"] = list(ipv4_pools)
     plugins: list[dict[str, Any]] = [calico]
     if portmap:
         plugins.append({"type": "portmap", "snat": True, "capabilities": {"portMappings": True}})
@@ -184,6 +191,9 @@ def install(
 @click.option("--config", "config_file", default=None, help="calicoctl.cfg-style datastore file")
 @click.option("--no-shim", is_flag=True, help="Install the Python plugins only (no C fast path).")
 @click.option("--cni-socket", default=DEFAULT_SOCKET, show_default=True, help="cni-server socket")
+@click.option(
+    "--ipv4-pool", "ipv4_pools", multiple=True, help="Allocate only from this IPPool (repeatable)."
+)
 def install_cni(
     bin_dir: str,
     conf_dir: str,
@@ -198,6 +208,7 @@ def install_cni(
     config_file: str | None,
     no_shim: bool,
     cni_socket: str,
+    ipv4_pools: tuple[str, ...],
 ) -> None:
     """Install the CNI plugins and write the Calico network config (like install-cni)."""
     from pycalico.config import ConfigError, load_config
@@ -218,6 +229,7 @@ def install_cni(
         log_file_path=log_file_path,
         ipam_lock_file=ipam_lock_file,
         portmap=not no_portmap,
+        ipv4_pools=ipv4_pools,
     )
     paths = install(
         bin_dir, conf_dir, conflist, conf_name=conf_name, shim=not no_shim, socket_path=cni_socket

@@ -1,0 +1,264 @@
+"""The Docker drivers' protocol semantics over the memory datastore and the fake dataplane,
+plus the unix-socket HTTP server (real sockets, no dockerd)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycalico.cni.dataplane import FakeDataplane
+from pycalico.libnetwork.driver import (
+    NETWORK_ID_ANNOTATION,
+    ContainerInfo,
+    IpamDriver,
+    NetworkDriver,
+)
+from pycalico.libnetwork.server import PluginServer
+from tests.kit import builders as b
+from tests.kit import wait_for
+from tests.kit.fakes import memory_datastore
+
+NID = "n" * 64
+EID = "e1" + "0" * 62
+
+
+def _drivers(**kw: Any) -> tuple[Any, IpamDriver, NetworkDriver, FakeDataplane]:
+    ds = memory_datastore(
+        b.node("h1", "192.0.2.1"),
+        b.ip_pool("net-a", "10.1.0.0/24", block_size=26),
+        b.ip_pool("tiny", "10.2.0.1/32", block_size=32),
+    )
+    dp = FakeDataplane()
+    return ds, IpamDriver(ds, "h1"), NetworkDriver(ds, "h1", dp, **kw), dp
+
+
+def _create(net: NetworkDriver, ipam: IpamDriver, cidr: str = "10.1.0.0/24") -> str:
+    pool = ipam.handle("IpamDriver.RequestPool", {"Pool": cidr})
+    assert "Err" not in pool, pool
+    assert pool["Data"] == {"com.docker.network.gateway": "0.0.0.0/0"}
+    r = net.handle(
+        "NetworkDriver.CreateNetwork",
+        {
+            "NetworkID": NID,
+            "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": {}},
+            "IPv4Data": [{"Pool": pool["Pool"], "Gateway": "0.0.0.0/0"}],
+        },
+    )
+    assert r == {}, r
+    return str(pool["PoolID"])
+
+
+def test_activate_and_capabilities() -> None:
+    _, ipam, net, _ = _drivers()
+    assert net.handle("Plugin.Activate", {}) == {"Implements": ["NetworkDriver"]}
+    assert ipam.handle("Plugin.Activate", {}) == {"Implements": ["IpamDriver"]}
+    assert net.handle("NetworkDriver.GetCapabilities", {})["Scope"] == "local"
+    spaces = ipam.handle("IpamDriver.GetDefaultAddressSpaces", {})
+    assert spaces["LocalDefaultAddressSpace"] == "CalicoLocalAddressSpace"
+    assert "Err" in net.handle("NetworkDriver.Bogus", {})
+
+
+def test_full_endpoint_lifecycle_leaves_nothing() -> None:
+    ds, ipam, net, dp = _drivers()
+    pool_id = _create(net, ipam)
+    assert pool_id == "net-a"
+    assert ds.get("IPPool", "net-a")["metadata"]["annotations"][NETWORK_ID_ANNOTATION] == NID
+    addr = ipam.handle("IpamDriver.RequestAddress", {"PoolID": pool_id})["Address"]
+    assert addr.startswith("10.1.0.") and addr.endswith("/32")
+    r = net.handle(
+        "NetworkDriver.CreateEndpoint",
+        {"NetworkID": NID, "EndpointID": EID, "Interface": {"Address": addr}},
+    )
+    mac = r["Interface"]["MacAddress"]
+    wep = ds.get("WorkloadEndpoint", "h1-libnetwork-libnetwork-" + EID, "libnetwork")
+    assert wep["spec"]["ipNetworks"] == [addr]
+    assert wep["spec"]["profiles"] == ["net-a"] and wep["spec"]["mac"] == mac
+    assert wep["spec"]["interfaceName"] == "cali" + EID[:11]
+    assert ds.get("Profile", "net-a")["spec"]["labelsToApply"] == {"net-a": ""}
+    j = net.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID})
+    assert j["InterfaceName"] == {"SrcName": "temp" + EID[:11], "DstPrefix": "cali"}
+    assert j["Gateway"] == "169.254.1.1"
+    assert j["StaticRoutes"] == [{"Destination": "169.254.1.1/32", "RouteType": 1, "NextHop": ""}]
+    assert dp.links["cali" + EID[:11]].container_mac == mac
+    assert net.handle("NetworkDriver.Leave", {"EndpointID": EID}) == {}
+    assert dp.links == {}
+    assert net.handle("NetworkDriver.DeleteEndpoint", {"EndpointID": EID}) == {}
+    assert ipam.handle("IpamDriver.ReleaseAddress", {"Address": addr.split("/")[0]}) == {}
+    assert net.handle("NetworkDriver.DeleteNetwork", {"NetworkID": NID}) == {}
+    assert ds.list("WorkloadEndpoint").items == []
+    assert not ds.get("IPPool", "net-a")["metadata"].get("annotations")
+    from pycalico.ipam.gc import check
+
+    rep = check(ds)
+    assert rep.problems == 0 and rep.allocations == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "req", "needle"),
+    [
+        ("IpamDriver.RequestPool", {"Pool": "10.9.0.0/24"}, "must match the CIDR"),
+        ("IpamDriver.RequestPool", {"Pool": "banana"}, "not a valid CIDR"),
+        ("IpamDriver.RequestPool", {"Pool": "10.1.0.0/24", "SubPool": "10.1.0.0/25"}, "sub pools"),
+        ("IpamDriver.RequestPool", {"Options": {"x": "y"}}, "--ipam-opt"),
+        (
+            "IpamDriver.RequestAddress",
+            {"PoolID": "net-a", "Options": {"RequestAddressType": "com.docker.network.gateway"}},
+            "gateway",
+        ),
+        ("IpamDriver.RequestAddress", {"PoolID": "nope"}, "no such Calico IP pool"),
+        ("IpamDriver.RequestAddress", {"PoolID": "net-a", "Address": "10.50.0.1"}, "not in"),
+    ],
+)
+def test_ipam_errors_are_clear(method: str, req: dict[str, Any], needle: str) -> None:
+    _, ipam, _, _ = _drivers()
+    r = ipam.handle(method, req)
+    assert needle in r["Err"] and r["Error"] == r["Err"]
+
+
+def test_pool_exhausted_and_specific_address() -> None:
+    _, ipam, _, _ = _drivers()
+    assert ipam.handle("IpamDriver.RequestAddress", {"PoolID": "tiny"})["Address"] == "10.2.0.1/32"
+    r = ipam.handle("IpamDriver.RequestAddress", {"PoolID": "tiny"})
+    assert "no addresses available in pool tiny" in r["Err"]
+    got = ipam.handle("IpamDriver.RequestAddress", {"PoolID": "net-a", "Address": "10.1.0.9"})
+    assert got["Address"] == "10.1.0.9/32"
+    again = ipam.handle("IpamDriver.RequestAddress", {"PoolID": "net-a", "Address": "10.1.0.9"})
+    assert "already allocated" in again["Err"]
+
+
+@pytest.mark.parametrize(
+    ("options", "ipv4", "needle"),
+    [
+        ({"com.docker.network.internal": True}, "0.0.0.0/0", "flag --internal"),
+        ({"com.docker.network.generic": {"foo": "bar"}}, "0.0.0.0/0", "option foo"),
+        ({}, "10.1.0.1", "--ipam-driver calico-ipam"),
+    ],
+)
+def test_create_network_refuses_options_and_other_ipam(
+    options: dict[str, Any], ipv4: str, needle: str
+) -> None:
+    _, _, net, _ = _drivers()
+    r = net.handle(
+        "NetworkDriver.CreateNetwork",
+        {
+            "NetworkID": NID,
+            "Options": options,
+            "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": ipv4}],
+        },
+    )
+    assert needle in r["Err"]
+
+
+def test_network_needs_subnet_and_hosts_share_a_pool() -> None:
+    ds, ipam, net, _ = _drivers()
+    r = net.handle(
+        "NetworkDriver.CreateNetwork",
+        {"NetworkID": NID, "IPv4Data": [{"Pool": "0.0.0.0/0", "Gateway": "0.0.0.0/0"}]},
+    )
+    assert "--subnet" in r["Err"]
+    _create(net, ipam)
+    # another host's dockerd: its own id for the same local-scope network
+    other = "m" * 64
+    r = net.handle(
+        "NetworkDriver.CreateNetwork",
+        {"NetworkID": other, "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "0.0.0.0/0"}]},
+    )
+    assert r == {}
+    net.handle(
+        "NetworkDriver.CreateEndpoint",
+        {"NetworkID": NID, "EndpointID": EID, "Interface": {"Address": "10.1.0.5/24"}},
+    )
+    wep = ds.get("WorkloadEndpoint", "h1-libnetwork-libnetwork-" + EID, "libnetwork")
+    assert wep["spec"]["profiles"] == ["net-a"]
+    net.handle("NetworkDriver.DeleteNetwork", {"NetworkID": NID})  # not the annotated one
+    ann = ds.get("IPPool", "net-a")["metadata"]["annotations"]
+    assert ann[NETWORK_ID_ANNOTATION] == other
+    r = net.handle(
+        "NetworkDriver.CreateEndpoint",
+        {"NetworkID": "z" * 64, "EndpointID": EID, "Interface": {"Address": "10.9.0.5/24"}},
+    )
+    assert "no Calico IP pool backs it" in r["Err"]
+    assert "Err" in net.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": "x" * 64})
+
+
+def test_labels_and_name_copied_from_docker() -> None:
+    calls: list[tuple[str, str]] = []
+
+    def lookup(nid: str, eid: str) -> ContainerInfo | None:
+        calls.append((nid, eid))
+        if len(calls) < 3:
+            return None  # Docker has not recorded the endpoint yet
+        return ContainerInfo("web", {"org.projectcalico.label.role": "db", "other": "x"})
+
+    ds, ipam, net, _ = _drivers(lookup=lookup)
+    _create(net, ipam)
+    addr = ipam.handle("IpamDriver.RequestAddress", {"PoolID": "net-a"})["Address"]
+    iface = {"Address": addr, "MacAddress": "02:00:00:00:00:01"}
+    r = net.handle(
+        "NetworkDriver.CreateEndpoint", {"NetworkID": NID, "EndpointID": EID, "Interface": iface}
+    )
+    assert r == {"Interface": {}}  # Docker chose the MAC: nothing to return
+    net.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID})
+    name = "h1-libnetwork-libnetwork-" + EID
+
+    def labelled() -> dict[str, Any] | None:
+        w = ds.get("WorkloadEndpoint", name, "libnetwork")
+        return w if w["metadata"]["labels"].get("role") == "db" else None
+
+    w = wait_for(labelled, 5, 0.02)
+    assert "other" not in w["metadata"]["labels"] and w["spec"]["workload"] == "web"
+    assert w["spec"]["mac"] == "02:00:00:00:00:01"
+
+
+def _post(path: Path, method: str, body: bytes) -> dict[str, Any]:
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(path))
+            self.sock = s
+
+    c = Conn("localhost", timeout=5)
+    c.request("POST", "/" + method, body, {"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200
+    assert r.getheader("Content-Type") == "application/vnd.docker.plugins.v1.2+json"
+    out: dict[str, Any] = json.loads(r.read())
+    c.close()
+    return out
+
+
+def test_server_speaks_json_over_a_unix_socket(tmp_path: Path) -> None:
+    _, ipam, _, _ = _drivers()
+    path = tmp_path / "plugins" / "calico-ipam.sock"
+    srv = PluginServer(str(path), ipam.handle)
+    srv.start("t")
+    try:
+        assert _post(path, "Plugin.Activate", b"") == {"Implements": ["IpamDriver"]}
+        r = _post(path, "IpamDriver.RequestPool", json.dumps({"Pool": "10.1.0.0/24"}).encode())
+        assert r["PoolID"] == "net-a"
+        assert "not JSON" in _post(path, "IpamDriver.RequestPool", b"{nope")["Err"]
+    finally:
+        srv.close()
+    assert not path.exists()
+
+
+def test_dual_stack_endpoint_gets_the_v6_gateway() -> None:
+    ds, ipam, net, dp = _drivers()
+    _create(net, ipam)
+    iface = {"Address": "10.1.0.7/24", "AddressIPv6": "fd00::7/64"}
+    net.handle(
+        "NetworkDriver.CreateEndpoint", {"NetworkID": NID, "EndpointID": EID, "Interface": iface}
+    )
+    wep = ds.get("WorkloadEndpoint", "h1-libnetwork-libnetwork-" + EID, "libnetwork")
+    assert wep["spec"]["ipNetworks"] == ["10.1.0.7/32", "fd00::7/128"]
+    j = net.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID})
+    assert j["GatewayIPv6"] == "fe80::ecee:eeff:feee:eeee"
+    assert {"Destination": "fe80::ecee:eeff:feee:eeee/128", "RouteType": 1, "NextHop": ""} in j[
+        "StaticRoutes"
+    ]
+    assert dp.links["cali" + EID[:11]].v6 == ["fd00::7/128"]
