@@ -20,6 +20,7 @@ _FAMILIES = (
     "pycalico.ctl.policy",
     "pycalico.ctl.node",
     "pycalico.ctl.datastore_cmd",
+    "pycalico.ctl.flows",
 )
 
 
