@@ -230,10 +230,16 @@ class RuleRenderer:
             self._dirty_maps = True
 
     def set_config(self, cfg: RenderConfig) -> None:
-        """Switch settings: static chains and every endpoint chain are re-rendered."""
+        """Switch settings: static chains and every endpoint chain are re-rendered (and
+        every policy/profile chain when flow logs are switched)."""
         if cfg == self.cfg:
             return
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
+        if old.flow_logs != cfg.flow_logs:  # every policy/profile rule gains/loses its NFLOG
+            for pid, m in self._policies.items():
+                self._render_rules(N.policy_chain(pid, True), N.policy_chain(pid, False), m)
+            for prof, pm in self._profiles.items():
+                self._render_rules(N.profile_chain(prof, True), N.profile_chain(prof, False), pm)
         for fs in self._fams:
             fs.chains.update(static_chains(fs.fam, cfg))
             fs.chains.update(static_hep_chains(fs.fam, cfg))
