@@ -43,7 +43,7 @@ while (evs := ct.read(0.2)) is not None:
 closing = [e for e in events if e.tcp_state in (5, 6, 7, 8) and e.tuple.dport == 5555]
 got = ct.get(closing[-1].tuple) if closing else None
 out["pkts"] = pkts
-out["counters"] = [got.packets_orig, got.bytes_orig, got.packets_reply, got.bytes_reply] if got else None
+out["counters"] = got and [got.packets_orig, got.bytes_orig, got.packets_reply, got.bytes_reply]
 out["malformed"] = nfl.malformed + ct.malformed
 print(json.dumps(out))
 """

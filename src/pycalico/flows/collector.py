@@ -15,8 +15,11 @@ switches the collector on and off without a restart (off: sockets closed, API an
 Invariants: nothing here can affect forwarding (NFLOG is non-terminal; with no listener
 the kernel discards the messages); a failure in the reader thread ends it (``alive()``
 false: the supervisor restarts the collector, which logs what it lost: the open bucket's
-records and the NFLOG/conntrack overruns); the records of a finished bucket are in the
-store before the next bucket starts (or counted as lost).
+records and the NFLOG/conntrack overruns); a collector that was killed is noticed by the next
+one (``<flowLogsFileDirectory>/collector.running`` still there): it logs that the open
+bucket since the marker's time was lost and reports it in ``/health`` (``lost``); the
+records of a finished bucket are in the store before the next bucket starts (or counted as
+lost).
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class FlowCollector:
         self._lock = threading.Lock()
         self.metrics: Any = None  # pycalico.flows.metrics.FlowMetrics, bound by the node
         self._metrics_at = 0.0
+        self._marker = ""
 
     # --- component --------------------------------------------------------------------
     def start(self) -> None:
@@ -198,6 +202,8 @@ class FlowCollector:
             self.store = FlowStore(
                 path, cfg.flow_logs_file_max_file_size_mb << 20, cfg.flow_logs_retention
             )
+        self._marker = os.path.join(cfg.flow_logs_file_directory, "collector.running")
+        self._check_unclean()
         with self._lock:
             self.agg = Aggregator(
                 self.node_name,
@@ -211,6 +217,32 @@ class FlowCollector:
                 now=self.clock(),
             )
         return nfl, ct
+
+    def _check_unclean(self) -> None:
+        """A marker left by a collector that did not stop cleanly (killed, crashed): its
+        open bucket (records since the marker's time) is lost; say so, then re-mark."""
+        try:
+            with open(self._marker) as f:
+                since = float(f.read().strip() or 0)
+            self.lost["unclean_restarts"] = self.lost.get("unclean_restarts", 0) + 1
+            self.lost["lost_since"] = int(since)
+            log.warning(
+                "flow logs: the previous collector did not stop cleanly; the records of its "
+                "open bucket (from %s) are lost",
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+            )
+        except (OSError, ValueError):
+            pass
+        self._mark()
+
+    def _mark(self) -> None:
+        agg = self.agg
+        start = agg.bucket_start if agg is not None else self.clock()
+        try:
+            with open(self._marker, "w") as f:
+                f.write(f"{start}\n")
+        except OSError as e:
+            log.debug("flow logs: marker %s: %s", self._marker, e)
 
     def _resolve_ref(self, prefix: str) -> RuleRef | None:
         return self.attribution().get(prefix)
@@ -262,8 +294,10 @@ class FlowCollector:
         self.lost["nflog_overruns"] = nfl.overruns
         self.lost["conntrack_overruns"] = ct.overruns
         self.lost["nflog_malformed"] = nfl.malformed
-        if done and self.store is not None and not self.store.append(done):
-            self.lost["records"] = self.lost.get("records", 0) + len(done)
+        if done:
+            if self.store is not None and not self.store.append(done):
+                self.lost["records"] = self.lost.get("records", 0) + len(done)
+            self._mark()  # the open bucket now starts later
         if self.metrics is not None and now - self._metrics_at >= 1.0:
             self._metrics_at = now
             self.metrics.update(self)
@@ -276,3 +310,7 @@ class FlowCollector:
             agg, self.agg = self.agg, None
         if agg is not None and self.store is not None:
             self.store.append(agg.snapshot(self.clock()))
+        try:
+            os.unlink(self._marker)
+        except OSError:
+            pass
