@@ -142,13 +142,13 @@ def parse_l3l4(payload: bytes) -> FiveTuple | None:
     if version == 4 and len(payload) >= 20:
         ihl = (payload[0] & 0xF) * 4
         proto = payload[9]
-        src = str(ipaddress.IPv4Address(payload[12:16]))
-        dst = str(ipaddress.IPv4Address(payload[16:20]))
+        src = socket.inet_ntop(socket.AF_INET, payload[12:16])
+        dst = socket.inet_ntop(socket.AF_INET, payload[16:20])
         l4 = payload[ihl:]
     elif version == 6 and len(payload) >= 40:
         proto = payload[6]
-        src = str(ipaddress.IPv6Address(payload[8:24]))
-        dst = str(ipaddress.IPv6Address(payload[24:40]))
+        src = socket.inet_ntop(socket.AF_INET6, payload[8:24])
+        dst = socket.inet_ntop(socket.AF_INET6, payload[24:40])
         l4 = payload[40:]
     else:
         return None
@@ -276,10 +276,11 @@ def _ct_tuple(data: bytes) -> FiveTuple | None:
     for typ, val in _attrs(data):
         if typ == _CTA_TUPLE_IP:
             for t, v in _attrs(val):
+                fam = socket.AF_INET if t in (1, 2) else socket.AF_INET6
                 if t in (1, 3):
-                    src = str(ipaddress.ip_address(v))
+                    src = socket.inet_ntop(fam, v)
                 elif t in (2, 4):
-                    dst = str(ipaddress.ip_address(v))
+                    dst = socket.inet_ntop(fam, v)
         elif typ == _CTA_TUPLE_PROTO:
             for t, v in _attrs(val):
                 if t == _CTA_PROTO_NUM:
@@ -329,13 +330,12 @@ def _tuple_attr(t: FiveTuple) -> bytes:
 
 
 class ConntrackEvents(_NetfilterSocket):
-    """Conntrack NEW, UPDATE and DESTROY events of this network namespace (DESTROY carries
-    the counters when ``net.netfilter.nf_conntrack_acct`` is 1)."""
+    """Conntrack UPDATE and DESTROY (and with ``with_new`` NEW) events of this network
+    namespace (DESTROY carries the counters when ``net.netfilter.nf_conntrack_acct`` is 1)."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            (1 << (_GRP_CT_NEW - 1)) | (1 << (_GRP_CT_UPDATE - 1)) | (1 << (_GRP_CT_DESTROY - 1))
-        )
+    def __init__(self, with_new: bool = False) -> None:
+        groups = (1 << (_GRP_CT_UPDATE - 1)) | (1 << (_GRP_CT_DESTROY - 1))
+        super().__init__(groups | ((1 << (_GRP_CT_NEW - 1)) if with_new else 0))
         self._query: socket.socket | None = None
 
     def get(self, t: FiveTuple) -> CtEvent | None:
