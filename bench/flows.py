@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from policy import _datapath_once, _weps  # noqa: E402
 from tests.fixtures.netns import NetnsFactory  # noqa: E402
 from tests.netns.test_felix_dataplane import SERVER, Cluster  # noqa: E402
 
+from policy import _datapath_once, _weps  # noqa: E402
 from pycalico.felix.calc import CalcGraph  # noqa: E402
 from pycalico.felix.dataplane import ReplaceTable, SubprocessNftRunner  # noqa: E402
 from pycalico.felix.rules import RenderConfig, RuleRenderer  # noqa: E402
