@@ -1,7 +1,9 @@
 """pycalico.flows: flow logs with policy attribution (docs/flowlogs.md).
 
 Module order (no cycles): ``record`` <- ``aggregate`` <- ``store`` <- ``api`` <-
-``collector``; ``metrics`` and ``format`` stand alone. Attribution prefixes are rendered by
+``collector``; ``format`` <- ``cli`` (the options and print loop calicoctl and calico-lab
+share); ``whatif`` (``calicoctl policy diff``) over ``record`` and the policy model;
+``metrics`` stands alone. Attribution prefixes are rendered by
 :mod:`pycalico.felix.rules.nflog`; the netlink readers live in
 :mod:`pycalico.system.nfnetlink`.
 
