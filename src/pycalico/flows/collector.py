@@ -196,7 +196,7 @@ class FlowCollector:
         except OSError as e:
             log.warning("flow logs: cannot enable conntrack accounting: %s", e)
         nfl = NflogSocket((GROUP_ALLOWED, GROUP_DENIED))
-        ct = ConntrackEvents()
+        ct = ConntrackEvents(closing_only=True)
         if self.store is None:
             path = os.path.join(cfg.flow_logs_file_directory, "flows.db")
             self.store = FlowStore(

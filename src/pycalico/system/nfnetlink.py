@@ -333,10 +333,19 @@ class ConntrackEvents(_NetfilterSocket):
     """Conntrack UPDATE and DESTROY (and with ``with_new`` NEW) events of this network
     namespace (DESTROY carries the counters when ``net.netfilter.nf_conntrack_acct`` is 1)."""
 
-    def __init__(self, with_new: bool = False) -> None:
+    def __init__(self, with_new: bool = False, closing_only: bool = False) -> None:
         groups = (1 << (_GRP_CT_UPDATE - 1)) | (1 << (_GRP_CT_DESTROY - 1))
         super().__init__(groups | ((1 << (_GRP_CT_NEW - 1)) if with_new else 0))
         self._query: socket.socket | None = None
+        # Skip UPDATE events unless TCP entered a closing state (cheap: no tuple parsing).
+        self.closing_only = closing_only
+
+    @staticmethod
+    def _closing(data: bytes) -> bool:
+        for typ, val in _attrs(data, _NFGEN.size):
+            if typ == _CTA_PROTOINFO:
+                return _tcp_state(val) in TCP_CLOSING
+        return False
 
     def get(self, t: FiveTuple) -> CtEvent | None:
         """The current entry of original tuple ``t`` with its counters (None: gone)."""
@@ -379,6 +388,8 @@ class ConntrackEvents(_NetfilterSocket):
                 if kind == _CT_NEW and not flags & 0x400:  # NLM_F_CREATE: new, else update
                     kind = -1
                 try:
+                    if kind == -1 and self.closing_only and not self._closing(data):
+                        continue
                     out.append(self._event(kind, data))
                 except (ValueError, struct.error, IndexError):
                     self.malformed += 1
