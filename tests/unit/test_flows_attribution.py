@@ -90,3 +90,16 @@ def test_flow_logs_off_renders_no_log_and_switching_rerenders_policy_chains() ->
     assert 'log prefix "API0|np/ns1/b-in"' in on
     r.set_config(RenderConfig(flow_logs=False))
     assert "log prefix" not in r.tables()["ip"].text()
+
+
+def test_untracked_and_pre_dnat_policies_do_not_log() -> None:
+    res = state() + [
+        {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+         "metadata": {"name": "untracked"},
+         "spec": {"selector": "all()", "doNotTrack": True, "applyOnForward": True,
+                  "types": ["Ingress"], "ingress": [{"action": "Allow"}]}},
+    ]  # fmt: skip
+    r = render(res, flow_logs=True)
+    text = r.tables()["ip"].text()
+    assert "API0|gnp/untracked" not in text and not any("untracked" in p for p in r.attribution)
+    assert 'log prefix "API0|np/ns1/b-in"' in text

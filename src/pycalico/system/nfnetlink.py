@@ -41,6 +41,7 @@ _ULNL_MSG_PACKET = 0
 _ULNL_MSG_CONFIG = 1
 _CFG_CMD = 1
 _CFG_MODE = 2
+_CFG_NLBUFSIZ = 3
 _CFG_TIMEOUT = 4
 _CFG_QTHRESH = 5
 _CMD_BIND = 1
@@ -209,10 +210,17 @@ def _nla(typ: int, payload: bytes) -> bytes:
 
 
 class NflogSocket(_NetfilterSocket):
-    """Bound to NFLOG ``groups``; each packet copies its first ``copy_range`` bytes and is
-    delivered at once (queue threshold 1)."""
+    """Bound to NFLOG ``groups``; each packet copies its first ``copy_range`` bytes; the
+    kernel batches up to ``qthresh`` messages per datagram and flushes after ``flush_cs``
+    hundredths of a second (so a message waits at most that long)."""
 
-    def __init__(self, groups: tuple[int, ...], copy_range: int = 128) -> None:
+    def __init__(
+        self,
+        groups: tuple[int, ...],
+        copy_range: int = 128,
+        qthresh: int = 64,
+        flush_cs: int = 10,
+    ) -> None:
         super().__init__()
         msg_type = (_SUBSYS_ULOG << 8) | _ULNL_MSG_CONFIG
         for fam in (socket.AF_INET, socket.AF_INET6):
@@ -225,8 +233,11 @@ class NflogSocket(_NetfilterSocket):
             self._request(
                 msg_type, 0, g, _nla(_CFG_MODE, struct.pack("!IBB", copy_range, _COPY_PACKET, 0))
             )
-            self._request(msg_type, 0, g, _nla(_CFG_QTHRESH, struct.pack("!I", 1)))
-            self._request(msg_type, 0, g, _nla(_CFG_TIMEOUT, struct.pack("!I", 1)))
+            # Batching: the kernel sends a datagram when ``qthresh`` messages are queued, the
+            # buffer is full or ``flush_cs`` hundredths of a second passed (latency bound).
+            self._request(msg_type, 0, g, _nla(_CFG_NLBUFSIZ, struct.pack("!I", 65536)))
+            self._request(msg_type, 0, g, _nla(_CFG_QTHRESH, struct.pack("!I", qthresh)))
+            self._request(msg_type, 0, g, _nla(_CFG_TIMEOUT, struct.pack("!I", flush_cs)))
 
     def read(self, timeout: float | None = 1.0) -> list[NflogPacket] | None:
         """The packets of one datagram ([] for an overrun or other messages); None when

@@ -14,7 +14,9 @@ Invariants:
 - Fail closed: an endpoint referencing an unknown profile drops; an unknown ``cali*``
   interface drops in the dispatch chains.
 - IP sets are rendered overlap-free (CIDRs collapsed), as nft interval sets require.
-- Flow logs (``RenderConfig.flow_logs``): :attr:`RuleRenderer.attribution` is the map NFLOG
+- Flow logs (``RenderConfig.flow_logs``): every Allow/Deny/Pass rule of a normal policy or
+  profile logs (doNotTrack and preDNAT policies do not: they see every packet, not only a
+  connection's first); :attr:`RuleRenderer.attribution` is the map NFLOG
   prefix -> :class:`~pycalico.felix.rules.nflog.RuleRef` of exactly what :meth:`tables`
   last rendered (an immutable snapshot replaced as a whole, safe to read from any thread).
 """
@@ -362,6 +364,8 @@ def _rule_ref(
     act = rule_action(action)
     if act is None:
         return None
+    if isinstance(m, ActivePolicyUpdate) and (m.do_not_track or m.pre_dnat):
+        return None  # evaluated outside conntrack's "new only": would log every packet
     d: Literal["ingress", "egress"] = "ingress" if direction == "ingress" else "egress"
     if isinstance(m, ActiveProfileUpdate):
         return RuleRef(act, d, "profile", name=m.profile_id, rule=index)
