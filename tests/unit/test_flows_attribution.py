@@ -93,12 +93,13 @@ def test_flow_logs_off_renders_no_log_and_switching_rerenders_policy_chains() ->
 
 
 def test_untracked_and_pre_dnat_policies_do_not_log() -> None:
-    res = state() + [
-        {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
-         "metadata": {"name": "untracked"},
-         "spec": {"selector": "all()", "doNotTrack": True, "applyOnForward": True,
-                  "types": ["Ingress"], "ingress": [{"action": "Allow"}]}},
-    ]  # fmt: skip
+    untracked = {
+        "apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "untracked"},
+        "spec": {"selector": "all()", "doNotTrack": True, "applyOnForward": True,
+                 "types": ["Ingress"], "ingress": [{"action": "Allow"}]},
+    }  # fmt: skip
+    res = [*state(), untracked]
     r = render(res, flow_logs=True)
     text = r.tables()["ip"].text()
     assert "API0|gnp/untracked" not in text and not any("untracked" in p for p in r.attribution)
