@@ -58,9 +58,10 @@ agg = c.agg
 stats = dict(agg.stats()) if agg else {}
 conns = sum(r.connections for r in agg.records.values()) if agg else 0
 rss = int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1])
-c.stop()
+rows = c.store.count() if c.store else 0
 print(json.dumps({"rss_kb": rss, "stats": stats, "open_bucket_connections": conns,
-                  "stored_rows": 0}), flush=True)
+                  "lost": dict(c.lost), "stored_rows": rows}), flush=True)
+c.stop()
 """
 
 

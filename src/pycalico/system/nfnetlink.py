@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 NETLINK_NETFILTER = 12
+_SO_RCVBUFFORCE = 33  # Linux; not exported by the socket module
 _NLMSG_HDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian on the wire)
 _NLA = struct.Struct("=HH")
@@ -162,7 +163,10 @@ def parse_l3l4(payload: bytes) -> FiveTuple | None:
 class _NetfilterSocket:
     def __init__(self, groups: int = 0) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        try:  # as root: beyond net.core.rmem_max (bursts of thousands of new connections)
+            self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 16 << 20)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind((0, groups))
         self.malformed = 0
         self.overruns = 0
