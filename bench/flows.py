@@ -60,7 +60,8 @@ conns = sum(r.connections for r in agg.records.values()) if agg else 0
 rss = int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1])
 rows = c.store.count() if c.store else 0
 print(json.dumps({"rss_kb": rss, "stats": stats, "open_bucket_connections": conns,
-                  "lost": dict(c.lost), "stored_rows": rows}), flush=True)
+                  "lost": dict(c.lost), "stored_rows": rows, "alive": c.alive(),
+                  "error": c.error}), flush=True)
 c.stop()
 """
 
@@ -106,6 +107,7 @@ def main() -> None:
             coll.send_signal(signal.SIGTERM)
             report = json.loads(coll.stdout.readlines()[-1])
             coll.wait(10)
+        assert report["alive"] and report["stats"].get("nflog_messages"), report
         # No listener at all (the collector is gone): logging rules stay, packets pass.
         runner.transact("ip", "calico", [ReplaceTable(t["on"])])
         for _ in range(args.repeats):

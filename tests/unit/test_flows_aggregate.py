@@ -175,3 +175,16 @@ def test_parse_l3l4() -> None:
     assert parse_l3l4(b"") is None and parse_l3l4(b"\x45\x00") is None
     icmp = bytes.fromhex("4500001c00004000400100000a0000010a000002") + b"\x08\x00"
     assert parse_l3l4(icmp) == FiveTuple("10.0.0.1", "10.0.0.2", 1, 0, 0)
+
+
+def test_close_event_before_the_nflog_is_applied_when_the_trace_settles() -> None:
+    a, _ = agg()
+    a.on_ct(1500.0, CtEvent("destroy", T, 3, 180, 2, 120))  # NFLOG still batched
+    a.on_nflog(1500.05, prefix_for(ALLOW_IN), T, 60)
+    a.tick(1500.5)
+    (rec,) = a.snapshot(1500.5)
+    assert (rec.packets_in, rec.bytes_in, rec.connections_completed) == (3, 180, 1)
+    assert not a.conns
+    a.on_ct(1501.0, CtEvent("destroy", FiveTuple("10.0.0.9", "10.0.0.2", 6, 1, 80)))
+    a.tick(1504.0)  # expired: never joined
+    assert not a._early

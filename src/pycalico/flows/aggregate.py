@@ -10,7 +10,9 @@ Owns :class:`Aggregator`. Inputs (the collector feeds them; tests feed them dire
   same tuple (a retransmitted SYN that was denied, a new UDP flow on the same ports).
 - :meth:`Aggregator.on_ct` — a conntrack event: TCP entering a closing state or the
   entry's destruction closes the connection and adds its packet/byte counters (read with
-  the ``counters`` callable when the event carries none).
+  the ``counters`` callable when the event carries none). The kernel batches NFLOG (up to
+  0.1 s) but not conntrack events, so such an event for a tuple not seen yet is kept up to
+  2 s (bounded) and applied when the connection's trace settles.
 - :meth:`Aggregator.tick` — settles traces that have been quiet for ``settle`` seconds
   into the current bucket, rolls the bucket every ``interval`` seconds (returning the
   finished records) and polls counters of long-lived connections once per bucket.
@@ -35,6 +37,7 @@ from pycalico.flows.record import FlowKey, FlowRecord, Peer
 from pycalico.system.nfnetlink import TCP_CLOSING, CtEvent, FiveTuple
 
 Direction = Literal["ingress", "egress"]
+_EARLY_TTL = 2.0  # seconds a conntrack event waits for its connection's NFLOG
 VerdictKey = tuple[str, str, str, str, str]  # tier, policy, rule, direction, action
 
 
@@ -95,6 +98,8 @@ class Aggregator:
         self.verdicts: Counter[VerdictKey] = Counter()
         self.nflog_messages = 0
         self._unsettled: set[FiveTuple] = set()
+        # Conntrack close/destroy events that arrived before their connection's NFLOG.
+        self._early: dict[FiveTuple, tuple[float, CtEvent]] = {}
 
     # --- inputs -------------------------------------------------------------------------
     def on_nflog(self, now: float, prefix: str, t: FiveTuple | None, ip_len: int = 0) -> None:
@@ -133,7 +138,16 @@ class Aggregator:
             return
         conn = self.conns.get(ev.tuple)
         if conn is None:
+            if ev.kind == "destroy" or ev.tcp_state in TCP_CLOSING:
+                # The NFLOG of this connection may still be in the kernel's batch: keep the
+                # event briefly (bounded) and apply it when the connection settles.
+                if len(self._early) >= self.max_conns:
+                    self._early.pop(next(iter(self._early)))
+                self._early[ev.tuple] = (now, ev)
             return
+        self._apply_ct(conn, now, ev)
+
+    def _apply_ct(self, conn: _Conn, now: float, ev: CtEvent) -> None:
         if ev.kind == "destroy":
             self._settle(conn, now)
             self._close(conn, ev if ev.packets_orig or ev.packets_reply else self._read(conn))
@@ -145,7 +159,16 @@ class Aggregator:
         """Settle quiet traces; at a bucket boundary poll counters of open connections and
         return the finished bucket's records."""
         for t in [t for t in self._unsettled if now - self.conns[t].last >= self.settle]:
-            self._settle(self.conns[t], now)
+            conn = self.conns[t]
+            self._settle(conn, now)
+            early = self._early.pop(t, None)
+            if early is not None:
+                self._apply_ct(conn, now, early[1])
+        while self._early:
+            t0, (at, _ev) = next(iter(self._early.items()))
+            if now - at <= _EARLY_TTL:
+                break
+            del self._early[t0]
         if now < self.bucket_start + self.interval:
             return []
         for conn in list(self.conns.values()):
