@@ -59,8 +59,11 @@ stats = dict(agg.stats()) if agg else {}
 conns = sum(r.connections for r in agg.records.values()) if agg else 0
 rss = int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1])
 rows = c.store.count() if c.store else 0
+import resource
+ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"rss_kb": rss, "stats": stats, "open_bucket_connections": conns,
                   "lost": dict(c.lost), "stored_rows": rows, "alive": c.alive(),
+                  "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
                   "error": c.error}), flush=True)
 c.stop()
 """
@@ -128,6 +131,7 @@ def main() -> None:
         "conn_rate_ratio_on_vs_off": round(med("on", 1) / med("off", 1), 3),
         "collector": report,
         "connections_made_while_on_approx": round(made),
+        "collector_cpu_us_per_connection": round(report["cpu_s"] * 1e6 / max(made, 1)),
         "runs": {k: [[round(a, 2), round(b)] for a, b in v] for k, v in runs.items()},
     })  # fmt: skip
     out["targets"] = {
