@@ -188,3 +188,20 @@ def test_close_event_before_the_nflog_is_applied_when_the_trace_settles() -> Non
     a.on_ct(1501.0, CtEvent("destroy", FiveTuple("10.0.0.9", "10.0.0.2", 6, 1, 80)))
     a.tick(1504.0)  # expired: never joined
     assert not a._early
+
+
+def test_a_pass_step_waits_for_the_deciding_step_from_the_other_group() -> None:
+    a, _ = agg()
+    a.on_nflog(1500.0, prefix_for(PASS), T, 60)  # group 1's batch
+    a.tick(1500.5)
+    assert a.snapshot(1500.5) == []  # not decided yet: nothing recorded
+    a.on_nflog(1500.8, prefix_for(DENY_IN), T, 60)  # group 2's batch, later
+    a.tick(1500.9)
+    (rec,) = a.snapshot(1500.9)
+    assert rec.key.action == "deny" and rec.key.trace == (PASS, DENY_IN)
+    assert rec.connections == 1
+    # A pass that never gets its deciding step is dropped (counted) after 2 s.
+    t2 = FiveTuple("10.0.0.1", "10.0.0.2", 6, 40001, 80)
+    a.on_nflog(1501.0, prefix_for(PASS), t2, 60)
+    a.tick(1503.5)
+    assert a.dropped["incomplete_trace"] == 1 and len(a.snapshot(1503.5)) == 1

@@ -13,9 +13,11 @@ Owns :class:`Aggregator`. Inputs (the collector feeds them; tests feed them dire
   the ``counters`` callable when the event carries none). The kernel batches NFLOG (up to
   0.1 s) but not conntrack events, so such an event for a tuple not seen yet is kept up to
   2 s (bounded) and applied when the connection's trace settles.
-- :meth:`Aggregator.tick` — settles traces that have been quiet for ``settle`` seconds
-  into the current bucket, rolls the bucket every ``interval`` seconds (returning the
-  finished records) and polls counters of long-lived connections once per bucket.
+- :meth:`Aggregator.tick` — settles every direction whose trace ended (allow/deny; the
+  NFLOG groups are batched separately, so a Pass step may arrive well before the step
+  that decides: such a trace waits up to 2 s) into the current bucket, rolls the bucket
+  every ``interval`` seconds (returning the finished records) and polls counters of
+  long-lived connections once per bucket.
 
 Bounded memory: at most ``max_conns`` tracked connections and ``max_flows`` records per
 bucket; what does not fit is counted in :attr:`Aggregator.dropped` (``conns``, ``flows``),
@@ -38,6 +40,7 @@ from pycalico.system.nfnetlink import TCP_CLOSING, CtEvent, FiveTuple
 
 Direction = Literal["ingress", "egress"]
 _EARLY_TTL = 2.0  # seconds a conntrack event waits for its connection's NFLOG
+_INCOMPLETE_TTL = 2.0  # seconds a trace ending in a Pass waits for its deciding step
 VerdictKey = tuple[str, str, str, str, str]  # tier, policy, rule, direction, action
 
 
@@ -77,7 +80,7 @@ class Aggregator:
         interval: float = 15.0,
         max_conns: int = 10000,
         max_flows: int = 10000,
-        settle: float = 0.2,
+        settle: float = 0.0,
         counters: Callable[[FiveTuple], CtEvent | None] | None = None,
         pending: PendingEvaluator | None = None,
         now: float = 0.0,
@@ -149,10 +152,10 @@ class Aggregator:
 
     def _apply_ct(self, conn: _Conn, now: float, ev: CtEvent) -> None:
         if ev.kind == "destroy":
-            self._settle(conn, now)
+            self._settle(conn, now, force=True)
             self._close(conn, ev if ev.packets_orig or ev.packets_reply else self._read(conn))
         elif ev.kind == "update" and ev.tcp_state in TCP_CLOSING:
-            self._settle(conn, now)
+            self._settle(conn, now, force=True)
             self._close(conn, self._read(conn))
 
     def tick(self, now: float) -> list[FlowRecord]:
@@ -161,6 +164,8 @@ class Aggregator:
         for t in [t for t in self._unsettled if now - self.conns[t].last >= self.settle]:
             conn = self.conns[t]
             self._settle(conn, now)
+            if t in self._unsettled:  # a direction still waits for its deciding step
+                continue
             early = self._early.pop(t, None)
             if early is not None:
                 self._apply_ct(conn, now, early[1])
@@ -180,6 +185,7 @@ class Aggregator:
                     self._count(conn, ev)
             elif now - conn.last > self.interval:
                 self.conns.pop(conn.ftuple, None)  # denied and quiet: nothing more to learn
+                self._unsettled.discard(conn.ftuple)
         done = list(self.records.values())
         for r in done:
             r.end = self.bucket_start + self.interval
@@ -210,12 +216,23 @@ class Aggregator:
             self.records[key] = rec
         return rec
 
-    def _settle(self, conn: _Conn, now: float) -> None:
-        self._unsettled.discard(conn.ftuple)
+    def _settle(self, conn: _Conn, now: float, force: bool = False) -> None:
+        """Record every direction whose evaluation ended (allow/deny). A direction whose
+        trace so far ends in a Pass waits for its next step (another NFLOG group's batch may
+        bring it later) up to :data:`_INCOMPLETE_TTL` (or ``force``), then is counted as
+        ``incomplete_trace`` and dropped."""
         t = conn.ftuple
+        waiting = False
         for d, trace in conn.traces.items():
             n = conn.evals.get(d, 0)
             if not trace or not n:
+                continue
+            if not conn.ended.get(d, True):
+                if force or now - conn.last > _INCOMPLETE_TTL:
+                    self.dropped["incomplete_trace"] += n
+                    conn.evals[d] = 0
+                else:
+                    waiting = True
                 continue
             final = trace[-1]
             action: Literal["allow", "deny"] = "deny" if final.action == "deny" else "allow"
@@ -245,6 +262,10 @@ class Aggregator:
                     rec.bytes_in += nbytes
             else:
                 conn.allowed = True
+        if waiting:
+            self._unsettled.add(t)
+        else:
+            self._unsettled.discard(t)
 
     def _count(self, conn: _Conn, ev: CtEvent) -> None:
         po, bo, pr, br = ev.packets_orig, ev.bytes_orig, ev.packets_reply, ev.bytes_reply
