@@ -10,13 +10,12 @@ Owns :class:`Aggregator`. Inputs (the collector feeds them; tests feed them dire
   same tuple (a retransmitted SYN that was denied, a new UDP flow on the same ports).
 - :meth:`Aggregator.on_ct` — a conntrack event: TCP entering a closing state or the
   entry's destruction closes the connection and adds its packet/byte counters (read with
-  the ``counters`` callable when the event carries none). The kernel batches NFLOG (up to
-  0.1 s) but not conntrack events, so such an event for a tuple not seen yet is kept up to
-  2 s (bounded) and applied when the connection's trace settles.
-- :meth:`Aggregator.tick` — settles every direction whose trace ended (allow/deny; the
-  NFLOG groups are batched separately, so a Pass step may arrive well before the step
-  that decides: such a trace waits up to 2 s) into the current bucket, rolls the bucket
-  every ``interval`` seconds (returning the finished records) and polls counters of
+  the ``counters`` callable when the event carries none). NFLOG and conntrack are separate
+  sockets, so such an event for a tuple not seen yet is kept up to 2 s (bounded) and
+  applied when the connection's trace settles.
+- :meth:`Aggregator.tick` — settles every direction whose trace ended (allow/deny; a
+  trace so far ending in a Pass waits up to 2 s for its deciding step) into the current
+  bucket, rolls the bucket every ``interval`` seconds (returning the finished records) and polls counters of
   long-lived connections once per bucket.
 
 Bounded memory: at most ``max_conns`` tracked connections and ``max_flows`` records per

@@ -214,16 +214,19 @@ def _nla(typ: int, payload: bytes) -> bytes:
 
 
 class NflogSocket(_NetfilterSocket):
-    """Bound to NFLOG ``groups``; each packet copies its first ``copy_range`` bytes; the
-    kernel batches up to ``qthresh`` messages per datagram and flushes after ``flush_cs``
-    hundredths of a second (so a message waits at most that long)."""
+    """Bound to NFLOG ``groups``; each packet copies its first ``copy_range`` bytes. The
+    kernel queues messages per group and sends a datagram when ``qthresh`` are queued or
+    after ``flush_cs`` hundredths of a second. Default ``qthresh`` 1: every message is sent
+    at once, so the messages of one packet in different groups (a Pass in group 1, then
+    the deciding Deny in group 2) arrive in the order they were logged; batching
+    (``qthresh`` > 1) saves system calls but lets one group's batch overtake the other's."""
 
     def __init__(
         self,
         groups: tuple[int, ...],
         copy_range: int = 128,
-        qthresh: int = 64,
-        flush_cs: int = 10,
+        qthresh: int = 1,
+        flush_cs: int = 1,
     ) -> None:
         super().__init__()
         msg_type = (_SUBSYS_ULOG << 8) | _ULNL_MSG_CONFIG
