@@ -15,8 +15,8 @@ Owns :class:`Aggregator`. Inputs (the collector feeds them; tests feed them dire
   applied when the connection's trace settles.
 - :meth:`Aggregator.tick` — settles every direction whose trace ended (allow/deny; a
   trace so far ending in a Pass waits up to 2 s for its deciding step) into the current
-  bucket, rolls the bucket every ``interval`` seconds (returning the finished records) and polls counters of
-  long-lived connections once per bucket.
+  bucket, rolls the bucket every ``interval`` seconds (returning the finished records)
+  and polls counters of long-lived connections once per bucket.
 
 Bounded memory: at most ``max_conns`` tracked connections and ``max_flows`` records per
 bucket; what does not fit is counted in :attr:`Aggregator.dropped` (``conns``, ``flows``),
