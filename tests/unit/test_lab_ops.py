@@ -51,12 +51,14 @@ def test_seed_adds_the_tor_peer_only_with_tor(state: LabState) -> None:
 
 
 def test_route_refresh_from_env_is_seeded_as_felix_configuration(state: LabState) -> None:
-    assert not [d for d in nodes.seed_resources(state, 0) if d["kind"] == "FelixConfiguration"]
+    # Flow logs are on in the lab: FelixConfiguration default always carries the switch.
+    (fc,) = [d for d in nodes.seed_resources(state, 0) if d["kind"] == "FelixConfiguration"]
+    assert fc["spec"] == {"flowLogsFileEnabled": True}
     for given, want in (("2", "2s"), ("1500ms", "1500ms")):
         state.node_env = {"FELIX_ROUTEREFRESHINTERVAL": given}
         (fc,) = [d for d in nodes.seed_resources(state, 0) if d["kind"] == "FelixConfiguration"]
         assert fc["metadata"] == {"name": "default"}
-        assert fc["spec"] == {"routeRefreshInterval": want}
+        assert fc["spec"] == {"flowLogsFileEnabled": True, "routeRefreshInterval": want}
 
 
 def test_recorded_env_keeps_felix_settings_only() -> None:

@@ -403,6 +403,14 @@ class FelixConfigurationSpec(Model):
     flowLogsGoldmaneServer: Str = None
     flowLogsLocalReporter: Literal["Disabled", "Enabled"] | None = None
     flowLogsPolicyEvaluationMode: Literal["None", "Continuous"] | None = None
+    # Calico Enterprise's file-reporter names (pycalico: the local SQLite store) and
+    # pycalico's own (docs/flowlogs.md).
+    flowLogsFileEnabled: Bool = None
+    flowLogsFileDirectory: Str = None
+    flowLogsFileMaxFileSizeMB: Annotated[StrictInt, Field(ge=1)] | None = None
+    flowLogsRetention: Dur = None
+    flowLogsAPIPort: Annotated[StrictInt, Field(ge=0, le=65535)] | None = None
+    flowLogsMaxFlows: Annotated[StrictInt, Field(ge=1)] | None = None
     # --- WireGuard ---
     wireguardEnabled: Bool = None
     wireguardEnabledV6: Bool = None

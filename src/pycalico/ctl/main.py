@@ -22,6 +22,7 @@ _FAMILIES = (
     "pycalico.ctl.node",
     "pycalico.ctl.datastore_cmd",
     "pycalico.ctl.ui",
+    "pycalico.ctl.flows",
 )
 
 

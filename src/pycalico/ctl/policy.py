@@ -1,4 +1,5 @@
-"""calicoctl command family: ``policy explain`` and ``policy matrix`` (policy insight).
+"""calicoctl command family: ``policy explain``, ``policy matrix`` and ``policy diff``
+(policy insight; ``diff`` replays recorded flow logs, :mod:`pycalico.flows.whatif`).
 
 Owns only argument handling and presentation: the CLI lists every policy-relevant resource
 from the datastore (:func:`load_resources`) and hands the dicts to
@@ -125,6 +126,55 @@ def matrix(ports: str | None, pending: bool, output: str, config_file: str | Non
             if pending:
                 click.echo("PENDING: as if every staged policy were enforced")
             click.echo(format_matrix(results, pending=pending))
+
+    run_reporting_errors(go)
+
+
+@policy.command("diff")
+@click.option("-f", "--filename", required=True, help="Proposed resources (file, dir or -).")
+@click.option("--since", default="1h", show_default=True, help="Recorded flows of this long.")
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    help="A node's flow API URL (default: every Node's address).",
+)
+@_output_option
+@config_option
+def diff(
+    filename: str,
+    since: str,
+    endpoints: tuple[str, ...],
+    output: str,
+    config_file: str | None,
+) -> None:
+    """What-if: recorded flows whose verdict the proposed resources would change, and the
+    reachability-matrix delta (nothing is written)."""
+    from pycalico.api.codec import encode
+    from pycalico.ctl.flows import collect, node_endpoints
+    from pycalico.ctl.resources import read_manifests
+    from pycalico.flows.cli import make_filter
+    from pycalico.flows.whatif import format_whatif, policy_diff
+
+    proposed = [encode(r) for r in read_manifests(filename, False)]
+
+    def go() -> None:
+        from pycalico.config import load_config
+        from pycalico.datastore import open_datastore
+
+        flt = make_filter("", "", None, "", since)
+        urls = list(endpoints) or node_endpoints(config_file)
+        records = collect(urls, flt) if urls else []
+        ds = open_datastore(load_config(config_file), create=False)
+        try:
+            current = load_resources(ds)
+        finally:
+            ds.close()
+        result = policy_diff(records, current, proposed)
+        if output == "json":
+            click.echo(json.dumps(result.to_json(), indent=2))
+        else:
+            click.echo(format_whatif(result))
 
     run_reporting_errors(go)
 

@@ -23,6 +23,7 @@ def render_config(cfg: FelixConfig) -> RenderConfig:
         failsafe_outbound=cfg.failsafe_outbound,
         allow_vxlan_from_workloads=cfg.allow_vxlan_from_workloads,
         allow_ipip_from_workloads=cfg.allow_ipip_from_workloads,
+        flow_logs=cfg.flow_logs_file_enabled,
     )
 
 

@@ -27,6 +27,7 @@ import click
 
 from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 from pycalico.errors import CalicoError
+from pycalico.flows.cli import filter_options
 from pycalico.lab import cluster, engine, pods
 from pycalico.lab import nodes as nodemod
 from pycalico.lab import podman as podmanrt
@@ -537,6 +538,24 @@ def tor_cmd(commands: tuple[str, ...], name: str) -> None:
         raise CalicoError(f"lab {name!r} has no ToR (calico-lab up --tor)")
     argv = tormod.vtysh_argv(state, *(commands or ("show bgp summary",)))
     run_attached(argv)
+
+
+@cli.command("flows")
+@filter_options
+@name_option
+@errors_to_exit
+def flows_cmd(
+    src: str, dst: str, action: str | None, policy: str, since: str, follow: bool,
+    output: str, name: str,
+) -> None:  # fmt: skip
+    """Flow logs of every lab node: each flow's deciding tier/policy/rule (calicoctl's
+    filters and output formats)."""
+    from pycalico.flows.cli import make_filter, print_flows
+    from pycalico.lab.flows import lab_records
+
+    state = load(name)
+    flt = make_filter(src, dst, action, policy, since)
+    print_flows(lambda: lab_records(state, flt), follow, output)
 
 
 def main() -> None:

@@ -12,8 +12,10 @@ the node's namespace (``calico-lab exec node1 curl -s localhost:9099/readiness``
 Settings: ``FELIX_*`` variables in ``up``'s environment are recorded (``state.node_env``) and
 given to every later start of the lab's agents; ``FELIX_ROUTEREFRESHINTERVAL`` (which the
 route agent reads only from FelixConfiguration) is seeded as FelixConfiguration ``default``
-``routeRefreshInterval``. With ``--tor`` the global BGPPeer ``tor`` makes every node peer
-with the FRR router.
+``routeRefreshInterval``. Flow logs are on (FelixConfiguration ``default``
+``flowLogsFileEnabled: true``; each node's store is ``<node dir>/flows.db``, its API on
+``:9098`` in the node's namespace: ``calico-lab flows``). With ``--tor`` the global BGPPeer
+``tor`` makes every node peer with the FRR router.
 """
 
 from __future__ import annotations
@@ -96,17 +98,20 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
                 "spec": spec,
             }
         )
+    # Flow logs are on in the lab (FelixConfiguration ``default``, so ``node.<name>`` can
+    # switch one node off: ``flowLogsFileEnabled: false``).
+    felix_spec: dict[str, Any] = {"flowLogsFileEnabled": True}
     refresh = state.node_env.get("FELIX_ROUTEREFRESHINTERVAL")
     if refresh:
-        secs = refresh if refresh[-1:].isalpha() else f"{refresh}s"
-        docs.append(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "FelixConfiguration",
-                "metadata": {"name": "default"},
-                "spec": {"routeRefreshInterval": secs},
-            }
-        )
+        felix_spec["routeRefreshInterval"] = refresh if refresh[-1:].isalpha() else f"{refresh}s"
+    docs.append(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": felix_spec,
+        }
+    )
     if state.tor:
         docs.append(
             {
@@ -187,6 +192,7 @@ def _start(state: LabState, node: NodeState) -> None:
     # environment (recorded in node_env) wins.
     for k, v in HEALTH_ENV.items():
         env.setdefault(k, v)
+    env.setdefault("FELIX_FLOWLOGSFILEDIRECTORY", str(d))  # the node's flows.db
     (d / "status.json").unlink(missing_ok=True)
     proc = spawn_daemon(
         in_ns(node.netns, [str(Path(sys.executable).parent / "calico-node"), "run"]),

@@ -83,6 +83,14 @@ class FelixConfig:
     prometheus_metrics_port: int = 9091
     reporting_interval: float = 30.0
     log_severity_screen: str = "Info"
+    # flow logs (docs/flowlogs.md): Calico's names where Calico has them
+    flow_logs_file_enabled: bool = False
+    flow_logs_flush_interval: float = 15.0
+    flow_logs_file_directory: str = "/var/log/calico/flowlogs"
+    flow_logs_file_max_file_size_mb: int = 100
+    flow_logs_retention: float = 86400.0
+    flow_logs_api_port: int = 9098
+    flow_logs_max_flows: int = 10000
     # where each set field came from: "global", "node", "env", "override"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -110,6 +118,20 @@ def _int(value: Any) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def _positive_int(value: Any) -> int:
+    n = _int(value)
+    if n <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return n
+
+
+def _port_or_zero(value: Any) -> int:
+    n = _int(value)
+    if not 0 <= n <= 65535:
+        raise ValueError(f"must be a port 0..65535 (0: off), got {value!r}")
+    return n
 
 
 def _duration(value: Any) -> float:
@@ -213,6 +235,13 @@ FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "prometheusMetricsPort": ("prometheus_metrics_port", _int),
     "reportingInterval": ("reporting_interval", _duration),
     "logSeverityScreen": ("log_severity_screen", str),
+    "flowLogsFileEnabled": ("flow_logs_file_enabled", _bool),
+    "flowLogsFlushInterval": ("flow_logs_flush_interval", _positive_duration),
+    "flowLogsFileDirectory": ("flow_logs_file_directory", str),
+    "flowLogsFileMaxFileSizeMB": ("flow_logs_file_max_file_size_mb", _positive_int),
+    "flowLogsRetention": ("flow_logs_retention", _positive_duration),
+    "flowLogsAPIPort": ("flow_logs_api_port", _port_or_zero),
+    "flowLogsMaxFlows": ("flow_logs_max_flows", _positive_int),
 }
 ATTRS = {attr: name for name, (attr, _c) in FIELDS.items()}
 

@@ -10,7 +10,8 @@
    :mod:`pycalico.node.bgpdriver`), the CNI server (:mod:`pycalico.node.cniserver`), Docker's
    drivers (:mod:`pycalico.node.libnetwork`),
    workload DNS on 169.254.25.10 (:mod:`pycalico.dns`) and IPAM leak repair on the holder of
-   the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`); ``extra_components`` adds more;
+   the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`), the flow-log collector
+   (:mod:`pycalico.flows`, on when ``flowLogsFileEnabled``); ``extra_components`` adds more;
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
    serves ``/liveness`` and ``/readiness`` on ``:9099`` unless ``FELIX_HEALTHENABLED=false``
    and Prometheus metrics on ``:9091`` when ``FELIX_PROMETHEUSMETRICSENABLED=true``.
@@ -332,9 +333,10 @@ def build_agent(
     later ones (DNS) — they are supervised and reported like the built-in ones."""
     from pycalico.datastore import DatastoreError
     from pycalico.datastore.hub import SyncerHub
+    from pycalico.flows.metrics import FlowMetrics
     from pycalico.node import felixcfg, ipamgc
     from pycalico.node.bgpdriver import BgpComponent
-    from pycalico.node.components import FelixComponent
+    from pycalico.node.components import FelixComponent, flows_component
     from pycalico.node.startup import write_atomic
     from pycalico.node.tunnels import TunnelAddressComponent
 
@@ -360,10 +362,9 @@ def build_agent(
     # ONE Syncer for the node (pycalico.datastore.hub), over every component's kinds.
     kinds = _hub_kinds(backend == "bird")
     hub = SyncerHub(ds, kinds, poll_interval=0.5, name=f"hub-syncer-{node_name}")
-    comps: list[Component] = [
-        TunnelAddressComponent(ds, node_name, hub=hub),
-        FelixComponent(ds, node_name, env, mtu_file=mtu_file, hub=hub),
-    ]
+    felix = FelixComponent(ds, node_name, env, mtu_file=mtu_file, hub=hub)
+    flows = flows_component(felix, ds, fcfg.config)  # flow logs (pycalico.flows)
+    comps: list[Component] = [TunnelAddressComponent(ds, node_name, hub=hub), felix, flows]
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
         comps.append(BgpComponent(ds, node_name, state_dir, socket_path, hub=hub))
@@ -383,6 +384,7 @@ def build_agent(
     comps.extend(ipamgc.components_from_env(ds, node_name, env))
     comps.extend(extra_components)
     agent = NodeAgent(node_name, state_dir, comps, felix_cfg=fcfg, datastore_grace=grace)
+    flows.metrics = FlowMetrics(agent.metrics.registry)
     agent.stop_event = stop
     agent.hub = hub.start()  # before the components (the supervisor's first step)
     return agent

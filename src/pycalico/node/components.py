@@ -113,3 +113,20 @@ class FelixComponent:
         except Exception:
             return None
         return int(routes["routes"]) if isinstance(routes, dict) else None
+
+
+def flows_component(felix: FelixComponent, ds: Datastore, fallback: Any) -> Any:
+    """The flow-log collector (:mod:`pycalico.flows`), reading Felix's live configuration
+    (``flowLogsFileEnabled`` etc.; ``fallback``: the FelixConfig before Felix started) and
+    the attribution map of what Felix rendered."""
+    from pycalico.flows.collector import FlowCollector, PeerResolver
+
+    def settings() -> Any:
+        a = felix.agent
+        return a.config if a is not None else fallback
+
+    def attribution() -> Any:
+        a = felix.agent
+        return a.renderer.attribution if a is not None else {}
+
+    return FlowCollector(felix.node_name, settings, attribution, PeerResolver(ds))

@@ -52,10 +52,12 @@ return``; finally drop. A chain "returns" only with the accept mark set.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from pycalico.felix.calc.messages import EndpointUpdate, TierInfo
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.model import Chain, Family, Hook, NftSet, make_chain
+from pycalico.felix.rules.nflog import RuleRef, log_statement, prefix_for
 from pycalico.felix.rules.policy import (
     ALL_MARKS,
     MARK_ACCEPT,
@@ -82,10 +84,12 @@ def tier_rules(
     ingress: bool,
     policy_chain: PolicyChainLookup,
     end_of_tier_drop: bool = True,
+    flow_logs: bool = False,
 ) -> list[str]:
     """Per tier with policies in the direction: the policy jumps, then (when
     ``end_of_tier_drop`` and the tier's default action is Deny) the end-of-tier drop. Calico
-    leaves the end-of-tier drop out of pre-DNAT and untracked chains: normal policy follows."""
+    leaves the end-of-tier drop out of pre-DNAT and untracked chains: normal policy follows.
+    ``flow_logs``: the end-of-tier drop logs its NFLOG prefix (``DPI|<tier>``)."""
     out: list[str] = []
     for tier in tiers:
         pids = tier.ingress_policies if ingress else tier.egress_policies
@@ -99,18 +103,33 @@ def tier_rules(
             out.append(f"{mark_is_clear(MARK_PASS)} jump {chain}")
             out.append(f"{mark_is_set(MARK_ACCEPT)} return")
         if end_of_tier_drop and tier.default_action != "Pass":
-            out.append(f"{mark_is_clear(MARK_PASS)} drop")  # end of tier
+            log = _log(RuleRef("deny", _direction(ingress), "policy", tier=tier.name), flow_logs)
+            out.append(f"{mark_is_clear(MARK_PASS)} {log}drop")  # end of tier
     return out
 
 
+def _direction(ingress: bool) -> Literal["ingress", "egress"]:
+    return "ingress" if ingress else "egress"
+
+
+def _log(ref: RuleRef, on: bool) -> str:
+    """The NFLOG statement of ``ref`` plus a space, or "" when flow logs are off."""
+    return log_statement(prefix_for(ref), ref.action) + " " if on else ""
+
+
+def no_profile_drop(ingress: bool, flow_logs: bool) -> str:
+    """The endpoint chain's final drop (no profile allowed), logged as ``DR<dir>``."""
+    return _log(RuleRef("deny", _direction(ingress), "profile"), flow_logs) + "drop"
+
+
 def _profile_rules(
-    profile_ids: Sequence[str], ingress: bool, profile_chain: ProfileChainLookup
+    profile_ids: Sequence[str], ingress: bool, profile_chain: ProfileChainLookup, flow_logs: bool
 ) -> list[str]:
     out: list[str] = []
     for prof in profile_ids:
         chain = profile_chain(prof, ingress)
         if chain is None:  # unknown profile: fail closed
-            out.append("drop")
+            out.append(no_profile_drop(ingress, flow_logs))
             return out
         out.append(f"jump {chain}")
         out.append(f"{mark_is_set(MARK_ACCEPT)} return")
@@ -137,9 +156,9 @@ def endpoint_chain(
             bodies.append("meta l4proto 17 th dport 4789 drop")
         if not cfg.allow_ipip_from_workloads:
             bodies.append("meta l4proto 4 drop")
-    bodies += tier_rules(ep.tiers, ingress, policy_chain)
-    bodies += _profile_rules(ep.profile_ids, ingress, profile_chain)
-    bodies.append("drop")
+    bodies += tier_rules(ep.tiers, ingress, policy_chain, flow_logs=cfg.flow_logs)
+    bodies += _profile_rules(ep.profile_ids, ingress, profile_chain, cfg.flow_logs)
+    bodies.append(no_profile_drop(ingress, cfg.flow_logs))
     return make_chain(name, bodies)
 
 

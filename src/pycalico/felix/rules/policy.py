@@ -131,8 +131,16 @@ class _Side:
         return alts or [""]
 
 
-def rule_bodies(r: ResolvedRule, fam: Family, names: SetNamer) -> list[str]:
-    """nft rule bodies implementing ``r`` in family ``fam`` (possibly none)."""
+#: The NFLOG statement (flow-log attribution, :mod:`pycalico.felix.rules.nflog`) of the rule
+#: at an index with an action, or None for no logging.
+RuleLogger = Callable[[int, str], str | None]
+
+
+def rule_bodies(
+    r: ResolvedRule, fam: Family, names: SetNamer, log_stmt: str | None = None
+) -> list[str]:
+    """nft rule bodies implementing ``r`` in family ``fam`` (possibly none); ``log_stmt``
+    (an Allow/Deny/Pass rule's NFLOG statement) goes before the action."""
     if r.unmatchable or (r.ip_version is not None and r.ip_version != fam.version):
         return []
     proto = r.protocol
@@ -194,6 +202,8 @@ def rule_bodies(r: ResolvedRule, fam: Family, names: SetNamer) -> list[str]:
         for da in dst.alternatives(r.dst_ports, r.dst_named_port_ip_set_ids)
     ]
     action = ACTIONS[r.action]
+    if log_stmt and r.action != "Log":
+        action = f"{log_stmt} {action}"
     if len(combos) == 1 or r.action != "Log":
         return [f"{c} {action}".strip() for c in combos]
     out = [clear_mark(MARK_SCRATCH)]
@@ -202,9 +212,15 @@ def rule_bodies(r: ResolvedRule, fam: Family, names: SetNamer) -> list[str]:
     return out
 
 
-def rules_bodies(rules: Sequence[ResolvedRule], fam: Family, names: SetNamer) -> list[str]:
-    """The bodies of a whole policy/profile chain for one direction."""
+def rules_bodies(
+    rules: Sequence[ResolvedRule],
+    fam: Family,
+    names: SetNamer,
+    logger: RuleLogger | None = None,
+) -> list[str]:
+    """The bodies of a whole policy/profile chain for one direction (``logger``: the NFLOG
+    statement of each rule, by its index in ``rules``)."""
     out: list[str] = []
-    for r in rules:
-        out += rule_bodies(r, fam, names)
+    for i, r in enumerate(rules):
+        out += rule_bodies(r, fam, names, logger(i, r.action) if logger else None)
     return out

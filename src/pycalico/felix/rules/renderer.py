@@ -14,12 +14,19 @@ Invariants:
 - Fail closed: an endpoint referencing an unknown profile drops; an unknown ``cali*``
   interface drops in the dispatch chains.
 - IP sets are rendered overlap-free (CIDRs collapsed), as nft interval sets require.
+- Flow logs (``RenderConfig.flow_logs``): every Allow/Deny/Pass rule of a normal policy or
+  profile logs (doNotTrack and preDNAT policies do not: they see every packet, not only a
+  connection's first); :attr:`RuleRenderer.attribution` is the map NFLOG
+  prefix -> :class:`~pycalico.felix.rules.nflog.RuleRef` of exactly what :meth:`tables`
+  last rendered (an immutable snapshot replaced as a whole, safe to read from any thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from ipaddress import collapse_addresses
+from types import MappingProxyType
+from typing import Literal
 
 from pycalico.felix.calc.messages import (
     ActivePolicyRemove,
@@ -47,7 +54,8 @@ from pycalico.felix.rules.hostendpoints import (
     static_hep_chains,
 )
 from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
-from pycalico.felix.rules.policy import rules_bodies
+from pycalico.felix.rules.nflog import RuleRef, log_statement, prefix_for, rule_action
+from pycalico.felix.rules.policy import RuleLogger, rules_bodies
 from pycalico.felix.rules.settings import RenderConfig
 from pycalico.model import ItemID, PolicyID
 
@@ -105,6 +113,7 @@ class RuleRenderer:
         self._prof_users: dict[str, set[ItemID]] = {}
         self._dirty_eps: set[ItemID] = set()
         self._dirty_maps = True
+        self.attribution: Mapping[str, RuleRef] = MappingProxyType({})
 
     # --- input --------------------------------------------------------------------------
     def apply(self, msgs: Iterable[Message]) -> None:
@@ -161,8 +170,49 @@ class RuleRenderer:
             def namer(set_id: str, _f: Family = fam) -> str:
                 return N.set_name(_f.set_prefix, set_id)
 
-            fs.chains[in_name] = make_chain(in_name, rules_bodies(m.ingress, fam, namer))
-            fs.chains[out_name] = make_chain(out_name, rules_bodies(m.egress, fam, namer))
+            fs.chains[in_name] = make_chain(
+                in_name, rules_bodies(m.ingress, fam, namer, self._logger(m, "ingress"))
+            )
+            fs.chains[out_name] = make_chain(
+                out_name, rules_bodies(m.egress, fam, namer, self._logger(m, "egress"))
+            )
+
+    def _logger(
+        self, m: ActivePolicyUpdate | ActiveProfileUpdate, direction: str
+    ) -> RuleLogger | None:
+        if not self.cfg.flow_logs:
+            return None
+
+        def log(index: int, action: str) -> str | None:
+            ref = _rule_ref(m, direction, index, action)
+            return log_statement(prefix_for(ref), ref.action) if ref is not None else None
+
+        return log
+
+    def _attribution(self) -> dict[str, RuleRef]:
+        """Prefix -> RuleRef of every logging rule of the current policies, profiles and
+        endpoints (the same refs the chains were rendered from)."""
+        if not self.cfg.flow_logs:
+            return {}
+        refs: list[RuleRef] = []
+        owners: list[ActivePolicyUpdate | ActiveProfileUpdate] = [*self._policies.values()]
+        owners += self._profiles.values()
+        for m in owners:
+            for direction, rules in (("ingress", m.ingress), ("egress", m.egress)):
+                for i, r in enumerate(rules):
+                    ref = _rule_ref(m, direction, i, r.action)
+                    if ref is not None:
+                        refs.append(ref)
+        for ep in self._endpoints.values():
+            for t in ep.tiers:
+                if t.default_action == "Pass":
+                    continue
+                if t.ingress_policies:
+                    refs.append(RuleRef("deny", "ingress", "policy", tier=t.name))
+                if t.egress_policies:
+                    refs.append(RuleRef("deny", "egress", "policy", tier=t.name))
+        refs += [RuleRef("deny", "ingress", "profile"), RuleRef("deny", "egress", "profile")]
+        return {prefix_for(r): r for r in refs}
 
     def _set_endpoint(self, iid: ItemID, ep: EndpointUpdate | None) -> None:
         old = self._endpoints.pop(iid, None)
@@ -182,10 +232,16 @@ class RuleRenderer:
             self._dirty_maps = True
 
     def set_config(self, cfg: RenderConfig) -> None:
-        """Switch settings: static chains and every endpoint chain are re-rendered."""
+        """Switch settings: static chains and every endpoint chain are re-rendered (and
+        every policy/profile chain when flow logs are switched)."""
         if cfg == self.cfg:
             return
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
+        if old.flow_logs != cfg.flow_logs:  # every policy/profile rule gains/loses its NFLOG
+            for pid, m in self._policies.items():
+                self._render_rules(N.policy_chain(pid, True), N.policy_chain(pid, False), m)
+            for prof, pm in self._profiles.items():
+                self._render_rules(N.profile_chain(prof, True), N.profile_chain(prof, False), pm)
         for fs in self._fams:
             fs.chains.update(static_chains(fs.fam, cfg))
             fs.chains.update(static_hep_chains(fs.fam, cfg))
@@ -281,6 +337,7 @@ class RuleRenderer:
     def tables(self) -> dict[str, TableSpec]:
         """The desired table of every family (``{"ip": ..., "ip6": ...}``)."""
         self._flush()
+        self.attribution = MappingProxyType(self._attribution())
         return {
             fs.fam.name: TableSpec(fs.fam.name, self.table, dict(fs.chains), dict(fs.sets))
             for fs in self._fams
@@ -298,6 +355,25 @@ class RuleRenderer:
     @property
     def families(self) -> list[str]:
         return [fs.fam.name for fs in self._fams]
+
+
+def _rule_ref(
+    m: ActivePolicyUpdate | ActiveProfileUpdate, direction: str, index: int, action: str
+) -> RuleRef | None:
+    """The attribution of rule ``index`` of ``m`` (None for a Log rule)."""
+    act = rule_action(action)
+    if act is None:
+        return None
+    if isinstance(m, ActivePolicyUpdate) and (m.do_not_track or m.pre_dnat):
+        return None  # evaluated outside conntrack's "new only": would log every packet
+    d: Literal["ingress", "egress"] = "ingress" if direction == "ingress" else "egress"
+    if isinstance(m, ActiveProfileUpdate):
+        return RuleRef(act, d, "profile", name=m.profile_id, rule=index)
+    pid = m.policy_id
+    return RuleRef(
+        act, d, "policy", tier=m.tier, kind=pid.kind, namespace=pid.namespace, name=pid.name,
+        rule=index,
+    )  # fmt: skip
 
 
 def _policy_ids(ep: EndpointUpdate) -> set[PolicyID]:

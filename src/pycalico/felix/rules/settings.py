@@ -61,6 +61,9 @@ class RenderConfig:
     # The node-local workload DNS server (pycalico.dns): once egress policy has allowed a
     # query to it, it is accepted whatever defaultEndpointToHostAction says.
     workload_dns_v4: tuple[str, ...] = ("169.254.25.10",)
+    # Flow logs (``flowLogsFileEnabled``): rules ending a policy evaluation emit NFLOG with
+    # their attribution prefix (pycalico.felix.rules.nflog).
+    flow_logs: bool = False
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
