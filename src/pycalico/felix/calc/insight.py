@@ -105,6 +105,10 @@ class PolicyInsight:
         self.graph.load(resources)
         self.view = DataplaneView()
         self.view.apply(self.graph.flush())
+        #: Resources the graph skipped as invalid (the verdicts ignore them).
+        self.warnings = tuple(
+            f"skipped invalid resource {k}: {why}" for k, why in sorted(self.graph.rejected.items())
+        )
         self.workloads = sorted(
             (e for e in self.graph.local_endpoints() if not e.is_host),
             key=lambda e: e.display_name(),
