@@ -265,6 +265,11 @@ class Resource(Model):
     def apply_defaults(self) -> None:
         """Fill Calico's defaulted fields (e.g. policy ``types``); run after validation."""
 
+    def warnings(self) -> list[Problem]:
+        """Things about a valid resource the user should know (printed by ``calicoctl
+        validate`` and the write commands, which still succeed); kinds extend this."""
+        return []
+
     def check_name(self, problems: Problems) -> None:
         why = subdomain_problem(self.metadata.name)
         if why:

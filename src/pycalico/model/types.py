@@ -40,6 +40,8 @@ LABEL_NAMESPACE = "projectcalico.org/namespace"
 LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
 LABEL_SERVICEACCOUNT = "projectcalico.org/serviceaccount"
 LABEL_NAME = "projectcalico.org/name"
+# The label the Kubernetes API server puts on every Namespace (its name).
+LABEL_K8S_NAMESPACE_NAME = "kubernetes.io/metadata.name"
 NAMESPACE_LABEL_PREFIX = "pcns."
 SA_LABEL_PREFIX = "pcsa."
 NAMESPACE_PROFILE_PREFIX = "kns."
@@ -178,6 +180,25 @@ class PolicyID(_KindNamespaceName):
     """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``), namespace, name."""
 
 
+#: Felix's policy-key kind for each policy kind short name (unknown ones are used as is).
+POLICY_KEY_KINDS: dict[str, str] = {
+    "gnp": "GlobalNetworkPolicy",
+    "np": "NetworkPolicy",
+    "knp": "KubernetesNetworkPolicy",
+    "kcnp": "KubernetesClusterNetworkPolicy",
+}
+
+
+def policy_tiebreak(pid: PolicyID) -> str:
+    """The string Calico compares policies of equal order by: ``name/namespace/Kind``, with
+    the name as Felix's key holds it (a Kubernetes NetworkPolicy's own name, without
+    pycalico's ``knp.default.`` prefix)."""
+    name = pid.name
+    if pid.kind == "knp" and name.startswith(K8S_POLICY_PREFIX):
+        name = name[len(K8S_POLICY_PREFIX) :]
+    return f"{name}/{pid.namespace}/{POLICY_KEY_KINDS.get(pid.kind, pid.kind)}"
+
+
 @dataclass(frozen=True)
 class Policy:
     """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied."""
@@ -193,10 +214,13 @@ class Policy:
     pre_dnat: bool = False
     apply_on_forward: bool = False
 
-    def sort_key(self) -> tuple[float, str, str, str]:
-        """Calico's PolKVLess: order asc (None = +inf), then name, namespace, kind."""
+    def sort_key(self) -> tuple[float, str]:
+        """Calico's ``PolKVLess`` (felix/calc/policy_sorter.go, 3.32): order ascending (None
+        = +inf), ties broken by the ONE string ``<name>/<namespace>/<Kind>`` of Felix's
+        policy key (v3 kind name; a Kubernetes policy under its own name), not by a tuple:
+        ``web-allow/..`` sorts before ``web/..`` because ``-`` < ``/``."""
         order = math.inf if self.order is None else self.order
-        return (order, self.id.name, self.id.namespace, self.id.kind)
+        return (order, policy_tiebreak(self.id))
 
     def applies_to(self, direction: Direction) -> bool:
         return ("Ingress" if direction == "ingress" else "Egress") in self.types
