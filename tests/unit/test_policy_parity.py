@@ -261,3 +261,33 @@ def test_namespace_selector_by_metadata_name() -> None:
 def test_namespace_label_is_set_on_write_and_wins() -> None:
     ns = decode(namespace("team-a", labels={"kubernetes.io/metadata.name": "spoofed"}))
     assert ns.metadata.labels == {"kubernetes.io/metadata.name": "team-a"}
+
+
+def test_calicoctl_explain_tiebreak_and_skipped_resource(tmp_path: Path) -> None:
+    """Through ``calicoctl policy explain``: the tie-break decides, and a malformed stored
+    policy is skipped with a warning instead of failing the command."""
+    from pycalico.config import load_config
+    from pycalico.datastore import open_datastore
+
+    env = {"DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": str(tmp_path / "c.db")}
+    bad = global_network_policy("broken", ingress=[{"action": "Allow"}])
+    bad["spec"]["ingress"][0]["destination"] = {"ports": "not-a-list"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        ds = open_datastore(load_config(None))
+        try:
+            for r in [
+                *BASE,
+                network_policy("web", namespace="a", order=100, ingress=DENY_ALL),
+                network_policy("web-allow", namespace="a", order=100, ingress=ALLOW_ALL),
+                bad,
+            ]:
+                ds.create(r)
+        finally:
+            ds.close()
+    args = ["policy", "explain", "--from", "a/cli", "--to", "a/web", "--port", "80"]
+    r = CliRunner().invoke(cli, args, env=env)
+    assert r.exit_code == 0, r.output
+    assert "ALLOW" in r.output and "np/a/web-allow" in r.output
+    assert "Warning: skipped invalid resource" in r.output and "broken" in r.output
