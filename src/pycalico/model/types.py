@@ -181,11 +181,16 @@ class PolicyID(_KindNamespaceName):
 
 
 #: Felix's policy-key kind for each policy kind short name (unknown ones are used as is).
+#: A staged policy (``snp``/``sgnp``/``sknp``, evaluated only in the pending view, "as if
+#: enforced") sorts as its enforced counterpart would.
 POLICY_KEY_KINDS: dict[str, str] = {
     "gnp": "GlobalNetworkPolicy",
     "np": "NetworkPolicy",
     "knp": "KubernetesNetworkPolicy",
     "kcnp": "KubernetesClusterNetworkPolicy",
+    "sgnp": "GlobalNetworkPolicy",
+    "snp": "NetworkPolicy",
+    "sknp": "KubernetesNetworkPolicy",
 }
 
 
@@ -194,7 +199,7 @@ def policy_tiebreak(pid: PolicyID) -> str:
     the name as Felix's key holds it (a Kubernetes NetworkPolicy's own name, without
     pycalico's ``knp.default.`` prefix)."""
     name = pid.name
-    if pid.kind == "knp" and name.startswith(K8S_POLICY_PREFIX):
+    if pid.kind in ("knp", "sknp") and name.startswith(K8S_POLICY_PREFIX):
         name = name[len(K8S_POLICY_PREFIX) :]
     return f"{name}/{pid.namespace}/{POLICY_KEY_KINDS.get(pid.kind, pid.kind)}"
 
