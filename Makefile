@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck docs unit bench dist clean
 
 setup:
 	@./scripts/setup.sh
@@ -19,14 +19,24 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy --strict src/
 
-test: setup lint typecheck
+test: setup lint typecheck docs
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The documentation site (MkDocs); --strict fails on any broken link or missing page. The CLI
+# and settings reference pages are generated from the code at build time.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 unit: setup
 	$(BIN)/pytest tests/unit tests/conformance $(PYTEST_ARGS)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# A wheel and an sdist in dist/, stamped with the commit (pycalico/_commit) they come from.
+dist: setup
+	git rev-parse --short=12 HEAD > src/pycalico/_commit
+	$(BIN)/python -m build --outdir dist . ; rc=$$?; rm -f src/pycalico/_commit; exit $$rc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -192,17 +192,17 @@ def test_endpoint_labels_and_staged() -> None:
         "projectcalico.org/orchestrator": "k8s",
         "projectcalico.org/serviceaccount": "sa",
     }
-    assert (
-        convert(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "StagedNetworkPolicy",
-                "metadata": {"name": "x", "namespace": "y"},
-                "spec": {},
-            }
-        ).obj
-        is None
-    )
+    staged = convert(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "StagedNetworkPolicy",
+            "metadata": {"name": "x", "namespace": "y"},
+            "spec": {},
+        }
+    ).obj
+    # A staged policy converts under its staged kind; only the pending view evaluates it.
+    assert isinstance(staged, Policy) and staged.staged_action == "Set"
+    assert str(staged.id) == "snp/y/x" and str(staged.id.enforced()) == "np/y/x"
 
 
 @pytest.mark.parametrize(

@@ -254,3 +254,20 @@ def test_startup_waits_for_the_datastore(tmp_path: Path) -> None:
         assert ds.get("Node", "n1")["spec"]["bgp"]["ipv4Address"] == "198.18.0.1/24"
     finally:
         ds.close()
+
+
+def test_reload_resyncs_felix(tmp_path: Path) -> None:
+    """SIGHUP (systemd ExecReload) asks every component that can for a full resync; others
+    (here the BGP fake) are left alone."""
+    from pycalico.node.agent import NodeAgent
+
+    felix = FakeFelix()
+    resyncs: list[str] = []
+    felix.resync = lambda: resyncs.append("felix")  # type: ignore[attr-defined]
+    comp = FelixComponent(MemoryDatastore(), "n1", {}, factory=lambda: felix)
+    agent = NodeAgent("n1", str(tmp_path), [comp, FakeBgp([])])  # type: ignore[list-item]
+    agent.reload()  # before start: nothing to resync yet
+    assert resyncs == []
+    comp.start()
+    agent.reload()
+    assert resyncs == ["felix"]

@@ -32,6 +32,7 @@ from pycalico.api.kinds_cluster import (
     IPAMConfiguration,
     KubeControllersConfiguration,
 )
+from pycalico.api.kinds_cnp import ClusterNetworkPolicy
 from pycalico.api.kinds_endpoints import (
     GlobalNetworkSet,
     HostEndpoint,
@@ -67,6 +68,7 @@ __all__ = [
     "BlockAffinity",
     "CalicoNodeStatus",
     "ClusterInformation",
+    "ClusterNetworkPolicy",
     "FelixConfiguration",
     "GlobalNetworkPolicy",
     "GlobalNetworkSet",

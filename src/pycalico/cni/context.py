@@ -132,6 +132,9 @@ def _open_datastore(conf: NetConf, environ: Mapping[str, str]) -> Datastore:
             "datastore_type": conf.datastore_type or None,
             "datastore_path": conf.datastore_path or None,
             "etcd_endpoints": conf.etcd_endpoints or None,
+            "etcd_ca_cert_file": conf.etcd_ca_cert_file or None,
+            "etcd_cert_file": conf.etcd_cert_file or None,
+            "etcd_key_file": conf.etcd_key_file or None,
         }
         try:
             cfg = load_config(env=environ, flags=flags)

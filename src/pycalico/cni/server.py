@@ -131,13 +131,16 @@ def recv_request(sock: socket.socket) -> tuple[bytes, list[int]]:
 class _DatastoreCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stores: dict[tuple[str, str, str], Datastore] = {}
+        self._stores: dict[tuple[str, ...], Datastore] = {}
 
     def open(self, conf: NetConf, environ: Mapping[str, str]) -> Datastore:
         key = (
             conf.datastore_type or environ.get("DATASTORE_TYPE", ""),
             conf.datastore_path or environ.get("CALICO_DATASTORE_PATH", ""),
             conf.etcd_endpoints or environ.get("ETCD_ENDPOINTS", ""),
+            conf.etcd_ca_cert_file or environ.get("ETCD_CA_CERT_FILE", ""),
+            conf.etcd_cert_file or environ.get("ETCD_CERT_FILE", ""),
+            conf.etcd_key_file or environ.get("ETCD_KEY_FILE", ""),
         )
         with self._lock:
             ds = self._stores.get(key)

@@ -129,6 +129,10 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         [NAME],
         [NAME, ("ORDER", _field("order")), ("SELECTOR", _field("selector"))],
     ),
+    "ClusterNetworkPolicy": (
+        [NAME, ("TIER", _field("tier")), ("PRIORITY", _field("priority"))],
+        [NAME, ("TIER", _field("tier")), ("PRIORITY", _field("priority"))],
+    ),
     "GlobalNetworkSet": ([NAME], [NAME, ("NETS", _field("nets"))]),
     "NetworkSet": ([NAME], [NAME, ("NETS", _field("nets"))]),
     "HostEndpoint": (

@@ -1,4 +1,4 @@
-"""calicoctl command family ``node``: ``calicoctl node status``.
+"""calicoctl command family ``node``: ``calicoctl node status``, ``checksystem``, ``diags``.
 
 Owns: the Calico-compatible status report — whether the agent runs (a process whose command
 line has ``calico-node`` with ``run``/``felix``, or ``calico-felix``), then IPv4 and IPv6 BGP
@@ -92,7 +92,7 @@ def status_report(rows: list[ProtocolRow] | None) -> str:
 
 @click.group()
 def node() -> None:
-    """Calico node management (status)."""
+    """Calico node management (status, checksystem, diags)."""
 
 
 @node.command()
@@ -118,6 +118,59 @@ def status(bird_socket: str) -> None:
         rows = None
     click.echo(status_report(rows))
     click.echo()
+
+
+@node.command()
+@click.option("--kernel-config", "-f", default=None, help="Kernel config file to read instead "
+              "of /proc/config.gz, /boot/config-<release>, ...")  # fmt: skip
+def checksystem(kernel_config: str | None) -> None:
+    """Verify this host can run a pycalico node (kernel, modules, programs)."""
+    from pycalico.system.hostcheck import check_host, format_report
+
+    report = check_host(kernel_config)
+    click.echo(format_report(report))
+    raise SystemExit(0 if report.ok else 1)
+
+
+@node.command()
+@click.option(
+    "--log-dir",
+    default="/var/log/calico",
+    show_default=True,
+    help="Directory whose log files are collected (their last 4 MiB each).",
+)
+@click.option(
+    "--state-dir",
+    envvar="CALICO_NODE_STATE_DIR",
+    default="/var/run/calico",
+    show_default=True,
+    help="calico-node's state directory (status.json, bird.cfg).",
+)
+@click.option(
+    "--bird-socket",
+    envvar="CALICO_BIRD_SOCKET",
+    default=None,
+    help="BIRD control socket (default: <state-dir>/bird.ctl).",
+)
+@click.option("--output", "-o", default=None,
+              help="Bundle path (default /tmp/calico-diags-<time>.tar.gz).")  # fmt: skip
+def diags(log_dir: str, state_dir: str, bird_socket: str | None, output: str | None) -> None:
+    """Gather a diagnostics bundle for this node (secrets redacted)."""
+    from pycalico.diag.bundle import DiagsError, DiagsOptions, collect, write_bundle
+    from pycalico.system.process import SubprocessRunner
+
+    click.echo("Collecting diagnostics")
+    opts = DiagsOptions(state_dir=state_dir, log_dir=log_dir, bird_socket=bird_socket)
+    files = collect(SubprocessRunner(), opts, progress=lambda m: click.echo(f"  {m}", err=True))
+    try:
+        path = write_bundle(files, output)
+    except DiagsError as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from e
+    missing = files["errors.txt"].decode().strip()
+    if missing != "none":
+        click.echo(f"Some items could not be collected (see errors.txt):\n{missing}", err=True)
+    click.echo(f"Diags saved to {path}")
 
 
 COMMANDS: list[click.Command] = [node]

@@ -2,7 +2,9 @@
 
 Owns only argument handling and presentation: the CLI lists every policy-relevant resource
 from the datastore (:func:`load_resources`) and hands the dicts to
-:class:`pycalico.felix.calc.PolicyInsight`, which makes every decision.
+:class:`pycalico.felix.calc.PolicyInsight`, which makes every decision — enforced, and
+pending (as if every staged policy were enforced): ``explain`` shows both side by side,
+``matrix --pending`` prints the pending matrix, ``matrix -o json`` gives both per probe.
 
 Invariant: library errors (:class:`~pycalico.errors.CalicoError`) become one clear message
 on stderr and exit code 1; nothing here writes to the datastore.
@@ -25,7 +27,8 @@ from pycalico.felix.calc.insight import (
     parse_port_list,
 )
 
-#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount and k8s NetworkPolicy).
+#: Kinds the policy model reads (plus v1 Namespace/ServiceAccount, k8s NetworkPolicy and
+#: ClusterNetworkPolicy).
 POLICY_KINDS = (
     "WorkloadEndpoint",
     "HostEndpoint",
@@ -35,6 +38,7 @@ POLICY_KINDS = (
     "StagedNetworkPolicy",
     "StagedGlobalNetworkPolicy",
     "StagedKubernetesNetworkPolicy",
+    "ClusterNetworkPolicy",
     "Tier",
     "NetworkSet",
     "GlobalNetworkSet",
@@ -101,7 +105,8 @@ def explain(
     output: str,
     config_file: str | None,
 ) -> None:
-    """Explain which tier/policy/rule decides egress and ingress for one flow."""
+    """Explain which tier/policy/rule decides egress and ingress for one flow, enforced and
+    pending (as if every staged policy were enforced), side by side."""
 
     def go() -> None:
         ex = _insight(config_file).explain(src, dst, port, protocol, source_port)
@@ -120,9 +125,15 @@ def explain(
     help="Comma-separated PORT[/PROTOCOL] list, e.g. 80/TCP,81/UDP "
     "(default: the workloads' named ports, else 80/TCP).",
 )
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Print the matrix as if every staged policy were enforced "
+    "(-o json always gives both: 'verdict' and 'pending').",
+)
 @_output_option
 @config_option
-def matrix(ports: str | None, output: str, config_file: str | None) -> None:
+def matrix(ports: str | None, pending: bool, output: str, config_file: str | None) -> None:
     """Print the reachability of every workload from every other workload."""
 
     def go() -> None:
@@ -133,7 +144,9 @@ def matrix(ports: str | None, output: str, config_file: str | None) -> None:
         if output == "json":
             click.echo(json.dumps({"probes": [r.to_json() for r in results]}, indent=2))
         else:
-            click.echo(format_matrix(results))
+            if pending:
+                click.echo("PENDING: as if every staged policy were enforced")
+            click.echo(format_matrix(results, pending=pending))
 
     run_reporting_errors(go)
 

@@ -80,6 +80,7 @@ POLICY_KINDS = (
     "NetworkPolicy",
     "GlobalNetworkPolicy",
     "KubernetesNetworkPolicy",
+    "ClusterNetworkPolicy",
     "Tier",
     "NetworkSet",
     "GlobalNetworkSet",

@@ -15,7 +15,12 @@ Kubernetes conversion layer:
   ``notSelector`` is used unchanged, as Calico does.
 - networking.k8s.io/v1 NetworkPolicy -> default-tier NetworkPolicy ``knp.default.<name>``
   at order 1000 with Allow rules (one rule per protocol x peer; ipBlock -> nets/notNets).
-- Staged* kinds convert to ``None``: they are evaluated by nobody here and never enforce.
+- policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy -> a ``kcnp`` policy in tier
+  ``kube-admin``/``kube-baseline`` (``model/cnp.py``).
+- Staged* kinds convert to the Policy their enforced counterpart would be, under the staged
+  kind (``snp``/``sgnp``/``sknp``, names as the counterpart's: ``knp.default.<name>`` for
+  StagedKubernetesNetworkPolicy) with ``staged_action`` (default ``Set``; a ``Delete`` keeps
+  only its identity and tier). They never enforce: only the pending view evaluates them.
 - WorkloadEndpoint: its own ``pcns.``/``pcsa.`` labels are dropped (no posing as another
   namespace or service account), ``projectcalico.org/serviceaccount`` is
   ``spec.serviceAccountName`` (any length); ``workload`` is ``spec.workload`` falling back to
@@ -30,11 +35,14 @@ naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from ipaddress import ip_network
 from typing import Any
 
+from pycalico.model.cnp import CNP_API, CNP_KIND, CNP_POLICY_KIND, cnp_to_v3_spec
 from pycalico.model.k8s import k8s_to_v3_spec
 from pycalico.model.k8s import quote_literal as _q
 from pycalico.model.types import (
@@ -47,6 +55,7 @@ from pycalico.model.types import (
     NAMESPACE_LABEL_PREFIX,
     NAMESPACE_PROFILE_PREFIX,
     SA_LABEL_PREFIX,
+    STAGED_KINDS,
     Action,
     Converted,
     Endpoint,
@@ -63,6 +72,7 @@ from pycalico.model.types import (
     Profile,
     Rule,
     ServiceAccount,
+    StagedAction,
     Tier,
     protocol_number,
 )
@@ -72,7 +82,12 @@ CALICO_API = "projectcalico.org/v3"
 K8S_NETPOL_API = "networking.k8s.io/v1"
 _NAMED_PORT_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _ACTIONS: dict[str, Action] = {"allow": "Allow", "deny": "Deny", "pass": "Pass", "log": "Log"}
-_STAGED = {"StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy"}
+_STAGED = {
+    "StagedNetworkPolicy": "snp",
+    "StagedGlobalNetworkPolicy": "sgnp",
+    "StagedKubernetesNetworkPolicy": "sknp",
+}
+_STAGED_ACTIONS: tuple[StagedAction, ...] = ("Set", "Delete", "Learn", "Ignore")
 _IGNORED = object()
 _RESERVED_PREFIXES = (NAMESPACE_LABEL_PREFIX, SA_LABEL_PREFIX)
 
@@ -345,6 +360,24 @@ def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) 
     )
 
 
+def convert_staged(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Policy:
+    """A Staged* policy (``kind`` its full kind): see the module docstring."""
+    raw = spec.get("stagedAction") or "Set"
+    action = next((a for a in _STAGED_ACTIONS if a == raw), None)
+    if action is None:
+        raise ModelError(f"spec.stagedAction: must be Set, Delete, Learn or Ignore, not {raw!r}")
+    staged_kind = _STAGED[kind]
+    if kind == "StagedKubernetesNetworkPolicy":
+        name = K8S_POLICY_PREFIX + str(meta.get("name") or "")
+        meta = {"name": name, "namespace": meta.get("namespace")}
+        spec = {} if action == "Delete" else k8s_to_v3_spec(spec)
+    if action == "Delete":
+        spec = {"tier": spec.get("tier")}
+    pol = convert_policy(STAGED_KINDS[staged_kind], meta, spec)
+    staged_id = PolicyID(staged_kind, pol.id.namespace, pol.id.name)
+    return dataclasses.replace(pol, id=staged_id, staged_action=action)
+
+
 # --- endpoints, sets, profiles ------------------------------------------------------------
 
 
@@ -460,7 +493,7 @@ def convert_hep(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Endpoint:
 
 
 def convert(obj: Mapping[str, Any]) -> Converted:
-    """Convert one stored resource dict. Unknown kinds and staged policies give ``None``."""
+    """Convert one stored resource dict. Unknown kinds give ``None``."""
     if not isinstance(obj, Mapping):
         raise ModelError("resource: must be a mapping")
     kind = str(obj.get("kind") or "")
@@ -471,11 +504,16 @@ def convert(obj: Mapping[str, Any]) -> Converted:
         raise ModelError("metadata/spec: must be mappings")
     name = str(meta.get("name") or "")
     if kind in _STAGED:
-        return Converted(None, kind)
+        return Converted(convert_staged(kind, meta, spec), kind)
     if kind == "NetworkPolicy" and api == K8S_NETPOL_API:
         v3 = k8s_to_v3_spec(spec)
         kmeta = {"name": K8S_POLICY_PREFIX + name, "namespace": meta.get("namespace")}
         return Converted(convert_policy("knp", kmeta, v3), kind)
+    if kind == CNP_KIND and api == CNP_API:  # see model/cnp.py
+        v3, warnings = cnp_to_v3_spec(spec)
+        pol = convert_policy("gnp", {"name": name}, v3)
+        pol = replace(pol, id=PolicyID(CNP_POLICY_KIND, "", name), types=frozenset(v3["types"]))
+        return Converted(pol, kind, tuple(warnings))
     if kind == "NetworkPolicy":
         return Converted(convert_policy("np", meta, spec), kind)
     if kind == "GlobalNetworkPolicy":

@@ -47,6 +47,9 @@ SA_LABEL_PREFIX = "pcsa."
 NAMESPACE_PROFILE_PREFIX = "kns."
 SA_PROFILE_PREFIX = "ksa."
 K8S_POLICY_PREFIX = "knp.default."
+# Staged policy kinds (Calico's short kind names, as in flow logs) -> their enforced kind.
+STAGED_KINDS: dict[str, str] = {"snp": "np", "sgnp": "gnp", "sknp": "knp"}
+StagedAction = Literal["Set", "Delete", "Learn", "Ignore"]
 
 PROTOCOLS: dict[str, int] = {
     "tcp": 6,
@@ -177,7 +180,16 @@ class _KindNamespaceName:
 
 @dataclass(frozen=True, order=True)
 class PolicyID(_KindNamespaceName):
-    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``), namespace, name."""
+    """Identity of a policy: kind short name (``gnp``, ``np``, ``knp``; staged ones ``sgnp``,
+    ``snp``, ``sknp``), namespace, name."""
+
+    @property
+    def is_staged(self) -> bool:
+        return self.kind in STAGED_KINDS
+
+    def enforced(self) -> PolicyID:
+        """The enforced policy a staged one would become (itself when not staged)."""
+        return PolicyID(STAGED_KINDS.get(self.kind, self.kind), self.namespace, self.name)
 
 
 #: Felix's policy-key kind for each policy kind short name (unknown ones are used as is).
@@ -206,7 +218,10 @@ def policy_tiebreak(pid: PolicyID) -> str:
 
 @dataclass(frozen=True)
 class Policy:
-    """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied."""
+    """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied.
+
+    A staged policy has a staged kind in ``id`` and its ``staged_action``; its fields are
+    those its enforced counterpart would have (a ``Delete`` carries no rules)."""
 
     id: PolicyID
     tier: str
@@ -218,6 +233,7 @@ class Policy:
     do_not_track: bool = False
     pre_dnat: bool = False
     apply_on_forward: bool = False
+    staged_action: StagedAction | None = None
 
     def sort_key(self) -> tuple[float, str]:
         """Calico's ``PolKVLess`` (felix/calc/policy_sorter.go, 3.32): order ascending (None
@@ -342,7 +358,8 @@ ModelObject = Policy | Tier | Profile | Endpoint | NetworkSet | Namespace | Serv
 @dataclass(frozen=True)
 class Converted:
     """Result of converting one resource dict: the model object, or ``None`` for kinds the
-    policy model ignores (and for staged policies, which never enforce)."""
+    policy model ignores. Staged policies convert to a :class:`Policy` with a staged kind,
+    which only the pending view evaluates."""
 
     obj: ModelObject | None
     kind: str = ""

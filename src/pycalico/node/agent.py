@@ -298,6 +298,14 @@ class NodeAgent:
             self.stop_event.wait(interval)
         self.shutdown()
 
+    def reload(self) -> None:
+        """SIGHUP (systemd ``ExecReload``): every component that can resyncs from scratch."""
+        log.info("reload requested: resyncing the dataplane")
+        for comp in self.components:
+            resync = getattr(comp, "resync", None)
+            if callable(resync):
+                resync()
+
     def shutdown(self) -> None:
         log.info("stopping; the dataplane stays in place")
         self.supervisor.stop_all()
@@ -437,6 +445,7 @@ def run_agent(env: Mapping[str, str]) -> int:
     except CalicoError as e:
         log.error("calico-node cannot start: %s", e)
         return 1
+    signal.signal(signal.SIGHUP, lambda *_: agent.reload())
     agent.run()
     return 0
 
@@ -454,13 +463,23 @@ def run_agent(env: Mapping[str, str]) -> int:
     show_default=True,
     help="Per-node state directory (status.json, bird.cfg, ...).",
 )
+@click.option(
+    "--config-file",
+    envvar="CALICO_NODE_CONFIG",
+    default=None,
+    help="Settings file (Calico's variable names; env file or .yaml) "
+    "[default: /etc/calico/calico-node.env if present]; the environment wins over it.",
+)
+@click.pass_context
 def run(
+    ctx: click.Context,
     felix_ready: bool,
     bird_ready: bool,
     felix_live: bool,
     bird_live: bool,
     bird6_ready: bool,
     state_dir: str,
+    config_file: str | None,
 ) -> None:
     """Run the node agent, or (with a check flag) report its readiness/liveness."""
     if felix_ready or bird_ready or felix_live or bird_live or bird6_ready:
@@ -475,9 +494,33 @@ def run(
         for p in problems:
             click.echo(p)
         sys.exit(1 if problems else 0)
-    env = dict(os.environ)
-    env["CALICO_NODE_STATE_DIR"] = state_dir
+    from pycalico.node.envfile import NodeConfigError, effective_env
+
+    try:
+        env = effective_env(os.environ, config_file)
+    except NodeConfigError as e:
+        click.echo(f"calico-node: invalid configuration: {e}", err=True)
+        sys.exit(1)
+    if ctx.get_parameter_source("state_dir") != click.core.ParameterSource.DEFAULT:
+        env["CALICO_NODE_STATE_DIR"] = state_dir
+    env.setdefault("CALICO_NODE_STATE_DIR", state_dir)
     sys.exit(run_agent(env))
 
 
-COMMANDS: list[click.Command] = [run]
+@click.command("check-config")
+@click.option("--config-file", envvar="CALICO_NODE_CONFIG", default=None,
+              help="Settings file to check [default: /etc/calico/calico-node.env].")  # fmt: skip
+def check_config(config_file: str | None) -> None:
+    """Validate the settings file (and environment) calico-node would start with."""
+    from pycalico.node.envfile import DEFAULT_CONFIG_FILE, NodeConfigError, load
+
+    path = config_file or DEFAULT_CONFIG_FILE
+    try:
+        settings = load(path)
+    except NodeConfigError as e:
+        click.echo(f"invalid: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: {len(settings)} settings, valid")
+
+
+COMMANDS: list[click.Command] = [run, check_config]

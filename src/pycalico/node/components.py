@@ -70,6 +70,11 @@ class FelixComponent:
     def alive(self) -> bool:
         return self.agent is not None and bool(self.agent.alive())
 
+    def resync(self) -> None:
+        """A full read-back and repair of nftables and routes (calico-node's SIGHUP)."""
+        if self.agent is not None:
+            self.agent.resync()
+
     def in_sync(self) -> bool:
         return self.agent is not None and bool(self.agent.wait_in_sync(0))
 

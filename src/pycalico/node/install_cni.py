@@ -31,6 +31,7 @@ from typing import Any
 import click
 
 from pycalico.cni.main import DEFAULT_SOCKET
+from pycalico.config import DatastoreConfig
 from pycalico.system.process import ProcessRunner, SubprocessRunner
 
 ENTRY_POINTS = {"calico": "calico_main", "calico-ipam": "ipam_main"}
@@ -92,6 +93,21 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
     tmp.write_text(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def cni_datastore_fields(cfg: DatastoreConfig) -> dict[str, str]:
+    """The conflist's datastore fields (Calico's names) for ``cfg``: the SQLite path, or the
+    etcd endpoints with the TLS files when set."""
+    ds: dict[str, str] = {"datastore_type": cfg.datastore_type}
+    if cfg.datastore_type == "sqlite":
+        ds["datastore_path"] = cfg.datastore_path
+        return ds
+    ds["etcd_endpoints"] = ",".join(cfg.etcd_endpoints)
+    for key in ("etcd_ca_cert_file", "etcd_cert_file", "etcd_key_file"):
+        value = getattr(cfg, key)
+        if value:
+            ds[key] = value
+    return ds
 
 
 def build_conflist(
@@ -192,11 +208,7 @@ def install_cni(
         raise click.ClickException(str(e)) from None
     if cfg.datastore_type == "memory":
         raise click.ClickException("datastore type memory cannot be shared with CNI plugins")
-    ds: dict[str, str] = {"datastore_type": cfg.datastore_type}
-    if cfg.datastore_type == "sqlite":
-        ds["datastore_path"] = cfg.datastore_path
-    else:
-        ds["etcd_endpoints"] = ",".join(cfg.etcd_endpoints)
+    ds = cni_datastore_fields(cfg)
     conflist = build_conflist(
         network=network_name,
         nodename=nodename,

@@ -9,10 +9,19 @@ import importlib
 
 import click
 
-_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent")
+from pycalico import __version__
+
+_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent", "pycalico.node.hostinstall")
+
+
+def _version_message() -> str:
+    from pycalico.system.buildinfo import git_commit
+
+    return f"calico-node (pycalico) v{__version__}, commit {git_commit()}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-v", message=_version_message())
 def cli() -> None:
     """Run and inspect the pycalico node agent."""
 

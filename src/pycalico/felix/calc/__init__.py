@@ -9,10 +9,21 @@ Public API:
 - :class:`LabelIndex` — incremental selector/label matching.
 - :class:`DataplaneView`, :class:`Packet`, :class:`Decision` — packet evaluation over the
   graph's messages.
-- :class:`PolicyInsight` — ``explain`` and ``matrix`` over a list of resource dicts.
+- :class:`PolicyInsight` — ``explain`` and ``matrix`` over a list of resource dicts,
+  enforced and pending.
+- Staged policies: ``CalcGraph(..., pending_view=True)`` + ``flush_pending()``
+  (:mod:`.pending`: :class:`StagedFilter`); :class:`PolicyViews`, :class:`PolicySnapshot`,
+  :class:`SnapshotBox`, :class:`Verdicts` — the enforced and pending decisions of one node,
+  for flow logs (:mod:`.views`).
 """
 
-from pycalico.felix.calc.evaluate import DataplaneView, Decision, Packet, make_packet
+from pycalico.felix.calc.evaluate import (
+    DataplaneView,
+    Decision,
+    Packet,
+    TierDecision,
+    make_packet,
+)
 from pycalico.felix.calc.graph import CalcGraph
 from pycalico.felix.calc.insight import (
     Explanation,
@@ -41,9 +52,11 @@ from pycalico.felix.calc.messages import (
     RoutesUpdate,
     TierInfo,
 )
+from pycalico.felix.calc.pending import StagedFilter
 from pycalico.felix.calc.resolve import RuleResolver, SetSpec
 from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import DesiredState, HostFacts
+from pycalico.felix.calc.views import PolicySnapshot, PolicyViews, SnapshotBox, Verdicts
 
 __all__ = [
     "ActivePolicyRemove",
@@ -66,6 +79,8 @@ __all__ = [
     "Message",
     "Packet",
     "PolicyInsight",
+    "PolicySnapshot",
+    "PolicyViews",
     "ProbeResult",
     "ResolvedRule",
     "RouteCalculator",
@@ -74,7 +89,11 @@ __all__ = [
     "RoutesUpdate",
     "RuleResolver",
     "SetSpec",
+    "SnapshotBox",
+    "StagedFilter",
+    "TierDecision",
     "TierInfo",
+    "Verdicts",
     "analyse",
     "format_explanation",
     "format_matrix",

@@ -5,7 +5,9 @@ dataplane driver would (IP sets, active policies/profiles, endpoints) and answer
 happens to this packet at this endpoint in this direction?" by walking the endpoint's ordered
 tiers, policies and rules with Calico's semantics (reference §3.2; summarised in the
 ``messages`` module docstring). Every decision records which tier/policy/rule (or profile,
-or tier default) decided, and a trace of what was consulted.
+or tier default) decided, a trace of what was consulted and, per tier, how the tier ended
+(:class:`TierDecision`). The same code evaluates the enforced and the pending view (two
+instances, see :mod:`.views`).
 
 Invariants: pure (no I/O); the view after ``apply(msgs)`` mirrors the graph's state; a
 packet's unknown source port makes rules with source ports miss and source notPorts pass.
@@ -50,6 +52,19 @@ class Packet:
 
 
 @dataclass(frozen=True)
+class TierDecision:
+    """How one tier ended for a packet: ``outcome`` is the deciding rule's action
+    (``Allow``/``Deny``/``Pass``) with its ``policy`` and ``rule`` index, or ``end-of-tier``
+    (no rule matched: ``action`` is the tier's defaultAction)."""
+
+    tier: str
+    outcome: Literal["rule", "end-of-tier"]
+    action: str
+    policy: str | None = None
+    rule: int | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     """The verdict of one direction at one endpoint, and what produced it.
 
@@ -67,6 +82,7 @@ class Decision:
     action: str | None = None
     profile: str | None = None
     trace: tuple[str, ...] = field(default=())
+    tiers: tuple[TierDecision, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"verdict": self.verdict, "reason": self.reason}
@@ -108,6 +124,16 @@ class DataplaneView:
         self.policies: dict[PolicyID, ActivePolicyUpdate] = {}
         self.profiles: dict[str, ActiveProfileUpdate] = {}
         self.endpoints: dict[ItemID, EndpointUpdate] = {}
+
+    def copy(self) -> DataplaneView:
+        """An independent view of the same state (values are immutable: shallow copies)."""
+        out = DataplaneView()
+        out.net_sets = dict(self.net_sets)
+        out.ip_port_sets = dict(self.ip_port_sets)
+        out.policies = dict(self.policies)
+        out.profiles = dict(self.profiles)
+        out.endpoints = dict(self.endpoints)
+        return out
 
     def apply(self, msgs: list[Message]) -> None:
         for m in msgs:
@@ -234,6 +260,7 @@ class DataplaneView:
         name = ep.endpoint.display_name()
         ingress = direction == "ingress"
         trace: list[str] = []
+        tiers: list[TierDecision] = []
         for tier in ep.tiers:
             pids = tier.ingress_policies if ingress else tier.egress_policies
             if not pids:
@@ -253,6 +280,7 @@ class DataplaneView:
                     trace.append(f"  policy {pid} rule {i}: {r.action}")
                     if r.action == "Log":
                         continue
+                    tiers.append(TierDecision(tier.name, "rule", r.action, str(pid), i))
                     if r.action == "Pass":
                         passed = True
                         break
@@ -265,6 +293,7 @@ class DataplaneView:
                         i,
                         r.action,
                         trace=tuple(trace),
+                        tiers=tuple(tiers),
                     )
                 if not matched_any:
                     trace.append(f"  policy {pid}: no rule matched")
@@ -273,12 +302,19 @@ class DataplaneView:
             if passed:
                 trace.append(f"  passed to next tier from tier {tier.name}")
                 continue
+            tiers.append(TierDecision(tier.name, "end-of-tier", tier.default_action))
             if tier.default_action == "Pass":
                 trace.append(f"  end of tier {tier.name}: defaultAction Pass")
                 continue
             trace.append(f"  end of tier {tier.name}: defaultAction Deny")
             return Decision(
-                "deny", "tier-default", name, tier.name, action="Deny", trace=tuple(trace)
+                "deny",
+                "tier-default",
+                name,
+                tier.name,
+                action="Deny",
+                trace=tuple(trace),
+                tiers=tuple(tiers),
             )
         for prof_id in ep.profile_ids:
             prof = self.profiles.get(prof_id)
@@ -291,6 +327,7 @@ class DataplaneView:
                     profile=prof_id,
                     action="Deny",
                     trace=tuple(trace),
+                    tiers=tuple(tiers),
                 )
             rules = prof.ingress if ingress else prof.egress
             for i, r in enumerate(rules):
@@ -309,11 +346,14 @@ class DataplaneView:
                     action=r.action,
                     profile=prof_id,
                     trace=tuple(trace),
+                    tiers=tuple(tiers),
                 )
             else:
                 trace.append(f"profile {prof_id}: no rule matched")
         trace.append("no profile accepted: drop")
-        return Decision("deny", "no-profile-match", name, action="Deny", trace=tuple(trace))
+        return Decision(
+            "deny", "no-profile-match", name, action="Deny", trace=tuple(trace), tiers=tuple(tiers)
+        )
 
 
 def make_packet(
@@ -329,4 +369,11 @@ def make_packet(
     return Packet(src, dst, protocol, dst_port, src_port)
 
 
-__all__ = ["DataplaneView", "Decision", "Packet", "make_packet", "protocol_name"]
+__all__ = [
+    "DataplaneView",
+    "Decision",
+    "Packet",
+    "TierDecision",
+    "make_packet",
+    "protocol_name",
+]

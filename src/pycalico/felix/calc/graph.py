@@ -49,6 +49,7 @@ from pycalico.felix.calc.messages import (
     ResolvedRule,
     TierInfo,
 )
+from pycalico.felix.calc.pending import StagedFilter, View, staged_ignored
 from pycalico.felix.calc.resolve import RuleResolver, SetSpec
 from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import HostFacts
@@ -84,10 +85,19 @@ def _ports(item: Endpoint | NetworkSet) -> tuple[NamedPort, ...]:
 
 
 class CalcGraph:
-    """See the module docstring. ``hostname=None`` treats every endpoint as local."""
+    """See the module docstring. ``hostname=None`` treats every endpoint as local.
 
-    def __init__(self, hostname: str | None) -> None:
+    ``pending_view=True`` also keeps the pending view (:mod:`.pending`): an inner graph
+    (``view="pending"``: staged policies evaluate, no routes) whose messages
+    :meth:`flush_pending` returns; :meth:`flush` never carries anything staged."""
+
+    def __init__(
+        self, hostname: str | None, *, pending_view: bool = False, view: View = "enforced"
+    ) -> None:
         self.hostname = hostname
+        self.view = view
+        self._staged_filter = StagedFilter() if pending_view else None
+        self.pending = CalcGraph(hostname, view="pending") if pending_view else None
         self._by_key: dict[str, tuple[str, Hashable]] = {}
         self._policies: dict[PolicyID, Policy] = {}
         self._tiers: dict[str, Tier] = {}
@@ -125,6 +135,7 @@ class CalcGraph:
         self._in_sync = False
         self._in_sync_sent = False
         self.routes = RouteCalculator(hostname) if hostname is not None else None
+        self.routes = self.routes if view == "enforced" else None
         # Stored resources skipped as invalid: key -> why (see ``on_update``).
         self.rejected: dict[str, str] = {}
         self.rejected_total = 0
@@ -136,6 +147,9 @@ class CalcGraph:
         Never raises on stored data: a resource that cannot be parsed (a malformed field of
         any type) is skipped as if deleted, logged, and recorded in :attr:`rejected` (key ->
         why, while it stays stored) and :attr:`rejected_total`; the rest is programmed."""
+        if self.pending is not None and self._staged_filter is not None:
+            for pkey, pvalue in self._staged_filter.route(key, value):
+                self.pending.on_update(pkey, pvalue)
         self.rejected.pop(key, None)
         try:
             self._apply(key, value)
@@ -150,6 +164,7 @@ class CalcGraph:
         if self.routes is not None and self.routes.on_update(key, value):
             return
         obj = convert(value).obj if value is not None else None
+        obj = None if staged_ignored(obj, self.view) else obj
         if self.routes is not None:
             self.routes.on_endpoint(key, obj if isinstance(obj, Endpoint) else None)
         old = self._by_key.get(key)
@@ -163,6 +178,12 @@ class CalcGraph:
 
     def on_in_sync(self) -> None:
         self._in_sync = True
+        if self.pending is not None:
+            self.pending.on_in_sync()
+
+    def flush_pending(self) -> list[Message]:
+        """The pending view's messages since the last call (``[]`` without one)."""
+        return self.pending.flush() if self.pending is not None else []
 
     def set_felix_config(self, config: FelixConfig) -> None:
         """The resolved Felix configuration for the routes calc node (no-op without one)."""

@@ -1,8 +1,10 @@
 """Policy insight: ``explain`` one flow and the reachability ``matrix`` of all workloads.
 
 Owns :class:`PolicyInsight`, a pure function of a list of v3 resource dicts: it runs them
-through a :class:`~pycalico.felix.calc.graph.CalcGraph` with every endpoint local, applies
-the messages to a :class:`~pycalico.felix.calc.evaluate.DataplaneView` and evaluates flows.
+through a :class:`~pycalico.felix.calc.graph.CalcGraph` with every endpoint local and the
+pending view on, applies the messages to :class:`~pycalico.felix.calc.views.PolicyViews` and
+evaluates every flow twice with the same code: *enforced* (what the dataplane does) and
+*pending* (as if every staged policy were enforced, see :mod:`~pycalico.felix.calc.pending`).
 
 A flow src -> dst is allowed iff the source's egress allows it (when the source is a Calico
 endpoint) AND the destination's ingress allows it (when the destination is one). Endpoints
@@ -23,6 +25,7 @@ from typing import Any, Literal
 from pycalico.errors import CalicoError
 from pycalico.felix.calc.evaluate import DataplaneView, Decision, IPAddress, Packet
 from pycalico.felix.calc.graph import CalcGraph
+from pycalico.felix.calc.views import PolicyViews
 from pycalico.model import Endpoint, ModelError, protocol_name, protocol_number
 
 
@@ -41,17 +44,37 @@ class Peer:
         return self.endpoint.display_name() if self.endpoint is not None else str(self.ip)
 
 
+Verdict = Literal["allow", "deny"]
+
+
+def _both(egress: Decision, ingress: Decision) -> Verdict:
+    return "allow" if egress.verdict == "allow" and ingress.verdict == "allow" else "deny"
+
+
 @dataclass(frozen=True)
 class Explanation:
-    verdict: Literal["allow", "deny"]
+    """One flow's enforced decisions and, as if every staged policy were enforced, its
+    pending ones (``pending_egress``/``pending_ingress``; the enforced ones when unset)."""
+
+    verdict: Verdict
     src: Peer
     dst: Peer
     port: int | None
     protocol: int
     egress: Decision
     ingress: Decision
+    pending_egress: Decision | None = None
+    pending_ingress: Decision | None = None
+
+    @property
+    def pending(self) -> tuple[Verdict, Decision, Decision]:
+        """(verdict, egress, ingress) of the pending view."""
+        egress = self.pending_egress or self.egress
+        ingress = self.pending_ingress or self.ingress
+        return _both(egress, ingress), egress, ingress
 
     def to_json(self) -> dict[str, Any]:
+        verdict, egress, ingress = self.pending
         return {
             "verdict": self.verdict,
             "from": self.src.label(),
@@ -60,6 +83,11 @@ class Explanation:
             "protocol": protocol_name(self.protocol),
             "egress": self.egress.to_json(),
             "ingress": self.ingress.to_json(),
+            "pending": {
+                "verdict": verdict,
+                "egress": egress.to_json(),
+                "ingress": ingress.to_json(),
+            },
         }
 
 
@@ -69,7 +97,8 @@ class ProbeResult:
     dst: str
     port: int
     protocol: int
-    verdict: Literal["allow", "deny"]
+    verdict: Verdict
+    pending: Verdict | None = None  # as if every staged policy were enforced; None: = verdict
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +107,7 @@ class ProbeResult:
             "port": self.port,
             "protocol": protocol_name(self.protocol),
             "verdict": self.verdict,
+            "pending": self.pending or self.verdict,
         }
 
 
@@ -101,10 +131,18 @@ class PolicyInsight:
     """Explains flows and computes reachability over a set of resource dicts."""
 
     def __init__(self, resources: Iterable[Mapping[str, Any]]) -> None:
-        self.graph = CalcGraph(hostname=None)
+        resources = list(resources)
+        # The pending graph only when something is staged (else pending == enforced).
+        staged = any(str(r.get("kind", "")).startswith("Staged") for r in resources)
+        self.graph = CalcGraph(hostname=None, pending_view=staged)
         self.graph.load(resources)
-        self.view = DataplaneView()
-        self.view.apply(self.graph.flush())
+        self.views = PolicyViews()
+        msgs = self.graph.flush()
+        self.views.apply(msgs, self.graph.flush_pending() if staged else msgs)
+        self.view: DataplaneView = self.views.enforced
+        self.pending_view: DataplaneView = self.views.pending
+        #: False when no staged policy changes any endpoint's policy (pending == enforced).
+        self.has_staged = self.views.has_staged
         #: Resources the graph skipped as invalid (the verdicts ignore them).
         self.warnings = tuple(
             f"skipped invalid resource {k}: {why}" for k, why in sorted(self.graph.rejected.items())
@@ -155,7 +193,11 @@ class PolicyInsight:
         raise InsightError(f"{src.label()} and {dst.label()} share no IP version")
 
     def _direction(
-        self, peer: Peer, direction: Literal["ingress", "egress"], pkt: Packet
+        self,
+        peer: Peer,
+        direction: Literal["ingress", "egress"],
+        pkt: Packet,
+        view: DataplaneView | None = None,
     ) -> Decision:
         if peer.endpoint is None:
             return Decision(
@@ -164,7 +206,7 @@ class PolicyInsight:
                 None,
                 trace=(f"{peer.ip} is not a Calico endpoint: no {direction} policy",),
             )
-        return self.view.evaluate(peer.endpoint.id, direction, pkt)
+        return (view or self.view).evaluate(peer.endpoint.id, direction, pkt)
 
     def explain_peers(
         self,
@@ -183,10 +225,12 @@ class PolicyInsight:
         pkt = Packet(sip, dip, protocol, port, src_port, icmp_type, icmp_code)
         egress = self._direction(src, "egress", pkt)
         ingress = self._direction(dst, "ingress", pkt)
-        verdict: Literal["allow", "deny"] = (
-            "allow" if egress.verdict == "allow" and ingress.verdict == "allow" else "deny"
-        )
-        return Explanation(verdict, src, dst, port, protocol, egress, ingress)
+        verdict = _both(egress, ingress)
+        if not self.has_staged:
+            return Explanation(verdict, src, dst, port, protocol, egress, ingress)
+        p_egress = self._direction(src, "egress", pkt, self.pending_view)
+        p_ingress = self._direction(dst, "ingress", pkt, self.pending_view)
+        return Explanation(verdict, src, dst, port, protocol, egress, ingress, p_egress, p_ingress)
 
     def explain(
         self,
@@ -218,43 +262,65 @@ class PolicyInsight:
                     continue
                 for port, proto in ports:
                     ex = self.explain_peers(s, d, port, proto)
-                    out.append(ProbeResult(s.label(), d.label(), port, proto, ex.verdict))
+                    pending = ex.pending[0]
+                    out.append(ProbeResult(s.label(), d.label(), port, proto, ex.verdict, pending))
         return out
 
 
+def _where(d: Decision) -> str:
+    if d.reason == "rule":
+        return f" by tier {d.tier}, policy {d.policy}, rule {d.rule} ({d.action})"
+    if d.reason == "tier-default":
+        return f" by end of tier {d.tier} (defaultAction Deny)"
+    if d.reason == "profile-rule":
+        return f" by profile {d.profile}, rule {d.rule} ({d.action})"
+    if d.reason == "missing-profile":
+        return f" by missing profile {d.profile}"
+    if d.reason == "no-profile-match":
+        return " by final drop (no profile accepted)"
+    if d.reason == "not-calico":
+        return " (not a Calico endpoint, no policy)"
+    return ""
+
+
 def format_explanation(ex: Explanation) -> str:
-    """Human-readable text for ``calicoctl policy explain``."""
+    """Human-readable text for ``calicoctl policy explain``: the verdict line, a table of the
+    enforced and pending decisions side by side, then the traces (pending ones only where
+    they differ from the enforced ones)."""
+    p_verdict, p_egress, p_ingress = ex.pending
     lines = [
         f"{ex.src.label()} -> {ex.dst.label()} {protocol_name(ex.protocol)}"
         + (f"/{ex.port}" if ex.port is not None else "")
-        + f": {ex.verdict.upper()}"
+        + f": {ex.verdict.upper()} (pending: {p_verdict.upper()})"
     ]
-    for title, d in (("egress", ex.egress), ("ingress", ex.ingress)):
-        where = ""
-        if d.reason == "rule":
-            where = f" by tier {d.tier}, policy {d.policy}, rule {d.rule} ({d.action})"
-        elif d.reason == "tier-default":
-            where = f" by end of tier {d.tier} (defaultAction Deny)"
-        elif d.reason == "profile-rule":
-            where = f" by profile {d.profile}, rule {d.rule} ({d.action})"
-        elif d.reason == "missing-profile":
-            where = f" by missing profile {d.profile}"
-        elif d.reason == "no-profile-match":
-            where = " by final drop (no profile accepted)"
-        elif d.reason == "not-calico":
-            where = " (not a Calico endpoint, no policy)"
-        lines.append(f"  {title}: {d.verdict}{where}")
+    rows = [
+        ("", "ENFORCED", "PENDING (staged policies enforced)"),
+        ("verdict", ex.verdict.upper(), p_verdict.upper()),
+        ("egress", ex.egress.verdict + _where(ex.egress), p_egress.verdict + _where(p_egress)),
+        ("ingress", ex.ingress.verdict + _where(ex.ingress), p_ingress.verdict + _where(p_ingress)),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    lines += [f"  {a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}".rstrip() for a, b, c in rows]
+    for title, d, p in (("egress", ex.egress, p_egress), ("ingress", ex.ingress, p_ingress)):
+        lines.append(f"  {title} trace:")
         lines.extend(f"    {t}" for t in d.trace)
+        if p.trace != d.trace:
+            lines.append(f"  {title} trace (pending):")
+            lines.extend(f"    {t}" for t in p.trace)
     return "\n".join(lines)
 
 
-def format_matrix(results: Sequence[ProbeResult]) -> str:
-    """A table: one row per source, one column per destination x port."""
+def format_matrix(results: Sequence[ProbeResult], pending: bool = False) -> str:
+    """A table: one row per source, one column per destination x port; with ``pending`` the
+    verdicts as if every staged policy were enforced."""
     if not results:
         return "no workloads"
     srcs = sorted({r.src for r in results})
     cols = sorted({(r.dst, r.port, r.protocol) for r in results})
-    cell = {(r.src, r.dst, r.port, r.protocol): r.verdict for r in results}
+    cell = {
+        (r.src, r.dst, r.port, r.protocol): (r.pending or r.verdict) if pending else r.verdict
+        for r in results
+    }
     headers = ["FROM \\ TO"] + [f"{d} {p}/{protocol_name(pr)}" for d, p, pr in cols]
     rows = [
         [s]
