@@ -181,7 +181,16 @@ class Reference:
         spec = pol.spec
         if pol.ns and ep.ns != pol.ns:
             return False
-        if not self._sel(spec.get("selector"), labels):
+        sel = spec.get("selector") or ""
+        if pol.kind == "gnp":
+            # Upstream rewrites the TEXT built so far: an all() in the selector as written
+            # becomes has(namespace) once a namespaceSelector is appended, else has(service
+            # account) once a serviceAccountSelector is (globalnetworkpolicyprocessor.go).
+            if spec.get("namespaceSelector"):
+                sel = sel.replace("all()", "has(projectcalico.org/namespace)")
+            elif spec.get("serviceAccountSelector"):
+                sel = sel.replace("all()", "has(projectcalico.org/serviceaccount)")
+        if not self._sel(sel, labels):
             return False
         if pol.kind == "gnp" and spec.get("namespaceSelector"):
             nss = spec["namespaceSelector"]

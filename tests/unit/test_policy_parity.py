@@ -291,3 +291,17 @@ def test_calicoctl_explain_tiebreak_and_skipped_resource(tmp_path: Path) -> None
     assert r.exit_code == 0, r.output
     assert "ALLOW" in r.output and "np/a/web-allow" in r.output
     assert "Warning: skipped invalid resource" in r.output and "broken" in r.output
+
+
+def test_gnp_selector_all_is_rewritten_with_the_service_account_selector() -> None:
+    """Found by the differential test: upstream rewrites every ``all()`` of the text built
+    so far, so ``selector: all()`` + ``serviceAccountSelector: '!has(role)'`` becomes
+    ``(has(projectcalico.org/serviceaccount)) && !has(pcsa.role)``: an endpoint without a
+    service account is not selected."""
+    gnp = global_network_policy(
+        "p", selector="all()", serviceAccountSelector="!has(role)", ingress=DENY_ALL
+    )
+    pol = convert(gnp).obj
+    assert isinstance(pol, Policy)
+    assert pol.selector == "(has(projectcalico.org/serviceaccount) && !has(pcsa.role))"
+    assert verdict([*BASE, gnp]) == "allow"  # web has no service account: kns.a allows
