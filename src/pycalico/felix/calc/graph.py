@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
+from pycalico.felix.calc.introspect import GraphQueries
 from pycalico.felix.calc.labelindex import LabelIndex
 from pycalico.felix.calc.messages import (
     ActivePolicyRemove,
@@ -84,7 +85,7 @@ def _ports(item: Endpoint | NetworkSet) -> tuple[NamedPort, ...]:
     return item.ports if isinstance(item, Endpoint) else ()
 
 
-class CalcGraph:
+class CalcGraph(GraphQueries):
     """See the module docstring. ``hostname=None`` treats every endpoint as local.
 
     ``pending_view=True`` also keeps the pending view (:mod:`.pending`): an inner graph
@@ -588,23 +589,3 @@ class CalcGraph:
             self._in_sync_sent = True
             out.append(InSync())
         return out
-
-    # --- introspection (for the evaluator and tests) ------------------------------------
-    def local_endpoints(self) -> list[Endpoint]:
-        return [e for i in sorted(self._local) if isinstance(e := self._items[i], Endpoint)]
-
-    def all_items(self) -> list[Endpoint | NetworkSet]:
-        return [self._items[i] for i in sorted(self._items)]
-
-    def policy_order(self) -> list[tuple[Tier, list[tuple[Policy, list[ItemID]]]]]:
-        """Tiers (stored or implied by a policy) in evaluation order, each with its policies
-        in evaluation order and the local endpoints each one selects."""
-        sel: dict[PolicyID, list[ItemID]] = {}
-        for iid in sorted(self._ep_policies):
-            for pid in self._ep_policies[iid]:
-                sel.setdefault(pid, []).append(iid)
-        pols = sorted(self._policies.values(), key=Policy.sort_key)
-        tiers = sorted(
-            map(self._tier, set(self._tiers) | {p.tier for p in pols}), key=Tier.sort_key
-        )
-        return [(t, [(p, sel.get(p.id, [])) for p in pols if p.tier == t.name]) for t in tiers]
