@@ -165,6 +165,15 @@ def test_nft_tampering_fails_closed_and_is_repaired_in_seconds(cluster: Cluster)
             probe.leaks()
         felix.stop()
     assert not any(w.alive() for w in felix.watchers)  # the watchers stop with Felix
+    # A stopped agent leaves both tables (the next one adopts them); an uninstall removes
+    # the guard together with the main table, and nothing else.
+    assert runner.read_table("ip", "calico") is not None
+    assert runner.read_table("ip", "calico-guard") is not None
+    cluster.nft("add", "table", "ip", "someone-else")
+    out = cluster.node.exec(PY, "-c", "from pycalico.node.main import main; main()", "uninstall")
+    assert "Removed" in out.stdout, out
+    tables = cluster.nft("list", "tables")
+    assert "calico" not in tables and "someone-else" in tables, tables
 
 
 def test_route_and_device_tampering_is_repaired_in_seconds(

@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent")
+_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent", "pycalico.node.uninstall")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
