@@ -269,24 +269,27 @@ class Felix:
         self._callbacks.queue.put([])
 
     def _take_kernel_events(self) -> None:
-        nft_event = False
+        families: set[str] = set()
         for topic in self._debounce.take_due(self.clock.monotonic()):
             table = self._topic_tables.get(topic)
             if table is not None:
                 table.request_resync()
-                nft_event = True
+                families.add(table.family)
             elif self.routes is not None and (topic == ROUTES_TOPIC or "calico-nat" in topic):
                 self.routes.request_full()
             with self._lock:
                 self.counters["watch_resyncs"] += 1
-        if nft_event and self._nft_in_sync.is_set():
-            self._repair_guards()
+        if families and self._nft_in_sync.is_set():
+            self._repair_guards(families)
 
-    def _repair_guards(self) -> None:
-        """Tampering with nft: read the tiny guards back and repair them at once, before the
-        main tables (after a ``flush ruleset`` both are gone and nothing fails closed until
-        the guard is back). A failure is left to the normal apply pass, which retries."""
-        for g in self.guards.values():
+    def _repair_guards(self, families: set[str]) -> None:
+        """Tampering with nft in ``families``: read those tiny guards back and repair them
+        at once, before the main tables (after a ``flush ruleset`` both are gone and nothing
+        fails closed until the guard is back). A failure is left to the normal apply pass,
+        which retries."""
+        for fam, g in self.guards.items():
+            if fam not in families:
+                continue
             g.request_resync()
             try:
                 g.apply()
