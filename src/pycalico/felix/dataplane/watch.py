@@ -170,14 +170,17 @@ class Debouncer:
         self._due: dict[str, float] = {}
         self._last: dict[str, float] = {}
 
-    def note(self, topic: str, now: float, delay: float | None = None) -> None:
-        """``delay`` overrides the default (0 for an nft table: a transaction is atomic and
-        its events arrive after it committed, so there is nothing to wait for)."""
+    def note(
+        self, topic: str, now: float, delay: float | None = None, min_gap: float | None = None
+    ) -> None:
+        """``delay`` and ``min_gap`` override the defaults for this topic (e.g. 0 and a few
+        ms for a cheap check that must not wait)."""
         with self._lock:
             if topic not in self._due:
                 last = self._last.get(topic)
                 at = now + (self.delay if delay is None else delay)
-                self._due[topic] = at if last is None else max(at, last + self.min_gap)
+                gap = self.min_gap if min_gap is None else min_gap
+                self._due[topic] = at if last is None else max(at, last + gap)
 
     def deadline(self) -> float | None:
         with self._lock:
