@@ -68,6 +68,11 @@ def test_debouncer_delays_and_rate_limits() -> None:
     d.note("a", 10.2)  # our own write's echo: not before last + min_gap
     assert d.deadline() == 10.6
     assert d.take_due(10.5) == [] and d.take_due(10.6) == ["a"]
+    # a cheap check with its own delay and gap (Felix's guard:<family> topic)
+    d.note("guard:ip", 10.7, 0.0, 0.05)
+    assert d.take_due(10.7) == ["guard:ip"]
+    d.note("guard:ip", 10.71, 0.0, 0.05)
+    assert d.deadline() == 10.75
 
 
 def test_line_watcher_reads_a_child_and_restarts_it() -> None:
