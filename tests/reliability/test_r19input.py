@@ -423,10 +423,13 @@ def test_sqlite_datastore_files_are_owner_only(tmp_path: Path) -> None:
         assert set(modes) >= {"calico.db", "calico.db-wal", "calico.db-shm"}, modes
         assert all(m == 0o600 for m in modes.values()), {k: oct(v) for k, v in modes.items()}
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-        # an existing file keeps its mode and keeps working
+        # an existing world-readable store (an old version made it 0644, and its -wal/-shm
+        # too) is tightened to 0600 on open and keeps working
         legacy = tmp_path / "legacy.db"
-        legacy.touch(mode=0o644)
-        legacy.chmod(0o644)
+        SqliteDatastore(str(legacy)).close()
+        for p in (legacy, tmp_path / "legacy.db-wal", tmp_path / "legacy.db-shm"):
+            p.touch()
+            p.chmod(0o644)
         ds = SqliteDatastore(str(legacy))
         try:
             ds.create(
@@ -438,9 +441,16 @@ def test_sqlite_datastore_files_are_owner_only(tmp_path: Path) -> None:
                 }
             )
             assert [o["metadata"]["name"] for o in ds.list("IPPool").items] == ["q"]
+            legacy_modes = {
+                p.name: stat.S_IMODE(p.stat().st_mode)
+                for p in tmp_path.iterdir()
+                if p.name.startswith("legacy.db")
+            }
         finally:
             ds.close()
-        assert stat.S_IMODE(legacy.stat().st_mode) == 0o644
+        assert legacy_modes == dict.fromkeys(
+            ("legacy.db", "legacy.db-wal", "legacy.db-shm"), 0o600
+        ), {k: oct(v) for k, v in legacy_modes.items()}
     finally:
         os.umask(old)
 

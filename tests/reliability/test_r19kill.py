@@ -11,10 +11,11 @@ transaction (flush + re-add every policy chain).
 Each kill waits for the agent's ``nft -f`` child (the transaction in flight), sleeps a random
 fraction of the measured transaction time (some kills land while the script is still being
 written to nft, some while the kernel commits) and SIGKILLs the agent: alternately the agent
-alone (its nft child lives on) and the agent's whole process group (nft dies too, as in a
-container kill). The ``calico`` table must then equal the old reference listing or the new one
-exactly; a fresh agent must converge to the new one; the old state is then written back
-through that agent (a live delta) for the next round.
+alone (its nft child dies with it: the nft runner's children get the parent-death signal)
+and the agent's whole process group (as in a container kill). The ``calico`` table must
+then equal the old reference listing or the new one exactly; a fresh agent must converge to
+the new one; the old state is then written back through that agent (a live delta) for the
+next round.
 
 KILL_ROUNDS kills per CI run (env ``R19KILL_ROUNDS`` for a longer soak).
 """
@@ -275,3 +276,41 @@ def test_sigkill_mid_apply_leaves_old_or_new_never_a_mix(
     finally:
         for a in agents:
             a.stop()
+
+
+ORPHAN_AGENT = r"""
+import sys, threading, time
+from pycalico.felix.dataplane import SubprocessNftRunner
+from pycalico.felix.dataplane.ops import DeleteTable
+runner = SubprocessNftRunner(nft=sys.argv[1])
+threading.Thread(target=runner.transact, args=("ip", "t", [DeleteTable()]), daemon=True).start()
+time.sleep(60)
+"""
+
+
+def test_nft_child_dies_with_a_sigkilled_agent(tmp_path: Path) -> None:
+    """An ``nft -f`` still running when its agent is SIGKILLed must not live on (it could
+    commit an old transaction after a new agent started)."""
+    slow_nft = tmp_path / "nft"
+    slow_nft.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow_nft.chmod(0o755)
+    agent = subprocess.Popen([PY, "-c", ORPHAN_AGENT, str(slow_nft)])
+    kids: list[int] = []
+    try:
+
+        def children() -> list[int]:
+            return [int(k) for t in Path(f"/proc/{agent.pid}/task").iterdir()
+                    for k in (t / "children").read_text().split()]  # fmt: skip
+
+        kids = poll(children, 10, 0.01)
+        assert kids, "the agent's nft child did not start"
+        agent.kill()
+        agent.wait(10)
+        assert poll(lambda: not any(alive(p) for p in kids), 5, 0.02), f"orphans: {kids}"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        for pid in kids:  # an orphan of a failed run (pids we started)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

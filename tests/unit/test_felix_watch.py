@@ -47,6 +47,14 @@ def test_route_topic_names_what_felix_owns() -> None:
     assert route_topic("10.1.0.0/24 dev eth0 proto 8") is None
     assert route_topic("2: eth0: <BROADCAST,UP> mtu 1500", prefix="tap") is None
     assert route_topic("9: tap0: <BROADCAST,UP> mtu 1500", prefix="tap") == ROUTES_TOPIC
+    # Labelled lines (ROUTE_ARGV): VTEP neighbours and FDB entries on our devices count,
+    # ARP on workload interfaces does not.
+    assert route_topic("[ROUTE]10.96.0.2 dev calib4f proto 80 scope link") == ROUTES_TOPIC
+    assert route_topic("[NEIGH]Deleted 10.96.201.0 dev vxlan.calico lladdr 66:cb:0d:0c:00:02 "
+                       "PERMANENT") == ROUTES_TOPIC  # fmt: skip
+    assert route_topic("[NEIGH]198.18.0.3 dev vxlan.calico lladdr 66:cb:0d:0c:00:02 NOARP "
+                       "PERMANENT") == ROUTES_TOPIC  # fmt: skip
+    assert route_topic("[NEIGH]10.96.0.2 dev calib4f lladdr ee:ee:ee:ee:ee:ee REACHABLE") is None
 
 
 def test_debouncer_delays_and_rate_limits() -> None:
@@ -60,6 +68,11 @@ def test_debouncer_delays_and_rate_limits() -> None:
     d.note("a", 10.2)  # our own write's echo: not before last + min_gap
     assert d.deadline() == 10.6
     assert d.take_due(10.5) == [] and d.take_due(10.6) == ["a"]
+    # a cheap check with its own delay and gap (Felix's guard:<family> topic)
+    d.note("guard:ip", 10.7, 0.0, 0.05)
+    assert d.take_due(10.7) == ["guard:ip"]
+    d.note("guard:ip", 10.71, 0.0, 0.05)
+    assert d.deadline() == 10.75
 
 
 def test_line_watcher_reads_a_child_and_restarts_it() -> None:

@@ -9,8 +9,10 @@ gateway's streaming ``/v3/watch`` directly (``start_revision = from_revision + 1
 
 Invariants: every network failure (refused, timed out, TLS, 5xx) surfaces as
 :class:`Unavailable` within ``timeout`` seconds per endpoint (connect 2 s, read 5 s by
-default); endpoints are tried in order and the last good one is preferred. No etcd3gw or
-requests exception escapes.
+default); endpoints are tried in order and the last good one is preferred. After a member
+failed, a request goes to another member only once that member names a live leader
+(``maintenance/status``), so a leader loss costs about one election, not a read timeout. No
+etcd3gw or requests exception escapes.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class EtcdDatastore:
         self._cert = (cert, key) if cert and key else None
         self._clients = [self._client(ep, ca_cert, cert, key) for ep in self.endpoints]
         self._current = 0
+        self._member_ids: dict[int, str] = {}  # endpoint index -> member ID (response headers)
+        self._suspect: str | None = None  # member ID of the endpoint that last failed
         self._closed = False
         self._streams: set[requests.Response] = set()
         self._lock = threading.Lock()
@@ -148,14 +152,21 @@ class EtcdDatastore:
             idx = (self._current + i) % n
             client = self._clients[idx]
             try:
+                self._await_leader(idx)
                 out: dict[str, Any] = client.post(client.get_url(path), json=body)
                 self._current = idx
+                member = str((out.get("header") or {}).get("member_id") or "")
+                if member:
+                    self._member_ids[idx] = member
+                    if member == self._suspect:  # it is back
+                        self._suspect = None
                 return out
             except gw_exc.Etcd3Exception as e:
                 detail = e.detail_text or str(e) or type(e).__name__
                 where = f"etcd {self.endpoints[idx]}: {path}"
                 if not isinstance(e, gw_exc.ConnectionFailedError | gw_exc.ConnectionTimeoutError):
                     raise Unavailable(f"{where}: {_short(detail)}") from None
+                self._suspect = self._member_ids.get(idx, self._suspect)
                 if write and not _never_sent(detail):
                     raise Unavailable(
                         f"{where}: {_short(detail)} (outcome unknown: re-read before retrying)"
@@ -177,6 +188,37 @@ class EtcdDatastore:
         if self._cert is None and "TLS failure" in msg and "VERIFY_FAILED" not in msg:
             msg += " (no client certificate configured: the server may require one)"
         raise Unavailable("etcd unreachable: " + msg)
+
+    def _await_leader(self, idx: int) -> None:
+        """Failover without a lost proposal: after the member behind one endpoint failed, a
+        request sent to another member before that member noticed (etcd's election timeout)
+        is forwarded to the dead leader and silently dropped - it hangs until our read
+        timeout (the 2 s failover gap of issue 19). So first ask this endpoint's
+        ``maintenance/status`` (cheap, local) until it names a leader other than the failed
+        member; a follower that was not the leader passes at once. No leader within the read
+        timeout: :class:`Unavailable` (nothing was sent, so safe for writes too)."""
+        suspect = self._suspect
+        if suspect is None or self._member_ids.get(idx) == suspect:
+            return
+        client = self._clients[idx]
+        url = client.get_url("maintenance/status")
+        deadline = time.monotonic() + self._timeout[1]
+        while True:
+            try:
+                resp = client.session.post(url, json={}, timeout=(self._timeout[0], 0.5))
+                st = resp.json() if resp.status_code == 200 else {}
+            except (requests.RequestException, ValueError):
+                return  # the request itself will report what is wrong with this endpoint
+            leader = str(st.get("leader") or "")
+            if leader and leader != suspect:
+                self._suspect = None
+                return
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"etcd {self.endpoints[idx]}: no leader (member {suspect} failed; "
+                    f"waited {self._timeout[1]}s for an election)"
+                )
+            time.sleep(0.02)
 
     def _range(self, key: str, prefix: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"key": _b64(key)}

@@ -12,7 +12,9 @@ watermark). Invariants:
   made through the same object) and read the log in a snapshot transaction.
 - A new store file is created mode 0600 (so are its -wal and -shm files, which SQLite creates
   with the database file's mode) and a directory it creates 0700: the store holds the whole
-  cluster's policy and configuration. Existing files keep their mode. With
+  cluster's policy and configuration. An existing file (and its -wal/-shm) that group or
+  others can access - created 0644 by versions before this rule - is tightened to 0600 on
+  open, with a warning (silently left as is when we may not chmod it, e.g. not its owner). With
   ``create_dirs=False`` (read-only commands) a missing directory is an error, not created.
 - Every ``sqlite3`` error (corrupt file, unwritable path, lock timeout) surfaces as
   :class:`Unavailable` with the path and reason; no raw sqlite3 exception escapes.
@@ -21,6 +23,7 @@ watermark). Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -53,6 +56,8 @@ from pycalico.datastore.base import (
     prefix_for,
 )
 
+log = logging.getLogger(__name__)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY, rev INTEGER NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
@@ -66,6 +71,18 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0), ('schema', 
 _POLL_MIN = 0.001
 _POLL_MAX = 0.02
 _WATCH_BATCH = 500
+
+
+def _tighten(path: str) -> None:
+    """chmod 0600 the store file and its -wal/-shm when group or others have any access."""
+    for p in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = os.stat(p).st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(p, 0o600)
+                log.warning("sqlite datastore %s was mode %o; tightened to 0600", p, mode)
+        except OSError:  # absent, or not ours to chmod: a reader still works
+            continue
 
 
 class SqliteDatastore:
@@ -101,6 +118,8 @@ class SqliteDatastore:
             if not os.path.exists(self.path):
                 # Created owner-only: SQLite gives the -wal and -shm files the same mode.
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            else:
+                _tighten(self.path)
             conn = self._conn()
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")

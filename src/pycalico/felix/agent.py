@@ -11,14 +11,16 @@ MTU file). Periodic resyncs: nft every ``nftablesRefreshInterval``, routes every
 
 Repair in seconds, never fail open (issue 19): kernel watchers
 (:mod:`pycalico.felix.dataplane.watch`: ``nft monitor`` through the nft runner's process
-seam, and ``ip monitor route link address`` with the system's route drivers) only wake the
-owner loop; an event on our tables (``calico``, ``calico-guard``, ``calico-nat``), a proto-80
-route, our devices or a workload interface makes the loop read the table back / run a full
-route apply about 0.1 s later (at most one per topic per 0.5 s), which writes only what
-differs. Next to each ``calico`` table Felix programs the ``calico-guard`` table
-(:mod:`pycalico.felix.rules.guard`), always after the main table succeeded: it drops new
-workload traffic the main table did not evaluate, so a deleted table or flushed base chain
-fails closed until repaired.
+seam, and ``ip monitor route link address neigh`` with the system's route drivers) only
+wake the owner loop; an event on our tables (``calico``, ``calico-guard``, ``calico-nat``),
+a proto-80 route, our devices, their VTEP neighbours/FDB entries or a workload interface
+makes the loop read the table back / run a full route apply about 0.1 s later (at most one
+resync per topic per 0.5 s), which writes only what differs; an event on ``calico`` or
+``calico-guard`` also has that family's tiny guard read back and repaired at once. Next to each
+``calico`` table Felix programs the ``calico-guard`` table (:mod:`pycalico.felix.rules.guard`),
+after the main table succeeded: it drops new workload traffic the main table did not
+evaluate, so a deleted table or flushed base chain fails closed until repaired; after a
+``flush ruleset`` (both gone) the guard, repaired at once, is back before the main table.
 
 Invariants (DESIGN.md §4, principles 2, 3, 7):
 - Only the owner thread touches the graph, the renderer, the tables and the route drivers;
@@ -91,6 +93,8 @@ POLICY_KINDS = (
 #: Storage kinds Felix watches: the union of the policy and the routes calc nodes' kinds.
 FELIX_KINDS = POLICY_KINDS + tuple(k for k in RouteCalculator.KINDS if k not in POLICY_KINDS)
 _FELIX_CONFIG_PREFIX = prefix_for("FelixConfiguration")
+#: Debouncer topic ``guard:<family>``: check that family's guard table now (see kernel_event).
+_GUARD_TOPIC = "guard:"
 
 
 def make_route_drivers(
@@ -104,7 +108,7 @@ def make_route_drivers(
     from pycalico.system.process import SubprocessRunner
     from pycalico.system.sysctl import ProcSysctl
 
-    runner = SubprocessRunner()
+    runner = SubprocessRunner(die_with_parent=True)
     kernel = IpRouteKernel(runner)
     return {
         4: RouteDataplane(
@@ -255,17 +259,25 @@ class Felix:
                 return route_topic(line, self.config.interface_prefix)
 
             out.append(LineWatcher("routes", ROUTE_ARGV, classify, self.kernel_event,
-                                   SubprocessRunner()))  # fmt: skip
+                                   SubprocessRunner(die_with_parent=True)))  # fmt: skip
         return out
 
     def kernel_event(self, topic: str) -> None:
         """A watcher saw a change to something we own (any thread): resync it shortly
         (debounced; the owner loop does the read-back and repair)."""
-        self._debounce.note(topic, self.clock.monotonic())
+        now = self.clock.monotonic()
+        table = self._topic_tables.get(topic)
+        if table is not None:  # the tiny guard of that family is checked at once (no delay)
+            self._debounce.note(f"{_GUARD_TOPIC}{table.family}", now, 0.0, 0.05)
+        self._debounce.note(topic, now)
         self._callbacks.queue.put([])
 
     def _take_kernel_events(self) -> None:
+        families: set[str] = set()
         for topic in self._debounce.take_due(self.clock.monotonic()):
+            if topic.startswith(_GUARD_TOPIC):
+                families.add(topic.removeprefix(_GUARD_TOPIC))
+                continue
             table = self._topic_tables.get(topic)
             if table is not None:
                 table.request_resync()
@@ -273,6 +285,22 @@ class Felix:
                 self.routes.request_full()
             with self._lock:
                 self.counters["watch_resyncs"] += 1
+        if families and self._nft_in_sync.is_set():
+            self._repair_guards(families)
+
+    def _repair_guards(self, families: set[str]) -> None:
+        """Tampering with nft in ``families``: read those tiny guards back and repair them
+        at once, before the main tables (after a ``flush ruleset`` both are gone and nothing
+        fails closed until the guard is back). A failure is left to the normal apply pass,
+        which retries."""
+        for fam, g in self.guards.items():
+            if fam not in families:
+                continue
+            g.request_resync()
+            try:
+                g.apply()
+            except NftError as e:
+                log.warning("felix %s: repairing %s: %s", self.node_name, g.name, e)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> Felix:

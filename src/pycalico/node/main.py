@@ -11,7 +11,12 @@ import click
 
 from pycalico import __version__
 
-_FAMILIES = ("pycalico.node.install_cni", "pycalico.node.agent", "pycalico.node.hostinstall")
+_FAMILIES = (
+    "pycalico.node.install_cni",
+    "pycalico.node.agent",
+    "pycalico.node.hostinstall",
+    "pycalico.node.uninstall",
+)
 
 
 def _version_message() -> str:

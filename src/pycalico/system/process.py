@@ -16,11 +16,25 @@ command, exit code and stderr. ``run``/``run_attached`` report a program that ca
 started as exit 127 and a timeout as exit 124 (the child is killed); ``spawn`` raises
 :class:`OSError` like :class:`subprocess.Popen`. :meth:`Process.wait` raises
 :class:`WaitTimeout` (never :class:`subprocess.TimeoutExpired`).
+
+Dying with the agent: ``SubprocessRunner(die_with_parent=True)`` gives every child it starts
+(``run``, ``run_attached`` and ``spawn``) the parent-death signal SIGKILL
+(``prctl(PR_SET_PDEATHSIG)``, set between fork and exec, and kept across the ``exec`` of
+``ip netns exec``): when the agent is SIGKILLed, its ``nft -f`` (which could otherwise
+still commit a transaction after a new agent has started), ``nft monitor`` and
+``ip monitor`` children die with it instead of living on as orphans. A child whose parent
+died before the signal was set kills itself before ``exec``. Linux sends the signal when the
+*thread* that started the child ends, so ``spawn`` it only from a thread that outlives the
+child (``run`` always does: the thread waits). Children that must outlive the agent - BIRD,
+which the next agent adopts (graceful restart), and the lab's node daemons - are started by
+a runner without it (the default).
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import signal
 import subprocess
 import threading
@@ -135,6 +149,29 @@ class ProcessLauncher(ProcessRunner, Protocol):
     ) -> Process: ...
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC: list[ctypes.CDLL] = []
+
+
+def _libc() -> ctypes.CDLL:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` (runs in the child between fork and exec): SIGKILL when the parent
+    ends; if ``parent`` is already gone, die now (no allocation beyond the call itself)."""
+    prctl = _libc().prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
 def check(result: Completed) -> Completed:
     """Return ``result`` or raise :class:`CommandFailed` if it failed."""
     if result.returncode != 0:
@@ -181,7 +218,14 @@ class PopenProcess:
 
 
 class SubprocessRunner:
-    """Runs commands with :mod:`subprocess` (no shell)."""
+    """Runs commands with :mod:`subprocess` (no shell). ``die_with_parent``: see the module
+    docstring."""
+
+    def __init__(self, *, die_with_parent: bool = False) -> None:
+        self.die_with_parent = die_with_parent
+
+    def _preexec(self) -> Callable[[], None] | None:
+        return _die_with(os.getpid()) if self.die_with_parent else None
 
     def run(
         self,
@@ -191,7 +235,7 @@ class SubprocessRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Completed:
-        return self._run(argv, input, env, timeout, capture=True)
+        return self._run(argv, input, env, timeout, capture=True, preexec=self._preexec())
 
     def run_attached(
         self,
@@ -201,7 +245,7 @@ class SubprocessRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> Completed:
-        return self._run(argv, input, env, timeout, capture=False)
+        return self._run(argv, input, env, timeout, capture=False, preexec=self._preexec())
 
     @staticmethod
     def _run(
@@ -211,6 +255,7 @@ class SubprocessRunner:
         timeout: float | None,
         *,
         capture: bool,
+        preexec: Callable[[], None] | None,
     ) -> Completed:
         """Run ``argv``; a missing program is exit 127, a timeout exit 124 (never raised)."""
         try:
@@ -221,6 +266,7 @@ class SubprocessRunner:
                 text=True,
                 env=None if env is None else dict(env),
                 timeout=timeout,
+                preexec_fn=preexec,
             )
         except FileNotFoundError as e:
             return Completed(tuple(argv), 127, "", f"{argv[0]}: {e.strerror}")
@@ -247,6 +293,7 @@ class SubprocessRunner:
             stderr=stderr,
             cwd=cwd,
             start_new_session=new_session,
+            preexec_fn=self._preexec(),
         )
         return PopenProcess(p, argv)
 

@@ -66,7 +66,9 @@ class SubprocessNftRunner:
         netns: str | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.process = process or SubprocessRunner()
+        # nft children die with the agent: a SIGKILLed agent's nft -f never commits after a
+        # new agent started, and its nft monitor never outlives it.
+        self.process = process or SubprocessRunner(die_with_parent=True)
         self.argv = ["ip", "netns", "exec", netns, nft] if netns else [nft]
         self.timeout = timeout
         self.spool = tempfile.gettempdir()

@@ -1,7 +1,7 @@
 """Kernel change watchers: wake Felix's owner loop when someone touches what Felix owns.
 
 Owns: :class:`LineWatcher` (one long-running monitor child - ``nft monitor`` or
-``ip -o monitor route link address`` - started through the
+``ip -o monitor label route link address neigh`` - started through the
 :class:`~pycalico.system.process.ProcessLauncher` seam, its output read line by line on a
 small reader thread), the pure line classifiers :func:`nft_topic` and :func:`route_topic`,
 and :class:`Debouncer` (which topics are due for a resync, and when).
@@ -12,7 +12,8 @@ Invariants:
   thread still does every read and write, so there is no second kernel-owning thread.
 - Topics: ``nft:<family>:<table>`` for an nft event on a table we watch; ``routes`` for a
   route with protocol 80, a link/address/route on one of our devices (``vxlan.calico``,
-  ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``).
+  ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``), or a neighbour
+  or FDB entry on one of our devices (the remote VTEPs).
 - Our own writes produce events too. The loop cannot spin: a resync reads back and writes
   only what differs from the desired state (nothing, after our own write), and the
   :class:`Debouncer` runs at most one resync per topic per ``min_gap`` seconds.
@@ -20,7 +21,9 @@ Invariants:
   watcher runs; one that cannot be started (no ``nft``/``ip`` binary, no permission) is
   logged once and given up: the periodic refresh stays the backstop.
   :meth:`LineWatcher.stop` terminates the child and joins the reader. If Felix's process
-  dies without stopping, the child dies of SIGPIPE at its next event.
+  dies without stopping (SIGKILL), the child dies with it when the launcher sets the
+  parent-death signal (Felix's do: ``SubprocessRunner(die_with_parent=True)``; the reader
+  thread that spawns the child lives as long as it), else of SIGPIPE at its next event.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: Devices Felix owns (names as in :mod:`pycalico.felix.calc.routetypes`).
 OUR_DEVICES = ("vxlan.calico", "vxlan-v6.calico", "tunl0")
-ROUTE_ARGV = ("ip", "-o", "monitor", "route", "link", "address")
+ROUTE_ARGV = ("ip", "-o", "monitor", "label", "route", "link", "address", "neigh")
 ROUTES_TOPIC = "routes"
 
 _NFT_EVENT = re.compile(
@@ -57,9 +60,16 @@ def nft_topic(line: str, tables: Iterable[tuple[str, str]]) -> str | None:
 
 
 def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
-    """:data:`ROUTES_TOPIC` when ``line`` (of ``ip -o monitor route link address``) touches
-    what the route drivers own, else None."""
-    words = line.replace("@", " ").replace(":", " ").split()
+    """:data:`ROUTES_TOPIC` when ``line`` (of :data:`ROUTE_ARGV`, optionally labelled
+    ``[ROUTE]``/``[LINK]``/``[ADDR]``/``[NEIGH]``) touches what the route drivers own, else
+    None. A ``[NEIGH]`` line (a neighbour, or an FDB entry: the kernel reports both on the
+    neighbour group) counts only on our tunnel devices (the VTEP entries): ARP on workload
+    interfaces is the kernel's own business and far too frequent to resync on."""
+    label, _, rest = line.partition("]") if line.startswith("[") else ("", "", line)
+    if label == "[NEIGH":
+        words = rest.split()
+        return ROUTES_TOPIC if any(w in OUR_DEVICES for w in words) else None
+    words = rest.replace("@", " ").replace(":", " ").split()
     if any(a == "proto" and b == str(proto) for a, b in itertools.pairwise(words)):
         return ROUTES_TOPIC
     for w in words:
@@ -160,12 +170,17 @@ class Debouncer:
         self._due: dict[str, float] = {}
         self._last: dict[str, float] = {}
 
-    def note(self, topic: str, now: float) -> None:
+    def note(
+        self, topic: str, now: float, delay: float | None = None, min_gap: float | None = None
+    ) -> None:
+        """``delay`` and ``min_gap`` override the defaults for this topic (e.g. 0 and a few
+        ms for a cheap check that must not wait)."""
         with self._lock:
             if topic not in self._due:
                 last = self._last.get(topic)
-                at = now + self.delay
-                self._due[topic] = at if last is None else max(at, last + self.min_gap)
+                at = now + (self.delay if delay is None else delay)
+                gap = self.min_gap if min_gap is None else min_gap
+                self._due[topic] = at if last is None else max(at, last + gap)
 
     def deadline(self) -> float | None:
         with self._lock:

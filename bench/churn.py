@@ -1,0 +1,289 @@
+"""Pod churn reliability run (issue 19): pods added and deleted in parallel across a lab.
+
+Brings up a private ``calico-lab`` (default 3 nodes, sqlite, no encapsulation), then for
+``--duration`` seconds ``--workers`` threads add pods (``calico-lab pod add``, real CNI) on
+random nodes until ``--live`` pods exist and delete random ones beyond that, until
+``--pods`` pods have been created in all; meanwhile:
+- a sampler probes a random pair of live pods (TCP 80, no policy denies it) every
+  ``--sample`` seconds: every probe must pass;
+- a policy thread creates and deletes a GlobalNetworkPolicy (deny, selecting no pod) every
+  15 s, so Felix renders policy changes during the churn;
+- every 10 s, ``calico-lab status``: the IPs of live pods must be distinct.
+At the end every remaining pod is deleted and the run checks: ``calicoctl ipam check`` finds
+0 problems and 0 allocations remain (no lost IPs), no WorkloadEndpoint is left, no ``cali*``
+link and no route to one is left on any node, no pod namespace is left; calico-node RSS
+per node before/after. Prints a summary and writes bench/results/churn.json; exits 1 when a
+check failed. Needs root; a 5-minute run is not part of CI (``make test``), it is run by
+hand: ``python bench/churn.py [--duration 300] [--pods 200] [--live 40] [--workers 6]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+DENY_POLICY = """apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: churn-deny}
+spec:
+  selector: churn == 'never'
+  types: [Ingress]
+  ingress: [{action: Deny}]
+"""
+
+
+class Churn:
+    def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
+        self.a = args
+        self.env = env
+        self.lock = threading.Lock()
+        self.live: dict[str, str] = {}  # pod name -> node
+        self.busy: set[str] = set()
+        self.created = 0
+        self.next_id = 0
+        self.adds: list[float] = []
+        self.dels: list[float] = []
+        self.failures: list[str] = []
+        self.probes: list[tuple[float, bool, str]] = []
+        self.dup_checks = 0
+        self.duplicates: list[str] = []
+        self.policy_changes = 0
+        self.stop = threading.Event()
+
+    def lab(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CALICO_LAB, *argv, "--name", self.a.name], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+    def ctl(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        argv = (CALICO_LAB, "calicoctl", "--name", self.a.name, "--", *argv)
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=120)
+
+    # -- the churn ------------------------------------------------------------------------
+    def worker(self, nodes: list[str], deadline: float) -> None:
+        rng = random.Random()
+        while time.monotonic() < deadline and not self.stop.is_set():
+            with self.lock:
+                idle = [p for p in self.live if p not in self.busy]
+                add = (len(self.live) + len(self.busy - set(self.live)) < self.a.live
+                       and self.created < self.a.pods)  # fmt: skip
+                if add:
+                    name, node = f"p{self.next_id}", rng.choice(nodes)
+                    self.next_id += 1
+                    self.created += 1
+                elif idle:
+                    name = rng.choice(idle)
+                    node = self.live[name]
+                else:
+                    name = ""
+                if name:
+                    self.busy.add(name)
+            if not name:
+                if self.created >= self.a.pods and not self.live:
+                    return
+                time.sleep(0.2)
+                continue
+            t0 = time.monotonic()
+            if add:
+                r = self.lab("pod", "add", node, f"churn/{name}", "--ports", "80/TCP")
+            else:
+                r = self.lab("pod", "del", f"churn/{name}")
+            dt = time.monotonic() - t0
+            with self.lock:
+                self.busy.discard(name)
+                if r.returncode != 0:
+                    self.failures.append(f"{'add' if add else 'del'} {name}: {r.stderr[-300:]}")
+                    if not add:  # still there
+                        continue
+                if add and r.returncode == 0:
+                    self.live[name] = node
+                    self.adds.append(dt)
+                elif not add:
+                    self.live.pop(name, None)
+                    self.dels.append(dt)
+
+    def sampler(self) -> None:
+        rng = random.Random()
+        while not self.stop.wait(self.a.sample):
+            with self.lock:
+                idle = [p for p in self.live if p not in self.busy]
+                if len(idle) < 2:
+                    continue
+                a, b = rng.sample(idle, 2)
+                self.busy.update((a, b))
+            try:
+                r = self.lab("probe", f"churn/{a}", f"churn/{b}", "80/TCP", "--timeout", "2")
+                self.probes.append((time.monotonic(), r.returncode == 0, f"{a}->{b}"))
+            finally:
+                with self.lock:
+                    self.busy.difference_update((a, b))
+
+    def policies(self, path: Path) -> None:
+        on = False
+        while not self.stop.wait(15):
+            r = (self.lab("apply", "-f", str(path)) if not on
+                 else self.ctl("delete", "globalnetworkpolicy", "churn-deny"))  # fmt: skip
+            if r.returncode == 0:
+                on = not on
+                self.policy_changes += 1
+            else:
+                self.failures.append(f"policy change: {r.stderr[-300:]}")
+
+    def dup_checker(self) -> None:
+        while not self.stop.wait(10):
+            r = self.lab("status", "-o", "json")
+            if r.returncode != 0:
+                continue
+            pods = json.loads(r.stdout)["pods"]
+            ips = [p["ip"] for p in pods if p["ip"]]
+            self.dup_checks += 1
+            if len(ips) != len(set(ips)):
+                self.duplicates.append(f"{len(ips) - len(set(ips))} duplicate IPs in status")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_KB / 1024
+    except OSError:
+        return 0.0
+
+
+def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    c = Churn(args, env)
+    t0 = time.monotonic()
+    r = c.lab("up", "--nodes", str(args.nodes), "--timeout", "600", timeout=700)
+    if r.returncode != 0:
+        raise SystemExit(f"calico-lab up failed:\n{r.stdout}\n{r.stderr}")
+    up_s = time.monotonic() - t0
+    state_file = Path(env["CALICO_LAB_DIR"]) / args.name / "state.json"
+    state = json.loads(state_file.read_text())
+    nodes = [n["name"] for n in state["nodes"]]
+    agents = {n["name"]: n["pid"] for n in state["nodes"]}
+    rss0 = {n: rss_mb(p) for n, p in agents.items()}
+    policy = Path(env["CALICO_LAB_DIR"]) / "churn-deny.yaml"
+    policy.write_text(DENY_POLICY)
+    deadline = time.monotonic() + args.duration
+    threads = [threading.Thread(target=c.worker, args=(nodes, deadline), daemon=True)
+               for _ in range(args.workers)]  # fmt: skip
+    side = [threading.Thread(target=f, daemon=True) for f in (c.sampler, c.dup_checker)]
+    side.append(threading.Thread(target=c.policies, args=(policy,), daemon=True))
+    for t in threads + side:
+        t.start()
+    for t in threads:
+        t.join()
+    churn_s = time.monotonic() - (deadline - args.duration)
+    rss1 = {n: rss_mb(p) for n, p in agents.items()}
+    c.stop.set()
+    for t in side:
+        t.join(30)
+    # -- drain and check ------------------------------------------------------------------
+    left = sorted(c.live)
+    drain = [threading.Thread(target=lambda n=n: c.lab("pod", "del", f"churn/{n}"))
+             for n in left]  # fmt: skip
+    for t in drain:
+        t.start()
+    for t in drain:
+        t.join()
+    c.ctl("delete", "globalnetworkpolicy", "churn-deny")
+    time.sleep(3)  # Felix and the CNI have finished with the last deletes
+    ipam = c.ctl("ipam", "check").stdout
+    problems = ipam.rsplit("found ", 1)[-1].split()[0] if "Check complete" in ipam else "?"
+    allocations = (
+        ipam.split("IPAM blocks with ", 1)[-1].split()[0] if "blocks with" in ipam else "?"
+    )
+    weps = json.loads(c.ctl("get", "workloadendpoints", "-A", "-o", "json").stdout or "{}")
+    wep_left = len(weps.get("items", []))
+    stale_links, stale_routes = {}, {}
+    for n in state["nodes"]:
+        links = subprocess.run(["ip", "-n", n["netns"], "-o", "link"], capture_output=True,
+                               text=True).stdout  # fmt: skip
+        stale_links[n["name"]] = sum(1 for ln in links.splitlines() if ": cali" in ln)
+        routes = subprocess.run(["ip", "-n", n["netns"], "route"], capture_output=True,
+                                text=True).stdout  # fmt: skip
+        stale_routes[n["name"]] = sum(1 for ln in routes.splitlines() if " dev cali" in ln)
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    pod_ns_left = sum(1 for ln in netns.splitlines() if ln.startswith(f"{state['prefix']}p"))
+    status_pods = len(json.loads(c.lab("status", "-o", "json").stdout)["pods"])
+    ok_probes = sum(1 for _, ok, _ in c.probes if ok)
+    res: dict[str, Any] = {
+        "nodes": args.nodes,
+        "up_s": round(up_s, 1),
+        "churn_s": round(churn_s, 1),
+        "pods_created": len(c.adds),
+        "pods_deleted": len(c.dels) + len(left),
+        "max_live": args.live,
+        "add_s": _dist(c.adds),
+        "del_s": _dist(c.dels),
+        "failures": c.failures,
+        "probes": len(c.probes),
+        "probes_failed": [w for _, ok, w in c.probes if not ok],
+        "probe_ok_ratio": round(ok_probes / len(c.probes), 4) if c.probes else None,
+        "policy_changes": c.policy_changes,
+        "duplicate_ip_checks": c.dup_checks,
+        "duplicates": c.duplicates,
+        "ipam_problems": problems,
+        "ipam_allocations_left": allocations,
+        "weps_left": wep_left,
+        "status_pods_left": status_pods,
+        "stale_links": stale_links,
+        "stale_routes": stale_routes,
+        "pod_netns_left": pod_ns_left,
+        "agent_rss_mb_before": rss0,
+        "agent_rss_mb_after_churn": rss1,
+    }
+    res["ok"] = (
+        not c.failures and not res["probes_failed"] and not c.duplicates and problems == "0"
+        and allocations == "0" and wep_left == 0 and status_pods == 0 and pod_ns_left == 0
+        and not any(stale_links.values()) and not any(stale_routes.values())
+    )  # fmt: skip
+    return res
+
+
+def _dist(v: list[float]) -> dict[str, float]:
+    if not v:
+        return {}
+    s = sorted(v)
+    return {"n": len(s), "p50": round(statistics.median(s), 2),
+            "p95": round(s[int(0.95 * (len(s) - 1))], 2), "max": round(s[-1], 2)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=300.0)
+    ap.add_argument("--pods", type=int, default=200, help="pods to create in all")
+    ap.add_argument("--live", type=int, default=40, help="at most this many pods at once")
+    ap.add_argument("--workers", type=int, default=6)
+    ap.add_argument("--sample", type=float, default=2.0, help="seconds between probes")
+    ap.add_argument("--name", default=f"ch{os.getpid() % 10000}")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "churn.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="calico-churn-") as d:
+        env = dict(os.environ, CALICO_LAB_DIR=d)
+        try:
+            res = run(args, env)
+        finally:
+            subprocess.run([CALICO_LAB, "down", "--name", args.name], env=env,
+                           capture_output=True, timeout=300)  # fmt: skip
+    print(json.dumps(res, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"benchmark": "pod churn", "args": vars(args),
+                                          "result": res}, indent=2) + "\n")  # fmt: skip
+    sys.exit(0 if res["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
