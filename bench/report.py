@@ -118,6 +118,7 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             "measured": f"{num(st['median'])}{unit} (n={int(st['n'])})",
             "spread": spread_text(st),
             "figure": t.figure,
+            "title": fig["title"],
         })  # fmt: skip
     return rows
 
@@ -167,7 +168,8 @@ def render(results: dict[str, Any], plots: list[str] | None = None) -> str:
     rows = target_rows(results)
     out += _table(["target", "status", "measured (median)", "spread", "figure"],
                   [[r["target"], f"**{r['status']}**", r["measured"], r["spread"],
-                    f"`{r['figure']}`"] for r in rows])  # fmt: skip
+                    f"`{r['figure']}`" + (f": {r['title']}" if r.get("title") else "")]
+                   for r in rows])  # fmt: skip
     for p in plots or []:
         out += ["", f"![{Path(p).stem}]({p})"]
     figs = figures_by_id(results)
@@ -290,9 +292,11 @@ def plot(results: dict[str, Any], outdir: Path, stem: str) -> list[Path]:
                 if f["id"] == t.figure:
                     ax.plot([t.threshold], [y], "|", color="tab:red", ms=14, mew=2)
         ax.axvline(1.0, color="0.8", ls="--", lw=1)
+        ax.set_xscale("log")  # ratios: 0.5x and 2x equally far from 1
         ax.set_yticks(ys, [f["id"].split(".", 1)[1] for f in sel], fontsize=8)
         ax.set_xlabel("system / baseline (median dot, IQR bar, min-max line, target |)")
-        ax.set_title(f"{group}: ratios, {'QUICK' if results.get('quick') else 'full'} run")
+        part = results.get("parts", {}).get(group, {})
+        ax.set_title(f"{group}: ratios ({'QUICK' if part.get('quick') else 'full'} run)")
         fig.tight_layout()
         path = outdir / f"{stem}-{group}.png"
         fig.savefig(path, dpi=90)

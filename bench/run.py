@@ -22,7 +22,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,14 +77,6 @@ def run_one(
             progress.update(task, description=f"[bold]{name}[/]: {line.strip()[:70]}")
         rc = p.wait()
     return rc, time.monotonic() - t0
-
-
-def cni_before_tree(rev: str, tmp: Path) -> str:
-    """``git archive <rev> src`` unpacked under ``tmp``; the src path."""
-    arch = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], capture_output=True,
-                          check=True).stdout  # fmt: skip
-    subprocess.run(["tar", "-x", "-C", str(tmp)], input=arch, check=True)
-    return str(tmp / "src")
 
 
 def collect(
@@ -144,26 +135,25 @@ def main() -> None:
     if not args.report_only:
         if not only:
             shutil.rmtree(harness.PARTS, ignore_errors=True)
-        with tempfile.TemporaryDirectory(prefix="bench-before-") as tmp:
-            cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())  # fmt: skip
-            with Progress(*cols, console=console) as progress:
-                overall = progress.add_task("benches", total=len(chosen))
-                for name, argv, _, _ in chosen:
-                    argv = list(argv)
-                    if not quick:
-                        argv += FULL_EXTRA.get(name, [])
-                    if name == "cni" and args.cni_before:
-                        argv += ["--before-src", cni_before_tree(args.cni_before, Path(tmp))]
-                    task = progress.add_task(f"[bold]{name}[/]", total=None)
-                    rc, secs = run_one(name, argv, env, progress, task)
-                    status = "ok" if rc == 0 else f"FAILED rc={rc} (see {LOGS}/{name}.log)"
-                    progress.update(task, description=f"[bold]{name}[/]: {status} in {secs:.0f}s",
-                                    total=1, completed=1)  # fmt: skip
-                    progress.advance(overall)
-                    if rc != 0:
-                        failed.append(name)
-                        break
+        cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())  # fmt: skip
+        with Progress(*cols, console=console) as progress:
+            overall = progress.add_task("benches", total=len(chosen))
+            for name, argv, _, _ in chosen:
+                argv = list(argv)
+                if not quick:
+                    argv += FULL_EXTRA.get(name, [])
+                if name == "cni" and args.cni_before:
+                    argv += ["--before-rev", args.cni_before]
+                task = progress.add_task(f"[bold]{name}[/]", total=None)
+                rc, secs = run_one(name, argv, env, progress, task)
+                status = "ok" if rc == 0 else f"FAILED rc={rc} (see {LOGS}/{name}.log)"
+                progress.update(task, description=f"[bold]{name}[/]: {status} in {secs:.0f}s",
+                                total=1, completed=1)  # fmt: skip
+                progress.advance(overall)
+                if rc != 0:
+                    failed.append(name)
+                    break
     results = collect(names, quick, command, started, load0)
     out = write_report(results)
     for row in report.target_rows(results):
