@@ -2,7 +2,8 @@
 
 Owns: the issue-18 target rows (which figure each reads, the comparison and threshold), how
 a target is judged (the median of the per-round ratios, or of the samples for an absolute
-figure; ``not measured`` when the run did not produce the figure), and the layout of
+figure; flagged when the quartiles lie on both sides of the threshold; ``not measured`` when
+the run did not produce the figure), and the layout of
 BENCHMARKS.md. Pure functions of the results document except :func:`plot` (matplotlib,
 files) so the generator is unit tested without running a bench.
 
@@ -111,10 +112,13 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             continue
         st = center(fig)
         ok = judge(st["median"], t.op, t.threshold)
+        # The median decides; when the quartiles fall on both sides of the threshold the
+        # verdict is within this run's noise, and the row says so.
+        spans = judge(st["q1"], t.op, t.threshold) != judge(st["q3"], t.op, t.threshold)
         unit = "x" if "ratio" in fig else f" {fig['unit']}"
         rows.append({
             "target": t.name,
-            "status": "met" if ok else "not met",
+            "status": ("met" if ok else "not met") + (" (IQR spans the target)" if spans else ""),
             "measured": f"{num(st['median'])}{unit} (n={int(st['n'])})",
             "spread": spread_text(st),
             "figure": t.figure,
