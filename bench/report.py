@@ -200,6 +200,12 @@ def render(results: dict[str, Any], plots: list[str] | None = None) -> str:
               spread_text(f["stats"]), f"`{f['command']}`"]
              for f in sorted(absolute, key=lambda f: f["id"])],
         )  # fmt: skip
+    fp = results.get("parts", {}).get("footprint", {})
+    if fp.get("sizes_tried"):
+        out += ["", f"Largest lab that came up: **{fp.get('largest_lab_up', 0)} nodes** (sizes "
+                f"tried: {fp['sizes_tried']}" + ("" if fp.get("quick") else ", full run") + "). "
+                + (f"The next size failed: {fp['limit']}" if fp.get("limit")
+                   else "Every size tried came up.")]  # fmt: skip
     errors = [(n, p["raw"]["datapath_error"]) for n, p in results.get("parts", {}).items()
               if isinstance(p.get("raw"), dict) and p["raw"].get("datapath_error")]  # fmt: skip
     for name, err in errors:
