@@ -140,15 +140,18 @@ def machine_lines(results: dict[str, Any]) -> list[str]:
         f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; kernel {m.get('kernel', '?')};"
         f" Python {m.get('python', '?')}; host `{m.get('host', '?')}`",
         f"- run: {results.get('started', '?')} to {results.get('finished', '?')}"
-        f" ({'QUICK' if results.get('quick') else 'full'}: `{results.get('command', '')}`)",
+        f" (`{results.get('command', '')}`)",
         f"- load average (1/5/15 min) before: {load.get('before', '?')}, after: "
         f"{load.get('after', '?')}; sampled per bench below. The machine is shared: absolute "
         "numbers are noisy, ratios are interleaved (ABAB) so they stay usable.",
     ]
     for name, part in sorted(results.get("parts", {}).items()):
         mm = part.get("machine_at_end", {})
-        q = " (quick)" if part.get("quick") else ""
-        lines.append(f"  - `{name}`{q} at {mm.get('time', '?')}: load {mm.get('loadavg', '?')}")
+        q = "QUICK" if part.get("quick") else "full"
+        args = part.get("args") or {}
+        extra = f", {args}" if args else ""
+        lines.append(f"  - `{name}` ({q}{extra}) finished {mm.get('time', '?')}: load "
+                     f"{mm.get('loadavg', '?')}")  # fmt: skip
     return lines
 
 
@@ -204,7 +207,8 @@ def render(results: dict[str, Any], plots: list[str] | None = None) -> str:
     if fp.get("sizes_tried"):
         out += ["", f"Largest lab that came up: **{fp.get('largest_lab_up', 0)} nodes** (sizes "
                 f"tried: {fp['sizes_tried']}" + ("" if fp.get("quick") else ", full run") + "). "
-                + (f"The next size failed: {fp['limit']}" if fp.get("limit")
+                + (f"The next size failed: {fp['limit'].splitlines()[0].rstrip(': ')} "
+                   "(log tail in bench/results/lab.json)." if fp.get("limit")
                    else "Every size tried came up.")]  # fmt: skip
     errors = [(n, p["raw"]["datapath_error"]) for n, p in results.get("parts", {}).items()
               if isinstance(p.get("raw"), dict) and p["raw"].get("datapath_error")]  # fmt: skip
@@ -241,7 +245,8 @@ def import_lines(results: dict[str, Any]) -> list[str]:
     imp = results.get("parts", {}).get("cni", {}).get("importtime", {})
     if not imp:
         return []
-    out = ["", "## CNI fallback import path (`python -X importtime` of one ADD)", ""]
+    out = ["", "## CNI fallback import path (`python -X importtime`, median of 5 interleaved ADDs)",
+           ""]  # fmt: skip
     rows = []
     for k, v in imp.items():
         top = ", ".join(f"{t['module']} {num(t['cumulative_ms'])}" for t in v["top"][:6])
@@ -255,7 +260,9 @@ def legacy_lines(results: dict[str, Any]) -> list[str]:
     leg = results.get("legacy", {})
     if not leg:
         return []
-    out = ["", "## Other benches (absolute figures from their own JSON)", ""]
+    out = ["", "## Other benches (absolute figures from their own JSON)", "",
+           "Each from the last run of that bench (the full `make bench` reruns them all; a QUICK "
+           "or `--report-only` run shows the files as they are).", ""]  # fmt: skip
     for name, doc in sorted(leg.items()):
         scalars = {k: v for k, v in flatten(doc).items() if isinstance(v, (int, float, bool))}
         shown = ", ".join(f"{k}={num(float(v)) if not isinstance(v, bool) else v}"

@@ -130,6 +130,8 @@ def main() -> None:
     command = "make bench" + (" QUICK=1" if quick else "")
     if args.only:
         command = f"python bench/run.py {'--quick ' if quick else ''}--only {args.only}"
+    if args.report_only:
+        command = "python bench/run.py --report-only (the parts' own runs: see below)"
     console = Console()
     failed: list[str] = []
     if not args.report_only:
