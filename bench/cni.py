@@ -28,6 +28,7 @@ Usage: ``bench/cni.py [N] [--before-src DIR] [--importtime]`` (default N 60, QUI
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -144,9 +145,9 @@ def main() -> None:
     args = ap.parse_args()
     n = max(args.n, harness.MIN_ROUNDS)
     if args.before_rev:
-        args.before_src = before_tree(
-            args.before_rev, Path(tempfile.mkdtemp(prefix="bench-before-"))
-        )
+        before_dir = tempfile.mkdtemp(prefix="bench-before-")
+        atexit.register(shutil.rmtree, before_dir, True)
+        args.before_src = before_tree(args.before_rev, Path(before_dir))
     tmp = Path(tempfile.mkdtemp(prefix="pycalico-bench-cni-"))
     db = str(tmp / "calico.db")
     ds = SqliteDatastore(db)
