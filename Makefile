@@ -30,8 +30,13 @@ docs: setup
 unit: setup
 	$(BIN)/pytest tests/unit tests/conformance $(PYTEST_ARGS)
 
+# `make bench` runs every bench (progress display), writes bench/results/<date>-<host>.json,
+# plots and BENCHMARKS.md; `make bench QUICK=1` is the < 5 minute look. CNI_BEFORE=<rev>
+# adds the CNI fallback plugin of that revision to the interleaved CNI runs (before/after).
+QUICK ?=
+CNI_BEFORE ?=
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(CNI_BEFORE),--cni-before $(CNI_BEFORE))
 
 # A wheel and an sdist in dist/, stamped with the commit (pycalico/_commit) they come from.
 dist: setup

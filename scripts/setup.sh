@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(bird2 chromium chromium-driver etcd-server etcd-client frr iperf3 nftables iptables ipset conntrack tshark docker.io
   podman containernetworking-plugins busybox-static iproute2 iputils-ping runc tcpdump
-  python3 python3-venv procps psmisc ca-certificates)
+  python3 python3-venv procps psmisc ca-certificates sockperf ethtool)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -17,6 +17,8 @@ Invariants:
   whose fd is unusable (not a network namespace, or the server's own) gets status 255: the
   client runs the plugin itself, in its own mount namespace, with the spec's errors. The fd
   is closed when the request ends.
+- The MTU file is the server's (``CALICO_MTU_FILE`` of calico-node) unless the plugin's
+  environment names one (:func:`request_env`).
 - Datastore handles are opened once per distinct configuration and shared by the request
   threads (backends are thread-safe); IPAM serialises allocations with its host lock + CAS,
   exactly as separate plugin processes would.
@@ -158,9 +160,20 @@ class _DatastoreCache:
 _STORES = _DatastoreCache()
 
 
+def request_env(env: Mapping[str, str], server_env: Mapping[str, str]) -> dict[str, str]:
+    """The plugin's environment, plus the server's ``CALICO_MTU_FILE`` when the plugin names
+    none: the MTU file is the one this node's calico-node writes (where *its* environment
+    says), which a container runtime's environment does not carry. Without this a node with
+    a private MTU file (every calico-lab node) read the machine's /var/lib/calico/mtu."""
+    out = dict(env)
+    if not out.get("CALICO_MTU_FILE") and server_env.get("CALICO_MTU_FILE"):
+        out["CALICO_MTU_FILE"] = server_env["CALICO_MTU_FILE"]
+    return out
+
+
 def _deps(env: Mapping[str, str], via: Mapping[str, str]) -> Callable[[], Deps]:
     def make() -> Deps:
-        d = default_deps(env)
+        d = default_deps(request_env(env, os.environ))
         d.open_datastore = _STORES.open
         if via:
             d.dataplane = lambda: _dataplane(via)

@@ -20,10 +20,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycalico.model.types import Endpoint, ModelError
-from pycalico.selector import Selector, parse
+
+if TYPE_CHECKING:  # the parser is imported on first use (see _selector)
+    from pycalico.selector import Selector
 
 Net4 = ipaddress.IPv4Network
 Addr4 = ipaddress.IPv4Address
@@ -85,6 +87,10 @@ def parse_as_number(value: Any, fld: str = "asNumber") -> int:
 
 @lru_cache(maxsize=256)
 def _selector(text: str) -> Selector:
+    # Imported here: the CNI plugin (IPAM) parses pools on every ADD but pools almost always
+    # select ``all()`` (see :meth:`IPPool.selects_node`), so the parser is rarely needed.
+    from pycalico.selector import parse
+
     return parse(text)
 
 
@@ -165,6 +171,8 @@ class IPPool:
 
     # -- IPAM's view ------------------------------------------------------------------------
     def selects_node(self, labels: Mapping[str, str]) -> bool:
+        if self.node_selector.strip() == "all()":
+            return True  # what parse("all()").evaluate(labels) returns, without the parser
         return _selector(self.node_selector).evaluate(labels)
 
     def block_for(self, ip: Addr) -> Net:
