@@ -52,6 +52,11 @@ BENCHES: list[tuple[str, list[str], bool, bool]] = [
     ("selector", [], False, False),
     ("block_route", [], False, False),
     ("bgp", [], False, False),
+    ("staged_calc", [], False, False),
+    ("flows", [], False, False),
+    ("docker", [], False, False),
+    ("console", [], False, False),
+    ("churn", [], False, False),
 ]
 FULL_EXTRA = {"lab": ["--sizes", "10,20,40,60"]}
 
