@@ -73,6 +73,14 @@ KNOWN: dict[str, str] = {
         for k in ("CIDR", "BLOCK_SIZE", "NAT_OUTGOING", "NODE_SELECTOR", "VXLAN")
     },
     "CALICO_IPV4POOL_IPIP": "default IPv4 pool: ipip mode",
+    "CALICO_LIBNETWORK_ENABLED": "true: serve Docker's calico/calico-ipam remote drivers",
+    "CALICO_LIBNETWORK_PLUGIN_DIR": "where the driver sockets go (default /run/docker/plugins)",
+    "CALICO_LIBNETWORK_CREATE_PROFILES": "create a profile per Docker network",
+    "CALICO_LIBNETWORK_LABEL_ENDPOINTS": "true: copy containers' org.projectcalico.label.* labels",
+    "CALICO_LIBNETWORK_LABEL_POLL_TIMEOUT": "how long to wait for a container's labels",
+    "CALICO_LIBNETWORK_SCOPE": "the networks' Docker scope: local or global",
+    "CALICO_LIBNETWORK_VETH_MTU": "MTU of Docker containers' veths",
+    "DOCKER_HOST": "dockerd's API socket, for container labels",
 }
 #: Settings with a closed set of values (compared case-insensitively).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -86,6 +94,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "CALICO_IPAM_GC_ENABLED": ("true", "false"),
     "CALICO_DNS_ENABLED": ("true", "false"),
     "CALICO_STARTUP_LOGLEVEL": ("debug", "info", "warning", "error", "critical"),
+    "CALICO_LIBNETWORK_ENABLED": ("true", "false"),
+    "CALICO_LIBNETWORK_SCOPE": ("local", "global"),
 }
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _MAX_BYTES = 1024 * 1024
