@@ -220,5 +220,7 @@ def test_k8s_network_policy() -> None:
 
 def test_namespace() -> None:
     ns = decode(doc("Namespace", "team-a", api="v1", labels={"env": "prod"}))
-    assert ns.metadata.labels == {"env": "prod"} and ns.metadata.namespace is None
+    # The API server's label is added (the stored Namespace stands in for it).
+    want = {"env": "prod", "kubernetes.io/metadata.name": "team-a"}
+    assert ns.metadata.labels == want and ns.metadata.namespace is None
     assert paths(doc("Namespace", "a.b", api="v1")) == {"metadata.name"}

@@ -40,7 +40,8 @@ def test_policy_defaults() -> None:
     p = pol("NetworkPolicy", {"selector": "a == 'b'"})
     assert p.tier == "default" and p.order is None
     assert p.types == {"Ingress"}
-    assert p.selector == canon("projectcalico.org/namespace == 'ns1' && a == 'b'")
+    # Calico's term order: the selector as written, then the namespace term.
+    assert p.selector == canon("(a == 'b') && projectcalico.org/namespace == 'ns1'")
     assert pol("NetworkPolicy", {"egress": [{"action": "Allow"}]}).types == {"Egress"}
     both = pol("NetworkPolicy", {"egress": [{"action": "Allow"}], "ingress": [{"action": "Deny"}]})
     assert both.types == {"Ingress", "Egress"}
@@ -58,7 +59,7 @@ def test_gnp_namespace_and_service_account_selectors() -> None:
         },
         ns="",
     )
-    assert g.selector == canon("pcns.team == 'a' && app == 'x' && pcsa.role == 'fe'")
+    assert g.selector == canon("((app == 'x') && pcns.team == 'a') && pcsa.role == 'fe'")
 
 
 @pytest.mark.parametrize(

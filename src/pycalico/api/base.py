@@ -117,21 +117,52 @@ _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
+_NAME_CHARS = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character"
+)
+#: Kubernetes' limit on the total size of an object's annotations (keys + values, bytes).
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024
+
+
 def label_key_problem(key: str) -> str | None:
     """Why ``key`` is not a valid Kubernetes qualified label name, or None."""
     prefix, sep, name = key.rpartition("/")
     if sep:
         if not prefix or len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix):
             return f"invalid label key prefix {prefix!r} (must be a lower-case DNS subdomain)"
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        return f"invalid label key {key!r}"
+    if not name:
+        return f"invalid label key {key!r}: name part must be non-empty"
+    if len(name) > 63:
+        return f"invalid label key {key!r}: name part must be no more than 63 characters"
+    if not _LABEL_NAME.match(name):
+        return f"invalid label key {key!r}: name part {_NAME_CHARS}"
     return None
 
 
 def label_value_problem(value: str) -> str | None:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
-        return f"invalid label value {value!r}"
+    if len(value) > 63:
+        return f"invalid label value {value!r}: must be no more than 63 characters"
+    if not _LABEL_VALUE.match(value):
+        return f"invalid label value {value!r}: must be empty or {_NAME_CHARS[5:]}"
     return None
+
+
+def annotations_problems(annotations: dict[str, str] | None, path: str, problems: Problems) -> None:
+    """Kubernetes/Calico annotation rules: every key a qualified name (checked lower-cased,
+    as Calico does) and keys + values at most 256 KiB in total (UTF-8 bytes)."""
+    total = 0
+    for k, v in (annotations or {}).items():
+        why = label_key_problem(k.lower())
+        if why:
+            problems.add(f"{path}.{k}", why.replace("label", "annotation"))
+        total += len(k.encode()) + len(str(v).encode())
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT:
+        problems.add(
+            path,
+            f"total size of annotations is too large by {total - TOTAL_ANNOTATION_SIZE_LIMIT} "
+            f"bytes ({total} > {TOTAL_ANNOTATION_SIZE_LIMIT}: keys and values count)",
+        )
 
 
 def subdomain_problem(name: str) -> str | None:
@@ -239,10 +270,7 @@ class ObjectMeta(Model):
             why = label_key_problem(k) or label_value_problem(v)
             if why:
                 problems.add(f"{path}.labels", why)
-        for k in self.annotations or {}:
-            why = label_key_problem(k.lower())  # Calico checks annotation keys lower-cased
-            if why:
-                problems.add(f"{path}.annotations", why.replace("label", "annotation"))
+        annotations_problems(self.annotations, f"{path}.annotations", problems)
 
 
 class Resource(Model):
@@ -264,6 +292,11 @@ class Resource(Model):
 
     def apply_defaults(self) -> None:
         """Fill Calico's defaulted fields (e.g. policy ``types``); run after validation."""
+
+    def warnings(self) -> list[Problem]:
+        """Things about a valid resource the user should know (printed by ``calicoctl
+        validate`` and the write commands, which still succeed); kinds extend this."""
+        return []
 
     def check_name(self, problems: Problems) -> None:
         why = subdomain_problem(self.metadata.name)

@@ -7,6 +7,7 @@ Invariants (Calico's validator):
   internal IP lies in one of them and NAT pairs share an IP version; gateways have the
   right family; ``containerID`` matches ``[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?``;
 - profile names are DNS subdomains; network sets never carry ``projectcalico.org/namespace``.
+A WorkloadEndpoint's own ``pcns.*``/``pcsa.*`` labels are valid but ignored: a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import Field, StrictInt, StrictStr
 from pycalico.api.base import (
     LenientStr,
     Model,
+    Problem,
     Problems,
     Resource,
     register,
@@ -37,6 +39,7 @@ INTERFACE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 CONTAINER_ID = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 MAC = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 NAMESPACE_LABEL = "projectcalico.org/namespace"
+RESERVED_LABEL_PREFIXES = {"pcns.": "namespace", "pcsa.": "service account"}
 
 
 def _check_profiles(profiles: list[str] | None, path: str, problems: Problems) -> None:
@@ -173,6 +176,24 @@ class WorkloadEndpointSpec(Model):
 class WorkloadEndpoint(Resource):
     kind: Literal["WorkloadEndpoint"] = "WorkloadEndpoint"
     spec: WorkloadEndpointSpec = Field(default_factory=WorkloadEndpointSpec)
+
+    def warnings(self) -> list[Problem]:
+        """Labels with the prefixes Calico gives namespace / service-account labels: Calico
+        (and pycalico) drop them from a workload, so that it cannot pose as a member of
+        another namespace or service account."""
+        out = super().warnings()
+        name = self.metadata.name
+        if self.metadata.namespace:
+            name = f"{self.metadata.namespace}/{name}"
+        for key in sorted(self.metadata.labels or {}):
+            for prefix, what in RESERVED_LABEL_PREFIXES.items():
+                if key.startswith(prefix):
+                    reason = (
+                        f"label prefix {prefix!r} is reserved for the {what} labels Calico "
+                        "derives; this label is ignored"
+                    )
+                    out.append(Problem(self.kind, name, f"metadata.labels.{key}", reason))
+        return out
 
 
 class NetworkSetSpec(Model):

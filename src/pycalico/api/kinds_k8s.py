@@ -31,6 +31,7 @@ from pycalico.api.kinds_policy import StagedAction
 
 K8S_NETWORKING = "networking.k8s.io/v1"
 K8S_CORE = "v1"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 class LabelSelectorRequirement(Model):
@@ -207,6 +208,13 @@ class Namespace(Resource):
         name = self.metadata.name
         if not name or len(name) > 63 or not DNS1123_LABEL.match(name):
             problems.add("metadata.name", f"invalid namespace name {name!r} (must be a DNS label)")
+
+    def apply_defaults(self) -> None:
+        """As the Kubernetes API server does on every write: label
+        ``kubernetes.io/metadata.name: <name>`` (any other value is replaced)."""
+        labels = dict(self.metadata.labels or {})
+        labels[NAMESPACE_NAME_LABEL] = self.metadata.name
+        self.metadata.labels = labels
 
 
 @register(

@@ -3,8 +3,8 @@
 Shared by NetworkPolicy, GlobalNetworkPolicy, their staged variants and Profile.
 Invariants enforced by ``check`` (each problem names the offending field path):
 - ports need protocol TCP/UDP/SCTP, except that named ports are allowed without a protocol;
-- ``icmp``/``notICMP`` need protocol ICMP/ICMPv6, ``code`` needs ``type``, ICMP pairs with
-  ipVersion 4 and ICMPv6 with 6;
+- ``icmp``/``notICMP`` need protocol ICMP/ICMPv6, ``code`` needs ``type``; ICMP (as
+  ``protocol`` or ``notProtocol``) pairs with ipVersion 4 and ICMPv6 with 6;
 - nets of one rule are all IPv4 or all IPv6 and agree with ``ipVersion``; a catch-all CIDR in
   ``notNets`` is a contradiction;
 - ``selector``/``notSelector`` parse and never use ``global()``; ``namespaceSelector`` may be
@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, StrictInt
 
-from pycalico.api.base import Model, Problems, label_key_problem
+from pycalico.api.base import Model, Problems, annotations_problems
 from pycalico.api.common import (
     CIDR,
     IPVersion,
@@ -95,10 +95,7 @@ class RuleMetadata(Model):
     annotations: dict[str, str] | None = None
 
     def check(self, path: str, problems: Problems) -> None:
-        for k in self.annotations or {}:
-            why = label_key_problem(k.lower())
-            if why:
-                problems.add(f"{path}.annotations", why.replace("label", "annotation"))
+        annotations_problems(self.annotations, f"{path}.annotations", problems)
 
 
 class EntityRule(Model):
@@ -205,13 +202,17 @@ class Rule(Model):
                 continue
             if self.protocol is None or protocol_number(self.protocol) not in _ICMP_NUMBERS:
                 problems.add(f"{path}.{field}", "ICMP fields require protocol to be ICMP or ICMPv6")
+        # validateRule: protocol OR notProtocol ICMP needs ipVersion 4 (when set), ICMPv6 6.
         for field, proto in (("protocol", self.protocol), ("notProtocol", self.notProtocol)):
-            if proto is None or self.ipVersion is None or field == "notProtocol":
+            if proto is None or self.ipVersion is None:
                 continue
             want = _ICMP_NUMBERS.get(protocol_number(proto))
             if want is not None and want != self.ipVersion:
                 name = "ICMP" if want == 4 else "ICMPv6"
-                problems.add(f"{path}.ipVersion", f"protocol {name} requires ipVersion {want}")
+                problems.add(
+                    f"{path}.ipVersion",
+                    f"{field} {name} requires ipVersion {want}, not {self.ipVersion}",
+                )
 
     def _check_nets(self, path: str, problems: Problems) -> None:
         seen: set[int] = set()

@@ -44,7 +44,10 @@ def _insight(config_file: str | None) -> PolicyInsight:
         resources = load_resources(ds)
     finally:
         ds.close()
-    return PolicyInsight(resources)
+    insight = PolicyInsight(resources)
+    for line in insight.warnings:
+        click.echo(f"Warning: {line}", err=True)
+    return insight
 
 
 _output_option = click.option(

@@ -21,7 +21,7 @@ from pycalico.api.loader import ManifestError, excerpt
 from pycalico.client import ResourceClient, describe, kind_info_of
 from pycalico.ctl.columns import columns_for, render_table
 from pycalico.ctl.common import config_option, fail, open_store
-from pycalico.ctl.validate import format_problem, manifest_targets, read_source
+from pycalico.ctl.validate import format_problem, manifest_targets, read_source, warning_lines
 from pycalico.datastore import (
     AlreadyExists,
     Conflict,
@@ -141,6 +141,8 @@ def _write_command(action: str) -> click.Command:
         skip_exists: bool = False,
     ) -> None:
         resources = read_manifests(filename, recursive)
+        for line in warning_lines(resources):
+            click.echo(line, err=True)
         with open_store(config_file) as ds:
             client = ResourceClient(ds)
             if action == "create":

@@ -3,7 +3,9 @@
 Decodes every document of the given file(s) through :mod:`pycalico.api` without touching
 any datastore. Exit 0 and one success line when every resource is valid; otherwise exit 1
 and one line per problem, ``<Kind> <name>: <field.path>: <reason>`` (problems that are not
-about a resource, such as YAML syntax errors, read ``<file>: <reason>``).
+about a resource, such as YAML syntax errors, read ``<file>: <reason>``). Warnings about
+valid resources (``Warning: <Kind> <name>: <field.path>: <reason>``) go to stderr and do not
+change the exit code.
 A directory means every ``*.yaml``/``*.yml``/``*.json`` file in it (``-R`` to recurse).
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from pycalico.api import Problem, ValidationFailed, decode_all
+from pycalico.api import Problem, Resource, ValidationFailed, decode_all
 from pycalico.api.loader import ManifestError, excerpt, read_manifest
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -54,8 +56,11 @@ def read_source(target: str | Path) -> tuple[str, str]:
         raise ManifestError(name, f"cannot read: {e.strerror or e}") from None
 
 
-def validate_sources(targets: list[str], recursive: bool = False) -> tuple[int, list[str]]:
-    """Validate every manifest in ``targets``; return (number valid, problem lines)."""
+def validate_sources(
+    targets: list[str], recursive: bool = False, warnings: list[str] | None = None
+) -> tuple[int, list[str]]:
+    """Validate every manifest in ``targets``; return (number valid, problem lines). With
+    ``warnings`` given, the valid resources' warnings are appended to it."""
     lines: list[str] = []
     count = 0
     for target in targets:
@@ -72,10 +77,18 @@ def validate_sources(targets: list[str], recursive: bool = False) -> tuple[int, 
                 lines.append(str(e))
         for name, text in sources:
             try:
-                count += len(decode_all(text, source=name))
+                decoded = decode_all(text, source=name)
+                count += len(decoded)
+                if warnings is not None:
+                    warnings.extend(warning_lines(decoded))
             except ValidationFailed as e:
                 lines.extend(format_problem(p, name) for p in e.problems)
     return count, lines
+
+
+def warning_lines(resources: list[Resource]) -> list[str]:
+    """``Warning: <Kind> <name>: <field>: <reason>`` for each resource's warnings."""
+    return [f"Warning: {w}" for r in resources for w in r.warnings()]
 
 
 @click.command("validate")
@@ -90,7 +103,10 @@ def validate_sources(targets: list[str], recursive: bool = False) -> tuple[int, 
 @click.option("-R", "--recursive", is_flag=True, help="Process directories recursively.")
 def validate(filenames: tuple[str, ...], recursive: bool) -> None:
     """Validate resource manifests without applying them."""
-    count, lines = validate_sources(list(filenames), recursive)
+    warnings: list[str] = []
+    count, lines = validate_sources(list(filenames), recursive, warnings)
+    for line in warnings:
+        click.echo(line, err=True)
     if lines:
         for line in lines:
             click.echo(line)

@@ -5,7 +5,8 @@ Kubernetes conversion layer:
 - (Global)NetworkPolicy: tier defaults to ``default``; ``types`` default from the rules
   present; the top-level selector is ANDed with ``projectcalico.org/namespace == '<ns>'``
   (namespaced) or the ``pcns.``-prefixed namespaceSelector (global), and with the
-  ``pcsa.``-prefixed serviceAccountSelector.
+  ``pcsa.``-prefixed serviceAccountSelector; a global policy's ``all()`` there means "has
+  a namespace" / "has a service account" (see :func:`_policy_selector`).
 - Rule selectors (reference §2, last paragraph): as soon as a selector, notSelector or
   namespaceSelector is used, the endpoint selector is limited to the policy's namespace (or
   to the namespaces the ``pcns.``-prefixed namespaceSelector picks; ``all()`` there means
@@ -20,10 +21,13 @@ Kubernetes conversion layer:
   kind (``snp``/``sgnp``/``sknp``, names as the counterpart's: ``knp.default.<name>`` for
   StagedKubernetesNetworkPolicy) with ``staged_action`` (default ``Set``; a ``Delete`` keeps
   only its identity and tier). They never enforce: only the pending view evaluates them.
-- WorkloadEndpoint: ``workload`` is ``spec.workload`` falling back to ``spec.pod``, ``pod`` is
-  ``spec.pod``; unnamed ports are filtered out, named ports default to TCP and must be in
-  1..65535. :func:`convert_wep_tolerant` is the same conversion for consumers that serve what
-  they can (DNS): bad ipNetworks entries / named ports are dropped with a warning.
+- WorkloadEndpoint: its own ``pcns.``/``pcsa.`` labels are dropped (no posing as another
+  namespace or service account), ``projectcalico.org/serviceaccount`` is
+  ``spec.serviceAccountName`` (any length); ``workload`` is ``spec.workload`` falling back to
+  ``spec.pod``, ``pod`` is ``spec.pod``; unnamed ports are filtered out, named ports default
+  to TCP and must be in 1..65535. :func:`convert_wep_tolerant` is the same conversion for
+  consumers that serve what they can (DNS): bad ipNetworks entries / named ports are dropped
+  with a warning.
 
 Invariant: ``convert`` is a pure function of its input; bad input raises ``ModelError``
 naming the field.
@@ -44,6 +48,7 @@ from pycalico.model.k8s import quote_literal as _q
 from pycalico.model.types import (
     EMPTY_MATCH,
     K8S_POLICY_PREFIX,
+    LABEL_K8S_NAMESPACE_NAME,
     LABEL_NAMESPACE,
     LABEL_ORCHESTRATOR,
     LABEL_SERVICEACCOUNT,
@@ -84,6 +89,7 @@ _STAGED = {
 }
 _STAGED_ACTIONS: tuple[StagedAction, ...] = ("Set", "Delete", "Learn", "Ignore")
 _IGNORED = object()
+_RESERVED_PREFIXES = (NAMESPACE_LABEL_PREFIX, SA_LABEL_PREFIX)
 
 
 def canonical(text: str, field: str) -> str:
@@ -301,6 +307,37 @@ def _types(spec: Mapping[str, Any]) -> frozenset[str]:
     return frozenset({"Ingress"})
 
 
+def _policy_selector(kind: str, ns: str, spec: Mapping[str, Any]) -> str:
+    """The endpoint selector of a policy, built as Calico's update processors build it
+    (``(Global)NetworkPolicyV3ToV1Value``): the selector as written, then the namespace
+    term, then the ``pcns.``/``pcsa.``-prefixed namespace/service-account selectors, each
+    appended as ``(<so far>) && <term>``. For a GlobalNetworkPolicy, every ``all()`` of the
+    text so far becomes ``has(projectcalico.org/namespace)`` once a namespaceSelector is
+    appended and ``has(projectcalico.org/serviceaccount)`` once a serviceAccountSelector
+    is: so ``serviceAccountSelector: all()`` selects only endpoints with a service account.
+    A namespaced policy's serviceAccountSelector is appended without that rewrite."""
+    sel = str(spec.get("selector") or "")
+    if sel:
+        canonical(sel, "spec.selector")
+
+    def append(term: str) -> str:
+        return f"({sel}) && {term}" if sel else term
+
+    if ns:
+        sel = append(f"{LABEL_NAMESPACE} == {_q(ns)}")
+    elif spec.get("namespaceSelector"):
+        field = "spec.namespaceSelector"
+        sel = append(_prefixed(str(spec["namespaceSelector"]), NAMESPACE_LABEL_PREFIX, field))
+        if kind == "gnp":
+            sel = sel.replace("all()", f"has({LABEL_NAMESPACE})")
+    if spec.get("serviceAccountSelector"):
+        field = "spec.serviceAccountSelector"
+        sel = append(_prefixed(str(spec["serviceAccountSelector"]), SA_LABEL_PREFIX, field))
+        if kind == "gnp":
+            sel = sel.replace("all()", f"has({LABEL_SERVICEACCOUNT})")
+    return canonical(sel, "spec.selector") if sel else "all()"
+
+
 def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Policy:
     """A projectcalico.org/v3 (Global)NetworkPolicy; ``kind`` short name gnp/np/knp."""
     name = str(meta.get("name") or "")
@@ -309,28 +346,11 @@ def convert_policy(kind: str, meta: Mapping[str, Any], spec: Mapping[str, Any]) 
     ns = "" if kind == "gnp" else str(meta.get("namespace") or "")
     if kind != "gnp" and not ns:
         raise ModelError("metadata.namespace: required for a namespaced policy")
-    parts: list[str] = []
-    if ns:
-        parts.append(f"{LABEL_NAMESPACE} == {_q(ns)}")
-    elif spec.get("namespaceSelector"):
-        ns_sel = _prefixed(
-            str(spec["namespaceSelector"]), NAMESPACE_LABEL_PREFIX, "spec.namespaceSelector"
-        )
-        parts.append(ns_sel.replace("all()", f"has({LABEL_NAMESPACE})"))
-    if spec.get("selector"):
-        parts.append(canonical(str(spec["selector"]), "spec.selector"))
-    if spec.get("serviceAccountSelector"):
-        parts.append(
-            _prefixed(
-                str(spec["serviceAccountSelector"]), SA_LABEL_PREFIX, "spec.serviceAccountSelector"
-            )
-        )
-    selector = _and(parts, "spec.selector") or "all()"
     return Policy(
         id=PolicyID(kind, ns, name),
         tier=str(spec.get("tier") or "default"),
         order=_order(spec.get("order"), "spec.order"),
-        selector=selector,
+        selector=_policy_selector(kind, ns, spec),
         types=_types(spec),
         ingress=convert_rules(spec.get("ingress"), ns, "spec.ingress"),
         egress=convert_rules(spec.get("egress"), ns, "spec.egress"),
@@ -417,13 +437,17 @@ def convert_wep(
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
     if not name:
         raise ModelError("metadata.name: required")
-    labels = _labels(meta)
+    # Calico's WEP update processor: a workload's own pcns.*/pcsa.* labels are dropped (they
+    # would let it pose as another namespace / service account), and the service account
+    # label comes from spec.serviceAccountName whatever its length (a stored label cannot
+    # hold more than 63 characters, so the CNI plugin leaves long names out of metadata).
+    labels = {k: v for k, v in _labels(meta).items() if not k.startswith(_RESERVED_PREFIXES)}
     if ns:
         labels[LABEL_NAMESPACE] = ns
     if spec.get("orchestrator"):
         labels[LABEL_ORCHESTRATOR] = str(spec["orchestrator"])
     sa = str(spec.get("serviceAccountName") or "")
-    if sa and len(sa) < 63:
+    if sa:
         labels[LABEL_SERVICEACCOUNT] = sa
     return Endpoint(
         id=ItemID("wep", ns, name),
@@ -544,7 +568,10 @@ def convert(obj: Mapping[str, Any]) -> Converted:
             kind,
         )
     if kind == "Namespace" and api == "v1":
-        return Converted(Namespace(name, tuple(sorted(_labels(meta).items()))), kind)
+        # The Kubernetes API server sets this label on every namespace (overriding any
+        # value given); the stored Namespace stands in for it.
+        ns_labels = _labels(meta) | {LABEL_K8S_NAMESPACE_NAME: name}
+        return Converted(Namespace(name, tuple(sorted(ns_labels.items()))), kind)
     if kind == "ServiceAccount" and api == "v1":
         ns = str(meta.get("namespace") or "default")
         return Converted(ServiceAccount(ns, name, tuple(sorted(_labels(meta).items()))), kind)

@@ -40,6 +40,8 @@ LABEL_NAMESPACE = "projectcalico.org/namespace"
 LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
 LABEL_SERVICEACCOUNT = "projectcalico.org/serviceaccount"
 LABEL_NAME = "projectcalico.org/name"
+# The label the Kubernetes API server puts on every Namespace (its name).
+LABEL_K8S_NAMESPACE_NAME = "kubernetes.io/metadata.name"
 NAMESPACE_LABEL_PREFIX = "pcns."
 SA_LABEL_PREFIX = "pcsa."
 NAMESPACE_PROFILE_PREFIX = "kns."
@@ -190,6 +192,30 @@ class PolicyID(_KindNamespaceName):
         return PolicyID(STAGED_KINDS.get(self.kind, self.kind), self.namespace, self.name)
 
 
+#: Felix's policy-key kind for each policy kind short name (unknown ones are used as is).
+#: A staged policy (``snp``/``sgnp``/``sknp``, evaluated only in the pending view, "as if
+#: enforced") sorts as its enforced counterpart would.
+POLICY_KEY_KINDS: dict[str, str] = {
+    "gnp": "GlobalNetworkPolicy",
+    "np": "NetworkPolicy",
+    "knp": "KubernetesNetworkPolicy",
+    "kcnp": "KubernetesClusterNetworkPolicy",
+    "sgnp": "GlobalNetworkPolicy",
+    "snp": "NetworkPolicy",
+    "sknp": "KubernetesNetworkPolicy",
+}
+
+
+def policy_tiebreak(pid: PolicyID) -> str:
+    """The string Calico compares policies of equal order by: ``name/namespace/Kind``, with
+    the name as Felix's key holds it (a Kubernetes NetworkPolicy's own name, without
+    pycalico's ``knp.default.`` prefix)."""
+    name = pid.name
+    if pid.kind in ("knp", "sknp") and name.startswith(K8S_POLICY_PREFIX):
+        name = name[len(K8S_POLICY_PREFIX) :]
+    return f"{name}/{pid.namespace}/{POLICY_KEY_KINDS.get(pid.kind, pid.kind)}"
+
+
 @dataclass(frozen=True)
 class Policy:
     """A (Global)NetworkPolicy or converted Kubernetes NetworkPolicy, defaults applied.
@@ -209,10 +235,13 @@ class Policy:
     apply_on_forward: bool = False
     staged_action: StagedAction | None = None
 
-    def sort_key(self) -> tuple[float, str, str, str]:
-        """Calico's PolKVLess: order asc (None = +inf), then name, namespace, kind."""
+    def sort_key(self) -> tuple[float, str]:
+        """Calico's ``PolKVLess`` (felix/calc/policy_sorter.go, 3.32): order ascending (None
+        = +inf), ties broken by the ONE string ``<name>/<namespace>/<Kind>`` of Felix's
+        policy key (v3 kind name; a Kubernetes policy under its own name), not by a tuple:
+        ``web-allow/..`` sorts before ``web/..`` because ``-`` < ``/``."""
         order = math.inf if self.order is None else self.order
-        return (order, self.id.name, self.id.namespace, self.id.kind)
+        return (order, policy_tiebreak(self.id))
 
     def applies_to(self, direction: Direction) -> bool:
         return ("Ingress" if direction == "ingress" else "Egress") in self.types

@@ -17,8 +17,8 @@ resolved Felix configuration.
 Invariants (Felix ``calc`` design):
 - Pure and synchronous: no I/O, no kernel imports; the output after a flush is a function of
   the set of live resources only, never of the order they arrived in (no hysteresis).
-- ``None`` means deleted; an invalid resource is treated as deleted (logged), like Felix's
-  validation filter.
+- ``None`` means deleted; an invalid resource is treated as deleted (logged, and listed in
+  ``rejected``), like Felix's validation filter: no stored resource makes the graph raise.
 - Incremental: a label change re-evaluates only the selectors that reference a changed label
   (see :mod:`pycalico.felix.calc.labelindex`); policies are matched against local endpoints
   only, rule selectors against all items, each via its own index.
@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
+from pycalico.felix.calc.introspect import GraphQueries
 from pycalico.felix.calc.labelindex import LabelIndex
 from pycalico.felix.calc.messages import (
     ActivePolicyRemove,
@@ -75,6 +76,8 @@ from pycalico.model.types import IMPLIED_TIERS, NAMESPACE_PROFILE_PREFIX, SA_PRO
 log = logging.getLogger(__name__)
 
 _DENY_ALL = (ResolvedRule("Deny"),)
+# What parsing a malformed stored resource can raise (a field of the wrong JSON type).
+_MALFORMED = (ModelError, TypeError, AttributeError, KeyError, ValueError, IndexError)
 DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 
 
@@ -82,7 +85,7 @@ def _ports(item: Endpoint | NetworkSet) -> tuple[NamedPort, ...]:
     return item.ports if isinstance(item, Endpoint) else ()
 
 
-class CalcGraph:
+class CalcGraph(GraphQueries):
     """See the module docstring. ``hostname=None`` treats every endpoint as local.
 
     ``pending_view=True`` also keeps the pending view (:mod:`.pending`): an inner graph
@@ -134,22 +137,35 @@ class CalcGraph:
         self._in_sync_sent = False
         self.routes = RouteCalculator(hostname) if hostname is not None else None
         self.routes = self.routes if view == "enforced" else None
+        # Stored resources skipped as invalid: key -> why (see ``on_update``).
+        self.rejected: dict[str, str] = {}
+        self.rejected_total = 0
 
     # --- input --------------------------------------------------------------------------
     def on_update(self, key: str, value: Mapping[str, Any] | None) -> None:
-        """Apply one datastore update (``None`` = deleted)."""
+        """Apply one datastore update (``None`` = deleted).
+
+        Never raises on stored data: a resource that cannot be parsed (a malformed field of
+        any type) is skipped as if deleted, logged, and recorded in :attr:`rejected` (key ->
+        why, while it stays stored) and :attr:`rejected_total`; the rest is programmed."""
         if self.pending is not None and self._staged_filter is not None:
             for pkey, pvalue in self._staged_filter.route(key, value):
                 self.pending.on_update(pkey, pvalue)
+        self.rejected.pop(key, None)
+        try:
+            self._apply(key, value)
+        except _MALFORMED as exc:
+            why = str(exc) if isinstance(exc, ModelError) else f"malformed resource ({exc!r})"
+            log.warning("ignoring invalid resource %s: %s", key, why)
+            self.rejected[key] = why
+            self.rejected_total += 1
+            self._apply(key, None)
+
+    def _apply(self, key: str, value: Mapping[str, Any] | None) -> None:
         if self.routes is not None and self.routes.on_update(key, value):
             return
-        obj = None
-        if value is not None:
-            try:
-                obj = convert(value).obj
-                obj = None if staged_ignored(obj, self.view) else obj
-            except ModelError as exc:
-                log.warning("ignoring invalid resource %s: %s", key, exc)
+        obj = convert(value).obj if value is not None else None
+        obj = None if staged_ignored(obj, self.view) else obj
         if self.routes is not None:
             self.routes.on_endpoint(key, obj if isinstance(obj, Endpoint) else None)
         old = self._by_key.get(key)
@@ -184,6 +200,8 @@ class CalcGraph:
         """Convenience: feed whole resources keyed by kind/namespace/name, then in-sync."""
         for r in resources:
             meta = r.get("metadata") or {}
+            if not isinstance(meta, Mapping):
+                meta = {}
             ns = meta.get("namespace", "")
             key = f"{r.get('apiVersion')}/{r.get('kind')}/{ns}/{meta.get('name')}"
             self.on_update(key, r)
@@ -539,7 +557,7 @@ class CalcGraph:
         self._dirty_profiles.clear()
         set_up: list[Message] = []
         set_rm: list[Message] = []
-        for spec in sorted(self._dirty_specs):
+        for spec in sorted(self._dirty_specs, key=SetSpec.sort_key):
             sent = self._sent_sets.get(spec)
             if self._spec_refs.get(spec, 0) > 0:
                 msg = self._set_msg(spec)
@@ -571,23 +589,3 @@ class CalcGraph:
             self._in_sync_sent = True
             out.append(InSync())
         return out
-
-    # --- introspection (for the evaluator and tests) ------------------------------------
-    def local_endpoints(self) -> list[Endpoint]:
-        return [e for i in sorted(self._local) if isinstance(e := self._items[i], Endpoint)]
-
-    def all_items(self) -> list[Endpoint | NetworkSet]:
-        return [self._items[i] for i in sorted(self._items)]
-
-    def policy_order(self) -> list[tuple[Tier, list[tuple[Policy, list[ItemID]]]]]:
-        """Tiers (stored or implied by a policy) in evaluation order, each with its policies
-        in evaluation order and the local endpoints each one selects."""
-        sel: dict[PolicyID, list[ItemID]] = {}
-        for iid in sorted(self._ep_policies):
-            for pid in self._ep_policies[iid]:
-                sel.setdefault(pid, []).append(iid)
-        pols = sorted(self._policies.values(), key=Policy.sort_key)
-        tiers = sorted(
-            map(self._tier, set(self._tiers) | {p.tier for p in pols}), key=Tier.sort_key
-        )
-        return [(t, [(p, sel.get(p.id, [])) for p in pols if p.tier == t.name]) for t in tiers]

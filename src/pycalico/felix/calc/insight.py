@@ -143,6 +143,10 @@ class PolicyInsight:
         self.pending_view: DataplaneView = self.views.pending
         #: False when no staged policy changes any endpoint's policy (pending == enforced).
         self.has_staged = self.views.has_staged
+        #: Resources the graph skipped as invalid (the verdicts ignore them).
+        self.warnings = tuple(
+            f"skipped invalid resource {k}: {why}" for k, why in sorted(self.graph.rejected.items())
+        )
         self.workloads = sorted(
             (e for e in self.graph.local_endpoints() if not e.is_host),
             key=lambda e: e.display_name(),

@@ -21,13 +21,21 @@ from pycalico.model import Rule
 from pycalico.selector import parse
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class SetSpec:
-    """What an IP set is computed from: a selector, plus port name/protocol for named ports."""
+    """What an IP set is computed from: a selector, plus port name/protocol for named ports.
+
+    ``protocol`` None (a named port in a rule without a protocol) matches the named port
+    whatever its protocol. Not ordered itself (None and int do not compare): sort with
+    :meth:`sort_key`."""
 
     selector: str
     named_port: str = ""
     protocol: int | None = None
+
+    def sort_key(self) -> tuple[str, str, int]:
+        """A total order: "any protocol" (None) sorts before every protocol number."""
+        return (self.selector, self.named_port, -1 if self.protocol is None else self.protocol)
 
 
 def named_port_id(sel_uid: str, protocol: int | None, port: str) -> str:
