@@ -144,7 +144,7 @@ def model_cells(drv: Any) -> dict[tuple[str, str, int, str], str]:
 
 def test_pages_load_without_console_errors(console: str, browser: Any, shots: Path) -> None:
     for page, marker in [("cluster", "bgp-graph"), ("reachability", "grids"),
-                         ("policy", "whatif-panel"), ("flows", "flows-unavailable")]:  # fmt: skip
+                         ("policy", "whatif-panel"), ("flows", "flow-filter")]:  # fmt: skip
         browser.get(f"{console}/{page}")
         assert browser.find_element(By.ID, marker)
         browser.save_screenshot(str(shots / f"console-{page}.png"))
@@ -276,9 +276,10 @@ def test_flows_page_shows_a_denied_probe_with_its_policy(
     t0 = time.monotonic()
     rows = wait_for(denied_rows, 15, 0.1, "denied row")
     shown_after = time.monotonic() - t0
-    assert "default end-of-tier" in rows[-1].text  # db-only-web selects db; cli matches no rule
-    rows[-1].click()
-    detail = browser.find_element(By.CSS_SELECTOR, "#flows tr.detail")
+    row = rows[0]  # the newest (rows are added at the top)
+    assert "default end-of-tier" in row.text  # db-only-web selects db; cli matches no rule
+    row.click()
+    detail = row.find_element(By.XPATH, "following-sibling::tr[1]")
     assert "enforced: default end-of-tier deny" in detail.text
     assert browser.execute_script("return Chart.getChart('sparkline') !== undefined")
     browser.save_screenshot(str(shots / "console-flows-live.png"))
