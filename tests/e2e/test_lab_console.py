@@ -6,7 +6,8 @@ driven by selenium through chromium-driver) loads every page and must log no con
 the BGP graph must show every node and session with the state ``calico-lab status`` reports;
 the reachability page must equal ``calicoctl policy matrix -o json`` cell by cell (and the
 lab's live matrix must agree with it); the what-if delta must be exactly the change the same
-YAML makes to ``calicoctl policy matrix`` once really applied. Screenshots of each page are
+YAML makes to ``calicoctl policy matrix`` once really applied; a probe denied in the lab
+must appear on the Flows page within 3 s with what denied it. Screenshots of each page are
 saved under pytest's tmp dir (``console-*.png``).
 """
 
@@ -143,7 +144,7 @@ def model_cells(drv: Any) -> dict[tuple[str, str, int, str], str]:
 
 def test_pages_load_without_console_errors(console: str, browser: Any, shots: Path) -> None:
     for page, marker in [("cluster", "bgp-graph"), ("reachability", "grids"),
-                         ("policy", "whatif-panel"), ("flows", "flows-unavailable")]:  # fmt: skip
+                         ("policy", "whatif-panel"), ("flows", "flow-filter")]:  # fmt: skip
         browser.get(f"{console}/{page}")
         assert browser.find_element(By.ID, marker)
         browser.save_screenshot(str(shots / f"console-{page}.png"))
@@ -250,66 +251,37 @@ def test_console_json_matches_calicoctl(lab: Lab, console: str) -> None:
     assert data == json.loads(out)
 
 
-class RecordedFlows:
-    """Stand-in FlowSource for the Flows page's front end until flow logs are wired (issue
-    13): the lead replaces this test by a real probe once ``open_flow_source`` returns one."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def flows(self, since: float = 0.0, limit: int = 5000) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["end"] > since][-limit:]
-
-
-def test_flows_page_streams_rows_with_traces(lab: Lab, browser: Any, shots: Path) -> None:
-    import threading
+def test_flows_page_shows_a_denied_probe_with_its_policy(
+    lab: Lab, console: str, browser: Any, shots: Path
+) -> None:
+    """A probe denied in the lab appears on the live Flows page within 3 s, naming what
+    denied it (the console reads every node's flow API through ``calico-lab flows``)."""
     import time
 
-    import uvicorn
+    lab.run("apply", "-f", "-", input=DB_ONLY_WEB)
+    browser.get(f"{console}/flows")
+    wait_for(lambda: browser.find_elements(By.ID, "flows"), 20, 0.1, "flows page")
 
-    from pycalico.config import load_config
-    from pycalico.datastore import open_datastore
-    from pycalico.ui.app import Console, create_app
-    from pycalico.ui.sources import NoStatus
+    def denied_rows() -> list[Any]:
+        return [r for r in browser.find_elements(By.CSS_SELECTOR, "#flows tr.flow")
+                if "shop/cli" in r.text and "shop/db" in r.text and "deny" in r.text]  # fmt: skip
 
-    db = lab.dir / lab.name / "calico.db"
-    config = load_config(env={"DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": str(db)})
-    source = RecordedFlows()
-    console = Console(open_store=lambda: open_datastore(config, create=False), status=NoStatus(),
-                      flow_source=source)  # fmt: skip
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(console), host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 10, 0.05, "uvicorn")
-        browser.get(f"http://127.0.0.1:{port}/flows")
-        now = time.time()
-        source.records.append({
-            "start": now - 1, "end": now, "node": "node2", "reporter": "dst",
-            "src": {"namespace": "shop", "name": "cli", "ip": "10.244.0.1"},
-            "dst": {"namespace": "shop", "name": "db", "ip": "10.244.0.2"},
-            "proto": "TCP", "dport": 80, "action": "deny",
-            "policy": {"tier": "default", "namespace": "shop", "name": "db-only-web"},
-            "trace": [{"tier": "default", "namespace": "shop", "name": "db-only-web",
-                       "action": "deny"}],
-            "pending": [{"tier": "default", "namespace": "shop", "name": "staged-open",
-                         "action": "allow"}],
-            "packets": 2, "bytes": 120,
-        })  # fmt: skip
-        t0 = time.monotonic()
-        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#flows tr.flow"), 5, 0.05, "row")
-        shown_after = time.monotonic() - t0
-        row = browser.find_element(By.CSS_SELECTOR, "#flows tr.flow")
-        assert "shop/cli" in row.text and "deny" in row.text and "db-only-web" in row.text
-        row.click()
-        detail = browser.find_element(By.CSS_SELECTOR, "#flows tr.detail")
-        assert "pending: default/shop/staged-open allow" in detail.text
-        assert browser.execute_script("return Chart.getChart('sparkline') !== undefined")
-        browser.save_screenshot(str(shots / "console-flows-live.png"))
-        assert shown_after < 3.0
-        assert console_errors(browser) == []
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    for _ in range(10):  # until the policy is programmed: the first denied probe counts
+        p = lab.run("probe", "shop/cli", "shop/db", "80/TCP", "--timeout", "2", check=False)
+        if p.returncode != 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("shop/cli still reaches shop/db")
+    t0 = time.monotonic()
+    rows = wait_for(denied_rows, 15, 0.1, "denied row")
+    shown_after = time.monotonic() - t0
+    row = rows[0]  # the newest (rows are added at the top)
+    assert "default end-of-tier" in row.text  # db-only-web selects db; cli matches no rule
+    row.click()
+    detail = row.find_element(By.XPATH, "following-sibling::tr[1]")
+    assert "enforced: default end-of-tier deny" in detail.text
+    assert browser.execute_script("return Chart.getChart('sparkline') !== undefined")
+    browser.save_screenshot(str(shots / "console-flows-live.png"))
+    assert shown_after < 3.0, f"the denied flow took {shown_after:.1f}s to appear"
+    assert console_errors(browser) == []

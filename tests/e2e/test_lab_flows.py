@@ -290,3 +290,42 @@ def test_policy_diff_lists_exactly_the_flows_that_change(lab: Lab, tmp_path: Any
     assert (
         result["changes"][0]["recorded"] == "deny" and result["changes"][0]["proposed"] == "allow"
     )
+
+
+STAGED_DENY_A = """
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: stage-deny-a, namespace: ns1}
+spec:
+  order: 1
+  selector: app == 'b'
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    source: {selector: app == 'a'}
+"""
+
+
+def test_staged_deny_shows_pending_deny_on_a_flow_still_allowed(lab: Lab) -> None:
+    lab.run("apply", "-f", "-", input=STAGED_DENY_A)
+    try:
+        start = time.time()
+
+        def pending_deny() -> list[dict[str, Any]]:
+            assert probe(lab, "ns1/a", "ns1/b")  # staged: enforcement is unchanged
+            recs = flows(lab, "--from", "ns1/a", "--to", "ns1/b", "--since", "1m")
+            return [r for r in recs if r["reporter"] == "dst" and r["end"] >= start
+                    and (r["pending"] or {}).get("action") == "deny"]  # fmt: skip
+
+        recs = wait_for(pending_deny, 30, 1.0)
+        rec = recs[-1]
+        assert rec["action"] == "allow" and rec["node"] == "node2"
+        last = rec["pending"]["trace"][-1]
+        assert (last["kind"], last["namespace"], last["name"], last["rule"]) == (
+            "snp",
+            "ns1",
+            "stage-deny-a",
+            0,
+        )
+    finally:
+        lab.calicoctl("delete", "stagednetworkpolicy", "stage-deny-a", "-n", "ns1")

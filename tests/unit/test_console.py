@@ -128,14 +128,14 @@ def flow(end: float, action: str, src: str = "web", dst: str = "db") -> FlowReco
         "src": {"kind": "wep", "namespace": "shop", "name": src, "ip": "10.244.0.1"},
         "dst": {"kind": "wep", "namespace": "shop", "name": dst, "ip": "10.244.1.1"},
         "proto": "TCP", "dport": 5432, "action": action,
-        "policy": {"tier": "default", "kind": "NetworkPolicy", "namespace": "shop",
+        "policy": {"tier": "default", "kind": "np", "namespace": "shop",
                    "name": "db-only-web", "rule": 0 if action == "allow" else None,
                    "direction": "ingress", "action": action},
         "trace": [{"tier": "default", "name": "db-only-web", "namespace": "shop",
                    "action": action}],
-        "pending": [{"tier": "default", "name": "staged-x", "namespace": "shop",
-                     "action": "deny"}],
-        "packets": 3, "bytes": 180, "connections": 1,
+        "pending": {"action": "deny", "trace": [{"tier": "default", "kind": "snp",
+                    "name": "staged-x", "namespace": "shop", "rule": 0, "action": "deny"}]},
+        "packets_in": 2, "packets_out": 1, "bytes_in": 120, "bytes_out": 60, "connections": 1,
     }  # fmt: skip
 
 
@@ -315,8 +315,9 @@ def test_flows_filter_rate_and_stream(ds: MemoryDatastore) -> None:
     assert "flow-filter" in c.get("/flows").text
     rows = c.get("/api/flows", params={"action": "deny"}).json()["flows"]
     assert [r["src"] for r in rows] == ["shop/cli", "shop/web"]
-    assert rows[0]["policy"] == "default/shop/db-only-web"
-    assert rows[0]["pending"] == ["default/shop/staged-x deny"]
+    assert rows[0]["policy"] == "default/np/shop/db-only-web"
+    assert rows[0]["pending"] == ["default/snp/shop/staged-x#0 deny"]
+    assert (rows[0]["packets"], rows[0]["bytes"]) == (3, 180)
     assert c.get("/api/flows", params={"pod": "cli"}).json()["flows"][0]["action"] == "deny"
     rate = c.get("/api/flows/rate").json()
     assert sum(rate["allowed"]) == 1 and sum(rate["denied"]) == 2

@@ -66,6 +66,7 @@ from pycalico.felix.dataplane.watch import (
     nft_topic,
     route_topic,
 )
+from pycalico.felix.flowviews import FlowViews
 from pycalico.felix.routeloop import RouteDriver, RouteLoop
 from pycalico.felix.rules import TABLE, RuleRenderer
 from pycalico.felix.rules.guard import guard_table
@@ -83,6 +84,10 @@ POLICY_KINDS = (
     "GlobalNetworkPolicy",
     "KubernetesNetworkPolicy",
     "ClusterNetworkPolicy",
+    # Staged kinds never reach the enforced graph's output; flow logs' pending view reads them.
+    "StagedNetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
     "Tier",
     "NetworkSet",
     "GlobalNetworkSet",
@@ -165,6 +170,9 @@ class Felix:
         self.config = resolve(node_name, {}, self._env, self._overrides)
         self.graph = CalcGraph(node_name)
         self.graph.set_felix_config(self.config)
+        # The enforced/pending views flow logs read (felix/flowviews.py): only while on.
+        self.flow_views: FlowViews | None = None
+        self._graph_synced = False
         self.renderer = RuleRenderer(render_config(self.config), families(self.config), table)
         self.tables = {
             f: NftTable(nft_runner, f, table, clock=self.clock) for f in families(self.config)
@@ -234,6 +242,7 @@ class Felix:
         self.error: BaseException | None = None
         self._debounce = Debouncer()
         self.watchers = self._make_watchers(watch, watch_routes and self.routes is not None)
+        self._toggle_flow_views(self.config.flow_logs_file_enabled)  # on from env/overrides
 
     def _make_watchers(self, nft: bool, routes: bool) -> list[LineWatcher]:
         """``nft monitor`` (through the nft runner's process seam, in its namespace) and,
@@ -446,6 +455,9 @@ class Felix:
             if isinstance(item, SyncStatus):
                 if item is SyncStatus.IN_SYNC:
                     self.graph.on_in_sync()
+                    self._graph_synced = True
+                    if self.flow_views is not None:
+                        self.flow_views.on_in_sync()
                 continue
             for u in item:
                 n += 1
@@ -459,10 +471,14 @@ class Felix:
                     config_changed = True
                     continue
                 self.graph.on_update(u.key, obj)
+                if self.flow_views is not None:
+                    self.flow_views.on_update(u.key, obj)
         if config_changed:
             self._reconfigure()
         if n or batch:
             self._dispatch(self.graph.flush())
+            if self.flow_views is not None:
+                self.flow_views.publish()
         with self._lock:
             self.counters["updates"] += n
             self.counters["batches"] += 1 if n else 0
@@ -510,11 +526,23 @@ class Felix:
             config = dataclasses.replace(config, ipv6_support=self.config.ipv6_support)
         old, self.config = self.config, config
         self.graph.set_felix_config(config)
+        self._toggle_flow_views(config.flow_logs_file_enabled)
         if render_config(config) == render_config(old):
             return
         self.renderer.set_config(render_config(config))
         if self.renderer.in_sync:
             self._set_desired()
+
+    def _toggle_flow_views(self, enabled: bool) -> None:
+        """Build the flow-log policy views from the syncer's current view when flow logs
+        turn on (updates still queued are applied again: harmless); drop them when off."""
+        if enabled and self.flow_views is None:
+            snapshot = {k: dict(v) for k, v in self._syncer.snapshot().items()}
+            self.flow_views = FlowViews(
+                self.node_name, snapshot, self._graph_synced, _FELIX_CONFIG_PREFIX
+            )
+        elif not enabled:
+            self.flow_views = None
 
     def _set_desired(self) -> None:
         specs = self.renderer.tables()

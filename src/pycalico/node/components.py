@@ -120,6 +120,7 @@ def flows_component(felix: FelixComponent, ds: Datastore, fallback: Any) -> Any:
     (``flowLogsFileEnabled`` etc.; ``fallback``: the FelixConfig before Felix started) and
     the attribution map of what Felix rendered."""
     from pycalico.flows.collector import FlowCollector, PeerResolver
+    from pycalico.flows.pending import ViewsPending
 
     def settings() -> Any:
         a = felix.agent
@@ -129,4 +130,10 @@ def flows_component(felix: FelixComponent, ds: Datastore, fallback: Any) -> Any:
         a = felix.agent
         return a.renderer.attribution if a is not None else {}
 
-    return FlowCollector(felix.node_name, settings, attribution, PeerResolver(ds))
+    def snapshot() -> Any:
+        a = felix.agent
+        views = a.flow_views if a is not None else None
+        return views.box.latest() if views is not None else None
+
+    return FlowCollector(felix.node_name, settings, attribution, PeerResolver(ds),
+                         pending=ViewsPending(snapshot))  # fmt: skip

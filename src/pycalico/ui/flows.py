@@ -20,12 +20,23 @@ def _side(rec: Mapping[str, Any], side: str) -> Mapping[str, Any]:
 
 
 def policy_label(hit: Mapping[str, Any] | None) -> str:
-    """``tier/namespace/name#rule`` of a policy hit ('' when none)."""
-    if not isinstance(hit, Mapping) or not hit.get("name"):
+    """One trace step as the flows table names it: ``tier/kind/namespace/name#rule``,
+    ``tier end-of-tier``, ``profile NAME#rule`` or ``no-profile-match`` ('' when none)."""
+    if not isinstance(hit, Mapping):
         return ""
+    if hit.get("end_of_tier"):
+        return f"{hit.get('tier', '')} end-of-tier"
+    if hit.get("kind") == "profile" or (not hit.get("tier") and hit.get("kind") == ""):
+        if not hit.get("name"):
+            return "no-profile-match"
+        rule = f"#{hit['rule']}" if hit.get("rule") is not None else ""
+        return f"profile {hit['name']}{rule}"
+    if not hit.get("name"):
+        return ""
+    kind = f"{hit['kind']}/" if hit.get("kind") else ""
     ns = f"{hit['namespace']}/" if hit.get("namespace") else ""
     rule = f"#{hit['rule']}" if hit.get("rule") is not None else ""
-    return f"{hit.get('tier', 'default')}/{ns}{hit['name']}{rule}"
+    return f"{hit.get('tier', 'default')}/{kind}{ns}{hit['name']}{rule}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,14 @@ def per_minute(
     return {"allowed": allowed, "denied": denied}
 
 
+def _pending(p: Any) -> list[str]:
+    """The pending verdict's steps, the last one carrying the verdict (``[]``: no opinion)."""
+    if not isinstance(p, Mapping):
+        return []
+    steps = [policy_label(h) + f" {h.get('action', '')}" for h in p.get("trace") or []]
+    return steps or [f"({p.get('action', '?')})"]
+
+
 def row(rec: Mapping[str, Any]) -> dict[str, Any]:
     """The table row the page shows for one record (plus its traces for expansion)."""
 
@@ -94,7 +113,7 @@ def row(rec: Mapping[str, Any]) -> dict[str, Any]:
         "action": str(rec.get("action", "")).lower(),
         "policy": policy_label(rec.get("policy")),
         "trace": [policy_label(h) + f" {h.get('action', '')}" for h in rec.get("trace") or []],
-        "pending": [policy_label(h) + f" {h.get('action', '')}" for h in rec.get("pending") or []],
-        "packets": rec.get("packets", 0),
-        "bytes": rec.get("bytes", 0),
+        "pending": _pending(rec.get("pending")),
+        "packets": int(rec.get("packets_in", 0) or 0) + int(rec.get("packets_out", 0) or 0),
+        "bytes": int(rec.get("bytes_in", 0) or 0) + int(rec.get("bytes_out", 0) or 0),
     }

@@ -8,9 +8,10 @@ Owns three narrow interfaces (Protocols) and their real implementations:
   reads this host's calico-node state directory (a real host sees only itself);
   :class:`NoStatus` knows nothing (every node "unknown", never "not ready").
 - :class:`LiveMatrix`: live reachability probes (``calico-lab matrix -o json``), lab only.
-- :class:`FlowSource`: flow records (issue 13's flow logs). :func:`open_flow_source` is the
-  one place that builds the real one; until flow logs are wired it returns ``None`` and the
-  Flows page says "flow logs not available".
+- :class:`FlowSource`: flow records (issue 13's flow logs, docs/flowlogs.md).
+  :func:`open_flow_source` builds the real one, :class:`CommandFlows`, over ``calico-lab
+  flows`` / ``calicoctl flows`` (every node's flow API); a source that fails shows as an
+  error on the Flows page, never as an empty table.
 
 A flow record is a plain dict (JSON-shaped, as the node flow API serves it), see
 :class:`FlowRecord`. Invariants: every source is read-only; programs are run through
@@ -23,7 +24,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
@@ -82,10 +85,17 @@ class FlowRecord(TypedDict, total=False):
     action: str  # "allow" | "deny"
     policy: PolicyHit  # the enforced verdict's tier/policy/rule
     trace: list[PolicyHit]  # enforced trace, in evaluation order
-    pending: list[PolicyHit]  # staged ("pending") trace, in evaluation order
-    packets: int
-    bytes: int
+    pending: PendingVerdict | None  # what staged policies would decide (None: no opinion)
+    packets_in: int  # towards the reporting endpoint
+    packets_out: int
+    bytes_in: int
+    bytes_out: int
     connections: int
+
+
+class PendingVerdict(TypedDict, total=False):
+    action: str  # "allow" | "deny"
+    trace: list[PolicyHit]  # the pending evaluation's steps, in order
 
 
 class FlowSource(Protocol):
@@ -96,11 +106,66 @@ class FlowSource(Protocol):
 
 
 def open_flow_source(lab: str | None, config_file: str | None) -> FlowSource | None:
-    """The cluster's flow source, or None when flow logs are not available.
+    """The cluster's flow source: every node's flow API, through ``calico-lab flows`` in a
+    lab (the nodes' APIs live in their namespaces) or ``calicoctl flows`` otherwise."""
+    if lab:
+        return CommandFlows([_program("calico-lab"), "flows", "--name", lab])
+    extra = ["--config", config_file] if config_file else []
+    return CommandFlows([_program("calicoctl"), "flows", *extra])
 
-    Flow logs (issue 13) are wired here: return an object with :meth:`FlowSource.flows`
-    that gathers every node's flow API (in a lab: each node's namespace)."""
-    return None
+
+class CommandFlows:
+    """Flow records from a ``flows -o json`` command, fetched at most once per ``ttl``
+    seconds (every open Flows page polls; one query serves them all) and kept for
+    ``window`` seconds, so a later ``since`` is answered from what was fetched."""
+
+    MARGIN = 60.0
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        runner: ProcessRunner | None = None,
+        ttl: float = 1.0,
+        window: float = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.argv = list(argv)
+        self.runner = runner or SubprocessRunner()
+        self.ttl, self.window, self.clock = ttl, window, clock
+        self._lock = threading.Lock()
+        self._fetched_at = -1e18
+        self._records: list[FlowRecord] = []
+
+    def _fetch(self, now: float) -> None:
+        # Everything since the last fetch, plus a margin for records still being aggregated
+        # (a node's open bucket is served with end=now and changes until it is flushed).
+        since = int(min(self.window, now - self._fetched_at + self.MARGIN)) + 1
+        r = self.runner.run([*self.argv, "-o", "json", "--since", f"{since}s"], timeout=30.0)
+        if r.returncode != 0:
+            raise SourceError(f"{self.argv[0]} flows: {(r.stderr or r.stdout).strip()[:300]}")
+        try:
+            fresh = list(json.loads(r.stdout).get("flows") or [])
+        except (ValueError, AttributeError) as e:
+            raise SourceError(f"{self.argv[0]} flows: bad JSON: {e}") from None
+        seen = {_flow_id(f): f for f in self._records if f.get("end", 0) >= now - self.window}
+        for f in fresh:
+            seen[_flow_id(f)] = f  # the open bucket's record grows until it is flushed
+        self._records = sorted(seen.values(), key=lambda f: (f.get("end", 0), f.get("start", 0)))
+        self._fetched_at = now
+
+    def flows(self, since: float = 0.0, limit: int = 5000) -> list[FlowRecord]:
+        with self._lock:
+            now = self.clock()
+            if now - self._fetched_at >= self.ttl:
+                self._fetch(now)
+            out = [f for f in self._records if f.get("end", 0) > since]
+        return out[-limit:]
+
+
+def _flow_id(f: FlowRecord) -> tuple[Any, ...]:
+    src, dst = f.get("src") or {}, f.get("dst") or {}
+    return (f.get("node"), f.get("start"), f.get("reporter"), src.get("ip"), dst.get("ip"),
+            f.get("proto"), f.get("dport"), f.get("action"))  # fmt: skip
 
 
 def _program(name: str) -> str:
