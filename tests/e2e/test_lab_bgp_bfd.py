@@ -1,0 +1,191 @@
+"""calico-lab e2e: BGP advertisements seen by the FRR ToR, and BFD failover of the mesh.
+
+One 3-node lab with the FRR ToR and one pod per node.
+- Advertisements: BGPConfiguration service ranges (cluster, external, load balancer) reach the
+  ToR from every node, with the communities ``prefixAdvertisements`` attach (standard and
+  large); IPPool ``disableBGPExport`` withdraws the pool's blocks from the ToR and re-enabling
+  it brings them back.
+- BFD (last: it kills node1's underlay): with ``nodeMeshFailureDetectionMode:
+  BFDIfDirectlyConnected`` and BFD timers 100 ms x 5, setting node1's ``eth0`` down inside its
+  namespace withdraws node1's block on node2 in under 1 s (timed by the kernel route
+  deletion seen by ``ip -ts monitor`` against the moment of the link change). The ToR peers
+  without BFD and still holds node1's path then: that session waits for the BGP hold time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import selectors
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import CALICO_LAB, Lab, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+
+SERVICES = {"10.96.0.0/12", "192.0.2.0/24", "198.51.100.0/24"}
+ADVERTS = """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}]
+  serviceExternalIPs: [{cidr: 192.0.2.0/24}]
+  serviceLoadBalancerIPs: [{cidr: 198.51.100.0/24}]
+  communities: [{name: pods, value: "64512:100"}]
+  prefixAdvertisements:
+  - {cidr: 10.244.0.0/16, communities: [pods]}
+  - {cidr: 10.96.0.0/12, communities: ["64512:300", "64512:7:9"]}
+"""
+BFD = """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  nodeMeshFailureDetectionMode: BFDIfDirectlyConnected
+---
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: lab}
+spec:
+  interfaces: [{matchPattern: eth0, idleSendInterval: 1s}]
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory: Callable[[], Lab]) -> Iterator[Lab]:
+    lab = lab_factory()
+    lab.up("--nodes", "3", "--tor")
+    for i in (1, 2, 3):
+        lab.pod(f"node{i}", f"default/p{i}")
+    yield lab
+
+
+def _apply(lab: Lab, yaml: str) -> None:
+    lab.run("calicoctl", "--name", lab.name, "apply", "-f", "-", input=yaml)
+
+
+def _blocks(lab: Lab) -> dict[str, str]:
+    """Pod block -> node underlay IP."""
+    state = lab.state()
+    nodes = {n["name"]: n["ip"].split("/")[0] for n in state["nodes"]}
+    out = {}
+    for p in state["pods"]:
+        ip = ipaddress.ip_address(p["ips"][0].split("/")[0])
+        out[str(ipaddress.ip_network(f"{ip}/26", strict=False))] = nodes[p["node"]]
+    return out
+
+
+def _tor_routes(lab: Lab) -> dict[str, Any]:
+    routes: dict[str, Any] = json.loads(lab.run("tor", "show bgp ipv4 unicast json").stdout)[
+        "routes"
+    ]
+    return routes
+
+
+def _tor_paths(lab: Lab, prefix: str) -> list[dict[str, Any]]:
+    out = json.loads(lab.run("tor", f"show bgp ipv4 unicast {prefix} json").stdout)
+    paths: list[dict[str, Any]] = out.get("paths", [])
+    return paths
+
+
+def test_tor_sees_service_ranges_communities_and_disable_bgp_export(lab: Lab) -> None:
+    _apply(lab, ADVERTS)
+    blocks = _blocks(lab)
+    routes: dict[str, Any] = {}
+
+    def advertised() -> bool:
+        nonlocal routes
+        routes = _tor_routes(lab)
+        return SERVICES | set(blocks) <= set(routes)
+
+    assert wait_for(advertised, 20, 0.5), sorted(routes)
+    # every node originates every service range
+    nodes = {n["ip"].split("/")[0] for n in lab.state()["nodes"]}
+    for cidr in SERVICES:
+        hops = {h["ip"] for path in routes[cidr] for h in path.get("nexthops", [])}
+        assert hops == nodes, (cidr, hops)
+    # communities: standard + large on the cluster IP range, the named one on pod blocks
+    for path in _tor_paths(lab, "10.96.0.0/12"):
+        assert path["community"]["string"] == "64512:300", path
+        assert path["largeCommunity"]["string"] == "64512:7:9", path
+    block = next(iter(blocks))
+    for path in _tor_paths(lab, block):
+        assert path["community"]["string"] == "64512:100", path
+        assert "largeCommunity" not in path
+    for path in _tor_paths(lab, "192.0.2.0/24"):
+        assert "community" not in path, path
+    # disableBGPExport: the pool's blocks leave the ToR, the service ranges stay
+    lab.calicoctl(
+        "patch", "ippool", "default-ipv4-ippool", "-p", '{"spec":{"disableBGPExport":true}}'
+    )
+    try:
+        assert wait_for(lambda: not set(blocks) & set(_tor_routes(lab)), 20, 0.5)
+        assert set(_tor_routes(lab)) >= SERVICES
+    finally:
+        lab.calicoctl(
+            "patch", "ippool", "default-ipv4-ippool", "-p", '{"spec":{"disableBGPExport":false}}'
+        )
+    assert wait_for(lambda: set(blocks) <= set(_tor_routes(lab)), 20, 0.5)
+
+
+def _withdrawal_time(lab: Lab, victim: str, watcher: str, block: str, limit: float) -> float:
+    """Seconds from ``victim``'s eth0 going down to ``watcher``'s kernel dropping ``block``."""
+    argv = [CALICO_LAB, "exec", "--name", lab.name, watcher, "sh", "-c"]
+    mon = subprocess.Popen(
+        [*argv, "echo ready; exec ip -ts monitor route"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=lab.env,
+    )
+    try:
+        assert mon.stdout is not None and mon.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # ip monitor subscribed
+        down = lab.exec(victim, "sh", "-c", "date +%Y-%m-%dT%H:%M:%S.%N; ip link set eth0 down")
+        t0 = dt.datetime.fromisoformat(down.stdout.strip()[:26])
+        sel = selectors.DefaultSelector()
+        sel.register(mon.stdout, selectors.EVENT_READ)
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if not sel.select(timeout=0.5):
+                continue
+            line = mon.stdout.readline()
+            if line.startswith("[") and "Deleted" in line and f" {block} " in f" {line} ":
+                t1 = dt.datetime.fromisoformat(line[1 : line.index("]")])
+                return (t1 - t0).total_seconds()
+        raise AssertionError(f"{block} still routed on {watcher} after {limit}s")
+    finally:
+        mon.kill()
+        mon.wait()
+
+
+def test_bfd_withdraws_a_dead_nodes_routes_in_under_a_second(lab: Lab) -> None:
+    _apply(lab, BFD)
+    sock = lab.dir / lab.name / "node2" / "bird.ctl"
+    out = ""
+
+    def bfd_up() -> bool:
+        nonlocal out
+        out = lab.exec("node2", "birdc", "-s", str(sock), "show", "bfd", "sessions").stdout
+        return out.count(" Up ") == 2  # node1 and node3 (the ToR has no BFD)
+
+    assert wait_for(bfd_up, 30, 0.5), out
+    block = next(b for b, ip in _blocks(lab).items() if ip == "198.18.0.1")
+    routes = lab.exec("node2", "ip", "route", "show", block).stdout
+    assert "via 198.18.0.1" in routes, routes
+    hold = lab.exec(
+        "node2", "birdc", "-s", str(sock), "show", "protocols", "all", "Mesh_198_18_0_1"
+    )
+    secs = _withdrawal_time(lab, "node1", "node2", block, limit=10)
+    print(f"\nBFD withdrawal of {block} on node2: {secs:.3f} s")
+    assert 0 < secs < 1.0, (secs, hold.stdout)
+    # node3 withdrew it too; the ToR (no BFD) still has node1's own path until its hold time
+    assert block not in lab.exec("node3", "ip", "route", "show", block).stdout
+    hops = {h["ip"] for p in _tor_paths(lab, block) for h in p.get("nexthops", [])}
+    assert "198.18.0.1" in hops, hops
