@@ -177,8 +177,14 @@ def test_bfd_withdraws_a_dead_nodes_routes_in_under_a_second(lab: Lab) -> None:
 
     assert wait_for(bfd_up, 30, 0.5), out
     block = next(b for b, ip in _blocks(lab).items() if ip == "198.18.0.1")
-    routes = lab.exec("node2", "ip", "route", "show", block).stdout
-    assert "via 198.18.0.1" in routes, routes
+    routes = ""
+
+    def routed() -> bool:  # the sessions restarted as single-hop: wait for the re-learn
+        nonlocal routes
+        routes = lab.exec("node2", "ip", "route", "show", block).stdout
+        return "via 198.18.0.1" in routes
+
+    assert wait_for(routed, 20, 0.5), routes
     hold = lab.exec(
         "node2", "birdc", "-s", str(sock), "show", "protocols", "all", "Mesh_198_18_0_1"
     )
