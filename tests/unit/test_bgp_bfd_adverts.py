@@ -236,3 +236,29 @@ def test_undefined_community_name_is_named() -> None:
     bad = bgpconfig(prefixAdvertisements=[{"cidr": "10.0.0.0/8", "communities": ["nope"]}])
     with pytest.raises(BgpInputError, match=r"prefixAdvertisements\[0\].communities\[0\]"):
         _cfg(bgp_configurations=[bad])
+
+
+def test_route_reflector_peerings_use_bfd_both_ways(tmp_path: Path) -> None:
+    nodes = [
+        node("n1", "198.18.0.1"),
+        node("rr", "198.18.0.5", labels={"rr": ""}, routeReflectorClusterID="1.0.0.1"),
+    ]
+    peers = [
+        peer(
+            "to-rr",
+            nodeSelector="all()",
+            peerSelector="has(rr)",
+            failureDetectionMode="BFDIfDirectlyConnected",
+        )
+    ]
+    off = bgpconfig(nodeToNodeMeshEnabled=False)
+    client = compute_bird_config("n1", nodes=nodes, peers=peers, bgp_configurations=[off])
+    rr = compute_bird_config("rr", nodes=nodes, peers=peers, bgp_configurations=[off])
+    assert client.v4 is not None and rr.v4 is not None
+    assert [(p.name, p.bfd) for p in client.v4.peers] == [("Node_198_18_0_5", True)]
+    assert [(p.name, p.bfd, p.rr_cluster_id) for p in rr.v4.peers] == [
+        ("Node_198_18_0_1", True, "1.0.0.1")
+    ]
+    text = render_bird_config(rr)
+    assert "bfd on;" in _protocol(text, "Node_198_18_0_1") and "protocol bfd {" in text
+    _bird_parse(text, tmp_path)
