@@ -14,18 +14,15 @@ One 3-node lab with the FRR ToR and one pod per node.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
-import selectors
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CALICO_LAB, Lab, wait_for
+from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.failover import withdrawal_time
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -135,36 +132,6 @@ def test_tor_sees_service_ranges_communities_and_disable_bgp_export(lab: Lab) ->
     assert wait_for(lambda: set(blocks) <= set(_tor_routes(lab)), 20, 0.5)
 
 
-def _withdrawal_time(lab: Lab, victim: str, watcher: str, block: str, limit: float) -> float:
-    """Seconds from ``victim``'s eth0 going down to ``watcher``'s kernel dropping ``block``."""
-    argv = [CALICO_LAB, "exec", "--name", lab.name, watcher, "sh", "-c"]
-    mon = subprocess.Popen(
-        [*argv, "echo ready; exec ip -ts monitor route"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=lab.env,
-    )
-    try:
-        assert mon.stdout is not None and mon.stdout.readline().strip() == "ready"
-        time.sleep(0.3)  # ip monitor subscribed
-        down = lab.exec(victim, "sh", "-c", "date +%Y-%m-%dT%H:%M:%S.%N; ip link set eth0 down")
-        t0 = dt.datetime.fromisoformat(down.stdout.strip()[:26])
-        sel = selectors.DefaultSelector()
-        sel.register(mon.stdout, selectors.EVENT_READ)
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            if not sel.select(timeout=0.5):
-                continue
-            line = mon.stdout.readline()
-            if line.startswith("[") and "Deleted" in line and f" {block} " in f" {line} ":
-                t1 = dt.datetime.fromisoformat(line[1 : line.index("]")])
-                return (t1 - t0).total_seconds()
-        raise AssertionError(f"{block} still routed on {watcher} after {limit}s")
-    finally:
-        mon.kill()
-        mon.wait()
-
-
 def test_bfd_withdraws_a_dead_nodes_routes_in_under_a_second(lab: Lab) -> None:
     _apply(lab, BFD)
     sock = lab.dir / lab.name / "node2" / "bird.ctl"
@@ -188,7 +155,7 @@ def test_bfd_withdraws_a_dead_nodes_routes_in_under_a_second(lab: Lab) -> None:
     hold = lab.exec(
         "node2", "birdc", "-s", str(sock), "show", "protocols", "all", "Mesh_198_18_0_1"
     )
-    secs = _withdrawal_time(lab, "node1", "node2", block, limit=10)
+    secs = withdrawal_time(lab, "node1", "node2", block, limit=10)
     print(f"\nBFD withdrawal of {block} on node2: {secs:.3f} s")
     assert 0 < secs < 1.0, (secs, hold.stdout)
     # node3 withdrew it too; the ToR (no BFD) still has node1's own path until its hold time
