@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -77,7 +78,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--baseline", action="store_true", help="also one failure without BFD")
     args = ap.parse_args()
-    lab = Lab("bfo", Path(tempfile.mkdtemp(prefix="bench-failover-")))
+    lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    lab = Lab("bfo", lab_dir)
     result: dict[str, object] = {}
     try:
         lab.up("--nodes", "3", timeout=90)
@@ -94,6 +96,7 @@ def main() -> None:
             result["no_bfd"] = {"runs": _failures(lab, "None", 1, 330)}
     finally:
         lab.down()
+        shutil.rmtree(lab_dir, ignore_errors=True)
     print(json.dumps(result, indent=2))
     (ROOT / "bench" / "results" / "bgp_failover.json").write_text(json.dumps(result, indent=2))
 
