@@ -100,9 +100,9 @@ def test_tor_prefix_reaches_every_node_kernel(lab: Lab) -> None:
 
 def test_down_stops_frr(lab: Lab) -> None:
     pids = lab.state()["tor_pids"]
-    assert len(pids) == 2
+    assert len(pids) == 3
     for pid in pids:
-        assert Path(f"/proc/{pid}/comm").read_text().strip() in ("zebra", "bgpd")
+        assert Path(f"/proc/{pid}/comm").read_text().strip() in ("zebra", "bgpd", "bfdd")
     runtime = (lab.dir / lab.name / "tor").resolve()
     lab.down()
     assert not runtime.exists()

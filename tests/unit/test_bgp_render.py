@@ -222,6 +222,9 @@ _rule = st.fixed_dictionaries(
 )
 
 
+_SVC = ["10.96.0.0/12", "fd00:96::/112", "10.244.0.0/16"]
+
+
 @st.composite
 def _world(draw: st.DrawFn) -> dict[str, object]:
     n = draw(st.integers(2, 5))
@@ -259,6 +262,7 @@ def _world(draw: st.DrawFn) -> dict[str, object]:
             ("password", st.sampled_from(["pw", "another secret"])),
             ("localASNumber", st.sampled_from([65100, "2.3"])),
             ("filters", st.lists(st.sampled_from(["fa", "fb"]), max_size=2, unique=True)),
+            ("failureDetectionMode", st.sampled_from(["None", "BFDIfDirectlyConnected"])),
         ):
             if draw(st.booleans()):
                 spec[key] = draw(strat)
@@ -279,6 +283,12 @@ def _world(draw: st.DrawFn) -> dict[str, object]:
             nodeToNodeMeshEnabled=draw(st.booleans()),
             listenPort=draw(st.sampled_from([179, 1179])),
             logSeverityScreen=draw(st.sampled_from(["Info", "Debug", "Error"])),
+            nodeMeshFailureDetectionMode=draw(st.sampled_from(["None", "BFDIfDirectlyConnected"])),
+            serviceClusterIPs=[{"cidr": c} for c in draw(st.lists(st.sampled_from(_SVC)))],
+            prefixAdvertisements=[
+                {"cidr": c, "communities": [draw(st.sampled_from(["65000:1", "1:2:3"]))]}
+                for c in draw(st.lists(st.sampled_from(_SVC), max_size=2))
+            ],
         )
     ]
     pools = [pool("p", "10.244.0.0/16"), pool("v", "10.99.0.0/16", vxlanMode="Always")]

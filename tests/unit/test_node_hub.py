@@ -148,4 +148,5 @@ def test_node_hub_kinds_cover_every_component() -> None:
         "BGPFilter",
         "BlockAffinity",  # only BIRD reads affinities (Felix routes from the blocks)
         "Secret",
+        "BFDConfiguration",
     }

@@ -24,6 +24,7 @@ from pycalico.api.base import (
     resolve_kind,
 )
 from pycalico.api.codec import decode, decode_all, encode, load_documents, to_json, to_yaml
+from pycalico.api.kinds_bfd import BFDConfiguration
 from pycalico.api.kinds_bgp import BGPConfiguration, BGPFilter, BGPPeer
 from pycalico.api.kinds_cluster import (
     BlockAffinity,
@@ -62,6 +63,7 @@ __all__ = [
     "BY_GVK",
     "KINDS",
     "V3",
+    "BFDConfiguration",
     "BGPConfiguration",
     "BGPFilter",
     "BGPPeer",

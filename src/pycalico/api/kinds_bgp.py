@@ -260,6 +260,8 @@ class BGPConfigurationSpec(Model):
     bindMode: Literal["None", "NodeIP"] | None = None
     nodeMeshPassword: BGPPassword | None = None
     nodeMeshMaxRestartTime: Duration | None = None
+    # pycalico's own: BGPPeer's failureDetectionMode for the node-to-node mesh sessions.
+    nodeMeshFailureDetectionMode: Literal["None", "BFDIfDirectlyConnected"] | None = None
     ignoredInterfaces: list[IgnoredInterface] | None = None
     localWorkloadPeeringIPV4: IPv4Addr | None = None
     localWorkloadPeeringIPV6: IPv6Addr | None = None
@@ -306,6 +308,12 @@ class BGPConfigurationSpec(Model):
                 problems.add(
                     f"{path}.nodeMeshPassword",
                     "nodeMeshPassword cannot be set when nodeToNodeMeshEnabled is false",
+                )
+            if self.nodeMeshFailureDetectionMode not in (None, "None"):
+                problems.add(
+                    f"{path}.nodeMeshFailureDetectionMode",
+                    "nodeMeshFailureDetectionMode cannot be set when nodeToNodeMeshEnabled "
+                    "is false",
                 )
             if self.nodeMeshMaxRestartTime is not None:
                 problems.add(

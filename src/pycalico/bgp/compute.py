@@ -55,16 +55,20 @@ from pycalico.bgp.inputs import (
 from pycalico.bgp.model import (
     DEFAULT_PORT,
     EXCLUDED_INTERFACES,
+    BfdInterface,
     BirdConfig,
     BirdPeer,
+    Community,
     FamilyConfig,
     PeerType,
     peer_protocol_name,
 )
+from pycalico.model.durations import parse_duration
 from pycalico.model.felixconfig import resolve as resolve_felix
 from pycalico.model.felixconfig import specs_by_name
 from pycalico.model.network import Node
 from pycalico.model.routing import cluster_route_owner
+from pycalico.model.types import ModelError
 from pycalico.selector import parse
 
 SelectorEval = Callable[[str, Mapping[str, str]], bool]
@@ -85,6 +89,7 @@ def compute_bird_config(
     block_affinities: Iterable[Resource] = (),
     borrowed: Iterable[str] = (),
     felix_configurations: Iterable[Resource] = (),
+    bfd_configurations: Iterable[Resource] = (),
     secrets: SecretLookup | None = None,
     selector_eval: SelectorEval | None = None,
 ) -> BirdConfig:
@@ -141,6 +146,12 @@ def compute_bird_config(
                 felix_pools=tuple(str(p.cidr) for p in fam_pools if owners[p.cidr] != "bird"),
                 peers=tuple(fam_peers),
                 filters=tuple(funcs),
+                service_cidrs=tuple(c for c in gcfg.service_cidrs if _v_net(c) == version),
+                communities=tuple(
+                    Community(cidr, val)
+                    for cidr, val in gcfg.communities
+                    if _v_net(cidr) == version
+                ),
             )
         )
     excluded = tuple(dict.fromkeys((*EXCLUDED_INTERFACES, *gcfg.ignored_interfaces)))
@@ -151,6 +162,7 @@ def compute_bird_config(
         log_classes=_LOG_CLASSES.get(gcfg.log_severity.lower(), _LOG_CLASSES["info"]),
         excluded_interfaces=excluded,
         families=tuple(families),
+        bfd_interfaces=_bfd_interfaces(me, bfd_configurations, sel_eval),
         warnings=tuple(warnings),
     )
 
@@ -163,6 +175,65 @@ _LOG_CLASSES = {
     "fatal": ("fatal", "bug"),
     "none": ("bug",),
 }
+
+
+def _bfd_interfaces(
+    me: Node, configs: Iterable[Resource], sel_eval: SelectorEval
+) -> tuple[BfdInterface, ...]:
+    """Interface timers of the BFDConfigurations selecting ``me`` (by name; first match wins
+    in BIRD), then a catch-all ``*`` with Calico's defaults."""
+    out: list[BfdInterface] = []
+    for res in sorted(configs, key=lambda r: str((r.get("metadata") or {}).get("name", ""))):
+        spec, w = spec_of(res), where(res)
+        sel = str(spec.get("nodeSelector") or "")
+        try:
+            if sel and not sel_eval(sel, me.labels):
+                continue
+        except ValueError as e:
+            raise BgpInputError(
+                f"{w}: spec.nodeSelector", f"invalid selector {sel!r}: {e}"
+            ) from None
+        for i, iface in enumerate(spec.get("interfaces") or ()):
+            fld = f"{w}: spec.interfaces[{i}]"
+            d = BfdInterface()
+            out.append(
+                BfdInterface(
+                    pattern=str(iface.get("matchPattern") or "*"),
+                    min_rx_ms=_ms(iface.get("minimumRecvInterval"), d.min_rx_ms, fld),
+                    min_tx_ms=_ms(iface.get("minimumSendInterval"), d.min_tx_ms, fld),
+                    idle_tx_ms=_ms(iface.get("idleSendInterval"), d.idle_tx_ms, fld),
+                    multiplier=int(iface.get("multiplier") or d.multiplier),
+                )
+            )
+    if not any(i.pattern == "*" for i in out):
+        out.append(BfdInterface())
+    return tuple(out)
+
+
+def _ms(value: Any, default: int, fld: str) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        ms = round(parse_duration(value, fld, bare_numbers=False) * 1000)
+    except ModelError:
+        raise BgpInputError(fld, f"invalid interval {value!r} (want e.g. 100ms)") from None
+    if ms <= 0:
+        raise BgpInputError(fld, f"interval {value!r} must be at least 1ms")
+    return ms
+
+
+def _v_net(cidr: str) -> int:
+    return ipaddress.ip_network(cidr).version
+
+
+def _directly_connected(node: Node, version: int, ip: str) -> bool:
+    """Whether ``ip`` is inside the subnet of the node's underlay address of ``version``."""
+    a = node.address(version)
+    return (
+        a is not None
+        and a.network.prefixlen < a.network.max_prefixlen
+        and (ipaddress.ip_address(ip) in a.network)
+    )
 
 
 def _ip(node: Node, version: int) -> str | None:
@@ -295,6 +366,7 @@ class _Ctx:
                     password=pw,
                     graceful_restart_time=self.g.mesh_restart_time,
                     calico_node=n.name,
+                    bfd=self.g.mesh_bfd and _directly_connected(self.me, version, ip),
                 )
             )
         return out
@@ -398,6 +470,11 @@ class _Ctx:
         if ttl not in (None, 0) and (isinstance(ttl, bool) or not isinstance(ttl, int)):
             raise BgpInputError(f"{w}: spec.ttlSecurity", f"{ttl!r} is not a hop count 0..255")
         allow = spec.get("numAllowedLocalASNumbers")
+        fdm = spec.get("failureDetectionMode") or "None"
+        if fdm not in ("None", "BFDIfDirectlyConnected"):
+            raise BgpInputError(
+                f"{w}: spec.failureDetectionMode", f"{fdm!r} is not None/BFDIfDirectlyConnected"
+            )
         fnames = []
         for f in spec.get("filters") or []:
             if str(f) in self.filter_names:
@@ -425,6 +502,7 @@ class _Ctx:
             import_filters=tuple(function_name(f, "import", _v(ip)) for f in fnames),
             export_filters=tuple(function_name(f, "export", _v(ip)) for f in fnames),
             calico_node=node.name if node is not None else None,
+            bfd=fdm == "BFDIfDirectlyConnected" and _directly_connected(self.me, _v(ip), ip),
         )
 
 

@@ -143,6 +143,9 @@ class GlobalBgp:
     ignored_interfaces: tuple[str, ...] = ()
     node_ports: Mapping[str, int] = field(default_factory=dict)  # per-node listenPort
     program_cluster_routes: str = BGP_DEFAULT_PCR  # which pools' routes BIRD programs
+    mesh_bfd: bool = False  # nodeMeshFailureDetectionMode BFDIfDirectlyConnected (ours)
+    service_cidrs: tuple[str, ...] = ()  # serviceClusterIPs + ExternalIPs + LoadBalancerIPs
+    communities: tuple[tuple[str, str], ...] = ()  # (cidr, "aa:nn[:mm]") prefixAdvertisements
 
     def port_of(self, node: str) -> int:
         return self.node_ports.get(node, self.listen_port)
@@ -165,6 +168,11 @@ def global_bgp(configs: Iterable[Resource], node_name: str) -> GlobalBgp:
     if bind not in ("None", "NodeIP"):
         raise BgpInputError(f"{w}: spec.bindMode", f"{bind!r} is not None or NodeIP")
     dport = d.get("listenPort")
+    fdm = d.get("nodeMeshFailureDetectionMode") or "None"
+    if fdm not in ("None", "BFDIfDirectlyConnected"):
+        raise BgpInputError(
+            f"{w}: spec.nodeMeshFailureDetectionMode", f"{fdm!r} is not None/BFDIfDirectlyConnected"
+        )
     return GlobalBgp(
         mesh_enabled=True if mesh is None else bool(mesh),
         as_number=DEFAULT_AS
@@ -182,7 +190,50 @@ def global_bgp(configs: Iterable[Resource], node_name: str) -> GlobalBgp:
         program_cluster_routes=str(
             m.get("programClusterRoutes") or d.get("programClusterRoutes") or BGP_DEFAULT_PCR
         ),
+        mesh_bfd=fdm == "BFDIfDirectlyConnected",
+        service_cidrs=_service_cidrs(d, w),
+        communities=_communities(d, w),
     )
+
+
+_SERVICE_FIELDS = ("serviceClusterIPs", "serviceExternalIPs", "serviceLoadBalancerIPs")
+
+
+def _service_cidrs(d: Mapping[str, Any], w: str) -> tuple[str, ...]:
+    """Every configured service range, canonical, in field order, without duplicates."""
+    out: dict[str, None] = {}
+    for fld in _SERVICE_FIELDS:
+        for i, item in enumerate(d.get(fld) or ()):
+            cidr = item.get("cidr") if isinstance(item, Mapping) else None
+            out[str(parse_cidr(cidr, f"{w}: spec.{fld}[{i}].cidr"))] = None
+    return tuple(out)
+
+
+_COMMUNITY = re.compile(r"^(\d+):(\d+)(?::(\d+))?$")
+
+
+def _communities(d: Mapping[str, Any], w: str) -> tuple[tuple[str, str], ...]:
+    """(cidr, literal) per prefixAdvertisements entry; names resolved via ``communities``."""
+    named = {}
+    for c in d.get("communities") or ():
+        if isinstance(c, Mapping):
+            named[str(c.get("name", ""))] = str(c.get("value", ""))
+    out: list[tuple[str, str]] = []
+    for i, pa in enumerate(d.get("prefixAdvertisements") or ()):
+        fld = f"{w}: spec.prefixAdvertisements[{i}]"
+        if not isinstance(pa, Mapping):
+            raise BgpInputError(fld, "must be a mapping")
+        cidr = str(parse_cidr(pa.get("cidr"), f"{fld}.cidr"))
+        for j, ref in enumerate(pa.get("communities") or ()):
+            value = named.get(str(ref), str(ref))
+            m = _COMMUNITY.match(value)
+            limit = 0xFFFF if m and m.group(3) is None else 0xFFFFFFFF
+            if not m or any(int(g) > limit for g in m.groups() if g is not None):
+                raise BgpInputError(
+                    f"{fld}.communities[{j}]", f"{ref!r} is not a defined name or aa:nn[:mm]"
+                )
+            out.append((cidr, value))
+    return tuple(out)
 
 
 def _port(value: Any, fld: str) -> int:

@@ -1,7 +1,8 @@
 """Pure typed model of one node's BIRD 2 configuration (the value the template formats).
 
 Owns: the dataclasses :class:`BirdConfig`, :class:`FamilyConfig`, :class:`BirdPeer`,
-:class:`FilterFunction`, :class:`FilterRule`. They carry no behaviour beyond naming helpers.
+:class:`FilterFunction`, :class:`FilterRule`, :class:`BfdInterface`, :class:`Community`. They
+carry no behaviour beyond naming helpers.
 
 Invariants:
 - Immutable (frozen dataclasses, tuples) and fully computed: the jinja2 template only loops
@@ -108,6 +109,37 @@ class BirdPeer:
     import_filters: tuple[str, ...] = ()
     export_filters: tuple[str, ...] = ()
     calico_node: str | None = None  # name of the Calico node behind this peer, if any
+    # failureDetectionMode BFDIfDirectlyConnected and the peer is on one of our subnets:
+    # the session is "direct" (single hop) and BFD-tracked ("bfd on": BFD down = session down).
+    bfd: bool = False
+
+
+@dataclass(frozen=True)
+class BfdInterface:
+    """One ``interface "<pattern>"`` block of ``protocol bfd`` (BFDConfiguration timers)."""
+
+    pattern: str = "*"
+    min_rx_ms: int = 10
+    min_tx_ms: int = 100
+    idle_tx_ms: int = 60000
+    multiplier: int = 5
+
+
+@dataclass(frozen=True)
+class Community:
+    """A community BIRD adds to exported routes inside ``cidr`` (prefixAdvertisements)."""
+
+    cidr: str
+    value: str  # "aa:nn" (standard) or "aa:nn:mm" (large)
+
+    @property
+    def large(self) -> bool:
+        return self.value.count(":") == 2
+
+    @property
+    def bird_pair(self) -> str:
+        """``(aa, nn)`` / ``(aa, nn, mm)`` as BIRD writes community literals."""
+        return "(" + ", ".join(self.value.split(":")) + ")"
 
 
 @dataclass(frozen=True)
@@ -123,6 +155,10 @@ class FamilyConfig:
     export_pools: tuple[str, ...] = ()  # pools whose routes may be exported
     no_export_pools: tuple[str, ...] = ()  # disableBGPExport pools: never exported
     felix_pools: tuple[str, ...] = ()  # pools BIRD must not program (owner Felix or nobody)
+    # Service ranges (BGPConfiguration serviceClusterIPs/ExternalIPs/LoadBalancerIPs):
+    # originated from every node as static blackholes, exported, never programmed locally.
+    service_cidrs: tuple[str, ...] = ()
+    communities: tuple[Community, ...] = ()  # prefixAdvertisements, in order
     peers: tuple[BirdPeer, ...] = ()
     filters: tuple[FilterFunction, ...] = ()
 
@@ -157,6 +193,7 @@ class BirdConfig:
     log_classes: tuple[str, ...] = ("info", "remote", "warning", "error", "auth", "fatal", "bug")
     excluded_interfaces: tuple[str, ...] = EXCLUDED_INTERFACES
     families: tuple[FamilyConfig, ...] = ()
+    bfd_interfaces: tuple[BfdInterface, ...] = (BfdInterface(),)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def family(self, version: int) -> FamilyConfig | None:
@@ -164,6 +201,11 @@ class BirdConfig:
             if f.version == version:
                 return f
         return None
+
+    @property
+    def bfd(self) -> bool:
+        """Whether any peer is BFD-tracked (then ``protocol bfd`` is rendered)."""
+        return any(p.bfd for f in self.families for p in f.peers)
 
     @property
     def v4(self) -> FamilyConfig | None:

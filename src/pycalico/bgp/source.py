@@ -6,8 +6,8 @@ calls :func:`sync` at start and whenever a watched kind changes (coalesced); eve
 computes the full desired config, so a lost event is repaired by the next pass.
 
 Kinds read: Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool, BlockAffinity (only this
-node's), FelixConfiguration (programClusterRoutes) and, when the store has them, Secret
-(for ``secretKeyRef`` passwords).
+node's), FelixConfiguration (programClusterRoutes), BFDConfiguration (timers) and, when the
+store has them, Secret (for ``secretKeyRef`` passwords).
 Invariant: read-only on the datastore.
 """
 
@@ -30,6 +30,7 @@ WATCHED_KINDS = (
     "IPPool",
     "BlockAffinity",
     "FelixConfiguration",  # programClusterRoutes: which pools Felix (not BIRD) programs
+    "BFDConfiguration",  # BFD timers
 )
 
 
@@ -50,6 +51,7 @@ def inputs_from_datastore(ds: Datastore, node_name: str) -> dict[str, Any]:
         "pools": ds.list("IPPool").items,
         "block_affinities": affinities,
         "felix_configurations": ds.list("FelixConfiguration").items,
+        "bfd_configurations": ds.list("BFDConfiguration").items,
         "secrets": secrets,
     }
 

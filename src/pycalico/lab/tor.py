@@ -1,4 +1,4 @@
-"""The lab's optional top-of-rack router: FRR (zebra + bgpd) in namespace ``<prefix>tor``.
+"""The lab's optional top-of-rack router: FRR (zebra, bgpd, bfdd) in namespace ``<prefix>tor``.
 
 ``198.18.0.253/24`` on subnet 0's bridge (default route via the lab router, so nodes of a
 second subnet reach it too), AS 64513, one eBGP neighbor per node (remote-as 64512,
@@ -13,7 +13,8 @@ removes it. Nodes of the second subnet resolve the ToR's next hop through their 
 route (BIRD learns the kernel's non-pool routes), and zebra resolves theirs likewise
 (``ip nht resolve-via-default``). With ``--subnets 2 --encap none`` pod traffic across the
 router still needs an encapsulating (CrossSubnet) pool: the lab router knows no pod routes.
-Invariant: both daemons' PIDs are in ``state.tor_pids`` before ``start`` returns.
+``bfdd`` runs too, so a test can turn BFD on per neighbor (``neighbor <ip> bfd``).
+Invariant: the three daemons' PIDs are in ``state.tor_pids`` before ``start`` returns.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ NODE_AS = 64512
 TOR_PREFIX = "203.0.113.0/24"
 ZEBRA = "/usr/lib/frr/zebra"
 BGPD = "/usr/lib/frr/bgpd"
+BFDD = "/usr/lib/frr/bfdd"  # idle until a neighbor is given "bfd" (``calico-lab tor ...``)
 FRR_USER = "frr"
 
 
@@ -102,7 +104,7 @@ def _read_pid(path: Path, timeout: float = 10) -> int:
 
 
 def start(state: LabState) -> None:
-    """Create the ToR namespace and start zebra + bgpd (nodes must already be in the state)."""
+    """Create the ToR namespace and start zebra, bgpd and bfdd (nodes must be in the state)."""
     ns = state.prefix + "tor"
     add_netns(state, ns)
     ul = state.prefix + "ul"
@@ -130,6 +132,10 @@ def start(state: LabState) -> None:
     run(in_ns(ns, bgpd))
     bgpd_pid = _read_pid(d / "bgpd.pid")
     state.update(lambda s: s.tor_pids.append(bgpd_pid))
+    bfdd = [BFDD, "-d", "-u", FRR_USER, "-g", FRR_USER, "-i", str(d / "bfdd.pid"), *common]
+    run(in_ns(ns, bfdd))
+    bfdd_pid = _read_pid(d / "bfdd.pid")
+    state.update(lambda s: s.tor_pids.append(bfdd_pid))
 
 
 def remove_runtime(state_dir: Path) -> None:

@@ -3,8 +3,8 @@
 Owns (the job of Calico's confd + runit's bird service):
 - a :class:`Syncer` (or, given the node's :class:`SyncerHub`, a subscription to it) over
   BGPConfiguration, Node, BGPPeer, BGPFilter, IPPool, BlockAffinity,
-  IPAMBlock and Secret (peer passwords); every change marks the config dirty, and one
-  worker thread recomputes after a short coalescing delay (a burst of pod adds is one
+  IPAMBlock, Secret (peer passwords) and BFDConfiguration; every change marks the config
+  dirty, and one worker thread recomputes after a short coalescing delay (a burst of pod adds is one
   recompute), renders and hands the result to :class:`BirdManager` (which writes only
   changed text and soft-reconfigures);
 - starting BIRD the first time a config exists, and adopting a BIRD that a previous
@@ -65,6 +65,7 @@ BGP_KINDS = (
     "IPAMBlock",
     "Secret",  # BGPPeer passwords by secretKeyRef (stored like any other resource)
     "FelixConfiguration",  # programClusterRoutes (route ownership)
+    "BFDConfiguration",  # BFD timers
 )
 COALESCE_S = 0.1
 
@@ -266,6 +267,7 @@ class BgpComponent:
             block_affinities=by_kind["BlockAffinity"],
             borrowed=borrowed_ips(by_kind["IPAMBlock"], self.node_name),
             felix_configurations=by_kind["FelixConfiguration"],
+            bfd_configurations=by_kind["BFDConfiguration"],
             secrets=secrets_from_resources(by_kind["Secret"]),
         )
         for w in cfg.warnings:

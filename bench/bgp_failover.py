@@ -1,0 +1,105 @@
+"""BGP failover benchmark: how long a dead node's routes stay on the others, with and without BFD.
+
+A 3-node calico-lab (full mesh, one pod per node). A failure is node1's ``eth0`` set down
+inside its namespace (the agent and BIRD keep running, as when a cable or switch port
+dies); the time is from that moment to node2's kernel deleting node1's block route
+(:func:`tests.e2e.failover.withdrawal_time`). The link is restored between runs.
+- bfd: ``nodeMeshFailureDetectionMode: BFDIfDirectlyConnected``, BFD 100 ms x 5; ``--runs``
+  failures, median/min/max.
+- no_bfd (``--baseline``): one failure without BFD: the BGP hold time decides (BIRD's
+  240 s, minus the time since the last keepalive), so this takes minutes.
+Prints both side by side and writes bench/results/bgp_failover.json. Needs root; the lab
+is always taken down.
+Usage: python bench/bgp_failover.py [--runs 5] [--baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.conftest import Lab, wait_for  # noqa: E402
+from tests.e2e.failover import restore_link, withdrawal_time  # noqa: E402
+
+BFD = """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeMeshFailureDetectionMode: %s}
+---
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: bench}
+spec: {interfaces: [{matchPattern: eth0, idleSendInterval: 1s}]}
+"""
+
+
+def _block(lab: Lab) -> str:
+    pod = next(p for p in lab.state()["pods"] if p["node"] == "node1")
+    ip = ipaddress.ip_address(pod["ips"][0].split("/")[0])
+    return str(ipaddress.ip_network(f"{ip}/26", strict=False))
+
+
+def _failures(lab: Lab, mode: str, runs: int, limit: float) -> list[float]:
+    lab.run("calicoctl", "--name", lab.name, "apply", "-f", "-", input=BFD % mode)
+    block = _block(lab)
+    sock = str(lab.dir / lab.name / "node2" / "bird.ctl")
+
+    def routed() -> bool:
+        return "via 198.18.0.1" in lab.exec("node2", "ip", "route", "show", block).stdout
+
+    def bfd_up() -> bool:
+        out = lab.exec("node2", "birdc", "-s", sock, "show", "bfd", "sessions").stdout
+        return out.count(" Up ") == 2
+
+    out = []
+    for _ in range(runs):
+        if not wait_for(routed, 60, 0.5):
+            raise SystemExit(f"{block} not routed on node2")
+        if mode != "None" and not wait_for(bfd_up, 30, 0.5):
+            raise SystemExit("BFD sessions not up on node2")
+        out.append(withdrawal_time(lab, "node1", "node2", block, limit))
+        print(f"  {mode}: {out[-1]:.3f} s", flush=True)
+        restore_link(lab, "node1")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--baseline", action="store_true", help="also one failure without BFD")
+    args = ap.parse_args()
+    lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    lab = Lab("bfo", lab_dir)
+    result: dict[str, object] = {}
+    try:
+        lab.up("--nodes", "3", timeout=90)
+        for i in (1, 2, 3):
+            lab.pod(f"node{i}", f"default/p{i}")
+        bfd = _failures(lab, "BFDIfDirectlyConnected", args.runs, 10)
+        result["bfd"] = {
+            "runs": bfd,
+            "median_s": statistics.median(bfd),
+            "min_s": min(bfd),
+            "max_s": max(bfd),
+        }
+        if args.baseline:
+            result["no_bfd"] = {"runs": _failures(lab, "None", 1, 330)}
+    finally:
+        lab.down()
+        shutil.rmtree(lab_dir, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    (ROOT / "bench" / "results" / "bgp_failover.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""calico-lab e2e: BGP advertisements seen by the FRR ToR, and BFD failover of the mesh.
+
+One 3-node lab with the FRR ToR and one pod per node.
+- Advertisements: BGPConfiguration service ranges (cluster, external, load balancer) reach the
+  ToR from every node, with the communities ``prefixAdvertisements`` attach (standard and
+  large); IPPool ``disableBGPExport`` withdraws the pool's blocks from the ToR and re-enabling
+  it brings them back.
+- BFD (last: it kills node1's underlay): with ``nodeMeshFailureDetectionMode:
+  BFDIfDirectlyConnected`` for the mesh, ``failureDetectionMode`` on the ToR's BGPPeer (and
+  FRR's ``bfdd`` told to peer single-hop), BFD timers 100 ms x 5, setting node1's ``eth0``
+  down inside its namespace withdraws node1's block on node2, node3 and the ToR in under
+  1 s each (timed by the kernel route deletion seen by ``ip -ts monitor`` against the moment
+  of the link change).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.failover import withdrawal_times
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+
+SERVICES = {"10.96.0.0/12", "192.0.2.0/24", "198.51.100.0/24"}
+ADVERTS = """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}]
+  serviceExternalIPs: [{cidr: 192.0.2.0/24}]
+  serviceLoadBalancerIPs: [{cidr: 198.51.100.0/24}]
+  communities: [{name: pods, value: "64512:100"}]
+  prefixAdvertisements:
+  - {cidr: 10.244.0.0/16, communities: [pods]}
+  - {cidr: 10.96.0.0/12, communities: ["64512:300", "64512:7:9"]}
+"""
+BFD = """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  nodeMeshFailureDetectionMode: BFDIfDirectlyConnected
+---
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: lab}
+spec:
+  interfaces: [{matchPattern: eth0, idleSendInterval: 1s}]
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory: Callable[[], Lab]) -> Iterator[Lab]:
+    lab = lab_factory()
+    lab.up("--nodes", "3", "--tor")
+    for i in (1, 2, 3):
+        lab.pod(f"node{i}", f"default/p{i}")
+    yield lab
+
+
+def _apply(lab: Lab, yaml: str) -> None:
+    lab.run("calicoctl", "--name", lab.name, "apply", "-f", "-", input=yaml)
+
+
+def _blocks(lab: Lab) -> dict[str, str]:
+    """Pod block -> node underlay IP."""
+    state = lab.state()
+    nodes = {n["name"]: n["ip"].split("/")[0] for n in state["nodes"]}
+    out = {}
+    for p in state["pods"]:
+        ip = ipaddress.ip_address(p["ips"][0].split("/")[0])
+        out[str(ipaddress.ip_network(f"{ip}/26", strict=False))] = nodes[p["node"]]
+    return out
+
+
+def _tor_routes(lab: Lab) -> dict[str, Any]:
+    routes: dict[str, Any] = json.loads(lab.run("tor", "show bgp ipv4 unicast json").stdout)[
+        "routes"
+    ]
+    return routes
+
+
+def _tor_paths(lab: Lab, prefix: str) -> list[dict[str, Any]]:
+    out = json.loads(lab.run("tor", f"show bgp ipv4 unicast {prefix} json").stdout)
+    paths: list[dict[str, Any]] = out.get("paths", [])
+    return paths
+
+
+def test_tor_sees_service_ranges_communities_and_disable_bgp_export(lab: Lab) -> None:
+    _apply(lab, ADVERTS)
+    blocks = _blocks(lab)
+    routes: dict[str, Any] = {}
+
+    def advertised() -> bool:
+        nonlocal routes
+        routes = _tor_routes(lab)
+        return SERVICES | set(blocks) <= set(routes)
+
+    assert wait_for(advertised, 20, 0.5), sorted(routes)
+    # every node originates every service range
+    nodes = {n["ip"].split("/")[0] for n in lab.state()["nodes"]}
+    for cidr in SERVICES:
+        hops = {h["ip"] for path in routes[cidr] for h in path.get("nexthops", [])}
+        assert hops == nodes, (cidr, hops)
+    # communities: standard + large on the cluster IP range, the named one on pod blocks
+    for path in _tor_paths(lab, "10.96.0.0/12"):
+        assert path["community"]["string"] == "64512:300", path
+        assert path["largeCommunity"]["string"] == "64512:7:9", path
+    block = next(iter(blocks))
+    for path in _tor_paths(lab, block):
+        assert path["community"]["string"] == "64512:100", path
+        assert "largeCommunity" not in path
+    for path in _tor_paths(lab, "192.0.2.0/24"):
+        assert "community" not in path, path
+    # disableBGPExport: the pool's blocks leave the ToR, the service ranges stay
+    lab.calicoctl(
+        "patch", "ippool", "default-ipv4-ippool", "-p", '{"spec":{"disableBGPExport":true}}'
+    )
+    try:
+        assert wait_for(lambda: not set(blocks) & set(_tor_routes(lab)), 20, 0.5)
+        assert set(_tor_routes(lab)) >= SERVICES
+    finally:
+        lab.calicoctl(
+            "patch", "ippool", "default-ipv4-ippool", "-p", '{"spec":{"disableBGPExport":false}}'
+        )
+    assert wait_for(lambda: set(blocks) <= set(_tor_routes(lab)), 20, 0.5)
+
+
+TOR_BFD = [
+    "configure terminal",
+    "bfd",
+    "profile fast",
+    "receive-interval 100",
+    "transmit-interval 100",
+    "detect-multiplier 5",
+    "exit",
+    "exit",
+    "router bgp 64513",
+] + [
+    line
+    for ip in ("198.18.0.1", "198.18.0.2", "198.18.0.3")
+    for line in (f"no neighbor {ip} ebgp-multihop", f"neighbor {ip} bfd profile fast")
+]
+
+
+def test_bfd_withdraws_a_dead_nodes_routes_in_under_a_second(lab: Lab) -> None:
+    _apply(lab, BFD)
+    lab.calicoctl(
+        "patch",
+        "bgppeer",
+        "tor",
+        "-p",
+        '{"spec":{"failureDetectionMode":"BFDIfDirectlyConnected"}}',
+    )
+    lab.run("tor", *TOR_BFD)
+    sock = lab.dir / lab.name / "node2" / "bird.ctl"
+    out = ""
+
+    def bfd_up() -> bool:
+        nonlocal out
+        out = lab.exec("node2", "birdc", "-s", str(sock), "show", "bfd", "sessions").stdout
+        return out.count(" Up ") == 3  # node1, node3 and the ToR
+
+    assert wait_for(bfd_up, 30, 0.5), out
+    tor_bfd = ""
+
+    def tor_bfd_up() -> bool:
+        nonlocal tor_bfd
+        tor_bfd = lab.run("tor", "show bfd peers brief").stdout
+        return tor_bfd.count(" up ") == 3
+
+    assert wait_for(tor_bfd_up, 30, 0.5), tor_bfd
+    block = next(b for b, ip in _blocks(lab).items() if ip == "198.18.0.1")
+    routes = ""
+
+    def routed() -> bool:  # the sessions restarted as single-hop: wait for the re-learn
+        nonlocal routes
+        routes = lab.exec("node2", "ip", "route", "show", block).stdout
+        routes += lab.exec("tor", "ip", "route", "show", block).stdout
+        return routes.count("via 198.18.0.1") == 2
+
+    assert wait_for(routed, 20, 0.5), routes
+    secs = withdrawal_times(lab, "node1", ["node2", "node3", "tor"], block, limit=10)
+    print(f"\nBFD withdrawal of {block}: " + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items()))
+    assert all(0 < s < 1.0 for s in secs.values()), secs
