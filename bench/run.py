@@ -57,6 +57,7 @@ BENCHES: list[tuple[str, list[str], bool, bool]] = [
     ("docker", [], False, False),
     ("console", [], False, False),
     ("churn", [], False, False),
+    ("bgp_failover", ["--baseline"], False, False),
 ]
 FULL_EXTRA = {"lab": ["--sizes", "10,20,40,60"]}
 
