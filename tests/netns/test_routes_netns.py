@@ -525,9 +525,9 @@ def test_nat_outgoing(cluster_factory: Callable[..., Cluster]) -> None:
         return r.stdout if r.returncode == 0 else ""
 
     n1.exec("nft", "delete", "table", "ip", "calico-nat")
-    wait_for("nat table restored", lambda: "masquerade" in nat_table(), timeout=10)
+    wait_for("nat table restored", lambda: "masquerade" in nat_table(), timeout=30)
     n1.exec("nft", "flush", "chain", "ip", "calico-nat", "nat-POSTROUTING")
-    wait_for("nat rule restored", lambda: "masquerade" in nat_table(), timeout=10)
+    wait_for("nat rule restored", lambda: "masquerade" in nat_table(), timeout=30)
     assert c.tcp(p1, gw) == (c.node_ip["n1"], 100)
     # Turning natOutgoing off removes the table (and the masquerade).
     pool = c.ds.get("IPPool", "pool1")
