@@ -17,6 +17,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import textwrap
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CALICOCTL = str(Path(sys.executable).parent / "calicoctl")
 PODS = [("node1", "shop/web", "app=web"), ("node2", "shop/db", "app=db"),
         ("node3", "shop/cli", "app=cli")]  # fmt: skip
 
@@ -232,6 +234,14 @@ def test_whatif_shows_the_delta_apply_makes(
         for r in browser.find_elements(By.CSS_SELECTOR, "#whatif-changes tr[data-from]")
     }  # fmt: skip
     assert lab.policy_matrix("80/TCP") == before  # the what-if wrote nothing
+    # The same delta as `calicoctl policy diff` (its matrix delta, for this port).
+    proposed = shots / "whatif-proposed.yaml"
+    proposed.write_text(change)
+    out = lab.exec("node1", CALICOCTL, "policy", "diff", "-f", str(proposed), "-o", "json").stdout
+    diff = {(m["from"], m["to"], int(m["port"]), m["protocol"].upper()): m["verdict"]
+            for m in json.loads(out)["matrix_delta"]
+            if int(m["port"]) == 80 and m["protocol"].upper() == "TCP"}  # fmt: skip
+    assert diff == shown
     lab.run("apply", "-f", "-", input=change)
     after = lab.policy_matrix("80/TCP")
     assert shown == {k: v for k, v in after.items() if before[k] != v}

@@ -11,13 +11,11 @@ still shown; exit 1 only when no node answered (or for a bad option).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import click
 
 from pycalico.ctl.common import config_option, run_reporting_errors
-from pycalico.flows.api import DEFAULT_PORT, FlowAPIError, fetch_flows
-from pycalico.flows.cli import FlowsError, filter_options, make_filter, print_flows
+from pycalico.flows.api import DEFAULT_PORT, fetch_flows
+from pycalico.flows.cli import FlowsError, filter_options, gather, make_filter, print_flows
 from pycalico.flows.record import FlowRecord
 from pycalico.flows.store import FlowFilter
 
@@ -46,21 +44,7 @@ def node_endpoints(config_file: str | None) -> list[str]:
 
 def collect(endpoints: list[str], flt: FlowFilter) -> list[FlowRecord]:
     """Records of every endpoint, merged by end time; FlowsError when none answered."""
-    results: list[FlowRecord] = []
-    errors: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(endpoints)))) as pool:
-        futures = [pool.submit(fetch_flows, url, flt) for url in endpoints]
-        for fut in futures:
-            try:
-                results += fut.result()[1]
-            except FlowAPIError as e:
-                errors.append(str(e))
-    for msg in errors:
-        click.echo(f"warning: {msg}", err=True)
-    if endpoints and len(errors) == len(endpoints):
-        raise FlowsError("no node's flow API answered")
-    results.sort(key=lambda r: (r.end, r.node))
-    return results
+    return gather(endpoints, lambda url: fetch_flows(url, flt)[1], 16, "node's flow API")
 
 
 @click.command("flows")

@@ -9,8 +9,9 @@ returning every matching record of the cluster, oldest first).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import click
 
@@ -19,9 +20,34 @@ from pycalico.flows.format import format_table, to_json
 from pycalico.flows.record import FlowRecord
 from pycalico.flows.store import FilterError, FlowFilter
 
+T = TypeVar("T")
+
 
 class FlowsError(CalicoError):
     """Bad flows options, or no node answered."""
+
+
+def gather(
+    targets: Sequence[T], fetch: Callable[[T], list[FlowRecord]], workers: int, what: str
+) -> list[FlowRecord]:
+    """Every target's records (fetched in parallel), merged by end time. A target that
+    fails is a warning on stderr; FlowsError when none answered (``what`` names them)."""
+    out: list[FlowRecord] = []
+    errors: list[str] = []
+    # A fresh pool per call: its threads end with it (none outlives, e.g., a lab namespace).
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+        futures = [pool.submit(fetch, t) for t in targets]
+        for fut in futures:
+            try:
+                out += fut.result()
+            except CalicoError as e:
+                errors.append(str(e))
+    for msg in errors:
+        click.echo(f"warning: {msg}", err=True)
+    if targets and len(errors) == len(targets):
+        raise FlowsError(f"no {what} answered")
+    out.sort(key=lambda r: (r.end, r.node))
+    return out
 
 
 def since_seconds(text: str) -> float:

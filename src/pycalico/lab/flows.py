@@ -11,12 +11,8 @@ answered.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-import click
-
 from pycalico.flows.api import DEFAULT_PORT, FlowAPIError, fetch_flows
-from pycalico.flows.cli import FlowsError
+from pycalico.flows.cli import FlowsError, gather
 from pycalico.flows.record import FlowRecord
 from pycalico.flows.store import FlowFilter
 from pycalico.lab.netns import enter_netns
@@ -33,20 +29,4 @@ def node_records(node: NodeState, flt: FlowFilter, port: int = DEFAULT_PORT) -> 
 
 
 def lab_records(state: LabState, flt: FlowFilter) -> list[FlowRecord]:
-    out: list[FlowRecord] = []
-    errors: list[str] = []
-    nodes = list(state.nodes)
-    # A fresh pool per call: its threads end with it, so no thread outlives its namespace.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes)))) as pool:
-        futs = [pool.submit(node_records, n, flt) for n in nodes]
-        for fut in futs:
-            try:
-                out += fut.result()
-            except FlowsError as e:
-                errors.append(str(e))
-    for msg in errors:
-        click.echo(f"warning: {msg}", err=True)
-    if nodes and len(errors) == len(nodes):
-        raise FlowsError("no lab node's flow API answered")
-    out.sort(key=lambda r: (r.end, r.node))
-    return out
+    return gather(list(state.nodes), lambda n: node_records(n, flt), 8, "lab node's flow API")
