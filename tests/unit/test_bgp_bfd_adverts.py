@@ -129,6 +129,26 @@ def test_peer_failure_detection_mode_and_timers(tmp_path: Path) -> None:
     _bird_parse(text, tmp_path)
 
 
+def test_bfd_with_ttl_security_stays_single_hop(tmp_path: Path) -> None:
+    """ttlSecurity renders ``multihop N``, which BIRD refuses next to single-hop BFD (found by
+    the randomised config test): a BFD-tracked, directly connected peer keeps ``direct`` and
+    GTSM (``ttl security on``, TTL 255 expected) without ``multihop``."""
+    cfg = _cfg(peers=[peer("gtsm", peerIP="198.18.0.200", asNumber=64512, ttlSecurity=1,
+                           failureDetectionMode="BFDIfDirectlyConnected")])  # fmt: skip
+    text = render_bird_config(cfg)
+    body = _protocol(text, "Global_198_18_0_200")
+    assert "direct;" in body and "bfd on;" in body and "ttl security on;" in body
+    assert "multihop" not in body
+    _bird_parse(text, tmp_path)
+    plain = _protocol(
+        render_bird_config(
+            _cfg(peers=[peer("gtsm", peerIP="198.18.0.200", asNumber=64512, ttlSecurity=2)])
+        ),
+        "Global_198_18_0_200",
+    )
+    assert "ttl security on;" in plain and "multihop 2;" in plain  # fmt: skip
+
+
 def test_bad_failure_detection_mode_is_named() -> None:
     with pytest.raises(BgpInputError, match=r"spec\.failureDetectionMode"):
         _cfg(peers=[peer("x", peerIP="198.18.0.9", asNumber=1, failureDetectionMode="BFD")])
