@@ -4,8 +4,6 @@ prefixAdvertisements communities, disableBGPExport) in the computed and rendered
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from pycalico.api import ValidationFailed, decode
 from pycalico.bgp import BgpInputError, BirdConfig, compute_bird_config, render_bird_config
 from tests.unit.test_bgp_helpers import affinity, bgpconfig, node, peer, pool, res
+from tests.unit.test_bgp_render import _bird_parse, _protocol
 
 NODES = [
     node("n1", "198.18.0.1", "fd00::1", labels={"rack": "a"}),
@@ -28,21 +27,6 @@ def _cfg(**kw: Any) -> BirdConfig:
     args: dict[str, Any] = {"nodes": NODES, "pools": POOLS, "block_affinities": AFFS}
     args.update(kw)
     return compute_bird_config("n1", **args)
-
-
-def _protocol(text: str, name: str) -> str:
-    m = re.search(rf"^protocol bgp {name} from \S+ \{{\n(.*?)^\}}", text, re.S | re.M)
-    assert m, f"no protocol {name} in config"
-    return m.group(1)
-
-
-def _bird_parse(text: str, tmp_path: Path) -> None:
-    if shutil.which("bird") is None:
-        pytest.skip("bird not installed")
-    path = tmp_path / "bird.cfg"
-    path.write_text(text)
-    p = subprocess.run(["bird", "-p", "-c", str(path)], capture_output=True, text=True)
-    assert p.returncode == 0, f"bird rejected config: {p.stderr}\n{text}"
 
 
 # -- BFD ---------------------------------------------------------------------------------------
