@@ -58,16 +58,10 @@ from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import HostFacts
 from pycalico.felix.config import families, render_config
 from pycalico.felix.dataplane import NftError, NftRunner, NftTable
-from pycalico.felix.dataplane.watch import (
-    ROUTE_ARGV,
-    ROUTES_TOPIC,
-    Debouncer,
-    LineWatcher,
-    nft_topic,
-    route_topic,
-)
+from pycalico.felix.dataplane.watch import Debouncer
 from pycalico.felix.flowviews import FlowViews
-from pycalico.felix.routeloop import RouteDriver, RouteLoop
+from pycalico.felix.kernelwatch import KernelWatch
+from pycalico.felix.routeloop import RouteDriver, RouteLoop, make_route_drivers
 from pycalico.felix.rules import TABLE, RuleRenderer
 from pycalico.felix.rules.guard import guard_table
 from pycalico.model.felixconfig import resolve
@@ -98,33 +92,9 @@ POLICY_KINDS = (
 #: Storage kinds Felix watches: the union of the policy and the routes calc nodes' kinds.
 FELIX_KINDS = POLICY_KINDS + tuple(k for k in RouteCalculator.KINDS if k not in POLICY_KINDS)
 _FELIX_CONFIG_PREFIX = prefix_for("FelixConfiguration")
-#: Debouncer topic ``guard:<family>``: check that family's guard table now (see kernel_event).
-_GUARD_TOPIC = "guard:"
 
 
-def make_route_drivers(
-    mtu_file: str | None = None, nat_outgoing: bool = True
-) -> dict[int, RouteDriver]:
-    """The system's route drivers, one per IP version (IPv4 also owns tunl0 and the MTU
-    file), on the typed kernel seam of the current network namespace."""
-    from pycalico.felix.dataplane.mtu import mtu_file_path
-    from pycalico.felix.dataplane.routing import RouteDataplane
-    from pycalico.system.kernel import IpRouteKernel
-    from pycalico.system.process import SubprocessRunner
-    from pycalico.system.sysctl import ProcSysctl
-
-    runner = SubprocessRunner(die_with_parent=True)
-    kernel = IpRouteKernel(runner)
-    return {
-        4: RouteDataplane(
-            kernel, ProcSysctl(), mtu_file=mtu_file_path(mtu_file), nat=nat_outgoing,
-            runner=runner,
-        ),
-        6: RouteDataplane(kernel, ProcSysctl(), nat=nat_outgoing, version=6, runner=runner),
-    }  # fmt: skip
-
-
-class Felix:
+class Felix(KernelWatch):
     """See the module docstring. ``overrides`` use FelixConfiguration field names (e.g.
     ``{"nftablesRefreshInterval": 2}``) and win over the datastore and ``env``.
 
@@ -198,6 +168,7 @@ class Felix:
             else None
         )
         self._callbacks = QueueCallbacks()
+        self._wake = self._callbacks.queue
         self._syncer: Any
         if hub is not None:
             self._syncer = hub.syncer_for(FELIX_KINDS, self._callbacks, f"felix-{node_name}")
@@ -243,73 +214,6 @@ class Felix:
         self._debounce = Debouncer()
         self.watchers = self._make_watchers(watch, watch_routes and self.routes is not None)
         self._toggle_flow_views(self.config.flow_logs_file_enabled)  # on from env/overrides
-
-    def _make_watchers(self, nft: bool, routes: bool) -> list[LineWatcher]:
-        """``nft monitor`` (through the nft runner's process seam, in its namespace) and,
-        with the system's route drivers, ``ip monitor`` of this namespace."""
-        out: list[LineWatcher] = []
-        # Topic -> what to resync: our nft tables; calico-nat belongs to the route drivers.
-        self._topic_tables: dict[str, NftTable] = {
-            f"nft:{t.family}:{t.name}": t for t in (*self.tables.values(), *self.guards.values())
-        }
-        if not nft:
-            return out
-        watched = [(t.family, t.name) for t in self._topic_tables.values()]
-        watched += [(f, "calico-nat") for f in self.tables] if self.routes is not None else []
-        launcher: Any = getattr(self.runner, "process", None)
-        monitor = getattr(self.runner, "monitor_argv", None)
-        if callable(monitor) and hasattr(launcher, "spawn"):
-            out.append(LineWatcher("nft", monitor(), lambda ln: nft_topic(ln, watched),
-                                   self.kernel_event, launcher))  # fmt: skip
-        if routes:
-            from pycalico.system.process import SubprocessRunner
-
-            def classify(line: str) -> str | None:
-                return route_topic(line, self.config.interface_prefix)
-
-            out.append(LineWatcher("routes", ROUTE_ARGV, classify, self.kernel_event,
-                                   SubprocessRunner(die_with_parent=True)))  # fmt: skip
-        return out
-
-    def kernel_event(self, topic: str) -> None:
-        """A watcher saw a change to something we own (any thread): resync it shortly
-        (debounced; the owner loop does the read-back and repair)."""
-        now = self.clock.monotonic()
-        table = self._topic_tables.get(topic)
-        if table is not None:  # the tiny guard of that family is checked at once (no delay)
-            self._debounce.note(f"{_GUARD_TOPIC}{table.family}", now, 0.0, 0.05)
-        self._debounce.note(topic, now)
-        self._callbacks.queue.put([])
-
-    def _take_kernel_events(self) -> None:
-        families: set[str] = set()
-        for topic in self._debounce.take_due(self.clock.monotonic()):
-            if topic.startswith(_GUARD_TOPIC):
-                families.add(topic.removeprefix(_GUARD_TOPIC))
-                continue
-            table = self._topic_tables.get(topic)
-            if table is not None:
-                table.request_resync()
-            elif self.routes is not None and (topic == ROUTES_TOPIC or "calico-nat" in topic):
-                self.routes.request_full()
-            with self._lock:
-                self.counters["watch_resyncs"] += 1
-        if families and self._nft_in_sync.is_set():
-            self._repair_guards(families)
-
-    def _repair_guards(self, families: set[str]) -> None:
-        """Tampering with nft in ``families``: read those tiny guards back and repair them
-        at once, before the main tables (after a ``flush ruleset`` both are gone and nothing
-        fails closed until the guard is back). A failure is left to the normal apply pass,
-        which retries."""
-        for fam, g in self.guards.items():
-            if fam not in families:
-                continue
-            g.request_resync()
-            try:
-                g.apply()
-            except NftError as e:
-                log.warning("felix %s: repairing %s: %s", self.node_name, g.name, e)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> Felix:

@@ -197,3 +197,25 @@ class RouteLoop:
         if tun is not None:
             out["ipip"] = dict(vars(tun.stats))
         return out
+
+
+def make_route_drivers(
+    mtu_file: str | None = None, nat_outgoing: bool = True
+) -> dict[int, RouteDriver]:
+    """The system's route drivers, one per IP version (IPv4 also owns tunl0 and the MTU
+    file), on the typed kernel seam of the current network namespace."""
+    from pycalico.felix.dataplane.mtu import mtu_file_path
+    from pycalico.felix.dataplane.routing import RouteDataplane
+    from pycalico.system.kernel import IpRouteKernel
+    from pycalico.system.process import SubprocessRunner
+    from pycalico.system.sysctl import ProcSysctl
+
+    runner = SubprocessRunner(die_with_parent=True)
+    kernel = IpRouteKernel(runner)
+    return {
+        4: RouteDataplane(
+            kernel, ProcSysctl(), mtu_file=mtu_file_path(mtu_file), nat=nat_outgoing,
+            runner=runner,
+        ),
+        6: RouteDataplane(kernel, ProcSysctl(), nat=nat_outgoing, version=6, runner=runner),
+    }  # fmt: skip
