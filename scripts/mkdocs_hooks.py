@@ -54,6 +54,7 @@ def cli_page(prog: str, module: str) -> str:
 
 
 def settings_page() -> str:
+    from pycalico.model.booleans import BOOL_WORDS
     from pycalico.node.envfile import CHOICES, DEFAULT_CONFIG_FILE, KNOWN
 
     lines = [
@@ -64,11 +65,16 @@ def settings_page() -> str:
         "`FELIX_<FIELD>` sets a FelixConfiguration field for this node. Generated from "
         "`pycalico.node.envfile`.",
         "",
+        "Boolean settings accept `true`/`false`, `1`/`0`, `yes`/`no`, `y`/`n`, `t`/`f` and "
+        "`on`/`off` (any case); any other value is an error that names the setting, never a "
+        "silent false.",
+        "",
         "| setting | meaning | values |",
         "|---|---|---|",
     ]
     for name, meaning in sorted(KNOWN.items()):
-        values = ", ".join(CHOICES.get(name, ()))
+        choices = CHOICES.get(name, ())
+        values = "true, false" if choices is BOOL_WORDS else ", ".join(choices)
         lines.append(f"| `{name}` | {meaning} | {values} |")
     return "\n".join(lines) + "\n"
 

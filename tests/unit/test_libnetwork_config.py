@@ -37,7 +37,7 @@ def test_disabled_by_default_and_settings_parsed() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "needle"),
     [
-        ("CALICO_LIBNETWORK_ENABLED", "maybe", "want true or false"),
+        ("CALICO_LIBNETWORK_ENABLED", "maybe", "expected true or false"),
         ("CALICO_LIBNETWORK_VETH_MTU", "12", "68..65535"),
         ("CALICO_LIBNETWORK_VETH_MTU", "big", "CALICO_LIBNETWORK_"),
         ("CALICO_LIBNETWORK_SCOPE", "swarm", "local or global"),

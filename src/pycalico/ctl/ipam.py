@@ -21,6 +21,7 @@ from pycalico.ipam.block import Block, IPNetwork, affinity_node, reserved_ordina
 from pycalico.ipam.gc import check, load_report, release_from_report
 from pycalico.ipam.pools import reservations_from
 from pycalico.ipam.store import KIND_RESERVATION
+from pycalico.model.booleans import BooleanError, parse_bool
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -278,13 +279,11 @@ def release_cmd(ip: str | None, report: str | None, config_file: str | None) -> 
 def _parse_bool(value: str | None, name: str) -> bool | None:
     if value is None:
         return None
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    click.echo(f"Error: {name}: {value!r} must be true or false", err=True)
-    raise SystemExit(1)
+    try:
+        return parse_bool(value, name)
+    except BooleanError as e:
+        click.echo(f"Error: {e}", err=True)
+        raise SystemExit(1) from None
 
 
 @ipam_group.command("configure")

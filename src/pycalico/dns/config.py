@@ -26,6 +26,7 @@ from pycalico.dns.server import (
     upstreams_from_resolv_conf,
 )
 from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
+from pycalico.model.booleans import BooleanError, env_flag
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -54,11 +55,11 @@ def server_from_env(
 ) -> DnsServer | None:
     """The node's :class:`DnsServer` as ``env`` configures it (None when disabled); it follows
     the datastore through ``hub`` when given."""
-    enabled = env.get("CALICO_DNS_ENABLED", "true").strip().lower()
-    if enabled in ("false", "0", "no", "off"):
-        return None
-    if enabled not in ("true", "1", "yes", "on", ""):
-        raise DnsError(f"CALICO_DNS_ENABLED: expected true or false, not {enabled!r}")
+    try:
+        if not env_flag(env, "CALICO_DNS_ENABLED", True):
+            return None
+    except BooleanError as e:
+        raise DnsError(str(e)) from None
     listen = _addrs(env, "CALICO_DNS_LISTEN") or [(DNS_ADDRESS, 53)]
     if env.get("CALICO_DNS_UPSTREAMS", "").strip().lower() == "resolv.conf":
         upstreams = upstreams_from_resolv_conf(exclude=[h for h, _ in listen])

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pycalico.model.booleans import FALSE_WORDS, TRUE_WORDS
 from pycalico.model.durations import parse_duration
 from pycalico.model.types import ModelError
 
@@ -104,9 +105,9 @@ def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "y", "t"):
+    if text in TRUE_WORDS:
         return True
-    if text in ("false", "0", "no", "n", "f"):
+    if text in FALSE_WORDS:
         return False
     raise ValueError(f"expected a boolean, got {value!r}")
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from pycalico.cni.main import DEFAULT_SOCKET
 from pycalico.cni.server import CniServer
+from pycalico.model.booleans import env_flag
 
 
 class CniServerComponent:
@@ -49,7 +50,7 @@ class CniServerComponent:
 
 
 def from_env(env: Mapping[str, str], state_dir: str | None = None) -> CniServerComponent | None:
-    if (env.get("CALICO_CNI_SERVER_ENABLED") or "true").strip().lower() == "false":
+    if not env_flag(env, "CALICO_CNI_SERVER_ENABLED", True):
         return None
     default = os.path.join(state_dir, "cni.sock") if state_dir else DEFAULT_SOCKET
     return CniServerComponent(env.get("CALICO_CNI_SOCKET") or default)

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from pycalico.errors import CalicoError
+from pycalico.model.booleans import BOOL_WORDS
 
 DEFAULT_CONFIG_FILE = "/etc/calico/calico-node.env"
 CONFIG_ENV = "CALICO_NODE_CONFIG"
@@ -89,12 +90,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "CALICO_IPV4POOL_IPIP": ("always", "crosssubnet", "never", "off"),
     "CALICO_IPV4POOL_VXLAN": ("always", "crosssubnet", "never"),
     "CALICO_IPV6POOL_VXLAN": ("always", "crosssubnet", "never"),
-    "NO_DEFAULT_POOLS": ("true", "false"),
-    "CALICO_CNI_SERVER_ENABLED": ("true", "false"),
-    "CALICO_IPAM_GC_ENABLED": ("true", "false"),
-    "CALICO_DNS_ENABLED": ("true", "false"),
+    "NO_DEFAULT_POOLS": BOOL_WORDS,
+    "CALICO_CNI_SERVER_ENABLED": BOOL_WORDS,
+    "CALICO_IPAM_GC_ENABLED": BOOL_WORDS,
+    "CALICO_DNS_ENABLED": BOOL_WORDS,
     "CALICO_STARTUP_LOGLEVEL": ("debug", "info", "warning", "error", "critical"),
-    "CALICO_LIBNETWORK_ENABLED": ("true", "false"),
+    "CALICO_LIBNETWORK_ENABLED": BOOL_WORDS,
     "CALICO_LIBNETWORK_SCOPE": ("local", "global"),
 }
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -163,6 +164,8 @@ def validate(settings: Mapping[str, tuple[str, int]], path: str) -> dict[str, st
         if name not in KNOWN and not (name.startswith("FELIX_") and len(name) > 6):
             raise NodeConfigError(f"{where}: {name}: unknown setting (see docs/reference.md)")
         allowed = CHOICES.get(name)
+        if allowed is BOOL_WORDS and value and value.strip().lower() not in allowed:
+            raise NodeConfigError(f"{where}: {name}: expected true or false, got {value!r}")
         if allowed and value and value.lower() not in allowed:
             raise NodeConfigError(f"{where}: {name}: {value!r} is not one of {', '.join(allowed)}")
         out[name] = value

@@ -31,6 +31,7 @@ from typing import Any
 from pycalico.datastore.base import Datastore, NotFound
 from pycalico.errors import CalicoError
 from pycalico.ipam.gc import DEFAULT_GRACE_PERIOD, GCResult, LeakCollector
+from pycalico.model.booleans import BooleanError, env_flag
 from pycalico.node.leader import DEFAULT_LEASE_DURATION, LeaderLease
 from pycalico.node.supervisor import Component
 
@@ -66,12 +67,10 @@ def parse_seconds(value: Any, what: str) -> float:
 
 
 def enabled(env: Mapping[str, str]) -> bool:
-    return (env.get("CALICO_IPAM_GC_ENABLED") or "true").strip().lower() not in (
-        "false",
-        "0",
-        "no",
-        "off",
-    )
+    try:
+        return env_flag(env, "CALICO_IPAM_GC_ENABLED", True)
+    except BooleanError as e:
+        raise IpamGcConfigError(str(e)) from None
 
 
 def grace_period(ds: Datastore, env: Mapping[str, str]) -> float:

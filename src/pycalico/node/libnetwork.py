@@ -31,6 +31,7 @@ from pycalico.libnetwork.server import (
     NETWORK_SOCKET,
     PluginServer,
 )
+from pycalico.model.booleans import BooleanError, env_flag
 from pycalico.system.iproute import IpRoute
 from pycalico.system.process import SubprocessRunner
 from pycalico.system.sysctl import ProcSysctl
@@ -43,14 +44,10 @@ class ConfigError(CalicoError):
 
 
 def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = (env.get(key) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{key}={raw!r}: want true or false")
+    try:
+        return env_flag(env, key, default)
+    except BooleanError as e:
+        raise ConfigError(str(e)) from None
 
 
 class LibnetworkComponent:

@@ -48,6 +48,7 @@ from pycalico.client import ResourceClient
 from pycalico.datastore import AlreadyExists, Datastore, NotFound
 from pycalico.errors import CalicoError
 from pycalico.model import ModelError
+from pycalico.model.booleans import BooleanError, env_flag
 from pycalico.model.network import IPPool, Node
 from pycalico.node.autodetect import (
     AutodetectError,
@@ -69,8 +70,11 @@ class StartupError(CalicoError, ValueError):
     """Start-up cannot proceed (bad environment, conflicting node IP, ...)."""
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "yes", "y")
+def _flag(env: Mapping[str, str], key: str, default: bool = False) -> bool:
+    try:
+        return env_flag(env, key, default)
+    except BooleanError as e:
+        raise StartupError(str(e)) from None
 
 
 def _mode(env: Mapping[str, str], var: str) -> str:
@@ -124,7 +128,7 @@ def _pool6_settings(env: Mapping[str, str]) -> PoolSettings:
         cidr=cidr,
         ipip_mode="Never",
         vxlan_mode=_mode(env, "CALICO_IPV6POOL_VXLAN"),
-        nat_outgoing=_truthy(env.get("CALICO_IPV6POOL_NAT_OUTGOING")),
+        nat_outgoing=_flag(env, "CALICO_IPV6POOL_NAT_OUTGOING"),
         block_size=block_size,
         node_selector=_node_selector(env, "CALICO_IPV6POOL_NODE_SELECTOR"),
     )
@@ -189,12 +193,11 @@ class NodeSettings:
             raise StartupError(
                 "CALICO_IPV4POOL_IPIP and CALICO_IPV4POOL_VXLAN cannot both be enabled"
             )
-        nat_raw = env.get("CALICO_IPV4POOL_NAT_OUTGOING")
         pool = PoolSettings(
             cidr=str(net),
             ipip_mode=ipip,
             vxlan_mode=vxlan,
-            nat_outgoing=True if not (nat_raw or "").strip() else _truthy(nat_raw),
+            nat_outgoing=_flag(env, "CALICO_IPV4POOL_NAT_OUTGOING", True),
             block_size=block_size,
             node_selector=_node_selector(env, "CALICO_IPV4POOL_NODE_SELECTOR"),
         )
@@ -207,7 +210,7 @@ class NodeSettings:
             as_number=(env.get("AS") or "").strip(),
             pool=pool,
             pool6=_pool6_settings(env),
-            no_default_pools=_truthy(env.get("NO_DEFAULT_POOLS")),
+            no_default_pools=_flag(env, "NO_DEFAULT_POOLS"),
             cluster_type=(env.get("CLUSTER_TYPE") or "k8s,bgp").strip(),
             orch_ref=(env.get("CALICO_K8S_NODE_REF") or "").strip(),
         )
