@@ -19,7 +19,6 @@ Usage: ``bench/docker.py [N]`` (default 15 samples per network), as root.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.docker import IMAGE, Dockerd, available, import_busybox  # noqa: E402
+from tests.fixtures.docker import (  # noqa: E402
+    IMAGE,
+    Dockerd,
+    available,
+    import_busybox,
+    libnetwork_node_env,
+)
 from tests.fixtures.netns import NetnsFactory  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -54,21 +59,7 @@ def main() -> None:
     d: Dockerd | None = None
     try:
         ns = factory.underlay(1).nodes[0]
-        env = dict(os.environ)
-        env.update(
-            NODENAME="bnode",
-            DATASTORE_TYPE="sqlite",
-            CALICO_DATASTORE_PATH=str(tmp / "calico.db"),
-            CALICO_NODE_STATE_DIR=str(tmp),
-            CALICO_BIRD_SOCKET=str(tmp / "bird.ctl"),
-            CALICO_MTU_FILE=str(tmp / "mtu"),
-            CALICO_NETWORKING_BACKEND="none",
-            CALICO_IPV4POOL_CIDR=POOL,
-            CALICO_CNI_SERVER_ENABLED="false",
-            FELIX_HEALTHENABLED="false",
-            CALICO_LIBNETWORK_ENABLED="true",
-            CALICO_LIBNETWORK_PLUGIN_DIR=str(tmp / "plugins"),
-        )
+        env = libnetwork_node_env("bnode", tmp, POOL)
         log = open(tmp / "calico-node.log", "a")  # noqa: SIM115 - closed below
         node_proc = ns.popen(str(BIN / "calico-node"), "run", env=env, stdout=log, stderr=log)
         log.close()

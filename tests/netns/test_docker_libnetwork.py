@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.docker import IMAGE, Dockerd, available, import_busybox
+from tests.fixtures.docker import IMAGE, Dockerd, available, import_busybox, libnetwork_node_env
 from tests.fixtures.netns import Netns, NetnsFactory
 from tests.kit import wait_for
 
@@ -127,23 +126,11 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     n: Node | None = None
     try:
         ns = factory.underlay(1).nodes[0]
-        env = dict(os.environ)
-        env.update(
-            NODENAME="dnode1",
-            DATASTORE_TYPE="sqlite",
-            CALICO_DATASTORE_PATH=str(tmp / "calico.db"),
-            CALICO_NODE_STATE_DIR=str(tmp),
-            CALICO_BIRD_SOCKET=str(tmp / "bird.ctl"),
-            CALICO_MTU_FILE=str(tmp / "mtu"),
-            CALICO_NETWORKING_BACKEND="none",
-            CALICO_IPV4POOL_CIDR="10.79.0.0/16",
-            CALICO_CNI_SERVER_ENABLED="false",
-            FELIX_HEALTHENABLED="false",
-            CALICO_LIBNETWORK_ENABLED="true",
-            CALICO_LIBNETWORK_PLUGIN_DIR=str(tmp / "plugins"),
+        env = libnetwork_node_env(
+            "dnode1", tmp, "10.79.0.0/16",
             CALICO_LIBNETWORK_LABEL_ENDPOINTS="true",
             DOCKER_HOST=f"unix://{tmp / 'd' / 'docker.sock'}",
-        )
+        )  # fmt: skip
         n = Node(ns, tmp, env, Dockerd(ns, tmp / "d", tmp / "plugins"))
         n.ctl("apply", "-f", "-", input=_pool_yaml())
         n.start_node()
