@@ -587,3 +587,26 @@ def test_ipv6_workloads(cluster: Cluster) -> None:
     finally:
         felix.stop()
     assert got == {"a": [True, False, True], "c": [True, False, False]}
+
+
+def test_not_icmp_without_protocol_matches_only_icmp(cluster: Cluster) -> None:
+    """``notICMP`` without ``protocol`` (accepted, as upstream) matches only ICMP of another
+    type, in the kernel and in the model alike: an echo request passes an Allow of
+    ``notICMP: {type: 0}``; TCP does not (nft's ``icmp type !=`` implies ICMP)."""
+    _simple_state(cluster)
+    rule = {"action": "Allow", "notICMP": {"type": 0}}
+    pol = network_policy("b-not-icmp", namespace="ns", selector="app == 'b'",
+                         types=["Ingress"], ingress=[rule])  # fmt: skip
+    cluster.ds.delete("NetworkPolicy", "b-from-a", namespace="ns")
+    cluster.ds.create(pol)
+    felix = cluster.felix()
+    try:
+        assert felix.wait_in_sync(20), felix.error
+        a_ns, _ = cluster.pods["a"]
+        b_ip = cluster.pods["b"][1]
+        ping = a_ns.exec("ping", "-c", "1", "-W", "2", b_ip, check=False)
+        tcp = cluster.probe_many({"a": [("b", 80, "tcp")]}, timeout=1.0)["a"][0]
+    finally:
+        felix.stop()
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert tcp is False

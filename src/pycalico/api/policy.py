@@ -3,7 +3,8 @@
 Shared by NetworkPolicy, GlobalNetworkPolicy, their staged variants and Profile.
 Invariants enforced by ``check`` (each problem names the offending field path):
 - ports need protocol TCP/UDP/SCTP, except that named ports are allowed without a protocol;
-- ``icmp``/``notICMP`` need protocol ICMP/ICMPv6, ``code`` needs ``type``; ICMP (as
+- ``icmp`` needs protocol ICMP/ICMPv6, ``code`` needs ``type``; ``notICMP`` needs no
+  protocol (as upstream's CEL rules: it then matches only the family's ICMP); ICMP (as
   ``protocol`` or ``notProtocol``) pairs with ipVersion 4 and ICMPv6 with 6;
 - nets of one rule are all IPv4 or all IPv6 and agree with ``ipVersion``; a catch-all CIDR in
   ``notNets`` is a contradiction;
@@ -197,11 +198,10 @@ class Rule(Model):
                     problems.add(fpath, PROTOCOL_PORTS_MSG)
 
     def _check_icmp(self, path: str, problems: Problems) -> None:
-        for field, value in (("icmp", self.icmp), ("notICMP", self.notICMP)):
-            if value is None:
-                continue
-            if self.protocol is None or protocol_number(self.protocol) not in _ICMP_NUMBERS:
-                problems.add(f"{path}.{field}", "ICMP fields require protocol to be ICMP or ICMPv6")
+        if self.icmp is not None and (
+            self.protocol is None or protocol_number(self.protocol) not in _ICMP_NUMBERS
+        ):
+            problems.add(f"{path}.icmp", "ICMP fields require protocol to be ICMP or ICMPv6")
         # validateRule: protocol OR notProtocol ICMP needs ipVersion 4 (when set), ICMPv6 6.
         for field, proto in (("protocol", self.protocol), ("notProtocol", self.notProtocol)):
             if proto is None or self.ipVersion is None:

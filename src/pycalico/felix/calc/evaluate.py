@@ -221,10 +221,13 @@ class DataplaneView:
             or (r.icmp_code is not None and pkt.icmp_code != r.icmp_code)
         ):
             return False
-        if (
-            r.not_icmp_type is not None
-            and pkt.icmp_type == r.not_icmp_type
-            and (r.not_icmp_code is None or pkt.icmp_code == r.not_icmp_code)
+        if r.not_icmp_type is not None and (
+            # ``icmp type != N`` implies the family's ICMP (nft's protocol dependency).
+            pkt.protocol != (1 if pkt.src_ip.version == 4 else 58)
+            or (
+                pkt.icmp_type == r.not_icmp_type
+                and (r.not_icmp_code is None or pkt.icmp_code == r.not_icmp_code)
+            )
         ):
             return False
         return self._side(

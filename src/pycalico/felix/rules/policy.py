@@ -146,6 +146,10 @@ def rule_bodies(
     proto = r.protocol
     if proto in (1, 58) and proto != fam.icmp_proto:
         return []  # ICMP is IPv4-only, ICMPv6 IPv6-only (as Calico renders them)
+    if r.not_icmp_type is not None and (
+        (proto is not None and proto != fam.icmp_proto) or r.not_protocol == fam.icmp_proto
+    ):
+        return []  # notICMP matches only this family's ICMP (nft's implied dependency)
     parts: list[str] = []
     if proto is not None:
         parts.append(f"meta l4proto {proto}")
