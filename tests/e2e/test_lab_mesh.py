@@ -73,6 +73,50 @@ def test_nodes_ready_with_established_mesh(lab: Lab) -> None:
         assert {b["type"] for b in n["bgp"]} == {"node-to-node mesh"}
 
 
+def test_calico_node_status_reports_each_node_as_calicoctl_would(lab: Lab) -> None:
+    """A CalicoNodeStatus per node is filled by that node's calico-node (Agent, BGP, Routes);
+    the console's ReportedStatus reads the same reports as ready with the mesh up."""
+    import json
+
+    from pycalico.ui.sources import status_from_report
+
+    docs = [
+        "apiVersion: projectcalico.org/v3\nkind: CalicoNodeStatus\n"
+        f"metadata: {{name: {n}-status}}\n"
+        f"spec: {{node: {n}, classes: [Agent, BGP, Routes], updatePeriodSeconds: 1}}\n"
+        for n in ("node1", "node2", "node3")
+    ]
+    lab.run("apply", "-f", "-", input="---\n".join(docs))
+    reports: dict[str, dict[str, object]] = {}
+
+    def reported() -> bool:
+        out = lab.calicoctl("get", "caliconodestatus", "-o", "json").stdout
+        data = json.loads(out)
+        items = data.get("items", []) if isinstance(data, dict) else data
+        reports.clear()
+        reports.update({i["spec"]["node"]: i for i in items if i.get("status")})
+        return len(reports) == 3 and all(
+            r["status"]["bgp"].get("numberEstablishedV4") == 2 for r in reports.values()
+        )
+
+    assert wait_for(reported, 30, 0.5), reports
+    blocks: set[str] = set()
+    for node, res in reports.items():
+        st = res["status"]
+        assert st["agent"]["birdV4"]["state"] == "Ready"
+        peers = st["bgp"]["peersV4"]
+        assert {p["type"] for p in peers} == {"NodeMesh"}
+        assert {p["state"] for p in peers} == {"Established"}
+        mesh = [r for r in st["routes"]["routesV4"] if r["learnedFrom"]["sourceType"] == "NodeMesh"]
+        assert mesh and all(r["type"] == "FIB" and r["gateway"] for r in mesh), (node, mesh)
+        blocks.update(r["destination"] for r in mesh)
+        doc = status_from_report(res, time.time())
+        assert doc is not None and doc["ready"] is True and len(doc["bgp"]) == 2
+    assert len(blocks) >= 3  # each node's block is learned by the two others
+    for n in ("node1", "node2", "node3"):
+        lab.calicoctl("delete", "caliconodestatus", f"{n}-status")
+
+
 def test_every_pod_reaches_every_other(lab: Lab) -> None:
     m = lab.matrix_settled(lambda m: set(m.values()) == {"allow"})
     assert len(m) == 30

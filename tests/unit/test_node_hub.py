@@ -138,10 +138,14 @@ def test_components_restarted_on_the_hub_get_the_current_state(tmp_path: Path) -
 
 def test_node_hub_kinds_cover_every_component() -> None:
     from pycalico.felix.agent import FELIX_KINDS
+    from pycalico.node.nodestatus import NodeStatusReporter
     from pycalico.node.tunnels import TunnelAddressComponent
 
     with_bgp = set(_hub_kinds(True))
-    assert {*FELIX_KINDS, *TunnelAddressComponent.KINDS, *DNS_KINDS, *BGP_KINDS} == with_bgp
+    reporter = NodeStatusReporter.KINDS
+    assert {*FELIX_KINDS, *TunnelAddressComponent.KINDS, *DNS_KINDS, *BGP_KINDS, *reporter} == (
+        with_bgp
+    )
     assert set(BGP_KINDS) - set(_hub_kinds(False)) == {
         "BGPConfiguration",
         "BGPPeer",

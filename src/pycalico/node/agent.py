@@ -11,7 +11,8 @@
    drivers (:mod:`pycalico.node.libnetwork`),
    workload DNS on 169.254.25.10 (:mod:`pycalico.dns`) and IPAM leak repair on the holder of
    the ``ipam-gc`` lease (:mod:`pycalico.node.ipamgc`), the flow-log collector
-   (:mod:`pycalico.flows`, on when ``flowLogsFileEnabled``); ``extra_components`` adds more;
+   (:mod:`pycalico.flows`, on when ``flowLogsFileEnabled``), the CalicoNodeStatus reporter
+   (:mod:`pycalico.node.nodestatus`); ``extra_components`` adds more;
 3. every second writes ``<CALICO_NODE_STATE_DIR>/status.json`` (:mod:`pycalico.node.status`),
    serves ``/liveness`` and ``/readiness`` on ``:9099`` unless ``FELIX_HEALTHENABLED=false``
    and Prometheus metrics on ``:9091`` when ``FELIX_PROMETHEUSMETRICSENABLED=true``.
@@ -365,9 +366,12 @@ def build_agent(
     felix = FelixComponent(ds, node_name, env, mtu_file=mtu_file, hub=hub)
     flows = flows_component(felix, ds, fcfg.config)  # flow logs (pycalico.flows)
     comps: list[Component] = [TunnelAddressComponent(ds, node_name, hub=hub), felix, flows]
+    bgp: Any = None
     if backend == "bird":
         socket_path = env.get("CALICO_BIRD_SOCKET") or os.path.join(state_dir, "bird.ctl")
-        comps.append(BgpComponent(ds, node_name, state_dir, socket_path, hub=hub))
+        bgp = BgpComponent(ds, node_name, state_dir, socket_path, hub=hub)
+        comps.append(bgp)
+    comps.append(_node_status_reporter(ds, node_name, hub, bgp))
     from pycalico.node import cniserver
 
     cni = cniserver.from_env(env, state_dir)
@@ -390,14 +394,28 @@ def build_agent(
     return agent
 
 
+def _node_status_reporter(ds: Any, node_name: str, hub: Any, bgp: Any) -> Component:
+    """CalicoNodeStatus reports (:mod:`pycalico.node.nodestatus`), from this node's BIRD."""
+    from pycalico.node.nodestatus import NodeStatusReporter, bird_runner
+
+    def bird() -> Any:
+        if bgp is None or not bgp.bird_running():
+            return None
+        return bird_runner(bgp.manager.control)
+
+    return NodeStatusReporter(ds, node_name, bird, hub=hub)
+
+
 def _hub_kinds(bgp: bool) -> tuple[str, ...]:
     """The union of the kinds of this node's components (the node's SyncerHub syncs them)."""
     from pycalico.dns.server import KINDS as DNS_KINDS
     from pycalico.felix.agent import FELIX_KINDS
     from pycalico.node.bgpdriver import BGP_KINDS
+    from pycalico.node.nodestatus import NodeStatusReporter
     from pycalico.node.tunnels import TunnelAddressComponent
 
     kinds = {*FELIX_KINDS, *TunnelAddressComponent.KINDS, *DNS_KINDS, *(BGP_KINDS if bgp else ())}
+    kinds.update(NodeStatusReporter.KINDS)
     return tuple(sorted(kinds))
 
 

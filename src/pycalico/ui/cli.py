@@ -23,6 +23,7 @@ from pycalico.ui.sources import (
     LabStatus,
     LiveMatrix,
     LocalStatus,
+    ReportedStatus,
     StatusSource,
     default_state_dir,
     open_flow_source,
@@ -103,7 +104,7 @@ def ui(
     if lab:
         status = live = LabStatus(lab)
     else:
-        status = LocalStatus(status_dir or default_state_dir())
+        status = ReportedStatus(open_store, LocalStatus(status_dir or default_state_dir()))
     console = Console(
         open_store=open_store,
         status=status,

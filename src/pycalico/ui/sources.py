@@ -5,7 +5,8 @@ Owns three narrow interfaces (Protocols) and their real implementations:
 - :class:`StatusSource`: each node's ``status.json`` document (readiness, BGP session rows,
   errors) by node name, ``None`` when the node's status is unknown. :class:`LabStatus` reads
   a calico-lab cluster through the ``calico-lab status -o json`` program; :class:`LocalStatus`
-  reads this host's calico-node state directory (a real host sees only itself);
+  reads this host's calico-node state directory; :class:`ReportedStatus` adds every other
+  node's ``CalicoNodeStatus`` report (what a real host's console uses);
   :class:`NoStatus` knows nothing (every node "unknown", never "not ready").
 - :class:`LiveMatrix`: live reachability probes (``calico-lab matrix -o json``), lab only.
 - :class:`FlowSource`: flow records (issue 13's flow logs, docs/flowlogs.md).
@@ -221,6 +222,104 @@ class LocalStatus:
         if not isinstance(data, dict) or not data.get("node"):
             return {}
         return {str(data["node"]): data}
+
+
+_PEER_DESCRIPTIONS = {
+    "NodeMesh": "node-to-node mesh",
+    "NodePeer": "node specific",
+    "GlobalPeer": "global",
+}
+
+
+def _parse_rfc3339(text: str) -> float | None:
+    import datetime as _dt
+
+    try:
+        return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def status_from_report(res: Mapping[str, Any], now: float) -> Status | None:
+    """A console status document from a ``CalicoNodeStatus`` its node filled
+    (:mod:`pycalico.node.nodestatus`): BGP rows as ``calicoctl node status`` prints them, and
+    ``ready`` = BIRD ready and every session Established. None when there is no report yet
+    or it is stale (older than three periods plus 30 s): the node's state is unknown."""
+    spec = res.get("spec") or {}
+    st = res.get("status") or {}
+    when = _parse_rfc3339(str(st.get("lastUpdated") or ""))
+    if not st or when is None:
+        return None
+    period = spec.get("updatePeriodSeconds")
+    if isinstance(period, int) and period > 0 and now - when > 3 * period + 30:
+        return None
+    rows: list[dict[str, str]] = []
+    errors: list[str] = []
+    bgp = st.get("bgp") or {}
+    for v in (4, 6):
+        for p in bgp.get(f"peersV{v}") or []:
+            state = str(p.get("state") or "")
+            rows.append(
+                {
+                    "peer": str(p.get("peerIP") or ""),
+                    "type": _PEER_DESCRIPTIONS.get(str(p.get("type")), str(p.get("type"))),
+                    "state": "up" if state == "Established" else "start",
+                    "since": str(p.get("since") or ""),
+                    "info": state,
+                }
+            )
+    daemon = (st.get("agent") or {}).get("birdV4") or {}
+    if daemon and daemon.get("state") != "Ready":
+        errors.append("BIRD is not ready")
+    down = [r["peer"] for r in rows if r["info"] != "Established"]
+    if down:
+        errors.append(f"BGP not established with {', '.join(down)}")
+    return {
+        "node": spec.get("node"),
+        "ready": not errors,
+        "bgp": rows,
+        "errors": errors,
+        "source": f"CalicoNodeStatus {(res.get('metadata') or {}).get('name')}",
+        "time": when,
+    }
+
+
+class ReportedStatus:
+    """Every node's status as its ``CalicoNodeStatus`` report says (create one per node with
+    ``classes: [Agent, BGP]``; docs/console.md), with ``local`` (this host's own status file)
+    winning for this host. Reads the datastore through ``open_store`` on each call."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], Any],
+        local: StatusSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.open_store = open_store
+        self.local = local
+        self.clock = clock
+
+    def node_statuses(self) -> dict[str, Status | None]:
+        out: dict[str, Status | None] = {}
+        ds = self.open_store()
+        try:
+            items = list(ds.list("CalicoNodeStatus").items)
+        except CalicoError as e:
+            raise SourceError(f"reading CalicoNodeStatus: {e}") from e
+        finally:
+            ds.close()
+        now = self.clock()
+        best: dict[str, float] = {}
+        for res in items:
+            doc = status_from_report(res, now)
+            node = str((doc or {}).get("node") or "")
+            if doc is None or not node or doc["time"] < best.get(node, 0.0):
+                continue
+            best[node] = doc["time"]
+            out[node] = doc
+        if self.local is not None:
+            out.update({k: v for k, v in self.local.node_statuses().items() if v is not None})
+        return out
 
 
 class NoStatus:
