@@ -224,3 +224,16 @@ def test_console_reads_reports_as_status_documents() -> None:
     assert got["node1"] == {"node": "node1", "ready": True, "bgp": [], "errors": []}
     node3 = got["node3"]
     assert node3 is not None and node3["ready"] is True and node3["bgp"] == []
+
+
+def test_calicoctl_names_and_columns() -> None:
+    """``calicoctl get nodestatus`` (upstream's aliases) prints NAME NODE, wide adds CLASSES."""
+    from pycalico.api.base import resolve_kind
+    from pycalico.ctl.columns import COLUMNS
+
+    for alias in ("caliconodestatus", "caliconodestatuses", "nodestatus", "nodestatuses"):
+        assert resolve_kind(alias) == "CalicoNodeStatus"
+    ps, wide = COLUMNS["CalicoNodeStatus"]
+    res = _cns("s1", "node1", 10, ["Agent", "BGP"])
+    assert [(h, f(res)) for h, f in ps] == [("NAME", "s1"), ("NODE", "node1")]
+    assert [(h, f(res)) for h, f in wide][-1] == ("CLASSES", "Agent,BGP")

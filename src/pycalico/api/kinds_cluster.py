@@ -267,7 +267,10 @@ class CalicoNodeStatusSpec(Model):
     updatePeriodSeconds: Annotated[StrictInt, Field(ge=0, le=86400)] | None = None
 
 
-@register("CalicoNodeStatus", aliases=("caliconodestatus", "caliconodestatuses"))
+@register(
+    "CalicoNodeStatus",
+    aliases=("caliconodestatus", "caliconodestatuses", "nodestatus", "nodestatuses"),
+)
 class CalicoNodeStatus(Resource):
     """Request (spec) and report (status) of a node's agent/BGP/route status."""
 

@@ -113,6 +113,14 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         ],
     ),
     "Tier": ([NAME, ("ORDER", _field("order"))], [NAME, ("ORDER", _field("order"))]),
+    "CalicoNodeStatus": (
+        [NAME, ("NODE", _field("node"))],
+        [
+            NAME,
+            ("NODE", _field("node")),
+            ("CLASSES", _field("classes")),
+        ],
+    ),
     "GlobalNetworkPolicy": (
         [NAME],
         [NAME, ("ORDER", _field("order")), ("SELECTOR", _field("selector"))],
