@@ -49,7 +49,10 @@ def assert_rejected(d: dict[str, Any], field: str, reason: str = "") -> None:
         (("ipamconfiguration", "ipamconfig"), "IPAMConfiguration"),
         (("blockaffinity", "blockaffinities", "affinity", "affinities"), "BlockAffinity"),
         (("clusterinformation", "clusterinfo"), "ClusterInformation"),
-        (("caliconodestatus", "caliconodestatuses"), "CalicoNodeStatus"),
+        (
+            ("caliconodestatus", "caliconodestatuses", "nodestatus", "nodestatuses"),
+            "CalicoNodeStatus",
+        ),
     ],
 )
 def test_aliases(words: tuple[str, ...], kind: str) -> None:
@@ -168,17 +171,27 @@ def test_calico_node_status() -> None:
     cns = decode(res("CalicoNodeStatus", spec, name="s1", status=status))
     assert isinstance(cns, CalicoNodeStatus)
     assert cns.spec.classes == ["Agent", "BGP", "Routes"]
-    assert_rejected(res("CalicoNodeStatus", {"classes": ["Disk"]}, name="s"), "spec.classes[0]")
+    base = {"node": "n1", "classes": ["BGP"]}
     assert_rejected(
-        res("CalicoNodeStatus", {"updatePeriodSeconds": -1}, name="s"), "spec.updatePeriodSeconds"
+        res("CalicoNodeStatus", {**spec, "classes": ["Disk"]}, name="s"), "spec.classes[0]"
     )
     assert_rejected(
-        res("CalicoNodeStatus", {"updatePeriodSeconds": 86401}, name="s"),
+        res("CalicoNodeStatus", {**base, "updatePeriodSeconds": -1}, name="s"),
         "spec.updatePeriodSeconds",
     )
-    assert isinstance(
-        decode(res("CalicoNodeStatus", {"updatePeriodSeconds": 86400}, name="s")), CalicoNodeStatus
+    assert_rejected(
+        res("CalicoNodeStatus", {**base, "updatePeriodSeconds": 86401}, name="s"),
+        "spec.updatePeriodSeconds",
     )
+    for ok in (0, 86400):
+        doc = res("CalicoNodeStatus", {**base, "updatePeriodSeconds": ok}, name="s")
+        assert isinstance(decode(doc), CalicoNodeStatus)
+    # libcalico-go's validator: node, classes and updatePeriodSeconds are required.
+    for field in ("node", "classes", "updatePeriodSeconds"):
+        partial = {k: v for k, v in spec.items() if k != field}
+        assert_rejected(res("CalicoNodeStatus", partial, name="s"), f"spec.{field}")
+    dup = {**spec, "classes": ["BGP", "BGP"]}
+    assert_rejected(res("CalicoNodeStatus", dup, name="s"), "spec.classes")
 
 
 # --- KubeControllersConfiguration -------------------------------------------------------------

@@ -266,6 +266,19 @@ class CalicoNodeStatusSpec(Model):
     classes: list[Literal["Agent", "BGP", "Routes"]] | None = None
     updatePeriodSeconds: Annotated[StrictInt, Field(ge=0, le=86400)] | None = None
 
+    def check(self, path: str, problems: Problems) -> None:
+        """libcalico-go's tags: ``node``, ``classes`` and ``updatePeriodSeconds`` are required
+        (0 is a value: report once), ``classes`` unique."""
+        super().check(path, problems)
+        if not self.node:
+            problems.add(f"{path}.node", "required: the node that reports")
+        if self.classes is None:
+            problems.add(f"{path}.classes", "required: any of Agent, BGP, Routes")
+        elif len(set(self.classes)) != len(self.classes):
+            problems.add(f"{path}.classes", "must be unique")
+        if self.updatePeriodSeconds is None:
+            problems.add(f"{path}.updatePeriodSeconds", "required (0: report once)")
+
 
 @register(
     "CalicoNodeStatus",
