@@ -76,6 +76,15 @@ class AllocationInfo:
     sequence_number: int
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """What an auto-assignment selects pools by: node labels, namespace labels, use."""
+
+    node_labels: Mapping[str, str]
+    namespace_labels: Mapping[str, str] | None
+    use: str
+
+
 def _as_ip(ip: IPAddress | IPInterface | str) -> IPAddress:
     if isinstance(ip, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
         return ip.ip
@@ -127,11 +136,16 @@ class IPAM:
         ipv4_pools: Sequence[str] | None = None,
         ipv6_pools: Sequence[str] | None = None,
         use: str = USE_WORKLOAD,
+        namespace_labels: Mapping[str, str] | None = None,
     ) -> tuple[list[IPInterface], list[IPInterface]]:
         """Allocate addresses for ``handle_id`` on ``hostname``; all-or-nothing.
 
-        ``ipv4_pools``/``ipv6_pools``: pool CIDRs or names to restrict to (else every enabled,
-        automatic pool whose nodeSelector matches the node and whose allowedUses has ``use``).
+        ``ipv4_pools``/``ipv6_pools``: pool CIDRs or names to use as given, whatever their
+        node and namespace selectors (Calico's rule for requested pools). Otherwise every
+        enabled, automatic pool whose nodeSelector matches the node's labels and whose
+        namespaceSelector matches ``namespace_labels`` (the workload's Kubernetes namespace;
+        None = no namespace, evaluated as no labels). Either way only pools whose allowedUses
+        has ``use``.
         """
         if not handle_id:
             raise IPAMError("handle_id: required")
@@ -143,12 +157,13 @@ class IPAM:
             labels: dict[str, str] = {}
             if any(p.node_selector.strip() not in ("", "all()") for p in pools):
                 labels = self.store.node_labels(hostname) or {}
+            sel = _Selection(labels, namespace_labels, use)
             v4 = self._assign_family(
-                4, num_v4, handle_id, attrs, hostname, pools, ipv4_pools, use, cfg, labels
+                4, num_v4, handle_id, attrs, hostname, pools, ipv4_pools, cfg, sel
             )
             try:
                 v6 = self._assign_family(
-                    6, num_v6, handle_id, attrs, hostname, pools, ipv6_pools, use, cfg, labels
+                    6, num_v6, handle_id, attrs, hostname, pools, ipv6_pools, cfg, sel
                 )
             except BaseException:
                 self.release_ips(v4)
@@ -162,8 +177,14 @@ class IPAM:
         requested: Sequence[str] | None,
         labels: Mapping[str, str],
         use: str,
+        namespace_labels: Mapping[str, str] | None = None,
     ) -> list[Pool]:
-        """The pools an auto-assignment may use, in order."""
+        """The pools an auto-assignment may use, in order.
+
+        Requested pools are used as given (their selectors are ignored, as Calico does for
+        ``ipv4_pools`` and the ``cni.projectcalico.org/ipv4pools`` annotations); otherwise a
+        pool must select both the node (``labels``) and the namespace (``namespace_labels``).
+        """
         fam = [p for p in pools if p.version == version]
         if requested:
             chosen: list[Pool] = []
@@ -178,9 +199,16 @@ class IPAM:
                 if not match or match[0].disabled:
                     raise NotInPool(f"the given pool ({want}) does not exist, or is not enabled")
                 chosen.append(match[0])
-        else:
-            chosen = [p for p in fam if not p.disabled and p.assignment_mode != "Manual"]
-        return [p for p in chosen if use in p.allowed_uses and p.selects_node(labels)]
+            return [p for p in chosen if use in p.allowed_uses]
+        chosen = [
+            p
+            for p in fam
+            if not p.disabled
+            and p.assignment_mode != "Manual"
+            and p.selects_node(labels)
+            and p.selects_namespace(namespace_labels)
+        ]
+        return [p for p in chosen if use in p.allowed_uses]
 
     def _assign_family(
         self,
@@ -191,13 +219,14 @@ class IPAM:
         host: str,
         all_pools: Sequence[Pool],
         requested: Sequence[str] | None,
-        use: str,
         cfg: IPAMConfig,
-        labels: Mapping[str, str],
+        sel: _Selection,
     ) -> list[IPInterface]:
         if num == 0:
             return []
-        pools = self.select_pools(all_pools, version, requested, labels, use)
+        pools = self.select_pools(
+            all_pools, version, requested, sel.node_labels, sel.use, sel.namespace_labels
+        )
         names = [str(p.cidr) for p in pools]
         if not pools:
             raise NoAddressesAvailable(names, num, version, f"no usable IPv{version} pools")
