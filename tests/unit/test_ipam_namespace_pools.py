@@ -16,6 +16,7 @@ import pytest
 
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.ipam import IPAM, NoAddressesAvailable
+from pycalico.ipam.pools import select_pools
 from pycalico.model.network import IPPool
 from pycalico.selector import parse
 from tests.kit.builders import ip_pool, namespace, node
@@ -69,10 +70,10 @@ def test_a_pool_without_namespace_selector_serves_every_namespace(ds: MemoryData
     seed(ds, [ip_pool("open", "10.7.0.0/24", blockSize=28)])
     ipam = IPAM(ds)
     pools = ipam.store.pools()
-    names = [p.name for p in ipam.select_pools(pools, 4, None, {}, "Workload", {"tenant": "a"})]
+    names = [p.name for p in select_pools(pools, 4, None, {}, "Workload", {"tenant": "a"})]
     # both pools match tenant a (Calico: no selector selects every namespace)
     assert sorted(names) == ["open", "tenant-a"]
-    assert [p.name for p in ipam.select_pools(pools, 4, None, {}, "Workload", None)] == ["open"]
+    assert [p.name for p in select_pools(pools, 4, None, {}, "Workload", None)] == ["open"]
     (b,), _ = ipam.auto_assign(1, 0, "b", None, "n1", namespace_labels={"tenant": "b"})
     assert b.ip in ipaddress.ip_network("10.7.0.0/24")
 

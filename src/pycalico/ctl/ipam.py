@@ -74,6 +74,7 @@ def show_cmd(
                     ("StrictAffinity", str(cfg.strict_affinity).lower()),
                     ("AutoAllocateBlocks", str(cfg.auto_allocate_blocks).lower()),
                     ("MaxBlocksPerHost", cfg.max_blocks_per_host),
+                    ("IPCooldownSeconds", cfg.ip_cooldown_seconds),
                 ]
                 click.echo(render_table(("PROPERTY", "VALUE"), rows))
                 return
@@ -96,7 +97,11 @@ def _show_ip(ipam: IPAM, ip: str) -> None:
         raise SystemExit(1) from None
     info = ipam.get_assignment_attributes(addr)
     if info is None:
-        click.echo(f"IP {addr} is not assigned")
+        since = ipam.released_at(addr)
+        if since is not None:
+            click.echo(f"IP {addr} is in cooldown (released at {since})")
+        else:
+            click.echo(f"IP {addr} is not assigned")
         return
     click.echo(f"IP {addr} is in use")
     click.echo(f"Handle: {info.handle_id}")
@@ -291,18 +296,28 @@ def _parse_bool(value: str | None, name: str) -> bool | None:
 @click.option("--strictaffinity", default=None, help="true|false: forbid borrowing IPs.")
 @click.option("--max-blocks-per-host", type=int, default=None, help="Blocks per host (0 = 20).")
 @click.option("--autoallocateblocks", default=None, help="true|false: claim blocks on demand.")
+@click.option(
+    "--ip-cooldown-seconds",
+    type=int,
+    default=None,
+    help="Seconds a released IP stays unused before it can be reallocated (0-1200).",
+)
 @config_option
 def configure_cmd(
     strictaffinity: str | None,
     max_blocks_per_host: int | None,
     autoallocateblocks: str | None,
+    ip_cooldown_seconds: int | None,
     config_file: str | None,
 ) -> None:
     """Change the IPAM configuration."""
     strict = _parse_bool(strictaffinity, "--strictaffinity")
     auto = _parse_bool(autoallocateblocks, "--autoallocateblocks")
-    if strict is None and max_blocks_per_host is None and auto is None:
-        click.echo("Error: nothing to configure (give --strictaffinity or --max-blocks-per-host)")
+    if (strict, max_blocks_per_host, auto, ip_cooldown_seconds) == (None, None, None, None):
+        click.echo(
+            "Error: nothing to configure (give --strictaffinity, --max-blocks-per-host, "
+            "--autoallocateblocks or --ip-cooldown-seconds)"
+        )
         raise SystemExit(1)
 
     def go() -> None:
@@ -315,12 +330,16 @@ def configure_cmd(
                     cur.max_blocks_per_host if max_blocks_per_host is None else max_blocks_per_host
                 ),
                 auto_allocate_blocks=cur.auto_allocate_blocks if auto is None else auto,
+                ip_cooldown_seconds=(
+                    cur.ip_cooldown_seconds if ip_cooldown_seconds is None else ip_cooldown_seconds
+                ),
             )
             ipam.set_config(new)
             click.echo(
                 f"Successfully set StrictAffinity={str(new.strict_affinity).lower()} "
                 f"MaxBlocksPerHost={new.max_blocks_per_host} "
-                f"AutoAllocateBlocks={str(new.auto_allocate_blocks).lower()}"
+                f"AutoAllocateBlocks={str(new.auto_allocate_blocks).lower()} "
+                f"IPCooldownSeconds={new.ip_cooldown_seconds}"
             )
 
     run_reporting_errors(go)
