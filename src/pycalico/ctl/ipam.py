@@ -1,4 +1,4 @@
-"""calicoctl command family: ``ipam show | check | release | configure``.
+"""calicoctl command family: ``ipam show | check | release | configure | split``.
 
 Owns only presentation and argument handling; every decision is made by :mod:`pycalico.ipam`
 (allocator) and :mod:`pycalico.ipam.gc` (check/report). Invariant: library errors
@@ -341,6 +341,39 @@ def configure_cmd(
                 f"AutoAllocateBlocks={str(new.auto_allocate_blocks).lower()} "
                 f"IPCooldownSeconds={new.ip_cooldown_seconds}"
             )
+
+    run_reporting_errors(go)
+
+
+@ipam_group.command("split")
+@click.argument("number")
+@click.option("--cidr", default=None, help="CIDR of the IP pool to split.")
+@click.option("--name", "pool_name", default=None, help="Name of the IP pool to split.")
+@config_option
+def split_cmd(
+    number: str, cidr: str | None, pool_name: str | None, config_file: str | None
+) -> None:
+    """Split an IP pool into NUMBER (a power of 2) equal pools; needs the datastore locked
+    (calicoctl datastore migrate lock)."""
+    from pycalico.ipam.split import plan_split, split_pool
+
+    try:
+        parts = int(number)
+    except ValueError:
+        click.echo(f"Error: NUMBER: {number!r} is not a valid number", err=True)
+        raise SystemExit(1) from None
+
+    def go() -> None:
+        with open_store(config_file, create=False) as ds:
+            plan = plan_split(ds, parts, cidr, pool_name)
+            created = split_pool(ds, plan)
+        click.echo(f"IP Pool {plan.name} was successfully split into {parts} smaller pools.")
+        for c in created:
+            click.echo(f"Created {c['metadata']['name']} with CIDR {c['spec']['cidr']}.")
+        click.echo(
+            "Unlock the datastore (calicoctl datastore migrate unlock) to resume IPAM; "
+            "see docs/ipam.md for the remaining steps."
+        )
 
     run_reporting_errors(go)
 
