@@ -395,6 +395,8 @@ class Block:
         """Free the released ordinals whose ``releasedAt`` is at least ``cooldown`` seconds
         before ``now`` (FIFO: appended to ``unallocated``) and drop unused attributes.
         Returns whether the block changed (then it needs writing back)."""
+        if not any(RELEASED_AT in a for a in self.attributes):
+            return False  # nothing cooling (the common case): no walk over the ordinals
         before = (now or _utcnow()) - timedelta(seconds=max(0.0, cooldown))
         freed = False
         for o, idx in enumerate(self.allocations):
