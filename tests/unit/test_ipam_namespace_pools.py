@@ -106,6 +106,30 @@ def test_requested_pools_ignore_node_and_namespace_selectors(ds: MemoryDatastore
     assert ip.ip in ipaddress.ip_network("10.2.0.0/24")
 
 
+def test_tunnel_addresses_still_come_only_from_pools_selecting_the_node() -> None:
+    # Requested pools skip the selectors, so the tunnel path must filter by node itself
+    # (Calico's allocateip does) and a namespace-selected pool never serves tunnels.
+    ds = MemoryDatastore()
+    seed(
+        ds,
+        [
+            ip_pool("r2", "10.2.0.0/24", nodeSelector="rack == 'r2'", vxlanMode="Always"),
+            ip_pool("ns", "10.3.0.0/24", namespaceSelector="all()", vxlanMode="Always"),
+            ip_pool("any", "10.4.0.0/24", vxlanMode="Always"),
+            node("n1", labels={"rack": "r1"}),
+            node("n2", labels={"rack": "r2"}),
+        ],
+    )
+    ipam = IPAM(ds)
+    for _ in range(3):
+        assert ipam.assign_tunnel_address("n1", "vxlan").ip in ipaddress.ip_network("10.4.0.0/24")
+        ipam.release_tunnel_address("n1", "vxlan")
+    ds.delete("IPPool", "any")
+    with pytest.raises(NoAddressesAvailable):
+        ipam.assign_tunnel_address("n1", "vxlan")
+    assert ipam.assign_tunnel_address("n2", "vxlan").ip in ipaddress.ip_network("10.2.0.0/24")
+
+
 def test_pool_namespace_selection_matches_the_parser() -> None:
     for labels in ({}, {"tenant": "a"}, {"tenant": "b", "x": "y"}):
         for sel in ("all()", "tenant == 'a'", "!has(tenant)", "has(x) || tenant == 'a'"):

@@ -559,12 +559,18 @@ class IPAM:
             pool = pool_for(pools, ip)
             plen = pool.block_size if pool else ip.max_prefixlen
             return ipaddress.ip_interface(f"{ip}/{plen}")
+        labels: Mapping[str, str] = {}
+        if any(p.node_selector.strip() not in ("", "all()") for p in pools):
+            labels = self.store.node_labels(node) or {}
+        # Calico (allocateip) requests the pools that select the node and have the encap on;
+        # requested pools skip the selectors in auto_assign, so the node is checked here.
         mode_ok = [
             str(p.cidr)
             for p in pools
             if p.version == version
             and not p.disabled
             and (p.ipip_mode if tunnel == "ipip" else p.vxlan_mode) not in ("", "Never")
+            and p.selects_node(labels)
         ]
         if not mode_ok:
             raise NoAddressesAvailable([], 1, version, f"no enabled pool has {tunnel} enabled")
