@@ -167,3 +167,21 @@ def test_calicoctl_ipam_configure_and_show(tmp_path: Path) -> None:
     code, out = run("show", f"--ip={other}")
     assert f"IP {other} is not assigned" in out
     d.close()
+
+
+@pytest.mark.parametrize(
+    ("released", "cold"),
+    [
+        ("2026-12-02T11:59:00Z", True),
+        ("2026-12-02T11:59:01Z", False),
+        ("2026-12-02T11:59:00.500000Z", False),  # other spellings are parsed
+        ("2026-12-02T12:59:00+01:00", True),
+        ("garbage", True),  # an unreadable time does not pin the address forever
+    ],
+)
+def test_release_times_in_any_rfc3339_spelling(released: str, cold: bool) -> None:
+    b = Block.new("10.0.0.0/30")
+    (ip,) = b.allocate(1, "h")
+    b.release([ip.ip], cooldown=60, now=T0)
+    b.attributes[b.allocations[0] or 0]["releasedAt"] = released
+    assert b.collect_cold(60, T0) is cold and (b.num_cooling() == 0) is cold

@@ -87,6 +87,16 @@ def _parse_time(value: Any) -> datetime | None:
         return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _released_before(value: Any, cutoff: str, before: datetime) -> bool:
+    """``value`` (a ``releasedAt``) is at or before the cutoff; unreadable counts as cold.
+    Times in :data:`TIME_FORMAT` (fixed width, UTC) compare as strings, without parsing."""
+    text = str(value)
+    if len(text) == len(cutoff) and text[-1] == "Z" and text[10] == "T":
+        return text <= cutoff
+    at = _parse_time(text)
+    return at is None or at <= before
+
+
 def _copy_attr(a: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(a)
     sec = out.get("secondary")
@@ -398,12 +408,15 @@ class Block:
         if not any(RELEASED_AT in a for a in self.attributes):
             return False  # nothing cooling (the common case): no walk over the ordinals
         before = (now or _utcnow()) - timedelta(seconds=max(0.0, cooldown))
+        cutoff = before.strftime(TIME_FORMAT)
+        cold: dict[int, bool] = {}  # per attribute: its ordinals are released together
         freed = False
         for o, idx in enumerate(self.allocations):
             if idx is None or not self._cooling(idx):
                 continue
-            at = _parse_time(self.attributes[idx][RELEASED_AT])
-            if at is None or at <= before:
+            if idx not in cold:
+                cold[idx] = _released_before(self.attributes[idx][RELEASED_AT], cutoff, before)
+            if cold[idx]:
                 self.allocations[o] = None
                 self.unallocated.append(o)
                 self.seq_for_allocation.pop(str(o), None)
