@@ -184,8 +184,11 @@ def test_disabled_pools_uses_and_node_selector(ds: MemoryDatastore, ipam: IPAM) 
     assert v4[0].ip in ipaddress.ip_network("10.5.0.0/24")
     with pytest.raises(NotInPool, match="off"):
         ipam.auto_assign(1, 0, "d", None, "n1", ipv4_pools=["off"])
-    with pytest.raises(NoAddressesAvailable):
-        ipam.auto_assign(1, 0, "e", None, "n2", ipv4_pools=["rack1"])
+    # Calico uses requested pools as given, whatever their nodeSelector (determinePools)
+    v4, _ = ipam.auto_assign(1, 0, "e", None, "n2", ipv4_pools=["rack1"])
+    assert v4[0].ip in ipaddress.ip_network("10.3.0.0/24")
+    with pytest.raises(NoAddressesAvailable):  # ... but still only for their allowed uses
+        ipam.auto_assign(1, 0, "t", None, "n2", ipv4_pools=["tun"])
 
 
 def test_reservations_are_skipped(ds: MemoryDatastore, ipam: IPAM) -> None:

@@ -38,6 +38,8 @@ class IpamBackend(Protocol):
         hostname: str,
         ipv4_pools: Any = None,
         ipv6_pools: Any = None,
+        *,
+        namespace_labels: Mapping[str, str] | None = None,
     ) -> tuple[list[Any], list[Any]]: ...
 
     def release_by_handle(self, handle_id: str) -> list[Any]: ...

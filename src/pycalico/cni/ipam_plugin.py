@@ -10,6 +10,7 @@ returned instead of allocating more (a runtime retrying ADD never leaks). Result
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -23,6 +24,8 @@ from pycalico.cni.errors import (
 )
 from pycalico.cni.types import IpamConf
 from pycalico.cni.workload import handle_id
+
+POOLS_ANNOTATION = {4: "cni.projectcalico.org/ipv4pools", 6: "cni.projectcalico.org/ipv6pools"}
 
 
 def ipam_errors(e: Exception, what: str) -> CniError:
@@ -53,8 +56,51 @@ def host_prefix(addr: Any) -> str:
     return f"{s}/128" if ":" in s else f"{s}/32"
 
 
+def pod_namespace(inv: Invocation) -> dict[str, Any] | None:
+    """The pod's v1 Namespace resource, read when ``policy.type`` is ``k8s`` and CNI_ARGS
+    has ``K8S_POD_NAMESPACE`` (when Calico's plugin reads it); else None. A namespace that
+    does not exist is an error, as in Calico (its labels decide the IP pools)."""
+    ns = inv.env.args.get("K8S_POD_NAMESPACE", "")
+    if not ns or inv.conf.policy_type != "k8s":
+        return None
+    from pycalico.datastore.base import NotFound
+
+    try:
+        return inv.datastore.get("Namespace", ns)
+    except NotFound:
+        raise CniError(
+            IPAM_FAILED,
+            f"failed to get namespace {ns}",
+            f"K8S_POD_NAMESPACE={ns}: no such Namespace (its labels select the IP pools)",
+        ) from None
+    except Exception as e:
+        raise ipam_errors(e, f"reading namespace {ns}") from None
+
+
+def annotated_pools(namespace: dict[str, Any] | None, family: int) -> list[str]:
+    """The namespace's ``cni.projectcalico.org/ipv{4,6}pools`` annotation (a JSON list of
+    pool names or CIDRs), else ``[]``; a malformed value is an error naming the annotation."""
+    key = POOLS_ANNOTATION[family]
+    raw = ((namespace or {}).get("metadata") or {}).get("annotations", {}) or {}
+    value = raw.get(key)
+    if not value:
+        return []
+    try:
+        pools = json.loads(value)
+    except ValueError as e:
+        raise CniError(IPAM_FAILED, f"invalid annotation {key}", f"not JSON: {e}") from None
+    if not isinstance(pools, list) or not all(isinstance(p, str) for p in pools):
+        raise CniError(IPAM_FAILED, f"invalid annotation {key}", "must be a JSON list of strings")
+    return pools
+
+
 def ipam_add(inv: Invocation, node: str) -> list[str]:
-    """Allocate (or return the existing) addresses of this attachment's handle."""
+    """Allocate (or return the existing) addresses of this attachment's handle.
+
+    Pools: the namespace's ``cni.projectcalico.org/ipv{4,6}pools`` annotation, else the
+    network configuration's ``ipv4_pools``/``ipv6_pools`` (both used as given); else every
+    pool whose nodeSelector and namespaceSelector match (the namespace's labels).
+    """
     # invoked directly with no "ipam" section: Calico's defaults (one IPv4 address)
     ipam_conf = inv.conf.ipam or IpamConf(type="calico-ipam")
     handle = handle_id(inv.conf.name, inv.env.container_id)
@@ -63,14 +109,20 @@ def ipam_add(inv: Invocation, node: str) -> list[str]:
         existing = ipam.get_ips_by_handle(handle)
         if existing:
             return sorted((host_prefix(a) for a in existing), key=lambda s: ":" in s)
+        ns = pod_namespace(inv)
+        v4_pools = annotated_pools(ns, 4) or list(ipam_conf.ipv4_pools)
+        v6_pools = annotated_pools(ns, 6) or list(ipam_conf.ipv6_pools)
         v4, v6 = ipam.auto_assign(
             1 if ipam_conf.assign_ipv4 else 0,
             1 if ipam_conf.assign_ipv6 else 0,
             handle,
             _attrs(inv, node),
             node,
-            list(ipam_conf.ipv4_pools) or None,
-            list(ipam_conf.ipv6_pools) or None,
+            v4_pools or None,
+            v6_pools or None,
+            namespace_labels=(
+                dict((ns.get("metadata") or {}).get("labels") or {}) if ns is not None else None
+            ),
         )
     except Exception as e:
         raise ipam_errors(e, "IP address assignment") from None

@@ -1,9 +1,11 @@
-"""calicoctl command family: ``datastore migrate export | import``.
+"""calicoctl command family: ``datastore migrate export | import | lock | unlock``.
 
 Moves a whole cluster between datastores (e.g. SQLite → etcd): ``export`` writes every stored
 object (API resources and IPAM internals alike) as one YAML ``List`` on stdout; ``import -f``
 creates them in the configured (empty) datastore. Store-owned metadata (resourceVersion) is
 dropped on export and re-assigned by the target; uid and creationTimestamp are kept.
+``lock``/``unlock`` set ClusterInformation ``datastoreReady`` false/true (Calico's lock: the
+CNI plugin refuses ADD and DEL while it is false; ``ipam split`` requires it).
 Invariants: import validates every API resource first and writes nothing if any is invalid or
 if the target already holds resources (unless ``--allow-non-empty``).
 """
@@ -18,7 +20,7 @@ import yaml
 
 from pycalico.api import ValidationFailed, decode, load_documents, lookup
 from pycalico.api.loader import ManifestError
-from pycalico.ctl.common import config_option, fail, open_store
+from pycalico.ctl.common import config_option, fail, open_store, run_reporting_errors
 from pycalico.ctl.validate import read_source
 from pycalico.datastore import AlreadyExists, DatastoreError
 from pycalico.datastore.base import ROOT
@@ -102,3 +104,29 @@ def import_(filename: str, allow_non_empty: bool, config_file: str | None) -> No
 
 
 COMMANDS: list[click.Command] = [datastore]
+
+
+@migrate.command("lock")
+@config_option
+def lock(config_file: str | None) -> None:
+    """Lock the datastore for migration (CNI ADD/DEL wait until it is unlocked)."""
+    _set_ready(config_file, False)
+    click.echo("Datastore locked.")
+
+
+@migrate.command("unlock")
+@config_option
+def unlock(config_file: str | None) -> None:
+    """Unlock the datastore after migration."""
+    _set_ready(config_file, True)
+    click.echo("Datastore unlocked.")
+
+
+def _set_ready(config_file: str | None, ready: bool) -> None:
+    from pycalico.ipam.split import set_datastore_ready
+
+    def go() -> None:
+        with open_store(config_file, create=False) as ds:
+            set_datastore_ready(ds, ready)
+
+    run_reporting_errors(go)

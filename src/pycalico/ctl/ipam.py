@@ -1,4 +1,4 @@
-"""calicoctl command family: ``ipam show | check | release | configure``.
+"""calicoctl command family: ``ipam show | check | release | configure | split``.
 
 Owns only presentation and argument handling; every decision is made by :mod:`pycalico.ipam`
 (allocator) and :mod:`pycalico.ipam.gc` (check/report). Invariant: library errors
@@ -75,6 +75,7 @@ def show_cmd(
                     ("StrictAffinity", str(cfg.strict_affinity).lower()),
                     ("AutoAllocateBlocks", str(cfg.auto_allocate_blocks).lower()),
                     ("MaxBlocksPerHost", cfg.max_blocks_per_host),
+                    ("IPCooldownSeconds", cfg.ip_cooldown_seconds),
                 ]
                 click.echo(render_table(("PROPERTY", "VALUE"), rows))
                 return
@@ -97,7 +98,11 @@ def _show_ip(ipam: IPAM, ip: str) -> None:
         raise SystemExit(1) from None
     info = ipam.get_assignment_attributes(addr)
     if info is None:
-        click.echo(f"IP {addr} is not assigned")
+        since = ipam.released_at(addr)
+        if since is not None:
+            click.echo(f"IP {addr} is in cooldown (released at {since})")
+        else:
+            click.echo(f"IP {addr} is not assigned")
         return
     click.echo(f"IP {addr} is in use")
     click.echo(f"Handle: {info.handle_id}")
@@ -290,18 +295,28 @@ def _parse_bool(value: str | None, name: str) -> bool | None:
 @click.option("--strictaffinity", default=None, help="true|false: forbid borrowing IPs.")
 @click.option("--max-blocks-per-host", type=int, default=None, help="Blocks per host (0 = 20).")
 @click.option("--autoallocateblocks", default=None, help="true|false: claim blocks on demand.")
+@click.option(
+    "--ip-cooldown-seconds",
+    type=int,
+    default=None,
+    help="Seconds a released IP stays unused before it can be reallocated (0-1200).",
+)
 @config_option
 def configure_cmd(
     strictaffinity: str | None,
     max_blocks_per_host: int | None,
     autoallocateblocks: str | None,
+    ip_cooldown_seconds: int | None,
     config_file: str | None,
 ) -> None:
     """Change the IPAM configuration."""
     strict = _parse_bool(strictaffinity, "--strictaffinity")
     auto = _parse_bool(autoallocateblocks, "--autoallocateblocks")
-    if strict is None and max_blocks_per_host is None and auto is None:
-        click.echo("Error: nothing to configure (give --strictaffinity or --max-blocks-per-host)")
+    if (strict, max_blocks_per_host, auto, ip_cooldown_seconds) == (None, None, None, None):
+        click.echo(
+            "Error: nothing to configure (give --strictaffinity, --max-blocks-per-host, "
+            "--autoallocateblocks or --ip-cooldown-seconds)"
+        )
         raise SystemExit(1)
 
     def go() -> None:
@@ -314,13 +329,50 @@ def configure_cmd(
                     cur.max_blocks_per_host if max_blocks_per_host is None else max_blocks_per_host
                 ),
                 auto_allocate_blocks=cur.auto_allocate_blocks if auto is None else auto,
+                ip_cooldown_seconds=(
+                    cur.ip_cooldown_seconds if ip_cooldown_seconds is None else ip_cooldown_seconds
+                ),
             )
             ipam.set_config(new)
             click.echo(
                 f"Successfully set StrictAffinity={str(new.strict_affinity).lower()} "
                 f"MaxBlocksPerHost={new.max_blocks_per_host} "
-                f"AutoAllocateBlocks={str(new.auto_allocate_blocks).lower()}"
+                f"AutoAllocateBlocks={str(new.auto_allocate_blocks).lower()} "
+                f"IPCooldownSeconds={new.ip_cooldown_seconds}"
             )
+
+    run_reporting_errors(go)
+
+
+@ipam_group.command("split")
+@click.argument("number")
+@click.option("--cidr", default=None, help="CIDR of the IP pool to split.")
+@click.option("--name", "pool_name", default=None, help="Name of the IP pool to split.")
+@config_option
+def split_cmd(
+    number: str, cidr: str | None, pool_name: str | None, config_file: str | None
+) -> None:
+    """Split an IP pool into NUMBER (a power of 2) equal pools; needs the datastore locked
+    (calicoctl datastore migrate lock)."""
+    from pycalico.ipam.split import plan_split, split_pool
+
+    try:
+        parts = int(number)
+    except ValueError:
+        click.echo(f"Error: NUMBER: {number!r} is not a valid number", err=True)
+        raise SystemExit(1) from None
+
+    def go() -> None:
+        with open_store(config_file, create=False) as ds:
+            plan = plan_split(ds, parts, cidr, pool_name)
+            created = split_pool(ds, plan)
+        click.echo(f"IP Pool {plan.name} was successfully split into {parts} smaller pools.")
+        for c in created:
+            click.echo(f"Created {c['metadata']['name']} with CIDR {c['spec']['cidr']}.")
+        click.echo(
+            "Unlock the datastore (calicoctl datastore migrate unlock) to resume IPAM; "
+            "see docs/ipam.md for the remaining steps."
+        )
 
     run_reporting_errors(go)
 

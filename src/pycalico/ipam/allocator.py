@@ -49,6 +49,7 @@ from pycalico.ipam.pools import (
     Pool,
     host_seed,
     pool_for,
+    select_pools,
 )
 from pycalico.ipam.store import (
     RETRIES,
@@ -74,6 +75,15 @@ class AllocationInfo:
     block: IPNetwork
     block_affinity: str | None
     sequence_number: int
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """What an auto-assignment selects pools by: node labels, namespace labels, use."""
+
+    node_labels: Mapping[str, str]
+    namespace_labels: Mapping[str, str] | None
+    use: str
 
 
 def _as_ip(ip: IPAddress | IPInterface | str) -> IPAddress:
@@ -127,11 +137,16 @@ class IPAM:
         ipv4_pools: Sequence[str] | None = None,
         ipv6_pools: Sequence[str] | None = None,
         use: str = USE_WORKLOAD,
+        namespace_labels: Mapping[str, str] | None = None,
     ) -> tuple[list[IPInterface], list[IPInterface]]:
         """Allocate addresses for ``handle_id`` on ``hostname``; all-or-nothing.
 
-        ``ipv4_pools``/``ipv6_pools``: pool CIDRs or names to restrict to (else every enabled,
-        automatic pool whose nodeSelector matches the node and whose allowedUses has ``use``).
+        ``ipv4_pools``/``ipv6_pools``: pool CIDRs or names to use as given, whatever their
+        node and namespace selectors (Calico's rule for requested pools). Otherwise every
+        enabled, automatic pool whose nodeSelector matches the node's labels and whose
+        namespaceSelector matches ``namespace_labels`` (the workload's Kubernetes namespace;
+        None = no namespace, evaluated as no labels). Either way only pools whose allowedUses
+        has ``use``.
         """
         if not handle_id:
             raise IPAMError("handle_id: required")
@@ -143,44 +158,18 @@ class IPAM:
             labels: dict[str, str] = {}
             if any(p.node_selector.strip() not in ("", "all()") for p in pools):
                 labels = self.store.node_labels(hostname) or {}
+            sel = _Selection(labels, namespace_labels, use)
             v4 = self._assign_family(
-                4, num_v4, handle_id, attrs, hostname, pools, ipv4_pools, use, cfg, labels
+                4, num_v4, handle_id, attrs, hostname, pools, ipv4_pools, cfg, sel
             )
             try:
                 v6 = self._assign_family(
-                    6, num_v6, handle_id, attrs, hostname, pools, ipv6_pools, use, cfg, labels
+                    6, num_v6, handle_id, attrs, hostname, pools, ipv6_pools, cfg, sel
                 )
             except BaseException:
                 self.release_ips(v4)
                 raise
         return v4, v6
-
-    def select_pools(
-        self,
-        pools: Sequence[Pool],
-        version: int,
-        requested: Sequence[str] | None,
-        labels: Mapping[str, str],
-        use: str,
-    ) -> list[Pool]:
-        """The pools an auto-assignment may use, in order."""
-        fam = [p for p in pools if p.version == version]
-        if requested:
-            chosen: list[Pool] = []
-            for want in requested:
-                match = [p for p in fam if p.name == want or str(p.cidr) == want]
-                if not match:
-                    try:
-                        net = ipaddress.ip_network(want, strict=False)
-                        match = [p for p in fam if p.cidr == net]
-                    except ValueError:
-                        pass
-                if not match or match[0].disabled:
-                    raise NotInPool(f"the given pool ({want}) does not exist, or is not enabled")
-                chosen.append(match[0])
-        else:
-            chosen = [p for p in fam if not p.disabled and p.assignment_mode != "Manual"]
-        return [p for p in chosen if use in p.allowed_uses and p.selects_node(labels)]
 
     def _assign_family(
         self,
@@ -191,17 +180,19 @@ class IPAM:
         host: str,
         all_pools: Sequence[Pool],
         requested: Sequence[str] | None,
-        use: str,
         cfg: IPAMConfig,
-        labels: Mapping[str, str],
+        sel: _Selection,
     ) -> list[IPInterface]:
         if num == 0:
             return []
-        pools = self.select_pools(all_pools, version, requested, labels, use)
+        pools = select_pools(
+            all_pools, version, requested, sel.node_labels, sel.use, sel.namespace_labels
+        )
         names = [str(p.cidr) for p in pools]
         if not pools:
             raise NoAddressesAvailable(names, num, version, f"no usable IPv{version} pools")
         reserved = [r for r in self.store.reservations() if r.version == version]
+        cooldown = cfg.ip_cooldown_seconds
         out: list[IPInterface] = []
         try:
             # 1. blocks affine to this host.
@@ -211,7 +202,7 @@ class IPAM:
             for cidr in order:
                 if any(p.contains(cidr) for p in pools):
                     got = self._alloc_in_block(
-                        cidr, num - len(out), handle_id, attrs, reserved, host
+                        cidr, num - len(out), handle_id, attrs, reserved, host, cooldown
                     )
                     if got:
                         self._hint[(host, version)] = cidr
@@ -237,10 +228,14 @@ class IPAM:
                     continue
                 owned += 1
                 self._hint[(host, version)] = new
-                out += self._alloc_in_block(new, num - len(out), handle_id, attrs, reserved, host)
+                out += self._alloc_in_block(
+                    new, num - len(out), handle_id, attrs, reserved, host, cooldown
+                )
             # 3. borrow from any block in the pools.
             if len(out) < num and not cfg.strict_affinity:
-                out += self._borrow(pools, host, num - len(out), handle_id, attrs, reserved)
+                out += self._borrow(
+                    pools, host, num - len(out), handle_id, attrs, reserved, cooldown
+                )
             if len(out) < num:
                 if owned >= cfg.effective_max_blocks:
                     why = (
@@ -271,14 +266,17 @@ class IPAM:
         attrs: AttrMap | None,
         reserved: Sequence[IPNetwork],
         affine_host: str | None,
+        cooldown: float,
     ) -> list[IPInterface]:
-        """CAS loop: allocate up to ``num`` from one block (only if affine to ``affine_host``)."""
+        """CAS loop: allocate up to ``num`` from one block (only if affine to ``affine_host``),
+        first freeing the released addresses whose ``cooldown`` has passed."""
         for _ in range(self.retries):
             sb = self.store.get_block(cidr)
             if sb is None or sb.block.deleted:
                 return []
             if affine_host is not None and sb.block.affinity != host_affinity(affine_host):
                 return []
+            sb.block.collect_cold(cooldown)
             rsv = reserved_ordinals(sb.block.cidr, reserved) if reserved else frozenset()
             ips = sb.block.allocate(num, handle_id, attrs, rsv)
             if not ips:
@@ -313,6 +311,7 @@ class IPAM:
         handle_id: str,
         attrs: AttrMap | None,
         reserved: Sequence[IPNetwork],
+        cooldown: float,
     ) -> list[IPInterface]:
         cands = [
             sb
@@ -325,10 +324,11 @@ class IPAM:
             if len(out) >= num:
                 break
             rsv = reserved_ordinals(sb.block.cidr, reserved) if reserved else frozenset()
+            sb.block.collect_cold(cooldown)
             if sb.block.num_free(rsv) == 0:
                 continue
             out += self._alloc_in_block(
-                sb.block.cidr, num - len(out), handle_id, attrs, reserved, None
+                sb.block.cidr, num - len(out), handle_id, attrs, reserved, None, cooldown
             )
         return out
 
@@ -356,6 +356,7 @@ class IPAM:
                     except BlockClaimConflict:
                         pass
                     continue
+                sb.block.collect_cold(self.store.config().ip_cooldown_seconds)
                 got = sb.block.assign(addr, handle_id, attrs)
                 self.store.adjust_handle(handle_id, cidr, 1)
                 try:
@@ -401,18 +402,23 @@ class IPAM:
                 missing.append(a)
             else:
                 by_block.setdefault(cidr, []).append(a)
+        cooldown = self.store.config().ip_cooldown_seconds
         for cidr, group in by_block.items():
-            missing += self._release_in_block(cidr, group, sequence_numbers)
+            missing += self._release_in_block(cidr, group, sequence_numbers, cooldown)
         return missing
 
     def _release_in_block(
-        self, cidr: IPNetwork, addrs: list[IPAddress], seqs: Mapping[str, int] | None
+        self,
+        cidr: IPNetwork,
+        addrs: list[IPAddress],
+        seqs: Mapping[str, int] | None,
+        cooldown: float,
     ) -> list[IPAddress]:
         for _ in range(self.retries):
             sb = self.store.get_block(cidr)
             if sb is None:
                 return list(addrs)
-            counts, missing = sb.block.release(addrs, seqs)
+            counts, missing = sb.block.release(addrs, seqs, cooldown)
             if not counts:
                 return missing
             try:
@@ -435,7 +441,9 @@ class IPAM:
     def release_by_handle(self, handle_id: str) -> list[IPAddress]:
         """Release every address held by ``handle_id``; returns them."""
         released: list[IPAddress] = []
-        for cidr_s in self.store.handle_blocks(handle_id):
+        blocks = self.store.handle_blocks(handle_id)
+        cooldown = self.store.config().ip_cooldown_seconds if blocks else 0
+        for cidr_s in blocks:
             cidr = ipaddress.ip_network(cidr_s)
             for _ in range(self.retries):
                 sb = self.store.get_block(cidr)
@@ -444,7 +452,7 @@ class IPAM:
                 ips = sb.block.ips_for_handle(handle_id)
                 if not ips:
                     break
-                sb.block.release_by_handle(handle_id)
+                sb.block.release_by_handle(handle_id, cooldown)
                 try:
                     self._write_or_delete(sb)
                 except (Conflict, NotFound):
@@ -486,6 +494,16 @@ class IPAM:
             block_affinity=sb.block.affinity,
             sequence_number=sb.block.sequence_for(addr) or 0,
         )
+
+    def released_at(self, ip: IPAddress | IPInterface | str) -> str | None:
+        """When ``ip`` was released, while it is still in its cooldown; else None."""
+        addr = _as_ip(ip)
+        cidr = self._block_of(addr, self.store.pools())
+        sb = self.store.get_block(cidr) if cidr is not None else None
+        if sb is None:
+            return None
+        sb.block.collect_cold(self.store.config().ip_cooldown_seconds)
+        return sb.block.released_at(addr)
 
     # ================================ affinities ===================================
 
@@ -541,12 +559,18 @@ class IPAM:
             pool = pool_for(pools, ip)
             plen = pool.block_size if pool else ip.max_prefixlen
             return ipaddress.ip_interface(f"{ip}/{plen}")
+        labels: Mapping[str, str] = {}
+        if any(p.node_selector.strip() not in ("", "all()") for p in pools):
+            labels = self.store.node_labels(node) or {}
+        # Calico (allocateip) requests the pools that select the node and have the encap on;
+        # requested pools skip the selectors in auto_assign, so the node is checked here.
         mode_ok = [
             str(p.cidr)
             for p in pools
             if p.version == version
             and not p.disabled
             and (p.ipip_mode if tunnel == "ipip" else p.vxlan_mode) not in ("", "Never")
+            and p.selects_node(labels)
         ]
         if not mode_ok:
             raise NoAddressesAvailable([], 1, version, f"no enabled pool has {tunnel} enabled")

@@ -14,6 +14,11 @@ Invariants:
   different from the stored one is stale (the address was freed and reused meanwhile) and fails
   with :class:`BadSequenceNumber` instead of freeing someone else's address.
 - ``attributes`` holds no unreferenced entries after a release (it is compacted).
+- A released address first *cools down* (Calico's ``ipCooldownSeconds``): its ordinal points
+  at an attribute holding only ``releasedAt`` (no handle), so it is neither free nor
+  allocated: not reusable, not releasable, not listed by :meth:`Block.allocated`, and the
+  block is not empty. :meth:`Block.collect_cold` frees the ordinals whose cooldown has
+  passed (appending them to ``unallocated``); with a cooldown of 0 a release frees at once.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pycalico.ipam.errors import AddressNotInBlock, AlreadyAllocated, BadSequenceNumber, IPAMError
@@ -60,6 +66,35 @@ def reserved_ordinals(cidr: IPNetwork, reserved: Iterable[IPNetwork]) -> frozens
         hi = min(int(net.broadcast_address), base + size - 1) - base
         out.update(range(lo, hi + 1))
     return frozenset(out)
+
+
+RELEASED_AT = "releasedAt"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.strptime(str(value), TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        try:
+            t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _released_before(value: Any, cutoff: str, before: datetime) -> bool:
+    """``value`` (a ``releasedAt``) is at or before the cutoff; unreadable counts as cold.
+    Times in :data:`TIME_FORMAT` (fixed width, UTC) compare as strings, without parsing."""
+    text = str(value)
+    if len(text) == len(cutoff) and text[-1] == "Z" and text[10] == "T":
+        return text <= cutoff
+    at = _parse_time(text)
+    return at is None or at <= before
 
 
 def _copy_attr(a: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,6 +210,13 @@ class Block:
     def num_allocated(self) -> int:
         return self.size - len(self.unallocated)
 
+    def _cooling(self, idx: int | None) -> bool:
+        return idx is not None and RELEASED_AT in self.attributes[idx]
+
+    def num_cooling(self) -> int:
+        """Released addresses still in their cooldown (neither free nor allocated)."""
+        return sum(1 for idx in self.allocations if self._cooling(idx))
+
     def num_free(self, reserved: frozenset[int] = frozenset()) -> int:
         if not reserved:
             return len(self.unallocated)
@@ -184,14 +226,22 @@ class Block:
         return len(self.unallocated) == self.size
 
     def is_allocated(self, ip: IPAddress | str) -> bool:
-        return self.allocations[self.ordinal(ip)] is not None
+        idx = self.allocations[self.ordinal(ip)]
+        return idx is not None and not self._cooling(idx)
 
     def attributes_for(self, ip: IPAddress | str) -> dict[str, Any] | None:
         """``{"handle_id": ..., "secondary": {...}}`` of an allocated address, else None."""
         idx = self.allocations[self.ordinal(ip)]
-        if idx is None:
+        if idx is None or self._cooling(idx):
             return None
         return _copy_attr(self.attributes[idx])
+
+    def released_at(self, ip: IPAddress | str) -> str | None:
+        """When ``ip`` was released, while it is cooling down; else None."""
+        idx = self.allocations[self.ordinal(ip)]
+        if idx is None or not self._cooling(idx):
+            return None
+        return str(self.attributes[idx][RELEASED_AT])
 
     def handle_of(self, ordinal: int) -> str | None:
         idx = self.allocations[ordinal]
@@ -210,7 +260,7 @@ class Block:
         """Every allocated address with its attribute record, in ordinal order."""
         out = []
         for o, idx in enumerate(self.allocations):
-            if idx is not None:
+            if idx is not None and not self._cooling(idx):
                 out.append((self.address(o), self.attributes[idx]))
         return out
 
@@ -225,7 +275,11 @@ class Block:
     def _attr_index(self, handle_id: str | None, attrs: Mapping[str, str] | None) -> int:
         secondary = dict(attrs or {})
         for i, a in enumerate(self.attributes):
-            if a.get("handle_id") == handle_id and (a.get("secondary") or {}) == secondary:
+            if (
+                RELEASED_AT not in a
+                and a.get("handle_id") == handle_id
+                and (a.get("secondary") or {}) == secondary
+            ):
                 return i
         self.attributes.append({"handle_id": handle_id, "secondary": secondary})
         return len(self.attributes) - 1
@@ -273,6 +327,8 @@ class Block:
     ) -> IPInterface:
         """Allocate one specific address; :class:`AlreadyAllocated` when it is taken."""
         o = self.ordinal(ip)
+        if self._cooling(self.allocations[o]):
+            raise AlreadyAllocated(f"address {self.address(o)} is in cooldown")
         if self.allocations[o] is not None:
             raise AlreadyAllocated(f"address {self.address(o)} is already allocated")
         self.unallocated.remove(o)
@@ -285,8 +341,12 @@ class Block:
         self,
         ips: Iterable[IPAddress | str],
         sequence_numbers: Mapping[str, int] | None = None,
+        cooldown: float = 0,
+        now: datetime | None = None,
     ) -> tuple[dict[str, int], list[IPAddress]]:
-        """Free addresses. Returns (released count per handle, addresses that were not allocated).
+        """Release addresses into their cooldown of ``cooldown`` seconds (then
+        :meth:`collect_cold`). Returns (released count per handle, addresses that were not
+        allocated, cooling ones included).
 
         ``sequence_numbers`` maps ``str(ip)`` to the sequence number the caller saw when it
         decided to release; a mismatch raises :class:`BadSequenceNumber` and changes nothing.
@@ -296,7 +356,7 @@ class Block:
         for ip in ips:
             o = self.ordinal(ip)
             addr = self.address(o)
-            if self.allocations[o] is None:
+            if self.allocations[o] is None or self._cooling(self.allocations[o]):
                 unallocated.append(addr)
                 continue
             if sequence_numbers is not None and str(addr) in sequence_numbers:
@@ -309,38 +369,66 @@ class Block:
                     )
             if o not in ordinals:
                 ordinals.append(o)
-        counts = self._free(ordinals)
+        counts = self._free(ordinals, cooldown, now)
         return counts, unallocated
 
-    def release_by_handle(self, handle_id: str) -> int:
-        """Free every address of ``handle_id``; returns how many."""
+    def release_by_handle(
+        self, handle_id: str, cooldown: float = 0, now: datetime | None = None
+    ) -> int:
+        """Release every address of ``handle_id`` (into its cooldown); returns how many."""
         idxs = {i for i, a in enumerate(self.attributes) if a.get("handle_id") == handle_id}
         if not idxs:
             return 0
         ordinals = [o for o, idx in enumerate(self.allocations) if idx in idxs]
-        return sum(self._free(ordinals).values())
+        return sum(self._free(ordinals, cooldown, now).values())
 
-    def _free(self, ordinals: list[int]) -> dict[str, int]:
+    def _free(self, ordinals: list[int], cooldown: float, now: datetime | None) -> dict[str, int]:
         counts: dict[str, int] = {}
         if not ordinals:
             return counts
+        at = now or _utcnow()
+        self.attributes.append({RELEASED_AT: at.strftime(TIME_FORMAT)})
+        cool = len(self.attributes) - 1
+        self.sequence_number += 1
         for o in ordinals:
             idx = self.allocations[o]
             assert idx is not None
             handle = self.attributes[idx].get("handle_id")
             key = str(handle) if handle is not None else ""
             counts[key] = counts.get(key, 0) + 1
-            self.allocations[o] = None
-            self.unallocated.append(o)
-            self.seq_for_allocation.pop(str(o), None)
-        self.sequence_number += 1
-        self._compact_attributes()
+            self.allocations[o] = cool
+            self.seq_for_allocation[str(o)] = self.sequence_number
+        self.collect_cold(cooldown, at)
         return counts
 
-    def _compact_attributes(self) -> None:
+    def collect_cold(self, cooldown: float, now: datetime | None = None) -> bool:
+        """Free the released ordinals whose ``releasedAt`` is at least ``cooldown`` seconds
+        before ``now`` (FIFO: appended to ``unallocated``) and drop unused attributes.
+        Returns whether the block changed (then it needs writing back)."""
+        if not any(RELEASED_AT in a for a in self.attributes):
+            return False  # nothing cooling (the common case): no walk over the ordinals
+        before = (now or _utcnow()) - timedelta(seconds=max(0.0, cooldown))
+        cutoff = before.strftime(TIME_FORMAT)
+        cold: dict[int, bool] = {}  # per attribute: its ordinals are released together
+        freed = False
+        for o, idx in enumerate(self.allocations):
+            if idx is None or not self._cooling(idx):
+                continue
+            if idx not in cold:
+                cold[idx] = _released_before(self.attributes[idx][RELEASED_AT], cutoff, before)
+            if cold[idx]:
+                self.allocations[o] = None
+                self.unallocated.append(o)
+                self.seq_for_allocation.pop(str(o), None)
+                freed = True
+        compacted = self._compact_attributes()
+        return freed or compacted
+
+    def _compact_attributes(self) -> bool:
         used = sorted({idx for idx in self.allocations if idx is not None})
         if len(used) == len(self.attributes):
-            return
+            return False
         remap = {old: new for new, old in enumerate(used)}
         self.attributes = [self.attributes[old] for old in used]
         self.allocations = [None if idx is None else remap[idx] for idx in self.allocations]
+        return True

@@ -19,6 +19,9 @@ Invariants:
   node keeps at least one block (as Calico's GC does); likewise an affinity whose block is
   missing or owned by another host (a claim that died half-way) is deleted only when seen on
   two consecutive runs.
+- Released addresses still in their cooldown (``ipCooldownSeconds``) are neither in use nor
+  leaked; each collector run first frees those whose cooldown has passed
+  (:func:`collect_cold_ips`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pycalico.datastore.base import Datastore
+from pycalico.datastore.base import Conflict, Datastore, NotFound
 from pycalico.ipam.allocator import IPAM
 from pycalico.ipam.block import affinity_node
 from pycalico.ipam.errors import BadSequenceNumber, IPAMError
@@ -287,6 +290,27 @@ def repair_handle(
     return True
 
 
+def collect_cold_ips(ipam: IPAM) -> list[str]:
+    """Free the released addresses whose ``ipCooldownSeconds`` has passed, in every block
+    (Calico's kube-controllers does this periodically; allocations also do it in the blocks
+    they read). A block left empty with no affinity is deleted. Returns the blocks written;
+    a block that changed meanwhile is left for the next run."""
+    cooldown = ipam.get_config().ip_cooldown_seconds
+    out: list[str] = []
+    for sb in ipam.store.blocks():
+        if not sb.block.num_cooling() or not sb.block.collect_cold(cooldown):
+            continue
+        try:
+            if sb.block.is_empty() and sb.block.affinity is None:
+                ipam.store.delete_block(sb)
+            else:
+                ipam.store.write_block(sb)
+        except (Conflict, NotFound):
+            continue
+        out.append(str(sb.block.cidr))
+    return out
+
+
 @dataclass
 class GCResult:
     released: list[str] = field(default_factory=list)
@@ -294,6 +318,7 @@ class GCResult:
     affinities_released: list[str] = field(default_factory=list)
     empty_blocks_released: list[str] = field(default_factory=list)
     orphan_affinities_deleted: list[str] = field(default_factory=list)
+    cold_blocks_collected: list[str] = field(default_factory=list)
 
 
 class LeakCollector:
@@ -317,8 +342,8 @@ class LeakCollector:
 
     def run_once(self) -> GCResult:
         now = self.clock()
+        res = GCResult(cold_blocks_collected=collect_cold_ips(self.ipam))
         rep = check(self.ds)
-        res = GCResult()
         current = {lk.key: lk for lk in rep.leaked}
         self._first_seen = {k: t for k, t in self._first_seen.items() if k in current}
         due: list[Leak] = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycalico.ipam.block import IPAddress, IPNetwork
-from pycalico.ipam.errors import InvalidIPAMConfig
+from pycalico.ipam.errors import InvalidIPAMConfig, NotInPool
 from pycalico.model.network import USE_LOADBALANCER as USE_LOADBALANCER
 from pycalico.model.network import USE_TUNNEL as USE_TUNNEL
 from pycalico.model.network import USE_WORKLOAD as USE_WORKLOAD
@@ -27,6 +27,7 @@ from pycalico.model.network import IPPool
 
 DEFAULT_MAX_BLOCKS_PER_HOST = 20
 MAX_MAX_BLOCKS_PER_HOST = 1_000_000
+MAX_IP_COOLDOWN_SECONDS = 1200
 
 
 Pool = IPPool
@@ -40,6 +41,46 @@ def pool_for(pools: Sequence[Pool], ip: IPAddress) -> Pool | None:
         if p.contains(ip) and (best is None or p.cidr.prefixlen > best.cidr.prefixlen):
             best = p
     return best
+
+
+def select_pools(
+    pools: Sequence[Pool],
+    version: int,
+    requested: Sequence[str] | None,
+    labels: Mapping[str, str],
+    use: str,
+    namespace_labels: Mapping[str, str] | None = None,
+) -> list[Pool]:
+    """The pools an auto-assignment may use, in order.
+
+    Requested pools are used as given (their selectors are ignored, as Calico does for
+    ``ipv4_pools`` and the ``cni.projectcalico.org/ipv4pools`` annotations); otherwise a
+    pool must select both the node (``labels``) and the namespace (``namespace_labels``).
+    """
+    fam = [p for p in pools if p.version == version]
+    if requested:
+        chosen: list[Pool] = []
+        for want in requested:
+            match = [p for p in fam if p.name == want or str(p.cidr) == want]
+            if not match:
+                try:
+                    net = ipaddress.ip_network(want, strict=False)
+                    match = [p for p in fam if p.cidr == net]
+                except ValueError:
+                    pass
+            if not match or match[0].disabled:
+                raise NotInPool(f"the given pool ({want}) does not exist, or is not enabled")
+            chosen.append(match[0])
+        return [p for p in chosen if use in p.allowed_uses]
+    chosen = [
+        p
+        for p in fam
+        if not p.disabled
+        and p.assignment_mode != "Manual"
+        and p.selects_node(labels)
+        and p.selects_namespace(namespace_labels)
+    ]
+    return [p for p in chosen if use in p.allowed_uses]
 
 
 def host_seed(hostname: str) -> int:
@@ -64,11 +105,13 @@ def _flag(value: Any, default: bool) -> bool:
 
 @dataclass(frozen=True)
 class IPAMConfig:
-    """The IPAMConfiguration singleton (``default``)."""
+    """The IPAMConfiguration singleton (``default``). ``ip_cooldown_seconds``: how long a
+    released address stays unusable (Calico's ``ipCooldownSeconds``, default 0, 0-1200)."""
 
     strict_affinity: bool = False
     max_blocks_per_host: int = 0
     auto_allocate_blocks: bool = True
+    ip_cooldown_seconds: int = 0
 
     @property
     def effective_max_blocks(self) -> int:
@@ -80,6 +123,7 @@ class IPAMConfig:
             strict_affinity=_flag(spec.get("strictAffinity"), False),
             max_blocks_per_host=int(spec.get("maxBlocksPerHost") or 0),
             auto_allocate_blocks=_flag(spec.get("autoAllocateBlocks"), True),
+            ip_cooldown_seconds=int(spec.get("ipCooldownSeconds") or 0),
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -87,6 +131,7 @@ class IPAMConfig:
             "strictAffinity": self.strict_affinity,
             "maxBlocksPerHost": self.max_blocks_per_host,
             "autoAllocateBlocks": self.auto_allocate_blocks,
+            "ipCooldownSeconds": self.ip_cooldown_seconds,
         }
 
     def validate(self, setting: bool = False) -> None:
@@ -97,6 +142,11 @@ class IPAMConfig:
             raise InvalidIPAMConfig(
                 f"spec.maxBlocksPerHost: {self.max_blocks_per_host} is out of range "
                 f"0-{MAX_MAX_BLOCKS_PER_HOST}"
+            )
+        if not 0 <= self.ip_cooldown_seconds <= MAX_IP_COOLDOWN_SECONDS:
+            raise InvalidIPAMConfig(
+                f"spec.ipCooldownSeconds: {self.ip_cooldown_seconds} is out of range "
+                f"0-{MAX_IP_COOLDOWN_SECONDS}"
             )
         if not self.strict_affinity and not self.auto_allocate_blocks:
             raise InvalidIPAMConfig(

@@ -106,6 +106,7 @@ class IPPool:
     disabled: bool = False
     block_size: int = 0
     node_selector: str = "all()"
+    namespace_selector: str = ""
     allowed_uses: tuple[str, ...] = (USE_WORKLOAD, USE_TUNNEL)
     assignment_mode: str = "Automatic"
     disable_bgp_export: bool = False
@@ -164,6 +165,7 @@ class IPPool:
             disabled=bool(spec.get("disabled", False)),
             block_size=block_size,
             node_selector=str(spec.get("nodeSelector") or "all()"),
+            namespace_selector=str(spec.get("namespaceSelector") or "").strip(),
             allowed_uses=tuple(str(u) for u in uses),
             assignment_mode=str(spec.get("assignmentMode") or "Automatic"),
             disable_bgp_export=bool(spec.get("disableBGPExport", False)),
@@ -174,6 +176,14 @@ class IPPool:
         if self.node_selector.strip() == "all()":
             return True  # what parse("all()").evaluate(labels) returns, without the parser
         return _selector(self.node_selector).evaluate(labels)
+
+    def selects_namespace(self, labels: Mapping[str, str] | None) -> bool:
+        """Calico's rule: no namespaceSelector selects every namespace; otherwise the selector
+        is evaluated on the namespace's labels (``None``, a workload outside any Kubernetes
+        namespace, evaluates as no labels)."""
+        if not self.namespace_selector:
+            return True
+        return _selector(self.namespace_selector).evaluate(dict(labels or {}))
 
     def block_for(self, ip: Addr) -> Net:
         """The block CIDR of this pool that contains ``ip``."""

@@ -100,6 +100,8 @@ def describe(res: GCResult) -> list[str]:
         out.append(f"released empty blocks: {res.empty_blocks_released}")
     if res.orphan_affinities_deleted:
         out.append(f"deleted orphan affinities: {res.orphan_affinities_deleted}")
+    if res.cold_blocks_collected:
+        out.append(f"freed cooled-down addresses in blocks: {res.cold_blocks_collected}")
     return out
 
 
