@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,25 @@ def test_bad_whatif_yaml_gets_validate_errors(
         "/policy/whatif", data={"yaml": text}, headers={"accept": "application/json"}
     )
     assert r.status_code == 422 and r.json() == {"errors": expected}
+
+
+def test_whatif_body_is_capped(ds: MemoryDatastore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body over the cap (declared or streamed) is refused with 413, not buffered."""
+    from pycalico.ui import app as appmod
+
+    monkeypatch.setattr(appmod, "MAX_MANIFEST_BYTES", 1000)
+    big = {"yaml": "#" * 4000}
+    r = client(ds).post("/policy/whatif", data=big, headers={"accept": "application/json"})
+    assert r.status_code == 413 and "larger than 3000 bytes" in r.json()["errors"][0]
+
+    def chunks() -> Iterator[bytes]:
+        yield b"yaml=" + b"%23" * 600
+        yield b"%23" * 600  # no Content-Length: the stream itself is counted
+
+    r = client(ds).post("/policy/whatif", content=chunks())
+    assert r.status_code == 413
+    r = client(ds).post("/policy/whatif", data={"yaml": DENY_DB})
+    assert r.status_code == 200
 
 
 def test_listen_needs_token_off_loopback() -> None:

@@ -242,6 +242,19 @@ def test_server_speaks_json_over_a_unix_socket(tmp_path: Path) -> None:
         r = _post(path, "IpamDriver.RequestPool", json.dumps({"Pool": "10.1.0.0/24"}).encode())
         assert r["PoolID"] == "net-a"
         assert "not JSON" in _post(path, "IpamDriver.RequestPool", b"{nope")["Err"]
+        deep = b"[" * 100_000 + b"]" * 100_000  # under the size cap, too deep for json
+        assert "nested too deeply" in _post(path, "IpamDriver.RequestPool", deep)["Err"]
+        # A Content-Length over 1 MiB is refused without reading; the server keeps serving.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(path))
+            s.sendall(b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: d\r\n"
+                      b"Content-Length: 999999999999\r\n\r\n{")  # fmt: skip
+            s.settimeout(5)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b"request body must be" in answer
+        assert _post(path, "Plugin.Activate", b"") == {"Implements": ["IpamDriver"]}
     finally:
         srv.close()
     assert not path.exists()

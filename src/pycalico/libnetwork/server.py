@@ -2,8 +2,8 @@
 
 One :class:`PluginServer` per socket (``calico.sock`` for the network driver,
 ``calico-ipam.sock`` for IPAM) in Docker's plugin directory. Each request is served on its own
-thread; a body that is not JSON gets ``{"Err": ...}`` (HTTP 200, which is how Docker's remote
-drivers read driver errors), never a hang. The socket file is created atomically (bound under
+thread; a body that is not JSON (or is over 1 MiB, or nested too deeply) gets ``{"Err": ...}``
+(HTTP 200, which is how Docker's remote drivers read driver errors), never a hang. The socket file is created atomically (bound under
 a temporary name, then renamed), so Docker never finds a dead path, and removed on close.
 """
 
@@ -26,6 +26,8 @@ NETWORK_SOCKET = "calico.sock"
 IPAM_SOCKET = "calico-ipam.sock"
 
 Handle = Callable[[str, Any], dict[str, Any]]
+#: Docker's plugin requests are a few hundred bytes; anything over this is refused unread.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,15 +36,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         method = self.path.lstrip("/")
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n > 0 else b""
         try:
-            req = json.loads(raw) if raw.strip() else {}
-        except ValueError as e:
-            msg = f"calico: request body is not JSON: {e}"
-            resp: dict[str, Any] = {"Err": msg, "Error": msg}
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        resp: dict[str, Any]
+        if n < 0 or n > MAX_REQUEST_BYTES:
+            msg = f"calico: request body must be 0-{MAX_REQUEST_BYTES} bytes (Content-Length)"
+            resp = {"Err": msg, "Error": msg}
+            self.close_connection = True  # the unread body must not be parsed as a request
         else:
-            resp = self.server.handle(method, req)
+            raw = self.rfile.read(n) if n > 0 else b""
+            try:
+                req = json.loads(raw) if raw.strip() else {}
+            except (ValueError, RecursionError) as e:
+                why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+                msg = f"calico: request body is not JSON: {why}"
+                resp = {"Err": msg, "Error": msg}
+            else:
+                resp = self.server.handle(method, req)
         body = json.dumps(resp).encode()
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)

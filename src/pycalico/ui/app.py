@@ -41,6 +41,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from pycalico.api.loader import MAX_MANIFEST_BYTES
 from pycalico.datastore import Datastore
 from pycalico.datastore.base import ROOT
 from pycalico.errors import CalicoError
@@ -151,6 +152,21 @@ class TokenMiddleware(BaseHTTPMiddleware):
         return Response("console token required\n", status_code=401, media_type="text/plain")
 
 
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it (or its Content-Length) exceeds ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(console: Console) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["title"] = console.title
@@ -258,8 +274,13 @@ def create_app(console: Console) -> Starlette:
         )
 
     async def whatif(request: Request) -> Response:
-        # A urlencoded form (what htmx posts), parsed without python-multipart.
-        body = (await request.body()).decode("utf-8", errors="replace")
+        # A urlencoded form (what htmx posts), parsed without python-multipart; at most
+        # the manifest cap (urlencoding may triple it), read without buffering more.
+        raw = await _read_capped(request, 3 * MAX_MANIFEST_BYTES)
+        if raw is None:
+            msg = f"request body larger than {3 * MAX_MANIFEST_BYTES} bytes"
+            return JSONResponse({"errors": [msg]}, status_code=413)
+        body = raw.decode("utf-8", errors="replace")
         form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
         text = form.get("yaml", "")
         ports_text = form.get("ports", "")
