@@ -4,7 +4,8 @@ Owns: the pure choice of this node's address from a list of :class:`Interface` v
 (:func:`autodetect`) for the methods ``first-found``, ``interface=REGEX[,REGEX]``,
 ``skip-interface=REGEX[,REGEX]``, ``can-reach=DEST`` and ``cidr=CIDR[,CIDR]``; plus the thin
 readers of the kernel state it needs (:func:`read_interfaces`, :func:`route_source`), which
-use pyroute2 in the current network namespace and send no traffic.
+run ``ip -j`` through the process seam in the current network namespace and send no traffic
+(not pyroute2: importing it would keep ~24 MB in every calico-node for one start-up read).
 
 Invariants: the result is ``address/prefixlen`` as configured on the interface (the prefix
 length drives CrossSubnet); loopback, link-local and Calico's/containers' own devices are
@@ -16,11 +17,15 @@ order, addresses in the order the kernel lists them; a bad method raises
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pycalico.errors import CalicoError
+from pycalico.system.iproute import IpError, IpRoute
+from pycalico.system.process import ProcessRunner, SubprocessRunner
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -172,50 +177,47 @@ def autodetect(
 # --- kernel readers (current network namespace) ----------------------------------------------
 
 
-def read_interfaces() -> list[Interface]:
-    """Every link with its addresses, read over netlink."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = ipr.get_links()
-        addrs = ipr.get_addr()
-    by_index: dict[int, list[IPInterface]] = {}
-    for a in addrs:
-        ip = a.get_attr("IFA_ADDRESS")
-        if a["family"] == 2:
-            ip = a.get_attr("IFA_LOCAL") or ip
-        if not ip:
-            continue
-        by_index.setdefault(a["index"], []).append(ipaddress.ip_interface(f"{ip}/{a['prefixlen']}"))
+def parse_ip_addr(docs: Sequence[Mapping[str, Any]]) -> list[Interface]:
+    """``ip -j -d addr show`` output → :class:`Interface` values (pure)."""
     out = []
-    for link in links:
-        info = link.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info else ""
+    for link in docs:
+        addrs: list[IPInterface] = []
+        for a in link.get("addr_info") or []:
+            ip = a.get("local")
+            if not ip or a.get("family") not in ("inet", "inet6"):
+                continue
+            addrs.append(ipaddress.ip_interface(f"{ip}/{a.get('prefixlen', 128)}"))
+        info = link.get("linkinfo") or {}
         out.append(
             Interface(
-                index=link["index"],
-                name=link.get_attr("IFLA_IFNAME"),
-                addresses=tuple(by_index.get(link["index"], [])),
-                up=bool(link["flags"] & 1),
-                mtu=int(link.get_attr("IFLA_MTU") or 0),
-                kind=kind or "",
+                index=int(link.get("ifindex") or 0),
+                name=str(link.get("ifname") or ""),
+                addresses=tuple(addrs),
+                up="UP" in (link.get("flags") or []),
+                mtu=int(link.get("mtu") or 0),
+                kind=str(info.get("info_kind") or ""),
             )
         )
-    return out
+    return sorted(out, key=lambda i: i.index)
 
 
-def route_source(dest: IPAddress) -> IPAddress | None:
-    """The source address the kernel would use towards ``dest`` (a route lookup only)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+def read_interfaces(runner: ProcessRunner | None = None) -> list[Interface]:
+    """Every link with its addresses (``ip -j -d addr show`` of the current namespace)."""
+    ip = IpRoute(runner or SubprocessRunner())
+    docs = json.loads(ip.run("-j", "-d", "addr", "show") or "[]")
+    return parse_ip_addr(docs)
 
-    with IPRoute() as ipr:
-        try:
-            routes = ipr.route("get", dst=str(dest))
-        except NetlinkError:
-            return None
+
+def route_source(dest: IPAddress, runner: ProcessRunner | None = None) -> IPAddress | None:
+    """The source address the kernel would use towards ``dest`` (``ip route get``: a route
+    lookup only, no traffic); None when there is no route."""
+    ip = IpRoute(runner or SubprocessRunner())
+    try:
+        routes = json.loads(ip.run("-j", "route", "get", str(dest)) or "[]")
+    except (IpError, ValueError):
+        return None
     for r in routes:
-        src = r.get_attr("RTA_PREFSRC")
+        src = r.get("prefsrc")
         if src:
             return ipaddress.ip_address(src)
     return None
