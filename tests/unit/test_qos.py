@@ -152,16 +152,19 @@ def _wep(**qos: int) -> dict[str, Any]:
     return workload_endpoint("a", interface_name="calia", qosControls=qos or None)
 
 
+WEP_KEY = f"projectcalico.org/v3/WorkloadEndpoint/default/{_wep()['metadata']['name']}"
+
+
 def test_a_qos_change_is_an_endpoint_update_and_invalid_qos_rejects_the_endpoint() -> None:
     g = CalcGraph("node1")
     g.load([_wep()])
     g.flush()
-    g.on_update("wep/a", _wep(ingressBandwidth=10**7))
+    g.on_update(WEP_KEY, _wep(ingressBandwidth=10**7))
     (up,) = [m for m in g.flush() if isinstance(m, EndpointUpdate)]
     assert up.endpoint.qos == QoSControls(ingressBandwidth=10**7, ingressBurst=DEFAULT_BURST)
-    g.on_update("wep/a", _wep(ingressBandwidth=1))
+    g.on_update(WEP_KEY, _wep(ingressBandwidth=1))
     assert any(isinstance(m, EndpointRemove) for m in g.flush())
-    assert "ingressBandwidth" in g.rejected["wep/a"]
+    assert "ingressBandwidth" in g.rejected[WEP_KEY]
 
 
 def test_max_connections_rule_in_each_direction_after_conntrack() -> None:
@@ -174,6 +177,30 @@ def test_max_connections_rule_in_each_direction_after_conntrack() -> None:
     assert tw[2] == "meta l4proto tcp ct count over 2 reject with tcp reset"
     assert fw[2] == "meta l4proto tcp ct count over 7 reject with tcp reset"
     assert tw[:2] == ["ct state established,related accept", "ct state invalid drop"]
+
+
+def test_packet_rates_get_their_own_base_chains_before_conntrack_accept() -> None:
+    r = RuleRenderer(families=["ip"])
+    g = CalcGraph("node1")
+    g.load([_wep(ingressPacketRate=100, ingressPacketBurst=200, egressPacketRate=50)])
+    r.apply(g.flush())
+    t = r.tables()["ip"]
+    assert t.chains["cali-qtw-calia"].rules[0].body == (
+        "limit rate over 100/second burst 200 packets drop"
+    )
+    assert t.chains["cali-qfw-calia"].rules[0].body == (
+        "limit rate over 50/second burst 5 packets drop"
+    )
+    fwd, inp = t.chains["qos-FORWARD"], t.chains["qos-INPUT"]
+    assert fwd.hook is not None and (fwd.hook.hook, fwd.hook.priority) == ("forward", -1)
+    assert inp.hook is not None and (inp.hook.hook, inp.hook.priority) == ("input", -1)
+    assert t.sets["cali-qtw-dispatch"].elements == {'"calia" : jump cali-qtw-calia'}
+    assert t.sets["cali-qfw-dispatch"].elements == {'"calia" : jump cali-qfw-calia'}
+    g.on_update(WEP_KEY, _wep())
+    r.apply(g.flush())
+    t = r.tables()["ip"]
+    assert not [n for n in t.chains if "qtw" in n or "qfw" in n or n.startswith("qos-")]
+    assert t.sets["cali-qtw-dispatch"].elements == frozenset()  # the maps stay, empty
 
 
 # --- tc driver ---------------------------------------------------------------------------
