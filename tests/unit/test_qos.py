@@ -285,6 +285,18 @@ def test_loop_waits_for_in_sync_then_retries_and_refreshes() -> None:
     assert tc.tbfs == {}
 
 
+def test_loop_survives_a_missing_tc_binary() -> None:
+    class NoTc(FakeTc):
+        def list_ifbs(self) -> list[str]:
+            raise FileNotFoundError("tc")
+
+    clock = FakeClock()
+    loop = QosLoop(NoTc(), clock=clock)
+    loop.on_messages([InSync()])
+    loop.step()
+    assert loop.last_errors == ["tc"] and loop.deadline() == clock.monotonic() + RETRY_S
+
+
 def test_felix_programs_qos_through_its_owner_loop() -> None:
     ds = MemoryDatastore()
     tc = FakeTc(links={"calia": 1500})

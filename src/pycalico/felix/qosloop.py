@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from pycalico.errors import CalicoError
 from pycalico.felix.calc.messages import EndpointRemove, EndpointUpdate, InSync, Message
 from pycalico.felix.dataplane.qos import QosDataplane
 from pycalico.system.clock import Clock, RealClock
@@ -75,7 +76,11 @@ class QosLoop:
         full = self._full or now >= self._next_full
         if not full and not self.dataplane.dirty:
             return
-        errors = self.dataplane.apply(full=full)
+        try:
+            errors = self.dataplane.apply(full=full)
+        except (CalicoError, OSError) as e:  # e.g. tc not installed: retry, never spin
+            log.warning("qos: apply failed: %s", e)
+            errors = [str(e)]
         self.applies += 1
         self.last_errors = errors
         if errors:
