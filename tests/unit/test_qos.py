@@ -28,7 +28,7 @@ from pycalico.model.qos import (
 )
 from pycalico.model.types import ModelError, QoSControls
 from pycalico.system.clock import FakeClock
-from pycalico.system.tc import FakeTc, Tbf
+from pycalico.system.tc import FakeTc, Tbf, TcError, TrafficControl
 from tests.kit import wait_for, workload_endpoint
 
 Q = "qos.projectcalico.org/"
@@ -201,6 +201,46 @@ def test_packet_rates_get_their_own_base_chains_before_conntrack_accept() -> Non
     t = r.tables()["ip"]
     assert not [n for n in t.chains if "qtw" in n or "qfw" in n or n.startswith("qos-")]
     assert t.sets["cali-qtw-dispatch"].elements == frozenset()  # the maps stay, empty
+
+
+# --- the tc seam: one contract for FakeTc and (tests/netns/test_tc_seam.py) TcKernel ---
+def tc_contract(tc: TrafficControl, dev: str) -> None:
+    """What the QoS driver relies on, on device ``dev`` (up, no qdiscs of ours)."""
+    missing = "nosuchdev0"
+    assert tc.get_tbf(dev) is None and tc.get_redirect(dev) is None
+    assert tc.get_tbf(missing) is None and tc.get_redirect(missing) is None
+    assert tc.get_mtu(missing) is None
+    mtu = tc.get_mtu(dev)
+    assert mtu is not None and mtu > 0
+    t = tbf_values(10**7, 10**6, 0, 0, mtu)
+    tc.replace_tbf(dev, t)
+    assert t.same(tc.get_tbf(dev))
+    peaked = tbf_values(2 * 10**7, 10**6, 4 * 10**7, 0, mtu)
+    tc.replace_tbf(dev, peaked)
+    assert peaked.same(tc.get_tbf(dev)) and not t.same(tc.get_tbf(dev))
+    tc.del_tbf(dev)
+    tc.del_tbf(dev)
+    assert tc.get_tbf(dev) is None
+    ifb = ifb_name(dev)
+    tc.add_ifb(ifb, mtu)
+    assert ifb in tc.list_ifbs() and tc.get_mtu(ifb) == mtu
+    tc.set_redirect(dev, ifb)
+    tc.set_redirect(dev, ifb)  # a replace, not a second filter
+    assert tc.get_redirect(dev) == ifb
+    tc.replace_tbf(ifb, t)
+    assert t.same(tc.get_tbf(ifb))
+    tc.del_ingress(dev)
+    tc.del_ingress(dev)
+    assert tc.get_redirect(dev) is None
+    tc.del_link(ifb)
+    tc.del_link(ifb)
+    assert ifb not in tc.list_ifbs()
+    with pytest.raises(TcError):
+        tc.replace_tbf(missing, t)
+
+
+def test_fake_tc_passes_the_contract() -> None:
+    tc_contract(FakeTc(links={"calia": 1500}), "calia")
 
 
 # --- tc driver ---------------------------------------------------------------------------
