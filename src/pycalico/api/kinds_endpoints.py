@@ -34,6 +34,7 @@ from pycalico.api.common import (
     parse_cidr,
     parse_ip,
 )
+from pycalico.model.qos import check_controls
 
 INTERFACE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 CONTAINER_ID = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
@@ -110,6 +111,13 @@ class QoSControls(Model):
     ingressMaxConnections: StrictInt | None = None
     egressMaxConnections: StrictInt | None = None
     dscp: StrictInt | StrictStr | None = None
+
+    def check(self, path: str, problems: Problems) -> None:
+        """Calico's documented limits and dependencies (:mod:`pycalico.model.qos`)."""
+        super().check(path, problems)
+        spec = self.model_dump(exclude_none=True)
+        for fld, why in check_controls(spec):
+            problems.add(f"{path}.{fld}", why)
 
 
 class WorkloadEndpointSpec(Model):

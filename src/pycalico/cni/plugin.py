@@ -14,6 +14,7 @@ the netns gone, the host veth) is removed, and the handle is released.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from pycalico.cni.context import Invocation
@@ -35,7 +36,7 @@ from pycalico.cni.ipam_plugin import (
     ipam_release,
     valid_container_ids,
 )
-from pycalico.cni.types import cni_labels, normalize_result
+from pycalico.cni.types import cni_annotations, cni_labels, normalize_result
 from pycalico.cni.workload import (
     ORCH_CNI,
     Workload,
@@ -47,15 +48,19 @@ from pycalico.cni.workload import (
     veth_name,
     wep_name_of,
 )
+from pycalico.model.qos import controls_from_annotations
+from pycalico.model.types import ModelError
 
 CALICO_IPAM = "calico-ipam"
 
 
-def _workload(inv: Invocation, node: str) -> Workload:
+def _workload(inv: Invocation, node: str, qos: bool = False) -> Workload:
+    """The workload of this invocation; ``qos``: with the ``spec.qosControls`` of its QoS
+    annotations (ADD only: a bad annotation must never block a DEL)."""
     cni = inv.conf.args.get("cni")
     sa = cni.get("serviceAccountName", "") if isinstance(cni, dict) else ""
     pm = inv.conf.runtime_config.get("portMappings") or []
-    return build_workload(
+    w = build_workload(
         cni_args=inv.env.args,
         container_id=inv.env.container_id,
         ifname=inv.env.ifname,
@@ -65,6 +70,13 @@ def _workload(inv: Invocation, node: str) -> Workload:
         service_account=sa if isinstance(sa, str) else "",
         ports=ports_from_mappings(pm if isinstance(pm, list) else []),
     )
+    if not qos:
+        return w
+    try:
+        controls = controls_from_annotations(cni_annotations(inv.conf))
+    except ModelError as e:
+        raise CniError(INVALID_NETCONF, "invalid QoS annotation", str(e)) from None
+    return replace(w, qos_controls=controls)
 
 
 def _in_process(inv: Invocation) -> bool:
@@ -152,7 +164,7 @@ def _require_ready(inv: Invocation) -> None:
 def cmd_add(inv: Invocation) -> dict[str, Any]:
     _require_ready(inv)
     node = inv.nodename()
-    w = _workload(inv, node)
+    w = _workload(inv, node, qos=True)
     host_if = veth_name(w, interface_prefix(inv.deps.environ))
     mtu = inv.mtu()
     from pycalico.cni.dataplane import random_mac

@@ -310,20 +310,31 @@ def parse_netconf(data: bytes | str, *, require_ipam: bool = True) -> NetConf:
 
 def cni_labels(conf: NetConf) -> dict[str, str]:
     """Labels from ``args.cni.labels`` (CNI conventions: ``[{"key":..,"value":..}]``)."""
+    return _cni_pairs(conf, "labels")
+
+
+def cni_annotations(conf: NetConf) -> dict[str, str]:
+    """Pod annotations from ``args.cni.annotations`` (pycalico's, in the form of
+    ``args.cni.labels``): what Calico reads from the Kubernetes pod, e.g. the
+    ``qos.projectcalico.org/*`` QoS controls."""
+    return _cni_pairs(conf, "annotations")
+
+
+def _cni_pairs(conf: NetConf, what: str) -> dict[str, str]:
     cni = conf.args.get("cni")
-    labels = cni.get("labels") if isinstance(cni, dict) else None
+    pairs = cni.get(what) if isinstance(cni, dict) else None
     out: dict[str, str] = {}
-    if labels is None:
+    if pairs is None:
         return out
-    if not isinstance(labels, list):
-        raise _bad("args.cni.labels", "expected a list of {key, value}")
-    for item in labels:
+    if not isinstance(pairs, list):
+        raise _bad(f"args.cni.{what}", "expected a list of {key, value}")
+    for item in pairs:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("key"), str)
             or not isinstance(item.get("value", ""), str)
         ):
-            raise _bad("args.cni.labels", f"bad entry {json.dumps(item)}")
+            raise _bad(f"args.cni.{what}", f"bad entry {json.dumps(item)}")
         out[item["key"]] = item.get("value", "")
     return out
 

@@ -39,6 +39,7 @@ class Workload:
     service_account: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     ports: tuple[dict[str, Any], ...] = ()
+    qos_controls: dict[str, Any] | None = None  # from the pod's QoS annotations
 
     @property
     def is_k8s(self) -> bool:
@@ -163,6 +164,8 @@ def build_wep(
         spec["serviceAccountName"] = w.service_account
     if w.ports:
         spec["ports"] = [dict(p) for p in w.ports]
+    if w.qos_controls:
+        spec["qosControls"] = dict(w.qos_controls)
     spec = {k: v for k, v in spec.items() if v not in ("", None)}
     return {
         "apiVersion": "projectcalico.org/v3",

@@ -61,11 +61,13 @@ from pycalico.felix.dataplane import NftError, NftRunner, NftTable
 from pycalico.felix.dataplane.watch import Debouncer
 from pycalico.felix.flowviews import FlowViews
 from pycalico.felix.kernelwatch import KernelWatch
+from pycalico.felix.qosloop import QosLoop, system_tc
 from pycalico.felix.routeloop import RouteDriver, RouteLoop, make_route_drivers
 from pycalico.felix.rules import TABLE, RuleRenderer
 from pycalico.felix.rules.guard import guard_table
 from pycalico.model.felixconfig import resolve
 from pycalico.system.clock import Clock, RealClock
+from pycalico.system.tc import TrafficControl
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,8 @@ class Felix(KernelWatch):
     ``route_refresh_interval`` overrides ``routeRefreshInterval`` (seconds). ``hub``: a
     :class:`~pycalico.datastore.hub.SyncerHub` to subscribe to instead of an own syncer.
     ``clock``: the time seam of the owner loop (default :class:`RealClock`).
+    ``tc``: the traffic-control seam for pod bandwidth QoS (:mod:`pycalico.felix.qosloop`);
+    ``system_routes=True`` uses the system's when none is given.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class Felix(KernelWatch):
         clock: Clock | None = None,
         guard: bool = True,
         watch: bool = True,
+        tc: TrafficControl | None = None,
     ) -> None:
         self.node_name = node_name
         self.clock: Clock = clock if clock is not None else RealClock()
@@ -167,6 +172,8 @@ class Felix(KernelWatch):
             if drivers
             else None
         )
+        tc = tc if tc is not None or not system_routes else system_tc()
+        self.qos = QosLoop(tc, clock=self.clock) if tc is not None else None
         self._callbacks = QueueCallbacks()
         self._wake = self._callbacks.queue
         self._syncer: Any
@@ -282,6 +289,8 @@ class Felix(KernelWatch):
             out[f"table_{fam}"] = vars(t.stats).copy()
         if self.routes is not None:
             out["routes"] = self.routes.stats()
+        if self.qos is not None:
+            out["qos"] = self.qos.stats()
         out["watchers"] = {
             w.name: {"alive": w.alive(), "events": w.events, "starts": w.starts}
             for w in self.watchers
@@ -330,6 +339,7 @@ class Felix(KernelWatch):
                 self.error = e
                 if self.routes is not None:
                     self.routes.request_full()
+            self._step_qos()
             self._check_in_sync()
             with self._lock:
                 self.counters["iterations"] += 1
@@ -346,6 +356,8 @@ class Felix(KernelWatch):
             deadlines.append(self._retry_at)
         if self.routes is not None and self._graph_in_sync:
             deadlines.append(self.routes.deadline())
+        if self.qos is not None and (qos_due := self.qos.deadline()) is not None:
+            deadlines.append(qos_due)
         if (watch_due := self._debounce.deadline()) is not None:
             deadlines.append(watch_due)
         if not deadlines:
@@ -396,6 +408,8 @@ class Felix(KernelWatch):
         policy_msgs = [m for m in msgs if not isinstance(m, RoutesUpdate | RouteSettingsUpdate)]
         if any(isinstance(m, InSync) for m in msgs):
             self._graph_in_sync = True
+        if self.qos is not None:
+            self.qos.on_messages(policy_msgs)
         if route_msgs and self.routes is not None:
             self.routes.on_messages(route_msgs)
         if policy_msgs:
@@ -413,6 +427,17 @@ class Felix(KernelWatch):
         if self.routes is None or not self._graph_in_sync:
             return
         self.routes.step(self._feed_facts)
+
+    def _step_qos(self) -> None:
+        """Program pod bandwidth QoS; a failure is retried by the QoS loop, never fatal."""
+        if self.qos is None:
+            return
+        try:
+            self.qos.step()
+        except Exception as e:
+            log.exception("felix %s: error applying QoS", self.node_name)
+            self.error = e
+            self.qos.request_full()
 
     def _check_in_sync(self) -> None:
         if self._in_sync.is_set() or not self._nft_in_sync.is_set():

@@ -163,15 +163,43 @@ def pod() -> None:
 @click.option("--labels", default="", help="k=v,k2=v2")
 @click.option("--serviceaccount", default="", help="Service account name.")
 @click.option("--ports", default="80/TCP,80/UDP,81/TCP,81/UDP", show_default=True)
+@click.option(
+    "--annotation",
+    "annotations",
+    multiple=True,
+    metavar="K=V",
+    help="A pod annotation (repeatable), e.g. qos.projectcalico.org/ingressBandwidth=10M.",
+)
 @name_option
 @errors_to_exit
-def pod_add(node: str, key: str, labels: str, serviceaccount: str, ports: str, name: str) -> None:
+def pod_add(
+    node: str,
+    key: str,
+    labels: str,
+    serviceaccount: str,
+    ports: str,
+    annotations: tuple[str, ...],
+    name: str,
+) -> None:
     """Create pod NS/NAME on NODE and start its servers on PORTS."""
     state = load(name)
     label_map = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
     port_list = [p.strip().upper() for p in ports.split(",") if p.strip()]
-    p = pods.add_pod(state, node, key, label_map, serviceaccount, port_list)
+    notes = {k: v for k, v in pods.parse_annotations(annotations).items() if v is not None}
+    p = pods.add_pod(state, node, key, label_map, serviceaccount, port_list, notes)
     say(f"pod {p.key} on {node}: {', '.join(p.ips)}")
+
+
+@pod.command("annotate")
+@click.argument("key", metavar="NS/NAME")
+@click.argument("annotations", nargs=-1, required=True, metavar="K=V|K-...")
+@name_option
+@errors_to_exit
+def pod_annotate(key: str, annotations: tuple[str, ...], name: str) -> None:
+    """Set (K=V) or remove (K-) annotations of pod NS/NAME, live: its WorkloadEndpoint's
+    qosControls follow its qos.projectcalico.org/* annotations."""
+    notes = pods.annotate_pod(load(name), key, pods.parse_annotations(annotations))
+    say(f"pod {key}: " + (", ".join(f"{k}={v}" for k, v in sorted(notes.items())) or "-"))
 
 
 @pod.command("del")

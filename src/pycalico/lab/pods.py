@@ -46,7 +46,9 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def netconf(state: LabState, node: str, labels: dict[str, str]) -> dict[str, Any]:
+def netconf(
+    state: LabState, node: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": NETWORK_NAME,
@@ -61,8 +63,12 @@ def netconf(state: LabState, node: str, labels: dict[str, str]) -> dict[str, Any
         conf.update(datastore_type="etcdv3", etcd_endpoints=state.etcd_url)
     else:
         conf.update(datastore_type="sqlite", datastore_path=state.db_path)
-    if labels:
-        conf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
+    cni: dict[str, Any] = {}
+    for what, pairs in (("labels", labels), ("annotations", annotations or {})):
+        if pairs:
+            cni[what] = [{"key": k, "value": v} for k, v in pairs.items()]
+    if cni:
+        conf["args"] = {"cni": cni}
     return conf
 
 
@@ -86,7 +92,7 @@ def _cni(state: LabState, pod: PodState, command: str, labels: dict[str, str]) -
     node = state.node(pod.node)
     p = run(
         in_ns(node.netns, [_bin("calico")]),
-        input=json.dumps(netconf(state, pod.node, labels)),
+        input=json.dumps(netconf(state, pod.node, labels, pod.annotations)),
         env=env,
         timeout=60,
         check=False,
@@ -147,10 +153,53 @@ def _record_named_ports(state: LabState, pod: PodState) -> None:
     if not ports:
         return
     with enter_netns(state.datastore_netns):
-        _set_wep_ports(state, pod, ports)
+        _patch_wep(state, pod, lambda spec: spec.__setitem__("ports", ports))
 
 
-def _set_wep_ports(state: LabState, pod: PodState, ports: list[dict[str, Any]]) -> None:
+def parse_annotations(items: tuple[str, ...]) -> dict[str, str | None]:
+    """``k=v`` sets, ``k-`` removes (kubectl annotate's syntax)."""
+    out: dict[str, str | None] = {}
+    for item in items:
+        if "=" in item:
+            k, _, v = item.partition("=")
+            out[k] = v
+        elif item.endswith("-"):
+            out[item[:-1]] = None
+        else:
+            raise LabError(f"annotation {item!r}: expected KEY=VALUE or KEY-")
+    return out
+
+
+def annotate_pod(state: LabState, key: str, changes: dict[str, str | None]) -> dict[str, str]:
+    """Set (value) or remove (None) annotations of pod ``key`` and rewrite its
+    WorkloadEndpoint's ``spec.qosControls`` from them, as Calico's conversion does when a
+    Kubernetes pod's annotations change. A bad QoS annotation raises ModelError (naming it)
+    before anything is written. Returns the pod's new annotations."""
+    from pycalico.model.qos import controls_from_annotations
+
+    pod = state.pod(key)
+    annotations = {k: v for k, v in {**pod.annotations, **changes}.items() if v is not None}
+    qos = controls_from_annotations(annotations)
+
+    def mutate(spec: dict[str, Any]) -> None:
+        if qos:
+            spec["qosControls"] = qos
+        else:
+            spec.pop("qosControls", None)
+
+    with enter_netns(state.datastore_netns):
+        _patch_wep(state, pod, mutate)
+
+    def change(s: LabState) -> None:
+        for p in s.pods:
+            if p.key == key and p.container_id == pod.container_id:
+                p.annotations = annotations
+
+    state.update(change)
+    return annotations
+
+
+def _patch_wep(state: LabState, pod: PodState, mutate: Callable[[dict[str, Any]], None]) -> None:
     from pycalico.config import load_config
     from pycalico.datastore import Conflict, open_datastore
 
@@ -160,7 +209,7 @@ def _set_wep_ports(state: LabState, pod: PodState, ports: list[dict[str, Any]]) 
         for _ in range(10):
             for wep in weps:
                 if wep.get("spec", {}).get("containerID") == pod.container_id:
-                    wep["spec"]["ports"] = ports
+                    mutate(wep["spec"])
                     try:
                         ds.update(wep)
                         return
@@ -209,6 +258,7 @@ def add_pod(
     labels: dict[str, str],
     service_account: str,
     ports: list[str],
+    annotations: dict[str, str] | None = None,
 ) -> PodState:
     """Add pod ``key`` on ``node``. The pod is recorded (busy) under the lab lock before
     anything is created, so parallel adds of the same key, ``pod del`` and ``down`` see it;
@@ -227,6 +277,7 @@ def add_pod(
         ports=ports,
         labels=labels,
         service_account=service_account,
+        annotations=dict(annotations or {}),
         busy=os.getpid(),
     )
     state.update(_claim_new(pod))
@@ -328,7 +379,7 @@ def _teardown(state: LabState, pod: PodState, strict: bool) -> None:
     """CNI DEL (releases the pod's addresses by its handle even without the namespace; its
     failure raises only when ``strict``), then the namespace and its /etc/netns files."""
     try:
-        _cni(state, pod, "DEL", {})
+        _cni(state, pod, "DEL", {})  # annotations are read on ADD only
     except LabError:
         if strict:
             raise

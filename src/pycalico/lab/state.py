@@ -121,6 +121,7 @@ class PodState:
     server_pid: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
     # PID of the calico-lab process adding or deleting this pod (0: settled)
     busy: int = 0
 

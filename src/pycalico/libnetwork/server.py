@@ -3,8 +3,9 @@
 One :class:`PluginServer` per socket (``calico.sock`` for the network driver,
 ``calico-ipam.sock`` for IPAM) in Docker's plugin directory. Each request is served on its own
 thread; a body that is not JSON (or is over 1 MiB, or nested too deeply) gets ``{"Err": ...}``
-(HTTP 200, which is how Docker's remote drivers read driver errors), never a hang. The socket file is created atomically (bound under
-a temporary name, then renamed), so Docker never finds a dead path, and removed on close.
+(HTTP 200, which is how Docker's remote drivers read driver errors), never a hang. The socket
+file is created atomically (bound under a temporary name, then renamed), so Docker never finds
+a dead path, and removed on close.
 """
 
 from __future__ import annotations

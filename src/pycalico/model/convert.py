@@ -45,6 +45,7 @@ from typing import Any
 from pycalico.model.cnp import CNP_API, CNP_KIND, CNP_POLICY_KIND, cnp_to_v3_spec
 from pycalico.model.k8s import k8s_to_v3_spec
 from pycalico.model.k8s import quote_literal as _q
+from pycalico.model.qos import controls_from_spec
 from pycalico.model.types import (
     EMPTY_MATCH,
     K8S_POLICY_PREFIX,
@@ -460,6 +461,7 @@ def convert_wep(
         workload=str(spec.get("workload") or spec.get("pod") or ""),
         namespace=ns,
         pod=str(spec.get("pod") or ""),
+        qos=controls_from_spec(spec.get("qosControls")),
     )
 
 

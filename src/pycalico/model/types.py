@@ -16,9 +16,9 @@ Invariants:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network
-from typing import Literal
+from typing import Any, Literal
 
 from pycalico.errors import CalicoError
 
@@ -287,6 +287,32 @@ class NamedPort:
 
 
 @dataclass(frozen=True)
+class QoSControls:
+    """One endpoint's QoS controls (``spec.qosControls``) with Calico's defaults applied;
+    0 = not set. Parsed and validated by :mod:`pycalico.model.qos`."""
+
+    ingressBandwidth: int = 0
+    ingressBurst: int = 0
+    ingressPeakrate: int = 0
+    ingressMinburst: int = 0
+    egressBandwidth: int = 0
+    egressBurst: int = 0
+    egressPeakrate: int = 0
+    egressMinburst: int = 0
+    ingressPacketRate: int = 0
+    ingressPacketBurst: int = 0
+    egressPacketRate: int = 0
+    egressPacketBurst: int = 0
+    ingressMaxConnections: int = 0
+    egressMaxConnections: int = 0
+    dscp: str = ""
+
+    def to_spec(self) -> dict[str, Any]:
+        """The ``spec.qosControls`` dict (zero fields left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """A WorkloadEndpoint or HostEndpoint. ``labels`` are its own labels plus the
     ``projectcalico.org/*`` labels Calico adds; profile labels are applied by the graph."""
@@ -301,6 +327,7 @@ class Endpoint:
     workload: str = ""  # spec.workload, else spec.pod
     namespace: str = ""
     pod: str = ""  # spec.pod: the Kubernetes pod name ("" for non-Kubernetes workloads)
+    qos: QoSControls | None = None  # spec.qosControls (workloads only)
 
     @property
     def is_host(self) -> bool:

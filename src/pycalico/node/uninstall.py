@@ -11,7 +11,9 @@ agent runs):
   families, in ONE atomic ``nft -f`` transaction;
 - the devices ``vxlan.calico``, ``vxlan-v6.calico`` and ``tunl0`` (their VTEP neighbours,
   FDB entries and routes go with them);
-- the routes of Felix's protocol (80), IPv4 and IPv6.
+- the routes of Felix's protocol (80), IPv4 and IPv6;
+- the pod-bandwidth IFB devices ``bwcali*`` (:mod:`pycalico.felix.dataplane.qos`; the TBF
+  and ingress qdiscs on workload veths go with the veths).
 
 Invariants: idempotent (absent objects are not errors; a second run removes nothing); it
 touches nothing else (other tables, BIRD's routes, workload interfaces - the CNI plugin owns
@@ -25,8 +27,10 @@ import click
 
 from pycalico.felix.calc.routetypes import IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE
 from pycalico.felix.dataplane.natout import TABLE_NAME as NAT_TABLE
+from pycalico.felix.dataplane.qos import IFB_PREFIX
 from pycalico.felix.rules.guard import GUARD_TABLE
 from pycalico.system.process import ProcessRunner, SubprocessRunner
+from pycalico.system.tc import TcError, TcKernel
 
 MAIN_TABLE = "calico"
 TABLES = (MAIN_TABLE, GUARD_TABLE, NAT_TABLE)
@@ -56,6 +60,13 @@ def uninstall(runner: ProcessRunner) -> list[str]:
             # (tunl0 may be the kernel's own ipip fallback device: not ours, not deletable)
             if r.returncode != 0 and "not supported" not in r.stderr:
                 errors.append(f"ip link del {dev}: {r.stderr.strip()}")
+    try:
+        tc = TcKernel(runner)
+        for ifb in tc.list_ifbs():
+            if ifb.startswith(IFB_PREFIX):
+                tc.del_link(ifb)
+    except TcError as e:
+        errors.append(str(e))
     for fam in ("-4", "-6"):
         r = runner.run(["ip", fam, "route", "flush", "proto", ROUTE_PROTO])
         if r.returncode != 0 and "Nothing to flush" not in r.stderr:

@@ -162,6 +162,9 @@ class EndpointUpdate:
     ``tiers`` are normal policies (for host endpoints: neither preDNAT nor doNotTrack);
     host endpoints also get ``forward_tiers`` (applyOnForward), ``pre_dnat_tiers`` and
     ``untracked_tiers``. ``labels`` are the effective labels (own + profile labels).
+    ``endpoint.qos`` is a workload's ``spec.qosControls`` (parsed and defaulted, or None): a
+    change of it alone re-sends the update (the rules renderer programs packet rates and
+    connection limits, the QoS loop bandwidth).
     """
 
     endpoint: Endpoint

@@ -41,7 +41,8 @@ Dispatch chains look the interface up in a verdict map (``iifname vmap @cali-fw-
 unknown ``cali*`` interface fails closed).
 
 Endpoint chain (``cali-tw-``/``cali-fw-``/``cali-th-``/``cali-fh-``), Calico's order:
-conntrack (established/related accept, invalid drop); host endpoints: failsafe jump; clear
+conntrack (established/related accept, invalid drop); workloads with a QoS connection limit:
+``ct count over N reject with tcp reset``; host endpoints: failsafe jump; clear
 accept+pass marks; ``cali-fw-``: drop VXLAN (UDP 4789) and IPIP (proto 4) unless allowed;
 per tier with >= 1 policy in the direction: clear pass, then per policy ``if no pass mark:
 jump cali-pi-/po-<id>`` and ``if accept mark: return``; end of tier (default action Deny):
@@ -148,6 +149,7 @@ def endpoint_chain(
     """The per-endpoint chain for one direction (``ingress`` = policy ingress rules)."""
     host = ep.endpoint.is_host
     bodies = ["ct state established,related accept", "ct state invalid drop"]
+    bodies += max_connections_rules(ep, ingress)
     if host:
         bodies.append(f"jump {N.FAILSAFE_IN if ingress else N.FAILSAFE_OUT}")
     bodies.append(clear_mark(ALL_MARKS))
@@ -160,6 +162,19 @@ def endpoint_chain(
     bodies += _profile_rules(ep.profile_ids, ingress, profile_chain, cfg.flow_logs)
     bodies.append(no_profile_drop(ingress, cfg.flow_logs))
     return make_chain(name, bodies)
+
+
+def max_connections_rules(ep: EndpointUpdate, ingress: bool) -> list[str]:
+    """Calico's QoS connection limit (``qosControls.ingress/egressMaxConnections``): new TCP
+    connections beyond the limit to (ingress) or from (egress) the workload are reset. The
+    rule's own ``ct count`` list counts the live connections that passed it."""
+    qos = ep.endpoint.qos
+    if qos is None or ep.endpoint.is_host:
+        return []
+    limit = qos.ingressMaxConnections if ingress else qos.egressMaxConnections
+    if not limit:
+        return []
+    return [f"meta l4proto tcp ct count over {limit} reject with tcp reset"]
 
 
 def workload_chain_names(iface: str) -> tuple[str, str]:

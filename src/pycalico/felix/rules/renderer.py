@@ -56,6 +56,9 @@ from pycalico.felix.rules.hostendpoints import (
 from pycalico.felix.rules.model import FAMILIES, Chain, Family, NftSet, TableSpec, make_chain
 from pycalico.felix.rules.nflog import RuleRef, log_statement, prefix_for, rule_action
 from pycalico.felix.rules.policy import RuleLogger, rules_bodies
+from pycalico.felix.rules.qos import FROM_MAP as QOS_FROM_MAP
+from pycalico.felix.rules.qos import TO_MAP as QOS_TO_MAP
+from pycalico.felix.rules.qos import is_qos_chain, packet_rate_objects
 from pycalico.felix.rules.settings import RenderConfig
 from pycalico.model import ItemID, PolicyID
 
@@ -311,8 +314,20 @@ class RuleRenderer:
                 fs.ep_chains[iid] = (to_name, from_name)
             if owners is not None:
                 self._render_maps(fs, *owners)
+        self._render_packet_rates()
         self._dirty_eps.clear()
         self._dirty_maps = False
+
+    def _render_packet_rates(self) -> None:
+        """The QoS packet-rate chains and maps (:mod:`.qos`), replaced as a whole."""
+        chains, sets = packet_rate_objects(self._endpoints.values())
+        for fs in self._fams:
+            for name in [n for n in fs.chains if is_qos_chain(n)]:
+                del fs.chains[name]
+            for name in (QOS_TO_MAP, QOS_FROM_MAP):
+                fs.sets.pop(name, None)
+            fs.chains.update(chains)
+            fs.sets.update(sets)
 
     def _render_maps(
         self, fs: _FamilyState, owners: dict[str, ItemID], wildcard: ItemID | None
