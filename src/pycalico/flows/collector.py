@@ -133,17 +133,30 @@ class FlowCollector:
             log.warning("flow logs: collector restarted; lost before restart: %s", self.lost)
         self._stop.clear()
         cfg = self.settings()
-        if self.api is None:
-            from pycalico.flows.api import FlowAPI
-
-            self.api = FlowAPI(self)
-            if cfg.flow_logs_api_port:
-                try:
-                    self.api.serve(self.api_host, cfg.flow_logs_api_port)
-                except OSError as e:
-                    log.warning("flow logs API on port %s: %s", cfg.flow_logs_api_port, e)
+        if self.api is None and cfg.flow_logs_api_port:
+            self._serve_api(cfg)
         self._thread = threading.Thread(target=self._run, name="flow-collector", daemon=True)
         self._thread.start()
+
+    def _serve_api(self, cfg: FelixConfig) -> None:
+        """The flow API with the credentials of ``cfg`` (pycalico.flows.auth); problems
+        are logged and never open it."""
+        from pycalico.flows.api import FlowAPI
+        from pycalico.flows.auth import bind_host, server_auth
+
+        auth, problems = server_auth(cfg)
+        host, why = bind_host(self.api_host or cfg.flow_logs_api_host, auth.tls is not None)
+        for msg in [*problems, why]:
+            if msg:
+                log.warning("flow logs API: %s", msg)
+        self.api = FlowAPI(self, auth)
+        try:
+            self.api.serve(host, cfg.flow_logs_api_port)
+        except OSError as e:
+            log.warning("flow logs API on %s port %s: %s", host, cfg.flow_logs_api_port, e)
+            return
+        log.info("flow logs API on %s://%s:%s (accepts %s)", self.api.scheme, host,
+                 cfg.flow_logs_api_port, auth.describe())  # fmt: skip
 
     def stop(self) -> None:
         self._stop.set()
