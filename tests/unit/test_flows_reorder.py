@@ -50,3 +50,17 @@ def test_release_is_in_sequence_order_across_the_wrap(
     r.push(0.01, [pkt((base + i) % 2**32) for i in order[split:]])
     out = r.pop_ready(0.07)
     assert [p.seq for p in out] == [(base + i) % 2**32 for i in range(12)]
+
+
+def test_fast_conntrack_tuple_parse_agrees_with_the_generic_one() -> None:
+    from pycalico.system import nfnetlink as nf
+
+    for t in (FiveTuple("10.0.0.1", "10.0.0.2", 6, 40000, 80),
+              FiveTuple("192.0.2.7", "10.9.8.7", 17, 53, 65535),
+              FiveTuple("fd00::1", "fd00::2", 6, 1, 2),
+              FiveTuple("10.0.0.1", "10.0.0.2", 1, 0, 0)):  # fmt: skip
+        msg = nf._NFGEN.pack(2, 0, 0) + nf._tuple_attr(t)
+        assert nf.ConntrackEvents._event(nf._CT_DELETE, msg).tuple == t
+        fast = nf._fast_tuple(msg)
+        assert fast == (t if t.proto in (6, 17) and ":" not in t.src else None)
+    assert nf._fast_tuple(b"\0" * 20) is None

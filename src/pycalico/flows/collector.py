@@ -320,7 +320,7 @@ class FlowCollector:
                 self._feed(agg, now, self._reorder.push(time.monotonic(), pkts))
             self._feed(agg, now, self._reorder.pop_ready(time.monotonic()))
             for _ in range(_MAX_BATCH if ct in ready else 0):
-                evs = ct.read(0)
+                evs = ct.read(0, keep=agg.conns.__contains__)  # only tracked connections
                 if evs is None:
                     break
                 for ev in evs:

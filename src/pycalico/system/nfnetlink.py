@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import errno
 import heapq
-import ipaddress
 import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -401,11 +400,31 @@ def _tcp_state(data: bytes) -> int:
     return -1
 
 
+# The common layout of an IPv4 TCP/UDP original tuple (first attribute of a ctnetlink
+# message): nest, IP nest (src, dst), proto nest (num, sport, dport); see _fast_tuple.
+_V4_ORIG = struct.Struct("=HHHHHH4sHH4sHHHHB3xHHH2xHHH2x")
+_V4_ORIG_SHAPE = (20, 1, 8, 1, 8, 2, 28, 2, 5, 1, 6, 2, 6, 3)
+
+
+def _fast_tuple(data: bytes) -> FiveTuple | None:
+    """The original tuple of an IPv4 TCP/UDP conntrack message by fixed offsets (one
+    unpack); None when the message has another shape (the generic parser reads it)."""
+    if len(data) < _NFGEN.size + _V4_ORIG.size:
+        return None
+    (_lo, to, li, ti, ls, ts, src, ld, td, dst, lp, tp, ln, tn, num, lsp, tsp, sport, ldp, tdp,
+     dport) = _V4_ORIG.unpack_from(data, _NFGEN.size)  # fmt: skip
+    shape = (li, ti & 0x3FFF, ls, ts, ld, td, lp, tp & 0x3FFF, ln, tn, lsp, tsp, ldp, tdp)
+    if to & 0x3FFF != _CTA_TUPLE_ORIG or shape != _V4_ORIG_SHAPE or num not in (6, 17):
+        return None
+    return FiveTuple(socket.inet_ntop(socket.AF_INET, src), socket.inet_ntop(socket.AF_INET, dst),
+                     num, socket.ntohs(sport), socket.ntohs(dport))  # fmt: skip
+
+
 def _tuple_attr(t: FiveTuple) -> bytes:
-    addr = ipaddress.ip_address(t.src)
-    v4 = addr.version == 4
-    ip = _nla(1 if v4 else 3, addr.packed) + _nla(
-        2 if v4 else 4, ipaddress.ip_address(t.dst).packed
+    v4 = ":" not in t.src
+    fam = socket.AF_INET if v4 else socket.AF_INET6
+    ip = _nla(1 if v4 else 3, socket.inet_pton(fam, t.src)) + _nla(
+        2 if v4 else 4, socket.inet_pton(fam, t.dst)
     )
     proto = _nla(_CTA_PROTO_NUM, bytes([t.proto]))
     if t.proto in (6, 17, 132, 136):
@@ -443,7 +462,7 @@ class ConntrackEvents(_NetfilterSocket):
             self._query = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self._query.settimeout(1.0)
         self._seq += 1
-        fam = socket.AF_INET if ipaddress.ip_address(t.src).version == 4 else socket.AF_INET6
+        fam = socket.AF_INET6 if ":" in t.src else socket.AF_INET
         body = _NFGEN.pack(fam, 0, 0) + _tuple_attr(t)
         msg_type = (_SUBSYS_CT << 8) | _CT_GET
         hdr = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, NLM_F_REQUEST, self._seq, 0)
@@ -462,8 +481,12 @@ class ConntrackEvents(_NetfilterSocket):
             self._query.close()
         super().close()
 
-    def read(self, timeout: float | None = 1.0) -> list[CtEvent] | None:
-        """The events of one datagram; None when nothing arrived within ``timeout``."""
+    def read(
+        self, timeout: float | None = 1.0, keep: Callable[[FiveTuple], bool] | None = None
+    ) -> list[CtEvent] | None:
+        """The events of one datagram; None when nothing arrived within ``timeout``.
+        ``keep``: only events of tuples it accepts (the others' counters, state etc. are
+        not parsed: most destroy events are of connections the reader no longer tracks)."""
         buf = self._recv(timeout)
         out: list[CtEvent] = []
         if buf is None:
@@ -480,6 +503,15 @@ class ConntrackEvents(_NetfilterSocket):
                 try:
                     if kind == -1 and self.closing_only and not self._closing(data):
                         continue
+                    if keep is not None:
+                        t = _fast_tuple(data)
+                        if t is None:
+                            ev = self._event(kind, data)
+                            if ev.tuple is not None and keep(ev.tuple):
+                                out.append(ev)
+                            continue
+                        if not keep(t):
+                            continue
                     out.append(self._event(kind, data))
                 except (ValueError, struct.error, IndexError):
                     self.malformed += 1
