@@ -28,6 +28,7 @@ import os
 import secrets
 import ssl
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,17 @@ def ensure_token(path: str) -> str:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
+        for _ in range(20):  # another process may have created it and not written it yet
+            try:
+                return read_token(path)
+            except FlowAuthError:
+                try:
+                    empty = os.path.getsize(path) == 0
+                except OSError:
+                    empty = False
+                if not empty:
+                    raise
+                time.sleep(0.05)
         return read_token(path)
     except OSError as e:
         raise FlowAuthError(f"flow API token file {path}: {e.strerror}") from None
