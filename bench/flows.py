@@ -1,17 +1,21 @@
 """Flow-log benchmark (root; its own network namespaces): what logging costs the data path.
 
 Two real workloads (veth, Calico wiring, one node namespace) and the minimal policy table
-(profile allow), interleaved N times in three modes:
-  off       — the table rendered without flow logs;
+(profile allow), in three modes:
+  off       — the table rendered without flow logs (the collector idles: no NFLOG rules);
   on        — the table with NFLOG attribution and a flow collector listening in the node
               namespace (pycalico.flows: NFLOG + conntrack readers, aggregation, SQLite);
   unheard   — the table with NFLOG attribution and no listener (a dead collector).
-Measures iperf3 TCP throughput (one long connection: established traffic never logs) and
-the new-connection rate (every connection's first packet logs once per direction), the
-collector's RSS after the runs, and what it recorded (connections seen vs made).
+Paired rounds through ``bench/harness.py``: every round runs ``off`` and ``on`` back to back
+(the order alternating, ABBA...), each one iperf3 TCP run (one long connection: established
+traffic never logs) and one new-connection-rate run (every connection's first packet logs
+once per direction); the figures are the per-round ratios (median, IQR, min-max). Then the
+collector is stopped and ``unheard`` is paired with ``off`` the same way. Absolute figures:
+the collector's CPU per new connection (from /proc/<pid>/stat around each run) and its RSS
+after each ``on`` run, with the connection rate it saw (flows/min).
 
-Writes bench/results/flows.json.
-Usage: sudo .venv/bin/python bench/flows.py [--seconds 2] [--repeats 5]
+Writes bench/results/parts/flows.json (``bench/run.py`` merges it).
+Usage: sudo .venv/bin/python bench/flows.py [--seconds 3] [--rounds 11] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from tests.fixtures.netns import NetnsFactory  # noqa: E402
 from tests.netns.test_felix_dataplane import SERVER, Cluster  # noqa: E402
 
+import harness  # noqa: E402
 from policy import _datapath_once, _weps  # noqa: E402
 from pycalico.felix.calc import CalcGraph  # noqa: E402
 from pycalico.felix.dataplane import ReplaceTable, SubprocessNftRunner  # noqa: E402
@@ -42,13 +48,25 @@ from pycalico.felix.rules import RenderConfig, RuleRenderer  # noqa: E402
 
 PY = sys.executable
 COLLECTOR = r"""
-import json, signal, sys, threading, time
+import json, os, signal, sys, threading, time
 from pycalico.flows.collector import FlowCollector
 from pycalico.flows.record import Peer
 from pycalico.model.felixconfig import FelixConfig
 cfg = FelixConfig(flow_logs_file_enabled=True, flow_logs_file_directory=sys.argv[1],
                   flow_logs_api_port=0, flow_logs_flush_interval=5.0)
 c = FlowCollector("bench", lambda: cfg, lambda: {}, lambda ip: Peer("net", ip))
+prof = None
+if os.environ.get("FLOWS_PROFILE"):
+    import cProfile
+    prof = cProfile.Profile()
+    run = c._run
+    def profiled():
+        prof.enable()
+        try:
+            run()
+        finally:
+            prof.disable()
+    c._run = profiled
 c.start()
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: done.set())
@@ -66,6 +84,8 @@ print(json.dumps({"rss_kb": rss, "stats": stats, "open_bucket_connections": conn
                   "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
                   "error": c.error}), flush=True)
 c.stop()
+if prof is not None:
+    prof.dump_stats(os.environ["FLOWS_PROFILE"])
 """
 
 
@@ -80,12 +100,26 @@ def tables(c: Cluster) -> dict[str, Any]:
     return out
 
 
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0 if harness.quick() else 3.0)
+    ap.add_argument("--rounds", type=int, default=harness.MIN_ROUNDS if harness.quick() else 11)
+    ap.add_argument("--profile", default="", help="cProfile of the collector's reader thread")
     args = ap.parse_args()
-    out: dict[str, Any] = {}
+    secs = args.seconds
+    cmd = f"sudo .venv/bin/python bench/flows.py --seconds {secs:g} --rounds {args.rounds}"
     with NetnsFactory(tag="bfl") as f, tempfile.TemporaryDirectory() as tmp:
         c = Cluster(f, Path(tmp) / "dp.db")
         c.add_pod("client", "100.64.255.1")
@@ -97,50 +131,100 @@ def main() -> None:
         t = tables(c)
         assert "log prefix" in t["on"].text() and "log prefix" not in t["off"].text()
         runner = SubprocessNftRunner(netns=c.node.name)
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), FLOWS_PROFILE=args.profile)
         coll = c.node.popen(PY, "-c", COLLECTOR, tmp, stdout=subprocess.PIPE, env=env)
         assert coll.stdout is not None and coll.stdout.readline().strip() == "ready"
-        runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": [], "unheard": []}
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        rss: list[float] = []
+        rates: list[float] = []
+
+        def run(mode: str) -> tuple[float, float]:
+            runner.transact("ip", "calico", [ReplaceTable(t[mode])])
+            cpu0 = _cpu_s(coll.pid)
+            gbps, rate = _datapath_once(c, secs)
+            cpu[mode].append((_cpu_s(coll.pid) - cpu0) * 1e6 / max(rate * secs, 1.0))
+            if mode == "on":
+                rss.append(_rss_mb(coll.pid))
+                rates.append(rate * 60)
+            return gbps, rate
+
         try:
-            for _ in range(args.repeats):
-                for mode in ("off", "on"):
-                    runner.transact("ip", "calico", [ReplaceTable(t[mode])])
-                    runs[mode].append(_datapath_once(c, args.seconds))
+            on, off = paired(run, "on", "off", args.rounds)
         finally:
             coll.send_signal(signal.SIGTERM)
             report = json.loads(coll.stdout.readlines()[-1])
             coll.wait(10)
         assert report["alive"] and report["stats"].get("nflog_messages"), report
         # No listener at all (the collector is gone): logging rules stay, packets pass.
-        runner.transact("ip", "calico", [ReplaceTable(t["on"])])
-        for _ in range(args.repeats):
-            runs["unheard"].append(_datapath_once(c, args.seconds))
+        unheard, off2 = paired(lambda m: _datapath_once_mode(runner, t, c, secs, m),
+                               "on", "off", harness.MIN_ROUNDS)  # fmt: skip
 
-    def med(key: str, i: int) -> float:
-        return statistics.median(x[i] for x in runs[key])
+    def split(xs: list[tuple[float, float]], i: int) -> list[float]:
+        return [x[i] for x in xs]
 
-    made = sum(x[1] * args.seconds for x in runs["on"])
-    out.update({
-        "throughput_gbps_off": round(med("off", 0), 2),
-        "throughput_gbps_on": round(med("on", 0), 2),
-        "throughput_gbps_unheard": round(med("unheard", 0), 2),
-        "throughput_ratio_on_vs_off": round(med("on", 0) / med("off", 0), 3),
-        "conn_per_s_off": round(med("off", 1)),
-        "conn_per_s_on": round(med("on", 1)),
-        "conn_per_s_unheard": round(med("unheard", 1)),
-        "conn_rate_ratio_on_vs_off": round(med("on", 1) / med("off", 1), 3),
-        "collector": report,
-        "connections_made_while_on_approx": round(made),
-        "collector_cpu_us_per_connection": round(report["cpu_s"] * 1e6 / max(made, 1)),
-        "runs": {k: [[round(a, 2), round(b)] for a, b in v] for k, v in runs.items()},
-    })  # fmt: skip
-    out["targets"] = {
-        "throughput_ratio>=0.98": out["throughput_ratio_on_vs_off"] >= 0.98,
-        "conn_rate_ratio>=0.8": out["conn_rate_ratio_on_vs_off"] >= 0.8,
-    }
-    out["load_average_at_end"] = list(os.getloadavg())
-    (ROOT / "bench" / "results" / "flows.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    figs = [
+        harness.figure("flows.throughput.on_vs_off",
+                       "iperf3 TCP throughput, flow logs on (collector listening) / off",
+                       "Gbit/s", harness.Abab(split(on, 0), split(off, 0)),
+                       system="flow logs on", baseline="flow logs off", command=cmd,
+                       note="one long connection: only its first packet reaches a log rule"),
+        harness.figure("flows.conn_rate.on_vs_off",
+                       "new TCP connections/s, flow logs on (collector listening) / off",
+                       "conn/s", harness.Abab(split(on, 1), split(off, 1)),
+                       system="flow logs on", baseline="flow logs off", command=cmd,
+                       note="every connection logs once per direction and closes (RST)"),
+        harness.figure("flows.throughput.unheard_vs_off",
+                       "iperf3 TCP throughput, log rules without a listener / off",
+                       "Gbit/s", harness.Abab(split(unheard, 0), split(off2, 0)),
+                       system="log rules, no collector", baseline="flow logs off",
+                       command=cmd),
+        harness.figure("flows.conn_rate.unheard_vs_off",
+                       "new TCP connections/s, log rules without a listener / off",
+                       "conn/s", harness.Abab(split(unheard, 1), split(off2, 1)),
+                       system="log rules, no collector", baseline="flow logs off",
+                       command=cmd),
+        harness.value("flows.collector_cpu_us_per_conn",
+                      "collector CPU per new connection (flow logs on)", "us", cpu["on"],
+                      command=cmd, note="user+system time of the collector process during "
+                      "a run / connections made in it"),
+        harness.value("flows.collector_cpu_us_per_conn_off",
+                      "collector CPU per new connection while the rules do not log", "us",
+                      cpu["off"], command=cmd,
+                      note="conntrack events only (the collector stays subscribed)"),
+        harness.value("flows.collector_rss_mb", "collector RSS after each 'on' run", "MB", rss,
+                      command=cmd, note=f"new connections/min during the runs: median "
+                      f"{statistics.median(rates):.0f}; bounded by flowLogsMaxFlows"),
+    ]  # fmt: skip
+    path = harness.write_part("flows", figs, collector=report,
+                              flows_per_min=harness.spread(rates))  # fmt: skip
+    print(json.dumps({f["id"]: f.get("ratio") or f.get("stats") for f in figs}, indent=1))
+    print(f"wrote {path}")
+
+
+def _datapath_once_mode(
+    runner: SubprocessNftRunner, t: dict[str, Any], c: Cluster, secs: float, mode: str
+) -> tuple[float, float]:
+    runner.transact("ip", "calico", [ReplaceTable(t[mode])])
+    return _datapath_once(c, secs)
+
+
+def paired(
+    run: Callable[[str], tuple[float, float]], system: str, baseline: str, rounds: int
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """``rounds`` rounds of (system, baseline) back to back, the order alternating (the
+    harness's ABAB rule): one round = one sample of each side."""
+    a: list[tuple[float, float]] = []
+    b: list[tuple[float, float]] = []
+    for i in range(max(rounds, harness.MIN_ROUNDS)):
+        if i % 2 == 0:
+            a.append(run(system))
+            b.append(run(baseline))
+        else:
+            b.append(run(baseline))
+            a.append(run(system))
+        print(f"round {i + 1}: {system} {a[-1][0]:.2f} Gbit/s {a[-1][1]:.0f}/s, "
+              f"{baseline} {b[-1][0]:.2f} Gbit/s {b[-1][1]:.0f}/s", flush=True)  # fmt: skip
+    return a, b
 
 
 if __name__ == "__main__":

@@ -53,6 +53,12 @@ TARGETS = [
     Target("CNI ADD p50 <= 3x the bridge plugin (fallback, no server)",
            "cni.add.fallback", "<=", 3.0),
     Target("idle calico-node < 60 MB RSS", "footprint.idle_rss", "<", 60.0),
+    Target("flow logs on >= 0.98 of off (iperf3 throughput, same rounds)",
+           "flows.throughput.on_vs_off", ">=", 0.98),
+    Target("flow logs on >= 0.8 of off (new connections/s, same rounds)",
+           "flows.conn_rate.on_vs_off", ">=", 0.8),
+    Target("flow-log collector RSS < 64 MB at >= 10k new flows/min",
+           "flows.collector_rss_mb", "<", 64.0),
 ]  # fmt: skip
 
 

@@ -53,7 +53,7 @@ BENCHES: list[tuple[str, list[str], bool, bool]] = [
     ("block_route", [], False, False),
     ("bgp", [], False, False),
     ("staged_calc", [], False, False),
-    ("flows", [], False, False),
+    ("flows", [], False, True),
     ("docker", [], False, False),
     ("console", [], False, False),
     ("churn", [], False, False),

@@ -199,10 +199,43 @@ def test_matrix_records_agree_with_policy_explain(lab: Lab) -> None:
     assert not mismatches, "\n".join(map(str, mismatches))
 
 
+def _api(lab: Lab) -> Path:
+    return lab.dir / lab.name / "flows-api"  # the lab's CA, certificates and token
+
+
+def _curl(lab: Lab, node: str, url: str, *args: str) -> tuple[int, str]:
+    """(exit code, ``<body>\n<HTTP status>``) of curl from inside ``node``'s namespace."""
+    r = lab.exec(node, "curl", "-s", "-m", "5", "--cacert", str(_api(lab) / "ca.pem"),
+                 "-w", "\n%{http_code}", *args, url, check=False)  # fmt: skip
+    return r.returncode, r.stdout
+
+
 def _health(lab: Lab, node: str) -> dict[str, Any]:
-    out = lab.exec(node, "curl", "-s", "localhost:9098/health").stdout
-    data: dict[str, Any] = json.loads(out)
+    d = _api(lab)
+    _rc, out = _curl(lab, node, "https://127.0.0.1:9098/health",
+                     "--cert", str(d / "client.pem"), "--key", str(d / "client.key"))  # fmt: skip
+    data: dict[str, Any] = json.loads(out.rsplit("\n", 1)[0])
     return data
+
+
+def test_flow_api_answers_only_the_labs_credentials_across_nodes(lab: Lab) -> None:
+    """node2's API seen from node1: HTTPS on the node address; no or wrong credentials get
+    401 (or no TLS session); the lab's client certificate and token work; ``calicoctl flows``
+    on a node finds the token and CA in FelixConfiguration ``default`` by itself."""
+    d = _api(lab)
+    assert (d / "token").stat().st_mode & 0o077 == 0
+    ip2 = next(n["ip"] for n in lab.state()["nodes"] if n["name"] == "node2").split("/")[0]
+    url = f"https://{ip2}:9098/flows?since=0"
+    assert _curl(lab, "node1", url)[1].endswith("\n401")
+    assert _curl(lab, "node1", url, "-H", "Authorization: Bearer nope")[1].endswith("\n401")
+    token = (d / "token").read_text().strip()
+    assert _curl(lab, "node1", url, "-H", f"Authorization: Bearer {token}")[1].endswith("\n200")
+    cert = ("--cert", str(d / "client.pem"), "--key", str(d / "client.key"))
+    assert _curl(lab, "node1", url, *cert)[1].endswith("\n200")
+    assert _curl(lab, "node1", f"http://{ip2}:9098/flows")[1].endswith("\n000")  # no plain HTTP
+    assert probe(lab, "ns1/a", "ns1/b")
+    out = lab.exec("node1", CALICOCTL, "flows", "--since", "10m", "-o", "json").stdout
+    assert {r["node"] for r in json.loads(out)["flows"]} == {"node1", "node2"}
 
 
 def test_collector_never_affects_forwarding(lab: Lab) -> None:

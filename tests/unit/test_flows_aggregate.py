@@ -205,3 +205,31 @@ def test_a_pass_step_waits_for_the_deciding_step_from_the_other_group() -> None:
     a.on_nflog(1501.0, prefix_for(PASS), t2, 60)
     a.tick(1503.5)
     assert a.dropped["incomplete_trace"] == 1 and len(a.snapshot(1503.5)) == 1
+
+
+def test_polled_entries_close_a_connection_without_update_events() -> None:
+    # The collector's mode: no per-state UPDATE events; the entry is read 0.5 s, 2 s, 5 s
+    # after the connection settled; a closing TCP state closes it with its counters.
+    a, c = agg(poll_after=(0.5, 2.0, 5.0))
+    a.on_nflog(1500.1, prefix_for(ALLOW_IN), T, 60)
+    a.tick(1500.2)
+    c.values[T] = CtEvent("destroy", T, 2, 120, 1, 60, tcp_state=3)  # ESTABLISHED
+    a.tick(1500.6)
+    (rec,) = a.snapshot(1500.6)
+    assert rec.packets_in == 0  # not read yet (due 0.5 s after settling at 1500.2)
+    a.tick(1500.75)  # first read: still open, counted so far
+    (rec,) = a.snapshot(1500.75)
+    assert (rec.packets_in, rec.bytes_in, rec.connections_completed) == (2, 120, 0)
+    c.values[T] = CtEvent("destroy", T, 5, 500, 4, 4000, tcp_state=7)  # TIME_WAIT
+    a.tick(1501.0)
+    assert T in a.conns  # the next read is due 2 s after settling
+    a.tick(1502.3)
+    (rec,) = a.snapshot(1502.3)
+    assert (rec.packets_in, rec.bytes_in, rec.bytes_out) == (5, 500, 4000)  # not twice
+    assert rec.connections_completed == 1 and not a.conns
+    # A denied connection is never read.
+    a.on_nflog(1503.0, prefix_for(DENY_IN), FiveTuple("10.0.0.1", "10.0.0.2", 6, 2, 80), 60)
+    a.tick(1503.1)
+    c.values.clear()
+    a.tick(1510.0)
+    assert not a._polls

@@ -1,4 +1,6 @@
-"""The node's flow API (HTTP+JSON on loopback) and its client, over a fake collector."""
+"""The node's flow API (HTTP+JSON on loopback) and its client, over a fake collector:
+filters, authentication (token, TLS client certificates, fail-closed token files, the safe
+bind address) and ``calicoctl flows`` with and without credentials."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from pycalico.felix.rules.nflog import RuleRef
 from pycalico.flows.api import FlowAPI, FlowAPIError, fetch_flows
+from pycalico.flows.auth import ClientCredentials, ServerAuth
 from pycalico.flows.collector import PeerResolver
 from pycalico.flows.record import FlowKey, FlowRecord, Peer
 from pycalico.flows.store import FlowFilter
@@ -44,23 +47,61 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def test_api_serves_filtered_records_and_rejects_bad_filters() -> None:
-    api, port = FlowAPI(FakeCollector()), _port()
+    api, port = FlowAPI(FakeCollector(), ServerAuth(token=TOKEN)), _port()
     api.serve("127.0.0.1", port)
+    creds = ClientCredentials(token=TOKEN)
     try:
         url = f"http://127.0.0.1:{port}"
-        node, recs = fetch_flows(url, FlowFilter(action="deny"))
+        node, recs = fetch_flows(url, FlowFilter(action="deny"), creds=creds)
         assert node == "node1" and [r.key.src.name for r in recs] == ["a"]
-        assert len(fetch_flows(url, FlowFilter())[1]) == 2
+        assert len(fetch_flows(url, FlowFilter(), creds=creds)[1]) == 2
+        bad = urllib.request.Request(url + "/flows?action=drop", headers=AUTH)
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(url + "/flows?action=drop", timeout=5)
+            urllib.request.urlopen(bad, timeout=5)
         assert e.value.code == 400 and "action" in json.load(e.value)["error"]
-        with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+        health = urllib.request.Request(url + "/health", headers=AUTH)
+        with urllib.request.urlopen(health, timeout=5) as resp:
             assert json.load(resp) == {"node": "node1", "alive": True}
     finally:
         api.stop()
     with pytest.raises(FlowAPIError, match=r"127\.0\.0\.1"):
-        fetch_flows(f"http://127.0.0.1:{port}", FlowFilter(), timeout=1)
+        fetch_flows(f"http://127.0.0.1:{port}", FlowFilter(), timeout=1, creds=creds)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+     {"Authorization": f"Bearer {TOKEN}x"}],
+)  # fmt: skip
+def test_api_refuses_requests_without_the_token(headers: dict[str, str]) -> None:
+    api, port = FlowAPI(FakeCollector(), ServerAuth(token=TOKEN)), _port()
+    api.serve("127.0.0.1", port)
+    try:
+        for path in ("/flows", "/health", "/nope"):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            assert e.value.code == 401 and e.value.headers["WWW-Authenticate"].startswith("Bearer")
+            assert json.load(e.value) == {"error": "authentication required (accepted: token)"}
+        with pytest.raises(FlowAPIError, match="401 authentication required"):
+            fetch_flows(f"http://127.0.0.1:{port}", FlowFilter())
+    finally:
+        api.stop()
+
+
+def test_api_without_usable_credentials_refuses_everyone() -> None:
+    api, port = FlowAPI(FakeCollector(), ServerAuth()), _port()
+    api.serve("127.0.0.1", port)
+    try:
+        with pytest.raises(FlowAPIError, match="401"):
+            fetch_flows(f"http://127.0.0.1:{port}", FlowFilter(), creds=ClientCredentials("x"))
+    finally:
+        api.stop()
 
 
 class FakeDatastore:

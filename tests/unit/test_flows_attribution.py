@@ -104,3 +104,53 @@ def test_untracked_and_pre_dnat_policies_do_not_log() -> None:
     text = r.tables()["ip"].text()
     assert "API0|gnp/untracked" not in text and not any("untracked" in p for p in r.attribution)
     assert 'log prefix "API0|np/ns1/b-in"' in text
+
+
+def test_host_endpoint_forward_chains_log_end_of_tier_pre_dnat_and_untracked_do_not() -> None:
+    from tests.kit import host_endpoint
+
+    def gnp(name: str, **spec: object) -> dict[str, object]:
+        return {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                "metadata": {"name": name},
+                "spec": {"tier": "hosts", "selector": "role == 'gw'", **spec}}  # fmt: skip
+
+    hosts = {"apiVersion": "projectcalico.org/v3", "kind": "Tier", "metadata": {"name": "hosts"},
+             "spec": {"order": 50}}  # fmt: skip
+    fwd = gnp(
+        "hosts.fwd",
+        applyOnForward=True,
+        types=["Ingress", "Egress"],
+        ingress=[{"action": "Allow", "protocol": "TCP", "destination": {"ports": [22]}}],
+        egress=[{"action": "Allow", "protocol": "TCP", "destination": {"ports": [443]}}],
+    )
+    pre = gnp(
+        "hosts.pre",
+        preDNAT=True,
+        applyOnForward=True,
+        types=["Ingress"],
+        ingress=[{"action": "Deny", "source": {"nets": ["192.0.2.0/24"]}}],
+    )
+    raw = gnp(
+        "hosts.raw",
+        doNotTrack=True,
+        applyOnForward=True,
+        types=["Ingress"],
+        ingress=[{"action": "Deny", "source": {"nets": ["198.51.100.0/24"]}}],
+    )
+    hep = host_endpoint("gw-eth1", interface_name="eth1", labels={"role": "gw"})
+    r = render([*state(), hosts, fwd, pre, raw, hep], flow_logs=True)
+    chains = r.tables()["ip"].chains
+    fh_fw, th_fw = chains["cali-fhfw-eth1"].block(), chains["cali-thfw-eth1"].block()
+    assert re.search(r'log prefix "DPI\|hosts" group 2 drop', fh_fw), fh_fw
+    assert re.search(r'log prefix "DPE\|hosts" group 2 drop', th_fw), th_fw
+    assert r.attribution["DPI|hosts"] == RuleRef("deny", "ingress", "policy", tier="hosts")
+    assert r.attribution["DPE|hosts"] == RuleRef("deny", "egress", "policy", tier="hosts")
+    # the forward policies' own rules log (first packets only: conntrack comes first)
+    assert r.attribution["API0|gnp/hosts.fwd"].tier == "hosts"
+    # pre-DNAT and untracked chains: no end-of-tier verdict, nothing logs
+    for name in ("mangle-cali-fh-eth1", "raw-cali-fh-eth1", "raw-cali-th-eth1"):
+        assert name in chains and "log prefix" not in chains[name].block(), name
+    assert not any("hosts.pre" in p or "hosts.raw" in p for p in r.attribution)
+    # with flow logs off the forward chains keep their plain end-of-tier drop
+    off = render([*state(), hosts, fwd, hep]).tables()["ip"].chains["cali-fhfw-eth1"].block()
+    assert "log prefix" not in off and "drop" in off

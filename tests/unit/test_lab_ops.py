@@ -51,14 +51,22 @@ def test_seed_adds_the_tor_peer_only_with_tor(state: LabState) -> None:
 
 
 def test_route_refresh_from_env_is_seeded_as_felix_configuration(state: LabState) -> None:
-    # Flow logs are on in the lab: FelixConfiguration default always carries the switch.
+    # Flow logs are on in the lab: FelixConfiguration default always carries the switch and
+    # the flow API's credentials (HTTPS on every address, the lab's CA, token in the lab dir).
+    api = {
+        "flowLogsAPIHost": "0.0.0.0",
+        "flowLogsAPITokenFile": str(state.path / "flows-api" / "token"),
+        "flowLogsAPICertFile": str(state.path / "flows-api" / "server.pem"),
+        "flowLogsAPIKeyFile": str(state.path / "flows-api" / "server.key"),
+        "flowLogsAPICAFile": str(state.path / "flows-api" / "ca.pem"),
+    }
     (fc,) = [d for d in nodes.seed_resources(state, 0) if d["kind"] == "FelixConfiguration"]
-    assert fc["spec"] == {"flowLogsFileEnabled": True}
+    assert fc["spec"] == {"flowLogsFileEnabled": True, **api}
     for given, want in (("2", "2s"), ("1500ms", "1500ms")):
         state.node_env = {"FELIX_ROUTEREFRESHINTERVAL": given}
         (fc,) = [d for d in nodes.seed_resources(state, 0) if d["kind"] == "FelixConfiguration"]
         assert fc["metadata"] == {"name": "default"}
-        assert fc["spec"] == {"flowLogsFileEnabled": True, "routeRefreshInterval": want}
+        assert fc["spec"] == {"flowLogsFileEnabled": True, **api, "routeRefreshInterval": want}
 
 
 def test_recorded_env_keeps_felix_settings_only() -> None:

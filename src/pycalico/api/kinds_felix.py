@@ -411,6 +411,11 @@ class FelixConfigurationSpec(Model):
     flowLogsRetention: Dur = None
     flowLogsAPIPort: Annotated[StrictInt, Field(ge=0, le=65535)] | None = None
     flowLogsMaxFlows: Annotated[StrictInt, Field(ge=1)] | None = None
+    flowLogsAPIHost: Annotated[StrictStr, _regex(r"^[a-zA-Z0-9:._-]{1,253}$", "host")] | None = None
+    flowLogsAPITokenFile: Str = None
+    flowLogsAPICertFile: Str = None
+    flowLogsAPIKeyFile: Str = None
+    flowLogsAPICAFile: Str = None
     # --- WireGuard ---
     wireguardEnabled: Bool = None
     wireguardEnabledV6: Bool = None

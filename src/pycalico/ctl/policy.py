@@ -20,6 +20,7 @@ import click
 
 from pycalico.client import policy_resources
 from pycalico.ctl.common import config_option, run_reporting_errors
+from pycalico.ctl.flows import credential_options
 from pycalico.datastore.base import Datastore
 from pycalico.felix.calc.insight import (
     InsightError,
@@ -142,19 +143,24 @@ def matrix(ports: str | None, pending: bool, output: str, config_file: str | Non
     multiple=True,
     help="A node's flow API URL (default: every Node's address).",
 )
+@credential_options
 @_output_option
 @config_option
 def diff(
     filename: str,
     since: str,
     endpoints: tuple[str, ...],
+    token_file: str,
+    ca_file: str,
+    cert_file: str,
+    key_file: str,
     output: str,
     config_file: str | None,
 ) -> None:
     """What-if: recorded flows whose verdict the proposed resources would change, and the
     reachability-matrix delta (nothing is written)."""
     from pycalico.api.codec import encode
-    from pycalico.ctl.flows import collect, node_endpoints
+    from pycalico.ctl.flows import collect, credentials, endpoints_and_defaults
     from pycalico.ctl.resources import read_manifests
     from pycalico.flows.cli import make_filter
     from pycalico.flows.whatif import format_whatif, policy_diff
@@ -166,8 +172,9 @@ def diff(
         from pycalico.datastore import open_datastore
 
         flt = make_filter("", "", None, "", since)
-        urls = list(endpoints) or node_endpoints(config_file)
-        records = collect(urls, flt) if urls else []
+        urls, defaults = endpoints_and_defaults(endpoints, config_file)
+        creds = credentials(token_file, ca_file, cert_file, key_file, defaults)
+        records = collect(urls, flt, creds) if urls else []
         ds = open_datastore(load_config(config_file), create=False)
         try:
             current = load_resources(ds)

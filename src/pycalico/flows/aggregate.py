@@ -16,7 +16,11 @@ Owns :class:`Aggregator`. Inputs (the collector feeds them; tests feed them dire
 - :meth:`Aggregator.tick` — settles every direction whose trace ended (allow/deny; a
   trace so far ending in a Pass waits up to 2 s for its deciding step) into the current
   bucket, rolls the bucket every ``interval`` seconds (returning the finished records)
-  and polls counters of long-lived connections once per bucket.
+  and polls counters of long-lived connections once per bucket. With ``poll_after`` (the
+  collector's mode: it does not subscribe to conntrack's per-state UPDATE events, several
+  per TCP connection) an allowed connection's entry is read that many seconds after it
+  settled (e.g. 0.5, 2, 5): a TCP connection found closing is closed with its counters
+  there; the DESTROY event (which carries the counters) closes everything else.
 
 Bounded memory: at most ``max_conns`` tracked connections and ``max_flows`` records per
 bucket; what does not fit is counted in :attr:`Aggregator.dropped` (``conns``, ``flows``),
@@ -28,6 +32,7 @@ each new record's ``pending``; without one it stays None (nothing is guessed).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -83,6 +88,7 @@ class Aggregator:
         counters: Callable[[FiveTuple], CtEvent | None] | None = None,
         pending: PendingEvaluator | None = None,
         now: float = 0.0,
+        poll_after: tuple[float, ...] = (),
     ) -> None:
         self.node = node
         self.resolve_ref = resolve_ref
@@ -102,6 +108,10 @@ class Aggregator:
         self._unsettled: set[FiveTuple] = set()
         # Conntrack close/destroy events that arrived before their connection's NFLOG.
         self._early: dict[FiveTuple, tuple[float, CtEvent]] = {}
+        # Reads of allowed connections' entries: (due, n, tuple, settled at, index).
+        self.poll_after = poll_after
+        self._polls: list[tuple[float, int, FiveTuple, float, int]] = []
+        self._npolls = 0
 
     # --- inputs -------------------------------------------------------------------------
     def on_nflog(self, now: float, prefix: str, t: FiveTuple | None, ip_len: int = 0) -> None:
@@ -168,6 +178,7 @@ class Aggregator:
             early = self._early.pop(t, None)
             if early is not None:
                 self._apply_ct(conn, now, early[1])
+        self._due_polls(now)
         while self._early:
             t0, (at, _ev) = next(iter(self._early.items()))
             if now - at <= _EARLY_TTL:
@@ -201,6 +212,28 @@ class Aggregator:
         return out
 
     # --- internals ------------------------------------------------------------------------
+    def _schedule(self, t: FiveTuple, since: float, i: int) -> None:
+        if i < len(self.poll_after):
+            self._npolls += 1
+            due = since + self.poll_after[i]
+            heapq.heappush(self._polls, (due, self._npolls, t, since, i))
+
+    def _due_polls(self, now: float) -> None:
+        while self._polls and self._polls[0][0] <= now:
+            _due, _n, t, since, i = heapq.heappop(self._polls)
+            conn = self.conns.get(t)
+            if conn is None or not conn.allowed:
+                continue  # closed meanwhile (destroy event) or never allowed
+            ev = self._read(conn)
+            if ev is None:  # gone: its destroy event closes it (or it already did)
+                continue
+            if ev.tcp_state in TCP_CLOSING:
+                self._settle(conn, now, force=True)
+                self._close(conn, ev)
+            else:
+                self._count(conn, ev)
+                self._schedule(t, since, i + 1)
+
     def _read(self, conn: _Conn) -> CtEvent | None:
         return self.counters(conn.ftuple) if self.counters is not None else None
 
@@ -259,8 +292,9 @@ class Aggregator:
                 else:
                     rec.packets_in += n
                     rec.bytes_in += nbytes
-            else:
+            elif not conn.allowed:
                 conn.allowed = True
+                self._schedule(t, now, 0)
         if waiting:
             self._unsettled.add(t)
         else:

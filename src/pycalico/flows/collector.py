@@ -37,12 +37,27 @@ from pycalico.flows.aggregate import Aggregator, PendingEvaluator
 from pycalico.flows.record import FlowRecord, Peer
 from pycalico.flows.store import FlowFilter, FlowStore
 from pycalico.model.felixconfig import FelixConfig
-from pycalico.system.nfnetlink import ConntrackEvents, NflogSocket, parse_l3l4
+from pycalico.system.nfnetlink import (
+    ConntrackEvents,
+    NflogPacket,
+    NflogReorder,
+    NflogSocket,
+    parse_l3l4,
+)
 
 log = logging.getLogger(__name__)
 
 _ACCT = "/proc/sys/net/netfilter/nf_conntrack_acct"
 _MAX_BATCH = 512
+# NFLOG batching: the kernel sends a group's queue at 64 messages or 20 ms after the first;
+# the reader restores the logging order across groups (NflogReorder) before the aggregator
+# joins a packet's messages (a Pass in group 1 with its deciding Deny in group 2).
+_NFLOG_QTHRESH = 64
+_NFLOG_FLUSH_CS = 2
+_REORDER_MARGIN = 0.03
+# Conntrack: DESTROY events only (UPDATE fires at every TCP state change); an allowed
+# connection's entry is read this long after it settled (a closing one is closed there).
+_POLL_AFTER = (0.5, 2.0, 5.0)
 
 
 def _ip_len(payload: bytes) -> int:
@@ -125,6 +140,7 @@ class FlowCollector:
         self.metrics: Any = None  # pycalico.flows.metrics.FlowMetrics, bound by the node
         self._metrics_at = 0.0
         self._marker = ""
+        self._reorder = NflogReorder(0.0)
 
     # --- component --------------------------------------------------------------------
     def start(self) -> None:
@@ -133,17 +149,30 @@ class FlowCollector:
             log.warning("flow logs: collector restarted; lost before restart: %s", self.lost)
         self._stop.clear()
         cfg = self.settings()
-        if self.api is None:
-            from pycalico.flows.api import FlowAPI
-
-            self.api = FlowAPI(self)
-            if cfg.flow_logs_api_port:
-                try:
-                    self.api.serve(self.api_host, cfg.flow_logs_api_port)
-                except OSError as e:
-                    log.warning("flow logs API on port %s: %s", cfg.flow_logs_api_port, e)
+        if self.api is None and cfg.flow_logs_api_port:
+            self._serve_api(cfg)
         self._thread = threading.Thread(target=self._run, name="flow-collector", daemon=True)
         self._thread.start()
+
+    def _serve_api(self, cfg: FelixConfig) -> None:
+        """The flow API with the credentials of ``cfg`` (pycalico.flows.auth); problems
+        are logged and never open it."""
+        from pycalico.flows.api import FlowAPI
+        from pycalico.flows.auth import bind_host, server_auth
+
+        auth, problems = server_auth(cfg)
+        host, why = bind_host(self.api_host or cfg.flow_logs_api_host, auth.tls is not None)
+        for msg in [*problems, why]:
+            if msg:
+                log.warning("flow logs API: %s", msg)
+        self.api = FlowAPI(self, auth)
+        try:
+            self.api.serve(host, cfg.flow_logs_api_port)
+        except OSError as e:
+            log.warning("flow logs API on %s port %s: %s", host, cfg.flow_logs_api_port, e)
+            return
+        log.info("flow logs API on %s://%s:%s (accepts %s)", self.api.scheme, host,
+                 cfg.flow_logs_api_port, auth.describe())  # fmt: skip
 
     def stop(self) -> None:
         self._stop.set()
@@ -195,8 +224,11 @@ class FlowCollector:
                 f.write("1")
         except OSError as e:
             log.warning("flow logs: cannot enable conntrack accounting: %s", e)
-        nfl = NflogSocket((GROUP_ALLOWED, GROUP_DENIED))
-        ct = ConntrackEvents(closing_only=True)
+        nfl = NflogSocket(
+            (GROUP_ALLOWED, GROUP_DENIED), qthresh=_NFLOG_QTHRESH, flush_cs=_NFLOG_FLUSH_CS
+        )
+        self._reorder = NflogReorder(nfl.flush_s + _REORDER_MARGIN)
+        ct = ConntrackEvents(updates=False)  # entries are read after they settle instead
         if self.store is None:
             path = os.path.join(cfg.flow_logs_file_directory, "flows.db")
             self.store = FlowStore(
@@ -215,6 +247,7 @@ class FlowCollector:
                 counters=ct.get,
                 pending=self.pending,
                 now=self.clock(),
+                poll_after=_POLL_AFTER,
             )
         return nfl, ct
 
@@ -273,7 +306,9 @@ class FlowCollector:
                 self._finish(socks)
 
     def _poll(self, nfl: NflogSocket, ct: ConntrackEvents) -> None:
-        ready, _, _ = select.select([nfl, ct], [], [], 0.1)
+        due = self._reorder.next_due()
+        wait = 0.1 if due is None else min(0.1, max(0.0, due - time.monotonic()))
+        ready, _, _ = select.select([nfl, ct], [], [], wait)
         now = self.clock()
         with self._lock:
             agg = self.agg
@@ -282,10 +317,10 @@ class FlowCollector:
                 pkts = nfl.read(0)
                 if pkts is None:
                     break
-                for p in pkts:
-                    agg.on_nflog(now, p.prefix, parse_l3l4(p.payload), _ip_len(p.payload))
+                self._feed(agg, now, self._reorder.push(time.monotonic(), pkts))
+            self._feed(agg, now, self._reorder.pop_ready(time.monotonic()))
             for _ in range(_MAX_BATCH if ct in ready else 0):
-                evs = ct.read(0)
+                evs = ct.read(0, keep=agg.conns.__contains__)  # only tracked connections
                 if evs is None:
                     break
                 for ev in evs:
@@ -302,12 +337,19 @@ class FlowCollector:
             self._metrics_at = now
             self.metrics.update(self)
 
+    @staticmethod
+    def _feed(agg: Aggregator, now: float, pkts: list[NflogPacket]) -> None:
+        for p in pkts:
+            agg.on_nflog(now, p.prefix, parse_l3l4(p.payload), _ip_len(p.payload))
+
     def _finish(self, socks: tuple[NflogSocket, ConntrackEvents]) -> None:
         """Close the sockets; the open bucket goes to the store (best effort)."""
         for s in socks:
             s.close()
         with self._lock:
             agg, self.agg = self.agg, None
+            if agg is not None:  # what the reorder buffer still holds, in logging order
+                self._feed(agg, self.clock(), self._reorder.pop_ready(float("inf")))
         if agg is not None and self.store is not None:
             self.store.append(agg.snapshot(self.clock()))
         try:

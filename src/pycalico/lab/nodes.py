@@ -13,9 +13,10 @@ Settings: ``FELIX_*`` variables in ``up``'s environment are recorded (``state.no
 given to every later start of the lab's agents; ``FELIX_ROUTEREFRESHINTERVAL`` (which the
 route agent reads only from FelixConfiguration) is seeded as FelixConfiguration ``default``
 ``routeRefreshInterval``. Flow logs are on (FelixConfiguration ``default``
-``flowLogsFileEnabled: true``; each node's store is ``<node dir>/flows.db``, its API on
-``:9098`` in the node's namespace: ``calico-lab flows``). With ``--tor`` the global BGPPeer
-``tor`` makes every node peer with the FRR router.
+``flowLogsFileEnabled: true``; each node's store is ``<node dir>/flows.db``, its API
+HTTPS on ``:9098`` with the lab's CA, server certificate and token (``<lab dir>/flows-api``,
+:mod:`pycalico.lab.flowauth`): ``calico-lab flows``, or ``calicoctl flows`` on a node).
+With ``--tor`` the global BGPPeer ``tor`` makes every node peer with the FRR router.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
         )
     # Flow logs are on in the lab (FelixConfiguration ``default``, so ``node.<name>`` can
     # switch one node off: ``flowLogsFileEnabled: false``).
-    felix_spec: dict[str, Any] = {"flowLogsFileEnabled": True}
+    from pycalico.lab.flowauth import felix_settings, files
+
+    felix_spec: dict[str, Any] = {"flowLogsFileEnabled": True, **felix_settings(files(state.path))}
     refresh = state.node_env.get("FELIX_ROUTEREFRESHINTERVAL")
     if refresh:
         felix_spec["routeRefreshInterval"] = refresh if refresh[-1:].isalpha() else f"{refresh}s"
@@ -138,7 +141,9 @@ def seed(state: LabState, route_reflectors: int) -> None:
     from pycalico.client import ResourceClient
     from pycalico.config import load_config
     from pycalico.datastore import open_datastore
+    from pycalico.lab.flowauth import ensure
 
+    ensure(state.path, [n.ip for n in state.nodes])  # the flow API's certificates and token
     with enter_netns(state.datastore_netns):
         ds = open_datastore(load_config(env=state.datastore_env()))
         try:

@@ -92,6 +92,12 @@ class FelixConfig:
     flow_logs_retention: float = 86400.0
     flow_logs_api_port: int = 9098
     flow_logs_max_flows: int = 10000
+    # the flow API's bind address and credentials (docs/flowlogs.md "Access")
+    flow_logs_api_host: str = "127.0.0.1"
+    flow_logs_api_token_file: str = ""  # "": <flowLogsFileDirectory>/api.token
+    flow_logs_api_cert_file: str = ""
+    flow_logs_api_key_file: str = ""
+    flow_logs_api_ca_file: str = ""
     # where each set field came from: "global", "node", "env", "override"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -177,6 +183,14 @@ def _action(value: Any) -> str:
     return text
 
 
+def _host(value: Any) -> str:
+    """A bind address: an IP address, ``localhost`` or a host name (no port, no spaces)."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9:._-]{1,253}", text):
+        raise ValueError(f"must be an IP address or host name, got {value!r}")
+    return text
+
+
 def _pattern(value: Any) -> str:
     try:
         re.compile(str(value))
@@ -243,6 +257,11 @@ FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "flowLogsRetention": ("flow_logs_retention", _positive_duration),
     "flowLogsAPIPort": ("flow_logs_api_port", _port_or_zero),
     "flowLogsMaxFlows": ("flow_logs_max_flows", _positive_int),
+    "flowLogsAPIHost": ("flow_logs_api_host", _host),
+    "flowLogsAPITokenFile": ("flow_logs_api_token_file", str),
+    "flowLogsAPICertFile": ("flow_logs_api_cert_file", str),
+    "flowLogsAPIKeyFile": ("flow_logs_api_key_file", str),
+    "flowLogsAPICAFile": ("flow_logs_api_ca_file", str),
 }
 ATTRS = {attr: name for name, (attr, _c) in FIELDS.items()}
 

@@ -4,7 +4,8 @@ pyroute2 (0.9) has no nfnetlink_log support, and its conntrack socket only dumps
 streams are small fixed protocols, read here with :mod:`socket` and :mod:`struct`.
 
 Owns :class:`NflogSocket` (bind NFLOG groups, copy the first bytes of each packet, parse
-``NFULNL_MSG_PACKET`` into :class:`NflogPacket`), :class:`ConntrackEvents` (subscribe to
+``NFULNL_MSG_PACKET`` into :class:`NflogPacket`), :class:`NflogReorder` (the logging order
+across groups when the kernel batches), :class:`ConntrackEvents` (subscribe to
 the conntrack NEW and DESTROY multicast groups, parse into :class:`CtEvent` with the
 original tuple and the per-direction packet/byte counters) and :func:`parse_l3l4` (the
 5-tuple of an IPv4/IPv6 packet's first bytes).
@@ -19,11 +20,12 @@ one listens.
 from __future__ import annotations
 
 import errno
-import ipaddress
+import heapq
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +47,8 @@ _CFG_MODE = 2
 _CFG_NLBUFSIZ = 3
 _CFG_TIMEOUT = 4
 _CFG_QTHRESH = 5
+_CFG_FLAGS = 6
+_CFG_F_SEQ_GLOBAL = 0x0002
 _CMD_BIND = 1
 _CMD_PF_BIND = 3
 _COPY_PACKET = 2
@@ -54,6 +58,7 @@ _ULA_IFINDEX_INDEV = 4
 _ULA_IFINDEX_OUTDEV = 5
 _ULA_PAYLOAD = 9
 _ULA_PREFIX = 10
+_ULA_SEQ_GLOBAL = 13
 # ctnetlink
 _SUBSYS_CT = 1
 _CT_NEW = 0
@@ -90,6 +95,9 @@ class FiveTuple:
 
 @dataclass(frozen=True)
 class NflogPacket:
+    """One NFLOG message; ``seq``: the namespace-wide sequence number of the log call
+    (orders messages across groups; -1 when the kernel sent none)."""
+
     group: int
     prefix: str
     hook: int
@@ -97,6 +105,7 @@ class NflogPacket:
     outdev: int
     mark: int
     payload: bytes
+    seq: int = -1
 
 
 @dataclass(frozen=True)
@@ -215,11 +224,15 @@ def _nla(typ: int, payload: bytes) -> bytes:
 
 class NflogSocket(_NetfilterSocket):
     """Bound to NFLOG ``groups``; each packet copies its first ``copy_range`` bytes. The
-    kernel queues messages per group and sends a datagram when ``qthresh`` are queued or
-    after ``flush_cs`` hundredths of a second. Default ``qthresh`` 1: every message is sent
-    at once, so the messages of one packet in different groups (a Pass in group 1, then
-    the deciding Deny in group 2) arrive in the order they were logged; batching
-    (``qthresh`` > 1) saves system calls but lets one group's batch overtake the other's."""
+    kernel queues messages per group and sends a datagram when ``qthresh`` are queued (or
+    its buffer is full) or ``flush_cs`` hundredths of a second after the first was queued.
+
+    Every message carries the namespace-wide sequence number of its log call
+    (``NflogPacket.seq``): with ``qthresh`` > 1 one group's datagram can overtake the
+    other's (a Pass in group 1 arriving after the deciding Deny in group 2), and the reader
+    restores the logging order with :class:`NflogReorder`. A message received at time t
+    was logged at or before t, and every message logged before it was sent by t +
+    ``flush_cs``/100: that is the ``hold`` a reorder buffer needs."""
 
     def __init__(
         self,
@@ -229,6 +242,7 @@ class NflogSocket(_NetfilterSocket):
         flush_cs: int = 1,
     ) -> None:
         super().__init__()
+        self.flush_s = flush_cs / 100.0
         msg_type = (_SUBSYS_ULOG << 8) | _ULNL_MSG_CONFIG
         for fam in (socket.AF_INET, socket.AF_INET6):
             try:  # only needed by old kernels; newer ones answer EOPNOTSUPP or 0
@@ -240,11 +254,10 @@ class NflogSocket(_NetfilterSocket):
             self._request(
                 msg_type, 0, g, _nla(_CFG_MODE, struct.pack("!IBB", copy_range, _COPY_PACKET, 0))
             )
-            # Batching: the kernel sends a datagram when ``qthresh`` messages are queued, the
-            # buffer is full or ``flush_cs`` hundredths of a second passed (latency bound).
             self._request(msg_type, 0, g, _nla(_CFG_NLBUFSIZ, struct.pack("!I", 65536)))
             self._request(msg_type, 0, g, _nla(_CFG_QTHRESH, struct.pack("!I", qthresh)))
             self._request(msg_type, 0, g, _nla(_CFG_TIMEOUT, struct.pack("!I", flush_cs)))
+            self._request(msg_type, 0, g, _nla(_CFG_FLAGS, struct.pack("!H", _CFG_F_SEQ_GLOBAL)))
 
     def read(self, timeout: float | None = 1.0) -> list[NflogPacket] | None:
         """The packets of one datagram ([] for an overrun or other messages); None when
@@ -272,8 +285,11 @@ class NflogSocket(_NetfilterSocket):
         _fam, _ver, res_id = _NFGEN.unpack_from(data)
         prefix, payload = "", b""
         hook = indev = outdev = mark = 0
+        seq = -1
         for typ, val in _attrs(data, _NFGEN.size):
-            if typ == _ULA_PREFIX:
+            if typ == _ULA_SEQ_GLOBAL and len(val) == 4:
+                (seq,) = struct.unpack("!I", val)
+            elif typ == _ULA_PREFIX:
                 prefix = val.split(b"\0", 1)[0].decode()
             elif typ == _ULA_PAYLOAD:
                 payload = val
@@ -285,7 +301,58 @@ class NflogSocket(_NetfilterSocket):
                 (outdev,) = struct.unpack("!I", val)
             elif typ == _ULA_MARK and len(val) == 4:
                 (mark,) = struct.unpack("!I", val)
-        return NflogPacket(socket.ntohs(res_id), prefix, hook, indev, outdev, mark, payload)
+        return NflogPacket(socket.ntohs(res_id), prefix, hook, indev, outdev, mark, payload, seq)
+
+
+class NflogReorder:
+    """Releases NFLOG messages in logging order (``seq``) once nothing logged before them
+    can still be on its way: a message received at t is released (with every message of a
+    lower ``seq``) from t + ``hold``. Messages without a ``seq`` pass at once. The 32-bit
+    sequence wraps; messages within 2**31 of each other compare correctly."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self._heap: list[tuple[int, int, NflogPacket]] = []
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._base: int | None = None
+        self._ready: int | None = None  # every message up to this key may be released
+        self._n = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, now: float, pkts: list[NflogPacket]) -> list[NflogPacket]:
+        """Queue ``pkts`` (received at ``now``); returns those without a sequence number."""
+        out = []
+        for p in pkts:
+            if p.seq < 0:
+                out.append(p)
+                continue
+            if self._base is None:
+                self._base = p.seq
+            key = (p.seq - self._base + (1 << 31)) % (1 << 32) - (1 << 31)
+            self._n += 1
+            heapq.heappush(self._heap, (key, self._n, p))
+            self._arrivals.append((now, key))
+        return out
+
+    def pop_ready(self, now: float) -> list[NflogPacket]:
+        """The messages whose predecessors have all arrived, in logging order."""
+        limit = now - self.hold
+        while self._arrivals and self._arrivals[0][0] <= limit:
+            key = self._arrivals.popleft()[1]
+            self._ready = key if self._ready is None else max(self._ready, key)
+        out: list[NflogPacket] = []
+        while self._heap and self._ready is not None and self._heap[0][0] <= self._ready:
+            out.append(heapq.heappop(self._heap)[2])
+        if not self._heap:  # every message out: the remaining arrivals add nothing
+            self._arrivals.clear()
+            self._base = self._ready = None  # re-based on the next message (wrap-safe)
+        return out
+
+    def next_due(self) -> float | None:
+        """When the next queued message becomes releasable (None: nothing queued)."""
+        return self._arrivals[0][0] + self.hold if self._arrivals else None
 
 
 def _ct_tuple(data: bytes) -> FiveTuple | None:
@@ -333,11 +400,31 @@ def _tcp_state(data: bytes) -> int:
     return -1
 
 
+# The common layout of an IPv4 TCP/UDP original tuple (first attribute of a ctnetlink
+# message): nest, IP nest (src, dst), proto nest (num, sport, dport); see _fast_tuple.
+_V4_ORIG = struct.Struct("=HHHHHH4sHH4sHHHHB3xHHH2xHHH2x")
+_V4_ORIG_SHAPE = (20, 1, 8, 1, 8, 2, 28, 2, 5, 1, 6, 2, 6, 3)
+
+
+def _fast_tuple(data: bytes) -> FiveTuple | None:
+    """The original tuple of an IPv4 TCP/UDP conntrack message by fixed offsets (one
+    unpack); None when the message has another shape (the generic parser reads it)."""
+    if len(data) < _NFGEN.size + _V4_ORIG.size:
+        return None
+    (_lo, to, li, ti, ls, ts, src, ld, td, dst, lp, tp, ln, tn, num, lsp, tsp, sport, ldp, tdp,
+     dport) = _V4_ORIG.unpack_from(data, _NFGEN.size)  # fmt: skip
+    shape = (li, ti & 0x3FFF, ls, ts, ld, td, lp, tp & 0x3FFF, ln, tn, lsp, tsp, ldp, tdp)
+    if to & 0x3FFF != _CTA_TUPLE_ORIG or shape != _V4_ORIG_SHAPE or num not in (6, 17):
+        return None
+    return FiveTuple(socket.inet_ntop(socket.AF_INET, src), socket.inet_ntop(socket.AF_INET, dst),
+                     num, socket.ntohs(sport), socket.ntohs(dport))  # fmt: skip
+
+
 def _tuple_attr(t: FiveTuple) -> bytes:
-    addr = ipaddress.ip_address(t.src)
-    v4 = addr.version == 4
-    ip = _nla(1 if v4 else 3, addr.packed) + _nla(
-        2 if v4 else 4, ipaddress.ip_address(t.dst).packed
+    v4 = ":" not in t.src
+    fam = socket.AF_INET if v4 else socket.AF_INET6
+    ip = _nla(1 if v4 else 3, socket.inet_pton(fam, t.src)) + _nla(
+        2 if v4 else 4, socket.inet_pton(fam, t.dst)
     )
     proto = _nla(_CTA_PROTO_NUM, bytes([t.proto]))
     if t.proto in (6, 17, 132, 136):
@@ -348,11 +435,15 @@ def _tuple_attr(t: FiveTuple) -> bytes:
 
 
 class ConntrackEvents(_NetfilterSocket):
-    """Conntrack UPDATE and DESTROY (and with ``with_new`` NEW) events of this network
-    namespace (DESTROY carries the counters when ``net.netfilter.nf_conntrack_acct`` is 1)."""
+    """Conntrack DESTROY and (``updates``) UPDATE events, with ``with_new`` also NEW, of this
+    network namespace (DESTROY carries the counters when ``net.netfilter.nf_conntrack_acct``
+    is 1; a TCP connection sends an UPDATE per state change, so a reader that only needs
+    counters skips them and reads entries with :meth:`get`)."""
 
-    def __init__(self, with_new: bool = False, closing_only: bool = False) -> None:
-        groups = (1 << (_GRP_CT_UPDATE - 1)) | (1 << (_GRP_CT_DESTROY - 1))
+    def __init__(
+        self, with_new: bool = False, closing_only: bool = False, updates: bool = True
+    ) -> None:
+        groups = (1 << (_GRP_CT_DESTROY - 1)) | ((1 << (_GRP_CT_UPDATE - 1)) if updates else 0)
         super().__init__(groups | ((1 << (_GRP_CT_NEW - 1)) if with_new else 0))
         self._query: socket.socket | None = None
         # Skip UPDATE events unless TCP entered a closing state (cheap: no tuple parsing).
@@ -371,7 +462,7 @@ class ConntrackEvents(_NetfilterSocket):
             self._query = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self._query.settimeout(1.0)
         self._seq += 1
-        fam = socket.AF_INET if ipaddress.ip_address(t.src).version == 4 else socket.AF_INET6
+        fam = socket.AF_INET6 if ":" in t.src else socket.AF_INET
         body = _NFGEN.pack(fam, 0, 0) + _tuple_attr(t)
         msg_type = (_SUBSYS_CT << 8) | _CT_GET
         hdr = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, NLM_F_REQUEST, self._seq, 0)
@@ -390,8 +481,12 @@ class ConntrackEvents(_NetfilterSocket):
             self._query.close()
         super().close()
 
-    def read(self, timeout: float | None = 1.0) -> list[CtEvent] | None:
-        """The events of one datagram; None when nothing arrived within ``timeout``."""
+    def read(
+        self, timeout: float | None = 1.0, keep: Callable[[FiveTuple], bool] | None = None
+    ) -> list[CtEvent] | None:
+        """The events of one datagram; None when nothing arrived within ``timeout``.
+        ``keep``: only events of tuples it accepts (the others' counters, state etc. are
+        not parsed: most destroy events are of connections the reader no longer tracks)."""
         buf = self._recv(timeout)
         out: list[CtEvent] = []
         if buf is None:
@@ -408,6 +503,15 @@ class ConntrackEvents(_NetfilterSocket):
                 try:
                     if kind == -1 and self.closing_only and not self._closing(data):
                         continue
+                    if keep is not None:
+                        t = _fast_tuple(data)
+                        if t is None:
+                            ev = self._event(kind, data)
+                            if ev.tuple is not None and keep(ev.tuple):
+                                out.append(ev)
+                            continue
+                        if not keep(t):
+                            continue
                     out.append(self._event(kind, data))
                 except (ValueError, struct.error, IndexError):
                     self.malformed += 1

@@ -11,8 +11,10 @@ Owns three narrow interfaces (Protocols) and their real implementations:
 - :class:`LiveMatrix`: live reachability probes (``calico-lab matrix -o json``), lab only.
 - :class:`FlowSource`: flow records (issue 13's flow logs, docs/flowlogs.md).
   :func:`open_flow_source` builds the real one, :class:`CommandFlows`, over ``calico-lab
-  flows`` / ``calicoctl flows`` (every node's flow API); a source that fails shows as an
-  error on the Flows page, never as an empty table.
+  flows`` / ``calicoctl flows`` (every node's flow API, with those commands' credentials:
+  the lab's client certificate, or the token/CA of FelixConfiguration and the inherited
+  ``CALICO_FLOWS_*`` variables); a source that fails shows as an error on the Flows page,
+  never as an empty table.
 
 A flow record is a plain dict (JSON-shaped, as the node flow API serves it), see
 :class:`FlowRecord`. Invariants: every source is read-only; programs are run through

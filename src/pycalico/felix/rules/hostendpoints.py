@@ -15,6 +15,11 @@ Owns everything the renderer emits for HostEndpoints, reproducing Calico (refere
   (ingress, by input interface) / ``cali-thfw-`` (egress, by output interface): conntrack,
   tiers with end-of-tier drop, then "Allow forwarded traffic by default" (accept mark +
   return) — no profiles, no failsafe.
+- Flow logs (``cfg.flow_logs``): the normal and forward chains' end-of-tier drops log
+  ``DP<I|E>|<tier>`` like the workload chains (after conntrack: first packets only).
+  Pre-DNAT and untracked chains have no end-of-tier verdict (as in Calico, an unmatched
+  packet goes on to normal/forward policy, whose end of tier logs) and their policies'
+  rules do not log (they see every packet, not only a connection's first).
 - Pre-DNAT policy (``pre_dnat_tiers``, ingress only): ``mangle-cali-fh-`` from the base chain
   ``mangle-PREROUTING`` (prerouting, priority -150: before DNAT at -100): failsafe, tiers
   *without* end-of-tier drop (unmatched packets go on to normal policy). An Allow leaves the
@@ -100,11 +105,15 @@ def _has(tiers: Sequence[TierInfo], ingress: bool) -> bool:
 
 
 def _forward_chain(
-    name: str, tiers: Sequence[TierInfo], ingress: bool, policy_chain: PolicyChainLookup
+    name: str,
+    tiers: Sequence[TierInfo],
+    ingress: bool,
+    policy_chain: PolicyChainLookup,
+    flow_logs: bool,
 ) -> Chain:
     bodies = ["ct state established,related accept", "ct state invalid drop"]
     bodies.append(clear_mark(ALL_MARKS))
-    bodies += tier_rules(tiers, ingress, policy_chain)
+    bodies += tier_rules(tiers, ingress, policy_chain, flow_logs=flow_logs)
     bodies.append(f"{set_mark(MARK_ACCEPT)} return")  # Allow forwarded traffic by default
     return make_chain(name, bodies)
 
@@ -153,7 +162,8 @@ def render_host_endpoint(
         (N.FROM_HEP_FWD, True, N.FROM_HEP_FWD_MAP),
     ):
         name = N.endpoint_chain(prefix, key)
-        add(_forward_chain(name, ep.forward_tiers, ingress, policy_chain), map_name)
+        chain = _forward_chain(name, ep.forward_tiers, ingress, policy_chain, cfg.flow_logs)
+        add(chain, map_name)
     if _has(ep.pre_dnat_tiers, True):
         name = N.endpoint_chain(N.MANGLE_FROM_HEP, key)
         chain = _passthrough_chain(name, N.FAILSAFE_IN, ep.pre_dnat_tiers, True, policy_chain)

@@ -207,7 +207,8 @@ class RuleRenderer:
                     if ref is not None:
                         refs.append(ref)
         for ep in self._endpoints.values():
-            for t in ep.tiers:
+            # normal and (host endpoints) forward chains drop at the end of a tier
+            for t in (*ep.tiers, *ep.forward_tiers):
                 if t.default_action == "Pass":
                     continue
                 if t.ingress_policies:
