@@ -80,7 +80,8 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
         },
     ]
     if state.pool6:
-        # Calico has no IP-in-IP for IPv6: an ipip lab's v6 pool is routed natively by BGP.
+        # Calico has no IP-in-IP for IPv6 (VXLAN is its v6 encapsulation): an ipip lab's v6
+        # pool uses VXLAN in the same mode, so v6 crosses the router of a 2-subnet lab too.
         docs.append(
             {
                 "apiVersion": "projectcalico.org/v3",
@@ -89,7 +90,7 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
                 "spec": {
                     "cidr": state.pool6,
                     "ipipMode": "Never",
-                    "vxlanMode": vxlan,
+                    "vxlanMode": vxlan if vxlan != "Never" else ipip,
                     "natOutgoing": True,
                     "blockSize": 122,
                 },
