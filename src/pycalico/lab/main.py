@@ -7,6 +7,8 @@ Families: ``up``/``down``/``status``, ``pod add|del``, with ``--runtime docker|p
 ``probe``/``matrix``, ``apply``/``calicoctl``/``env``, ``exec`` (node, pod, router,
 underlay, tor), ``node stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh
 on the FRR router).
+``up --dual-stack`` adds IPv6 everywhere (underlay, pools, pods); ``probe``/``matrix
+--ip-version 6`` then probe the pods' v6 addresses (docs/dual-stack.md).
 A failed ``up`` prints why (per node: status errors, BGP sessions, log tail) and keeps the
 logs in ``<lab dir>.failed/``. Commands may run in parallel (the lab state is locked, see
 :mod:`pycalico.lab.state`). Every node serves health and metrics as a real node does.
