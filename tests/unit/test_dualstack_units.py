@@ -3,6 +3,7 @@ choice, and policy insight over one IP family (``--ip-version``)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -151,11 +152,37 @@ def test_explain_over_ipv6_and_a_family_the_peers_lack() -> None:
         ins.explain("d/a", "d/v4", 80, "TCP", ip_version=6)
 
 
-def test_calicoctl_policy_matrix_ip_version_flag() -> None:
+def test_calicoctl_policy_matrix_and_explain_ip_version(tmp_path: Path) -> None:
+    """Through a real sqlite datastore, as an operator runs them."""
+    from pycalico.config import load_config
     from pycalico.ctl.main import cli
+    from pycalico.datastore import open_datastore
 
-    r = CliRunner().invoke(cli, ["policy", "matrix", "--ip-version", "5"])
-    assert r.exit_code != 0 and "--ip-version" in r.output
+    env = {"DATASTORE_TYPE": "sqlite", "CALICO_DATASTORE_PATH": str(tmp_path / "c.db")}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        ds = open_datastore(load_config(None))
+        try:
+            for r in RESOURCES:
+                ds.create(r)
+        finally:
+            ds.close()
+
+    def run(*args: str) -> Any:
+        r = CliRunner().invoke(cli, ["policy", *args, "-o", "json"], env=env)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
+
+    for version, udp in ((4, "deny"), (6, "allow")):
+        probes = run("matrix", "--ports", "80/UDP", "--ip-version", str(version))["probes"]
+        cell = {(p["from"], p["to"]): p["verdict"] for p in probes}
+        assert cell[("d/a", "d/b")] == udp and f"d/v{version}" in {p["from"] for p in probes}
+    ex = run("explain", "--from", "d/a", "--to", "d/b", "--port", "80", "--protocol", "UDP",
+             "--ip-version", "6")  # fmt: skip
+    assert ex["verdict"] == "allow"
+    bad = CliRunner().invoke(cli, ["policy", "matrix", "--ip-version", "5"], env=env)
+    assert bad.exit_code != 0 and "--ip-version" in bad.output
 
 
 class _HostRunner(SubprocessRunner):
