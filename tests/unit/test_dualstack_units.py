@@ -202,7 +202,7 @@ def test_matrix_runs_one_client_per_source_pod_over_the_family(tmp_path: Path) -
     """Real probes on loopback: an echo server on ::/0 (both families) on a free TCP port;
     UDP to a port nobody serves is refused, i.e. denied."""
     from pycalico.lab import netns as labnetns
-    from pycalico.lab.probe import matrix
+    from pycalico.lab.probe import format_matrix, matrix
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -226,6 +226,10 @@ def test_matrix_runs_one_client_per_source_pod_over_the_family(tmp_path: Path) -
             assert len(got) == 3 * 2 * 2 and sorted(runner.calls) == ["n-a", "n-b", "n-c"]
             assert {v for (_, _, proto), v in got.items() if proto == "TCP"} == {"allow"}
             assert {v for (_, _, proto), v in got.items() if proto == "UDP"} == {"deny"}
+        grid = format_matrix(["d/a", "d/b", "d/c"], matrix(st, ports, 0.5, version=6))
+        lines = grid.splitlines()
+        assert lines[0].startswith(f"{port}/TCP") and lines[2] == "d/a   -  .  .   1"
+        assert lines[-1] == "d/c   X  X  -   3"  # the UDP grid
         st.pods[0].netns = "missing"  # a client that cannot run is an error, not a verdict
         runner_fail = FakeProcessRunner(fail_when={"missing": (1, "no such netns")})
         labnetns.set_runner(runner_fail)

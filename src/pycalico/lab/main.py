@@ -34,7 +34,7 @@ from pycalico.lab import cluster, engine, pods
 from pycalico.lab import nodes as nodemod
 from pycalico.lab import podman as podmanrt
 from pycalico.lab.netns import LabError, in_ns, pid_alive, runner
-from pycalico.lab.probe import matrix, matrix_pods, parse_ports, probe
+from pycalico.lab.probe import format_matrix, matrix, matrix_pods, parse_ports, probe
 from pycalico.lab.state import DEFAULT_NAME, LabState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -409,26 +409,6 @@ def matrix_cmd(ports: str, output: str, timeout: float, ip_version: int, name: s
         ]}, indent=2))  # fmt: skip
         return
     click.echo(format_matrix([p.key for p in matrix_pods(state, ip_version)], probes))
-
-
-def format_matrix(names: list[str], probes: list[Any]) -> str:
-    """A from × to grid per port: ``.`` allowed, ``X`` denied, ``-`` self."""
-    out = []
-    by_port: dict[str, dict[tuple[str, str], str]] = {}
-    for p in probes:
-        by_port.setdefault(f"{p.port}/{p.protocol}", {})[(p.src, p.dst)] = p.verdict
-    width = max((len(n) for n in names), default=4)
-    for port, grid in by_port.items():
-        out.append(f"{port}  (rows: from, columns: to; . allow, X deny)")
-        header = " " * (width + 2) + " ".join(f"{i:>2}" for i in range(1, len(names) + 1))
-        out.append(header)
-        for i, a in enumerate(names, 1):
-            cells = []
-            for b in names:
-                v = grid.get((a, b))
-                cells.append(" -" if a == b else (" ." if v == "allow" else " X"))
-            out.append(f"{a:<{width}}  " + " ".join(c for c in cells) + f"   {i}")
-    return "\n".join(out)
 
 
 @cli.command()

@@ -7,12 +7,14 @@ each port over one IP family (``version`` 4 or 6: the pods' addresses of that fa
 without one is left out): ONE client process per source pod probes all its destinations in
 parallel threads (a process per pair cost most of a matrix's time on a loaded machine), the
 source pods in parallel too. A client that fails (not a verdict) raises :class:`LabError`.
+``format_matrix`` prints the probes as a from x to grid per port.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -38,6 +40,7 @@ except OSError:
 # a JSON list of booleans (answered or not), in order.
 _BATCH_CLIENT = r"""
 import json, socket, sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 jobs, timeout = json.loads(sys.stdin.read()), float(sys.argv[1])
 def one(job):
@@ -115,3 +118,23 @@ def matrix(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return [probe for batch in pool.map(from_one, pods) for probe in batch]
+
+
+def format_matrix(names: list[str], probes: Sequence[Probe]) -> str:
+    """A from × to grid per port: ``.`` allowed, ``X`` denied, ``-`` self."""
+    out = []
+    by_port: dict[str, dict[tuple[str, str], str]] = {}
+    for p in probes:
+        by_port.setdefault(f"{p.port}/{p.protocol}", {})[(p.src, p.dst)] = p.verdict
+    width = max((len(n) for n in names), default=4)
+    for port, grid in by_port.items():
+        out.append(f"{port}  (rows: from, columns: to; . allow, X deny)")
+        header = " " * (width + 2) + " ".join(f"{i:>2}" for i in range(1, len(names) + 1))
+        out.append(header)
+        for i, a in enumerate(names, 1):
+            cells = []
+            for b in names:
+                v = grid.get((a, b))
+                cells.append(" -" if a == b else (" ." if v == "allow" else " X"))
+            out.append(f"{a:<{width}}  " + " ".join(c for c in cells) + f"   {i}")
+    return "\n".join(out)
