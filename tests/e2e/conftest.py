@@ -83,12 +83,19 @@ class Lab:
     def exec(self, target: str, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return self.run("exec", "--name", self.name, target, *cmd, **kw)
 
-    def matrix(self, ports: str = "80/TCP") -> dict[tuple[str, str, int, str], str]:
-        out = self.run("matrix", "--ports", ports, "-o", "json", "--timeout", "1").stdout
+    def matrix(
+        self, ports: str = "80/TCP", ip_version: int = 4
+    ) -> dict[tuple[str, str, int, str], str]:
+        out = self.run("matrix", "--ports", ports, "-o", "json", "--timeout", "1",
+                       "--ip-version", str(ip_version)).stdout  # fmt: skip
         return _probes(out)
 
     def matrix_settled(
-        self, expected: Callable[[dict[tuple[str, str, int, str], str]], bool], timeout: float = 15
+        self,
+        expected: Callable[[dict[tuple[str, str, int, str], str]], bool],
+        timeout: float = 15,
+        ports: str = "80/TCP",
+        ip_version: int = 4,
     ) -> dict[tuple[str, str, int, str], str]:
         """The live matrix once ``expected`` holds for it (or the last one after ``timeout``).
 
@@ -99,14 +106,17 @@ class Lab:
 
         def ok() -> bool:
             nonlocal m
-            m = self.matrix()
+            m = self.matrix(ports, ip_version)
             return expected(m)
 
         wait_for(ok, timeout, 1.0)
         return m
 
-    def policy_matrix(self, ports: str = "80/TCP") -> dict[tuple[str, str, int, str], str]:
-        out = self.calicoctl("policy", "matrix", "--ports", ports, "-o", "json").stdout
+    def policy_matrix(
+        self, ports: str = "80/TCP", ip_version: int | None = None
+    ) -> dict[tuple[str, str, int, str], str]:
+        family = ["--ip-version", str(ip_version)] if ip_version else []
+        out = self.calicoctl("policy", "matrix", "--ports", ports, "-o", "json", *family).stdout
         return _probes(out)
 
     def status(self) -> dict[str, Any]:

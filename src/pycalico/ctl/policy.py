@@ -61,6 +61,16 @@ _output_option = click.option(
 )
 
 
+_ip_version_option = click.option(
+    "--ip-version",
+    type=click.Choice(["4", "6"]),
+    default=None,
+    callback=lambda _c, _p, v: int(v) if v else None,
+    help="Evaluate over the workloads' IPv4 or IPv6 addresses (default: IPv4 where both "
+    "ends have one, else IPv6).",
+)
+
+
 @click.group("policy")
 def policy() -> None:
     """Policy insight: explain a flow's verdict, or print the reachability matrix."""
@@ -77,6 +87,7 @@ def policy() -> None:
     default=None,
     help="Source port (unknown by default).",
 )
+@_ip_version_option
 @_output_option
 @config_option
 def explain(
@@ -85,6 +96,7 @@ def explain(
     port: int | None,
     protocol: str,
     source_port: int | None,
+    ip_version: int | None,
     output: str,
     config_file: str | None,
 ) -> None:
@@ -92,7 +104,7 @@ def explain(
     pending (as if every staged policy were enforced), side by side."""
 
     def go() -> None:
-        ex = _insight(config_file).explain(src, dst, port, protocol, source_port)
+        ex = _insight(config_file).explain(src, dst, port, protocol, source_port, ip_version)
         if output == "json":
             click.echo(json.dumps(ex.to_json(), indent=2))
         else:
@@ -114,16 +126,19 @@ def explain(
     help="Print the matrix as if every staged policy were enforced "
     "(-o json always gives both: 'verdict' and 'pending').",
 )
+@_ip_version_option
 @_output_option
 @config_option
-def matrix(ports: str | None, pending: bool, output: str, config_file: str | None) -> None:
+def matrix(
+    ports: str | None, pending: bool, ip_version: int | None, output: str, config_file: str | None
+) -> None:
     """Print the reachability of every workload from every other workload."""
 
     def go() -> None:
         port_list = parse_port_list(ports) if ports else None
         if ports and not port_list:
             raise InsightError("--ports: no ports given")
-        results = _insight(config_file).matrix(port_list)
+        results = _insight(config_file).matrix(port_list, ip_version)
         if output == "json":
             click.echo(json.dumps({"probes": [r.to_json() for r in results]}, indent=2))
         else:

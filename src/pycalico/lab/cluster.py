@@ -11,6 +11,7 @@ namespaces this lab recorded (namespaces are additionally matched by the lab's p
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import time
@@ -107,6 +108,7 @@ def up(
     timeout: float,
     say: Say,
     runtime: str = "netns",
+    pool6: str = "",
 ) -> LabState:
     if LabState.exists(name):
         raise LabError(f"lab {name!r} already exists (calico-lab down --name {name})")
@@ -114,6 +116,13 @@ def up(
         say(f"note: {encap} with one subnet never encapsulates (use --subnets 2)")
     if route_reflectors > nodes:
         raise LabError("--route-reflectors cannot exceed --nodes")
+    if pool6:
+        try:
+            net6 = ipaddress.ip_network(pool6)
+        except ValueError as exc:
+            raise LabError(f"--pool6: {pool6!r} is not a CIDR ({exc})") from None
+        if net6.version != 6 or net6.prefixlen > 122:
+            raise LabError(f"--pool6: {pool6} must be an IPv6 CIDR of /122 or larger")
     if runtime not in engine.RUNTIMES:
         raise LabError(f"--runtime {runtime!r}: want one of {', '.join(engine.RUNTIMES)}")
     if runtime != "netns":
@@ -126,6 +135,7 @@ def up(
         encap=encap,
         subnets=subnets,
         pool=pool,
+        pool6=pool6,
         datastore=datastore,
         tor=tor,
         node_env=nodemod.recorded_env(dict(os.environ)),
@@ -136,7 +146,8 @@ def up(
             raise LabError(f"lab {name!r} already exists (calico-lab down --name {name})")
         state.save()
     t0 = time.monotonic()
-    say(f"underlay: {subnets} subnet(s) on 198.18.0.0/15, router {state.prefix}rt")
+    say(f"underlay: {subnets} subnet(s) on 198.18.0.0/15"
+        + (" and fd00:198:18::/48" if pool6 else "") + f", router {state.prefix}rt")  # fmt: skip
     build_underlay(state)
     if datastore == "etcd":
         say("datastore: etcd on the underlay")
@@ -145,12 +156,14 @@ def up(
         say(f"datastore: sqlite {state.db_path}")
     for i in range(1, nodes + 1):
         node = add_node(state, f"node{i}", i, nodes, route_reflector=i <= route_reflectors)
-        say(f"node {node.name}: {node.ip}" + (" (route reflector)" if node.route_reflector else ""))
+        say(f"node {node.name}: {node.ip}" + (f" {node.ip6}" if node.ip6 else "")
+            + (" (route reflector)" if node.route_reflector else ""))  # fmt: skip
     if tor:
         tormod.start(state)
         say(f"tor: FRR AS {tormod.TOR_AS} at {tormod.tor_ip()} announcing {tormod.TOR_PREFIX}")
     nodemod.seed(state, route_reflectors)
-    say(f"pool {pool} encap={encap}; BGP " + ("route reflectors" if route_reflectors else "mesh"))
+    pools = pool + (f" and {pool6}" if pool6 else "")
+    say(f"pool {pools} encap={encap}; BGP " + ("route reflectors" if route_reflectors else "mesh"))
     for node in state.nodes:
         nodemod.start(state, node)
     say(f"started calico-node on {nodes} node(s); waiting until ready ...")

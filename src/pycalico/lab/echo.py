@@ -1,7 +1,9 @@
 """A tiny TCP+UDP responder for lab pods: ``python -m pycalico.lab.echo 80/TCP 80/UDP``.
 
 Each TCP connection gets one line ``<hostname-or-pod> <port>/TCP`` and is closed; each UDP
-datagram is answered with the same text. Runs until killed. Uses only the standard library
+datagram is answered with the same text. One dual-stack socket per port (``::`` with
+``IPV6_V6ONLY`` off: IPv4 and IPv6 clients alike; plain IPv4 where IPv6 is disabled). Runs
+until killed. Uses only the standard library
 (started once per pod, so it must be light).
 """
 
@@ -13,17 +15,26 @@ import socket
 import sys
 
 
+def _bind(kind: int, port: int) -> socket.socket:
+    try:
+        s = socket.socket(socket.AF_INET6, kind)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        addr: tuple[str, int] = ("::", port)
+    except OSError:
+        s, addr = socket.socket(socket.AF_INET, kind), ("0.0.0.0", port)
+    if kind == socket.SOCK_STREAM:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(addr)
+    return s
+
+
 def serve(specs: list[str], ident: str) -> None:
     sel = selectors.DefaultSelector()
     for spec in specs:
         port_s, _, proto = spec.partition("/")
         port = int(port_s)
-        if proto.upper() == "UDP":
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
+        kind = socket.SOCK_DGRAM if proto.upper() == "UDP" else socket.SOCK_STREAM
+        s = _bind(kind, port)
         if proto.upper() != "UDP":
             s.listen(128)
         s.setblocking(False)

@@ -7,6 +7,8 @@ Families: ``up``/``down``/``status``, ``pod add|del``, with ``--runtime docker|p
 ``probe``/``matrix``, ``apply``/``calicoctl``/``env``, ``exec`` (node, pod, router,
 underlay, tor), ``node stop|start|kill|restart``, ``etcd stop|start`` and ``tor`` (vtysh
 on the FRR router).
+``up --dual-stack`` adds IPv6 everywhere (underlay, pools, pods); ``probe``/``matrix
+--ip-version 6`` then probe the pods' v6 addresses (docs/dual-stack.md).
 A failed ``up`` prints why (per node: status errors, BGP sessions, log tail) and keeps the
 logs in ``<lab dir>.failed/``. Commands may run in parallel (the lab state is locked, see
 :mod:`pycalico.lab.state`). Every node serves health and metrics as a real node does.
@@ -31,13 +33,21 @@ from pycalico.flows.cli import filter_options
 from pycalico.lab import cluster, engine, pods
 from pycalico.lab import nodes as nodemod
 from pycalico.lab import podman as podmanrt
-from pycalico.lab.netns import in_ns, pid_alive, runner
-from pycalico.lab.probe import matrix, parse_ports, probe
+from pycalico.lab.netns import LabError, in_ns, pid_alive, runner
+from pycalico.lab.probe import format_matrix, matrix, matrix_pods, parse_ports, probe
 from pycalico.lab.state import DEFAULT_NAME, LabState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 name_option = click.option("--name", default=DEFAULT_NAME, show_default=True, help="Lab name.")
+ip_version_option = click.option(
+    "--ip-version",
+    default=4,
+    show_default=True,
+    type=click.Choice(["4", "6"]),
+    callback=lambda _c, _p, v: int(v),
+    help="Probe the pods' IPv4 or IPv6 addresses (6: a --dual-stack lab).",
+)
 
 
 def say(msg: str) -> None:
@@ -99,6 +109,14 @@ def cli() -> None:
 @click.option("--route-reflectors", default=0, show_default=True, type=click.IntRange(0, 2))
 @click.option("--datastore", default="sqlite", type=click.Choice(["sqlite", "etcd"]))
 @click.option("--pool", default="10.244.0.0/16", show_default=True, help="IPv4 pool CIDR.")
+@click.option(
+    "--dual-stack",
+    is_flag=True,
+    help="IPv4 and IPv6: v6 underlay (fd00:198:18::/48), IPv6 pool, every pod gets both.",
+)
+@click.option(
+    "--pool6", default="fd00:10:244::/48", show_default=True, help="IPv6 pool (--dual-stack)."
+)
 @click.option("--tor", is_flag=True, help="Add an FRR top-of-rack router peering over eBGP.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ready.")
 @click.option(
@@ -117,6 +135,8 @@ def up(
     route_reflectors: int,
     datastore: str,
     pool: str,
+    dual_stack: bool,
+    pool6: str,
     tor: bool,
     timeout: float,
     runtime: str,
@@ -135,6 +155,7 @@ def up(
             timeout,
             say,
             runtime,
+            pool6 if dual_stack else "",
         )
     except BaseException:
         kept = cluster.preserve_logs(name)
@@ -380,15 +401,20 @@ def exec_cmd(target: str, command: tuple[str, ...], name: str) -> None:
 @click.argument("dst", metavar="NS/B")
 @click.argument("port_proto", metavar="PORT/PROTO")
 @click.option("--timeout", default=1.0, show_default=True)
+@ip_version_option
 @name_option
 @errors_to_exit
-def probe_cmd(src: str, dst: str, port_proto: str, timeout: float, name: str) -> None:
+def probe_cmd(
+    src: str, dst: str, port_proto: str, timeout: float, ip_version: int, name: str
+) -> None:
     """Exit 0 if NS/A reaches NS/B on PORT/PROTO, else 1."""
     state = load(name)
     ((port, proto),) = parse_ports(port_proto)
-    target = state.pod(dst)
-    ok = probe(state.pod(src), target.ips[0].split("/")[0], port, proto, timeout)
-    say(f"{src} -> {dst} {port}/{proto}: {'reachable' if ok else 'unreachable'}")
+    target = state.pod(dst).address(ip_version)
+    if target is None:
+        raise LabError(f"pod {dst} has no IPv{ip_version} address")
+    ok = probe(state.pod(src), target, port, proto, timeout)
+    say(f"{src} -> {dst} ({target}) {port}/{proto}: {'reachable' if ok else 'unreachable'}")
     sys.exit(0 if ok else 1)
 
 
@@ -396,39 +422,21 @@ def probe_cmd(src: str, dst: str, port_proto: str, timeout: float, name: str) ->
 @click.option("--ports", default="80/TCP", show_default=True)
 @click.option("-o", "--output", default="table", type=click.Choice(["table", "json"]))
 @click.option("--timeout", default=1.0, show_default=True)
+@ip_version_option
 @name_option
 @errors_to_exit
-def matrix_cmd(ports: str, output: str, timeout: float, name: str) -> None:
-    """Live reachability of every ordered pod pair (same JSON as calicoctl policy matrix)."""
+def matrix_cmd(ports: str, output: str, timeout: float, ip_version: int, name: str) -> None:
+    """Live reachability of every ordered pod pair over one IP family (same JSON as
+    calicoctl policy matrix --ip-version)."""
     state = load(name)
-    probes = matrix(state, parse_ports(ports), timeout)
+    probes = matrix(state, parse_ports(ports), timeout, version=ip_version)
     if output == "json":
         click.echo(json.dumps({"probes": [
             {"from": p.src, "to": p.dst, "port": p.port, "protocol": p.protocol,
              "verdict": p.verdict} for p in probes
         ]}, indent=2))  # fmt: skip
         return
-    click.echo(format_matrix([p.key for p in state.settled_pods], probes))
-
-
-def format_matrix(names: list[str], probes: list[Any]) -> str:
-    """A from × to grid per port: ``.`` allowed, ``X`` denied, ``-`` self."""
-    out = []
-    by_port: dict[str, dict[tuple[str, str], str]] = {}
-    for p in probes:
-        by_port.setdefault(f"{p.port}/{p.protocol}", {})[(p.src, p.dst)] = p.verdict
-    width = max((len(n) for n in names), default=4)
-    for port, grid in by_port.items():
-        out.append(f"{port}  (rows: from, columns: to; . allow, X deny)")
-        header = " " * (width + 2) + " ".join(f"{i:>2}" for i in range(1, len(names) + 1))
-        out.append(header)
-        for i, a in enumerate(names, 1):
-            cells = []
-            for b in names:
-                v = grid.get((a, b))
-                cells.append(" -" if a == b else (" ." if v == "allow" else " X"))
-            out.append(f"{a:<{width}}  " + " ".join(c for c in cells) + f"   {i}")
-    return "\n".join(out)
+    click.echo(format_matrix([p.key for p in matrix_pods(state, ip_version)], probes))
 
 
 @cli.command()
@@ -439,7 +447,8 @@ def status(output: str, name: str) -> None:
     """Nodes (readiness, BGP sessions) and pods of the lab."""
     state = load(name)
     rows = cluster.node_status_rows(state)
-    pod_rows = [{"name": p.key, "node": p.node, "ip": p.ips[0].split("/")[0] if p.ips else ""}
+    pod_rows = [{"name": p.key, "node": p.node, "ip": p.address(4) or p.address(6) or "",
+                 **({"ip6": p.address(6)} if p.address(6) else {})}
                 for p in state.pods]  # fmt: skip
     out: dict[str, Any] = {"nodes": rows, "pods": pod_rows}
     if state.tor:
@@ -464,7 +473,8 @@ def status(output: str, name: str) -> None:
     busy = {p.key for p in state.pods if p.busy}
     for p in pod_rows:
         note = " (being added or deleted)" if p["name"] in busy else ""
-        click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}{note}")
+        ip6 = f" {p['ip6']}" if "ip6" in p else ""
+        click.echo(f"pod {p['name']:<20} {p['node']:<8} {p['ip']}{ip6}{note}")
 
 
 @cli.group("node")

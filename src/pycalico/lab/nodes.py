@@ -1,6 +1,7 @@
 """Lab nodes: seed the datastore for the chosen topology and run ``calico-node`` per node.
 
-``seed`` writes what an operator would: the IP pool for the encapsulation mode, the
+``seed`` writes what an operator would: the IP pool(s) for the encapsulation mode (a
+dual-stack lab also ``default-ipv6-ippool``, with the node's IPv6 address as ``IP6``), the
 BGPConfiguration (mesh off when route reflectors are used) and, for route reflectors, the
 Node resources with ``routeReflectorClusterID`` and a label plus the BGPPeer that makes
 every node peer with them. ``start`` runs ``calico-node run`` inside the node's namespace
@@ -78,6 +79,25 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
                 "blockSize": 26,
             },
         },
+    ]
+    if state.pool6:
+        # Calico has no IP-in-IP for IPv6 (VXLAN is its v6 encapsulation): an ipip lab's v6
+        # pool uses VXLAN in the same mode, so v6 crosses the router of a 2-subnet lab too.
+        docs.append(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "IPPool",
+                "metadata": {"name": "default-ipv6-ippool"},
+                "spec": {
+                    "cidr": state.pool6,
+                    "ipipMode": "Never",
+                    "vxlanMode": vxlan if vxlan != "Never" else ipip,
+                    "natOutgoing": True,
+                    "blockSize": 122,
+                },
+            }
+        )
+    docs += [
         {
             "apiVersion": "projectcalico.org/v3",
             "kind": "BGPConfiguration",
@@ -87,6 +107,8 @@ def seed_resources(state: LabState, route_reflectors: int) -> list[dict[str, Any
     ]
     for node in state.nodes:
         spec: dict[str, Any] = {"bgp": {"ipv4Address": node.ip}}
+        if node.ip6:
+            spec["bgp"]["ipv6Address"] = node.ip6
         labels = {"kubernetes.io/hostname": node.name}
         if node.route_reflector:
             spec["bgp"]["routeReflectorClusterID"] = RR_CLUSTER_ID
@@ -185,6 +207,7 @@ def _start(state: LabState, node: NodeState) -> None:
     env.update(
         NODENAME=node.name,
         IP=node.ip,
+        IP6=node.ip6 or "none",
         CALICO_NODE_STATE_DIR=str(d),
         CALICO_BIRD_SOCKET=str(d / "bird.ctl"),
         CALICO_MTU_FILE=str(d / "mtu"),

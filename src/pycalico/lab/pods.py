@@ -56,7 +56,11 @@ def netconf(
         "nodename": node,
         "log_level": "info",
         "log_file_path": str(state.path / "cni.log"),
-        "ipam": {"type": "calico-ipam"},
+        "ipam": {
+            "type": "calico-ipam",
+            "assign_ipv4": "true",
+            "assign_ipv6": "true" if state.pool6 else "false",
+        },
         "policy": {"type": "k8s"},
     }
     if state.datastore == "etcd":

@@ -107,6 +107,7 @@ class NodeState:
     # --runtime docker: the node's dockerd and the holder of its private mount namespace
     engine_pid: int = 0
     mount_holder_pid: int = 0
+    ip6: str = ""  # dual-stack labs: CIDR form, e.g. fd00:198:18::1/64
 
 
 @dataclass
@@ -129,6 +130,14 @@ class PodState:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def address(self, version: int = 4) -> str | None:
+        """The pod's address of IP ``version`` (no prefix length), None if it has none."""
+        for a in self.ips:
+            ip = a.split("/")[0]
+            if (":" in ip) == (version == 6):
+                return ip
+        return None
+
 
 @dataclass
 class LabState:
@@ -138,6 +147,7 @@ class LabState:
     encap: str = "none"
     subnets: int = 1
     pool: str = "10.244.0.0/16"
+    pool6: str = ""  # dual-stack labs only (``up --dual-stack``): the IPv6 pool
     datastore: str = "sqlite"
     etcd_pid: int = 0
     etcd_url: str = ""

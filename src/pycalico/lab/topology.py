@@ -1,4 +1,5 @@
-"""Underlay plumbing of a lab: bridges, router, node namespaces (198.18.0.0/15).
+"""Underlay plumbing of a lab: bridges, router, node namespaces (198.18.0.0/15; dual-stack
+labs also fd00:198:18::/48, a unique-local range that exists only inside the lab).
 
 Layout (``P`` = the lab's prefix):
 - ``Pul`` holds bridge ``br0`` (and ``br1`` with two subnets); nothing else.
@@ -7,6 +8,9 @@ Layout (``P`` = the lab's prefix):
   needs) and hosts etcd when the lab uses it. With one subnet it routes nothing.
 - ``P<node>`` is a node: ``eth0`` = ``198.18.<s>.<i>/24`` on ``br<s>``, default route via
   the router, IPv4 forwarding on.
+- Dual-stack (``state.pool6`` set): each of those interfaces also gets
+  ``fd00:198:18:<s>::<host>/64`` (added ``nodad``: usable at once), nodes a default route
+  via the router's v6 leg, IPv6 forwarding on in the router.
 Invariants: nothing is created in the root namespace (veth ends are created straight into
 their namespaces); every namespace is recorded in the state before it is used, so ``down``
 removes it even after a partial ``up``.
@@ -14,10 +18,13 @@ removes it even after a partial ``up``.
 
 from __future__ import annotations
 
+import ipaddress
+
 from pycalico.lab.netns import ip_batch, run, sysctl
 from pycalico.lab.state import LabState, NodeState
 
 UNDERLAY = "198.18.{subnet}.{host}"
+UNDERLAY6 = "fd00:198:18:{subnet}::{host}"
 ROUTER_HOST = 254
 TOR_HOST = 253
 
@@ -57,11 +64,22 @@ def build_underlay(state: LabState) -> None:
             ],
             netns=rt,
         )
-    sysctl(rt, "net.ipv4.ip_forward=1")
+        if state.pool6:
+            ip_batch([f"addr add {router_ip6(s)}/64 dev rt{s} nodad"], netns=rt)
+    sysctl(rt, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 
 
 def router_ip(subnet: int = 0) -> str:
     return UNDERLAY.format(subnet=subnet, host=ROUTER_HOST)
+
+
+def underlay_ip6(subnet: int, host: int) -> str:
+    """The canonical (compressed) form of ``UNDERLAY6``."""
+    return str(ipaddress.IPv6Address(UNDERLAY6.format(subnet=subnet, host=host)))
+
+
+def router_ip6(subnet: int = 0) -> str:
+    return underlay_ip6(subnet, ROUTER_HOST)
 
 
 def add_node(
@@ -83,7 +101,16 @@ def add_node(
         ],
         netns=ns,
     )
+    addr6 = ""
+    if state.pool6:
+        addr6 = f"{underlay_ip6(subnet, index)}/64"
+        ip_batch(
+            [f"addr add {addr6} dev eth0 nodad", f"route add ::/0 via {router_ip6(subnet)}"],
+            netns=ns,
+        )
     sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-    node = NodeState(name=name, netns=ns, ip=addr, subnet=subnet, route_reflector=route_reflector)
+    node = NodeState(
+        name=name, netns=ns, ip=addr, subnet=subnet, route_reflector=route_reflector, ip6=addr6
+    )
     state.update(lambda s: s.nodes.append(node))
     return node

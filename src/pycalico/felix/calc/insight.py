@@ -175,9 +175,12 @@ class PolicyInsight:
         return Peer(ip, self._by_ip.get(ip))
 
     @staticmethod
-    def _pick_ips(src: Peer, dst: Peer) -> tuple[IPAddress, IPAddress]:
-        """Same-family addresses for the two peers (endpoints may be dual-stack)."""
-        for version in (4, 6):
+    def _pick_ips(
+        src: Peer, dst: Peer, ip_version: int | None = None
+    ) -> tuple[IPAddress, IPAddress]:
+        """Same-family addresses for the two peers (endpoints may be dual-stack): of
+        ``ip_version``, else IPv4 when both have one, else IPv6."""
+        for version in (ip_version,) if ip_version else (4, 6):
             s = [
                 n.network_address
                 for n in (src.endpoint.nets if src.endpoint else ())
@@ -190,6 +193,8 @@ class PolicyInsight:
             ] or ([dst.ip] if dst.ip.version == version else [])
             if s and d:
                 return s[0], d[0]
+        if ip_version:
+            raise InsightError(f"{src.label()} and {dst.label()} have no IPv{ip_version} pair")
         raise InsightError(f"{src.label()} and {dst.label()} share no IP version")
 
     def _direction(
@@ -217,9 +222,11 @@ class PolicyInsight:
         src_port: int | None = None,
         icmp_type: int | None = None,
         icmp_code: int | None = None,
+        ip_version: int | None = None,
     ) -> Explanation:
-        """Evaluate one flow between resolved peers (see :meth:`resolve`)."""
-        sip, dip = self._pick_ips(src, dst)
+        """Evaluate one flow between resolved peers (see :meth:`resolve`) over
+        ``ip_version`` (default: IPv4 when both peers have an IPv4 address)."""
+        sip, dip = self._pick_ips(src, dst, ip_version)
         if protocol in (1, 58) and icmp_type is None:  # a ping: echo request
             icmp_type, icmp_code = (8 if protocol == 1 else 128), 0
         pkt = Packet(sip, dip, protocol, port, src_port, icmp_type, icmp_code)
@@ -239,32 +246,51 @@ class PolicyInsight:
         port: int | None,
         protocol: str | int = "TCP",
         src_port: int | None = None,
+        ip_version: int | None = None,
     ) -> Explanation:
         try:
             proto = protocol_number(protocol)
         except ModelError as exc:
             raise InsightError(f"--protocol: {exc}") from exc
-        return self.explain_peers(self.resolve(src), self.resolve(dst), port, proto, src_port)
+        return self.explain_peers(
+            self.resolve(src), self.resolve(dst), port, proto, src_port, ip_version=ip_version
+        )
 
     def default_ports(self) -> list[tuple[int, int]]:
         """The workloads' named ports (port, protocol), else 80/TCP."""
         ports = sorted({(p.port, p.protocol) for e in self.workloads for p in e.ports})
         return ports or [(80, 6)]
 
-    def matrix(self, ports: Sequence[tuple[int, int]] | None = None) -> list[ProbeResult]:
-        """Every ordered pair of distinct workloads x every (port, protocol)."""
+    def matrix(
+        self, ports: Sequence[tuple[int, int]] | None = None, ip_version: int | None = None
+    ) -> list[ProbeResult]:
+        """Every ordered pair of distinct workloads x every (port, protocol); with
+        ``ip_version`` only the workloads with an address of that family, over it."""
         ports = list(ports) if ports else self.default_ports()
-        peers = [Peer(e.nets[0].network_address, e) for e in self.workloads if e.nets]
+        peers = [
+            Peer(nets[0].network_address, e)
+            for e in self.workloads
+            if (nets := [n for n in e.nets if ip_version in (None, n.version)])
+        ]
         out = []
         for s in peers:
             for d in peers:
-                if s.endpoint is d.endpoint:
+                if s.endpoint is d.endpoint or not _common_family(s, d, ip_version):
                     continue
                 for port, proto in ports:
-                    ex = self.explain_peers(s, d, port, proto)
+                    ex = self.explain_peers(s, d, port, proto, ip_version=ip_version)
                     pending = ex.pending[0]
                     out.append(ProbeResult(s.label(), d.label(), port, proto, ex.verdict, pending))
         return out
+
+
+def _common_family(a: Peer, b: Peer, ip_version: int | None) -> bool:
+    """Whether endpoints ``a`` and ``b`` can talk over ``ip_version`` (None: either family);
+    a v4-only and a v6-only workload have no flow to evaluate."""
+    va = {n.version for n in a.endpoint.nets} if a.endpoint else {a.ip.version}
+    vb = {n.version for n in b.endpoint.nets} if b.endpoint else {b.ip.version}
+    common = va & vb
+    return bool(common) if ip_version is None else ip_version in common
 
 
 def _where(d: Decision) -> str:
