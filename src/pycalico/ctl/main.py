@@ -1,7 +1,10 @@
 """calicoctl: the user's CLI for resources, IPAM, node status and policy insight.
 
 Each command family lives in its own module exposing ``COMMANDS: list[click.Command]``;
-this module only assembles them, so families stay independent.
+this module only assembles them, so families stay independent. A family is imported only
+when one of its commands runs (or help lists them): ``calicoctl get`` never pays for the
+flow-log client or the policy insight (:data:`_COMMANDS` maps each command to its family;
+``tests/unit/test_ctl_lazy.py`` checks the map against the families' ``COMMANDS``).
 """
 
 from __future__ import annotations
@@ -13,20 +16,39 @@ import click
 from pycalico import __version__
 from pycalico.ctl.common import config_option
 
-# Modules contributing commands (each defines COMMANDS).
-_FAMILIES = (
-    "pycalico.ctl.validate",
-    "pycalico.ctl.resources",
-    "pycalico.ctl.ipam",
-    "pycalico.ctl.policy",
-    "pycalico.ctl.node",
-    "pycalico.ctl.datastore_cmd",
-    "pycalico.ctl.ui",
-    "pycalico.ctl.flows",
-)
+# Command name -> the module contributing it (each family module defines COMMANDS).
+_COMMANDS = {
+    "validate": "pycalico.ctl.validate",
+    **dict.fromkeys(
+        ("create", "apply", "replace", "delete", "get", "patch", "label"), "pycalico.ctl.resources"
+    ),
+    "ipam": "pycalico.ctl.ipam",
+    "policy": "pycalico.ctl.policy",
+    "node": "pycalico.ctl.node",
+    "datastore": "pycalico.ctl.datastore_cmd",
+    "ui": "pycalico.ctl.ui",
+    "flows": "pycalico.ctl.flows",
+}
+_FAMILIES = tuple(dict.fromkeys(_COMMANDS.values()))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose family commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None or cmd_name not in _COMMANDS:
+            return cmd
+        for c in getattr(importlib.import_module(_COMMANDS[cmd_name]), "COMMANDS", []):
+            if c.name == cmd_name:
+                return c  # type: ignore[no-any-return]
+        return None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Manage pycalico resources, IPAM, nodes and policy."""
 
@@ -63,11 +85,6 @@ def version(client: bool, config_file: str | None) -> None:
             ds.close()
     click.echo(f"Cluster Version:   {spec.get('calicoVersion') or 'unknown'}")
     click.echo(f"Cluster Type:      {spec.get('clusterType') or 'unknown'}")
-
-
-for _mod in _FAMILIES:
-    for _cmd in getattr(importlib.import_module(_mod), "COMMANDS", []):
-        cli.add_command(_cmd)
 
 
 def main() -> None:
