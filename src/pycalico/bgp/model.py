@@ -105,6 +105,11 @@ class BirdPeer:
     ttl_security_hops: int | None = None
     rr_cluster_id: str | None = None  # set => "rr client; rr cluster id <id>"
     next_hop: str | None = None  # "self" | "keep" | None (Auto)
+    # Auto next hop towards an eBGP peer on our subnet: routes learned over BGP whose next
+    # hop is inside this subnet keep it (the node hosting the block), not ours (the relay).
+    third_party_subnet: str | None = None
+    # reachableBy: a static route to the peer's /32 (/128) via this gateway.
+    reachable_by: str | None = None
     allow_local_as: int | None = None
     import_filters: tuple[str, ...] = ()
     export_filters: tuple[str, ...] = ()
