@@ -1,8 +1,8 @@
 """Pure typed model of one node's BIRD 2 configuration (the value the template formats).
 
 Owns: the dataclasses :class:`BirdConfig`, :class:`FamilyConfig`, :class:`BirdPeer`,
-:class:`FilterFunction`, :class:`FilterRule`, :class:`BfdInterface`, :class:`Community`. They
-carry no behaviour beyond naming helpers.
+:class:`FilterFunction`, :class:`FilterRule`, :class:`FilterOperation`, :class:`BfdInterface`,
+:class:`Community`. They carry no behaviour beyond naming helpers.
 
 Invariants:
 - Immutable (frozen dataclasses, tuples) and fully computed: the jinja2 template only loops
@@ -66,6 +66,25 @@ class MatchOperator(StrEnum):
 
 
 @dataclass(frozen=True)
+class FilterOperation:
+    """One operation of an accepting BGPFilter rule, applied before ``accept``:
+    ``community`` (AddCommunity, value ``aa:nn``/``aa:nn:mm``), ``prepend`` (PrependASPath:
+    one AS number; a rule's prefix becomes several, last first) or ``priority`` (SetPriority:
+    the BIRD ``bgp_local_pref`` value, already inverted)."""
+
+    kind: str  # "community" | "prepend" | "priority"
+    value: str
+
+    @property
+    def bird_pair(self) -> str:
+        return "(" + ", ".join(self.value.split(":")) + ")"
+
+    @property
+    def large(self) -> bool:
+        return self.value.count(":") == 2
+
+
+@dataclass(frozen=True)
 class FilterRule:
     """One BGPFilter rule: all present matches must hold; then ``accept`` or ``reject``."""
 
@@ -76,6 +95,18 @@ class FilterRule:
     max_len: int | None = None
     remote_peers_only: bool = False  # source: RemotePeers
     interface: str | None = None  # BIRD glob on ifname
+    community: str | None = None  # communities.values[0]: "aa:nn" or "aa:nn:mm"
+    as_path_prefix: tuple[int, ...] = ()  # the AS path starts with these
+    local_pref: int | None = None  # priority match, as the bgp_local_pref it stands for
+    operations: tuple[FilterOperation, ...] = ()
+
+    @property
+    def community_pair(self) -> str:
+        return "(" + ", ".join((self.community or "").split(":")) + ")"
+
+    @property
+    def community_attr(self) -> str:
+        return "bgp_large_community" if (self.community or "").count(":") == 2 else "bgp_community"
 
 
 @dataclass(frozen=True)
