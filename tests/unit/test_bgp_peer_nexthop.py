@@ -76,3 +76,27 @@ def test_num_allowed_local_as_numbers(tmp_path: Path) -> None:
     text = _text(peer("ext", peerIP="192.0.2.1", asNumber=64513, numAllowedLocalASNumbers=2))
     assert "allow local as 2;" in _protocol(text, "Global_192_0_2_1")
     _bird_parse(text, tmp_path)
+
+
+def test_restart_mode_long_lived_uses_max_restart_time_as_stale_time(tmp_path: Path) -> None:
+    text = _text(
+        peer("gr", peerIP="192.0.2.1", asNumber=64513, maxRestartTime="90s"),
+        peer(
+            "llgr",
+            peerIP="192.0.2.2",
+            asNumber=64513,
+            restartMode="LongLivedGracefulRestart",
+            maxRestartTime="2h",
+        ),
+        peer("llgr0", peerIP="192.0.2.3", asNumber=64513, restartMode="LongLivedGracefulRestart"),
+    )
+    gr = _protocol(text, "Global_192_0_2_1")
+    assert "graceful restart time 90;" in gr and "long lived" not in gr
+    llgr = _protocol(text, "Global_192_0_2_2")
+    assert "long lived graceful restart on;" in llgr and "long lived stale time 7200;" in llgr
+    assert "graceful restart time" not in llgr
+    llgr0 = _protocol(text, "Global_192_0_2_3")
+    assert "long lived graceful restart on;" in llgr0 and "stale time" not in llgr0
+    _bird_parse(text, tmp_path)
+    with pytest.raises(BgpInputError, match=r"spec\.restartMode"):
+        _text(peer("bad", peerIP="192.0.2.1", asNumber=64513, restartMode="Never"))

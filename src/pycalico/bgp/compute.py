@@ -489,6 +489,14 @@ class _Ctx:
             raise BgpInputError(
                 f"{w}: spec.failureDetectionMode", f"{fdm!r} is not None/BFDIfDirectlyConnected"
             )
+        mode = spec.get("restartMode") or "GracefulRestart"
+        if mode not in ("GracefulRestart", "LongLivedGracefulRestart"):
+            raise BgpInputError(
+                f"{w}: spec.restartMode",
+                f"{mode!r} is not GracefulRestart/LongLivedGracefulRestart",
+            )
+        llgr = mode == "LongLivedGracefulRestart"
+        restart = _opt_dur(spec.get("maxRestartTime"), f"{w}: spec.maxRestartTime")
         fnames = []
         for f in spec.get("filters") or []:
             if str(f) in self.filter_names:
@@ -507,7 +515,8 @@ class _Ctx:
             # Towards Calico nodes the lower IP waits, so the two sides never collide.
             passive=(calico_peer or node is not None) and _higher(ip, my_ip),
             password=pw,
-            graceful_restart_time=_opt_dur(spec.get("maxRestartTime"), f"{w}: spec.maxRestartTime"),
+            graceful_restart_time=None if llgr else restart,
+            llgr_stale_time=(restart or 0) if llgr else None,
             keepalive_time=_opt_dur(spec.get("keepaliveTime"), f"{w}: spec.keepaliveTime"),
             ttl_security_hops=int(ttl) if ttl else None,
             rr_cluster_id=rr,

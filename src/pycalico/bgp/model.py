@@ -132,6 +132,9 @@ class BirdPeer:
     passive: bool = False
     password: str | None = None
     graceful_restart_time: int | None = None
+    # restartMode LongLivedGracefulRestart: LLGR on, stale time = maxRestartTime (or BIRD's
+    # default 3600 s when 0); graceful_restart_time is then left at BIRD's default.
+    llgr_stale_time: int | None = None
     keepalive_time: int | None = None
     ttl_security_hops: int | None = None
     rr_cluster_id: str | None = None  # set => "rr client; rr cluster id <id>"
