@@ -11,6 +11,11 @@ Owns Calico's peering and export rules (reference §4.2–4.3), reproduced for B
   ``peerSelector`` peers back with the nodes the peer applies to.
 - Route reflectors: a node with ``routeReflectorClusterID`` emits ``rr client; rr cluster
   id <ours>`` towards iBGP peers not in its cluster.
+- Next hops: ``nextHopMode`` Self/Keep; deprecated ``keepOriginalNextHop`` = Keep towards
+  eBGP peers only; Auto towards an eBGP peer inside our subnet keeps the next hop of relayed
+  routes that lies in that subnet (the node hosting the block). ``reachableBy``: a static
+  route to the peer via the gateway. ``restartMode`` LongLivedGracefulRestart: LLGR with
+  ``maxRestartTime`` as the stale time.
 - Duplicate peers (same ip+port) keep the first in the order mesh, node, global, reverse.
 - Export: one static blackhole per confirmed affine block; borrowed /32s outside our blocks;
   pools with ``disableBGPExport`` never; kernel programming accepts exactly the pools whose
