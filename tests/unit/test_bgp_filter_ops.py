@@ -13,7 +13,7 @@ import pytest
 from pycalico.api import ValidationFailed, decode
 from pycalico.bgp import BgpInputError, compute_bird_config, render_bird_config
 from tests.unit.test_bgp_helpers import node, peer, pool, res
-from tests.unit.test_bgp_render import _bird_parse
+from tests.unit.test_bgp_render import _bird_parse, _protocol
 
 NODES = [node("n1", "198.18.0.1", "fd00::1")]
 
@@ -31,7 +31,7 @@ def _render(spec: dict[str, Any]) -> str:
 
 
 def _function(text: str, name: str) -> list[str]:
-    start = text.index(f"function {name}() {{")
+    start = text.index(f"function {name}(bool internal_peer) {{")
     return [line.strip() for line in text[start : text.index("\n}", start)].splitlines()[1:]]
 
 
@@ -112,3 +112,35 @@ def test_bad_rules_name_the_field(rule: dict[str, Any], field: str) -> None:
             }
         )
     assert "exportV4[0]" in str(e.value), str(e.value)
+
+
+def test_peer_type_limits_a_rule_to_ebgp_or_ibgp_peers(tmp_path: Path) -> None:
+    text = render_bird_config(
+        compute_bird_config(
+            "n1",
+            nodes=NODES,
+            peers=[
+                peer("ext", peerIP="192.0.2.1", asNumber=64513, filters=["f"]),
+                peer("int", peerIP="192.0.2.2", asNumber=64512, filters=["f"]),
+            ],
+            filters=[
+                res(
+                    "BGPFilter",
+                    "f",
+                    exportV4=[
+                        {"action": "Reject", "peerType": "eBGP", "asPathPrefix": [65001]},
+                        {"action": "Reject", "peerType": "iBGP"},
+                    ],
+                )
+            ],
+        )
+    )
+    assert _function(text, "bgp_f_exportFilterV4") == [
+        "if (!internal_peer && bgp_path ~ [= 65001 * =]) then { reject; }",
+        "if (internal_peer) then { reject; }",
+    ]
+    assert "bgp_f_exportFilterV4(false);" in _protocol(text, "Global_192_0_2_1")
+    assert "bgp_f_exportFilterV4(true);" in _protocol(text, "Global_192_0_2_2")
+    _bird_parse(text, tmp_path)
+    with pytest.raises(BgpInputError, match=re.escape("spec.exportV4[0].peerType")):
+        _render({"exportV4": [{"action": "Reject", "peerType": "both"}]})

@@ -15,8 +15,8 @@ In ``net ~``, NotIn ``net !~``; ``prefixLength {min,max}`` turns the cidr into a
 ``priority`` (``bgp_local_pref`` = 2147483647 - priority). ``operations`` of an Accept rule
 run before ``accept``: ``addCommunity`` (``bgp_community.add``/``bgp_large_community.add``),
 ``prependASPath`` (``bgp_path.prepend`` per AS, so the path starts with the given prefix in
-order), ``setPriority`` (``bgp_local_pref``). ``peerType`` is not rendered (it is accepted and
-ignored).
+order), ``setPriority`` (``bgp_local_pref``). ``peerType`` eBGP/iBGP limits a rule to peers
+of that kind: every function takes ``bool internal_peer`` and each peer passes its own.
 
 Invariants: function names contain only ``[A-Za-z0-9_]`` (other characters → ``_``; the
 filter part is truncated to 45 characters as Calico does); bad rules raise BgpInputError.
@@ -122,11 +122,15 @@ def _rule(rule: Any, fld: str, version: int) -> FilterRule:
         for i, a in enumerate(_list(rule.get("asPathPrefix"), f"{fld}.asPathPrefix"))
     )
     prio = rule.get("priority")
+    peer_type = rule.get("peerType") or None
+    if peer_type not in (None, "eBGP", "iBGP"):
+        raise BgpInputError(f"{fld}.peerType", f"{peer_type!r} is not eBGP or iBGP")
     ops = _list(rule.get("operations"), f"{fld}.operations")
     if ops and action != "Accept":
         raise BgpInputError(f"{fld}.operations", "operations may only be used with action Accept")
     return FilterRule(
         action=str(action).lower(),
+        peer_type=peer_type,
         community=community,
         as_path_prefix=as_path,
         local_pref=None if prio is None else _local_pref(prio, f"{fld}.priority"),

@@ -95,6 +95,7 @@ class FilterRule:
     max_len: int | None = None
     remote_peers_only: bool = False  # source: RemotePeers
     interface: str | None = None  # BIRD glob on ifname
+    peer_type: str | None = None  # "eBGP" | "iBGP": only for peers of that kind
     community: str | None = None  # communities.values[0]: "aa:nn" or "aa:nn:mm"
     as_path_prefix: tuple[int, ...] = ()  # the AS path starts with these
     local_pref: int | None = None  # priority match, as the bgp_local_pref it stands for
@@ -111,7 +112,8 @@ class FilterRule:
 
 @dataclass(frozen=True)
 class FilterFunction:
-    """A BIRD function ``bgp_<filter>_<import|export>FilterV<4|6>`` (first match wins)."""
+    """A BIRD function ``bgp_<filter>_<import|export>FilterV<4|6>(bool internal_peer)`` (first
+    match wins; each peer passes whether it is iBGP, for ``peerType`` matches)."""
 
     name: str
     rules: tuple[FilterRule, ...]
