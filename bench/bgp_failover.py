@@ -8,9 +8,13 @@ dies); the time is from that moment to node2's kernel deleting node1's block rou
   failures, median/min/max.
 - no_bfd (``--baseline``): one failure without BFD: the BGP hold time decides (BIRD's
   240 s, minus the time since the last keepalive), so this takes minutes.
-Prints both side by side and writes bench/results/bgp_failover.json. Needs root; the lab
+- bfd_bird_restart_gap / no_bfd_bird_restart_gap: the price of BFD. node1's BIRD is killed
+  and restarted by calico-node (``--restarts`` times per mode); the time node2 had no route
+  to node1's block (0 without BFD: graceful restart; with BFD, BIRD 2.0.12 peers drop the
+  routes until the new BIRD is back, see docs/bgp.md).
+Prints all side by side and writes bench/results/bgp_failover.json. Needs root; the lab
 is always taken down.
-Usage: python bench/bgp_failover.py [--runs 5] [--baseline]
+Usage: python bench/bgp_failover.py [--runs 5] [--restarts 3] [--baseline]
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.conftest import Lab, wait_for  # noqa: E402
-from tests.e2e.failover import restore_link, withdrawal_time  # noqa: E402
+from tests.e2e.failover import restore_link, route_gaps, withdrawal_time  # noqa: E402
 
 BFD = """
 apiVersion: projectcalico.org/v3
@@ -41,6 +48,10 @@ kind: BFDConfiguration
 metadata: {name: bench}
 spec: {interfaces: [{matchPattern: eth0, idleSendInterval: 1s}]}
 """
+
+# Seconds a BIRD restart is watched: BIRD's startup delay after flaps grows up to 30 s
+# ("error wait time 5,30"), so a gap can be that long; longer ones are reported as inf.
+RESTART_WATCH = 40.0
 
 
 def _block(lab: Lab) -> str:
@@ -73,10 +84,38 @@ def _failures(lab: Lab, mode: str, runs: int, limit: float) -> list[float]:
     return out
 
 
+def _restart_gaps(lab: Lab, mode: str, runs: int) -> list[float]:
+    """Seconds node2 had no route to node1's block while node1's BIRD was killed (SIGKILL)
+    and restarted by its calico-node (graceful restart: 0 when nothing was withdrawn)."""
+    block = _block(lab)
+    pidfile = lab.dir / lab.name / "node1" / "bird.pid"
+
+    def routed() -> bool:
+        return "via 198.18.0.1" in lab.exec("node2", "ip", "route", "show", block).stdout
+
+    def kill() -> None:
+        os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+
+    out = []
+    for _ in range(runs):
+        if not wait_for(routed, 60, 0.5):
+            raise SystemExit(f"{block} not routed on node2")
+        time.sleep(3)  # sessions (and BFD) settled
+        out.append(route_gaps(lab, ["node2"], block, kill, RESTART_WATCH)["node2"])
+        print(f"  {mode}: BIRD restart gap {out[-1]:.3f} s", flush=True)
+    return out
+
+
+def _summary(runs: list[float]) -> dict[str, object]:
+    return {"runs": runs, "median_s": statistics.median(runs), "min_s": min(runs),
+            "max_s": max(runs)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--baseline", action="store_true", help="also one failure without BFD")
+    ap.add_argument("--restarts", type=int, default=3, help="BIRD restarts per mode")
     args = ap.parse_args()
     lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
     lab = Lab("bfo", lab_dir)
@@ -86,14 +125,15 @@ def main() -> None:
         for i in (1, 2, 3):
             lab.pod(f"node{i}", f"default/p{i}")
         bfd = _failures(lab, "BFDIfDirectlyConnected", args.runs, 10)
-        result["bfd"] = {
-            "runs": bfd,
-            "median_s": statistics.median(bfd),
-            "min_s": min(bfd),
-            "max_s": max(bfd),
-        }
+        result["bfd"] = _summary(bfd)
+        result["bfd_bird_restart_gap"] = _summary(
+            _restart_gaps(lab, "BFDIfDirectlyConnected", args.restarts)
+        )
+        lab.run("calicoctl", "--name", lab.name, "apply", "-f", "-", input=BFD % "None")
+        time.sleep(10)  # the sessions restart without BFD (multihop again) and re-learn
+        result["no_bfd_bird_restart_gap"] = _summary(_restart_gaps(lab, "None", args.restarts))
         if args.baseline:
-            result["no_bfd"] = {"runs": _failures(lab, "None", 1, 330)}
+            result["no_bfd"] = _summary(_failures(lab, "None", 1, 330))
     finally:
         lab.down()
         shutil.rmtree(lab_dir, ignore_errors=True)

@@ -1,16 +1,20 @@
 """calico-lab e2e variants: route reflector over etcd, VXLAN, VXLAN CrossSubnet.
 
 Each variant is its own small lab (3 nodes, one pod per node): every pod must reach every
-other, and the BGP sessions must match the topology.
+other, and the BGP sessions must match the topology. The route-reflector lab has the FRR ToR
+too: every path it holds for a block points at the node hosting it (issue 17: it used to
+prefer the reflector's relayed path, next hop the reflector).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import Lab
+from tests.e2e.conftest import Lab, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -28,18 +32,39 @@ def _all_allowed(lab: Lab, n: int = 3) -> None:
 
 def test_route_reflector_over_etcd(lab_factory: Callable[[], Lab]) -> None:
     lab = lab_factory()
-    lab.up("--nodes", "3", "--route-reflectors", "1", "--datastore", "etcd")
+    lab.up("--nodes", "3", "--route-reflectors", "1", "--datastore", "etcd", "--tor")
     nodes = {n["name"]: n for n in lab.status()["nodes"]}
     rr_ip = nodes["node1"]["ip"]
-    # clients peer only with the reflector; the reflector with both clients
+    cluster = {n: [b for b in nodes[n]["bgp"] if b["type"] != "global"] for n in nodes}
+    # clients peer only with the reflector (and the ToR); the reflector with both clients
     for name in ("node2", "node3"):
-        assert [(b["peer"], b["info"]) for b in nodes[name]["bgp"]] == [(rr_ip, "Established")]
-    assert sorted(b["peer"] for b in nodes["node1"]["bgp"]) == sorted(
+        assert [(b["peer"], b["info"]) for b in cluster[name]] == [(rr_ip, "Established")]
+    assert sorted(b["peer"] for b in cluster["node1"]) == sorted(
         [nodes["node2"]["ip"], nodes["node3"]["ip"]]
     )
     assert all(b["type"] != "node-to-node mesh" for n in nodes.values() for b in n["bgp"])
     _pods(lab)
     _all_allowed(lab)
+    # The ToR hears every block from all three nodes (the reflector and the clients relay
+    # them) and every path's next hop is the node hosting the block, not the relay.
+    hosts = {}
+    for p in lab.state()["pods"]:
+        ip = ipaddress.ip_address(p["ips"][0].split("/")[0])
+        block = str(ipaddress.ip_network(f"{ip}/26", strict=False))
+        hosts[block] = nodes[p["node"]]["ip"]
+    seen: dict[str, set[str]] = {}
+
+    def tor_paths_settled() -> bool:
+        routes = json.loads(lab.run("tor", "show bgp ipv4 unicast json").stdout)["routes"]
+        for block in hosts:
+            paths = routes.get(block, [])
+            seen[block] = {h["ip"] for path in paths for h in path.get("nexthops", [])}
+            if len(paths) != 3:
+                return False
+        return True
+
+    assert wait_for(tor_paths_settled, 30, 0.5), seen
+    assert seen == {b: {ip} for b, ip in hosts.items()}, (seen, hosts)
     # the Node resources came from etcd and carry the addresses calico-node wrote
     out = lab.calicoctl("get", "nodes", "-o", "yaml").stdout
     assert "routeReflectorClusterID: 244.0.0.1" in out

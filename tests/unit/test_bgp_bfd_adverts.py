@@ -48,7 +48,7 @@ def test_mesh_bfd_only_towards_directly_connected_nodes(tmp_path: Path) -> None:
     assert {p.name: p.bfd for p in v4.peers} == {"Mesh_198_18_0_2": True, "Mesh_10_9_0_3": False}
     text = render_bird_config(cfg)
     n2 = _protocol(text, "Mesh_198_18_0_2")
-    assert "bfd on;" in n2 and "direct;" in n2
+    assert "bfd on;" in n2 and "direct;" in n2 and "error wait time 1,4;" in n2
     n3 = _protocol(text, "Mesh_10_9_0_3")
     assert "bfd" not in n3 and "direct" not in n3
     assert "bfd on;" in _protocol(text, "Mesh_fd00__2")  # v6 too

@@ -134,15 +134,16 @@ def test_render_peers() -> None:
         "graceful restart time 60;",
         "allow local as 2;",
         "next hop self;",
-        "import filter { bgp_f1_importFilterV4(); accept; };",
-        "export filter { bgp_f1_exportFilterV4(); calico_export_to_bgp_peers4(false); reject; };",
+        "import filter { bgp_f1_importFilterV4(false); accept; };",
+        "export filter { bgp_f1_exportFilterV4(false); calico_export_to_bgp_peers4(false); "
+        "reject; };",
     ):
         assert line in tor, line
     assert "next hop keep;" in _protocol(text, "Node_198_18_0_250")
     v6 = _protocol(text, "Node_fd00__fe")
     assert "local as 65100;" in v6 and "neighbor fd00::fe as 65546;" in v6
-    assert "bgp_f1_importFilterV6();" in v6
-    fn = text.split("function bgp_f1_exportFilterV4() {")[1].split("\n}")[0]
+    assert "bgp_f1_importFilterV6(false);" in v6
+    fn = text.split("function bgp_f1_exportFilterV4(bool internal_peer) {")[1].split("\n}")[0]
     first = 'if (net ~ [ 10.244.0.0/16{24,26} ] && source = RTS_BGP && ifname ~ "eth*")'
     assert [line.strip() for line in fn.strip().splitlines()] == [
         first + " then { accept; }",

@@ -11,6 +11,11 @@ Owns Calico's peering and export rules (reference §4.2–4.3), reproduced for B
   ``peerSelector`` peers back with the nodes the peer applies to.
 - Route reflectors: a node with ``routeReflectorClusterID`` emits ``rr client; rr cluster
   id <ours>`` towards iBGP peers not in its cluster.
+- Next hops: ``nextHopMode`` Self/Keep; deprecated ``keepOriginalNextHop`` = Keep towards
+  eBGP peers only; Auto towards an eBGP peer inside our subnet keeps the next hop of relayed
+  routes that lies in that subnet (the node hosting the block). ``reachableBy``: a static
+  route to the peer via the gateway. ``restartMode`` LongLivedGracefulRestart: LLGR with
+  ``maxRestartTime`` as the stale time.
 - Duplicate peers (same ip+port) keep the first in the order mesh, node, global, reverse.
 - Export: one static blackhole per confirmed affine block; borrowed /32s outside our blocks;
   pools with ``disableBGPExport`` never; kernel programming accepts exactly the pools whose
@@ -460,9 +465,17 @@ class _Ctx:
         if self.me.rr_cluster_id and internal:
             if node is None or node.rr_cluster_id != self.me.rr_cluster_id:
                 rr = self.me.rr_cluster_id
-        nh_mode = spec.get("nextHopMode") or ("Keep" if spec.get("keepOriginalNextHop") else "Auto")
+        # keepOriginalNextHop (deprecated) means Keep towards eBGP peers only, as in Calico.
+        keep = bool(spec.get("keepOriginalNextHop")) and not internal
+        nh_mode = spec.get("nextHopMode") or ("Keep" if keep else "Auto")
         if nh_mode not in ("Auto", "Self", "Keep"):
             raise BgpInputError(f"{w}: spec.nextHopMode", f"{nh_mode!r} is not Auto/Self/Keep")
+        version = _v(ip)
+        direct = _directly_connected(self.me, version, ip)
+        third_party = None
+        if nh_mode == "Auto" and not internal and direct:
+            third_party = str(self.me.address(version).network)  # type: ignore[union-attr]
+        via = _reachable_by(spec, w, ip)
         src = spec.get("sourceAddress") or "UseNodeIP"
         if src not in ("UseNodeIP", "None"):
             raise BgpInputError(f"{w}: spec.sourceAddress", f"{src!r} is not UseNodeIP/None")
@@ -470,11 +483,25 @@ class _Ctx:
         if ttl not in (None, 0) and (isinstance(ttl, bool) or not isinstance(ttl, int)):
             raise BgpInputError(f"{w}: spec.ttlSecurity", f"{ttl!r} is not a hop count 0..255")
         allow = spec.get("numAllowedLocalASNumbers")
+        if allow not in (None, 0) and (
+            isinstance(allow, bool) or not isinstance(allow, int) or not 0 < allow < 2**31
+        ):
+            raise BgpInputError(
+                f"{w}: spec.numAllowedLocalASNumbers", f"{allow!r} is not a count >= 0"
+            )
         fdm = spec.get("failureDetectionMode") or "None"
         if fdm not in ("None", "BFDIfDirectlyConnected"):
             raise BgpInputError(
                 f"{w}: spec.failureDetectionMode", f"{fdm!r} is not None/BFDIfDirectlyConnected"
             )
+        mode = spec.get("restartMode") or "GracefulRestart"
+        if mode not in ("GracefulRestart", "LongLivedGracefulRestart"):
+            raise BgpInputError(
+                f"{w}: spec.restartMode",
+                f"{mode!r} is not GracefulRestart/LongLivedGracefulRestart",
+            )
+        llgr = mode == "LongLivedGracefulRestart"
+        restart = _opt_dur(spec.get("maxRestartTime"), f"{w}: spec.maxRestartTime")
         fnames = []
         for f in spec.get("filters") or []:
             if str(f) in self.filter_names:
@@ -493,21 +520,41 @@ class _Ctx:
             # Towards Calico nodes the lower IP waits, so the two sides never collide.
             passive=(calico_peer or node is not None) and _higher(ip, my_ip),
             password=pw,
-            graceful_restart_time=_opt_dur(spec.get("maxRestartTime"), f"{w}: spec.maxRestartTime"),
+            graceful_restart_time=None if llgr else restart,
+            llgr_stale_time=(restart or 0) if llgr else None,
             keepalive_time=_opt_dur(spec.get("keepaliveTime"), f"{w}: spec.keepaliveTime"),
             ttl_security_hops=int(ttl) if ttl else None,
             rr_cluster_id=rr,
             next_hop={"Auto": None, "Self": "self", "Keep": "keep"}[nh_mode],
+            third_party_subnet=third_party,
+            reachable_by=via,
             allow_local_as=int(allow) if allow else None,
             import_filters=tuple(function_name(f, "import", _v(ip)) for f in fnames),
             export_filters=tuple(function_name(f, "export", _v(ip)) for f in fnames),
             calico_node=node.name if node is not None else None,
-            bfd=fdm == "BFDIfDirectlyConnected" and _directly_connected(self.me, _v(ip), ip),
+            bfd=fdm == "BFDIfDirectlyConnected" and direct,
         )
 
 
 def _v(ip: str) -> int:
     return ipaddress.ip_address(ip).version
+
+
+def _reachable_by(spec: Mapping[str, Any], w: str, peer_ip: str) -> str | None:
+    """BGPPeer ``reachableBy``: the gateway of a static route to ``peerIP`` (same family)."""
+    value = spec.get("reachableBy") or None
+    if value is None:
+        return None
+    fld = f"{w}: spec.reachableBy"
+    if not spec.get("peerIP"):
+        raise BgpInputError(fld, "reachableBy must be empty when peerIP is empty")
+    try:
+        gw = ipaddress.ip_address(str(value))
+    except ValueError:
+        raise BgpInputError(fld, f"invalid IP address {value!r}") from None
+    if gw.version != _v(peer_ip):
+        raise BgpInputError(fld, "reachableBy and peerIP address family mismatched")
+    return str(gw)
 
 
 def _higher(peer_ip: str, my_ip: str) -> bool:

@@ -226,14 +226,20 @@ def _communities(d: Mapping[str, Any], w: str) -> tuple[tuple[str, str], ...]:
         cidr = str(parse_cidr(pa.get("cidr"), f"{fld}.cidr"))
         for j, ref in enumerate(pa.get("communities") or ()):
             value = named.get(str(ref), str(ref))
-            m = _COMMUNITY.match(value)
-            limit = 0xFFFF if m and m.group(3) is None else 0xFFFFFFFF
-            if not m or any(int(g) > limit for g in m.groups() if g is not None):
+            if not is_community(value):
                 raise BgpInputError(
                     f"{fld}.communities[{j}]", f"{ref!r} is not a defined name or aa:nn[:mm]"
                 )
             out.append((cidr, value))
     return tuple(out)
+
+
+def is_community(value: str) -> bool:
+    """Whether ``value`` is a standard (``aa:nn``, 16-bit parts) or large (``aa:nn:mm``,
+    32-bit parts) community literal."""
+    m = _COMMUNITY.match(value)
+    limit = 0xFFFF if m and m.group(3) is None else 0xFFFFFFFF
+    return m is not None and all(int(g) <= limit for g in m.groups() if g is not None)
 
 
 def _port(value: Any, fld: str) -> int:

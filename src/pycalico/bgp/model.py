@@ -1,8 +1,8 @@
 """Pure typed model of one node's BIRD 2 configuration (the value the template formats).
 
 Owns: the dataclasses :class:`BirdConfig`, :class:`FamilyConfig`, :class:`BirdPeer`,
-:class:`FilterFunction`, :class:`FilterRule`, :class:`BfdInterface`, :class:`Community`. They
-carry no behaviour beyond naming helpers.
+:class:`FilterFunction`, :class:`FilterRule`, :class:`FilterOperation`, :class:`BfdInterface`,
+:class:`Community`. They carry no behaviour beyond naming helpers.
 
 Invariants:
 - Immutable (frozen dataclasses, tuples) and fully computed: the jinja2 template only loops
@@ -66,6 +66,25 @@ class MatchOperator(StrEnum):
 
 
 @dataclass(frozen=True)
+class FilterOperation:
+    """One operation of an accepting BGPFilter rule, applied before ``accept``:
+    ``community`` (AddCommunity, value ``aa:nn``/``aa:nn:mm``), ``prepend`` (PrependASPath:
+    one AS number; a rule's prefix becomes several, last first) or ``priority`` (SetPriority:
+    the BIRD ``bgp_local_pref`` value, already inverted)."""
+
+    kind: str  # "community" | "prepend" | "priority"
+    value: str
+
+    @property
+    def bird_pair(self) -> str:
+        return "(" + ", ".join(self.value.split(":")) + ")"
+
+    @property
+    def large(self) -> bool:
+        return self.value.count(":") == 2
+
+
+@dataclass(frozen=True)
 class FilterRule:
     """One BGPFilter rule: all present matches must hold; then ``accept`` or ``reject``."""
 
@@ -76,11 +95,25 @@ class FilterRule:
     max_len: int | None = None
     remote_peers_only: bool = False  # source: RemotePeers
     interface: str | None = None  # BIRD glob on ifname
+    peer_type: str | None = None  # "eBGP" | "iBGP": only for peers of that kind
+    community: str | None = None  # communities.values[0]: "aa:nn" or "aa:nn:mm"
+    as_path_prefix: tuple[int, ...] = ()  # the AS path starts with these
+    local_pref: int | None = None  # priority match, as the bgp_local_pref it stands for
+    operations: tuple[FilterOperation, ...] = ()
+
+    @property
+    def community_pair(self) -> str:
+        return "(" + ", ".join((self.community or "").split(":")) + ")"
+
+    @property
+    def community_attr(self) -> str:
+        return "bgp_large_community" if (self.community or "").count(":") == 2 else "bgp_community"
 
 
 @dataclass(frozen=True)
 class FilterFunction:
-    """A BIRD function ``bgp_<filter>_<import|export>FilterV<4|6>`` (first match wins)."""
+    """A BIRD function ``bgp_<filter>_<import|export>FilterV<4|6>(bool internal_peer)`` (first
+    match wins; each peer passes whether it is iBGP, for ``peerType`` matches)."""
 
     name: str
     rules: tuple[FilterRule, ...]
@@ -101,10 +134,18 @@ class BirdPeer:
     passive: bool = False
     password: str | None = None
     graceful_restart_time: int | None = None
+    # restartMode LongLivedGracefulRestart: LLGR on, stale time = maxRestartTime (or BIRD's
+    # default 3600 s when 0); graceful_restart_time is then left at BIRD's default.
+    llgr_stale_time: int | None = None
     keepalive_time: int | None = None
     ttl_security_hops: int | None = None
     rr_cluster_id: str | None = None  # set => "rr client; rr cluster id <id>"
     next_hop: str | None = None  # "self" | "keep" | None (Auto)
+    # Auto next hop towards an eBGP peer on our subnet: routes learned over BGP whose next
+    # hop is inside this subnet keep it (the node hosting the block), not ours (the relay).
+    third_party_subnet: str | None = None
+    # reachableBy: a static route to the peer's /32 (/128) via this gateway.
+    reachable_by: str | None = None
     allow_local_as: int | None = None
     import_filters: tuple[str, ...] = ()
     export_filters: tuple[str, ...] = ()
