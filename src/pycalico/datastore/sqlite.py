@@ -352,8 +352,12 @@ class SqliteDatastore:
                             (last, prefix, end, _WATCH_BATCH),
                         ).fetchall()
                         current = self._revision(conn)
+                    # One committed snapshot: a write transaction is all in or all out; all
+                    # but the last event (and that one too if the page is full) have more.
+                    full = len(rows) == _WATCH_BATCH
                     batch = [
-                        WatchEvent(EventType(t), k, r, decode(v, orev)) for r, k, t, v, orev in rows
+                        WatchEvent(EventType(t), k, r, decode(v, orev), i < len(rows) - 1 or full)
+                        for i, (r, k, t, v, orev) in enumerate(rows)
                     ]
                     if len(rows) < _WATCH_BATCH:
                         seen_rev = current
