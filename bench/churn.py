@@ -9,6 +9,9 @@ random nodes until ``--live`` pods exist and delete random ones beyond that, unt
 - a policy thread creates and deletes a GlobalNetworkPolicy (deny, selecting no pod) every
   15 s, so Felix renders policy changes during the churn;
 - every 10 s, ``calico-lab status``: the IPs of live pods must be distinct.
+When the churn stops, a policy denying pods labelled ``side=a`` (odd ids) to ``side=b``
+pods is applied and the live matrix of every pod still live must equal
+``calicoctl policy matrix``.
 At the end every remaining pod is deleted and the run checks: ``calicoctl ipam check`` finds
 0 problems and 0 allocations remain (no lost IPs), no WorkloadEndpoint is left, no ``cali*``
 link and no route to one is left on any node, no pod namespace is left; calico-node RSS
@@ -35,6 +38,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+# Applied once the churn has stopped: pods labelled side=a (odd ids) may not reach side=b
+# pods; the live matrix of every pod left must then equal calicoctl's policy matrix.
+END_POLICY = """apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: churn-end}
+spec:
+  selector: side == 'b'
+  types: [Ingress]
+  ingress:
+  - {action: Deny, source: {selector: side == 'a'}}
+  - {action: Allow}
+"""
 DENY_POLICY = """apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: churn-deny}
@@ -97,7 +112,9 @@ class Churn:
                 continue
             t0 = time.monotonic()
             if add:
-                r = self.lab("pod", "add", node, f"churn/{name}", "--ports", "80/TCP")
+                side = "a" if int(name[1:]) % 2 else "b"
+                r = self.lab("pod", "add", node, f"churn/{name}", "--ports", "80/TCP",
+                             "--labels", f"side={side}")  # fmt: skip
             else:
                 r = self.lab("pod", "del", f"churn/{name}")
             dt = time.monotonic() - t0
@@ -153,6 +170,31 @@ class Churn:
                 self.duplicates.append(f"{len(ips) - len(set(ips))} duplicate IPs in status")
 
 
+def end_matrix(c: Churn, path: Path, tries: int = 3) -> dict[str, Any]:
+    """With the churn stopped, apply END_POLICY and compare the live matrix of every live
+    pod with calicoctl's policy matrix (retried while Felix may still be programming)."""
+    c.ctl("delete", "globalnetworkpolicy", "churn-deny")
+    path.write_text(END_POLICY)
+    c.lab("apply", "-f", str(path))
+    t0 = time.monotonic()
+    model = json.loads(c.ctl("policy", "matrix", "--ports", "80/TCP", "-o", "json").stdout)
+    want = {(p["from"], p["to"]): p["verdict"] for p in model["probes"]}
+    mismatches: list[str] = []
+    for _ in range(tries):
+        time.sleep(2)
+        r = c.lab("matrix", "--ports", "80/TCP", "-o", "json", timeout=600)
+        live = {(p["from"], p["to"]): p["verdict"] for p in json.loads(r.stdout)["probes"]}
+        mismatches = [f"{a}->{b}: live {live.get((a, b))}, policy {v}"
+                      for (a, b), v in sorted(want.items()) if live.get((a, b)) != v]  # fmt: skip
+        mismatches += [f"{a}->{b}: live only" for a, b in sorted(set(live) - set(want))]
+        if not mismatches:
+            break
+    c.ctl("delete", "globalnetworkpolicy", "churn-end")
+    return {"pods": len(c.live), "probes": len(want),
+            "denied": sum(v == "deny" for v in want.values()),
+            "seconds": round(time.monotonic() - t0, 1), "mismatches": mismatches[:20]}  # fmt: skip
+
+
 def rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/statm") as f:
@@ -189,6 +231,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     c.stop.set()
     for t in side:
         t.join(30)
+    matrix = end_matrix(c, Path(env["CALICO_LAB_DIR"]) / "churn-end.yaml")
     # -- drain and check ------------------------------------------------------------------
     left = sorted(c.live)
     drain = [threading.Thread(target=lambda n=n: c.lab("pod", "del", f"churn/{n}"))
@@ -241,6 +284,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "stale_links": stale_links,
         "stale_routes": stale_routes,
         "pod_netns_left": pod_ns_left,
+        "end_matrix": matrix,
         "agent_rss_mb_before": rss0,
         "agent_rss_mb_after_churn": rss1,
     }
@@ -248,6 +292,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         not c.failures and not res["probes_failed"] and not c.duplicates and problems == "0"
         and allocations == "0" and wep_left == 0 and status_pods == 0 and pod_ns_left == 0
         and not any(stale_links.values()) and not any(stale_routes.values())
+        and not matrix["mismatches"]
     )  # fmt: skip
     return res
 
