@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from pycalico.felix.dataplane.watch import route_topic
 from pycalico.felix.rules import names as N
 from pycalico.felix.rules.guard import guard_table
 from pycalico.model import PolicyID
-from tests.fixtures.netns import NetnsFactory
+from tests.fixtures.netns import Netns, NetnsFactory
 from tests.kit import ip_pool, network_policy, poll
 from tests.kit.builders import node as calico_node
 from tests.netns.test_felix_dataplane import NODE, PY, Cluster, _simple_state, iface_for
@@ -120,6 +122,51 @@ def repair_time(
     done = written_at()
     assert done > before, "repaired, but not by a Felix write?"
     return max(0.0, done - t_tampered)
+
+
+class KernelEvents:
+    """``ip -tshort -o monitor route link address neigh`` in a namespace: every event with
+    the time the kernel's notification was read (a process that does nothing else), so a
+    repair is timed from the kernel's delete event to its re-add event, not by this test's
+    polling."""
+
+    def __init__(self, ns: Netns) -> None:
+        self.proc = ns.popen("ip", "-tshort", "-o", "monitor", "route", "link", "address",
+                             "neigh", stdout=subprocess.PIPE)  # fmt: skip
+        self.events: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            stamp, _, rest = line.partition("] ")
+            when = datetime.fromisoformat(stamp.lstrip("[")).timestamp()
+            self.events.append((when, rest.strip()))
+
+    def repair(self, tamper: Callable[[], object], gone: Callable[[str], bool],
+               back: Callable[[str], bool], repaired: Callable[[], bool]) -> float:  # fmt: skip
+        """Seconds from the first event after ``tamper`` matching ``gone`` to the first later
+        event matching ``back``; ``repaired`` (the kernel state) must hold too."""
+        start = len(self.events)
+        tamper()
+        assert poll(repaired, 10, 0.05), "not repaired within 10 s"
+
+        def times() -> tuple[float, float] | None:
+            seen = self.events[start:]
+            t_gone = next((t for t, ln in seen if gone(ln)), None)
+            if t_gone is None:
+                return None
+            t_back = next((t for t, ln in seen if t >= t_gone and back(ln)), None)
+            return None if t_back is None else (t_gone, t_back)
+
+        got = poll(times, 5, 0.05)
+        assert got, f"events not seen: {self.events[start:][:10]}"
+        return got[1] - got[0]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 def felix_written_at(felix: Felix) -> Callable[[], float]:
@@ -305,27 +352,44 @@ def test_route_and_device_tampering_is_repaired_in_seconds(
         )
         assert allowed(cluster)
         probe = DeniedProbe(cluster)
+        events = KernelEvents(cluster.node)
+        time.sleep(0.3)
+
+        def deleted(*words: str) -> Callable[[str], bool]:
+            return lambda ln: ln.startswith("Deleted") and all(w in ln for w in words)
+
+        def added(*words: str) -> Callable[[str], bool]:
+            return lambda ln: not ln.startswith("Deleted") and all(w in ln for w in words)
+
         times = {
-            "delete pod /32 route": repair_time(
-                lambda: cluster.node.ip("route", "del", f"{b_ip}/32"), b_route
+            "delete pod /32 route": events.repair(
+                lambda: cluster.node.ip("route", "del", f"{b_ip}/32"),
+                deleted(f"{b_ip} "), added(f"{b_ip} ", "proto 80"), b_route,
             ),
-        }
+        }  # fmt: skip
         # A quiet second first: no resync still pending from the last repair's own echoes.
         time.sleep(1.0)
-        times["delete VTEP neighbour"] = repair_time(
+        times["delete VTEP neighbour"] = events.repair(
             lambda: cluster.node.ip("neigh", "del", "10.96.201.0", "dev", "vxlan.calico"),
+            deleted("10.96.201.0 dev vxlan.calico"),
+            added("10.96.201.0 dev vxlan.calico", "66:cb:0d:0c:00:02"),
             vtep_neigh,
         )
         time.sleep(1.0)
-        times["delete VTEP FDB entry"] = repair_time(
+        times["delete VTEP FDB entry"] = events.repair(
             lambda: cluster.node.exec("bridge", "fdb", "del", "66:cb:0d:0c:00:02",
                                       "dev", "vxlan.calico", "dst", "198.18.0.3"),
+            # (the FDB entry's line names the MAC and device; the VTEP neighbour's also its IP)
+            lambda ln: deleted("66:cb:0d:0c:00:02", "vxlan.calico")(ln) and "10.96." not in ln,
+            lambda ln: added("66:cb:0d:0c:00:02", "vxlan.calico")(ln) and "10.96." not in ln,
             vtep_fdb,
         )  # fmt: skip
         assert allowed(cluster)
-        times["delete vxlan device"] = repair_time(
-            lambda: cluster.node.ip("link", "del", "vxlan.calico"), vxlan_up
-        )
+        times["delete vxlan device"] = events.repair(
+            lambda: cluster.node.ip("link", "del", "vxlan.calico"),
+            deleted("vxlan.calico"), added("vxlan.calico", "inet 10.96.200.0/32"), vxlan_up,
+        )  # fmt: skip
+        events.stop()
         assert allowed(cluster)
         times["delete table calico (agent)"] = repair_time(
             lambda: cluster.nft("delete", "table", "ip", "calico"),
