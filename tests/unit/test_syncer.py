@@ -261,13 +261,19 @@ def test_updates_whose_callback_raised_are_reemitted() -> None:
         syncer.stop()
 
 
-def test_one_multi_object_write_is_delivered_as_one_batch(tmp_path: Any) -> None:
+@pytest.mark.parametrize("page", [500, 11])  # 11: the write spans exactly 11 full pages
+def test_one_multi_object_write_is_delivered_as_one_batch(
+    tmp_path: Any, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A write transaction of many objects (here: 120 pools created, one of them deleted
     again, in ONE sqlite transaction) reaches the callbacks as one list, so Felix never
-    programs half of it; the create+delete of one key inside it nets out."""
+    programs half of it, also when the watch reads it in pages; the create+delete of one
+    key inside it nets out."""
+    from pycalico.datastore import sqlite
     from pycalico.datastore._common import encode, obj_key, stamp_new
     from pycalico.datastore.sqlite import SqliteDatastore
 
+    monkeypatch.setattr(sqlite, "_WATCH_BATCH", page)
     ds = SqliteDatastore(str(tmp_path / "ds.db"))
     cb = QueueCallbacks()
     syncer = Syncer.for_kinds(ds, ["IPPool"], cb, poll_interval=0.05).start()
