@@ -3,7 +3,8 @@
 Brings up a private ``calico-lab`` (default 3 nodes, sqlite, no encapsulation), then for
 ``--duration`` seconds ``--workers`` threads add pods (``calico-lab pod add``, real CNI) on
 random nodes until ``--live`` pods exist and delete random ones beyond that, until
-``--pods`` pods have been created in all; meanwhile:
+``--pods`` pods have been created in all (the pods then live stay for the end check);
+meanwhile:
 - a sampler probes a random pair of live pods (TCP 80, no policy denies it) every
   ``--sample`` seconds: every probe must pass;
 - a policy thread creates and deletes a GlobalNetworkPolicy (deny, selecting no pod) every
@@ -76,6 +77,7 @@ class Churn:
         self.dup_checks = 0
         self.duplicates: list[str] = []
         self.policy_changes = 0
+        self.rss: list[tuple[int, dict[str, float]]] = []
         self.stop = threading.Event()
 
     def lab(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -98,7 +100,7 @@ class Churn:
                     name, node = f"p{self.next_id}", rng.choice(nodes)
                     self.next_id += 1
                     self.created += 1
-                elif idle:
+                elif idle and self.created < self.a.pods:  # the rest stay for the end check
                     name = rng.choice(idle)
                     node = self.live[name]
                 else:
@@ -106,7 +108,7 @@ class Churn:
                 if name:
                     self.busy.add(name)
             if not name:
-                if self.created >= self.a.pods and not self.live:
+                if self.created >= self.a.pods and not self.busy:
                     return
                 time.sleep(0.2)
                 continue
@@ -157,6 +159,15 @@ class Churn:
                 self.policy_changes += 1
             else:
                 self.failures.append(f"policy change: {r.stderr[-300:]}")
+
+    def rss_sampler(self, agents: dict[str, int]) -> None:
+        """calico-node RSS (MB) of every node every 10 s: flat, or growing with the churn?"""
+        t0 = time.monotonic()
+        while True:
+            sample = {n: round(rss_mb(p), 1) for n, p in agents.items()}
+            self.rss.append((round(time.monotonic() - t0), sample))
+            if self.stop.wait(10):
+                return
 
     def dup_checker(self) -> None:
         while not self.stop.wait(10):
@@ -222,6 +233,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                for _ in range(args.workers)]  # fmt: skip
     side = [threading.Thread(target=f, daemon=True) for f in (c.sampler, c.dup_checker)]
     side.append(threading.Thread(target=c.policies, args=(policy,), daemon=True))
+    side.append(threading.Thread(target=c.rss_sampler, args=(agents,), daemon=True))
     for t in threads + side:
         t.start()
     for t in threads:
@@ -287,6 +299,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "end_matrix": matrix,
         "agent_rss_mb_before": rss0,
         "agent_rss_mb_after_churn": rss1,
+        "agent_rss_mb_series": c.rss,
     }
     res["ok"] = (
         not c.failures and not res["probes_failed"] and not c.duplicates and problems == "0"
