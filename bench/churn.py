@@ -3,12 +3,16 @@
 Brings up a private ``calico-lab`` (default 3 nodes, sqlite, no encapsulation), then for
 ``--duration`` seconds ``--workers`` threads add pods (``calico-lab pod add``, real CNI) on
 random nodes until ``--live`` pods exist and delete random ones beyond that, until
-``--pods`` pods have been created in all; meanwhile:
+``--pods`` pods have been created in all (the pods then live stay for the end check);
+meanwhile:
 - a sampler probes a random pair of live pods (TCP 80, no policy denies it) every
   ``--sample`` seconds: every probe must pass;
 - a policy thread creates and deletes a GlobalNetworkPolicy (deny, selecting no pod) every
   15 s, so Felix renders policy changes during the churn;
 - every 10 s, ``calico-lab status``: the IPs of live pods must be distinct.
+When the churn stops, a policy denying pods labelled ``side=a`` (odd ids) to ``side=b``
+pods is applied and the live matrix of every pod still live must equal
+``calicoctl policy matrix``.
 At the end every remaining pod is deleted and the run checks: ``calicoctl ipam check`` finds
 0 problems and 0 allocations remain (no lost IPs), no WorkloadEndpoint is left, no ``cali*``
 link and no route to one is left on any node, no pod namespace is left; calico-node RSS
@@ -35,6 +39,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+# Applied once the churn has stopped: pods labelled side=a (odd ids) may not reach side=b
+# pods; the live matrix of every pod left must then equal calicoctl's policy matrix.
+END_POLICY = """apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: churn-end}
+spec:
+  selector: side == 'b'
+  types: [Ingress]
+  ingress:
+  - {action: Deny, source: {selector: side == 'a'}}
+  - {action: Allow}
+"""
 DENY_POLICY = """apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: churn-deny}
@@ -61,6 +77,7 @@ class Churn:
         self.dup_checks = 0
         self.duplicates: list[str] = []
         self.policy_changes = 0
+        self.rss: list[tuple[int, dict[str, float]]] = []
         self.stop = threading.Event()
 
     def lab(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -83,7 +100,7 @@ class Churn:
                     name, node = f"p{self.next_id}", rng.choice(nodes)
                     self.next_id += 1
                     self.created += 1
-                elif idle:
+                elif idle and self.created < self.a.pods:  # the rest stay for the end check
                     name = rng.choice(idle)
                     node = self.live[name]
                 else:
@@ -91,13 +108,15 @@ class Churn:
                 if name:
                     self.busy.add(name)
             if not name:
-                if self.created >= self.a.pods and not self.live:
+                if self.created >= self.a.pods and not self.busy:
                     return
                 time.sleep(0.2)
                 continue
             t0 = time.monotonic()
             if add:
-                r = self.lab("pod", "add", node, f"churn/{name}", "--ports", "80/TCP")
+                side = "a" if int(name[1:]) % 2 else "b"
+                r = self.lab("pod", "add", node, f"churn/{name}", "--ports", "80/TCP",
+                             "--labels", f"side={side}")  # fmt: skip
             else:
                 r = self.lab("pod", "del", f"churn/{name}")
             dt = time.monotonic() - t0
@@ -141,6 +160,15 @@ class Churn:
             else:
                 self.failures.append(f"policy change: {r.stderr[-300:]}")
 
+    def rss_sampler(self, agents: dict[str, int]) -> None:
+        """calico-node RSS (MB) of every node every 10 s: flat, or growing with the churn?"""
+        t0 = time.monotonic()
+        while True:
+            sample = {n: round(rss_mb(p), 1) for n, p in agents.items()}
+            self.rss.append((round(time.monotonic() - t0), sample))
+            if self.stop.wait(10):
+                return
+
     def dup_checker(self) -> None:
         while not self.stop.wait(10):
             r = self.lab("status", "-o", "json")
@@ -151,6 +179,31 @@ class Churn:
             self.dup_checks += 1
             if len(ips) != len(set(ips)):
                 self.duplicates.append(f"{len(ips) - len(set(ips))} duplicate IPs in status")
+
+
+def end_matrix(c: Churn, path: Path, tries: int = 3) -> dict[str, Any]:
+    """With the churn stopped, apply END_POLICY and compare the live matrix of every live
+    pod with calicoctl's policy matrix (retried while Felix may still be programming)."""
+    c.ctl("delete", "globalnetworkpolicy", "churn-deny")
+    path.write_text(END_POLICY)
+    c.lab("apply", "-f", str(path))
+    t0 = time.monotonic()
+    model = json.loads(c.ctl("policy", "matrix", "--ports", "80/TCP", "-o", "json").stdout)
+    want = {(p["from"], p["to"]): p["verdict"] for p in model["probes"]}
+    mismatches: list[str] = []
+    for _ in range(tries):
+        time.sleep(2)
+        r = c.lab("matrix", "--ports", "80/TCP", "-o", "json", timeout=600)
+        live = {(p["from"], p["to"]): p["verdict"] for p in json.loads(r.stdout)["probes"]}
+        mismatches = [f"{a}->{b}: live {live.get((a, b))}, policy {v}"
+                      for (a, b), v in sorted(want.items()) if live.get((a, b)) != v]  # fmt: skip
+        mismatches += [f"{a}->{b}: live only" for a, b in sorted(set(live) - set(want))]
+        if not mismatches:
+            break
+    c.ctl("delete", "globalnetworkpolicy", "churn-end")
+    return {"pods": len(c.live), "probes": len(want),
+            "denied": sum(v == "deny" for v in want.values()),
+            "seconds": round(time.monotonic() - t0, 1), "mismatches": mismatches[:20]}  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
@@ -180,6 +233,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                for _ in range(args.workers)]  # fmt: skip
     side = [threading.Thread(target=f, daemon=True) for f in (c.sampler, c.dup_checker)]
     side.append(threading.Thread(target=c.policies, args=(policy,), daemon=True))
+    side.append(threading.Thread(target=c.rss_sampler, args=(agents,), daemon=True))
     for t in threads + side:
         t.start()
     for t in threads:
@@ -189,6 +243,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     c.stop.set()
     for t in side:
         t.join(30)
+    matrix = end_matrix(c, Path(env["CALICO_LAB_DIR"]) / "churn-end.yaml")
     # -- drain and check ------------------------------------------------------------------
     left = sorted(c.live)
     drain = [threading.Thread(target=lambda n=n: c.lab("pod", "del", f"churn/{n}"))
@@ -241,13 +296,16 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "stale_links": stale_links,
         "stale_routes": stale_routes,
         "pod_netns_left": pod_ns_left,
+        "end_matrix": matrix,
         "agent_rss_mb_before": rss0,
         "agent_rss_mb_after_churn": rss1,
+        "agent_rss_mb_series": c.rss,
     }
     res["ok"] = (
         not c.failures and not res["probes_failed"] and not c.duplicates and problems == "0"
         and allocations == "0" and wep_left == 0 and status_pods == 0 and pod_ns_left == 0
         and not any(stale_links.values()) and not any(stale_routes.values())
+        and not matrix["mismatches"]
     )  # fmt: skip
     return res
 

@@ -18,7 +18,7 @@ from pycalico.datastore.memory import MemoryDatastore
 from pycalico.felix.agent import FELIX_KINDS, Felix
 from pycalico.felix.calc.routetypes import Addr, DesiredState, HostFacts
 from pycalico.felix.dataplane import FakeNftRunner
-from pycalico.felix.dataplane.ops import Op
+from pycalico.felix.dataplane.runner import TablePart
 from pycalico.ipam import IPAM
 from pycalico.node.tunnels import ensure_tunnel_addresses
 from pycalico.system.clock import Clock, FakeClock, RealClock
@@ -108,9 +108,9 @@ class ThreadNft(FakeNftRunner):
         super().__init__()
         self.threads: list[str] = []
 
-    def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
+    def transact_many(self, parts: Sequence[TablePart]) -> None:
         self.threads.append(threading.current_thread().name)
-        super().transact(family, table, ops)
+        super().transact_many(parts)
 
 
 class FakeRoutes:

@@ -118,8 +118,15 @@ def test_felix_programs_the_guard_and_resyncs_on_kernel_events() -> None:
             'oifname "cali*" ct state invalid,new,untracked meta mark & 0x40000 == 0 drop',
         ]
         del nft.tables[("ip", "calico")]  # deleted by hand; a watcher reports it
+        guard_reads = felix.guards["ip"].stats.resyncs
         felix.kernel_event("nft:ip:calico")
         wait_for(lambda: nft.read_table("ip", "calico") is not None, 5.0, 0.01)
         assert felix.stats()["watch_resyncs"] >= 1
+        # An event on the main table costs no guard read-back ...
+        assert felix.guards["ip"].stats.resyncs == guard_reads
+        # ... and a deleted guard is repaired at once.
+        del nft.tables[("ip", "calico-guard")]
+        felix.kernel_event("nft:ip:calico-guard")
+        wait_for(lambda: nft.read_table("ip", "calico-guard") is not None, 5.0, 0.01)
     finally:
         felix.stop()

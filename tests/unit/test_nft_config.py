@@ -71,10 +71,11 @@ def test_nothing_programmed_before_in_sync() -> None:
     main = [(f, ops) for f, t, ops in fake.transactions if t == "calico"]
     assert [type(o) for _f, ops in main for o in ops] == [ReplaceTable] * 2
     assert {f for f, _o in main} == {"ip", "ip6"}
-    # The fail-closed guard tables (issue 19) come after the main tables, never before.
-    assert [(f, t) for f, t, _o in fake.transactions] == [
-        ("ip", "calico"), ("ip6", "calico"), ("ip", "calico-guard"), ("ip6", "calico-guard")
-    ]  # fmt: skip
+    # The fail-closed guard tables (issue 19) land in the SAME transaction as the main ones
+    # (a crash can never leave one without the other).
+    assert fake.batches == [
+        [("ip", "calico-guard"), ("ip6", "calico-guard"), ("ip", "calico"), ("ip6", "calico")]
+    ]
 
 
 def test_failsafe_net_is_kept_for_the_renderer() -> None:

@@ -21,6 +21,7 @@ from pycalico.felix.dataplane import (
     ReplaceTable,
     TableState,
     WriteChain,
+    apply_tables,
     parse_table,
     render_ops,
 )
@@ -114,6 +115,46 @@ def test_failed_delta_falls_back_to_full_replace() -> None:
     assert t.stats.failures == 3
 
 
+def test_several_tables_land_in_one_transaction_or_not_at_all() -> None:
+    """One logical update over several tables (Felix: the guard and main table of each
+    family) is one transaction: a failure leaves every table as it was, and the retry
+    replaces all of them together."""
+    fake = FakeNftRunner()
+    guard = NftTable(fake, "ip", "calico-guard")
+    main4, main6 = NftTable(fake, "ip"), NftTable(fake, "ip6")
+
+    def want(fam: str, name: str, body: str) -> TableSpec:
+        return TableSpec(fam, name, {"a": make_chain("a", [body])}, {})
+
+    def set_all(body: str) -> None:
+        guard.set_desired(want("ip", "calico-guard", body))
+        main4.set_desired(want("ip", "calico", body))
+        main6.set_desired(want("ip6", "calico", body))
+
+    set_all("drop")
+    sent = apply_tables(fake, [guard, main4, main6])
+    assert fake.batches == [[("ip", "calico-guard"), ("ip", "calico"), ("ip6", "calico")]]
+    assert all(type(ops[0]) is ReplaceTable for ops in sent.values())
+    assert apply_tables(fake, [guard, main4, main6]) == {}  # in sync: nothing sent
+    before = {k: fake.read_table(*k) for k in fake.tables}
+    set_all("accept")
+    fake.fail_next = 2  # the delta and its full-replace retry both fail
+    with pytest.raises(NftError):
+        apply_tables(fake, [guard, main4, main6])
+    assert {k: fake.read_table(*k) for k in fake.tables} == before  # nothing half-written
+    assert guard.dirty and main4.dirty and main6.dirty
+    fake.fail_next = 0
+    apply_tables(fake, [guard, main4, main6])
+    assert len(fake.batches[-1]) == 3
+    assert all(isinstance(ops[0], ReplaceTable) for _f, _t, ops in fake.transactions[-3:])
+    # A failed delta is retried as one full replace of every table it touched.
+    set_all("return")
+    fake.fail_next = 1
+    apply_tables(fake, [guard, main4, main6])
+    assert [len(b) for b in fake.batches[-2:]] == [3, 3]
+    assert fake.read_table("ip6", "calico") == TableState.from_spec(want("ip6", "calico", "return"))
+
+
 def test_render_ops_text() -> None:
     chain = make_chain("c", ["drop"])
     text = render_ops(
@@ -185,8 +226,8 @@ def test_agent_programs_after_sync_and_follows_updates() -> None:
     felix.start()
     try:
         assert felix.wait_in_sync(5), felix.error
-        first = fake.transactions[0]
-        assert first[1] == "calico" and isinstance(first[2][0], ReplaceTable)
+        first = next(t for t in fake.transactions if t[:2] == ("ip", "calico"))
+        assert len(fake.batches[0]) == 4 and isinstance(first[2][0], ReplaceTable)
         assert "cali-tw-calib" in first[2][0].spec.chains  # the whole state in one go
         n = len(fake.transactions)
         ds.create(wep("c", "10.0.0.3", {"app": "a"}))

@@ -18,6 +18,8 @@ from tests.kit import global_network_policy, host_endpoint
 
 NODE = "node1"
 ACCEPTED = "meta mark & 0x10000 == 0x10000"
+AFTER_POLICY = "meta mark & 0x110000 vmap { 0x10000 : return, 0x100000 : drop }"
+CLEAR_PENDING = "meta mark set meta mark & 0xffefffff"
 WILD = N.ALL_INTERFACES
 
 
@@ -130,7 +132,7 @@ def test_wildcard_is_the_dispatch_default_except_lo_and_workloads() -> None:
     assert bodies(t, fhfw) == [
         "ct state established,related accept",
         "ct state invalid drop",
-        "meta mark set meta mark & 0xfff4ffff",
+        "meta mark set meta mark & 0xffe4ffff",
         "meta mark set meta mark | 0x10000 return",
     ]
     # Neither pre-DNAT nor untracked policy: no raw/mangle chains, empty raw/mangle dispatch.
@@ -165,8 +167,8 @@ def test_apply_on_forward_chains() -> None:
     fhfw = bodies(t, "cali-fhfw-eth0")
     assert fhfw[3:] == [
         "meta mark set meta mark & 0xfffdffff",  # start of tier default
-        "meta mark & 0x20000 == 0 jump cali-pi-gnp/fwd",
-        f"{ACCEPTED} return",
+        "meta mark & 0x20000 == 0 meta mark set meta mark | 0x100000 jump cali-pi-gnp/fwd",
+        AFTER_POLICY,
         "meta mark & 0x20000 == 0 drop",  # end of tier: a forward policy applies
         "meta mark set meta mark | 0x10000 return",
     ]
@@ -190,12 +192,12 @@ def test_pre_dnat_chain_in_mangle_before_dnat() -> None:
     assert t.sets[N.MANGLE_FROM_HEP_MAP].elements == {'"eth0" : goto mangle-cali-fh-eth0'}
     assert bodies(t, "mangle-cali-fh-eth0") == [
         "jump cali-failsafe-in",
-        "meta mark set meta mark & 0xfff4ffff",
+        "meta mark set meta mark & 0xffe4ffff",
         "meta mark set meta mark & 0xfffdffff",
-        "meta mark & 0x20000 == 0 jump cali-pi-gnp/pre",
-        f"{ACCEPTED} return",
+        "meta mark & 0x20000 == 0 meta mark set meta mark | 0x100000 jump cali-pi-gnp/pre",
+        AFTER_POLICY,
     ]  # no end-of-tier drop: unmatched packets go on to normal policy
-    assert bodies(t, "cali-pi-gnp/pre") == ["ip saddr 198.18.0.3/32 drop"]
+    assert bodies(t, "cali-pi-gnp/pre") == ["ip saddr 198.18.0.3/32 drop", CLEAR_PENDING]
     # Pre-DNAT policy is not normal or forward policy.
     assert not any("gnp/pre" in b for c in ("cali-fh-eth0", "cali-fhfw-eth0") for b in bodies(t, c))
     # The normal host chain of a HEP with only pre-DNAT policy: profiles/drop as before.
@@ -208,7 +210,7 @@ def test_untracked_chains_in_raw_both_directions() -> None:
     assert pre.hook is not None and (pre.hook.hook, pre.hook.priority) == ("prerouting", -300)
     assert out.hook is not None and (out.hook.hook, out.hook.priority) == ("output", -300)
     assert bodies(t, "raw-PREROUTING") == [
-        "meta mark set meta mark & 0xfff4ffff",
+        "meta mark set meta mark & 0xffe4ffff",
         f"jump {N.RAW_FROM_HEP_DISPATCH}",
         f"{ACCEPTED} notrack accept",
     ]
@@ -217,8 +219,14 @@ def test_untracked_chains_in_raw_both_directions() -> None:
     assert bodies(t, N.RAW_FROM_HEP_DISPATCH)[1].endswith(f"goto {raw_fh}")
     assert bodies(t, N.RAW_TO_HEP_DISPATCH)[1].endswith(f"goto {raw_th}")
     assert bodies(t, raw_fh)[0] == "jump raw-cali-failsafe-in"
-    assert "meta mark & 0x20000 == 0 jump cali-pi-gnp/nt" in bodies(t, raw_fh)
-    assert "meta mark & 0x20000 == 0 jump cali-po-gnp/nt" in bodies(t, raw_th)
+    assert (
+        "meta mark & 0x20000 == 0 meta mark set meta mark | 0x100000 jump cali-pi-gnp/nt"
+        in bodies(t, raw_fh)
+    )
+    assert (
+        "meta mark & 0x20000 == 0 meta mark set meta mark | 0x100000 jump cali-po-gnp/nt"
+        in bodies(t, raw_th)
+    )
     assert not any(b.endswith(" drop") for b in bodies(t, raw_fh) + bodies(t, raw_th))
     # Filter base chains accept what untracked policy allowed.
     untracked = f"ct state untracked {ACCEPTED} accept"

@@ -90,14 +90,15 @@ def test_golden_structure() -> None:
     assert tw_b == [
         "ct state established,related accept",
         "ct state invalid drop",
-        "meta mark set meta mark & 0xfff4ffff",
+        "meta mark set meta mark & 0xffe4ffff",
         "meta mark set meta mark & 0xfffdffff",  # tier sec
-        f"meta mark & 0x20000 == 0 jump {pi_sec}",
-        "meta mark & 0x10000 == 0x10000 return",
+        f"meta mark & 0x20000 == 0 meta mark set meta mark | 0x100000 jump {pi_sec}",
+        # accept: return; still pending (the policy chain was flushed): drop
+        "meta mark & 0x110000 vmap { 0x10000 : return, 0x100000 : drop }",
         # sec has defaultAction Pass: no end-of-tier drop
         "meta mark set meta mark & 0xfffdffff",  # tier default
-        f"meta mark & 0x20000 == 0 jump {pi_b}",
-        "meta mark & 0x10000 == 0x10000 return",
+        f"meta mark & 0x20000 == 0 meta mark set meta mark | 0x100000 jump {pi_b}",
+        "meta mark & 0x110000 vmap { 0x10000 : return, 0x100000 : drop }",
         "meta mark & 0x20000 == 0 drop",
         "jump cali-pri-kns.ns1",
         "meta mark & 0x10000 == 0x10000 return",
@@ -107,9 +108,12 @@ def test_golden_structure() -> None:
     assert "meta l4proto 17 th dport 4789 drop" in fw_a and "meta l4proto 4 drop" in fw_a
     # The policy rule: selector set AND (numeric port OR named-port set).
     pol = [r.body for r in t.chains[pi_b].rules]
-    assert len(pol) == 2
-    assert all(b.startswith("meta l4proto 6 ip saddr @cali40s-") for b in pol)
-    assert "th dport 9000 meta mark set meta mark | 0x10000 return" in pol[0]
+    assert len(pol) == 3
+    assert all(b.startswith("meta l4proto 6 ip saddr @cali40s-") for b in pol[:2])
+    # An Allow sets the accept mark and clears the pending one in one statement ...
+    assert "th dport 9000 meta mark set meta mark & 0xffefffff | 0x10000 return" in pol[0]
+    # ... and a complete chain's last rule clears the pending mark (nothing matched).
+    assert pol[2] == "meta mark set meta mark & 0xffefffff"
     assert "ip daddr . meta l4proto . th dport @cali40n-" in pol[1]
     named = [s for s in t.sets.values() if s.name.startswith("cali40n-")]
     assert [s.elements for s in named] == [
@@ -150,7 +154,10 @@ def test_missing_profile_fails_closed() -> None:
     t = render(res).tables()["ip"]
     fw = [r.body for r in t.chains["cali-fw-calia"].rules]
     assert fw[-3:] == ["jump cali-pro-nope", "meta mark & 0x10000 == 0x10000 return", "drop"]
-    assert [r.body for r in t.chains["cali-pro-nope"].rules] == ["drop"]
+    assert [r.body for r in t.chains["cali-pro-nope"].rules] == [
+        "drop",
+        "meta mark set meta mark & 0xffefffff",
+    ]
 
 
 def test_endpoint_to_host_action_and_bad_config() -> None:
@@ -223,7 +230,7 @@ def test_rule_translation_families_and_negations() -> None:
     )
     assert rule_bodies(ports, IPV4, _names) == [
         "meta l4proto 17 th sport != 7 ip daddr != @Ss:x th dport { 53, 1000-2000 } "
-        "meta mark set meta mark | 0x20000 return"
+        "meta mark set meta mark & 0xffefffff | 0x20000 return"
     ]
 
 

@@ -259,3 +259,42 @@ def test_updates_whose_callback_raised_are_reemitted() -> None:
         assert seen == ["a"]
     finally:
         syncer.stop()
+
+
+@pytest.mark.parametrize("page", [500, 11])  # 11: the write spans exactly 11 full pages
+def test_one_multi_object_write_is_delivered_as_one_batch(
+    tmp_path: Any, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write transaction of many objects (here: 120 pools created, one of them deleted
+    again, in ONE sqlite transaction) reaches the callbacks as one list, so Felix never
+    programs half of it, also when the watch reads it in pages; the create+delete of one
+    key inside it nets out."""
+    from pycalico.datastore import sqlite
+    from pycalico.datastore._common import encode, obj_key, stamp_new
+    from pycalico.datastore.sqlite import SqliteDatastore
+
+    monkeypatch.setattr(sqlite, "_WATCH_BATCH", page)
+    ds = SqliteDatastore(str(tmp_path / "ds.db"))
+    cb = QueueCallbacks()
+    syncer = Syncer.for_kinds(ds, ["IPPool"], cb, poll_interval=0.05).start()
+    c = Collector(cb)
+    try:
+        c.drain(lambda s: SyncStatus.IN_SYNC in s.statuses)
+        objs = [pool(f"p{i}", f"10.{i}.0.0/16") for i in range(120)]
+        conn = ds._conn()
+        with ds._txn(conn):
+            for obj in objs:
+                ds._write(conn, EventType.CREATED, obj_key(obj), encode(stamp_new(obj, False)))
+            ds._write(conn, EventType.DELETED, obj_key(objs[0]), encode(stamp_new(objs[0], False)))
+        ds._notify()
+        batch = cb.queue.get(timeout=5)
+        assert isinstance(batch, list)
+        assert len(batch) == 121  # whole: every event of the transaction in one list
+        assert [u.type for u in batch[:2]] == [EventType.CREATED] * 2
+        assert batch[-1].type is EventType.DELETED and batch[-1].key == obj_key(objs[0])
+        ds.create(pool("later", "10.200.0.0/16"))
+        later = cb.queue.get(timeout=5)
+        assert isinstance(later, list) and [u.type for u in later] == [EventType.CREATED]
+    finally:
+        syncer.stop()
+        ds.close()

@@ -111,12 +111,18 @@ class EventType(StrEnum):
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """One change. ``obj`` is the new value (for DELETED: the last value before deletion)."""
+    """One change. ``obj`` is the new value (for DELETED: the last value before deletion).
+
+    ``more``: the datastore already has the next event of the same read (one write
+    transaction is never cut between two events with ``more`` False), so a consumer that
+    delivers events up to one with ``more`` False never delivers half a multi-object write.
+    """
 
     type: EventType
     key: str
     revision: int
     obj: Resource
+    more: bool = False
 
 
 @dataclass(frozen=True)

@@ -425,8 +425,9 @@ class EtcdDatastore:
                     )
                 if res.get("canceled"):
                     raise Unavailable(f"etcd watch canceled: {res.get('cancel_reason', '')}")
-                for ev in res.get("events") or []:
-                    yield _event(ev)
+                events = res.get("events") or []
+                for i, ev in enumerate(events):  # one response holds a whole revision
+                    yield _event(ev, more=i < len(events) - 1)
         except requests.exceptions.ConnectionError as e:
             if "timed out" in str(e).lower():
                 raise _IdleTimeout() from None
@@ -460,16 +461,16 @@ class _IdleTimeout(Exception):
     pass
 
 
-def _event(ev: dict[str, Any]) -> WatchEvent:
+def _event(ev: dict[str, Any], more: bool = False) -> WatchEvent:
     kv = ev["kv"]
     key = _unb64(kv["key"]).decode()
     rev = int(kv["mod_revision"])
     if ev.get("type") == "DELETE":
         prev = ev.get("prev_kv")
         obj = _kv_obj(prev) if prev else {"metadata": {}}
-        return WatchEvent(EventType.DELETED, key, rev, obj)
+        return WatchEvent(EventType.DELETED, key, rev, obj, more)
     typ = EventType.CREATED if kv.get("version") == "1" else EventType.UPDATED
-    return WatchEvent(typ, key, rev, _kv_obj(kv))
+    return WatchEvent(typ, key, rev, _kv_obj(kv), more)
 
 
 def _never_sent(detail: str) -> bool:

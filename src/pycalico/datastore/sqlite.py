@@ -349,13 +349,19 @@ class SqliteDatastore:
                         rows = conn.execute(
                             "SELECT rev, key, type, value, obj_rev FROM log WHERE rev > ? "
                             "AND key >= ? AND key < ? ORDER BY rev LIMIT ?",
-                            (last, prefix, end, _WATCH_BATCH),
+                            (last, prefix, end, _WATCH_BATCH + 1),
                         ).fetchall()
                         current = self._revision(conn)
+                    # One committed snapshot: a write transaction is all in or all out; all
+                    # but the last event have more, and that one too when a row beyond the
+                    # page exists (read one more than the page to know).
+                    full = len(rows) > _WATCH_BATCH
+                    rows = rows[:_WATCH_BATCH]
                     batch = [
-                        WatchEvent(EventType(t), k, r, decode(v, orev)) for r, k, t, v, orev in rows
+                        WatchEvent(EventType(t), k, r, decode(v, orev), i < len(rows) - 1 or full)
+                        for i, (r, k, t, v, orev) in enumerate(rows)
                     ]
-                    if len(rows) < _WATCH_BATCH:
+                    if not full:
                         seen_rev = current
                         if not rows:
                             last = max(last, current)

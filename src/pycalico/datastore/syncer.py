@@ -211,22 +211,33 @@ class Syncer:
         floor = dict(zip(self.prefixes, revs, strict=True))
         last = min(revs)
         while not self._stop.is_set():
+            # Events of one read (``WatchEvent.more``) are delivered as ONE list, so a
+            # multi-object write reaches the callbacks whole, never split in two batches.
+            pending: list[SyncUpdate] = []
+            latest: dict[str, Resource | None] = {}  # the pending batch's view of its keys
             for ev in self.datastore.watch(self._watch_prefix, last, timeout=self._poll):
                 last = ev.revision
                 p = self._prefix_of(ev.key)
-                if p is None or ev.revision <= floor[p]:
+                if p is not None and ev.revision > floor[p]:
+                    old = latest[ev.key] if ev.key in latest else self._cache.get(ev.key)
+                    if ev.type is EventType.DELETED:
+                        if old is not None:
+                            pending.append(SyncUpdate(EventType.DELETED, ev.key, ev.obj,
+                                                      ev.revision))  # fmt: skip
+                            latest[ev.key] = None
+                    else:
+                        typ = EventType.CREATED if old is None else EventType.UPDATED
+                        pending.append(SyncUpdate(typ, ev.key, ev.obj, ev.revision))
+                        latest[ev.key] = ev.obj
+                if ev.more:
                     continue
-                old = self._cache.get(ev.key)
-                if ev.type is EventType.DELETED:
-                    if old is None:
-                        continue
-                    upd = SyncUpdate(EventType.DELETED, ev.key, ev.obj, ev.revision)
-                else:
-                    typ = EventType.CREATED if old is None else EventType.UPDATED
-                    upd = SyncUpdate(typ, ev.key, ev.obj, ev.revision)
-                self._emit([upd])
+                if pending:
+                    self._emit(pending)
+                    pending, latest = [], {}
                 if self._stop.is_set():
                     return
+            if pending:  # the stream ended inside a read: what was read is still whole
+                self._emit(pending)
 
     def _prefix_of(self, key: str) -> str | None:
         for p in self.prefixes:

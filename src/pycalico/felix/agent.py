@@ -15,12 +15,12 @@ seam, and ``ip monitor route link address neigh`` with the system's route driver
 wake the owner loop; an event on our tables (``calico``, ``calico-guard``, ``calico-nat``),
 a proto-80 route, our devices, their VTEP neighbours/FDB entries or a workload interface
 makes the loop read the table back / run a full route apply about 0.1 s later (at most one
-resync per topic per 0.5 s), which writes only what differs; an event on ``calico`` or
-``calico-guard`` also has that family's tiny guard read back and repaired at once. Next to each
-``calico`` table Felix programs the ``calico-guard`` table (:mod:`pycalico.felix.rules.guard`),
-after the main table succeeded: it drops new workload traffic the main table did not
-evaluate, so a deleted table or flushed base chain fails closed until repaired; after a
-``flush ruleset`` (both gone) the guard, repaired at once, is back before the main table.
+resync per topic per 0.5 s), which writes only what differs; an event on
+``calico-guard`` has that family's tiny guard read back and repaired at once. Next to each
+``calico`` table Felix programs the ``calico-guard`` table (:mod:`pycalico.felix.rules.guard`)
+in the same transaction: it drops new workload traffic the main table did not evaluate, so a
+deleted table or flushed base chain fails closed until repaired; after a ``flush ruleset``
+(both gone) the guard, repaired at once on its own, is back before the main table.
 
 Invariants (DESIGN.md §4, principles 2, 3, 7):
 - Only the owner thread touches the graph, the renderer, the tables and the route drivers;
@@ -28,7 +28,9 @@ Invariants (DESIGN.md §4, principles 2, 3, 7):
 - Nothing is programmed before the graph has seen the datastore's full state (its
   ``InSync`` message); until then a previous agent's table and routes stay in place.
 - A failed apply is retried with back-off; nft and route failures are retried separately and
-  never block each other; each nft apply is one transaction.
+  never block each other; each nft apply is ONE transaction covering every table that
+  changes (``calico`` and ``calico-guard``, all families: :func:`apply_tables`), so a
+  SIGKILL never leaves some tables of an update old and others new.
 - Felix never writes to the datastore (tunnel addresses are calico-node's,
   :mod:`pycalico.node.tunnels`).
 - :meth:`Felix.wait_in_sync` is true once nft AND (with route drivers) routes were programmed
@@ -57,7 +59,7 @@ from pycalico.felix.calc import CalcGraph, InSync, Message, RouteSettingsUpdate,
 from pycalico.felix.calc.routes import RouteCalculator
 from pycalico.felix.calc.routetypes import HostFacts
 from pycalico.felix.config import families, render_config
-from pycalico.felix.dataplane import NftError, NftRunner, NftTable
+from pycalico.felix.dataplane import NftError, NftRunner, NftTable, apply_tables
 from pycalico.felix.dataplane.watch import Debouncer
 from pycalico.felix.flowviews import FlowViews
 from pycalico.felix.kernelwatch import KernelWatch
@@ -484,7 +486,8 @@ class Felix(KernelWatch):
         if not self.renderer.in_sync:
             return
         now = self.clock.monotonic()
-        tables = [*self.tables.values(), *self.guards.values()]  # the guards after the main
+        # One logical update = ONE nft transaction over every table (the guards listed first).
+        tables = [*self.guards.values(), *self.tables.values()]
         if self._nft_in_sync.is_set() and now >= self._next_refresh:
             for t in tables:
                 t.request_resync()
@@ -496,8 +499,7 @@ class Felix(KernelWatch):
             return
         t0 = self.clock.monotonic()
         try:
-            for t in tables:
-                t.apply()
+            apply_tables(self.runner, tables)
         except NftError as e:
             log.error("felix %s: programming nftables failed: %s", self.node_name, e)
             self.error = e

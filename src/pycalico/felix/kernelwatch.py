@@ -5,7 +5,8 @@ agent small). ``nft monitor`` (through the nft runner's process seam) and, with 
 route drivers, ``ip monitor`` feed :meth:`KernelWatch.kernel_event` from their threads; that
 only notes a debounced topic and wakes the loop. The owner loop calls
 :meth:`KernelWatch._take_kernel_events`, which asks the touched table for a read-back or the
-route loop for a full apply, and repairs a family's tiny guard table at once.
+route loop for a full apply, and repairs a family's tiny guard table at once when an event
+names it.
 
 Invariants: watcher threads never touch tables or drivers (they only enqueue); every repair
 runs on the owner thread; a guard is repaired only once the main tables were programmed.
@@ -87,7 +88,10 @@ class KernelWatch:
         (debounced; the owner loop does the read-back and repair)."""
         now = self.clock.monotonic()
         table = self._topic_tables.get(topic)
-        if table is not None:  # the tiny guard of that family is checked at once (no delay)
+        if table is not None and table in self.guards.values():
+            # A guard touched (deleted by hand, or by a ``flush ruleset``, which nft monitor
+            # reports table by table): that tiny table is repaired at once (no delay).
+            # Events on the main table never cost a guard read-back.
             self._debounce.note(f"{GUARD_TOPIC}{table.family}", now, 0.0, 0.05)
         self._debounce.note(topic, now)
         self._wake.put([])

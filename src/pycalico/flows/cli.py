@@ -17,6 +17,7 @@ import click
 
 from pycalico.errors import CalicoError
 from pycalico.flows.format import format_table, to_json
+from pycalico.flows.options import filter_options as filter_options
 from pycalico.flows.record import FlowRecord
 from pycalico.flows.store import FilterError, FlowFilter
 
@@ -71,32 +72,6 @@ def show(records: list[FlowRecord], output: str) -> str:
     if output == "json":
         return to_json(records)
     return format_table(records, wide=output == "wide")
-
-
-def filter_options(fn: Any) -> Any:
-    """``--from --to --action --policy --since --follow -o`` (calicoctl's and the lab's)."""
-    opts = [
-        click.option("--from", "src", default="", help="NAMESPACE/NAME, NAMESPACE/* or CIDR."),
-        click.option("--to", "dst", default="", help="NAMESPACE/NAME, NAMESPACE/* or CIDR."),
-        click.option("--action", type=click.Choice(["allow", "deny"]), default=None),
-        click.option(
-            "--policy",
-            default="",
-            help="Policy name (kind/name, ns/name, tier/name), 'end-of-tier' or 'profile'.",
-        ),
-        click.option("--since", default="15m", show_default=True, help="Go duration."),
-        click.option("--follow", "-f", is_flag=True, help="Keep printing new flows."),
-        click.option(
-            "-o",
-            "--output",
-            type=click.Choice(["table", "json", "wide"]),
-            default="table",
-            show_default=True,
-        ),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
 
 
 def _ident(r: FlowRecord) -> tuple[str, float, Any]:

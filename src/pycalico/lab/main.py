@@ -29,7 +29,7 @@ import click
 
 from pycalico.dnsconf import DEFAULT_ZONE, DNS_ADDRESS
 from pycalico.errors import CalicoError
-from pycalico.flows.cli import filter_options
+from pycalico.flows.options import filter_options
 from pycalico.lab import cluster, engine, pods
 from pycalico.lab import nodes as nodemod
 from pycalico.lab import podman as podmanrt

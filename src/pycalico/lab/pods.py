@@ -118,25 +118,29 @@ def _ensure_namespace_resources(state: LabState, namespace: str, sa: str) -> Non
 
 
 def _create_namespace_docs(state: LabState, namespace: str, sa: str) -> None:
-    from pycalico.api import decode
-    from pycalico.client import ResourceClient
+    """Create the pod's Namespace (and ServiceAccount) unless they exist. The existence
+    check reads the datastore directly: the API models (pydantic, about 2 s of CPU to import
+    on a loaded host) are imported only when something must be created, not by every add."""
     from pycalico.config import load_config
-    from pycalico.datastore import AlreadyExists, open_datastore
+    from pycalico.datastore import AlreadyExists, NotFound, open_datastore
 
     ds = open_datastore(load_config(env=state.datastore_env()))
     try:
+        docs: list[dict[str, Any]] = []
+        wanted = [("Namespace", namespace, "")]
+        wanted += [("ServiceAccount", sa, namespace)] if sa else []
+        for kind, name, ns in wanted:
+            try:
+                ds.get(kind, name, ns)
+            except NotFound:
+                meta = {"name": name, "namespace": ns} if ns else {"name": name}
+                docs.append({"apiVersion": "v1", "kind": kind, "metadata": meta})
+        if not docs:
+            return
+        from pycalico.api import decode
+        from pycalico.client import ResourceClient
+
         client = ResourceClient(ds)
-        docs: list[dict[str, Any]] = [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        ]
-        if sa:
-            docs.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": sa, "namespace": namespace},
-                }
-            )
         for doc in docs:
             try:
                 client.create(decode(doc))

@@ -2,7 +2,7 @@
 
 Public API:
 - :class:`NftTable` — ``set_desired(TableSpec)``, ``request_resync()``, ``apply()``;
-  counters in ``.stats``.
+  counters in ``.stats``; :func:`apply_tables` applies several in one transaction.
 - :class:`NftRunner` (protocol), :class:`SubprocessNftRunner`, :class:`FakeNftRunner`,
   :class:`NftError`.
 - :class:`TableState`, :func:`plan`, :func:`render_ops`, the op types, :func:`parse_table`.
@@ -37,7 +37,7 @@ from pycalico.felix.dataplane.runner import (
     NftRunner,
     SubprocessNftRunner,
 )
-from pycalico.felix.dataplane.table import NftTable, TableStats
+from pycalico.felix.dataplane.table import NftTable, TableStats, apply_tables
 
 __all__ = [
     "AddChain",
@@ -58,6 +58,7 @@ __all__ = [
     "TableState",
     "TableStats",
     "WriteChain",
+    "apply_tables",
     "apply_to_state",
     "parse_table",
     "plan",

@@ -3,8 +3,11 @@ implementations — :class:`SubprocessNftRunner` (``nft -f -`` / ``nft -j list t
 :class:`FakeNftRunner` (in-memory kernel model for unit tests).
 
 Invariants: a transaction is all-or-nothing (``nft -f`` is one netlink batch; the fake
-applies ops to a copy and commits only on success); a runner only ever names the table it
-is given, so tables it does not own are never touched; errors raise :class:`NftError`.
+applies ops to a copy and commits only on success); :meth:`NftRunner.transact_many` puts
+the ops of several tables (e.g. ``calico`` and ``calico-guard`` of both families) into ONE
+transaction, in the order given, so a write that must land together cannot be cut in two by
+a crash; a runner only ever names the tables it is given, so tables it does not own are
+never touched; errors raise :class:`NftError`.
 nft is handed a complete script FILE, never a pipe: if the agent dies (SIGKILL) while
 writing to a pipe, nft reads a truncated script, and a prefix that happens to parse (cut
 after a line, or after ``th dport 4`` of ``th dport 40562``) would commit a mix of old and
@@ -50,8 +53,14 @@ class NftError(CalicoError):
     """An nft transaction or query failed."""
 
 
+#: The ops of one table inside a multi-table transaction: (family, table, ops).
+TablePart = tuple[str, str, Sequence[Op]]
+
+
 class NftRunner(Protocol):
     def transact(self, family: str, table: str, ops: Sequence[Op]) -> None: ...
+
+    def transact_many(self, parts: Sequence[TablePart]) -> None: ...
 
     def read_table(self, family: str, table: str) -> TableState | None: ...
 
@@ -79,9 +88,13 @@ class SubprocessNftRunner:
         return [*self.argv, "monitor"]
 
     def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
-        if not ops:
+        self.transact_many([(family, table, ops)])
+
+    def transact_many(self, parts: Sequence[TablePart]) -> None:
+        parts = [p for p in parts if p[2]]
+        if not parts:
             return
-        script = render_ops(family, table, ops)
+        script = "".join(render_ops(f, t, ops) for f, t, ops in parts)
         fd, path = tempfile.mkstemp(prefix=f"{_SCRIPT_PREFIX}{os.getpid()}-", suffix=".nft",
                                     dir=self.spool)  # fmt: skip
         try:
@@ -92,7 +105,8 @@ class SubprocessNftRunner:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         if r.returncode != 0:
-            raise NftError(f"nft -f (table {family} {table}): {r.stderr.strip()[:2000]}")
+            names = ", ".join(f"{f} {t}" for f, t, _o in parts)
+            raise NftError(f"nft -f (table {names}): {r.stderr.strip()[:2000]}")
 
     def read_table(self, family: str, table: str) -> TableState | None:
         r = self.process.run([*self.argv, "-j", "list", "table", family, table],
@@ -152,29 +166,39 @@ class FakeNftRunner:
     be deleted; a non-empty chain cannot be deleted).
 
     ``fail_next`` makes that many transactions fail; ``transactions`` records every
-    (family, table, ops) sent; ``reads`` counts readbacks.
+    (family, table, ops) part sent; ``batches`` records how the parts were grouped into
+    transactions (one list of (family, table) per transaction); ``reads`` counts readbacks.
     """
 
     tables: dict[tuple[str, str], _FakeTable] = field(default_factory=dict)
     transactions: list[tuple[str, str, list[Op]]] = field(default_factory=list)
+    batches: list[list[tuple[str, str]]] = field(default_factory=list)
     fail_next: int = 0
     reads: int = 0
 
     # -- seam ---------------------------------------------------------------------------
     def transact(self, family: str, table: str, ops: Sequence[Op]) -> None:
-        self.transactions.append((family, table, list(ops)))
+        self.transact_many([(family, table, ops)])
+
+    def transact_many(self, parts: Sequence[TablePart]) -> None:
+        parts = [p for p in parts if p[2]]
+        if not parts:
+            return
+        self.transactions += [(f, t, list(ops)) for f, t, ops in parts]
+        self.batches.append([(f, t) for f, t, _o in parts])
         if self.fail_next > 0:
             self.fail_next -= 1
             raise NftError("injected failure")
         tables = copy.deepcopy(self.tables)
-        key = (family, table)
-        for op in ops:
-            self._apply(tables, key, op)
-        t = tables.get(key)
-        if t is not None:
-            chains, sets = t.refs()
-            if missing := (chains - set(t.chains)) | (sets - set(t.sets)):
-                raise NftError(f"reference to missing object(s): {sorted(missing)}")
+        for family, table, ops in parts:
+            key = (family, table)
+            for op in ops:
+                self._apply(tables, key, op)
+            t = tables.get(key)
+            if t is not None:
+                chains, sets = t.refs()
+                if missing := (chains - set(t.chains)) | (sets - set(t.sets)):
+                    raise NftError(f"reference to missing object(s): {sorted(missing)}")
         self.tables = tables
 
     def read_table(self, family: str, table: str) -> TableState | None:

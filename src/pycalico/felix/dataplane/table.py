@@ -6,7 +6,9 @@ table vanished) atomically replaces the whole table in one transaction (``add ta
 table; table {...}``), so a restarted agent swaps its predecessor's table with no window in
 between; later applies send only the delta computed by :func:`~.ops.plan` (chains rewritten
 when their rule hashes differ, set/map elements added/removed), again in one transaction.
-A resync reads the table back (``nft -j list table``) so drift made by others — a flushed
+:func:`apply_tables` applies several tables (Felix: ``calico`` and ``calico-guard`` of every
+family) in ONE transaction, so one logical update never lands half. A resync reads the table
+back (``nft -j list table``) so drift made by others — a flushed
 table, a deleted chain or element — is repaired by the next delta.
 
 Invariants: only the table named at construction is ever touched; nothing is written
@@ -18,6 +20,7 @@ transaction the believed state is discarded (next apply = full replace). Apply d
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pycalico.felix.dataplane.ops import Op, ReplaceTable, TableState, apply_to_state, plan
@@ -39,6 +42,8 @@ class TableStats:
     drift_repairs: int = 0
     last_apply_seconds: float = 0.0
     total_apply_seconds: float = 0.0
+    #: Clock time (monotonic) at which the last transaction that wrote this table returned.
+    last_apply_end: float = 0.0
 
 
 class NftTable:
@@ -76,8 +81,13 @@ class NftTable:
 
         Raises :class:`NftError` when even a full replace fails (the caller retries later).
         """
+        return apply_tables(self.runner, [self]).get(self, [])
+
+    # --- the steps of apply_tables (one transaction for several tables) ----------------
+    def _prepare(self) -> list[Op] | None:
+        """Read back if asked; the ops to send (empty: in sync), None: nothing desired."""
         if self._desired is None:
-            return []
+            return None
         if self._resync:
             self._resync = False
             self.stats.resyncs += 1
@@ -88,26 +98,11 @@ class NftTable:
                     self._dirty = True
                 self._actual = seen
         if not self._dirty:
-            return []
-        t0 = self.clock.monotonic()
-        ops = self._ops()
+            return None
+        return self._ops()
+
+    def _committed(self, ops: list[Op], seconds: float) -> None:
         if ops:
-            try:
-                self.runner.transact(self.family, self.name, ops)
-            except NftError as e:
-                self.stats.failures += 1
-                if isinstance(ops[0], ReplaceTable):
-                    self._actual = None
-                    raise
-                log.warning("nft delta for %s %s failed (%s); replacing the table",
-                            self.family, self.name, e)  # fmt: skip
-                self._actual = None
-                ops = self._ops()
-                try:
-                    self.runner.transact(self.family, self.name, ops)
-                except NftError:
-                    self.stats.failures += 1
-                    raise
             if isinstance(ops[0], ReplaceTable):
                 self.stats.full_replaces += 1
             else:
@@ -116,11 +111,11 @@ class NftTable:
         base = self._actual if self._actual is not None else TableState()
         self._actual = apply_to_state(base, ops)
         self._dirty = False
-        dt = self.clock.monotonic() - t0
         self.stats.applies += 1
-        self.stats.last_apply_seconds = dt
-        self.stats.total_apply_seconds += dt
-        return ops
+        self.stats.last_apply_seconds = seconds
+        self.stats.total_apply_seconds += seconds
+        if ops:
+            self.stats.last_apply_end = self.clock.monotonic()
 
     def _ops(self) -> list[Op]:
         assert self._desired is not None
@@ -133,3 +128,43 @@ class NftTable:
 
     def __repr__(self) -> str:
         return f"NftTable({self.family} {self.name})"
+
+
+def apply_tables(runner: NftRunner, tables: Sequence[NftTable]) -> dict[NftTable, list[Op]]:
+    """Bring several tables to their desired state in ONE nft transaction (their parts in
+    the order given); returns the ops sent per table that was applied.
+
+    A failed delta is retried once as a full replace of every table that had ops, again in
+    one transaction; if that fails too the believed states are discarded (the next apply
+    replaces those tables) and :class:`NftError` is raised. So a crash (or a failure) at any
+    moment leaves every table of the write old or new together, never some of each.
+    """
+    if not tables:
+        return {}
+    clock = tables[0].clock
+    t0 = clock.monotonic()
+    prepared = {t: ops for t in tables if (ops := t._prepare()) is not None}
+    sending = [(t, ops) for t, ops in prepared.items() if ops]
+    if sending:
+        try:
+            runner.transact_many([(t.family, t.name, ops) for t, ops in sending])
+        except NftError as e:
+            for t, _ops in sending:
+                t.stats.failures += 1
+                t._actual = None
+            if all(isinstance(ops[0], ReplaceTable) for _t, ops in sending):
+                raise
+            log.warning("nft delta for %s failed (%s); replacing the tables",
+                        ", ".join(repr(t) for t, _o in sending), e)  # fmt: skip
+            sending = [(t, t._ops()) for t, _ops in sending]
+            prepared.update(sending)
+            try:
+                runner.transact_many([(t.family, t.name, ops) for t, ops in sending])
+            except NftError:
+                for t, _ops in sending:
+                    t.stats.failures += 1
+                raise
+    dt = clock.monotonic() - t0
+    for t, ops in prepared.items():
+        t._committed(ops, dt)
+    return prepared

@@ -27,6 +27,7 @@ Packet path (one table per family, base chains at ``filter`` priority 0, policy 
 
 Fail closed against tampering (issue 19): an endpoint chain only returns with the accept
 mark set, so a dispatch (or endpoint) chain flushed by hand comes back without it and the
+packet drops; a policy chain flushed by hand comes back with the pending mark and the
 packet drops; a deleted table or flushed base chain leaves new workload traffic without the
 evaluated mark, which the separate ``calico-guard`` table drops
 (:mod:`pycalico.felix.rules.guard`).
@@ -45,7 +46,9 @@ conntrack (established/related accept, invalid drop); workloads with a QoS conne
 ``ct count over N reject with tcp reset``; host endpoints: failsafe jump; clear
 accept+pass marks; ``cali-fw-``: drop VXLAN (UDP 4789) and IPIP (proto 4) unless allowed;
 per tier with >= 1 policy in the direction: clear pass, then per policy ``if no pass mark:
-jump cali-pi-/po-<id>`` and ``if accept mark: return``; end of tier (default action Deny):
+set the pending mark, jump cali-pi-/po-<id>`` and ``if accept mark: return; if pending mark
+(the policy chain was flushed: it never reached a verdict): drop`` (:data:`AFTER_POLICY`,
+see :mod:`~pycalico.felix.rules.policy`); end of tier (default action Deny):
 ``if no pass mark: drop``. Then per profile ``jump cali-pri-/pro-<id>``, ``if accept mark:
 return``; finally drop. A chain "returns" only with the accept mark set.
 """
@@ -64,6 +67,7 @@ from pycalico.felix.rules.policy import (
     MARK_ACCEPT,
     MARK_EVALUATED,
     MARK_PASS,
+    MARK_PENDING,
     clear_mark,
     mark_is_clear,
     mark_is_set,
@@ -75,6 +79,13 @@ from pycalico.model import PolicyID
 # ICMPv6 a workload needs to reach its host for (router/neighbour discovery, MLD).
 _ICMPV6_TO_HOST = "{ 130, 131, 132, 133, 135, 136 }"
 
+
+#: After a policy jump: accept mark -> return (allowed); pending mark still set -> drop (the
+#: policy chain is flushed or incomplete: fail closed); neither -> go on (no match, or Pass).
+AFTER_POLICY = (
+    f"meta mark & {MARK_ACCEPT | MARK_PENDING:#x} "
+    f"vmap {{ {MARK_ACCEPT:#x} : return, {MARK_PENDING:#x} : drop }}"
+)
 
 PolicyChainLookup = Callable[[PolicyID, bool], str | None]
 ProfileChainLookup = Callable[[str, bool], str | None]
@@ -101,8 +112,8 @@ def tier_rules(
             chain = policy_chain(pid, ingress)
             if chain is None:  # not (yet) active: the evaluator skips it too
                 continue
-            out.append(f"{mark_is_clear(MARK_PASS)} jump {chain}")
-            out.append(f"{mark_is_set(MARK_ACCEPT)} return")
+            out.append(f"{mark_is_clear(MARK_PASS)} {set_mark(MARK_PENDING)} jump {chain}")
+            out.append(AFTER_POLICY)
         if end_of_tier_drop and tier.default_action != "Pass":
             log = _log(RuleRef("deny", _direction(ingress), "policy", tier=tier.name), flow_logs)
             out.append(f"{mark_is_clear(MARK_PASS)} {log}drop")  # end of tier

@@ -9,6 +9,13 @@ Mark scheme (Calico's bits inside ``0xffff0000``): a matching ``Allow`` sets
 ``Log`` logs with prefix ``calico-packet`` and continues; a chain in which nothing matched
 returns with neither mark. The endpoint chain interprets the marks (see ``endpoints.py``).
 
+Fail closed while a policy chain is incomplete (issue 19): the endpoint chain sets
+:data:`MARK_PENDING` when it jumps to a policy chain, and only the chain's own verdicts clear
+it (``Allow`` and ``Pass`` clear it with their mark; the chain's LAST rule clears it when
+nothing matched). A chain flushed (or cut short) by hand returns with the mark still set,
+and the endpoint chain drops the packet instead of going on to later policies, which might
+allow what the flushed chain denied.
+
 Matching (the semantics of the ``messages`` module docstring): all present conditions are
 ANDed; CIDR lists are anonymous sets (OR); IP sets are named sets (each one ANDed); the
 positive port condition "port in ports OR (ip, proto, port) in a named-port set" is an OR of
@@ -37,8 +44,11 @@ MARK_SCRATCH = 0x80000
 #: without it (fail closed while the main table is missing or a base chain is flushed).
 #: Not in :data:`ALL_MARKS`: endpoint chains never clear it.
 MARK_EVALUATED = 0x40000
+#: Set by the endpoint chain before it jumps to a policy chain; cleared by that chain's
+#: verdicts and its last rule (see the module docstring).
+MARK_PENDING = 0x100000
 MARK_MASK = 0xFFFF0000
-ALL_MARKS = MARK_ACCEPT | MARK_PASS | MARK_SCRATCH
+ALL_MARKS = MARK_ACCEPT | MARK_PASS | MARK_SCRATCH | MARK_PENDING
 LOG_PREFIX = "calico-packet"
 PORT_PROTOCOLS = "{ 6, 17, 132, 136 }"
 
@@ -53,6 +63,11 @@ def clear_mark(bits: int) -> str:
     return f"meta mark set meta mark & {0xFFFFFFFF & ~bits:#010x}"
 
 
+def set_and_clear_mark(set_bits: int, clear_bits: int) -> str:
+    """One statement: set ``set_bits`` and clear ``clear_bits`` of the packet mark."""
+    return f"meta mark set meta mark & {0xFFFFFFFF & ~clear_bits:#010x} | {set_bits:#x}"
+
+
 def mark_is_set(bits: int) -> str:
     return f"meta mark & {bits:#x} == {bits:#x}"
 
@@ -62,8 +77,8 @@ def mark_is_clear(bits: int) -> str:
 
 
 ACTIONS = {
-    "Allow": f"{set_mark(MARK_ACCEPT)} return",
-    "Pass": f"{set_mark(MARK_PASS)} return",
+    "Allow": f"{set_and_clear_mark(MARK_ACCEPT, MARK_PENDING)} return",
+    "Pass": f"{set_and_clear_mark(MARK_PASS, MARK_PENDING)} return",
     "Deny": "drop",
     "Log": f'log prefix "{LOG_PREFIX}"',
 }
@@ -223,8 +238,10 @@ def rules_bodies(
     logger: RuleLogger | None = None,
 ) -> list[str]:
     """The bodies of a whole policy/profile chain for one direction (``logger``: the NFLOG
-    statement of each rule, by its index in ``rules``)."""
+    statement of each rule, by its index in ``rules``); the last one clears
+    :data:`MARK_PENDING` (this chain is complete and nothing in it matched)."""
     out: list[str] = []
     for i, r in enumerate(rules):
         out += rule_bodies(r, fam, names, logger(i, r.action) if logger else None)
+    out.append(clear_mark(MARK_PENDING))
     return out
