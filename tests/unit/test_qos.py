@@ -352,3 +352,28 @@ def test_felix_programs_qos_through_its_owner_loop() -> None:
         assert felix.stats()["qos"]["applies"] >= 2
     finally:
         felix.stop()
+
+
+def test_a_deleted_ifb_reported_by_the_link_watcher_is_repaired_at_once() -> None:
+    """An ``ip monitor`` line about a ``bwcali*`` IFB (or a workload link) makes Felix re-read
+    and repair its tc state now, not at the 30 s full pass."""
+    from pycalico.felix.dataplane.watch import QOS_TOPIC, ROUTES_TOPIC, route_topic
+
+    assert route_topic(f"Deleted 9: {ifb_name('calia')}: <BROADCAST,NOARP> mtu 1500") == (
+        QOS_TOPIC
+    )
+    assert route_topic("Deleted 3: calia@if2: <BROADCAST> mtu 1500") == ROUTES_TOPIC
+    ds = MemoryDatastore()
+    tc = FakeTc(links={"calia": 1500})
+    felix = Felix("node1", ds, FakeNftRunner(), syncer_poll_interval=0.05, tc=tc).start()
+    try:
+        assert felix.wait_in_sync(5)
+        ds.create(_wep(egressBandwidth=10**7, egressBurst=10**6))
+        assert wait_for(lambda: ifb_name("calia") in tc.tbfs, 5)
+        tc.ifbs.discard(ifb_name("calia"))  # deleted by hand
+        tc.links.pop(ifb_name("calia"), None)
+        tc.tbfs.pop(ifb_name("calia"), None)
+        felix.kernel_event(QOS_TOPIC)
+        assert wait_for(lambda: ifb_name("calia") in tc.tbfs, 5)  # well before 30 s
+    finally:
+        felix.stop()

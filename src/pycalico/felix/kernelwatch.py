@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycalico.felix.dataplane import NftError, NftRunner, NftTable
 from pycalico.felix.dataplane.watch import (
+    QOS_TOPIC,
     ROUTE_ARGV,
     ROUTES_TOPIC,
     Debouncer,
@@ -30,6 +31,7 @@ from pycalico.felix.dataplane.watch import (
 )
 
 if TYPE_CHECKING:
+    from pycalico.felix.qosloop import QosLoop
     from pycalico.felix.routeloop import RouteLoop
     from pycalico.model.felixconfig import FelixConfig
     from pycalico.system.clock import Clock
@@ -50,6 +52,7 @@ class KernelWatch:
     tables: dict[str, NftTable]
     guards: dict[str, NftTable]
     routes: RouteLoop | None
+    qos: QosLoop | None
     counters: dict[str, float]
     _lock: threading.Lock
     _debounce: Debouncer
@@ -107,6 +110,8 @@ class KernelWatch:
                 table.request_resync()
             elif self.routes is not None and (topic == ROUTES_TOPIC or "calico-nat" in topic):
                 self.routes.request_full()
+            if self.qos is not None and topic in (ROUTES_TOPIC, QOS_TOPIC):
+                self.qos.request_full()  # a workload link or an IFB: re-read its tc state
             with self._lock:
                 self.counters["watch_resyncs"] += 1
         if families and self._nft_in_sync.is_set():

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 OUR_DEVICES = ("vxlan.calico", "vxlan-v6.calico", "tunl0")
 ROUTE_ARGV = ("ip", "-o", "monitor", "label", "route", "link", "address", "neigh")
 ROUTES_TOPIC = "routes"
+#: A pod-bandwidth IFB device (``bw<prefix>*``) changed: only the QoS driver resyncs.
+QOS_TOPIC = "qos"
 
 _NFT_EVENT = re.compile(
     r"^(?:add|delete|replace|flush|update|destroy|insert)\s+\S+\s+(\S+)\s+([^\s{;]+)"
@@ -75,6 +77,8 @@ def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
     for w in words:
         if w in OUR_DEVICES or (prefix and w.startswith(prefix)):
             return ROUTES_TOPIC
+        if prefix and w.startswith("bw" + prefix):
+            return QOS_TOPIC
     return None
 
 
