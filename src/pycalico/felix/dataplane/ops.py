@@ -160,9 +160,12 @@ def plan(actual: TableState, desired: TableSpec) -> list[Op] | None:
     ops += elem_ops + writes + map_ops
     gone_chains = sorted(set(actual.chains) - set(desired.chains))
     ops += [FlushChain(n) for n in gone_chains]
-    ops += [DeleteChain(n) for n in gone_chains]
+    # Gone sets and maps go before gone chains: a verdict map's elements name chains, so a
+    # chain cannot be deleted while a map that jumps to it exists (the flushes above already
+    # dropped every rule that referenced a gone set).
     for name in sorted(set(actual.sets) - set(desired.sets)):
         ops.append(DeleteSet(name, "map" if actual.sets[name][0][3] else "set"))
+    ops += [DeleteChain(n) for n in gone_chains]
     return ops
 
 
