@@ -97,6 +97,8 @@ def test_three_node_processes_one_collector_and_takeover(backend: Backend, tmp_p
         wait_for(lambda: holder(ds) in nodes, 30, 0.1, what="a lease holder")
         first = holder(ds)
         wait_for(lambda: leak1 not in ips(ds), 30, 0.1, what=f"release of {leak1}")
+        # The collector logs a run once it has finished (after its datastore writes).
+        wait_for(lambda: released_by(logs, leak1), 10, 0.1, what=f"log of {leak1}'s release")
         assert holder(ds) == first
         assert released_by(logs, leak1) == [first]
         assert live in ips(ds)
@@ -113,6 +115,7 @@ def test_three_node_processes_one_collector_and_takeover(backend: Backend, tmp_p
         born = time.monotonic()
         wait_for(lambda: leak2 not in ips(ds), 30, 0.1, what=f"release of {leak2}")
         assert time.monotonic() - born >= GRACE
+        wait_for(lambda: released_by(logs, leak2), 10, 0.1, what=f"log of {leak2}'s release")
         assert released_by(logs, leak2) == [second]
         assert live in ips(ds)
         for n, p in procs.items():
