@@ -22,7 +22,7 @@ from tests.e2e.conftest import CALICO_LAB, Lab, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
 PORTS = "80/TCP,80/UDP"
-CAPTURE_SECONDS = 2
+CAPTURE_SECONDS = 3
 FORMS = ("native", "ipip", "vxlan")
 
 # encap -> (underlay subnets, form of node1->node2 traffic, form of node1->node3 traffic)
@@ -94,6 +94,7 @@ def capture(lab: Lab, src: str, dst: str, bridge: str = "br0") -> dict[str, list
                 argv, env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
             procs[form] = p
+        for p in procs.values():  # all started first: arming one never eats another's window
             assert p.stderr is not None
             for line in p.stderr:  # tcpdump says "listening on" once the capture is armed
                 if "listening on" in line:
