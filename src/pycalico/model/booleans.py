@@ -27,7 +27,8 @@ class BooleanError(ModelError):
 
 
 def parse_bool(value: Any, name: str) -> bool:
-    """``value`` as a bool; :class:`BooleanError` naming ``name`` when it is not one."""
+    """``value`` as a bool; :class:`BooleanError` naming ``name`` (when given: callers that
+    add the field's name themselves pass "") when it is not one."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -36,7 +37,8 @@ def parse_bool(value: Any, name: str) -> bool:
     if text in FALSE_WORDS:
         return False
     shown = str(value)[:40]
-    raise BooleanError(f"{name}: expected true or false, got {shown!r}")
+    prefix = f"{name}: " if name else ""
+    raise BooleanError(f"{prefix}expected true or false, got {shown!r}")
 
 
 def env_flag(env: Mapping[str, str], key: str, default: bool) -> bool:

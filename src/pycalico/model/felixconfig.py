@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pycalico.model.booleans import FALSE_WORDS, TRUE_WORDS
+from pycalico.model.booleans import parse_bool
 from pycalico.model.durations import parse_duration
 from pycalico.model.types import ModelError
 
@@ -108,14 +108,7 @@ class FelixConfig:
 
 
 def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in TRUE_WORDS:
-        return True
-    if text in FALSE_WORDS:
-        return False
-    raise ValueError(f"expected a boolean, got {value!r}")
+    return parse_bool(value, "")
 
 
 def _int(value: Any) -> int:
