@@ -23,7 +23,6 @@ compare) or by a verified client certificate; anything else is a 401, never a pa
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 import secrets
 import ssl
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pycalico.errors import CalicoError
+from pycalico.system.listen import is_loopback
 
 TOKEN_FILE_NAME = "api.token"
 
@@ -96,15 +96,6 @@ def ensure_token(path: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(32) + "\n")
     return read_token(path)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_host(host: str, tls: bool) -> tuple[str, str]:

@@ -10,7 +10,6 @@ host's calico-node state directory (``--status-dir``). Errors: one line, exit 1.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import click
 
 from pycalico.datastore import Datastore
 from pycalico.errors import CalicoError
+from pycalico.system.listen import is_loopback
 from pycalico.ui.sources import (
     LabStatus,
     LiveMatrix,
@@ -46,15 +46,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not host:
         raise ListenError(f"--listen: {text!r} has no host")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_listen(text: str, token: str | None) -> tuple[str, int]:
