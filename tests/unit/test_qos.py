@@ -359,9 +359,7 @@ def test_a_deleted_ifb_reported_by_the_link_watcher_is_repaired_at_once() -> Non
     and repair its tc state now, not at the 30 s full pass."""
     from pycalico.felix.dataplane.watch import QOS_TOPIC, ROUTES_TOPIC, route_topic
 
-    assert route_topic(f"Deleted 9: {ifb_name('calia')}: <BROADCAST,NOARP> mtu 1500") == (
-        QOS_TOPIC
-    )
+    assert route_topic(f"Deleted 9: {ifb_name('calia')}: <BROADCAST,NOARP> mtu 1500") == (QOS_TOPIC)
     assert route_topic("Deleted 3: calia@if2: <BROADCAST> mtu 1500") == ROUTES_TOPIC
     ds = MemoryDatastore()
     tc = FakeTc(links={"calia": 1500})
