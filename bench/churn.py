@@ -7,8 +7,9 @@ random nodes until ``--live`` pods exist and delete random ones beyond that, unt
 meanwhile:
 - a sampler probes a random pair of live pods (TCP 80, no policy denies it) every
   ``--sample`` seconds: every probe must pass;
-- a policy thread creates and deletes a GlobalNetworkPolicy (deny, selecting no pod) every
-  15 s, so Felix renders policy changes during the churn;
+- a policy thread creates and deletes a GlobalNetworkPolicy (deny, selecting no pod) at the
+  start and then every ``--policy-every`` seconds (15), so Felix renders policy changes
+  during the churn;
 - every 10 s, ``calico-lab status``: the IPs of live pods must be distinct.
 When the churn stops, a policy denying pods labelled ``side=a`` (odd ids) to ``side=b``
 pods is applied and the live matrix of every pod still live must equal
@@ -150,8 +151,10 @@ class Churn:
                     self.busy.difference_update((a, b))
 
     def policies(self, path: Path) -> None:
+        """Apply, then delete, the deny policy: first at once (so even a short churn sees a
+        policy change), then every ``--policy-every`` seconds until the churn stops."""
         on = False
-        while not self.stop.wait(15):
+        while True:
             r = (self.lab("apply", "-f", str(path)) if not on
                  else self.ctl("delete", "globalnetworkpolicy", "churn-deny"))  # fmt: skip
             if r.returncode == 0:
@@ -159,6 +162,8 @@ class Churn:
                 self.policy_changes += 1
             else:
                 self.failures.append(f"policy change: {r.stderr[-300:]}")
+            if self.stop.wait(self.a.policy_every):
+                return
 
     def rss_sampler(self, agents: dict[str, int]) -> None:
         """calico-node RSS (MB) of every node every 10 s: flat, or growing with the churn?"""
@@ -326,6 +331,12 @@ def main() -> None:
     ap.add_argument("--live", type=int, default=40, help="at most this many pods at once")
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--sample", type=float, default=2.0, help="seconds between probes")
+    ap.add_argument(
+        "--policy-every",
+        type=float,
+        default=15.0,
+        help="seconds between policy changes (the first is at the start)",
+    )
     ap.add_argument("--name", default=f"ch{os.getpid() % 10000}")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "churn.json"))
     args = ap.parse_args()

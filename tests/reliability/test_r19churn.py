@@ -4,7 +4,8 @@ closing note).
 
 The bench brings up its own 3-node lab (always torn down), and for DURATION seconds adds and
 deletes pods in parallel on random nodes (at most LIVE at once, PODS in all) while a
-GlobalNetworkPolicy is created and deleted every 15 s, a sampler probes random live pairs,
+GlobalNetworkPolicy is created and deleted at the start and then every POLICY_EVERY s (the
+churn of 24 pods can be over in 11 s), a sampler probes random live pairs,
 and ``status`` is checked for duplicate IPs. When the churn stops it applies a policy that
 denies half the pods to the other half and compares the live matrix of every pod still
 live with ``calicoctl policy matrix``; then it deletes every pod and checks that nothing
@@ -25,14 +26,15 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "churn.py"
-DURATION, PODS, LIVE, WORKERS = 30, 24, 10, 4
+DURATION, PODS, LIVE, WORKERS, POLICY_EVERY = 30, 24, 10, 4, 3
 
 
 def test_pod_churn_leaks_nothing_and_ends_as_policy_says(tmp_path: Path) -> None:
     out = tmp_path / "churn.json"
     argv = [sys.executable, str(BENCH), "--duration", str(DURATION), "--pods", str(PODS),
             "--live", str(LIVE), "--workers", str(WORKERS), "--sample", "1.5",
-            "--name", f"r19ch{os.getpid() % 1000}", "--out", str(out)]  # fmt: skip
+            "--policy-every", str(POLICY_EVERY), "--name", f"r19ch{os.getpid() % 1000}",
+            "--out", str(out)]  # fmt: skip
     r = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     assert out.exists(), f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     res = json.loads(out.read_text())["result"]
