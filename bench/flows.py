@@ -48,13 +48,17 @@ from pycalico.felix.rules import RenderConfig, RuleRenderer  # noqa: E402
 
 PY = sys.executable
 COLLECTOR = r"""
-import json, os, signal, sys, threading, time
-from pycalico.flows.collector import FlowCollector
-from pycalico.flows.record import Peer
+import json, os, signal, sys, threading, time, types
+from pycalico.felix.rules.nflog import RuleRef
+from pycalico.flows.collector import FlowCollector, PeerResolver
 from pycalico.model.felixconfig import FelixConfig
 cfg = FelixConfig(flow_logs_file_enabled=True, flow_logs_file_directory=sys.argv[1],
                   flow_logs_api_port=0, flow_logs_flush_interval=5.0)
-c = FlowCollector("bench", lambda: cfg, lambda: {}, lambda ip: Peer("net", ip))
+# As in calico-node: prefixes resolved through Felix's map, peers through the endpoints.
+spec = json.load(open(os.path.join(sys.argv[1], "bench-collector.json")))
+refs = {p: RuleRef.from_json(r) for p, r in spec["refs"].items()}
+ds = types.SimpleNamespace(list=lambda kind: types.SimpleNamespace(items=spec["weps"]))
+c = FlowCollector("bench", lambda: cfg, lambda: refs, PeerResolver(ds))
 prof = None
 if os.environ.get("FLOWS_PROFILE"):
     import cProfile
@@ -89,15 +93,19 @@ if prof is not None:
 """
 
 
-def tables(c: Cluster) -> dict[str, Any]:
+def tables(c: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The off/on tables and the attribution map of ``on`` (prefix -> rule JSON)."""
     out = {}
+    refs: dict[str, Any] = {}
     for name, on in (("off", False), ("on", True)):
         g = CalcGraph("node1")
         g.load(_weps(c))
         r = RuleRenderer(RenderConfig(flow_logs=on), families=("ip",))
         r.apply(g.flush())
         out[name] = r.tables()["ip"]
-    return out
+        if on:
+            refs = {p: ref.to_json() for p, ref in r.attribution.items()}
+    return out, refs
 
 
 def _cpu_s(pid: int) -> float:
@@ -128,8 +136,10 @@ def main() -> None:
         p = c.pods["server"][0].popen(PY, "-c", SERVER, "100.64.255.2", "tcp/80",
                                       stdout=subprocess.PIPE)  # fmt: skip
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        t = tables(c)
+        t, refs = tables(c)
         assert "log prefix" in t["on"].text() and "log prefix" not in t["off"].text()
+        spec = {"refs": refs, "weps": [w for w in _weps(c) if w["kind"] == "WorkloadEndpoint"]}
+        (Path(tmp) / "bench-collector.json").write_text(json.dumps(spec))
         runner = SubprocessNftRunner(netns=c.node.name)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), FLOWS_PROFILE=args.profile)
         coll = c.node.popen(PY, "-c", COLLECTOR, tmp, stdout=subprocess.PIPE, env=env)

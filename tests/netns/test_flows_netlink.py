@@ -44,6 +44,9 @@ closing = [e for e in events if e.tcp_state in (5, 6, 7, 8) and e.tuple.dport ==
 got = ct.get(closing[-1].tuple) if closing else None
 out["pkts"] = pkts
 out["counters"] = got and [got.packets_orig, got.bytes_orig, got.packets_reply, got.bytes_reply]
+if closing:  # one batch: the entry, and None for a tuple conntrack never saw
+    gone = closing[-1].tuple._replace(sport=1)
+    out["batch"] = [e and e.bytes_orig for e in ct.get_many([gone, closing[-1].tuple, gone])]
 out["malformed"] = nfl.malformed + ct.malformed
 print(json.dumps(out))
 """
@@ -68,4 +71,5 @@ table ip flowtest {
     assert (2, "DPI|default", 5556) in [tuple(x) for x in out["pkts"]]
     po, bo, pr, br = out["counters"]
     assert po >= 3 and bo >= 1000 + 3 * 40 and pr >= 3 and br >= 2000
+    assert out["batch"] == [None, bo, None]
     assert out["malformed"] == 0

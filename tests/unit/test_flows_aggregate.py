@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ class Counters:
     def __init__(self) -> None:
         self.values: dict[FiveTuple, CtEvent] = {}
 
-    def __call__(self, t: FiveTuple) -> CtEvent | None:
-        return self.values.get(t)
+    def __call__(self, ts: Sequence[FiveTuple]) -> list[CtEvent | None]:
+        return [self.values.get(t) for t in ts]
 
 
 def agg(**kw: Any) -> tuple[Aggregator, Counters]:

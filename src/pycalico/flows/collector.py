@@ -58,6 +58,11 @@ _REORDER_MARGIN = 0.03
 # Conntrack: DESTROY events only (UPDATE fires at every TCP state change); an allowed
 # connection's entry is read this long after it settled (a closing one is closed there).
 _POLL_AFTER = (0.5, 2.0, 5.0)
+# At most one reader pass per this many seconds: under load each pass takes what queued
+# meanwhile (NFLOG batches, conntrack events) and reads the due entries in one batch, so
+# the per-pass cost is shared by many connections; an event on a quiet socket waits at most
+# this long (the sockets' buffers hold 16 MB).
+_MIN_PASS_GAP = 0.02
 
 
 def _ip_len(payload: bytes) -> int:
@@ -141,6 +146,7 @@ class FlowCollector:
         self._metrics_at = 0.0
         self._marker = ""
         self._reorder = NflogReorder(0.0)
+        self._last_pass = 0.0
 
     # --- component --------------------------------------------------------------------
     def start(self) -> None:
@@ -244,7 +250,7 @@ class FlowCollector:
                 interval=cfg.flow_logs_flush_interval,
                 max_conns=cfg.flow_logs_max_flows,
                 max_flows=cfg.flow_logs_max_flows,
-                counters=ct.get,
+                counters=ct.get_many,
                 pending=self.pending,
                 now=self.clock(),
                 poll_after=_POLL_AFTER,
@@ -306,9 +312,14 @@ class FlowCollector:
                 self._finish(socks)
 
     def _poll(self, nfl: NflogSocket, ct: ConntrackEvents) -> None:
+        gap = self._last_pass + _MIN_PASS_GAP - time.monotonic()
+        if gap > 0:
+            self._stop.wait(gap)
         due = self._reorder.next_due()
         wait = 0.1 if due is None else min(0.1, max(0.0, due - time.monotonic()))
         ready, _, _ = select.select([nfl, ct], [], [], wait)
+        if ready:
+            self._last_pass = time.monotonic()
         now = self.clock()
         with self._lock:
             agg = self.agg

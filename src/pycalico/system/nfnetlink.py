@@ -7,8 +7,13 @@ Owns :class:`NflogSocket` (bind NFLOG groups, copy the first bytes of each packe
 ``NFULNL_MSG_PACKET`` into :class:`NflogPacket`), :class:`NflogReorder` (the logging order
 across groups when the kernel batches), :class:`ConntrackEvents` (subscribe to
 the conntrack NEW and DESTROY multicast groups, parse into :class:`CtEvent` with the
-original tuple and the per-direction packet/byte counters) and :func:`parse_l3l4` (the
-5-tuple of an IPv4/IPv6 packet's first bytes).
+original tuple and the per-direction packet/byte counters; read entries with batched GET
+requests, :meth:`ConntrackEvents.get_many`) and :func:`parse_l3l4` (the 5-tuple of an
+IPv4/IPv6 packet's first bytes).
+
+The collector runs these parsers for every new connection, so the hot paths read the
+datagram in place (``struct`` at offsets, fixed layouts checked and else walked
+generically) and the records are named tuples.
 
 Invariants: the sockets live in the network namespace of the calling thread; a malformed
 message is skipped (counted in ``malformed``), never raised; a socket buffer overrun
@@ -25,9 +30,8 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, NamedTuple
 
 NETLINK_NETFILTER = 12
 _SO_RCVBUFFORCE = 33  # Linux; not exported by the socket module
@@ -84,8 +88,14 @@ _CTA_PROTO_SRC_PORT = 2
 _CTA_PROTO_DST_PORT = 3
 
 
-@dataclass(frozen=True)
-class FiveTuple:
+# Named tuples built without their generated __new__ (a Python function) on the hot paths.
+_new = tuple.__new__
+
+
+class FiveTuple(NamedTuple):
+    """A connection's original direction (a named tuple: hashed and compared in C, it is
+    the aggregator's key for every message)."""
+
     src: str
     dst: str
     proto: int
@@ -93,8 +103,7 @@ class FiveTuple:
     dport: int
 
 
-@dataclass(frozen=True)
-class NflogPacket:
+class NflogPacket(NamedTuple):
     """One NFLOG message; ``seq``: the namespace-wide sequence number of the log call
     (orders messages across groups; -1 when the kernel sent none)."""
 
@@ -108,8 +117,7 @@ class NflogPacket:
     seq: int = -1
 
 
-@dataclass(frozen=True)
-class CtEvent:
+class CtEvent(NamedTuple):
     """``update`` events carry no counters (the kernel sends them only on destroy and in
     answers to :meth:`ConntrackEvents.get`); ``tcp_state`` is -1 when not reported."""
 
@@ -166,7 +174,7 @@ def parse_l3l4(payload: bytes) -> FiveTuple | None:
     sport = dport = 0
     if proto in (6, 17, 132, 136) and len(l4) >= 4:
         sport, dport = struct.unpack_from("!HH", l4)
-    return FiveTuple(src, dst, proto, sport, dport)
+    return _new(FiveTuple, (src, dst, proto, sport, dport))
 
 
 class _NetfilterSocket:
@@ -263,45 +271,79 @@ class NflogSocket(_NetfilterSocket):
         """The packets of one datagram ([] for an overrun or other messages); None when
         nothing arrived within ``timeout`` (0: do not wait)."""
         buf = self._recv(timeout)
-        out: list[NflogPacket] = []
         if buf is None:
             return None
-        if not buf:
-            return out
-        try:
-            for typ, _flags, data in _messages(buf):
-                if typ != (_SUBSYS_ULOG << 8) | _ULNL_MSG_PACKET or len(data) < _NFGEN.size:
-                    continue
+        out: list[NflogPacket] = []
+        end = len(buf)
+        off = 0
+        while off + 16 <= end:  # the netlink messages of the datagram, parsed in place
+            length, typ = _NLMSG_LT.unpack_from(buf, off)
+            if length < 16 or off + length > end:
+                self.malformed += 1
+                break
+            if typ == _ULNL_PACKET_TYPE and length >= 16 + _NFGEN.size:
                 try:
-                    out.append(self._packet(data))
+                    out.append(_packet_at(buf, off + 16, off + length))
                 except (ValueError, struct.error, UnicodeDecodeError):
                     self.malformed += 1
-        except ValueError:
-            self.malformed += 1
+            off += (length + 3) & ~3
         return out
 
     @staticmethod
     def _packet(data: bytes) -> NflogPacket:
-        _fam, _ver, res_id = _NFGEN.unpack_from(data)
-        prefix, payload = "", b""
-        hook = indev = outdev = mark = 0
-        seq = -1
-        for typ, val in _attrs(data, _NFGEN.size):
-            if typ == _ULA_SEQ_GLOBAL and len(val) == 4:
-                (seq,) = struct.unpack("!I", val)
-            elif typ == _ULA_PREFIX:
-                prefix = val.split(b"\0", 1)[0].decode()
-            elif typ == _ULA_PAYLOAD:
-                payload = val
-            elif typ == _ULA_PACKET_HDR and len(val) >= 3:
-                hook = val[2]
-            elif typ == _ULA_IFINDEX_INDEV and len(val) == 4:
-                (indev,) = struct.unpack("!I", val)
-            elif typ == _ULA_IFINDEX_OUTDEV and len(val) == 4:
-                (outdev,) = struct.unpack("!I", val)
-            elif typ == _ULA_MARK and len(val) == 4:
-                (mark,) = struct.unpack("!I", val)
-        return NflogPacket(socket.ntohs(res_id), prefix, hook, indev, outdev, mark, payload, seq)
+        return _packet_at(data, 0, len(data))
+
+
+_ULNL_PACKET_TYPE = (_SUBSYS_ULOG << 8) | _ULNL_MSG_PACKET
+_NLMSG_LT = struct.Struct("=IH")  # a netlink message's length and type
+_BE16 = struct.Struct("!H")
+_BE32 = struct.Struct("!I")
+# Decoded prefixes by their attribute bytes: a ruleset has a few hundred at most; bounded
+# against a stream of junk prefixes (cleared when full).
+_PREFIXES: dict[bytes, str] = {}
+_MAX_PREFIXES = 4096
+
+
+def _packet_at(buf: bytes, start: int, end: int) -> NflogPacket:
+    """The ``NFULNL_MSG_PACKET`` body at ``buf[start:end]`` (its attributes read in place;
+    only the prefix and the payload are copied)."""
+    (res_id,) = _BE16.unpack_from(buf, start + 2)
+    prefix, payload = "", b""
+    hook = indev = outdev = mark = 0
+    seq = -1
+    a = start + _NFGEN.size
+    while a + 4 <= end:
+        alen, typ = _NLA.unpack_from(buf, a)
+        if alen < 4 or a + alen > end:
+            raise ValueError("truncated attribute")
+        typ &= 0x3FFF
+        v = a + 4
+        if typ == _ULA_PAYLOAD:
+            payload = buf[v : a + alen]
+        elif typ == _ULA_PREFIX:
+            raw = buf[v : a + alen]
+            text = _PREFIXES.get(raw)
+            if text is None:
+                text = raw.split(b"\0", 1)[0].decode()
+                if len(_PREFIXES) >= _MAX_PREFIXES:
+                    _PREFIXES.clear()
+                _PREFIXES[raw] = text
+            prefix = text
+        elif alen == 8 and typ in (_ULA_SEQ_GLOBAL, _ULA_IFINDEX_INDEV, _ULA_IFINDEX_OUTDEV,
+                                   _ULA_MARK):  # fmt: skip
+            (val,) = _BE32.unpack_from(buf, v)
+            if typ == _ULA_SEQ_GLOBAL:
+                seq = val
+            elif typ == _ULA_IFINDEX_INDEV:
+                indev = val
+            elif typ == _ULA_IFINDEX_OUTDEV:
+                outdev = val
+            else:
+                mark = val
+        elif typ == _ULA_PACKET_HDR and alen >= 7:
+            hook = buf[v + 2]
+        a += (alen + 3) & ~3
+    return _new(NflogPacket, (res_id, prefix, hook, indev, outdev, mark, payload, seq))
 
 
 class NflogReorder:
@@ -416,8 +458,9 @@ def _fast_tuple(data: bytes) -> FiveTuple | None:
     shape = (li, ti & 0x3FFF, ls, ts, ld, td, lp, tp & 0x3FFF, ln, tn, lsp, tsp, ldp, tdp)
     if to & 0x3FFF != _CTA_TUPLE_ORIG or shape != _V4_ORIG_SHAPE or num not in (6, 17):
         return None
-    return FiveTuple(socket.inet_ntop(socket.AF_INET, src), socket.inet_ntop(socket.AF_INET, dst),
-                     num, socket.ntohs(sport), socket.ntohs(dport))  # fmt: skip
+    return _new(FiveTuple, (socket.inet_ntop(socket.AF_INET, src),
+                            socket.inet_ntop(socket.AF_INET, dst), num, socket.ntohs(sport),
+                            socket.ntohs(dport)))  # fmt: skip
 
 
 def _tuple_attr(t: FiveTuple) -> bytes:
@@ -432,6 +475,69 @@ def _tuple_attr(t: FiveTuple) -> bytes:
         proto += _nla(_CTA_PROTO_DST_PORT, struct.pack("!H", t.dport))
     inner = _nla(_CTA_TUPLE_IP | _NLA_F_NESTED, ip) + _nla(_CTA_TUPLE_PROTO | _NLA_F_NESTED, proto)
     return _nla(_CTA_TUPLE_ORIG | _NLA_F_NESTED, inner)
+
+
+#: Conntrack GET requests sent in one datagram by :meth:`ConntrackEvents.get_many`.
+GET_BATCH = 64
+_GET_TIMEOUT = 0.5
+_CT_REPLY_TYPE = (_SUBSYS_CT << 8) | _CT_NEW
+_CT_GET_TYPE = (_SUBSYS_CT << 8) | _CT_GET
+# A whole GET request for an IPv4 TCP/UDP tuple (the layout of _tuple_attr; ports and
+# addresses are in network order, the netlink header and attribute headers in host order).
+_V4_GET = struct.Struct("=IHHIIBBHHHHHHH4sHH4sHHHHB3xHH2s2xHH2s2x")
+
+
+def _get_request(t: FiveTuple, seq: int) -> bytes:
+    """The GET request message for original tuple ``t`` (one pack for IPv4 TCP/UDP)."""
+    if t.proto in (6, 17) and ":" not in t.src:
+        return _V4_GET.pack(
+            _V4_GET.size, _CT_GET_TYPE, NLM_F_REQUEST, seq, 0,
+            socket.AF_INET, 0, 0,
+            52, _CTA_TUPLE_ORIG | _NLA_F_NESTED, 20, _CTA_TUPLE_IP | _NLA_F_NESTED,
+            8, 1, socket.inet_aton(t.src), 8, 2, socket.inet_aton(t.dst),
+            28, _CTA_TUPLE_PROTO | _NLA_F_NESTED, 5, _CTA_PROTO_NUM, t.proto,
+            6, _CTA_PROTO_SRC_PORT, _BE16.pack(t.sport), 6, _CTA_PROTO_DST_PORT,
+            _BE16.pack(t.dport),
+        )  # fmt: skip
+    fam = socket.AF_INET6 if ":" in t.src else socket.AF_INET
+    body = _NFGEN.pack(fam, 0, 0) + _tuple_attr(t)
+    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _CT_GET_TYPE, NLM_F_REQUEST, seq, 0) + body
+
+
+def _entry(t: FiveTuple, data: bytes) -> CtEvent:
+    """A GET answer's counters and TCP state (the tuple is the one asked for)."""
+    po = bo = pr = br = 0
+    state = -1
+    a, end = _NFGEN.size, len(data)
+    while a + 4 <= end:
+        alen, typ = _NLA.unpack_from(data, a)
+        if alen < 4 or a + alen > end:
+            raise ValueError("truncated attribute")
+        typ &= 0x3FFF
+        if typ in (_CTA_COUNTERS_ORIG, _CTA_COUNTERS_REPLY):
+            usual = data[a + 4 : a + 8] == _H_PACKETS and data[a + 16 : a + 20] == _H_BYTES
+            if alen == 28 and usual:
+                packets, nbytes = _BE64_AT_4_16.unpack_from(data, a)
+            else:
+                packets, nbytes = _counters(data[a + 4 : a + alen])
+            if typ == _CTA_COUNTERS_ORIG:
+                po, bo = packets, nbytes
+            else:
+                pr, br = packets, nbytes
+        elif typ == _CTA_PROTOINFO:
+            if data[a + 6 : a + 12] == _H_TCP_STATE and alen >= 13:  # TCP nest, state first
+                state = data[a + 12]
+            else:
+                state = _tcp_state(data[a + 4 : a + alen])
+        a += (alen + 3) & ~3
+    return _new(CtEvent, ("destroy", t, po, bo, pr, br, state))
+
+
+# Fixed layouts of the usual counter and TCP state attributes (checked, else parsed).
+_H_PACKETS = _NLA.pack(12, 1)
+_H_BYTES = _NLA.pack(12, 2)
+_BE64_AT_4_16 = struct.Struct("!8xQ4xQ")  # in that nest: packets at +8, bytes at +20
+_H_TCP_STATE = struct.pack("=H", _CTA_PROTOINFO_TCP | _NLA_F_NESTED) + _NLA.pack(5, 1)
 
 
 class ConntrackEvents(_NetfilterSocket):
@@ -458,23 +564,52 @@ class ConntrackEvents(_NetfilterSocket):
 
     def get(self, t: FiveTuple) -> CtEvent | None:
         """The current entry of original tuple ``t`` with its counters (None: gone)."""
-        if self._query is None:
-            self._query = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-            self._query.settimeout(1.0)
-        self._seq += 1
-        fam = socket.AF_INET6 if ":" in t.src else socket.AF_INET
-        body = _NFGEN.pack(fam, 0, 0) + _tuple_attr(t)
-        msg_type = (_SUBSYS_CT << 8) | _CT_GET
-        hdr = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, NLM_F_REQUEST, self._seq, 0)
-        try:
-            self._query.send(hdr + body)
-            buf = self._query.recv(65536)
-            for typ, _flags, data in _messages(buf):
-                if typ >> 8 == _SUBSYS_CT and typ & 0xFF == _CT_NEW:
-                    return self._event(_CT_DELETE, data)
-        except (OSError, ValueError, struct.error):
-            return None
-        return None
+        return self.get_many([t])[0]
+
+    def get_many(self, tuples: Sequence[FiveTuple]) -> list[CtEvent | None]:
+        """The current entries of ``tuples`` (None: gone or unreadable), in order: up to
+        :data:`GET_BATCH` requests go to the kernel in one datagram (it answers each before
+        the send returns), the answers are matched by sequence number."""
+        out: list[CtEvent | None] = [None] * len(tuples)
+        if not tuples:
+            return out
+        q = self._query
+        if q is None:
+            q = self._query = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            try:  # room for a whole batch of answers (each skb takes a page or more)
+                q.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 4 << 20)
+            except OSError:
+                q.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            q.settimeout(_GET_TIMEOUT)
+        for first in range(0, len(tuples), GET_BATCH):
+            chunk = tuples[first : first + GET_BATCH]
+            base = self._seq + 1
+            self._seq += len(chunk)
+            try:
+                q.send(b"".join(_get_request(t, base + i) for i, t in enumerate(chunk)))
+            except OSError:
+                continue
+            waiting = len(chunk)
+            while waiting:
+                try:
+                    buf = q.recv(1 << 16)
+                except OSError:  # timeout, or answers lost to a full buffer: None
+                    break
+                off, end = 0, len(buf)
+                while off + 16 <= end:
+                    length, typ, _flags, seq, _pid = _NLMSG_HDR.unpack_from(buf, off)
+                    if length < 16 or off + length > end:
+                        break
+                    i = seq - base
+                    if 0 <= i < len(chunk):  # else: an answer to an earlier, abandoned batch
+                        waiting -= 1
+                        if typ == _CT_REPLY_TYPE:
+                            try:
+                                out[first + i] = _entry(chunk[i], buf[off + 16 : off + length])
+                            except (ValueError, struct.error, IndexError):
+                                self.malformed += 1
+                    off += (length + 3) & ~3
+        return out
 
     def close(self) -> None:
         if self._query is not None:
