@@ -126,10 +126,12 @@ class _Kernel:
             off += (length + 3) & ~3
         return len(data)
 
-    def recv(self, n: int) -> bytes:
+    def recv_into(self, buf: bytearray) -> int:
         if not self.queue:
             raise TimeoutError
-        return self.queue.pop(0)
+        msg = self.queue.pop(0)
+        buf[: len(msg)] = msg
+        return len(msg)
 
 
 def test_get_many_batches_requests_and_matches_answers_by_sequence() -> None:
@@ -137,6 +139,8 @@ def test_get_many_batches_requests_and_matches_answers_by_sequence() -> None:
     table = {t: CtEvent("destroy", t, i, 10 * i, 1, 1, 3) for i, t in enumerate(ts) if i % 3}
     ct = nf.ConntrackEvents.__new__(nf.ConntrackEvents)
     ct._seq, ct.malformed = 100, 0
+    ct._buf = bytearray(nf._RECV_SIZE)
+    ct._view = memoryview(ct._buf)
     ct._query = kernel = _Kernel(table)  # type: ignore[assignment]
     # a stale answer from an abandoned batch (lower sequence) is skipped
     kernel.queue.append(_nlmsg(nf.NLMSG_ERROR, struct.pack("=i", -2), 7))

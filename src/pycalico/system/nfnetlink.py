@@ -177,6 +177,9 @@ def parse_l3l4(payload: bytes) -> FiveTuple | None:
     return _new(FiveTuple, (src, dst, proto, sport, dport))
 
 
+_RECV_SIZE = 1 << 17  # above the NFLOG buffer size we ask for (64 KiB)
+
+
 class _NetfilterSocket:
     def __init__(self, groups: int = 0) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
@@ -185,6 +188,9 @@ class _NetfilterSocket:
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind((0, groups))
+        self._buf = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._buf)
+        self._timeout: float | None = -1.0  # not set yet
         self.malformed = 0
         self.overruns = 0
         self._seq = 0
@@ -213,9 +219,14 @@ class _NetfilterSocket:
                     return
 
     def _recv(self, timeout: float | None) -> bytes | None:
-        self.sock.settimeout(timeout)
+        if timeout != self._timeout:  # settimeout costs two fcntl calls: only on a change
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
         try:
-            return self.sock.recv(1 << 17)
+            # Into one preallocated buffer: recv(128 KiB) would allocate (mmap) and shrink
+            # a fresh 128 KiB object per datagram, ~15 us against ~2 us (one per event).
+            n = self.sock.recv_into(self._buf)
+            return bytes(self._view[:n])
         except (TimeoutError, BlockingIOError):
             return None
         except OSError as e:
@@ -592,9 +603,10 @@ class ConntrackEvents(_NetfilterSocket):
             waiting = len(chunk)
             while waiting:
                 try:
-                    buf = q.recv(1 << 16)
+                    n = q.recv_into(self._buf)
                 except OSError:  # timeout, or answers lost to a full buffer: None
                     break
+                buf = bytes(self._view[:n])
                 off, end = 0, len(buf)
                 while off + 16 <= end:
                     length, typ, _flags, seq, _pid = _NLMSG_HDR.unpack_from(buf, off)
