@@ -11,13 +11,16 @@ Two real workloads (veth, Calico wiring, one node namespace) and the minimal pol
 The collector runs through ``on`` and ``off`` alike (only the table differs), so both sides
 have the same processes and ports. Figures are per-pair ratios (median, IQR, min-max)
 through ``bench/harness.py``:
-- new connections/s: paired runs of ``--seconds`` each (AB BA ..., ``--rounds`` pairs); a
-  run makes connections back to back, each logged once per direction and closed (RST);
-- throughput: ONE iperf3 connection whose table is flipped on/off every ``--window`` s
-  (AB BA ... pairs), each window read from the server pod's interface counter: established
+- new connections/s: runs of ``--seconds`` each (``--rounds`` rounds, the order of the
+  sides rotating per round); a run makes connections back to back, each logged once per
+  direction and closed (RST);
+- throughput: ONE iperf3 connection whose table is flipped every ``--window`` s (the
+  order rotating per round), each window read from the server pod's interface counter: established
   traffic never reaches a log rule, so the question is only whether the rules' presence
   costs anything, and adjacent 1 s windows share the machine's load (separate iperf3 runs
   seconds apart on a shared 2-core machine differed by +-30% between runs of one mode).
+Both parts also measure ``off`` twice per round (an A/A control, ``*.off_vs_off``): its
+spread is the noise floor the on/off ratios have to be read against.
 Then the collector is stopped and ``unheard`` is paired with ``off`` the same way. Absolute
 figures: the collector's CPU per new connection (from /proc/<pid>/stat over each run and
 the 0.6 s after it, when its reads of the last connections are due) and its RSS after each
@@ -145,42 +148,38 @@ def interleaved_throughput(
     c: Cluster,
     server_pid: int,
     flip: Callable[[str], None],
-    system: str,
-    baseline: str,
-    pairs: int,
+    sides: list[str],
+    rounds: int,
     window: float,
-) -> tuple[list[float], list[float]]:
-    """One long iperf3 TCP connection; the table flips between ``system`` and ``baseline``
-    every ``window`` (+ settle) seconds, the order alternating per pair (AB BA AB ...), and
-    each window's throughput is read from the server pod's interface counters (the same
-    clock as the flips). One pair = one ratio sample, adjacent in time: the other users of
-    the machine load both sides alike, which separate iperf3 runs seconds apart do not."""
+) -> dict[str, list[float]]:
+    """One long iperf3 TCP connection; each round flips the table to every side once
+    (``flip(side)``; the order rotating by one per round, as ``harness.interleave``) and
+    reads ``window`` seconds of throughput from the server pod's interface counter (the
+    same clock as the flips). The sides of one round are adjacent in time: the other users
+    of the machine load them alike, which separate iperf3 runs seconds apart do not."""
     cli_ns, _ = c.pods["client"]
     srv_ns, srv_ip = c.pods["server"]
-    pairs = max(pairs, harness.MIN_ROUNDS)
-    length = int(pairs * 2 * (window + 0.6) + 10)  # generous: flips take time under load
+    rounds = max(rounds, harness.MIN_ROUNDS)
+    length = int(rounds * len(sides) * (window + 0.6) + 10)  # generous: flips take time
     ip3 = srv_ns.popen("iperf3", "-s", "-1", "-B", srv_ip, stdout=subprocess.DEVNULL)
     time.sleep(0.5)
     cli = cli_ns.popen("iperf3", "-c", srv_ip, "-t", str(length), stdout=subprocess.DEVNULL)
-    a: list[float] = []
-    b: list[float] = []
+    out: dict[str, list[float]] = {side: [] for side in sides}
     try:
         time.sleep(1.0)  # connected and past slow start
-        for i in range(pairs):
-            got: dict[str, float] = {}
-            for mode in (system, baseline) if i % 2 == 0 else (baseline, system):
-                flip(mode)
+        for i in range(rounds):
+            k = i % len(sides)
+            for side in sides[k:] + sides[:k]:
+                flip(side)
                 time.sleep(0.1)
                 r0, t0 = _rx_bytes(server_pid), time.monotonic()
                 time.sleep(window)
                 r1, t1 = _rx_bytes(server_pid), time.monotonic()
-                got[mode] = (r1 - r0) * 8 / (t1 - t0) / 1e9
+                out[side].append((r1 - r0) * 8 / (t1 - t0) / 1e9)
             if cli.poll() is not None:
                 raise RuntimeError(f"iperf3 client ended early (exit {cli.returncode})")
-            a.append(got[system])
-            b.append(got[baseline])
-            print(f"pair {i + 1}: {system} {a[-1]:.2f} Gbit/s, {baseline} {b[-1]:.2f} Gbit/s",
-                  flush=True)  # fmt: skip
+            print(f"round {i + 1}: " + ", ".join(f"{s} {out[s][-1]:.2f}" for s in sides)
+                  + " Gbit/s", flush=True)  # fmt: skip
     finally:
         for proc in (cli, ip3):
             if proc.poll() is None:
@@ -190,7 +189,7 @@ def interleaved_throughput(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-    return a, b
+    return out
 
 
 def main() -> None:
@@ -219,8 +218,8 @@ def main() -> None:
         (Path(tmp) / "bench-collector.json").write_text(json.dumps(spec))
         runner = SubprocessNftRunner(netns=c.node.name)
 
-        def flip(mode: str) -> None:
-            runner.transact("ip", "calico", [ReplaceTable(t[mode])])
+        def flip(mode: str) -> None:  # "off2": the off table again (the A/A control)
+            runner.transact("ip", "calico", [ReplaceTable(t[mode.rstrip("2")])])
 
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), FLOWS_PROFILE=args.profile)
         coll = c.node.popen(PY, "-c", COLLECTOR, tmp, stdout=subprocess.PIPE, env=env)
@@ -237,17 +236,17 @@ def main() -> None:
             cpu0 = _cpu_s(coll.pid)
             rate = float(cli_ns.exec(PY, "-c", CONNRATE, "100.64.255.2", "80", str(secs)).stdout)
             time.sleep(0.6)
-            cpu[mode].append((_cpu_s(coll.pid) - cpu0) * 1e6 / max(rate * secs, 1.0))
+            cpu[mode.rstrip("2")].append((_cpu_s(coll.pid) - cpu0) * 1e6 / max(rate * secs, 1.0))
             if mode == "on":
                 rss.append(_rss_mb(coll.pid))
                 rates.append(rate * 60)
             return rate
 
+        sides = ["on", "off", "off2"]
         try:
-            rate = harness.abab(lambda: conn_rate("on"), lambda: conn_rate("off"), args.rounds)
+            rate = harness.interleave({m: lambda m=m: conn_rate(m) for m in sides}, args.rounds)
             load["after_conn_rate"] = [round(x, 2) for x in os.getloadavg()]
-            gbps = harness.Abab(*interleaved_throughput(c, p.pid, flip, "on", "off",
-                                                        args.rounds, args.window))  # fmt: skip
+            gbps = interleaved_throughput(c, p.pid, flip, sides, args.rounds, args.window)
             load["after_throughput"] = [round(x, 2) for x in os.getloadavg()]
         finally:
             coll.send_signal(signal.SIGTERM)
@@ -258,27 +257,41 @@ def main() -> None:
         unheard_rate = harness.abab(lambda: _conn_rate_only(c, flip, "on", secs),
                                     lambda: _conn_rate_only(c, flip, "off", secs),
                                     harness.MIN_ROUNDS)  # fmt: skip
-        pairs = interleaved_throughput(c, p.pid, flip, "on", "off", harness.MIN_ROUNDS,
-                                       args.window)  # fmt: skip
-        unheard_gbps = harness.Abab(*pairs)
+        unheard_gbps = interleaved_throughput(c, p.pid, flip, ["on", "off"],
+                                              harness.MIN_ROUNDS, args.window)  # fmt: skip
         load["end"] = [round(x, 2) for x in os.getloadavg()]
 
-    tput_note = (f"one iperf3 connection, the table flipped on/off every {args.window:g} s "
-                 "(AB BA pairs), each window read from the server pod's rx counter; "
-                 "established traffic never reaches a log rule")  # fmt: skip
+    tput_note = (
+        f"one iperf3 connection, the table flipped every {args.window:g} s (on, "
+        "off, off again; order rotating per round), each window read from the "
+        "server pod's rx counter; established traffic never reaches a log rule"
+    )
+    rate_note = (
+        f"{secs:g} s runs (on, off, off again; order rotating per round); every "
+        "connection logs once per direction and closes (RST)"
+    )
+    aa_note = "A/A control: the same off table measured twice; its spread is the noise floor"
     figs = [
         harness.figure("flows.throughput.on_vs_off",
                        "iperf3 TCP throughput, flow logs on (collector listening) / off",
-                       "Gbit/s", gbps, system="flow logs on", baseline="flow logs off",
-                       command=cmd, note=tput_note),
+                       "Gbit/s", harness.pair(gbps, "on", "off"), system="flow logs on",
+                       baseline="flow logs off", command=cmd, note=tput_note),
+        harness.figure("flows.throughput.off_vs_off",
+                       "iperf3 TCP throughput, flow logs off / off (A/A control)",
+                       "Gbit/s", harness.pair(gbps, "off2", "off"), system="flow logs off",
+                       baseline="flow logs off", command=cmd, note=aa_note),
         harness.figure("flows.conn_rate.on_vs_off",
                        "new TCP connections/s, flow logs on (collector listening) / off",
-                       "conn/s", rate, system="flow logs on", baseline="flow logs off",
-                       command=cmd, note=f"paired {secs:g} s runs (AB BA); every connection "
-                       "logs once per direction and closes (RST)"),
+                       "conn/s", harness.pair(rate, "on", "off"), system="flow logs on",
+                       baseline="flow logs off", command=cmd, note=rate_note),
+        harness.figure("flows.conn_rate.off_vs_off",
+                       "new TCP connections/s, flow logs off / off (A/A control)",
+                       "conn/s", harness.pair(rate, "off2", "off"), system="flow logs off",
+                       baseline="flow logs off", command=cmd, note=aa_note),
         harness.figure("flows.throughput.unheard_vs_off",
                        "iperf3 TCP throughput, log rules without a listener / off",
-                       "Gbit/s", unheard_gbps, system="log rules, no collector",
+                       "Gbit/s", harness.pair(unheard_gbps, "on", "off"),
+                       system="log rules, no collector",
                        baseline="flow logs off", command=cmd, note=tput_note),
         harness.figure("flows.conn_rate.unheard_vs_off",
                        "new TCP connections/s, log rules without a listener / off",

@@ -177,3 +177,26 @@ def test_due_entries_are_read_in_one_batch_and_prefixes_resolved_once_per_bucket
     a.tick(1515.0)  # the bucket rolls: resolved again (Felix's map may have changed)
     a.on_nflog(1515.1, prefix_for(allow), ts[0], 60)
     assert len(lookups) == 2
+
+
+def test_the_reader_thread_yields_the_cpu_to_workloads() -> None:
+    import os
+    import threading
+
+    from pycalico.flows import collector
+
+    seen: dict[str, int] = {}
+
+    def reader() -> None:
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        collector._yield_to_workloads()
+        seen["policy"] = os.sched_getscheduler(0)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+        seen["want"] = min(before + collector.READER_NICE, 19) - before  # 19: the lowest
+
+    t = threading.Thread(target=reader)
+    t.start()
+    t.join()
+    assert seen["policy"] == os.SCHED_BATCH and seen["nice"] == seen["want"]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only that thread

@@ -12,6 +12,11 @@ switches the collector on and off without a restart (off: sockets closed, API an
 ``disabled``); ``flowLogsFlushInterval`` is the bucket length; the store lives in
 ``flowLogsFileDirectory/flows.db``.
 
+Cost: the reader makes at most one pass per ``_MIN_PASS_GAP`` (what queued meanwhile is
+taken together: NFLOG batches, conntrack events, the due conntrack reads as one batched
+GET), and runs as a SCHED_BATCH thread ``READER_NICE`` nicer than the process, so under
+CPU pressure the workloads go first and the kernel's socket queues absorb the backlog.
+
 Invariants: nothing here can affect forwarding (NFLOG is non-terminal; with no listener
 the kernel discards the messages); a failure in the reader thread ends it (``alive()``
 false: the supervisor restarts the collector, which logs what it lost: the open bucket's
@@ -63,6 +68,26 @@ _POLL_AFTER = (0.5, 2.0, 5.0)
 # the per-pass cost is shared by many connections; an event on a quiet socket waits at most
 # this long (the sockets' buffers hold 16 MB).
 _MIN_PASS_GAP = 0.02
+# The reader thread yields the CPU to the workloads whose traffic it records: SCHED_BATCH
+# (its wakeups do not preempt a running task) and this much nicer than the process. When
+# the machine is saturated it falls behind and the kernel's queues absorb it; what they
+# cannot hold is counted (nflog/conntrack overruns), never taken from forwarding.
+READER_NICE = 5
+
+
+def _yield_to_workloads() -> None:
+    """Lower the calling thread's scheduling priority (Linux: per thread; best effort)."""
+    if not READER_NICE:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError) as e:
+        log.debug("flow logs: SCHED_BATCH: %s", e)
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + READER_NICE)
+    except OSError as e:
+        log.debug("flow logs: nice: %s", e)
 
 
 def _ip_len(payload: bytes) -> int:
@@ -288,6 +313,7 @@ class FlowCollector:
 
     def _run(self) -> None:
         socks: tuple[NflogSocket, ConntrackEvents] | None = None
+        _yield_to_workloads()
         try:
             while not self._stop.is_set():
                 cfg = self.settings()
