@@ -1,7 +1,8 @@
-"""The NFLOG and conntrack readers on a real kernel (pycalico.system.nfnetlink), in a fresh
-namespace: packets hitting ``log prefix ... group N`` rules pass whether or not anyone
-listens (NFLOG without a listener never drops); a listener gets each new connection's prefix
-and 5-tuple, and a closing TCP connection's conntrack counters."""
+"""The NFLOG and conntrack readers on a real kernel (pycalico.system.nfnetlink and
+.ctnetlink), in a fresh namespace: packets hitting ``log prefix ... group N`` rules pass
+whether or not anyone listens (NFLOG without a listener never drops); a listener gets each
+new connection's prefix and 5-tuple, and a closing TCP connection's conntrack counters
+(alone and in a batch with entries that do not exist)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="n
 
 SCRIPT = r"""
 import json, socket, threading, time
-from pycalico.system.nfnetlink import ConntrackEvents, NflogSocket, parse_l3l4
+from pycalico.system.ctnetlink import ConntrackEvents
+from pycalico.system.nfnetlink import NflogSocket, parse_l3l4
 open("/proc/sys/net/netfilter/nf_conntrack_acct", "w").write("1")
 srv = socket.socket(); srv.bind(("127.0.0.1", 5555)); srv.listen(16)
 def serve():

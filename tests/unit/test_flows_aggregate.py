@@ -12,7 +12,8 @@ from pycalico.felix.rules.nflog import RuleRef, prefix_for
 from pycalico.flows.aggregate import Aggregator
 from pycalico.flows.record import FlowKey, FlowRecord, Peer
 from pycalico.flows.store import FilterError, FlowFilter, FlowStore
-from pycalico.system.nfnetlink import CtEvent, FiveTuple, parse_l3l4
+from pycalico.system.ctnetlink import CtEvent
+from pycalico.system.nfnetlink import FiveTuple, parse_l3l4
 
 PASS = RuleRef("pass", "ingress", "policy", "sec", "gnp", "", "sec.p", 0)
 ALLOW_IN = RuleRef("allow", "ingress", "policy", "default", "np", "ns1", "b-in", 1)

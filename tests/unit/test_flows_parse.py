@@ -1,7 +1,8 @@
-"""The collector's hot paths read netlink bytes in place (pycalico.system.nfnetlink): the
-NFLOG packet parser, the batched conntrack GET (request layout, answer parsing) agree with
-the generic attribute walkers; malformed input is counted, never raised. The aggregator
-reads due conntrack entries in one batch and resolves each prefix once per bucket."""
+"""The collector's hot paths read netlink bytes in place (pycalico.system.nfnetlink and
+.ctnetlink): the NFLOG packet parser, the batched conntrack GET (request layout, answer
+parsing) agree with the generic attribute walkers; malformed input is counted, never
+raised. The aggregator reads due conntrack entries in one batch and resolves each prefix
+once per bucket; the reader thread yields the CPU to workloads."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from collections.abc import Sequence
 from pycalico.felix.rules.nflog import RuleRef, prefix_for
 from pycalico.flows.aggregate import Aggregator
 from pycalico.flows.record import Peer
+from pycalico.system import ctnetlink as ct
 from pycalico.system import nfnetlink as nf
-from pycalico.system.nfnetlink import CtEvent, FiveTuple
+from pycalico.system.ctnetlink import CtEvent
+from pycalico.system.nfnetlink import FiveTuple
 
 SYN = bytes.fromhex(
     "45000028000100004006" + "0000" + "0a000001" + "0a000002" + "9c400050" + "00" * 16
@@ -68,18 +71,18 @@ def _answer(t: FiveTuple, counters: tuple[int, int, int, int], state: int) -> by
 
     def cnt(typ: int, p: int, b: int) -> bytes:
         inner = nf._nla(1, struct.pack("!Q", p)) + nf._nla(2, struct.pack("!Q", b))
-        return nf._nla(typ | nf._NLA_F_NESTED, inner)
+        return nf._nla(typ | ct._NLA_F_NESTED, inner)
 
-    tcp = nf._nla(nf._CTA_PROTOINFO_TCP | nf._NLA_F_NESTED,
-                  nf._nla(nf._CTA_PROTOINFO_TCP_STATE, bytes([state]))
+    tcp = nf._nla(ct._CTA_PROTOINFO_TCP | ct._NLA_F_NESTED,
+                  nf._nla(ct._CTA_PROTOINFO_TCP_STATE, bytes([state]))
                   + nf._nla(2, b"\x07"))  # fmt: skip
     return (
         nf._NFGEN.pack(socket.AF_INET, 0, 0)
-        + nf._tuple_attr(t)
+        + ct._tuple_attr(t)
         + nf._nla(3, struct.pack("!I", 0x18E))  # CTA_STATUS
-        + cnt(nf._CTA_COUNTERS_ORIG, po, bo)
-        + cnt(nf._CTA_COUNTERS_REPLY, pr, br)
-        + nf._nla(nf._CTA_PROTOINFO | nf._NLA_F_NESTED, tcp)
+        + cnt(ct._CTA_COUNTERS_ORIG, po, bo)
+        + cnt(ct._CTA_COUNTERS_REPLY, pr, br)
+        + nf._nla(ct._CTA_PROTOINFO | ct._NLA_F_NESTED, tcp)
     )
 
 
@@ -88,18 +91,18 @@ def test_conntrack_get_requests_and_answers_agree_with_the_generic_layout() -> N
               FiveTuple("192.0.2.7", "10.9.8.7", 17, 53, 65535),
               FiveTuple("fd00::1", "fd00::2", 6, 1, 2)):  # fmt: skip
         fam = socket.AF_INET6 if ":" in t.src else socket.AF_INET
-        body = nf._NFGEN.pack(fam, 0, 0) + nf._tuple_attr(t)
-        assert nf._get_request(t, 9) == nf._NLMSG_HDR.pack(
-            16 + len(body), nf._CT_GET_TYPE, nf.NLM_F_REQUEST, 9, 0) + body  # fmt: skip
+        body = nf._NFGEN.pack(fam, 0, 0) + ct._tuple_attr(t)
+        assert ct._get_request(t, 9) == nf._NLMSG_HDR.pack(
+            16 + len(body), ct._CT_GET_TYPE, nf.NLM_F_REQUEST, 9, 0) + body  # fmt: skip
         data = _answer(t, (5, 269, 4, 217), 7)
-        got = nf._entry(t, data)
+        got = ct._entry(t, data)
         assert got == CtEvent("destroy", t, 5, 269, 4, 217, 7)
-        assert got == nf.ConntrackEvents._event(nf._CT_DELETE, data)
+        assert got == ct.ConntrackEvents._event(ct._CT_DELETE, data)
     # counters with another layout (a pad attribute first) go through the generic walker
     inner = nf._nla(3, b"\0" * 4) + nf._nla(1, struct.pack("!Q", 3))
     inner += nf._nla(2, struct.pack("!Q", 99))
-    odd = nf._nla(nf._CTA_COUNTERS_ORIG | nf._NLA_F_NESTED, inner)
-    assert nf._entry(t, nf._NFGEN.pack(0, 0, 0) + odd)[2:4] == (3, 99)
+    odd = nf._nla(ct._CTA_COUNTERS_ORIG | ct._NLA_F_NESTED, inner)
+    assert ct._entry(t, nf._NFGEN.pack(0, 0, 0) + odd)[2:4] == (3, 99)
 
 
 class _Kernel:
@@ -115,14 +118,14 @@ class _Kernel:
         off = 0
         while off < len(data):
             length, _typ, _f, seq, _pid = nf._NLMSG_HDR.unpack_from(data, off)
-            t = nf._ct_tuple(data[off + 16 + 4 + 4 : off + length])
+            t = ct._ct_tuple(data[off + 16 + 4 + 4 : off + length])
             assert t is not None
             ev = self.table.get(t)
             if ev is None:  # ENOENT
                 self.queue.append(_nlmsg(nf.NLMSG_ERROR, struct.pack("=i", -2), seq))
             else:
                 c = (ev.packets_orig, ev.bytes_orig, ev.packets_reply, ev.bytes_reply)
-                self.queue.append(_nlmsg(nf._CT_REPLY_TYPE, _answer(t, c, ev.tcp_state), seq))
+                self.queue.append(_nlmsg(ct._CT_REPLY_TYPE, _answer(t, c, ev.tcp_state), seq))
             off += (length + 3) & ~3
         return len(data)
 
@@ -135,16 +138,16 @@ class _Kernel:
 
 
 def test_get_many_batches_requests_and_matches_answers_by_sequence() -> None:
-    ts = [FiveTuple("10.0.0.1", "10.0.0.2", 6, 1000 + i, 80) for i in range(nf.GET_BATCH + 6)]
+    ts = [FiveTuple("10.0.0.1", "10.0.0.2", 6, 1000 + i, 80) for i in range(ct.GET_BATCH + 6)]
     table = {t: CtEvent("destroy", t, i, 10 * i, 1, 1, 3) for i, t in enumerate(ts) if i % 3}
-    ct = nf.ConntrackEvents.__new__(nf.ConntrackEvents)
-    ct._seq, ct.malformed = 100, 0
-    ct._buf = bytearray(nf._RECV_SIZE)
-    ct._view = memoryview(ct._buf)
-    ct._query = kernel = _Kernel(table)  # type: ignore[assignment]
+    reader = ct.ConntrackEvents.__new__(ct.ConntrackEvents)
+    reader._seq, reader.malformed = 100, 0
+    reader._buf = bytearray(nf._RECV_SIZE)
+    reader._view = memoryview(reader._buf)
+    reader._query = kernel = _Kernel(table)  # type: ignore[assignment]
     # a stale answer from an abandoned batch (lower sequence) is skipped
     kernel.queue.append(_nlmsg(nf.NLMSG_ERROR, struct.pack("=i", -2), 7))
-    got = ct.get_many(ts)
+    got = reader.get_many(ts)
     assert kernel.sends == 2  # one datagram per GET_BATCH requests
     assert got == [table.get(t) for t in ts]
 

@@ -44,7 +44,8 @@ from typing import Any, Literal, Protocol
 
 from pycalico.felix.rules.nflog import RuleRef, parse_prefix
 from pycalico.flows.record import FlowKey, FlowRecord, Peer
-from pycalico.system.nfnetlink import TCP_CLOSING, CtEvent, FiveTuple
+from pycalico.system.ctnetlink import TCP_CLOSING, CtEvent
+from pycalico.system.nfnetlink import FiveTuple
 
 Direction = Literal["ingress", "egress"]
 _EARLY_TTL = 2.0  # seconds a conntrack event waits for its connection's NFLOG

@@ -2,8 +2,9 @@
 
 Owns :class:`FlowCollector` (a supervisable component: ``start``/``stop``/``alive``/
 ``in_sync``), its reader thread (NFLOG groups 1 and 2 and conntrack events through
-:mod:`pycalico.system.nfnetlink`), the :class:`PeerResolver` (IP -> workload endpoint from
-the datastore, refreshed every few seconds), the node's :class:`~pycalico.flows.store.
+:mod:`pycalico.system.nfnetlink` and :mod:`pycalico.system.ctnetlink`), the
+:class:`PeerResolver` (IP -> workload endpoint from the datastore, refreshed every few
+seconds), the node's :class:`~pycalico.flows.store.
 FlowStore` and the local HTTP API (:mod:`pycalico.flows.api`), and its Prometheus metrics
 (:mod:`pycalico.flows.metrics`).
 
@@ -42,8 +43,8 @@ from pycalico.flows.aggregate import Aggregator, PendingEvaluator
 from pycalico.flows.record import FlowRecord, Peer
 from pycalico.flows.store import FlowFilter, FlowStore
 from pycalico.model.felixconfig import FelixConfig
+from pycalico.system.ctnetlink import ConntrackEvents
 from pycalico.system.nfnetlink import (
-    ConntrackEvents,
     NflogPacket,
     NflogReorder,
     NflogSocket,
