@@ -1,7 +1,8 @@
-"""The NFLOG and conntrack readers on a real kernel (pycalico.system.nfnetlink), in a fresh
-namespace: packets hitting ``log prefix ... group N`` rules pass whether or not anyone
-listens (NFLOG without a listener never drops); a listener gets each new connection's prefix
-and 5-tuple, and a closing TCP connection's conntrack counters."""
+"""The NFLOG and conntrack readers on a real kernel (pycalico.system.nfnetlink and
+.ctnetlink), in a fresh namespace: packets hitting ``log prefix ... group N`` rules pass
+whether or not anyone listens (NFLOG without a listener never drops); a listener gets each
+new connection's prefix and 5-tuple, and a closing TCP connection's conntrack counters
+(alone and in a batch with entries that do not exist)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="n
 
 SCRIPT = r"""
 import json, socket, threading, time
-from pycalico.system.nfnetlink import ConntrackEvents, NflogSocket, parse_l3l4
+from pycalico.system.ctnetlink import ConntrackEvents
+from pycalico.system.nfnetlink import NflogSocket, parse_l3l4
 open("/proc/sys/net/netfilter/nf_conntrack_acct", "w").write("1")
 srv = socket.socket(); srv.bind(("127.0.0.1", 5555)); srv.listen(16)
 def serve():
@@ -44,6 +46,9 @@ closing = [e for e in events if e.tcp_state in (5, 6, 7, 8) and e.tuple.dport ==
 got = ct.get(closing[-1].tuple) if closing else None
 out["pkts"] = pkts
 out["counters"] = got and [got.packets_orig, got.bytes_orig, got.packets_reply, got.bytes_reply]
+if closing:  # one batch: the entry, and None for a tuple conntrack never saw
+    gone = closing[-1].tuple._replace(sport=1)
+    out["batch"] = [e and e.bytes_orig for e in ct.get_many([gone, closing[-1].tuple, gone])]
 out["malformed"] = nfl.malformed + ct.malformed
 print(json.dumps(out))
 """
@@ -68,4 +73,5 @@ table ip flowtest {
     assert (2, "DPI|default", 5556) in [tuple(x) for x in out["pkts"]]
     po, bo, pr, br = out["counters"]
     assert po >= 3 and bo >= 1000 + 3 * 40 and pr >= 3 and br >= 2000
+    assert out["batch"] == [None, bo, None]
     assert out["malformed"] == 0

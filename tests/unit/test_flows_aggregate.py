@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from pycalico.felix.rules.nflog import RuleRef, prefix_for
 from pycalico.flows.aggregate import Aggregator
 from pycalico.flows.record import FlowKey, FlowRecord, Peer
 from pycalico.flows.store import FilterError, FlowFilter, FlowStore
-from pycalico.system.nfnetlink import CtEvent, FiveTuple, parse_l3l4
+from pycalico.system.ctnetlink import CtEvent
+from pycalico.system.nfnetlink import FiveTuple, parse_l3l4
 
 PASS = RuleRef("pass", "ingress", "policy", "sec", "gnp", "", "sec.p", 0)
 ALLOW_IN = RuleRef("allow", "ingress", "policy", "default", "np", "ns1", "b-in", 1)
@@ -31,8 +33,8 @@ class Counters:
     def __init__(self) -> None:
         self.values: dict[FiveTuple, CtEvent] = {}
 
-    def __call__(self, t: FiveTuple) -> CtEvent | None:
-        return self.values.get(t)
+    def __call__(self, ts: Sequence[FiveTuple]) -> list[CtEvent | None]:
+        return [self.values.get(t) for t in ts]
 
 
 def agg(**kw: Any) -> tuple[Aggregator, Counters]:

@@ -53,7 +53,7 @@ def test_release_is_in_sequence_order_across_the_wrap(
 
 
 def test_fast_conntrack_tuple_parse_agrees_with_the_generic_one() -> None:
-    from pycalico.system import nfnetlink as nf
+    from pycalico.system import ctnetlink as nf
 
     for t in (FiveTuple("10.0.0.1", "10.0.0.2", 6, 40000, 80),
               FiveTuple("192.0.2.7", "10.9.8.7", 17, 53, 65535),

@@ -5,7 +5,7 @@ Module order (no cycles): ``record`` <- ``aggregate`` <- ``store`` <- ``api`` <-
 share); ``whatif`` (``calicoctl policy diff``) over ``record`` and the policy model;
 ``metrics`` stands alone. Attribution prefixes are rendered by
 :mod:`pycalico.felix.rules.nflog`; the netlink readers live in
-:mod:`pycalico.system.nfnetlink`.
+:mod:`pycalico.system.nfnetlink` and :mod:`pycalico.system.ctnetlink`.
 
 Public API: :class:`~pycalico.flows.collector.FlowCollector` (calico-node's ``flows``
 component), :class:`~pycalico.flows.record.FlowRecord` (the documented JSON record),

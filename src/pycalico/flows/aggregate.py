@@ -22,6 +22,10 @@ Owns :class:`Aggregator`. Inputs (the collector feeds them; tests feed them dire
   settled (e.g. 0.5, 2, 5): a TCP connection found closing is closed with its counters
   there; the DESTROY event (which carries the counters) closes everything else.
 
+Per bucket, each prefix is resolved once (``resolve_ref``, else :func:`parse_prefix`) and
+each open record is found by a key of plain strings, ints and peers (the trace as its
+prefixes), so a connection costs a few dict lookups; both are dropped when the bucket rolls.
+
 Bounded memory: at most ``max_conns`` tracked connections and ``max_flows`` records per
 bucket; what does not fit is counted in :attr:`Aggregator.dropped` (``conns``, ``flows``),
 never raised. Unknown or malformed prefixes are counted (``unknown_prefix``) and ignored.
@@ -34,17 +38,19 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pycalico.felix.rules.nflog import RuleRef, parse_prefix
 from pycalico.flows.record import FlowKey, FlowRecord, Peer
-from pycalico.system.nfnetlink import TCP_CLOSING, CtEvent, FiveTuple
+from pycalico.system.ctnetlink import TCP_CLOSING, CtEvent
+from pycalico.system.nfnetlink import FiveTuple
 
 Direction = Literal["ingress", "egress"]
 _EARLY_TTL = 2.0  # seconds a conntrack event waits for its connection's NFLOG
 _INCOMPLETE_TTL = 2.0  # seconds a trace ending in a Pass waits for its deciding step
+_MAX_REFS = 4096  # resolved prefixes kept per bucket (a stream of junk is not cached)
 VerdictKey = tuple[str, str, str, str, str]  # tier, policy, rule, direction, action
 
 
@@ -56,16 +62,23 @@ class PendingEvaluator(Protocol):
     def pending(self, key: FlowKey) -> dict[str, Any] | None: ...
 
 
-@dataclass
+# A record's key as the aggregator looks it up (str/int/tuple: hashed in C): direction,
+# action, source and destination peers, protocol, port and the trace's prefixes.
+RawKey = tuple[str, str, Peer, Peer, int, int, tuple[str, ...]]
+Counters = Callable[[Sequence[FiveTuple]], Sequence[CtEvent | None]]
+
+
+@dataclass(slots=True)
 class _Conn:
     ftuple: FiveTuple
     first: float
     last: float
     traces: dict[Direction, list[RuleRef]] = field(default_factory=dict)
+    prefixes: dict[Direction, list[str]] = field(default_factory=dict)
     ended: dict[Direction, bool] = field(default_factory=dict)
     evals: dict[Direction, int] = field(default_factory=dict)
     ip_bytes: dict[Direction, int] = field(default_factory=dict)
-    keys: dict[Direction, FlowKey] = field(default_factory=dict)
+    keys: dict[Direction, tuple[RawKey, FlowKey]] = field(default_factory=dict)
     counted: tuple[int, int, int, int] = (0, 0, 0, 0)
     allowed: bool = False
 
@@ -85,7 +98,7 @@ class Aggregator:
         max_conns: int = 10000,
         max_flows: int = 10000,
         settle: float = 0.0,
-        counters: Callable[[FiveTuple], CtEvent | None] | None = None,
+        counters: Counters | None = None,
         pending: PendingEvaluator | None = None,
         now: float = 0.0,
         poll_after: tuple[float, ...] = (),
@@ -112,6 +125,10 @@ class Aggregator:
         self.poll_after = poll_after
         self._polls: list[tuple[float, int, FiveTuple, float, int]] = []
         self._npolls = 0
+        # Per bucket (cleared when it rolls): prefix -> (rule, verdict counter key) as
+        # resolved, and the open records by RawKey (an index of ``records``).
+        self._refs: dict[str, tuple[RuleRef, VerdictKey]] = {}
+        self._by_raw: dict[RawKey, FlowRecord] = {}
 
     # --- inputs -------------------------------------------------------------------------
     def on_nflog(self, now: float, prefix: str, t: FiveTuple | None, ip_len: int = 0) -> None:
@@ -119,10 +136,19 @@ class Aggregator:
         if t is None:
             self.dropped["malformed_packet"] += 1
             return
-        ref = self.resolve_ref(prefix) or parse_prefix(prefix)
-        if ref is None:
-            self.dropped["unknown_prefix"] += 1
-            return
+        ent = self._refs.get(prefix)
+        if ent is None:
+            ref = self.resolve_ref(prefix) or parse_prefix(prefix)
+            if ref is None:
+                self.dropped["unknown_prefix"] += 1
+                return
+            ent = (ref, (
+                ref.tier, ref.policy_id() if ref.rule is not None or ref.owner == "profile" else "",
+                "" if ref.rule is None else str(ref.rule), ref.direction, ref.action,
+            ))  # fmt: skip
+            if len(self._refs) < _MAX_REFS:
+                self._refs[prefix] = ent
+        ref, vkey = ent
         conn = self.conns.get(t)
         if conn is None:
             if len(self.conns) >= self.max_conns:
@@ -131,18 +157,18 @@ class Aggregator:
             conn = self.conns[t] = _Conn(t, now, now)
         d = ref.direction
         if conn.ended.get(d, True):  # a new evaluation of this direction
-            conn.traces[d] = []
+            conn.traces[d] = [ref]
+            conn.prefixes[d] = [prefix]
             conn.ended[d] = False
             conn.evals[d] = conn.evals.get(d, 0) + 1
             conn.ip_bytes[d] = conn.ip_bytes.get(d, 0) + ip_len
-        conn.traces[d].append(ref)
+        else:
+            conn.traces[d].append(ref)
+            conn.prefixes[d].append(prefix)
         if ref.action != "pass":
             conn.ended[d] = True
         conn.last = now
-        self.verdicts[
-            (ref.tier, ref.policy_id() if ref.rule is not None or ref.owner == "profile" else "",
-             "" if ref.rule is None else str(ref.rule), d, ref.action)
-        ] += 1  # fmt: skip
+        self.verdicts[vkey] += 1
         self._unsettled.add(t)
 
     def on_ct(self, now: float, ev: CtEvent) -> None:
@@ -162,10 +188,10 @@ class Aggregator:
     def _apply_ct(self, conn: _Conn, now: float, ev: CtEvent) -> None:
         if ev.kind == "destroy":
             self._settle(conn, now, force=True)
-            self._close(conn, ev if ev.packets_orig or ev.packets_reply else self._read(conn))
+            self._close(conn, ev if ev.packets_orig or ev.packets_reply else self._read([conn])[0])
         elif ev.kind == "update" and ev.tcp_state in TCP_CLOSING:
             self._settle(conn, now, force=True)
-            self._close(conn, self._read(conn))
+            self._close(conn, self._read([conn])[0])
 
     def tick(self, now: float) -> list[FlowRecord]:
         """Settle quiet traces; at a bucket boundary poll counters of open connections and
@@ -186,20 +212,24 @@ class Aggregator:
             del self._early[t0]
         if now < self.bucket_start + self.interval:
             return []
+        allowed = []
         for conn in list(self.conns.values()):
             if conn.allowed:
-                ev = self._read(conn)
-                if ev is None:  # gone without an event we saw: stop tracking
-                    self._close(conn, None)
-                else:
-                    self._count(conn, ev)
+                allowed.append(conn)
             elif now - conn.last > self.interval:
                 self.conns.pop(conn.ftuple, None)  # denied and quiet: nothing more to learn
                 self._unsettled.discard(conn.ftuple)
+        for conn, ev in zip(allowed, self._read(allowed), strict=True):
+            if ev is None:  # gone without an event we saw: stop tracking
+                self._close(conn, None)
+            else:
+                self._count(conn, ev)
         done = list(self.records.values())
         for r in done:
             r.end = self.bucket_start + self.interval
         self.records = {}
+        self._by_raw = {}
+        self._refs = {}
         self.bucket_start = _bucket_start(now, self.interval)
         return done
 
@@ -219,23 +249,39 @@ class Aggregator:
             heapq.heappush(self._polls, (due, self._npolls, t, since, i))
 
     def _due_polls(self, now: float) -> None:
+        due: list[tuple[_Conn, float, int]] = []
         while self._polls and self._polls[0][0] <= now:
             _due, _n, t, since, i = heapq.heappop(self._polls)
             conn = self.conns.get(t)
             if conn is None or not conn.allowed:
                 continue  # closed meanwhile (destroy event) or never allowed
-            ev = self._read(conn)
-            if ev is None:  # gone: its destroy event closes it (or it already did)
-                continue
+            due.append((conn, since, i))
+        if not due:
+            return
+        for (conn, since, i), ev in zip(due, self._read([c for c, _s, _i in due]), strict=True):
+            if ev is None or self.conns.get(conn.ftuple) is not conn:
+                continue  # gone: its destroy event closes it (or it already did)
             if ev.tcp_state in TCP_CLOSING:
                 self._settle(conn, now, force=True)
                 self._close(conn, ev)
             else:
                 self._count(conn, ev)
-                self._schedule(t, since, i + 1)
+                self._schedule(conn.ftuple, since, i + 1)
 
-    def _read(self, conn: _Conn) -> CtEvent | None:
-        return self.counters(conn.ftuple) if self.counters is not None else None
+    def _read(self, conns: Sequence[_Conn]) -> Sequence[CtEvent | None]:
+        """The conntrack entries of ``conns`` (one batch), None for each without one."""
+        if self.counters is None or not conns:
+            return [None] * len(conns)
+        return self.counters([c.ftuple for c in conns])
+
+    def _rec(self, raw: RawKey, key: FlowKey) -> FlowRecord | None:
+        """The open record of ``key`` (looked up by ``raw``: cheaper to hash)."""
+        rec = self._by_raw.get(raw)
+        if rec is None:
+            rec = self._record(key)
+            if rec is not None:
+                self._by_raw[raw] = rec
+        return rec
 
     def _record(self, key: FlowKey) -> FlowRecord | None:
         rec = self.records.get(key)
@@ -255,6 +301,7 @@ class Aggregator:
         ``incomplete_trace`` and dropped."""
         t = conn.ftuple
         waiting = False
+        src = dst = None
         for d, trace in conn.traces.items():
             n = conn.evals.get(d, 0)
             if not trace or not n:
@@ -266,19 +313,25 @@ class Aggregator:
                 else:
                     waiting = True
                 continue
-            final = trace[-1]
-            action: Literal["allow", "deny"] = "deny" if final.action == "deny" else "allow"
-            key = FlowKey(
-                reporter="src" if d == "egress" else "dst",
-                src=self.resolve_peer(t.src),
-                dst=self.resolve_peer(t.dst),
-                proto=t.proto,
-                dport=t.dport,
-                action=action,
-                trace=tuple(trace),
-            )
-            conn.keys[d] = key
-            rec = self._record(key)
+            action: Literal["allow", "deny"] = "deny" if trace[-1].action == "deny" else "allow"
+            if src is None or dst is None:
+                src, dst = self.resolve_peer(t.src), self.resolve_peer(t.dst)
+            raw: RawKey = (d, action, src, dst, t.proto, t.dport, tuple(conn.prefixes[d]))
+            rec = self._by_raw.get(raw)
+            if rec is not None:
+                key = rec.key
+            else:
+                key = FlowKey(
+                    reporter="src" if d == "egress" else "dst",
+                    src=src,
+                    dst=dst,
+                    proto=t.proto,
+                    dport=t.dport,
+                    action=action,
+                    trace=tuple(trace),
+                )
+                rec = self._rec(raw, key)
+            conn.keys[d] = (raw, key)
             conn.evals[d] = 0
             nbytes, conn.ip_bytes[d] = conn.ip_bytes.get(d, 0), 0
             if rec is None:
@@ -305,10 +358,10 @@ class Aggregator:
         cpo, cbo, cpr, cbr = conn.counted
         dpo, dbo, dpr, dbr = max(po - cpo, 0), max(bo - cbo, 0), max(pr - cpr, 0), max(br - cbr, 0)
         conn.counted = (max(po, cpo), max(bo, cbo), max(pr, cpr), max(br, cbr))
-        for d, key in conn.keys.items():
+        for d, (raw, key) in conn.keys.items():
             if key.action != "allow":
                 continue
-            rec = self._record(key)
+            rec = self._rec(raw, key)
             if rec is None:
                 continue
             if d == "egress":  # reporter src: out = original direction
@@ -326,9 +379,9 @@ class Aggregator:
         if ev is not None:
             self._count(conn, ev)
         if conn.allowed:
-            for key in conn.keys.values():
+            for raw, key in conn.keys.values():
                 if key.action == "allow":
-                    rec = self._record(key)
+                    rec = self._rec(raw, key)
                     if rec is not None:
                         rec.connections_completed += 1
         self.conns.pop(conn.ftuple, None)

@@ -2,8 +2,9 @@
 
 Owns :class:`FlowCollector` (a supervisable component: ``start``/``stop``/``alive``/
 ``in_sync``), its reader thread (NFLOG groups 1 and 2 and conntrack events through
-:mod:`pycalico.system.nfnetlink`), the :class:`PeerResolver` (IP -> workload endpoint from
-the datastore, refreshed every few seconds), the node's :class:`~pycalico.flows.store.
+:mod:`pycalico.system.nfnetlink` and :mod:`pycalico.system.ctnetlink`), the
+:class:`PeerResolver` (IP -> workload endpoint from the datastore, refreshed every few
+seconds), the node's :class:`~pycalico.flows.store.
 FlowStore` and the local HTTP API (:mod:`pycalico.flows.api`), and its Prometheus metrics
 (:mod:`pycalico.flows.metrics`).
 
@@ -11,6 +12,11 @@ Settings come from the live Felix configuration (``settings()``): ``flowLogsFile
 switches the collector on and off without a restart (off: sockets closed, API answers 503
 ``disabled``); ``flowLogsFlushInterval`` is the bucket length; the store lives in
 ``flowLogsFileDirectory/flows.db``.
+
+Cost: the reader makes at most one pass per ``_MIN_PASS_GAP`` (what queued meanwhile is
+taken together: NFLOG batches, conntrack events, the due conntrack reads as one batched
+GET), and runs as a SCHED_BATCH thread ``READER_NICE`` nicer than the process, so under
+CPU pressure the workloads go first and the kernel's socket queues absorb the backlog.
 
 Invariants: nothing here can affect forwarding (NFLOG is non-terminal; with no listener
 the kernel discards the messages); a failure in the reader thread ends it (``alive()``
@@ -37,8 +43,8 @@ from pycalico.flows.aggregate import Aggregator, PendingEvaluator
 from pycalico.flows.record import FlowRecord, Peer
 from pycalico.flows.store import FlowFilter, FlowStore
 from pycalico.model.felixconfig import FelixConfig
+from pycalico.system.ctnetlink import ConntrackEvents
 from pycalico.system.nfnetlink import (
-    ConntrackEvents,
     NflogPacket,
     NflogReorder,
     NflogSocket,
@@ -58,6 +64,31 @@ _REORDER_MARGIN = 0.03
 # Conntrack: DESTROY events only (UPDATE fires at every TCP state change); an allowed
 # connection's entry is read this long after it settled (a closing one is closed there).
 _POLL_AFTER = (0.5, 2.0, 5.0)
+# At most one reader pass per this many seconds: under load each pass takes what queued
+# meanwhile (NFLOG batches, conntrack events) and reads the due entries in one batch, so
+# the per-pass cost is shared by many connections; an event on a quiet socket waits at most
+# this long (the sockets' buffers hold 16 MB).
+_MIN_PASS_GAP = 0.02
+# The reader thread yields the CPU to the workloads whose traffic it records: SCHED_BATCH
+# (its wakeups do not preempt a running task) and this much nicer than the process. When
+# the machine is saturated it falls behind and the kernel's queues absorb it; what they
+# cannot hold is counted (nflog/conntrack overruns), never taken from forwarding.
+READER_NICE = 5
+
+
+def _yield_to_workloads() -> None:
+    """Lower the calling thread's scheduling priority (Linux: per thread; best effort)."""
+    if not READER_NICE:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError) as e:
+        log.debug("flow logs: SCHED_BATCH: %s", e)
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + READER_NICE)
+    except OSError as e:
+        log.debug("flow logs: nice: %s", e)
 
 
 def _ip_len(payload: bytes) -> int:
@@ -141,6 +172,7 @@ class FlowCollector:
         self._metrics_at = 0.0
         self._marker = ""
         self._reorder = NflogReorder(0.0)
+        self._last_pass = 0.0
 
     # --- component --------------------------------------------------------------------
     def start(self) -> None:
@@ -244,7 +276,7 @@ class FlowCollector:
                 interval=cfg.flow_logs_flush_interval,
                 max_conns=cfg.flow_logs_max_flows,
                 max_flows=cfg.flow_logs_max_flows,
-                counters=ct.get,
+                counters=ct.get_many,
                 pending=self.pending,
                 now=self.clock(),
                 poll_after=_POLL_AFTER,
@@ -282,6 +314,7 @@ class FlowCollector:
 
     def _run(self) -> None:
         socks: tuple[NflogSocket, ConntrackEvents] | None = None
+        _yield_to_workloads()
         try:
             while not self._stop.is_set():
                 cfg = self.settings()
@@ -306,9 +339,14 @@ class FlowCollector:
                 self._finish(socks)
 
     def _poll(self, nfl: NflogSocket, ct: ConntrackEvents) -> None:
+        gap = self._last_pass + _MIN_PASS_GAP - time.monotonic()
+        if gap > 0:
+            self._stop.wait(gap)
         due = self._reorder.next_due()
         wait = 0.1 if due is None else min(0.1, max(0.0, due - time.monotonic()))
         ready, _, _ = select.select([nfl, ct], [], [], wait)
+        if ready:
+            self._last_pass = time.monotonic()
         now = self.clock()
         with self._lock:
             agg = self.agg

@@ -27,7 +27,7 @@ the direction towards the reporting endpoint; ``policy`` is the last element of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pycalico.felix.rules.nflog import RuleRef
 
@@ -50,8 +50,10 @@ def proto_number(name: str) -> int:
     return _PROTO_NUMS[text]
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
+    """One side of a flow (a named tuple: part of the key every connection is looked up
+    by, hashed in C)."""
+
     kind: PeerKind
     ip: str
     namespace: str = ""
