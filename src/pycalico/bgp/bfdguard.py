@@ -1,0 +1,187 @@
+"""BFD guard: tells a dead peer from a restarting one, which BIRD itself cannot.
+
+Why this exists. BFD-tracked BGP sessions are rendered with BIRD's ``bfd graceful``: a BFD
+down never flushes a session's routes in BIRD, it starts (or continues) a graceful-restart
+helper phase. That is right when the peer's *BIRD* restarts (killed, crashed, or stopped by
+its agent with ``graceful restart``): the kernel of the peer closes its TCP sessions at once,
+we enter graceful restart, and BFD — which lives in the dead BIRD process — times out a few
+hundred ms later; the stale routes must stay until the new BIRD has re-sent them. It is wrong
+when the peer's *node or link* dies: nothing closes the session, BFD times out first, and the
+routes would stay (stale) for the whole restart time (120 s). BIRD (2.0.12, and every later
+release up to 3.x: ``bgp_bfd_notify``) offers only the two fixed behaviours: ``bfd on`` stops
+the session on any BFD down — also during the peer's graceful restart, which withdraws the
+routes of a merely restarting node — and ``bfd graceful`` never stops it.
+
+This guard supplies the missing rule (what FRR does, RFC 5882 section 4.3.2): *a BFD down
+while the session was established stops the session; a BFD down during a graceful restart
+that began before it is ignored.* It polls ``show bfd sessions`` over BIRD's control socket
+and, for each session it saw ``Up`` that is now ``Down``, compares the BFD state-change time
+with the time the BGP protocol left ``up`` (both printed by BIRD with millisecond precision,
+``timeformat protocol "%FT%T.%3f"``): when the protocol left ``up`` no earlier than
+``window`` before BFD went down, BFD brought it down (``bfd graceful`` starts graceful
+restart in the same event), so the guard sends ``restart <protocol>``, which flushes the
+routes at once. A peer BIRD restart closes the session at least (multiplier − 1) BFD
+intervals (0.4 s with the defaults) before BFD notices, outside the window.
+
+Owns: :class:`BfdSession`, :func:`parse_bfd_sessions`, :func:`failed_by_bfd` (pure decision)
+and :class:`BfdGuard` (one poll step, :meth:`BfdGuard.check_once`, and its loop).
+
+Invariants: only sessions seen ``Up`` by an earlier poll are judged, each Up→Down once (a
+session recreated by our own ``restart`` starts ``Down`` and is never judged); a protocol
+still ``up`` (BIRD has not processed the BFD event yet) is judged again on the next poll;
+BIRD errors never escape the loop (logged; the next poll retries).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pycalico.bgp.control import BirdControl, ProtocolRow, Reply
+from pycalico.bgp.errors import BgpError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often BIRD's BFD sessions are read while any peer is BFD-tracked
+WINDOW_S = 0.2  # protocol left "up" this close to the BFD down (or later): BFD did it
+BFD_STATES = ("AdminDown", "Down", "Init", "Up")
+
+
+@dataclass(frozen=True)
+class BfdSession:
+    """One row of ``show bfd sessions``."""
+
+    ip: str
+    iface: str
+    state: str
+    since: str  # BIRD's "Since" column as printed
+
+    @property
+    def since_time(self) -> dt.datetime | None:
+        return parse_since(self.since)
+
+
+def parse_since(text: str) -> dt.datetime | None:
+    """BIRD's ``%FT%T.%3f`` protocol time → datetime (None for any other format)."""
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_bfd_sessions(reply: Reply) -> list[BfdSession]:
+    """``show bfd sessions`` (code 1020 lines: protocol name, heading, one row per session)."""
+    out = []
+    for code, text in reply.lines:
+        parts = text.split()
+        if code != 1020 or len(parts) < 4 or parts[2] not in BFD_STATES:
+            continue
+        out.append(BfdSession(parts[0], parts[1], parts[2], parts[3]))
+    return out
+
+
+def failed_by_bfd(bfd: BfdSession, proto: ProtocolRow, window: float = WINDOW_S) -> bool:
+    """Whether BFD going down is what took ``proto`` out of ``up`` (so its routes must go).
+
+    False when the protocol is not in ``start`` (still ``up``: BIRD has not handled the
+    event yet; ``stop``/``down``: its routes are gone already) or left ``up`` more than
+    ``window`` seconds before BFD went down (the peer closed the session first: a restart).
+    Unparseable times are False (keep the routes: graceful restart decides).
+    """
+    if bfd.state != "Down" or proto.state != "start":
+        return False
+    b, p = bfd.since_time, parse_since(proto.since)
+    if b is None or p is None:
+        return False
+    return p >= b - dt.timedelta(seconds=window)
+
+
+class BfdGuard:
+    """Polls one BIRD's BFD sessions and restarts the BGP protocols BFD brought down."""
+
+    def __init__(
+        self, control: BirdControl, *, interval: float = POLL_S, window: float = WINDOW_S
+    ) -> None:
+        self.control = control
+        self.interval = interval
+        self.window = window
+        self.restarted: list[str] = []  # protocol names, in order (for status and tests)
+        self._peers: dict[str, tuple[str, ...]] = {}
+        self._up: set[str] = set()
+        self._lock = threading.Lock()
+        self._last_error = ""
+
+    def set_peers(self, peers: Mapping[str, Sequence[str]]) -> None:
+        """Neighbour IP → names of the BFD-tracked BGP protocols towards it."""
+        with self._lock:
+            self._peers = {ip: tuple(names) for ip, names in peers.items() if names}
+            self._up &= set(self._peers)
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return bool(self._peers)
+
+    def check_once(self) -> list[str]:
+        """One poll: returns the protocols restarted now."""
+        with self._lock:
+            peers = dict(self._peers)
+        if not peers:
+            return []
+        sessions = [
+            s
+            for s in parse_bfd_sessions(self.control.command("show bfd sessions"))
+            if s.ip in peers
+        ]
+        fell = [s for s in sessions if s.state == "Down" and s.ip in self._up]
+        self._up = {s.ip for s in sessions if s.state == "Up"} | {s.ip for s in fell}
+        if not fell:
+            return []
+        rows = {r.name: r for r in self.control.show_protocols()}
+        done = []
+        for s in fell:
+            pending = False
+            for name in peers[s.ip]:
+                row = rows.get(name)
+                if row is None:
+                    continue
+                if row.state == "up":
+                    pending = True  # BIRD has not acted on the BFD event yet: next poll
+                elif failed_by_bfd(s, row, self.window):
+                    log.warning(
+                        "BFD to %s went down at %s while %s was established: restarting it "
+                        "(its routes are withdrawn now, not after the graceful-restart time)",
+                        s.ip,
+                        s.since,
+                        name,
+                    )
+                    self.control.command(f"restart {name}")
+                    done.append(name)
+                else:
+                    log.info(
+                        "BFD to %s went down at %s during %s's graceful restart (since %s): "
+                        "the peer's BIRD is restarting; routes kept",
+                        s.ip,
+                        s.since,
+                        name,
+                        row.since,
+                    )
+            if not pending:
+                self._up.discard(s.ip)
+        self.restarted.extend(done)
+        return done
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll every ``interval`` while any peer is BFD-tracked, until ``stop`` is set."""
+        while not stop.wait(self.interval if self.active else 1.0):
+            try:
+                self.check_once()
+                self._last_error = ""
+            except BgpError as e:  # BIRD restarting or not up yet: the next poll retries
+                self._up.clear()
+                if str(e) != self._last_error:
+                    log.info("BFD guard: %s", e)
+                self._last_error = str(e)
