@@ -21,7 +21,9 @@ with the time the BGP protocol left ``up`` (both printed by BIRD with millisecon
 ``window`` before BFD went down, BFD brought it down (``bfd graceful`` starts graceful
 restart in the same event), so the guard sends ``restart <protocol>``, which flushes the
 routes at once. A peer BIRD restart closes the session at least (multiplier − 1) BFD
-intervals (0.4 s with the defaults) before BFD notices, outside the window.
+intervals (0.4 s with the defaults) before BFD notices, outside the window. One more case
+is a death: BFD had come back ``Up`` after the session closed (the peer's new BIRD was
+answering while its session re-established) and now went down again.
 
 Owns: :class:`BfdSession`, :func:`parse_bfd_sessions`, :func:`failed_by_bfd` (pure decision)
 and :class:`BfdGuard` (one poll step, :meth:`BfdGuard.check_once`, and its loop).
@@ -83,20 +85,26 @@ def parse_bfd_sessions(reply: Reply) -> list[BfdSession]:
     return out
 
 
-def failed_by_bfd(bfd: BfdSession, proto: ProtocolRow, window: float = WINDOW_S) -> bool:
-    """Whether BFD going down is what took ``proto`` out of ``up`` (so its routes must go).
+def failed_by_bfd(
+    bfd: BfdSession, proto: ProtocolRow, window: float = WINDOW_S, up_since: str = ""
+) -> bool:
+    """Whether the peer is dead rather than restarting (so ``proto``'s routes must go).
 
-    False when the protocol is not in ``start`` (still ``up``: BIRD has not handled the
-    event yet; ``stop``/``down``: its routes are gone already) or left ``up`` more than
-    ``window`` seconds before BFD went down (the peer closed the session first: a restart).
-    Unparseable times are False (keep the routes: graceful restart decides).
+    True when the protocol is in ``start`` and either left ``up`` no earlier than ``window``
+    seconds before BFD went down (BFD took it down), or left ``up`` before BFD last came
+    ``Up`` (``up_since``: the peer's new BIRD had been answering during the graceful restart
+    and now stopped). False when still ``up`` (BIRD has not handled the event yet),
+    ``stop``/``down`` (the routes are gone already), or the peer closed the session first
+    and BFD never came back (its BIRD restarting). Unparseable times are False (keep the
+    routes: graceful restart decides).
     """
     if bfd.state != "Down" or proto.state != "start":
         return False
     b, p = bfd.since_time, parse_since(proto.since)
     if b is None or p is None:
         return False
-    return p >= b - dt.timedelta(seconds=window)
+    came_back = parse_since(up_since)
+    return p >= b - dt.timedelta(seconds=window) or (came_back is not None and p < came_back)
 
 
 class BfdGuard:
@@ -110,7 +118,7 @@ class BfdGuard:
         self.window = window
         self.restarted: list[str] = []  # protocol names, in order (for status and tests)
         self._peers: dict[str, tuple[str, ...]] = {}
-        self._up: set[str] = set()
+        self._up: dict[str, str] = {}  # IP → "Since" of the Up state last seen
         self._lock = threading.Lock()
         self._last_error = ""
 
@@ -118,7 +126,7 @@ class BfdGuard:
         """Neighbour IP → names of the BFD-tracked BGP protocols towards it."""
         with self._lock:
             self._peers = {ip: tuple(names) for ip, names in peers.items() if names}
-            self._up &= set(self._peers)
+            self._up = {ip: t for ip, t in self._up.items() if ip in self._peers}
 
     @property
     def active(self) -> bool:
@@ -131,13 +139,15 @@ class BfdGuard:
             peers = dict(self._peers)
         if not peers:
             return []
-        sessions = [
-            s
-            for s in parse_bfd_sessions(self.control.command("show bfd sessions"))
-            if s.ip in peers
-        ]
+        try:
+            reply = self.control.command("show bfd sessions")
+        except BgpError:
+            self._up.clear()  # BIRD down or restarting: its new sessions start from Down
+            raise
+        sessions = [s for s in parse_bfd_sessions(reply) if s.ip in peers]
         fell = [s for s in sessions if s.state == "Down" and s.ip in self._up]
-        self._up = {s.ip for s in sessions if s.state == "Up"} | {s.ip for s in fell}
+        up_since = {s.ip: self._up[s.ip] for s in fell}
+        self._up = {s.ip: s.since for s in sessions if s.state == "Up"} | up_since
         if not fell:
             return []
         rows = {r.name: r for r in self.control.show_protocols()}
@@ -150,7 +160,7 @@ class BfdGuard:
                     continue
                 if row.state == "up":
                     pending = True  # BIRD has not acted on the BFD event yet: next poll
-                elif failed_by_bfd(s, row, self.window):
+                elif failed_by_bfd(s, row, self.window, up_since[s.ip]):
                     log.warning(
                         "BFD to %s went down at %s while %s was established: restarting it "
                         "(its routes are withdrawn now, not after the graceful-restart time)",
@@ -170,7 +180,7 @@ class BfdGuard:
                         row.since,
                     )
             if not pending:
-                self._up.discard(s.ip)
+                self._up.pop(s.ip, None)
         self.restarted.extend(done)
         return done
 
@@ -181,7 +191,6 @@ class BfdGuard:
                 self.check_once()
                 self._last_error = ""
             except BgpError as e:  # BIRD restarting or not up yet: the next poll retries
-                self._up.clear()
                 if str(e) != self._last_error:
                     log.info("BFD guard: %s", e)
                 self._last_error = str(e)
