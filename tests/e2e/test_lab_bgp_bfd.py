@@ -340,3 +340,56 @@ def _mesh_established(lab: Lab, node: str, proto: str) -> bool:
 
 def _kill_bird(lab: Lab, node: str) -> None:
     os.kill(int((lab.dir / lab.name / node / "bird.pid").read_text().split()[0]), signal.SIGKILL)
+
+
+def test_bfd_with_route_reflector_fast_failover_and_hitless_restarts(
+    lab_factory: Callable[[], Lab],
+) -> None:
+    """Route reflector lab (node1 reflects for node2 and node3), BFD on the reflector
+    sessions: BIRD killed on a client (node2) and on the reflector never unroutes node2's
+    block on node3 (which learns it only through the reflector); node2's link cut withdraws
+    it on the reflector and on node3 in under 1 s."""
+    lab = lab_factory()
+    lab.up("--nodes", "3", "--route-reflectors", "1")
+    lab.pod("node2", "default/p2")
+    lab.pod("node3", "default/p3")
+    _apply(lab, BFD.split("---")[1])  # the BFDConfiguration only: the mesh stays off
+    lab.calicoctl(
+        "patch",
+        "bgppeer",
+        "peer-with-route-reflectors",
+        "-p",
+        '{"spec":{"failureDetectionMode":"BFDIfDirectlyConnected"}}',
+    )
+    block = next(b for b, ip in _blocks(lab).items() if ip == "198.18.0.2")
+
+    def settled() -> bool:
+        bfd = {
+            n: lab.exec(
+                n, "birdc", "-s", str(lab.dir / lab.name / n / "bird.ctl"), "show", "bfd",
+                "sessions", check=False,
+            ).stdout.count(" Up ")
+            for n in ("node1", "node2", "node3")
+        }  # fmt: skip
+        routed = "via 198.18.0.2" in lab.exec("node3", "ip", "route", "show", block).stdout
+        return (
+            bfd == {"node1": 2, "node2": 1, "node3": 1}
+            and routed
+            and all(
+                _mesh_established(lab, n, p)
+                for n, p in (("node1", "Node_198_18_0_2"), ("node3", "Node_198_18_0_1"))
+            )
+        )
+
+    assert wait_for(settled, 60, 0.5)
+    for victim in ("node2", "node1"):
+        gaps = route_gaps(lab, ["node1", "node3"], block, lambda v=victim: _kill_bird(lab, v), 8)
+        print(f"\nBIRD kill -9 on {victim} (RR lab, BFD): {block} unrouted for {gaps}")
+        assert all(g == 0 for g in gaps.values()), (victim, gaps)
+        assert wait_for(settled, 60, 0.5)
+    secs = withdrawal_times(lab, "node2", ["node1", "node3"], block, limit=10)
+    print(
+        f"\nBFD withdrawal of {block} (RR lab): "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items())
+    )
+    assert all(0 < s < 1.0 for s in secs.values()), secs
