@@ -12,9 +12,9 @@ release up to 3.x: ``bgp_bfd_notify``) offers only the two fixed behaviours: ``b
 the session on any BFD down — also during the peer's graceful restart, which withdraws the
 routes of a merely restarting node — and ``bfd graceful`` never stops it.
 
-This guard supplies the missing rule (what FRR does, RFC 5882 section 4.3.2): *a BFD down
-while the session was established stops the session; a BFD down during a graceful restart
-that began before it is ignored.* It polls ``show bfd sessions`` over BIRD's control socket
+This guard supplies the missing rule (FRR's behaviour as a graceful-restart helper): *a BFD
+down while the session was established stops the session; a BFD down during a graceful
+restart that began before it is ignored.* It polls ``show bfd sessions`` over BIRD's control socket
 and, for each session it saw ``Up`` that is now ``Down``, compares the BFD state-change time
 with the time the BGP protocol left ``up`` (both printed by BIRD with millisecond precision,
 ``timeformat protocol "%FT%T.%3f"``): when the protocol left ``up`` no earlier than
