@@ -28,10 +28,12 @@ answering while its session re-established) and now went down again.
 Owns: :class:`BfdSession`, :func:`parse_bfd_sessions`, :func:`failed_by_bfd` (pure decision)
 and :class:`BfdGuard` (one poll step, :meth:`BfdGuard.check_once`, and its loop).
 
-Invariants: only sessions seen ``Up`` by an earlier poll are judged, each Up→Down once (a
+Invariants: :meth:`BfdGuard.check_once` runs in one thread (the poll loop); only
+:meth:`BfdGuard.set_peers` may be called from others. Only sessions seen ``Up`` by an
+earlier poll are judged, each Up→Down once (a
 session recreated by our own ``restart`` starts ``Down`` and is never judged); a protocol
 still ``up`` (BIRD has not processed the BFD event yet) is judged again on the next poll;
-BIRD errors never escape the loop (logged; the next poll retries).
+no error escapes the loop (logged once per distinct error; the next poll retries).
 """
 
 from __future__ import annotations
@@ -126,7 +128,12 @@ class BfdGuard:
         """Neighbour IP → names of the BFD-tracked BGP protocols towards it."""
         with self._lock:
             self._peers = {ip: tuple(names) for ip, names in peers.items() if names}
-            self._up = {ip: t for ip, t in self._up.items() if ip in self._peers}
+        # self._up belongs to the polling thread; the next poll drops peers no longer tracked
+
+    @property
+    def peers(self) -> dict[str, tuple[str, ...]]:
+        with self._lock:
+            return dict(self._peers)
 
     @property
     def active(self) -> bool:
@@ -194,3 +201,7 @@ class BfdGuard:
                 if str(e) != self._last_error:
                     log.info("BFD guard: %s", e)
                 self._last_error = str(e)
+            except Exception as e:  # a reply we cannot read: keep guarding, say it once
+                if repr(e) != self._last_error:
+                    log.exception("BFD guard: unexpected error")
+                self._last_error = repr(e)
