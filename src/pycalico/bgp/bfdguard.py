@@ -14,8 +14,8 @@ routes of a merely restarting node — and ``bfd graceful`` never stops it.
 
 This guard supplies the missing rule (FRR's behaviour as a graceful-restart helper): *a BFD
 down while the session was established stops the session; a BFD down during a graceful
-restart that began before it is ignored.* It polls ``show bfd sessions`` over BIRD's control socket
-and, for each session it saw ``Up`` that is now ``Down``, compares the BFD state-change time
+restart that began before it is ignored.* It polls ``show bfd sessions`` over BIRD's control
+socket and, for each session it saw ``Up`` that is now ``Down``, compares the BFD change time
 with the time the BGP protocol left ``up`` (both printed by BIRD with millisecond precision,
 ``timeformat protocol "%FT%T.%3f"``): when the protocol left ``up`` no earlier than
 ``window`` before BFD went down, BFD brought it down (``bfd graceful`` starts graceful
@@ -30,8 +30,8 @@ and :class:`BfdGuard` (one poll step, :meth:`BfdGuard.check_once`, and its loop)
 
 Invariants: :meth:`BfdGuard.check_once` runs in one thread (the poll loop); only
 :meth:`BfdGuard.set_peers` may be called from others. Only sessions seen ``Up`` by an
-earlier poll are judged, each Up→Down once (a
-session recreated by our own ``restart`` starts ``Down`` and is never judged); a protocol
+earlier poll are judged, each Up→Down once (a session recreated by our own ``restart``
+starts ``Down`` and is never judged); a protocol
 still ``up`` (BIRD has not processed the BFD event yet) is judged again on the next poll;
 no error escapes the loop (logged once per distinct error; the next poll retries).
 """
