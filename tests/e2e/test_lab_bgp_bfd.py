@@ -19,6 +19,9 @@ One 3-node lab with the FRR ToR and one pod per node.
   node1's calico-node is restarted (SIGTERM: BIRD leaves with ``graceful restart``): node2,
   node3 and the ToR never lose node1's block (graceful restart, and the agent's BFD guard
   telling a restarting peer from a dead one; gaps printed).
+- BFD with a route reflector (its own 3-node lab, node1 reflecting): BIRD killed on a client
+  and on the reflector never unroutes the client's block on the other client; the client's
+  link cut withdraws it on the reflector and the other client in under 1 s.
 """
 
 from __future__ import annotations
