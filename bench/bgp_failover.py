@@ -14,8 +14,11 @@ dies); the time is from that moment to node2's kernel deleting node1's block rou
   node2 had no route to node1's block (0: graceful restart kept it; with BFD the agent's
   BFD guard tells these restarts from a dead node, see docs/bgp.md).
 Prints a side-by-side table (median, min, max) and writes bench/results/bgp_failover.json.
-Needs root; the lab is always taken down.
-Usage: python bench/bgp_failover.py [--runs 5] [--restarts 5] [--baseline N]
+``--rr`` instead measures a route-reflector lab (node1 reflects for node2 and node3, BFD on
+the reflector sessions): node2's link cut seen on node3 (which learns node2's block only via
+the reflector), and node3's route gap when BIRD is killed on node2 and on the reflector;
+writes bench/results/bgp_failover_rr.json. Needs root; the lab is always taken down.
+Usage: python bench/bgp_failover.py [--runs 5] [--restarts 5] [--baseline N] [--rr]
 """
 
 from __future__ import annotations
@@ -118,6 +121,52 @@ def _restart_gaps(lab: Lab, mode: str, what: str, runs: int) -> list[float]:
     return out
 
 
+def _rr_settled(lab: Lab, block: str) -> bool:
+    """Every BGP session Established, every BFD session Up, node2's block routed on node3."""
+    nodes = lab.status()["nodes"]
+    if not all(b.get("info") == "Established" for n in nodes for b in n.get("bgp") or []):
+        return False
+    for n in ("node1", "node2", "node3"):
+        sock = str(lab.dir / lab.name / n / "bird.ctl")
+        out = lab.exec(n, "birdc", "-s", sock, "show", "bfd", "sessions", check=False).stdout
+        if " Up " not in out or " Down " in out or " Init " in out:
+            return False
+    return "via 198.18.0.2" in lab.exec("node3", "ip", "route", "show", block).stdout
+
+
+def _rr(lab: Lab, runs: int, restarts: int) -> dict[str, dict[str, Any]]:
+    lab.run("calicoctl", "--name", lab.name, "apply", "-f", "-", input=BFD.split("---")[1])
+    lab.run("calicoctl", "--name", lab.name, "patch", "bgppeer", "peer-with-route-reflectors",
+            "-p", '{"spec":{"failureDetectionMode":"BFDIfDirectlyConnected"}}')  # fmt: skip
+    pod = next(p for p in lab.state()["pods"] if p["node"] == "node2")
+    ip = ipaddress.ip_address(pod["ips"][0].split("/")[0])
+    block = str(ipaddress.ip_network(f"{ip}/26", strict=False))
+    result = {}
+    out = []
+    for _ in range(runs):
+        if not wait_for(lambda: _rr_settled(lab, block), 90, 0.5):
+            raise SystemExit("RR lab not settled")
+        out.append(withdrawal_time(lab, "node2", "node3", block, 10))
+        print(f"  RR: node2 link cut, withdrawn on node3 in {out[-1]:.3f} s", flush=True)
+        restore_link(lab, "node2")
+    result["rr_bfd"] = _summary(out)
+    for victim, key in (("node2", "client"), ("node1", "reflector")):
+        pidfile = lab.dir / lab.name / victim / "bird.pid"
+        gaps = []
+        for _ in range(restarts):
+            if not wait_for(lambda: _rr_settled(lab, block), 90, 0.5):
+                raise SystemExit("RR lab not settled")
+            time.sleep(1)
+
+            def kill(pf: Path = pidfile) -> None:
+                os.kill(int(pf.read_text().split()[0]), signal.SIGKILL)
+
+            gaps.append(route_gaps(lab, ["node3"], block, kill, RESTART_WATCH)["node3"])
+            print(f"  RR: BIRD kill on {victim}, node3 gap {gaps[-1]:.3f} s", flush=True)
+        result[f"rr_bfd_{key}_bird_restart_gap"] = _summary(gaps)
+    return result
+
+
 def _summary(runs: list[float]) -> dict[str, Any]:
     return {"runs": runs, "median_s": statistics.median(runs), "min_s": min(runs),
             "max_s": max(runs)}  # fmt: skip
@@ -144,7 +193,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--baseline", type=int, default=0, help="failures without BFD (minutes each)")
     ap.add_argument("--restarts", type=int, default=5, help="restarts per kind and mode")
+    ap.add_argument("--rr", action="store_true", help="route-reflector lab instead")
     args = ap.parse_args()
+    if args.rr:
+        return _main_rr(args.runs, args.restarts)
     lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
     lab = Lab("bfo", lab_dir)
     result: dict[str, dict[str, Any]] = {}
@@ -171,6 +223,25 @@ def main() -> None:
         shutil.rmtree(lab_dir, ignore_errors=True)
     print(_table(result))
     (ROOT / "bench" / "results" / "bgp_failover.json").write_text(json.dumps(result, indent=2))
+
+
+def _main_rr(runs: int, restarts: int) -> None:
+    lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-rr-"))
+    lab = Lab("bfr", lab_dir)
+    try:
+        lab.up("--nodes", "3", "--route-reflectors", "1", timeout=90)
+        for i in (2, 3):
+            lab.pod(f"node{i}", f"default/p{i}")
+        result = _rr(lab, runs, restarts)
+    finally:
+        lab.down()
+        shutil.rmtree(lab_dir, ignore_errors=True)
+    for key, r in result.items():
+        print(
+            f"{key:<38} {r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}, n={len(r['runs'])})"
+        )
+    path = ROOT / "bench" / "results" / "bgp_failover_rr.json"
+    path.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
