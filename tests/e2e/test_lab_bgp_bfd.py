@@ -15,8 +15,13 @@ One 3-node lab with the FRR ToR and one pod per node.
   FRR's ``bfdd`` told to peer single-hop), BFD timers 100 ms x 5, setting node1's ``eth0``
   down inside its namespace withdraws node1's block on node2, node3 and the ToR in under
   1 s each (timed by the kernel route deletion seen by ``ip -ts monitor`` against the moment
-  of the link change). Before that, BIRD is killed on node1: the ToR never loses node1's
-  block (graceful restart), the mesh peers' gap is printed (a known limit, docs/bgp.md).
+  of the link change). Before that, node1's BIRD is killed (calico-node restarts it) and then
+  node1's calico-node is restarted (SIGTERM: BIRD leaves with ``graceful restart``): node2,
+  node3 and the ToR never lose node1's block (graceful restart, and the agent's BFD guard
+  telling a restarting peer from a dead one; gaps printed).
+- BFD with a route reflector (its own 3-node lab, node1 reflecting): BIRD killed on a client
+  and on the reflector never unroutes the client's block on the other client; the client's
+  link cut withdraws it on the reflector and the other client in under 1 s.
 """
 
 from __future__ import annotations
@@ -309,19 +314,85 @@ def test_bfd_withdraws_a_dead_nodes_routes_in_under_a_second(lab: Lab) -> None:
         return routes.count("via 198.18.0.1") == 2
 
     assert wait_for(routed, 20, 0.5), routes
-    # BIRD killed on node1 (calico-node restarts it): the ToR (FRR) sees the BGP session
-    # close before BFD times out and keeps node1's routes as graceful-restart routes; the
-    # mesh peers (BIRD 2.0.12, "bfd on") drop them until the new BIRD is back (printed).
-    gaps = route_gaps(lab, ["node2", "tor"], block, lambda: _kill_bird(lab, "node1"), 8)
-    print(f"\nBIRD restart on node1 with BFD: {block} unrouted for {gaps}")
-    assert gaps["tor"] == 0, gaps
-    assert wait_for(bfd_up, 30, 0.5), out
-    assert wait_for(tor_bfd_up, 30, 0.5), tor_bfd
-    assert wait_for(routed, 20, 0.5), routes
+    # BIRD killed, then the agent restarted, on node1: every peer sees the BGP session close
+    # before BFD times out and keeps node1's routes (FRR ignores a BFD down during graceful
+    # restart; the BIRD peers' BFD guard too), until the new BIRD has re-sent them.
+    watchers = ["node2", "node3", "tor"]
+    restarts: list[tuple[str, Callable[[], object]]] = [
+        ("BIRD kill -9", lambda: _kill_bird(lab, "node1")),
+        ("calico-node restart", lambda: lab.run("node", "restart", "node1")),
+    ]
+    for what, fault in restarts:
+        gaps = route_gaps(lab, watchers, block, fault, 8)
+        print(f"\n{what} on node1 with BFD: {block} unrouted for {gaps}")
+        assert all(g == 0 for g in gaps.values()), (what, gaps)
+        assert wait_for(bfd_up, 30, 0.5), out
+        assert wait_for(tor_bfd_up, 30, 0.5), tor_bfd
+        assert wait_for(lambda: _mesh_established(lab, "node2", "Mesh_198_18_0_1"), 30, 0.5)
+        assert wait_for(routed, 20, 0.5), routes
     secs = withdrawal_times(lab, "node1", ["node2", "node3", "tor"], block, limit=10)
     print(f"\nBFD withdrawal of {block}: " + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items()))
     assert all(0 < s < 1.0 for s in secs.values()), secs
 
 
+def _mesh_established(lab: Lab, node: str, proto: str) -> bool:
+    sock = lab.dir / lab.name / node / "bird.ctl"
+    out = lab.exec(node, "birdc", "-s", str(sock), "show", "protocols", proto, check=False)
+    return "Established" in out.stdout
+
+
 def _kill_bird(lab: Lab, node: str) -> None:
     os.kill(int((lab.dir / lab.name / node / "bird.pid").read_text().split()[0]), signal.SIGKILL)
+
+
+def test_bfd_with_route_reflector_fast_failover_and_hitless_restarts(
+    lab_factory: Callable[[], Lab],
+) -> None:
+    """Route reflector lab (node1 reflects for node2 and node3), BFD on the reflector
+    sessions: BIRD killed on a client (node2) and on the reflector never unroutes node2's
+    block on node3 (which learns it only through the reflector); node2's link cut withdraws
+    it on the reflector and on node3 in under 1 s."""
+    lab = lab_factory()
+    lab.up("--nodes", "3", "--route-reflectors", "1")
+    lab.pod("node2", "default/p2")
+    lab.pod("node3", "default/p3")
+    _apply(lab, BFD.split("---")[1])  # the BFDConfiguration only: the mesh stays off
+    lab.calicoctl(
+        "patch",
+        "bgppeer",
+        "peer-with-route-reflectors",
+        "-p",
+        '{"spec":{"failureDetectionMode":"BFDIfDirectlyConnected"}}',
+    )
+    block = next(b for b, ip in _blocks(lab).items() if ip == "198.18.0.2")
+
+    def settled() -> bool:
+        bfd = {
+            n: lab.exec(
+                n, "birdc", "-s", str(lab.dir / lab.name / n / "bird.ctl"), "show", "bfd",
+                "sessions", check=False,
+            ).stdout.count(" Up ")
+            for n in ("node1", "node2", "node3")
+        }  # fmt: skip
+        routed = "via 198.18.0.2" in lab.exec("node3", "ip", "route", "show", block).stdout
+        return (
+            bfd == {"node1": 2, "node2": 1, "node3": 1}
+            and routed
+            and all(
+                _mesh_established(lab, n, p)
+                for n, p in (("node1", "Node_198_18_0_2"), ("node3", "Node_198_18_0_1"))
+            )
+        )
+
+    assert wait_for(settled, 60, 0.5)
+    for victim in ("node2", "node1"):
+        gaps = route_gaps(lab, ["node1", "node3"], block, lambda v=victim: _kill_bird(lab, v), 8)
+        print(f"\nBIRD kill -9 on {victim} (RR lab, BFD): {block} unrouted for {gaps}")
+        assert all(g == 0 for g in gaps.values()), (victim, gaps)
+        assert wait_for(settled, 60, 0.5)
+    secs = withdrawal_times(lab, "node2", ["node1", "node3"], block, limit=10)
+    print(
+        f"\nBFD withdrawal of {block} (RR lab): "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items())
+    )
+    assert all(0 < s < 1.0 for s in secs.values()), secs

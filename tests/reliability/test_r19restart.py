@@ -215,3 +215,44 @@ def test_agent_kill9_then_start_keeps_established_flow(
 
     stalls = _measure(lab, flow, kill_start)
     assert max(stalls) < MAX_STALL, stalls
+
+
+BFD = """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeMeshFailureDetectionMode: BFDIfDirectlyConnected}
+---
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: r19}
+spec: {interfaces: [{matchPattern: eth0, idleSendInterval: 1s}]}
+"""
+
+
+def test_with_bfd_bird_kill_and_node_restart_keep_established_flow(
+    lab: Lab, flow: Callable[[], StallFlow]
+) -> None:
+    """Last in the module (it leaves BFD on): with BFD on the mesh, node2 sees node1's BFD
+    go down after node1's BGP session closed and keeps node1's routes (docs/bgp.md)."""
+    lab.run("calicoctl", "--name", lab.name, "apply", "-f", "-", input=BFD)
+    sock = str(lab.dir / lab.name / "node2" / "bird.ctl")
+
+    def bfd_up() -> bool:
+        out = lab.exec("node2", "birdc", "-s", sock, "show", "bfd", "sessions", check=False)
+        return " Up " in out.stdout
+
+    def kill_bird() -> None:
+        assert wait_for(bfd_up, 30, 0.2)
+        (old,) = _bird_pids(lab, "node1")
+        os.kill(old, signal.SIGKILL)
+        assert wait_for(lambda: _bird_pids(lab, "node1") not in ([], [old]), 30, 0.1)
+
+    def restart_node() -> None:
+        assert wait_for(bfd_up, 30, 0.2)
+        lab.run("node", "restart", "node1")
+
+    # applying BFD restarts the mesh sessions (single-hop now): let them settle first
+    assert wait_for(lambda: bfd_up() and _established(lab), 60, 0.5), _diagnose(lab)
+    stalls = _measure(lab, flow, kill_bird) + _measure(lab, flow, restart_node)
+    assert max(stalls) < MAX_STALL, stalls

@@ -36,7 +36,7 @@ def test_no_bfd_by_default() -> None:
     cfg = _cfg()
     assert not cfg.bfd
     text = render_bird_config(cfg)
-    assert "protocol bfd" not in text and "bfd on" not in text
+    assert "protocol bfd" not in text and "bfd graceful" not in text
 
 
 def test_mesh_bfd_only_towards_directly_connected_nodes(tmp_path: Path) -> None:
@@ -48,10 +48,10 @@ def test_mesh_bfd_only_towards_directly_connected_nodes(tmp_path: Path) -> None:
     assert {p.name: p.bfd for p in v4.peers} == {"Mesh_198_18_0_2": True, "Mesh_10_9_0_3": False}
     text = render_bird_config(cfg)
     n2 = _protocol(text, "Mesh_198_18_0_2")
-    assert "bfd on;" in n2 and "direct;" in n2 and "error wait time 1,4;" in n2
+    assert "bfd graceful;" in n2 and "direct;" in n2 and "error wait time 1,4;" in n2
     n3 = _protocol(text, "Mesh_10_9_0_3")
     assert "bfd" not in n3 and "direct" not in n3
-    assert "bfd on;" in _protocol(text, "Mesh_fd00__2")  # v6 too
+    assert "bfd graceful;" in _protocol(text, "Mesh_fd00__2")  # v6 too
     # Calico's BFDConfiguration defaults when no BFDConfiguration exists.
     assert (
         'interface "*" { min rx interval 10 ms; min tx interval 100 ms; '
@@ -108,7 +108,7 @@ def test_peer_failure_detection_mode_and_timers(tmp_path: Path) -> None:
     text = render_bird_config(cfg)
     assert 'interface "eth*" { min rx interval 50 ms;' in text
     assert "multihop { min rx interval 50 ms;" in text
-    assert "bfd on;" in _protocol(text, "Global_198_18_0_254")
+    assert "bfd graceful;" in _protocol(text, "Global_198_18_0_254")
     assert "bfd" not in _protocol(text, "Global_198_18_0_250")
     _bird_parse(text, tmp_path)
 
@@ -121,7 +121,7 @@ def test_bfd_with_ttl_security_stays_single_hop(tmp_path: Path) -> None:
                            failureDetectionMode="BFDIfDirectlyConnected")])  # fmt: skip
     text = render_bird_config(cfg)
     body = _protocol(text, "Global_198_18_0_200")
-    assert "direct;" in body and "bfd on;" in body and "ttl security on;" in body
+    assert "direct;" in body and "bfd graceful;" in body and "ttl security on;" in body
     assert "multihop" not in body
     _bird_parse(text, tmp_path)
     plain = _protocol(
@@ -264,5 +264,5 @@ def test_route_reflector_peerings_use_bfd_both_ways(tmp_path: Path) -> None:
         ("Node_198_18_0_1", True, "1.0.0.1")
     ]
     text = render_bird_config(rr)
-    assert "bfd on;" in _protocol(text, "Node_198_18_0_1") and "protocol bfd {" in text
+    assert "bfd graceful;" in _protocol(text, "Node_198_18_0_1") and "protocol bfd {" in text
     _bird_parse(text, tmp_path)

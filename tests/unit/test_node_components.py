@@ -124,6 +124,31 @@ def test_bgp_component_renders_starts_and_follows_changes(tmp_path: Path) -> Non
     assert fake.control.commands == ["graceful restart"]
 
 
+def test_bgp_component_tells_the_bfd_guard_its_bfd_tracked_peers(tmp_path: Path) -> None:
+    ds = MemoryDatastore()
+    ds.create(node("n1", "198.18.0.1/24"))
+    ds.create(node("n2", "198.18.0.2/24"))
+    ds.create(node("n3", "203.0.113.3/24"))  # not on our subnet: no BFD
+    fake = FakeBird(tmp_path)
+    comp = BgpComponent(ds, "n1", str(tmp_path), "sock", coalesce=0.05, manager=fake)  # type: ignore[arg-type]
+    comp.start()
+    try:
+        assert wait(comp.in_sync)
+        assert comp.bfd_guard.peers == {}
+        ds.create(
+            {
+                "apiVersion": API,
+                "kind": "BGPConfiguration",
+                "metadata": {"name": "default"},
+                "spec": {"nodeMeshFailureDetectionMode": "BFDIfDirectlyConnected"},
+            }
+        )
+        assert wait(lambda: comp.bfd_guard.peers == {"198.18.0.2": ("Mesh_198_18_0_2",)})
+        assert "bfd graceful;" in fake.texts[-1]
+    finally:
+        comp.stop()
+
+
 class FakeFelix:
     def __init__(self) -> None:
         self.started = False

@@ -151,7 +151,8 @@ class BirdPeer:
     export_filters: tuple[str, ...] = ()
     calico_node: str | None = None  # name of the Calico node behind this peer, if any
     # failureDetectionMode BFDIfDirectlyConnected and the peer is on one of our subnets:
-    # the session is "direct" (single hop) and BFD-tracked ("bfd on": BFD down = session down).
+    # the session is "direct" (single hop) and BFD-tracked ("bfd graceful" + the agent's
+    # BFD guard: BFD down while established = session down; during a restart = ignored).
     bfd: bool = False
 
 

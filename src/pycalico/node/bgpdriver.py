@@ -20,6 +20,10 @@ Owns (the job of Calico's confd + runit's bird service):
   deleting them on its first kernel scan. (Calico's BIRD also just dies with the container;
   this keeps cross-node traffic flowing across an agent restart, a BIRD crash or an
   upgrade.)
+- the BFD guard (:class:`~pycalico.bgp.bfdguard.BfdGuard`, its own thread, polling only
+  while a peer is BFD-tracked): a BFD-tracked session that BFD took down while established
+  is restarted (its routes withdrawn at once); one whose peer's BIRD closed it first is left
+  to graceful restart (BIRD's ``bfd graceful`` alone would keep a dead peer's routes 120 s).
 
 Invariants: IPAM changes that cannot alter this node's config (other nodes' affinities and
 blocks, unless they hold an address borrowed by this node) do not trigger a recompute; a
@@ -46,6 +50,7 @@ from pycalico.bgp import (
     render_bird_config,
     secrets_from_resources,
 )
+from pycalico.bgp.bfdguard import BfdGuard
 from pycalico.bgp.errors import BgpError
 from pycalico.datastore import Datastore, EventType
 from pycalico.datastore.hub import SyncerHub, SyncSource
@@ -137,6 +142,8 @@ class BgpComponent:
         self._configured = threading.Event()
         self._syncer: SyncSource | None = None
         self._worker: threading.Thread | None = None
+        self.bfd_guard = BfdGuard(self.manager.control)
+        self._guard: threading.Thread | None = None
 
     # -- syncer callbacks ------------------------------------------------------------------
     def on_status(self, status: SyncStatus) -> None:
@@ -172,6 +179,10 @@ class BgpComponent:
             self._syncer = Syncer.for_kinds(self.ds, BGP_KINDS, self, name="bgp-syncer").start()
         self._worker = threading.Thread(target=self._run, name="bgp-worker", daemon=True)
         self._worker.start()
+        self._guard = threading.Thread(
+            target=self.bfd_guard.run, args=(self._stop,), name="bgp-bfd-guard", daemon=True
+        )
+        self._guard.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -180,6 +191,8 @@ class BgpComponent:
             self._syncer.stop()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(5)
+        if self._guard is not None and self._guard is not threading.current_thread():
+            self._guard.join(5)
         if self.graceful_stop and self.bird_running():
             # BIRD leaves without a Cease: peers keep our routes (stale) for the graceful
             # restart time, so traffic to this node's pods keeps flowing while we restart.
@@ -272,6 +285,12 @@ class BgpComponent:
         )
         for w in cfg.warnings:
             log.warning("BGP: %s", w)
+        bfd_peers: dict[str, list[str]] = {}
+        for fam in cfg.families:
+            for p in fam.peers:
+                if p.bfd:
+                    bfd_peers.setdefault(p.ip, []).append(p.name)
+        self.bfd_guard.set_peers(bfd_peers)
         return render_bird_config(cfg)
 
     def _run(self) -> None:
