@@ -400,9 +400,15 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         res["agent_rss_mb_steady_growth"] = {n: round(end[n] - warm[n], 1) for n in end}
         res["rounds"] = [{k: v for k, v in rd.items() if k != "agent_rss_mb_series"}
                          for rd in rounds]  # fmt: skip
-    if snaps:
-        res["memtrace"] = {"dir": args.memtrace, "snapshots": snaps,
-                           "pids": agents}  # fmt: skip
+    if snaps:  # where the memory is at each snapshot (memtrace's .json next to each .snap)
+        stats: dict[str, dict[str, Any]] = {}
+        for i, label in enumerate(snaps):
+            for n, pid in agents.items():
+                f = Path(args.memtrace) / f"{pid}-{i}.json"
+                if f.exists():
+                    stats.setdefault(label, {})[n] = json.loads(f.read_text())
+        res["memtrace"] = {"dir": args.memtrace, "snapshots": snaps, "pids": agents,
+                           "stats": stats}  # fmt: skip
     res["ok"] = all(rd["ok"] for rd in rounds)
     return res
 
@@ -439,12 +445,20 @@ def main() -> None:
         "up and at the middle/end/drain of each round; compare with "
         "python -m pycalico.diag.memtrace OLD NEW",
     )
+    ap.add_argument(
+        "--memtrace-frames",
+        type=int,
+        default=12,
+        help="frames per traced allocation; 0: no tracing, only where the memory "
+        "is at each snapshot (RSS, Python blocks, SQLite, malloc in use/free)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "churn.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="calico-churn-") as d:
         env = dict(os.environ, CALICO_LAB_DIR=d)
         if args.memtrace:
             env["CALICO_MEMTRACE_DIR"] = str(Path(args.memtrace).resolve())
+            env["CALICO_MEMTRACE_FRAMES"] = str(args.memtrace_frames)
         try:
             res = run(args, env)
         finally:

@@ -7,13 +7,23 @@ full garbage collection and writes a snapshot to ``<dir>/<pid>-<n>.snap`` (``n``
 growth by traceback, which is how per-pod or per-policy state that is never pruned shows up.
 Tracing costs CPU and memory (expect the RSS to roughly double); never leave it on.
 
+Every dump also writes ``<dir>/<pid>-<n>.json``, where the resident memory goes
+(:func:`memory_stats`: RSS, Python's allocated blocks, SQLite's own allocations, glibc
+malloc's bytes in use and free in its arenas, and the RSS after ``malloc_trim`` gave the
+free memory back). ``CALICO_MEMTRACE_FRAMES=0`` writes only these (no tracing, no cost
+between dumps): growth in ``malloc_free_mb`` that ``malloc_trim`` returns is allocator
+fragmentation, not a leak.
+
 Without the variable nothing is started and no signal handler is installed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import itertools
+import json
 import logging
 import os
 import signal
@@ -38,10 +48,11 @@ def install(env: Mapping[str, str]) -> Path | None:
     out = Path(where)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        frames = max(1, int(env.get(ENV_FRAMES, "12")))
+        frames = max(0, int(env.get(ENV_FRAMES, "12")))
     except ValueError:
         frames = 12
-    tracemalloc.start(frames)
+    if frames:
+        tracemalloc.start(frames)
     counter = itertools.count()
 
     def dump(_sig: int, _frame: FrameType | None) -> None:
@@ -57,16 +68,65 @@ def install(env: Mapping[str, str]) -> Path | None:
 
 
 def snapshot(path: Path) -> None:
-    """Collect garbage and write a tracemalloc snapshot (tracing must be on)."""
+    """Collect garbage, write a tracemalloc snapshot to ``path`` (when tracing) and the
+    :func:`memory_stats` next to it (``.json``)."""
     gc.collect()
-    snap = tracemalloc.take_snapshot().filter_traces(
-        (tracemalloc.Filter(False, tracemalloc.__file__),)
-    )
-    tmp = path.with_suffix(".tmp")
-    snap.dump(str(tmp))
-    tmp.replace(path)
-    size, peak = tracemalloc.get_traced_memory()
-    log.warning("memtrace: %s (traced %.1f MB, peak %.1f MB)", path, size / 2**20, peak / 2**20)
+    if tracemalloc.is_tracing():
+        snap = tracemalloc.take_snapshot().filter_traces(
+            (tracemalloc.Filter(False, tracemalloc.__file__),)
+        )
+        tmp = path.with_suffix(".tmp")
+        snap.dump(str(tmp))
+        tmp.replace(path)
+    stats = memory_stats(trim=True)
+    path.with_suffix(".json").write_text(json.dumps(stats) + "\n")
+    log.warning("memtrace: %s %s", path, stats)
+
+
+_MALLINFO2 = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (every field a size_t)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2.split()]
+
+
+def _rss_mb() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def memory_stats(trim: bool = False) -> dict[str, float]:
+    """Where this process's memory is (MB unless named otherwise); ``trim``: then give
+    glibc's free memory back (``malloc_trim(0)``) and add ``rss_after_trim_mb``."""
+    mb = 2**20
+    out: dict[str, float] = {"rss_mb": round(_rss_mb(), 2),
+                             "python_blocks": sys.getallocatedblocks()}  # fmt: skip
+    if tracemalloc.is_tracing():
+        out["python_traced_mb"] = round(tracemalloc.get_traced_memory()[0] / mb, 2)
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        out["sqlite_mb"] = round(lib.sqlite3_memory_used() / mb, 2)
+    except (OSError, AttributeError):
+        pass
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        mi = libc.mallinfo2()
+        out["malloc_in_use_mb"] = round((mi.uordblks + mi.hblkhd) / mb, 2)
+        out["malloc_free_mb"] = round(mi.fordblks / mb, 2)
+        out["malloc_arena_mb"] = round(mi.arena / mb, 2)
+        if trim:
+            libc.malloc_trim(0)
+            out["rss_after_trim_mb"] = round(_rss_mb(), 2)
+    except (OSError, AttributeError):
+        pass
+    return out
 
 
 def diff(old: Path, new: Path, top: int = 15, frames: int = 8) -> str:
