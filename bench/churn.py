@@ -215,7 +215,7 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def signal_agents(agents: dict[str, int], label: str, snaps: list[str]) -> None:
+def signal_agents(agents: dict[str, int], label: str, snaps: list[str], memdir: str) -> None:
     """With ``--memtrace``: have every calico-node write a heap snapshot (SIGUSR2)."""
     if not snaps and label != "up":
         return
@@ -225,7 +225,11 @@ def signal_agents(agents: dict[str, int], label: str, snaps: list[str]) -> None:
         except ProcessLookupError:
             pass
     snaps.append(label)
-    time.sleep(3)  # the snapshot is written by the agent's main thread (gc + dump)
+    # written by each agent's main thread (gc, dump): wait for the .json that comes last
+    want = [Path(memdir) / f"{p}-{len(snaps) - 1}.json" for p in agents.values()]
+    deadline = time.monotonic() + 30
+    while not all(w.exists() for w in want) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def rss_parts(pid: int) -> dict[str, float]:
@@ -283,12 +287,12 @@ def one_round(args: argparse.Namespace, env: dict[str, str], state: dict[str, An
         t.start()
     if snaps:
         time.sleep(args.duration / 2)
-        signal_agents(agents, f"round{rnd}-mid", snaps)
+        signal_agents(agents, f"round{rnd}-mid", snaps, args.memtrace)
     for t in threads:
         t.join()
     churn_s = time.monotonic() - (deadline - args.duration)
     rss1 = {n: round(rss_mb(p), 1) for n, p in agents.items()}
-    signal_agents(agents, f"round{rnd}-end", snaps)
+    signal_agents(agents, f"round{rnd}-end", snaps, args.memtrace)
     c.stop.set()
     for t in side:
         t.join(30)
@@ -322,7 +326,7 @@ def one_round(args: argparse.Namespace, env: dict[str, str], state: dict[str, An
     pod_ns_left = sum(1 for ln in netns.splitlines() if ln.startswith(f"{state['prefix']}p"))
     status_pods = len(json.loads(c.lab("status", "-o", "json").stdout)["pods"])
     rss_drained = settled_rss(agents)
-    signal_agents(agents, f"round{rnd}-drained", snaps)
+    signal_agents(agents, f"round{rnd}-drained", snaps, args.memtrace)
     ok_probes = sum(1 for _, ok, _ in c.probes if ok)
     res: dict[str, Any] = {
         "churn_s": round(churn_s, 1),
@@ -376,7 +380,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     snaps: list[str] = []
     rss_idle = settled_rss(agents)
     if args.memtrace:
-        signal_agents(agents, "up", snaps)
+        signal_agents(agents, "up", snaps, args.memtrace)
     rounds: list[dict[str, Any]] = []
     first_id = 0
     for rnd in range(1, args.rounds + 1):

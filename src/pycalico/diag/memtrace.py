@@ -75,11 +75,13 @@ def snapshot(path: Path) -> None:
         snap = tracemalloc.take_snapshot().filter_traces(
             (tracemalloc.Filter(False, tracemalloc.__file__),)
         )
-        tmp = path.with_suffix(".tmp")
-        snap.dump(str(tmp))
-        tmp.replace(path)
+        part = path.with_suffix(".tmp")
+        snap.dump(str(part))
+        part.replace(path)
     stats = memory_stats(trim=True)
-    path.with_suffix(".json").write_text(json.dumps(stats) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(stats) + "\n")
+    tmp.replace(path.with_suffix(".json"))
     log.warning("memtrace: %s %s", path, stats)
 
 
