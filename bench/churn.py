@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -219,18 +220,66 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+def signal_agents(agents: dict[str, int], label: str, snaps: list[str], memdir: str) -> None:
+    """With ``--memtrace``: have every calico-node write a heap snapshot (SIGUSR2)."""
+    if not snaps and label != "up":
+        return
+    for pid in agents.values():
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            pass
+    snaps.append(label)
+    # written by each agent's main thread (gc, dump): wait for the .json that comes last
+    want = [Path(memdir) / f"{p}-{len(snaps) - 1}.json" for p in agents.values()]
+    deadline = time.monotonic() + 30
+    while not all(w.exists() for w in want) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def rss_parts(pid: int) -> dict[str, float]:
+    """RSS (MB) by mapping kind: the main ``heap`` (brk), ``anon`` mappings (thread malloc
+    arenas, pymalloc arenas, stacks) and ``file`` mappings (code, shared libraries)."""
+    parts = {"heap": 0.0, "anon": 0.0, "file": 0.0}
+    kind = "anon"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for ln in f:
+                head = ln.split(None, 6)
+                if len(head) >= 5 and "-" in head[0] and ":" in head[3]:  # a mapping's header
+                    path = head[5].strip() if len(head) > 5 else ""
+                    kind = "file" if path.startswith("/") else "anon"
+                    kind = "heap" if path == "[heap]" else kind
+                elif ln.startswith("Rss:"):
+                    parts[kind] += int(ln.split()[1]) / 1024
+    except OSError:
+        pass
+    return {k: round(v, 1) for k, v in parts.items()}
+
+
+def thread_count(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("Threads:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def settled_rss(agents: dict[str, int], seconds: float = 5.0) -> dict[str, float]:
+    """RSS (MB) per node after ``seconds`` of quiet (Felix has applied the last deletes)."""
+    time.sleep(seconds)
+    return {n: round(rss_mb(p), 1) for n, p in agents.items()}
+
+
+def one_round(args: argparse.Namespace, env: dict[str, str], state: dict[str, Any],
+              first_id: int, snaps: list[str], rnd: int) -> dict[str, Any]:  # fmt: skip
+    """One churn: pods added/deleted for ``--duration`` s, the end matrix, the drain and the
+    leak checks; the same lab serves every round."""
     c = Churn(args, env)
-    t0 = time.monotonic()
-    r = c.lab("up", "--nodes", str(args.nodes), "--timeout", "600", timeout=700)
-    if r.returncode != 0:
-        raise SystemExit(f"calico-lab up failed:\n{r.stdout}\n{r.stderr}")
-    up_s = time.monotonic() - t0
-    state_file = Path(env["CALICO_LAB_DIR"]) / args.name / "state.json"
-    state = json.loads(state_file.read_text())
+    c.next_id = first_id
     nodes = [n["name"] for n in state["nodes"]]
     agents = {n["name"]: n["pid"] for n in state["nodes"]}
-    rss0 = {n: rss_mb(p) for n, p in agents.items()}
+    rss0 = {n: round(rss_mb(p), 1) for n, p in agents.items()}
     policy = Path(env["CALICO_LAB_DIR"]) / "churn-deny.yaml"
     policy.write_text(DENY_POLICY)
     deadline = time.monotonic() + args.duration
@@ -241,10 +290,14 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     side.append(threading.Thread(target=c.rss_sampler, args=(agents,), daemon=True))
     for t in threads + side:
         t.start()
+    if snaps:
+        time.sleep(args.duration / 2)
+        signal_agents(agents, f"round{rnd}-mid", snaps, args.memtrace)
     for t in threads:
         t.join()
     churn_s = time.monotonic() - (deadline - args.duration)
-    rss1 = {n: rss_mb(p) for n, p in agents.items()}
+    rss1 = {n: round(rss_mb(p), 1) for n, p in agents.items()}
+    signal_agents(agents, f"round{rnd}-end", snaps, args.memtrace)
     c.stop.set()
     for t in side:
         t.join(30)
@@ -277,14 +330,14 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     pod_ns_left = sum(1 for ln in netns.splitlines() if ln.startswith(f"{state['prefix']}p"))
     status_pods = len(json.loads(c.lab("status", "-o", "json").stdout)["pods"])
+    rss_drained = settled_rss(agents)
+    signal_agents(agents, f"round{rnd}-drained", snaps, args.memtrace)
     ok_probes = sum(1 for _, ok, _ in c.probes if ok)
     res: dict[str, Any] = {
-        "nodes": args.nodes,
-        "up_s": round(up_s, 1),
         "churn_s": round(churn_s, 1),
         "pods_created": len(c.adds),
         "pods_deleted": len(c.dels) + len(left),
-        "max_live": args.live,
+        "next_id": c.next_id,
         "add_s": _dist(c.adds),
         "del_s": _dist(c.dels),
         "failures": c.failures,
@@ -304,6 +357,9 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "end_matrix": matrix,
         "agent_rss_mb_before": rss0,
         "agent_rss_mb_after_churn": rss1,
+        "agent_rss_mb_drained": rss_drained,
+        "agent_threads_drained": {n: thread_count(p) for n, p in agents.items()},
+        "agent_rss_parts_drained": {n: rss_parts(p) for n, p in agents.items()},
         "agent_rss_mb_series": c.rss,
     }
     res["ok"] = (
@@ -312,6 +368,58 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         and not any(stale_links.values()) and not any(stale_routes.values())
         and not matrix["mismatches"]
     )  # fmt: skip
+    return res
+
+
+def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    r = subprocess.run([CALICO_LAB, "up", "--nodes", str(args.nodes), "--timeout", "600",
+                        "--name", args.name], env=env, capture_output=True, text=True,
+                       timeout=700)  # fmt: skip
+    if r.returncode != 0:
+        raise SystemExit(f"calico-lab up failed:\n{r.stdout}\n{r.stderr}")
+    up_s = time.monotonic() - t0
+    state_file = Path(env["CALICO_LAB_DIR"]) / args.name / "state.json"
+    state = json.loads(state_file.read_text())
+    agents = {n["name"]: n["pid"] for n in state["nodes"]}
+    snaps: list[str] = []
+    rss_idle = settled_rss(agents)
+    if args.memtrace:
+        signal_agents(agents, "up", snaps, args.memtrace)
+    rounds: list[dict[str, Any]] = []
+    first_id = 0
+    for rnd in range(1, args.rounds + 1):
+        rounds.append(one_round(args, env, state, first_id, snaps, rnd))
+        first_id = rounds[-1]["next_id"]
+    last = rounds[-1]
+    res: dict[str, Any] = {"nodes": args.nodes, "up_s": round(up_s, 1), "max_live": args.live}
+    res.update(last)  # the checks of the last round; a failure of any round is kept below
+    res["failures"] = [f for rd in rounds for f in rd["failures"]]
+    res["probes_failed"] = [p for rd in rounds for p in rd["probes_failed"]]
+    res["duplicates"] = [d for rd in rounds for d in rd["duplicates"]]
+    res["pods_created"] = sum(rd["pods_created"] for rd in rounds)
+    res["policy_changes"] = sum(rd["policy_changes"] for rd in rounds)
+    res["pods_deleted"] = sum(rd["pods_deleted"] for rd in rounds)
+    res["agent_rss_mb_before"] = rounds[0]["agent_rss_mb_before"]
+    res["agent_rss_mb_idle"] = rss_idle
+    res["agent_rss_mb_drained_per_round"] = [rd["agent_rss_mb_drained"] for rd in rounds]
+    if len(rounds) > 1:
+        # steady state: round 1 is the warm-up (allocator arenas, caches filled once);
+        # what grows from the end of round 1 to the end of the last round is kept per pod
+        warm, end = rounds[0]["agent_rss_mb_drained"], last["agent_rss_mb_drained"]
+        res["agent_rss_mb_steady_growth"] = {n: round(end[n] - warm[n], 1) for n in end}
+        res["rounds"] = [{k: v for k, v in rd.items() if k != "agent_rss_mb_series"}
+                         for rd in rounds]  # fmt: skip
+    if snaps:  # where the memory is at each snapshot (memtrace's .json next to each .snap)
+        stats: dict[str, dict[str, Any]] = {}
+        for i, label in enumerate(snaps):
+            for n, pid in agents.items():
+                f = Path(args.memtrace) / f"{pid}-{i}.json"
+                if f.exists():
+                    stats.setdefault(label, {})[n] = json.loads(f.read_text())
+        res["memtrace"] = {"dir": args.memtrace, "snapshots": snaps, "pids": agents,
+                           "stats": stats}  # fmt: skip
+    res["ok"] = all(rd["ok"] for rd in rounds)
     return res
 
 
@@ -338,10 +446,35 @@ def main() -> None:
         help="seconds between policy changes (the first is at the start)",
     )
     ap.add_argument("--name", default=f"ch{os.getpid() % 10000}")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="churn rounds in the same lab; RSS after round 1 (warm-up) vs after "
+        "the last, both with every pod deleted: agent_rss_mb_steady_growth",
+    )
+    ap.add_argument(
+        "--memtrace",
+        default="",
+        metavar="DIR",
+        help="trace calico-node's heap (CALICO_MEMTRACE_DIR) and snapshot it after "
+        "up and at the middle/end/drain of each round; compare with "
+        "python -m pycalico.diag.memtrace OLD NEW",
+    )
+    ap.add_argument(
+        "--memtrace-frames",
+        type=int,
+        default=12,
+        help="frames per traced allocation; 0: no tracing, only where the memory "
+        "is at each snapshot (RSS, Python blocks, SQLite, malloc in use/free)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "churn.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="calico-churn-") as d:
         env = dict(os.environ, CALICO_LAB_DIR=d)
+        if args.memtrace:
+            env["CALICO_MEMTRACE_DIR"] = str(Path(args.memtrace).resolve())
+            env["CALICO_MEMTRACE_FRAMES"] = str(args.memtrace_frames)
         try:
             res = run(args, env)
         finally:

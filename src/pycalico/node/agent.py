@@ -46,6 +46,7 @@ from typing import Any
 
 import click
 
+from pycalico.diag import memtrace
 from pycalico.errors import CalicoError
 from pycalico.model.felixconfig import FelixConfig
 from pycalico.node.status import (
@@ -463,6 +464,7 @@ def run_agent(env: Mapping[str, str]) -> int:
         format="%(asctime)s [%(levelname)s][%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    memtrace.install(env)  # opt-in heap snapshots on SIGUSR2 (CALICO_MEMTRACE_DIR)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -345,11 +345,17 @@ class CalcGraph(GraphQueries):
     def _set_item(self, iid: ItemID, item: Endpoint | NetworkSet | None) -> None:
         old = self._items.get(iid)
         if old is not None:
-            for name in old.profiles:
-                self._profile_users.get(name, set()).discard(iid)
+            for name in old.profiles:  # pruned: a profile name goes with its last user
+                users = self._profile_users.get(name)
+                if users is not None:
+                    users.discard(iid)
+                    if not users:
+                        del self._profile_users[name]
             if iid in self._local:
                 for name in old.profiles:
                     self._profile_refs[name] -= 1
+                    if self._profile_refs[name] <= 0:
+                        del self._profile_refs[name]
                     self._dirty_profiles.add(name)
         # Sets containing this item change if its addresses or named ports do (label
         # changes reach the sets through the index's match callbacks instead).

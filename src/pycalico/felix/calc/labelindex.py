@@ -17,7 +17,9 @@ How it stays incremental (never "all selectors x all items"):
 ``evaluations`` counts ``Selector.evaluate`` calls so tests can check this.
 
 Invariant: after every public call, ``matches(sid)`` equals
-``{iid | parse(selector).evaluate(labels[iid])}`` for every registered selector.
+``{iid | parse(selector).evaluate(labels[iid])}`` for every registered selector, and no
+index keeps an entry (label name or value) that no registered selector or item uses: the
+index's size follows what is registered now, never what was ever seen.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pycalico.selector import Selector, parse
 
 SID = TypeVar("SID", bound=Hashable)
 IID = TypeVar("IID", bound=Hashable)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -137,16 +141,21 @@ class LabelIndex(Generic[SID, IID]):
             self._by_ref.setdefault(name, set()).add(sid)
 
     def _unindex_selector(self, sid: SID, info: SelectorInfo) -> None:
+        """Drop ``sid`` from the selector indexes, pruning emptied entries (a selector's
+        label names and values must not outlive the last selector that used them)."""
         self._unrestricted.discard(sid)
         if info.restrict_label is not None:
             if info.restrict_values is None:
-                self._by_label.get(info.restrict_label, set()).discard(sid)
+                _discard(self._by_label, info.restrict_label, sid)
             else:
-                vals = self._by_value.get(info.restrict_label, {})
-                for v in info.restrict_values:
-                    vals.get(v, set()).discard(sid)
+                vals = self._by_value.get(info.restrict_label)
+                if vals is not None:
+                    for v in info.restrict_values:
+                        _discard(vals, v, sid)
+                    if not vals:
+                        del self._by_value[info.restrict_label]
         for name in info.labels:
-            self._by_ref.get(name, set()).discard(sid)
+            _discard(self._by_ref, name, sid)
 
     def _candidate_items(self, info: SelectorInfo) -> Iterable[IID]:
         if info.restrict_label is None:
@@ -211,16 +220,8 @@ class LabelIndex(Generic[SID, IID]):
 
     def _unindex_item(self, iid: IID, labels: Mapping[str, str]) -> None:
         for name, value in labels.items():
-            s = self._items_by_label.get(name)
-            if s is not None:
-                s.discard(iid)
-                if not s:
-                    del self._items_by_label[name]
-            s = self._items_by_value.get((name, value))
-            if s is not None:
-                s.discard(iid)
-                if not s:
-                    del self._items_by_value[(name, value)]
+            _discard(self._items_by_label, name, iid)
+            _discard(self._items_by_value, (name, value), iid)
 
     # --- transitions --------------------------------------------------------------------
     def _match(self, sid: SID, iid: IID) -> None:
@@ -232,3 +233,12 @@ class LabelIndex(Generic[SID, IID]):
         self._matches.get(sid, set()).discard(iid)
         self._item_matches.get(iid, set()).discard(sid)
         self._on_unmatch(sid, iid)
+
+
+def _discard(index: dict[K, set[V]], key: K, member: V) -> None:
+    """Remove ``member`` from ``index[key]``; the key goes with its last member."""
+    members = index.get(key)
+    if members is not None:
+        members.discard(member)
+        if not members:
+            del index[key]

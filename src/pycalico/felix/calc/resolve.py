@@ -43,8 +43,14 @@ def named_port_id(sel_uid: str, protocol: int | None, port: str) -> str:
     return "n:" + urlsafe_b64encode(digest.digest()).decode().rstrip("=")
 
 
+#: Bound of the selector -> unique id memo: the ids are a pure function of the selector
+#: text, so the memo is dropped when full (selectors come and go with policies; a memo
+#: keeping every selector ever seen would grow for the agent's lifetime).
+UID_MEMO_MAX = 4096
+
+
 class RuleResolver:
-    """Resolves rules, caching selector unique ids."""
+    """Resolves rules, caching selector unique ids (at most ``UID_MEMO_MAX``)."""
 
     def __init__(self) -> None:
         self._uids: dict[str, str] = {}
@@ -52,6 +58,8 @@ class RuleResolver:
     def uid(self, sel: str) -> str:
         uid = self._uids.get(sel)
         if uid is None:
+            if len(self._uids) >= UID_MEMO_MAX:
+                self._uids.clear()
             uid = self._uids[sel] = parse(sel).unique_id()
         return uid
 

@@ -23,10 +23,10 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from ipaddress import collapse_addresses
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pycalico.felix.calc.messages import (
     ActivePolicyRemove,
@@ -64,6 +64,7 @@ from pycalico.model import ItemID, PolicyID
 
 TABLE = "calico"
 _PORT_SET_TYPE = "{addr} . inet_proto . inet_service"
+_K = TypeVar("_K", bound=Hashable)
 
 
 def render_ipset(msg: IPSetUpdate, fam: Family) -> NftSet:
@@ -221,10 +222,10 @@ class RuleRenderer:
     def _set_endpoint(self, iid: ItemID, ep: EndpointUpdate | None) -> None:
         old = self._endpoints.pop(iid, None)
         if old is not None:
-            for pid in _policy_ids(old):
-                self._pol_users.get(pid, set()).discard(iid)
+            for pid in _policy_ids(old):  # a key goes with its last user (no leak)
+                _drop_user(self._pol_users, pid, iid)
             for prof in old.profile_ids:
-                self._prof_users.get(prof, set()).discard(iid)
+                _drop_user(self._prof_users, prof, iid)
         if ep is not None:
             self._endpoints[iid] = ep
             for pid in _policy_ids(ep):
@@ -399,3 +400,11 @@ def _policy_ids(ep: EndpointUpdate) -> set[PolicyID]:
             out.update(t.ingress_policies)
             out.update(t.egress_policies)
     return out
+
+
+def _drop_user(users: dict[_K, set[ItemID]], key: _K, iid: ItemID) -> None:
+    members = users.get(key)
+    if members is not None:
+        members.discard(iid)
+        if not members:
+            del users[key]
