@@ -175,7 +175,8 @@ class Felix(KernelWatch):
             else None
         )
         tc = tc if tc is not None or not system_routes else system_tc()
-        self.qos = QosLoop(tc, clock=self.clock) if tc is not None else None
+        prefix = self.config.interface_prefix if guard else None
+        self.qos = QosLoop(tc, clock=self.clock, guard_prefix=prefix) if tc is not None else None
         self._callbacks = QueueCallbacks()
         self._wake = self._callbacks.queue
         self._syncer: Any
@@ -518,4 +519,6 @@ class Felix(KernelWatch):
         if not self._nft_in_sync.is_set():
             log.info("felix %s: in sync; nftables programmed in %.3fs", self.node_name, dt)
             self._nft_in_sync.set()
+            if self.qos is not None:
+                self.qos.set_guard_ready()
             self._check_in_sync()
