@@ -155,6 +155,7 @@ _TCA_BPF_FD, _TCA_BPF_NAME, _TCA_BPF_FLAGS = 6, 7, 8
 _NLA_F_NESTED = 0x8000
 _PARENT = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 _ETH_P_ALL_BE = 0x0300  # htons(ETH_P_ALL)
+_ACK_TIMEOUT_S = 5.0
 
 
 def _nla(typ: int, payload: bytes) -> bytes:
@@ -205,6 +206,7 @@ def attach(items: Sequence[Attach], ifindex: dict[str, int], netns: str | None =
         return
     sock = _socket(netns)
     try:
+        sock.settimeout(_ACK_TIMEOUT_S)  # never block the owner loop on a lost ack
         sock.bind((0, 0))
         by_seq = {}
         for seq, a in enumerate(items, start=1):
