@@ -6,6 +6,7 @@ a removed filter, not before the ``calico`` table is programmed, and Felix's wir
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 from pycalico.datastore.memory import MemoryDatastore
 from pycalico.felix.agent import Felix
@@ -17,7 +18,7 @@ from pycalico.felix.qosloop import QosLoop
 from pycalico.felix.rules.policy import ALL_MARKS, MARK_EVALUATED
 from pycalico.system import tcbpf
 from pycalico.system.clock import FakeClock
-from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, FakeTc
+from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, FakeTc, TcError
 from tests.kit import wait_for
 
 LINKS = {"lo": 65536, "eth0": 1500, "calia": 1500, "calib": 1500, "vxlan.calico": 1450,
@@ -55,6 +56,18 @@ def test_apply_is_idempotent_and_repairs_a_removed_filter() -> None:
     assert errors and "calic" in errors[0]
     tc.fail.clear()
     assert dp.apply() == [] and tc.guards["calic"] == WORKLOAD_GUARD
+
+
+def test_a_kernel_without_ebpf_disables_the_guard_once() -> None:
+    class NoBpf(FakeTc):
+        def set_guards(self, want: Mapping[str, frozenset[str]]) -> None:
+            self.calls.append(("set_guards", ",".join(want)))
+            raise TcError("bpf: loading calico-guard-wl-in: Operation not permitted: ")
+
+    tc = NoBpf(links=dict(LINKS))
+    dp = GuardDataplane(tc, "cali")
+    assert dp.apply() == [] and dp.unsupported and "Operation not permitted" in dp.unsupported
+    assert dp.apply() == [] and len(tc.calls) == 1  # not retried
 
 
 def test_loop_applies_the_guard_only_once_the_table_is_programmed() -> None:

@@ -111,7 +111,9 @@ class TrafficControl(Protocol):
         ...
 
     def set_guards(self, want: Mapping[str, frozenset[str]]) -> None:
-        """Make each device's guard filters exactly ``want[dev]`` (creating ``clsact``)."""
+        """Make each device's guard filters exactly ``want[dev]`` (creating ``clsact``; a
+        legacy ``ingress`` qdisc is replaced on a workload interface - ours, QoS's - and left
+        alone elsewhere: that device is reported, the others are written)."""
         ...
 
     def del_guard(self, dev: str, *, qdisc: bool = False) -> None:
@@ -269,6 +271,7 @@ class TcKernel:
     def set_guards(self, want: Mapping[str, frozenset[str]]) -> None:
         if not want:
             return
+        workloads = {d for d, g in want.items() if any(x.startswith("ingress:") for x in g)}
         have = self.get_guards(list(want))
         missing = sorted(set(want) - set(have))
         if missing:
@@ -278,9 +281,11 @@ class TcKernel:
             for q in self._json("tc", "qdisc", "show")
             if q.get("kind") in ("clsact", "ingress")
         }
+        foreign = sorted(d for d in want if kinds.get(d) == "ingress" and d not in workloads)
+        want = {d: g for d, g in want.items() if d not in foreign}
         lines = []
         for dev in sorted(want):
-            if kinds.get(dev) == "ingress":
+            if kinds.get(dev) == "ingress":  # our QoS's, from an older version
                 lines.append(f"qdisc del dev {dev} ingress")
             if kinds.get(dev) != "clsact":
                 lines.append(f"qdisc add dev {dev} clsact")
@@ -300,6 +305,9 @@ class TcKernel:
             tcbpf.attach(items, self.list_links(), self.netns)
         except tcbpf.BpfError as e:
             raise TcError(str(e)) from None
+        if foreign:  # someone else's ingress qdisc excludes clsact: theirs stays, no guard
+            raise TcError(f"tc guard: {', '.join(foreign)}: an ingress qdisc (not ours) "
+                          "excludes clsact; not guarded")  # fmt: skip
 
     def del_guard(self, dev: str, *, qdisc: bool = False) -> None:
         if qdisc:

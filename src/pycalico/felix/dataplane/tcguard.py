@@ -53,9 +53,15 @@ class GuardDataplane:
         self.tc = tc
         self.prefix = prefix
         self.writes = 0
+        #: Set when the kernel cannot load the programs (no eBPF, no CAP_BPF): logged once,
+        #: never retried (the nft guard table still fails closed, but not on a flush).
+        self.unsupported: str | None = None
+        self._warned: set[str] = set()
 
     def apply(self) -> list[str]:
         """Read every device's guard and fix those that differ; returns the errors."""
+        if self.unsupported is not None:
+            return []
         want = wanted(list(self.tc.list_links()), self.prefix)
         have = self.tc.get_guards(list(want))
         todo = {d: g for d, g in want.items() if d in have and have[d] != g}
@@ -64,6 +70,16 @@ class GuardDataplane:
         try:
             self.tc.set_guards(todo)
         except TcError as e:  # e.g. a device removed between the read and the write
+            if "bpf: loading" in str(e) or "bpf: unsupported" in str(e):
+                self.unsupported = str(e)
+                log.error("tc guard disabled: %s", e)
+                return []
+            if "not ours" in str(e):  # left alone by design: no 1 s retries, warned once
+                if str(e) not in self._warned:
+                    self._warned.add(str(e))
+                    log.warning("%s", e)
+                self.writes += 1
+                return []
             log.warning("tc guard: %s", e)
             return [str(e)]
         self.writes += 1
