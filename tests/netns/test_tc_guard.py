@@ -20,7 +20,7 @@ from pycalico.felix.dataplane.qos import QosDataplane, ifb_name
 from pycalico.felix.dataplane.tcguard import GuardDataplane
 from pycalico.model.types import QoSControls
 from pycalico.system.process import SubprocessRunner
-from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, TcKernel
+from pycalico.system.tc import HOST_GUARD, HOST_GUARD_V4, WORKLOAD_GUARD, TcKernel
 from pycalico.system.tcbpf import MARK_SEEN
 from tests.fixtures.netns import NetnsFactory
 from tests.netns.test_felix_dataplane import Cluster
@@ -121,3 +121,22 @@ def test_a_legacy_ingress_qdisc_gives_way_to_clsact(cluster: Cluster) -> None:
     qos.set(a_if, QoSControls(egressBandwidth=10**8, egressBurst=10**7))
     assert qos.apply(full=True) == []
     assert tc.get_redirect(a_if) == ifb and tc.get_guards([a_if])[a_if] == WORKLOAD_GUARD
+
+
+def test_without_ipv6_support_only_ipv4_is_checked(cluster: Cluster) -> None:
+    """Felix without ipv6Support programs no ``ip6 calico`` table (nothing marks IPv6
+    packets): its guard checks IPv4 packets only; with IPv6 support both."""
+    cluster.node.sysctl("net.ipv6.conf.all.forwarding", 1)
+    cluster.add_pod6("a6", "fd00:65::1")
+    cluster.add_pod6("b6", "fd00:65::2")
+    tc = TcKernel(SubprocessRunner(), netns=cluster.node.name)
+    a, b = cluster.pods["a"], cluster.pods["b"]
+    a6, b6 = cluster.pods["a6"], cluster.pods["b6"]
+    assert a6[0].ping(b6[1], timeout_s=1) and a[0].ping(b[1], timeout_s=1)
+    assert GuardDataplane(tc, "cali", ipv6=False).apply() == []
+    assert tc.get_guards(["eth0"])["eth0"] == HOST_GUARD_V4
+    assert a6[0].ping(b6[1], timeout_s=1)  # IPv6: not checked
+    assert not a[0].ping(b[1], timeout_s=1, attempts=1)  # IPv4: no table, dropped
+    assert GuardDataplane(tc, "cali", ipv6=True).apply() == []  # replaces the programs
+    assert tc.get_guards(["eth0"])["eth0"] == HOST_GUARD
+    assert not a6[0].ping(b6[1], timeout_s=1, attempts=1)

@@ -18,7 +18,14 @@ from pycalico.felix.qosloop import QosLoop
 from pycalico.felix.rules.policy import ALL_MARKS, MARK_EVALUATED
 from pycalico.system import tcbpf
 from pycalico.system.clock import FakeClock
-from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, FakeTc, TcError
+from pycalico.system.tc import (
+    HOST_GUARD,
+    HOST_GUARD_V4,
+    WORKLOAD_GUARD,
+    WORKLOAD_GUARD_V4,
+    FakeTc,
+    TcError,
+)
 from tests.kit import wait_for
 
 LINKS = {"lo": 65536, "eth0": 1500, "calia": 1500, "calib": 1500, "vxlan.calico": 1450,
@@ -30,6 +37,8 @@ def test_workload_interfaces_get_the_workload_guard_others_the_host_guard() -> N
     assert got == {"eth0": HOST_GUARD, "vxlan.calico": HOST_GUARD,
                    "calia": WORKLOAD_GUARD, "calib": WORKLOAD_GUARD}  # fmt: skip
     assert wanted(["tap1", "eth0"], "tap") == {"tap1": WORKLOAD_GUARD, "eth0": HOST_GUARD}
+    v4 = wanted(["calia", "eth0"], "cali", ipv6=False)  # no ip6 calico table: IPv4 only
+    assert v4 == {"calia": WORKLOAD_GUARD_V4, "eth0": HOST_GUARD_V4}
 
 
 def test_the_guard_marks_do_not_collide_with_the_nft_marks() -> None:
@@ -110,6 +119,14 @@ def test_felix_installs_and_repairs_the_guard_and_can_go_without() -> None:
         del tc.guards["eth0"]
         felix.kernel_event(QOS_TOPIC)  # what the tc monitor watcher reports
         assert wait_for(lambda: tc.guards.get("eth0") == HOST_GUARD, 5)  # not at the 30 s pass
+    finally:
+        felix.stop()
+    v4 = FakeTc(links=dict(LINKS))
+    felix = Felix("node1", MemoryDatastore(), FakeNftRunner(), syncer_poll_interval=0.05,
+                  tc=v4, overrides={"ipv6Support": False}).start()  # fmt: skip
+    try:
+        assert felix.wait_in_sync(5)
+        assert wait_for(lambda: v4.guards.get("eth0") == HOST_GUARD_V4, 5)
     finally:
         felix.stop()
     off = FakeTc(links=dict(LINKS))

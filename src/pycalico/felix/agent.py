@@ -176,7 +176,12 @@ class Felix(KernelWatch):
         )
         tc = tc if tc is not None or not system_routes else system_tc()
         prefix = self.config.interface_prefix if guard else None
-        self.qos = QosLoop(tc, clock=self.clock, guard_prefix=prefix) if tc is not None else None
+        v6 = "ip6" in self.tables  # no ip6 calico table: the guard checks IPv4 only
+        self.qos = (
+            QosLoop(tc, clock=self.clock, guard_prefix=prefix, guard_ipv6=v6)
+            if tc is not None
+            else None
+        )
         self._callbacks = QueueCallbacks()
         self._wake = self._callbacks.queue
         self._syncer: Any

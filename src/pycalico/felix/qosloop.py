@@ -41,10 +41,17 @@ class QosLoop:
     """See the module docstring. Only the owner thread calls it (``stats`` is a snapshot)."""
 
     def __init__(
-        self, tc: TrafficControl, *, clock: Clock | None = None, guard_prefix: str | None = None
+        self,
+        tc: TrafficControl,
+        *,
+        clock: Clock | None = None,
+        guard_prefix: str | None = None,
+        guard_ipv6: bool = True,
     ) -> None:
         self.dataplane = QosDataplane(tc)
-        self.guard = GuardDataplane(tc, guard_prefix) if guard_prefix is not None else None
+        self.guard = (
+            GuardDataplane(tc, guard_prefix, guard_ipv6) if guard_prefix is not None else None
+        )
         self._guard_ready = False
         self.clock: Clock = clock if clock is not None else RealClock()
         self._in_sync = False

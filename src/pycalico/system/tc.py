@@ -51,6 +51,9 @@ REDIRECT_PREF = 2
 WORKLOAD_GUARD = frozenset({"ingress:wl-in", "egress:wl-out"})
 #: Any other interface of the node: drop unevaluated workload traffic at egress.
 HOST_GUARD = frozenset({"egress:host-out"})
+#: The same, checking IPv4 packets only (Felix without ipv6Support).
+WORKLOAD_GUARD_V4 = frozenset({"ingress:wl-in", "egress:wl-out-v4"})
+HOST_GUARD_V4 = frozenset({"egress:host-out-v4"})
 
 
 class TcError(CalicoError):

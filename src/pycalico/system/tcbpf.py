@@ -16,7 +16,9 @@ project's CI kernel among them - are built without them):
   the host itself sends (``ingress_ifindex == 0``) always pass;
 - ``host-out`` (the node's other interfaces, egress): drop a packet with ``FROM_WL`` and
   without ``SEEN`` (from a workload, never evaluated by the ``calico`` table); anything
-  else passes.
+  else passes;
+- ``wl-out-v4``/``host-out-v4``: the same for IPv4 packets only, every other protocol passes
+  (Felix without ``ipv6Support`` programs no ``ip6 calico`` table to mark IPv6 packets).
 
 ``SEEN`` is :data:`~pycalico.felix.rules.policy.MARK_EVALUATED` (set by the first rule of
 the ``calico`` table's filter base chains, so packets the table drops never get here);
@@ -55,6 +57,7 @@ _TC_ACT_UNSPEC = -1
 _TC_ACT_OK = 0
 _TC_ACT_SHOT = 2
 _SKB_MARK = 8  # offsetof(struct __sk_buff, mark)
+_SKB_PROTOCOL = 16
 _SKB_INGRESS_IFINDEX = 36
 
 
@@ -70,7 +73,31 @@ def _ret(verdict: int) -> bytes:
     return _insn(_MOV64K, 0, imm=verdict) + _insn(_EXIT)
 
 
-#: name -> bytecode (r1 = struct __sk_buff *).
+def _ipv4_only(body: bytes) -> bytes:
+    """``body`` (ending in the 2-instruction pass verdict) for IPv4 packets; any other
+    protocol jumps straight to that pass verdict."""
+    n = len(body) // 8
+    proto = socket.htons(0x0800)  # skb->protocol is big-endian, read as a native u32
+    return _insn(_LDXW, 4, 1, _SKB_PROTOCOL) + _insn(_JNEK, 4, off=n - 2, imm=proto) + body
+
+
+_WL_OUT = (
+    _insn(_LDXW, 2, 1, _SKB_MARK)
+    + _insn(_JSETK, 2, off=4, imm=MARK_SEEN)  # seen: pass
+    + _insn(_LDXW, 3, 1, _SKB_INGRESS_IFINDEX)
+    + _insn(_JEQK, 3, off=2, imm=0)  # sent by the host itself: pass
+    + _ret(_TC_ACT_SHOT)
+    + _ret(_TC_ACT_UNSPEC)
+)
+_HOST_OUT = (
+    _insn(_LDXW, 2, 1, _SKB_MARK)
+    + _insn(_AND64K, 2, imm=MARK_FROM_WL | MARK_SEEN)
+    + _insn(_JNEK, 2, off=2, imm=MARK_FROM_WL)
+    + _ret(_TC_ACT_SHOT)
+    + _ret(_TC_ACT_UNSPEC)
+)
+#: name -> bytecode (r1 = struct __sk_buff *). The ``-v4`` variants check IPv4 packets only
+#: (Felix without ``ipv6Support`` has no ``ip6 calico`` table to mark IPv6 ones).
 PROGRAMS: dict[str, bytes] = {
     "wl-in": (
         _insn(_LDXW, 2, 1, _SKB_MARK)
@@ -78,21 +105,10 @@ PROGRAMS: dict[str, bytes] = {
         + _insn(_STXW, 1, 2, _SKB_MARK)
         + _ret(_TC_ACT_UNSPEC)
     ),
-    "wl-out": (
-        _insn(_LDXW, 2, 1, _SKB_MARK)
-        + _insn(_JSETK, 2, off=4, imm=MARK_SEEN)  # seen: pass
-        + _insn(_LDXW, 3, 1, _SKB_INGRESS_IFINDEX)
-        + _insn(_JEQK, 3, off=2, imm=0)  # sent by the host itself: pass
-        + _ret(_TC_ACT_SHOT)
-        + _ret(_TC_ACT_UNSPEC)
-    ),
-    "host-out": (
-        _insn(_LDXW, 2, 1, _SKB_MARK)
-        + _insn(_AND64K, 2, imm=MARK_FROM_WL | MARK_SEEN)
-        + _insn(_JNEK, 2, off=2, imm=MARK_FROM_WL)
-        + _ret(_TC_ACT_SHOT)
-        + _ret(_TC_ACT_UNSPEC)
-    ),
+    "wl-out": _WL_OUT,
+    "host-out": _HOST_OUT,
+    "wl-out-v4": _ipv4_only(_WL_OUT),
+    "host-out-v4": _ipv4_only(_HOST_OUT),
 }
 
 

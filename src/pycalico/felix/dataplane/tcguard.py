@@ -12,6 +12,7 @@ tc guard is outside nftables: tiny eBPF classifiers on ``clsact`` hooks
   nor the QoS IFBs ``bw<prefix>*``): egress drops a packet FROM a workload that the table
   did not see.
 
+Without ``ipv6Support`` (no ``ip6 calico`` table) the programs check IPv4 packets only.
 The host's own traffic (BGP, its connections, to workloads too) never carries ``FROM_WL``
 and is not forwarded, so it is never dropped, with or without the nft tables. While the
 ``calico`` table is missing, every forwarded workload packet drops, established flows
@@ -31,27 +32,37 @@ from __future__ import annotations
 import logging
 
 from pycalico.felix.dataplane.qos import IFB_PREFIX
-from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, TcError, TrafficControl
+from pycalico.system.tc import (
+    HOST_GUARD,
+    HOST_GUARD_V4,
+    WORKLOAD_GUARD,
+    WORKLOAD_GUARD_V4,
+    TcError,
+    TrafficControl,
+)
 
 log = logging.getLogger(__name__)
 
 
-def wanted(links: list[str], prefix: str) -> dict[str, frozenset[str]]:
-    """The guard of each device of ``links`` (``prefix``: the workload interface prefix)."""
+def wanted(links: list[str], prefix: str, ipv6: bool = True) -> dict[str, frozenset[str]]:
+    """The guard of each device of ``links`` (``prefix``: the workload interface prefix;
+    ``ipv6``: Felix programs the ``ip6 calico`` table, so IPv6 packets are checked too)."""
+    wl, host = (WORKLOAD_GUARD, HOST_GUARD) if ipv6 else (WORKLOAD_GUARD_V4, HOST_GUARD_V4)
     out = {}
     for name in links:
         if name == "lo" or name.startswith((IFB_PREFIX, "bw" + (prefix or "cali"))):
             continue
-        out[name] = WORKLOAD_GUARD if prefix and name.startswith(prefix) else HOST_GUARD
+        out[name] = wl if prefix and name.startswith(prefix) else host
     return out
 
 
 class GuardDataplane:
     """See the module docstring."""
 
-    def __init__(self, tc: TrafficControl, prefix: str) -> None:
+    def __init__(self, tc: TrafficControl, prefix: str, ipv6: bool = True) -> None:
         self.tc = tc
         self.prefix = prefix
+        self.ipv6 = ipv6
         self.writes = 0
         #: Set when the kernel cannot load the programs (no eBPF, no CAP_BPF): logged once,
         #: never retried (the nft guard table still fails closed, but not on a flush).
@@ -62,7 +73,7 @@ class GuardDataplane:
         """Read every device's guard and fix those that differ; returns the errors."""
         if self.unsupported is not None:
             return []
-        want = wanted(list(self.tc.list_links()), self.prefix)
+        want = wanted(list(self.tc.list_links()), self.prefix, self.ipv6)
         have = self.tc.get_guards(list(want))
         todo = {d: g for d, g in want.items() if d in have and have[d] != g}
         if not todo:
