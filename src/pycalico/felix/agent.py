@@ -20,7 +20,10 @@ resync per topic per 0.5 s), which writes only what differs; an event on
 ``calico`` table Felix programs the ``calico-guard`` table (:mod:`pycalico.felix.rules.guard`)
 in the same transaction: it drops new workload traffic the main table did not evaluate, so a
 deleted table or flushed base chain fails closed until repaired; after a ``flush ruleset``
-(both gone) the guard, repaired at once on its own, is back before the main table.
+(both gone) the guard, repaired at once on its own, is back before the main table, and
+meanwhile the tc guard (:mod:`pycalico.felix.dataplane.tcguard`, outside nftables,
+installed by the QoS loop once the main table is programmed) drops forwarded workload
+traffic that no table marked.
 
 Invariants (DESIGN.md §4, principles 2, 3, 7):
 - Only the owner thread touches the graph, the renderer, the tables and the route drivers;
