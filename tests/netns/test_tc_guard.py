@@ -140,3 +140,24 @@ def test_without_ipv6_support_only_ipv4_is_checked(cluster: Cluster) -> None:
     assert GuardDataplane(tc, "cali", ipv6=True).apply() == []  # replaces the programs
     assert tc.get_guards(["eth0"])["eth0"] == HOST_GUARD
     assert not a6[0].ping(b6[1], timeout_s=1, attempts=1)
+
+
+def test_someone_elses_filter_at_our_preference_is_never_replaced(cluster: Cluster) -> None:
+    """On the node's own devices a filter of preference 1 that is not ours stays: on a hook
+    the guard does not use it is left alone and the guard goes in; on the hook it needs,
+    that device is left unguarded (warned once), the others are guarded."""
+    tc = TcKernel(SubprocessRunner(), netns=cluster.node.name)
+    u32 = ("protocol", "all", "pref", "1", "u32", "match", "u32", "0", "0")
+    cluster.node.exec("tc", "qdisc", "add", "dev", "eth0", "clsact")
+    cluster.node.exec("tc", "filter", "add", "dev", "eth0", "ingress", *u32)
+    guard = GuardDataplane(tc, "cali")
+    assert guard.apply() == [] and guard.writes == 1
+    assert tc.get_guards(["eth0"])["eth0"] == HOST_GUARD | {"ingress:?"}
+    assert guard.apply() == [] and guard.writes == 1  # settled: nothing written
+    tc.del_guard("eth0")  # (as uninstall does) only ours
+    assert tc.get_guards(["eth0"])["eth0"] == {"ingress:?"}
+    cluster.node.exec("tc", "filter", "add", "dev", "eth0", "egress", *u32)
+    assert guard.apply() == []  # reported once in the log, not an error retried each second
+    assert tc.get_guards(["eth0"])["eth0"] == {"ingress:?", "egress:?"}
+    a_if = next(n for n in tc.list_links() if n.startswith("cali"))
+    assert tc.get_guards([a_if])[a_if] == WORKLOAD_GUARD

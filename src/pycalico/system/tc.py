@@ -16,7 +16,8 @@ Invariants:
 - Guard filters (:mod:`pycalico.system.tcbpf`) sit at preference 1 of the ``clsact`` hooks
   (before the redirect) and are named ``calico-guard-<program>``; a device's guard reads
   back as the set of ``<hook>:<program>`` of those filters (:data:`WORKLOAD_GUARD`,
-  :data:`HOST_GUARD`). ``set_guards`` writes a whole batch of devices with one ``tc -batch``
+  :data:`HOST_GUARD`; ``<hook>:?`` for someone else's filter at that preference, which is
+  never replaced nor deleted). ``set_guards`` writes a whole batch of devices with one ``tc -batch``
   and one netlink socket.
 - A read-back TBF is what the kernel reports: ``rate`` exact, ``burst`` rounded to the
   scheduler's 64 ns ticks (compare with :meth:`Tbf.same`); peakrate is not reported by
@@ -125,12 +126,20 @@ class TrafficControl(Protocol):
         ...
 
 
+#: In a read-back guard: ``<hook>:`` + this = someone else's filter holds our preference.
+FOREIGN = "?"
+
+
 def _guard_of(filters: list[dict[str, Any]], hook: str) -> set[str]:
     out = set()
     for f in filters:
-        name = str((f.get("options") or {}).get("bpf_name", ""))
+        if not f.get("options"):
+            continue  # the preference's head entry
+        name = str(f["options"].get("bpf_name", ""))
         if f.get("kind") == "bpf" and name.startswith(tcbpf.NAME_PREFIX):
             out.add(f"{hook}:{name.removeprefix(tcbpf.NAME_PREFIX)}")
+        elif f.get("pref") == tcbpf.PREF:
+            out.add(f"{hook}:{FOREIGN}")
     return out
 
 
@@ -284,7 +293,15 @@ class TcKernel:
             for q in self._json("tc", "qdisc", "show")
             if q.get("kind") in ("clsact", "ingress")
         }
-        foreign = sorted(d for d in want if kinds.get(d) == "ingress" and d not in workloads)
+        foreign = sorted(
+            d
+            for d in want
+            if (kinds.get(d) == "ingress" and d not in workloads)
+            or any(
+                g.endswith(":" + FOREIGN) and any(w.startswith(g[:-1]) for w in want[d])
+                for g in have[d]
+            )
+        )
         want = {d: g for d, g in want.items() if d not in foreign}
         lines = []
         for dev in sorted(want):
@@ -293,7 +310,11 @@ class TcKernel:
             if kinds.get(dev) != "clsact":
                 lines.append(f"qdisc add dev {dev} clsact")
             for hook in ("ingress", "egress"):
-                stale = {g for g in have[dev] - want[dev] if g.startswith(hook + ":")}
+                stale = {
+                    g
+                    for g in have[dev] - want[dev]
+                    if g.startswith(hook + ":") and not g.endswith(":" + FOREIGN)
+                }
                 if stale and not any(g.startswith(hook + ":") for g in want[dev]):
                     lines.append(f"filter del dev {dev} {hook} pref {tcbpf.PREF}")
         if lines:
@@ -308,16 +329,18 @@ class TcKernel:
             tcbpf.attach(items, self.list_links(), self.netns)
         except tcbpf.BpfError as e:
             raise TcError(str(e)) from None
-        if foreign:  # someone else's ingress qdisc excludes clsact: theirs stays, no guard
-            raise TcError(f"tc guard: {', '.join(foreign)}: an ingress qdisc (not ours) "
-                          "excludes clsact; not guarded")  # fmt: skip
+        if foreign:  # someone else's ingress qdisc or filter is in the way: theirs stays
+            what = f"an ingress qdisc or a filter of preference {tcbpf.PREF}"
+            raise TcError(f"tc guard: {', '.join(foreign)}: {what} (not ours) is in the way; "
+                          "not guarded")  # fmt: skip
 
     def del_guard(self, dev: str, *, qdisc: bool = False) -> None:
         if qdisc:
             if self._ingress_kind(dev) == "clsact":
                 self._run("tc", "qdisc", "del", "dev", dev, "clsact", missing_ok=True)
             return
-        for hook in sorted({g.split(":")[0] for g in self.get_guards([dev]).get(dev, ())}):
+        ours = {g for g in self.get_guards([dev]).get(dev, ()) if not g.endswith(":" + FOREIGN)}
+        for hook in sorted({g.split(":")[0] for g in ours}):
             self._run("tc", "filter", "del", "dev", dev, hook, "pref", str(tcbpf.PREF),
                       missing_ok=True)  # fmt: skip
 

@@ -33,6 +33,7 @@ import logging
 
 from pycalico.felix.dataplane.qos import IFB_PREFIX
 from pycalico.system.tc import (
+    FOREIGN,
     HOST_GUARD,
     HOST_GUARD_V4,
     WORKLOAD_GUARD,
@@ -56,6 +57,14 @@ def wanted(links: list[str], prefix: str, ipv6: bool = True) -> dict[str, frozen
     return out
 
 
+def _settled(have: frozenset[str], want: frozenset[str]) -> bool:
+    """Our filters are exactly ``want`` and nobody else's sits where one of them goes
+    (someone else's filter on a hook we do not use is none of our business)."""
+    hooks = {w.split(":")[0] for w in want}
+    foreign = {g for g in have if g.endswith(":" + FOREIGN)}
+    return have - foreign == want and not any(g.split(":")[0] in hooks for g in foreign)
+
+
 class GuardDataplane:
     """See the module docstring."""
 
@@ -75,7 +84,7 @@ class GuardDataplane:
             return []
         want = wanted(list(self.tc.list_links()), self.prefix, self.ipv6)
         have = self.tc.get_guards(list(want))
-        todo = {d: g for d, g in want.items() if d in have and have[d] != g}
+        todo = {d: g for d, g in want.items() if d in have and not _settled(have[d], g)}
         if not todo:
             return []
         try:
