@@ -58,6 +58,7 @@ BENCHES: list[tuple[str, list[str], bool, bool]] = [
     ("console", [], False, False),
     ("churn", [], False, False),
     ("bgp_failover", ["--baseline"], False, False),
+    ("tcguard", [], False, True),
 ]
 FULL_EXTRA = {"lab": ["--sizes", "10,20,40,60"]}
 

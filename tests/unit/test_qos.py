@@ -28,7 +28,7 @@ from pycalico.model.qos import (
 )
 from pycalico.model.types import ModelError, QoSControls
 from pycalico.system.clock import FakeClock
-from pycalico.system.tc import FakeTc, Tbf, TcError, TrafficControl
+from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, FakeTc, Tbf, TcError, TrafficControl
 from tests.kit import wait_for, workload_endpoint
 
 Q = "qos.projectcalico.org/"
@@ -237,6 +237,29 @@ def tc_contract(tc: TrafficControl, dev: str) -> None:
     assert ifb not in tc.list_ifbs()
     with pytest.raises(TcError):
         tc.replace_tbf(missing, t)
+    # The tc guard: written, read back, next to the QoS redirect, removed.
+    assert dev in tc.list_links() and missing not in tc.list_links()
+    assert tc.get_guards([dev, missing]) == {dev: frozenset()}
+    tc.set_guards({dev: WORKLOAD_GUARD})
+    tc.set_guards({dev: WORKLOAD_GUARD})  # a replace, not a second filter
+    assert tc.get_guards([dev]) == {dev: WORKLOAD_GUARD}
+    tc.add_ifb(ifb, mtu)
+    tc.set_redirect(dev, ifb)
+    assert tc.get_guards([dev]) == {dev: WORKLOAD_GUARD} and tc.get_redirect(dev) == ifb
+    tc.set_guards({dev: HOST_GUARD})
+    assert tc.get_guards([dev]) == {dev: HOST_GUARD} and tc.get_redirect(dev) == ifb
+    tc.del_guard(dev)
+    tc.del_guard(dev)
+    assert tc.get_guards([dev]) == {dev: frozenset()} and tc.get_redirect(dev) == ifb
+    tc.set_guards({dev: WORKLOAD_GUARD})
+    tc.del_ingress(dev)  # the QoS redirect only
+    assert tc.get_redirect(dev) is None and tc.get_guards([dev]) == {dev: WORKLOAD_GUARD}
+    tc.set_redirect(dev, ifb)
+    tc.del_guard(dev, qdisc=True)  # uninstall: the guard and the redirect
+    assert tc.get_guards([dev]) == {dev: frozenset()} and tc.get_redirect(dev) is None
+    tc.del_link(ifb)
+    with pytest.raises(TcError):
+        tc.set_guards({missing: HOST_GUARD})
 
 
 def test_fake_tc_passes_the_contract() -> None:

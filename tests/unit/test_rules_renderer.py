@@ -70,10 +70,15 @@ def test_golden_structure() -> None:
     assert fwd.hook is not None and (fwd.hook.hook, fwd.hook.priority) == ("forward", 0)
     assert {"filter-INPUT", "filter-OUTPUT"} <= set(t.chains)
     bodies = [r.body for r in fwd.rules]
-    assert bodies[:2] == [
+    assert bodies[:3] == [
+        # First: the evaluated mark, established packets too (the tc guard requires it of
+        # every forwarded workload packet; felix/dataplane/tcguard.py).
+        "meta mark set meta mark | 0x40000",
         "ct state established,related accept",
         'iifname "cali*" fib saddr . iif oif missing drop',
     ]
+    for base in ("filter-INPUT", "filter-OUTPUT"):
+        assert t.chains[base].rules[0].body == "meta mark set meta mark | 0x40000"
     assert 'iifname "cali*" jump cali-from-wl-dispatch' in bodies
     # Dispatch: a verdict map keyed by interface name; unknown cali* drops.
     assert t.sets["cali-tw-dispatch"].elements == {

@@ -20,7 +20,10 @@ resync per topic per 0.5 s), which writes only what differs; an event on
 ``calico`` table Felix programs the ``calico-guard`` table (:mod:`pycalico.felix.rules.guard`)
 in the same transaction: it drops new workload traffic the main table did not evaluate, so a
 deleted table or flushed base chain fails closed until repaired; after a ``flush ruleset``
-(both gone) the guard, repaired at once on its own, is back before the main table.
+(both gone) the guard, repaired at once on its own, is back before the main table, and
+meanwhile the tc guard (:mod:`pycalico.felix.dataplane.tcguard`, outside nftables,
+installed by the QoS loop once the main table is programmed) drops forwarded workload
+traffic that no table marked.
 
 Invariants (DESIGN.md §4, principles 2, 3, 7):
 - Only the owner thread touches the graph, the renderer, the tables and the route drivers;
@@ -175,7 +178,13 @@ class Felix(KernelWatch):
             else None
         )
         tc = tc if tc is not None or not system_routes else system_tc()
-        self.qos = QosLoop(tc, clock=self.clock) if tc is not None else None
+        prefix = self.config.interface_prefix if guard else None
+        v6 = "ip6" in self.tables  # no ip6 calico table: the guard checks IPv4 only
+        self.qos = (
+            QosLoop(tc, clock=self.clock, guard_prefix=prefix, guard_ipv6=v6)
+            if tc is not None
+            else None
+        )
         self._callbacks = QueueCallbacks()
         self._wake = self._callbacks.queue
         self._syncer: Any
@@ -518,4 +527,6 @@ class Felix(KernelWatch):
         if not self._nft_in_sync.is_set():
             log.info("felix %s: in sync; nftables programmed in %.3fs", self.node_name, dt)
             self._nft_in_sync.set()
+            if self.qos is not None:
+                self.qos.set_guard_ready()
             self._check_in_sync()

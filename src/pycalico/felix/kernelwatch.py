@@ -1,8 +1,9 @@
 """Felix's kernel watchers: what wakes the owner loop when someone touches what Felix owns.
 
 :class:`KernelWatch` is a mixin of :class:`~pycalico.felix.agent.Felix` (split out to keep the
-agent small). ``nft monitor`` (through the nft runner's process seam) and, with the system's
-route drivers, ``ip monitor`` feed :meth:`KernelWatch.kernel_event` from their threads; that
+agent small). ``nft monitor`` (through the nft runner's process seam), ``tc monitor`` (with
+the tc guard: a deleted guard filter or clsact qdisc) and, with the system's route drivers,
+``ip monitor`` feed :meth:`KernelWatch.kernel_event` from their threads; that
 only notes a debounced topic and wakes the loop. The owner loop calls
 :meth:`KernelWatch._take_kernel_events`, which asks the touched table for a read-back or the
 route loop for a full apply, and repairs a family's tiny guard table at once when an event
@@ -28,6 +29,7 @@ from pycalico.felix.dataplane.watch import (
     LineWatcher,
     nft_topic,
     route_topic,
+    tc_topic,
 )
 
 if TYPE_CHECKING:
@@ -76,8 +78,14 @@ class KernelWatch:
         if callable(monitor) and hasattr(launcher, "spawn"):
             out.append(LineWatcher("nft", monitor(), lambda ln: nft_topic(ln, watched),
                                    self.kernel_event, launcher))  # fmt: skip
+        from pycalico.system.process import SubprocessRunner
+
+        tc_monitor = getattr(self.qos.dataplane.tc, "monitor_argv", None) if self.qos else None
+        if self.qos is not None and self.qos.guard is not None and callable(tc_monitor):
+            # A qdisc or filter deleted (or replaced) by hand: the tc guard and QoS re-read.
+            out.append(LineWatcher("tc", tc_monitor(), tc_topic, self.kernel_event,
+                                   SubprocessRunner(die_with_parent=True)))  # fmt: skip
         if routes:
-            from pycalico.system.process import SubprocessRunner
 
             def classify(line: str) -> str | None:
                 return route_topic(line, self.config.interface_prefix)

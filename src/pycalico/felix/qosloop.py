@@ -1,13 +1,17 @@
-"""The QoS half of Felix's owner loop: endpoint messages in, tc bandwidth controls applied.
+"""The tc half of Felix's owner loop: endpoint messages in, tc bandwidth controls and the tc
+guard applied.
 
 Owns, for the one owner thread of :class:`pycalico.felix.agent.Felix`: which local workload
 interface wants which ``qosControls`` (from :class:`~pycalico.felix.calc.messages.EndpointUpdate`
 / :class:`~pycalico.felix.calc.messages.EndpointRemove`), and the apply schedule of the
-:class:`~pycalico.felix.dataplane.qos.QosDataplane`.
+:class:`~pycalico.felix.dataplane.qos.QosDataplane` and (``guard_prefix`` given) of the
+:class:`~pycalico.felix.dataplane.tcguard.GuardDataplane`, which every full apply runs first
+(it may replace a legacy ``ingress`` qdisc, whose QoS redirect the QoS apply then restores).
 
 Invariants:
 - Nothing is applied before the graph's ``InSync`` (a sweep on a partial view would remove
-  the IFBs of endpoints not seen yet).
+  the IFBs of endpoints not seen yet); the guard not before Felix sets ``guard_ready`` (the
+  ``calico`` table, which sets the mark the guard requires, is programmed).
 - A change is applied at the next owner-loop iteration (no timer); a full apply (re-read
   every interface, sweep unused IFBs) runs first, every :data:`REFRESH_S` and after a
   failure (retried after :data:`RETRY_S`); a failure never blocks nft or routes.
@@ -23,6 +27,7 @@ from typing import Any
 from pycalico.errors import CalicoError
 from pycalico.felix.calc.messages import EndpointRemove, EndpointUpdate, InSync, Message
 from pycalico.felix.dataplane.qos import QosDataplane
+from pycalico.felix.dataplane.tcguard import GuardDataplane
 from pycalico.system.clock import Clock, RealClock
 from pycalico.system.tc import TrafficControl
 
@@ -35,8 +40,19 @@ RETRY_S = 1.0
 class QosLoop:
     """See the module docstring. Only the owner thread calls it (``stats`` is a snapshot)."""
 
-    def __init__(self, tc: TrafficControl, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        tc: TrafficControl,
+        *,
+        clock: Clock | None = None,
+        guard_prefix: str | None = None,
+        guard_ipv6: bool = True,
+    ) -> None:
         self.dataplane = QosDataplane(tc)
+        self.guard = (
+            GuardDataplane(tc, guard_prefix, guard_ipv6) if guard_prefix is not None else None
+        )
+        self._guard_ready = False
         self.clock: Clock = clock if clock is not None else RealClock()
         self._in_sync = False
         self._full = True
@@ -56,6 +72,12 @@ class QosLoop:
 
     def request_full(self) -> None:
         self._full = True
+
+    def set_guard_ready(self) -> None:
+        """The ``calico`` table is programmed: the guard may go in (at the next step)."""
+        if not self._guard_ready:
+            self._guard_ready = True
+            self._full = True
 
     def deadline(self) -> float | None:
         """When :meth:`step` has work next (None: nothing scheduled)."""
@@ -77,7 +99,10 @@ class QosLoop:
         if not full and not self.dataplane.dirty:
             return
         try:
-            errors = self.dataplane.apply(full=full)
+            errors = []
+            if full and self.guard is not None and self._guard_ready:
+                errors += self.guard.apply()
+            errors += self.dataplane.apply(full=full)
         except (CalicoError, OSError) as e:  # e.g. tc not installed: retry, never spin
             log.warning("qos: apply failed: %s", e)
             errors = [str(e)]
@@ -97,6 +122,7 @@ class QosLoop:
             "interfaces": len(self.dataplane.desired()),
             "applies": self.applies,
             "tc_writes": self.dataplane.writes,
+            "guard_writes": self.guard.writes if self.guard is not None else 0,
             "last_errors": list(self.last_errors),
         }
 

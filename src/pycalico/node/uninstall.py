@@ -13,7 +13,11 @@ agent runs):
   FDB entries and routes go with them);
 - the routes of Felix's protocol (80), IPv4 and IPv6;
 - the pod-bandwidth IFB devices ``bwcali*`` (:mod:`pycalico.felix.dataplane.qos`; the TBF
-  and ingress qdiscs on workload veths go with the veths).
+  qdiscs on workload veths go with the veths);
+- the tc guard (:mod:`pycalico.felix.dataplane.tcguard`): the ``clsact`` qdisc of every
+  ``cali*`` interface (the guard and the QoS redirect; without the ``calico`` table the
+  guard would drop all forwarded workload traffic) and the ``calico-guard-*`` filters of
+  every other interface (only those: a clsact there may hold others' filters).
 
 Invariants: idempotent (absent objects are not errors; a second run removes nothing); it
 touches nothing else (other tables, BIRD's routes, workload interfaces - the CNI plugin owns
@@ -51,6 +55,15 @@ def nft_script() -> str:
 def uninstall(runner: ProcessRunner) -> list[str]:
     """Remove Felix's kernel state; returns the errors (empty: all gone)."""
     errors = []
+    try:  # the tc guard first: it must not outlive the calico table that feeds it its mark
+        tc = TcKernel(runner)
+        for dev in tc.list_links():
+            if dev.startswith("cali"):
+                tc.del_guard(dev, qdisc=True)
+            elif dev != "lo":
+                tc.del_guard(dev)
+    except TcError as e:
+        errors.append(str(e))
     r = runner.run(["nft", "-f", "-"], input=nft_script())
     if r.returncode != 0:
         errors.append(f"nft: {r.stderr.strip()}")
@@ -61,7 +74,6 @@ def uninstall(runner: ProcessRunner) -> list[str]:
             if r.returncode != 0 and "not supported" not in r.stderr:
                 errors.append(f"ip link del {dev}: {r.stderr.strip()}")
     try:
-        tc = TcKernel(runner)
         for ifb in tc.list_ifbs():
             if ifb.startswith(IFB_PREFIX):
                 tc.del_link(ifb)
@@ -76,15 +88,16 @@ def uninstall(runner: ProcessRunner) -> list[str]:
 
 @click.command("uninstall")
 def uninstall_cmd() -> None:
-    """Remove Felix's nft tables (calico, calico-guard, calico-nat), devices and proto-80
-    routes from this host (stop the agent first)."""
+    """Remove Felix's nft tables (calico, calico-guard, calico-nat), tc guard, devices and
+    proto-80 routes from this host (stop the agent first)."""
     errors = uninstall(SubprocessRunner())
     for e in errors:
         click.echo(e, err=True)
     if errors:
         raise SystemExit(1)
     click.echo(
-        "Removed the calico, calico-guard and calico-nat tables, Felix's devices and routes."
+        "Removed the calico, calico-guard and calico-nat tables, the tc guard, Felix's devices "
+        "and routes."
     )
 
 

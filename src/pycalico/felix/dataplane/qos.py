@@ -3,9 +3,10 @@
 Owns, per local workload interface with ``spec.qosControls`` bandwidth (see
 :class:`pycalico.model.types.QoSControls`):
 - ingress (traffic TO the workload): a root TBF (handle ``1:``) on the host-side veth;
-- egress (traffic FROM the workload): an ``ingress`` qdisc (``ffff:``) on the veth whose u32
-  filter redirects every packet to an IFB device ``bwcali<sha512(iface)[:9]>`` (Calico's
-  name), and a root TBF on that IFB (a TBF only shapes what the kernel sends to a device).
+- egress (traffic FROM the workload): a u32 filter on the ingress hook of the veth's
+  ``clsact`` qdisc (``ffff:``, shared with the tc guard: see :mod:`pycalico.system.tc`) that
+  redirects every packet to an IFB device ``bwcali<sha512(iface)[:9]>`` (Calico's name), and
+  a root TBF on that IFB (a TBF only shapes what the kernel sends to a device).
 Packet-rate and connection limits are nftables rules (:mod:`pycalico.felix.rules.endpoints`).
 
 TBF values (Calico's ``GetTBFValues`` in bytes): rate = bandwidth / 8; burst = burst / 8,
@@ -14,7 +15,7 @@ saturates the same way, so its default 4Gi-bit burst is that cap); limit = rate 
 burst (u32); with a peakrate, peakrate / 8 and minburst at least the interface MTU + 14.
 
 Invariants:
-- Mark and sweep: only IFBs named ``bwcali*`` and the root TBF / ingress qdisc of interfaces
+- Mark and sweep: only IFBs named ``bwcali*`` and the root TBF / redirect filter of interfaces
   this driver was given are touched; a full apply deletes every ``bwcali*`` IFB no wanted
   egress uses.
 - Idempotent: an apply reads the interface's state and writes only what differs (a TBF is

@@ -10,7 +10,8 @@ Invariants:
 - A watcher never touches the kernel or any driver: it only calls ``notify(topic)`` (which
   must be cheap and thread-safe; Felix sets a flag and wakes its owner loop). The ONE owner
   thread still does every read and write, so there is no second kernel-owning thread.
-- Topics: ``nft:<family>:<table>`` for an nft event on a table we watch; ``routes`` for a
+- Topics: ``nft:<family>:<table>`` for an nft event on a table we watch; ``qos`` for a
+  qdisc or filter deleted (``tc monitor``, :func:`tc_topic`); ``routes`` for a
   route with protocol 80, a link/address/route on one of our devices (``vxlan.calico``,
   ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``), or a neighbour
   or FDB entry on one of our devices (the remote VTEPs).
@@ -59,6 +60,12 @@ def nft_topic(line: str, tables: Iterable[tuple[str, str]]) -> str | None:
         return None
     fam, table = m.group(1), m.group(2)
     return f"nft:{fam}:{table}" if (fam, table) in set(tables) else None
+
+
+def tc_topic(line: str) -> str | None:
+    """:data:`QOS_TOPIC` when ``line`` (of ``tc monitor``) deletes or replaces a qdisc or
+    filter (the tc guard's or QoS's may be gone); additions (our own writes) are ignored."""
+    return QOS_TOPIC if line.startswith(("deleted qdisc", "deleted filter", "replaced")) else None
 
 
 def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:

@@ -2,9 +2,9 @@
 
 Packet path (one table per family, base chains at ``filter`` priority 0, policy accept)::
 
-  filter-FORWARD: ct established,related accept
+  filter-FORWARD: set the evaluated mark       (the guard table and the tc guard check it)
+                  ct established,related accept
                   iifname cali* fib saddr . iif oif missing drop   (anti-spoofing RPF)
-                  set the evaluated mark                     (the guard table checks it)
                   untracked + accept mark: accept            (allowed by doNotTrack policy)
                   accept mark clear: jump cali-from-hep-forward   (HEP forward ingress;
                                                               skipped after a pre-DNAT allow)
@@ -14,13 +14,13 @@ Packet path (one table per family, base chains at ``filter`` priority 0, policy 
                                  policy of the dest.), no accept mark: drop
                   jump cali-to-hep-forward                   (HEP forward egress)
                   iif/oif cali* accept                       (both allowed)
-  filter-INPUT:   ct established,related accept, the same RPF check, evaluated mark,
+  filter-INPUT:   evaluated mark, ct established,related accept, the same RPF check,
                   untracked accept
                   iifname cali* goto cali-wl-to-host         (egress policy - the same
                                                               dispatch check - then
                                                               defaultEndpointToHostAction)
                   jump cali-from-host-endpoint               (host endpoints)
-  filter-OUTPUT:  ct established,related accept, evaluated mark, untracked accept
+  filter-OUTPUT:  evaluated mark, ct established,related accept, untracked accept
                   oifname cali* accept                       (host -> workload: not policed,
                                                               as Calico)
                   jump cali-to-host-endpoint
@@ -30,7 +30,9 @@ mark set, so a dispatch (or endpoint) chain flushed by hand comes back without i
 packet drops; a policy chain flushed by hand comes back with the pending mark and the
 packet drops; a deleted table or flushed base chain leaves new workload traffic without the
 evaluated mark, which the separate ``calico-guard`` table drops
-(:mod:`pycalico.felix.rules.guard`).
+(:mod:`pycalico.felix.rules.guard`); a ``flush ruleset`` (both tables gone) leaves forwarded
+workload traffic without it, which the tc guard drops
+(:mod:`pycalico.felix.dataplane.tcguard`).
 
 Host endpoint chains, the raw (untracked) and mangle (pre-DNAT) base chains and the
 failsafe chains live in :mod:`pycalico.felix.rules.hostendpoints` (which builds on this
@@ -212,7 +214,9 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     v6 = "ip6 saddr != { ::, fe80::/10 } " if fam.version == 6 else ""
     rpf = [f"iifname {wl} {v6}fib saddr . iif oif missing drop"] if cfg.anti_spoofing else []
     # Fail closed (issue 19): every packet the filter base chains evaluate carries
-    # MARK_EVALUATED, which the calico-guard table requires of new workload traffic; and a
+    # MARK_EVALUATED (their FIRST rule, so established packets carry it too), which the
+    # calico-guard table requires of new workload traffic and the tc guard of every
+    # forwarded workload packet (felix/dataplane/tcguard.py); and a
     # dispatch chain must come back with the accept mark (an endpoint chain only returns
     # with it), so a flushed dispatch or endpoint chain drops instead of falling through.
     evaluated = set_mark(MARK_EVALUATED)
@@ -221,9 +225,9 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
         make_chain(
             "filter-FORWARD",
             [
+                evaluated,
                 est,
                 *rpf,
-                evaluated,
                 untracked,
                 f"{mark_is_clear(MARK_ACCEPT)} jump {N.FROM_HEP_FWD_DISPATCH}",
                 f"iifname {wl} {clear_mark(MARK_ACCEPT)}",
@@ -241,9 +245,9 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
         make_chain(
             "filter-INPUT",
             [
+                evaluated,
                 est,
                 *rpf,
-                evaluated,
                 untracked,
                 f"iifname {wl} goto {N.WL_TO_HOST}",
                 f"jump {N.FROM_HEP_DISPATCH}",
@@ -252,7 +256,7 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
         ),
         make_chain(
             "filter-OUTPUT",
-            [est, evaluated, untracked, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
+            [evaluated, est, untracked, f"oifname {wl} accept", f"jump {N.TO_HEP_DISPATCH}"],
             Hook("output", 0),
         ),
         make_chain(
