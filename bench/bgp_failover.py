@@ -198,7 +198,7 @@ def main() -> None:
     if args.rr:
         return _main_rr(args.runs, args.restarts)
     lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
-    lab = Lab("bfo", lab_dir)
+    lab = Lab(f"bfo{os.getpid() % 1000}", lab_dir)
     result: dict[str, dict[str, Any]] = {}
     try:
         lab.up("--nodes", "3", timeout=90)
@@ -227,7 +227,7 @@ def main() -> None:
 
 def _main_rr(runs: int, restarts: int) -> None:
     lab_dir = Path(tempfile.mkdtemp(prefix="bench-failover-rr-"))
-    lab = Lab("bfr", lab_dir)
+    lab = Lab(f"bfr{os.getpid() % 1000}", lab_dir)
     try:
         lab.up("--nodes", "3", "--route-reflectors", "1", timeout=90)
         for i in (2, 3):
