@@ -122,9 +122,11 @@ def repair_time(
     assert poll(repaired, 10, 0.1 if written_at else 0.02), "not repaired within 10 s"
     if written_at is None:
         return time.monotonic() - t0
-    done = written_at()
-    assert done > before, "repaired, but not by a Felix write?"
-    return max(0.0, done - t_tampered)
+    # The kernel holds the repair as soon as Felix's ``nft -f`` commits; Felix records the
+    # write's end only when that process has exited and its thread runs again, so a poll can
+    # see the repaired table a moment before the record: wait for the record (briefly).
+    assert poll(lambda: written_at() > before, 2, 0.01), "repaired, but not by a Felix write?"
+    return max(0.0, written_at() - t_tampered)
 
 
 class KernelEvents:
