@@ -35,7 +35,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from pycalico.felix.calc.introspect import GraphQueries
-from pycalico.felix.calc.labelindex import LabelIndex
+from pycalico.felix.calc.labelindex import LabelIndex, discard_member
 from pycalico.felix.calc.messages import (
     ActivePolicyRemove,
     ActivePolicyUpdate,
@@ -346,11 +346,7 @@ class CalcGraph(GraphQueries):
         old = self._items.get(iid)
         if old is not None:
             for name in old.profiles:  # pruned: a profile name goes with its last user
-                users = self._profile_users.get(name)
-                if users is not None:
-                    users.discard(iid)
-                    if not users:
-                        del self._profile_users[name]
+                discard_member(self._profile_users, name, iid)
             if iid in self._local:
                 for name in old.profiles:
                     self._profile_refs[name] -= 1

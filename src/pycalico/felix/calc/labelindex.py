@@ -146,16 +146,16 @@ class LabelIndex(Generic[SID, IID]):
         self._unrestricted.discard(sid)
         if info.restrict_label is not None:
             if info.restrict_values is None:
-                _discard(self._by_label, info.restrict_label, sid)
+                discard_member(self._by_label, info.restrict_label, sid)
             else:
                 vals = self._by_value.get(info.restrict_label)
                 if vals is not None:
                     for v in info.restrict_values:
-                        _discard(vals, v, sid)
+                        discard_member(vals, v, sid)
                     if not vals:
                         del self._by_value[info.restrict_label]
         for name in info.labels:
-            _discard(self._by_ref, name, sid)
+            discard_member(self._by_ref, name, sid)
 
     def _candidate_items(self, info: SelectorInfo) -> Iterable[IID]:
         if info.restrict_label is None:
@@ -220,8 +220,8 @@ class LabelIndex(Generic[SID, IID]):
 
     def _unindex_item(self, iid: IID, labels: Mapping[str, str]) -> None:
         for name, value in labels.items():
-            _discard(self._items_by_label, name, iid)
-            _discard(self._items_by_value, (name, value), iid)
+            discard_member(self._items_by_label, name, iid)
+            discard_member(self._items_by_value, (name, value), iid)
 
     # --- transitions --------------------------------------------------------------------
     def _match(self, sid: SID, iid: IID) -> None:
@@ -235,8 +235,9 @@ class LabelIndex(Generic[SID, IID]):
         self._on_unmatch(sid, iid)
 
 
-def _discard(index: dict[K, set[V]], key: K, member: V) -> None:
-    """Remove ``member`` from ``index[key]``; the key goes with its last member."""
+def discard_member(index: dict[K, set[V]], key: K, member: V) -> None:
+    """Remove ``member`` from ``index[key]``; the key goes with its last member (so an index
+    of users keeps no entry for what nothing uses any more)."""
     members = index.get(key)
     if members is not None:
         members.discard(member)

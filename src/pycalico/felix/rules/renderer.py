@@ -23,11 +23,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from ipaddress import collapse_addresses
 from types import MappingProxyType
-from typing import Literal, TypeVar
+from typing import Literal
 
+from pycalico.felix.calc.labelindex import discard_member
 from pycalico.felix.calc.messages import (
     ActivePolicyRemove,
     ActivePolicyUpdate,
@@ -64,7 +65,6 @@ from pycalico.model import ItemID, PolicyID
 
 TABLE = "calico"
 _PORT_SET_TYPE = "{addr} . inet_proto . inet_service"
-_K = TypeVar("_K", bound=Hashable)
 
 
 def render_ipset(msg: IPSetUpdate, fam: Family) -> NftSet:
@@ -223,9 +223,9 @@ class RuleRenderer:
         old = self._endpoints.pop(iid, None)
         if old is not None:
             for pid in _policy_ids(old):  # a key goes with its last user (no leak)
-                _drop_user(self._pol_users, pid, iid)
+                discard_member(self._pol_users, pid, iid)
             for prof in old.profile_ids:
-                _drop_user(self._prof_users, prof, iid)
+                discard_member(self._prof_users, prof, iid)
         if ep is not None:
             self._endpoints[iid] = ep
             for pid in _policy_ids(ep):
@@ -400,11 +400,3 @@ def _policy_ids(ep: EndpointUpdate) -> set[PolicyID]:
             out.update(t.ingress_policies)
             out.update(t.egress_policies)
     return out
-
-
-def _drop_user(users: dict[_K, set[ItemID]], key: _K, iid: ItemID) -> None:
-    members = users.get(key)
-    if members is not None:
-        members.discard(iid)
-        if not members:
-            del users[key]
