@@ -201,6 +201,34 @@ def tc_guarded(tc: TcKernel) -> bool:
     return got == want
 
 
+def tamper_repeatedly(cluster: Cluster, felix: Felix, want: TableState, argv: list[str],
+                      runs: int, allowed_each: bool) -> None:  # fmt: skip
+    """Run the nft command ``argv`` ``runs`` times while a DeniedProbe keeps trying: every
+    time Felix must put the ``calico`` table back (< REPAIR_BUDGET_S, timed by its writes),
+    the allowed flow must work again (after each run with ``allowed_each``, else at the
+    end), and no denied connection may get through at any moment."""
+    runner = SubprocessNftRunner(netns=cluster.node.name)
+    probe = DeniedProbe(cluster)
+    times = []
+    try:
+        time.sleep(0.3)
+        for _ in range(runs):
+            times.append(repair_time(lambda: cluster.nft(*argv),
+                                     lambda: runner.read_table("ip", "calico") == want,
+                                     felix_written_at(felix)))  # fmt: skip
+            if allowed_each:
+                assert allowed(cluster)
+            time.sleep(0.3)
+        if not allowed_each:
+            assert allowed(cluster)
+    finally:
+        leaks = probe.leaks()
+    print(f"\n{' '.join(argv)} x{runs}: repaired in {[round(t, 3) for t in times]} s, "
+          f"{len(leaks)} denied probes passed")  # fmt: skip
+    assert not leaks, f"{len(leaks)} denied connections got through: {leaks[:3]}"
+    assert max(times) < REPAIR_BUDGET_S, times
+
+
 def test_nft_tampering_fails_closed_and_is_repaired_in_seconds(cluster: Cluster) -> None:
     _simple_state(cluster)
     felix, tc = guarded_felix(cluster)  # nftablesRefreshInterval: the default 180 s
@@ -288,29 +316,13 @@ def test_flush_ruleset_fails_closed(cluster: Cluster) -> None:
     _simple_state(cluster)
     felix, _ = guarded_felix(cluster)
     runner = SubprocessNftRunner(netns=cluster.node.name)
-    probe = None
     try:
         want = TableState.from_spec(felix.renderer.tables()["ip"])
         assert poll(lambda: runner.read_table("ip", "calico") == want, 5, 0.05)
         assert allowed(cluster)
-        probe = DeniedProbe(cluster)
-        time.sleep(0.3)
-        times = []
-        for _ in range(FLUSH_RUNS):
-            times.append(repair_time(lambda: cluster.nft("flush", "ruleset"),
-                                     lambda: runner.read_table("ip", "calico") == want,
-                                     felix_written_at(felix)))  # fmt: skip
-            assert allowed(cluster)
-            time.sleep(0.3)
-        leaks = probe.leaks()
-        probe = None
-        print(f"\nflush ruleset x{FLUSH_RUNS}: repaired in {[round(t, 3) for t in times]} s, "
-              f"{len(leaks)} denied probes passed")  # fmt: skip
-        assert not leaks, f"{len(leaks)} denied connections got through: {leaks[:3]}"
-        assert max(times) < REPAIR_BUDGET_S, times
+        tamper_repeatedly(cluster, felix, want, ["flush", "ruleset"], FLUSH_RUNS,
+                          allowed_each=True)  # fmt: skip
     finally:
-        if probe is not None:
-            probe.leaks()
         felix.stop()
 
 
@@ -341,31 +353,15 @@ def test_flushed_policy_chain_fails_closed(cluster: Cluster) -> None:
     felix = cluster.felix()
     runner = SubprocessNftRunner(netns=cluster.node.name)
     chain = N.policy_chain(PolicyID("np", "ns", "b-deny-c"), True)
-    probe = None
     try:
         assert felix.wait_in_sync(20), felix.error
         want = TableState.from_spec(felix.renderer.tables()["ip"])
         assert chain in want.chains and len(want.chains[chain]) >= 2
         assert poll(lambda: runner.read_table("ip", "calico") == want, 10, 0.05)
         assert allowed(cluster)
-        probe = DeniedProbe(cluster)
-        time.sleep(0.3)
-        times = []
-        for _ in range(3):
-            times.append(repair_time(lambda: cluster.nft("flush", "chain", "ip", "calico", chain),
-                                     lambda: runner.read_table("ip", "calico") == want,
-                                     felix_written_at(felix)))  # fmt: skip
-            time.sleep(0.3)
-        assert allowed(cluster)
-        leaks = probe.leaks()
-        probe = None
-        print(f"\nflushed policy chain: repaired in {[round(t, 3) for t in times]} s, "
-              f"{len(leaks)} denied probes passed")  # fmt: skip
-        assert not leaks, f"{len(leaks)} denied connections got through: {leaks[:3]}"
-        assert max(times) < REPAIR_BUDGET_S, times
+        tamper_repeatedly(cluster, felix, want, ["flush", "chain", "ip", "calico", chain], 3,
+                          allowed_each=False)  # fmt: skip
     finally:
-        if probe is not None:
-            probe.leaks()
         felix.stop()
 
 
