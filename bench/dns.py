@@ -39,10 +39,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from tests.fixtures.netns import Netns, NetnsFactory  # noqa: E402
 from tests.kit import workload_endpoint  # noqa: E402
 
+import harness  # noqa: E402
 from pycalico.datastore.sqlite import SqliteDatastore  # noqa: E402
 from pycalico.dns import DNS_ADDRESS  # noqa: E402
 
@@ -162,15 +164,6 @@ def start_server(node: Netns, db: str, *extra: str) -> subprocess.Popen[str]:
     return p
 
 
-def stop(p: subprocess.Popen[str]) -> None:
-    p.terminate()
-    try:
-        p.wait(5)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(5)
-
-
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -275,7 +268,7 @@ def main() -> None:
                     if label == "cached":
                         results["propagation"] = propagation(clients[0], ds, 20)
                 finally:
-                    stop(srv)
+                    harness.stop_process(srv)
         ds.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -182,13 +182,7 @@ def interleaved_throughput(
                   + " Gbit/s", flush=True)  # fmt: skip
     finally:
         for proc in (cli, ip3):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            harness.stop_process(proc, 10)
     return out
 
 

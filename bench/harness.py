@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ROOT / "bench" / "results" / "parts"
 MIN_ROUNDS = 5
+
+
+def stop_process(proc: subprocess.Popen[Any], wait_s: float = 5.0) -> None:
+    """Terminate ``proc`` (if still running) and reap it; killed when it has not exited
+    within ``wait_s`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def quick() -> bool:
