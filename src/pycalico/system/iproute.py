@@ -26,7 +26,9 @@ class IpError(CalicoError):
         self.result = result
 
 
-def _decode_many(text: str) -> list[Any]:
+def decode_json_stream(text: str) -> list[Any]:
+    """The JSON documents of ``text``, one after another (``ip -j``/``tc -j -batch`` print
+    one document per command)."""
     dec = json.JSONDecoder()
     out: list[Any] = []
     i, n = 0, len(text)
@@ -66,4 +68,4 @@ class IpRoute:
         r = self.runner.run(argv, input="\n".join(lines) + "\n", timeout=self.timeout)
         if r.returncode != 0:
             raise IpError(f"ip -j -batch in {netns or 'current netns'}", r)
-        return _decode_many(r.stdout)
+        return decode_json_stream(r.stdout)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from pycalico.errors import CalicoError
 from pycalico.system import tcbpf
-from pycalico.system.iproute import _decode_many
+from pycalico.system.iproute import decode_json_stream
 from pycalico.system.process import ProcessRunner
 
 #: Kernel packet-scheduler tick (PSCHED_SHIFT 6): a TBF's bucket is a u32 count of these.
@@ -267,7 +267,7 @@ class TcKernel:
             return {}
         lines = [f"filter show dev {d} {hook}" for d in devs for hook in ("ingress", "egress")]
         try:
-            out = _decode_many(self._batch(lines, json_out=True))
+            out = decode_json_stream(self._batch(lines, json_out=True))
         except TcError as e:
             if not any(m in str(e) for m in _MISSING):
                 raise
