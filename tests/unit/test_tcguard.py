@@ -24,7 +24,7 @@ from pycalico.system.tc import (
     WORKLOAD_GUARD,
     WORKLOAD_GUARD_V4,
     FakeTc,
-    TcError,
+    TcGuardUnsupported,
 )
 from tests.kit import wait_for
 
@@ -71,7 +71,7 @@ def test_a_kernel_without_ebpf_disables_the_guard_once() -> None:
     class NoBpf(FakeTc):
         def set_guards(self, want: Mapping[str, frozenset[str]]) -> None:
             self.calls.append(("set_guards", ",".join(want)))
-            raise TcError("bpf: loading calico-guard-wl-in: Operation not permitted: ")
+            raise TcGuardUnsupported("bpf: loading calico-guard-wl-in: Operation not permitted: ")
 
     tc = NoBpf(links=dict(LINKS))
     dp = GuardDataplane(tc, "cali")

@@ -61,6 +61,15 @@ class TcError(CalicoError):
     """A traffic-control command failed."""
 
 
+class TcGuardUnsupported(TcError):
+    """The kernel cannot load the tc guard's programs (retrying will not help)."""
+
+
+class TcGuardForeign(TcError):
+    """Someone else's ingress qdisc or filter holds the guard's place on a device: theirs
+    stays and that device is not guarded (the other devices of the batch were written)."""
+
+
 @dataclass(frozen=True)
 class Tbf:
     """A root TBF: ``rate``/``peakrate`` in bytes/s, ``burst``/``limit``/``minburst`` in
@@ -327,12 +336,14 @@ class TcKernel:
         ]
         try:
             tcbpf.attach(items, self.list_links(), self.netns)
+        except tcbpf.BpfUnsupported as e:
+            raise TcGuardUnsupported(str(e)) from None
         except tcbpf.BpfError as e:
             raise TcError(str(e)) from None
         if foreign:  # someone else's ingress qdisc or filter is in the way: theirs stays
             what = f"an ingress qdisc or a filter of preference {tcbpf.PREF}"
-            raise TcError(f"tc guard: {', '.join(foreign)}: {what} (not ours) is in the way; "
-                          "not guarded")  # fmt: skip
+            raise TcGuardForeign(f"tc guard: {', '.join(foreign)}: {what} (not ours) is in "
+                                 "the way; not guarded")  # fmt: skip
 
     def del_guard(self, dev: str, *, qdisc: bool = False) -> None:
         if qdisc:

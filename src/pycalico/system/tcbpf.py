@@ -116,6 +116,11 @@ class BpfError(CalicoError):
     """Loading or attaching a guard program failed."""
 
 
+class BpfUnsupported(BpfError):
+    """This kernel or machine cannot load the guard programs (no eBPF, no CAP_BPF, an
+    architecture without a known ``bpf`` syscall number): retrying will not help."""
+
+
 _BPF_PROG_LOAD = 5
 _PROG_TYPE_SCHED_CLS = 3
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}
@@ -132,7 +137,7 @@ def load(name: str) -> int:
         code = PROGRAMS[name]
         nr = _NR_BPF.get(platform.machine())
         if nr is None:
-            raise BpfError(f"bpf: unsupported machine {platform.machine()}")
+            raise BpfUnsupported(f"bpf: unsupported machine {platform.machine()}")
         insns = ctypes.create_string_buffer(code, len(code))
         lic = ctypes.create_string_buffer(b"GPL")
         log = ctypes.create_string_buffer(4096)
@@ -146,7 +151,7 @@ def load(name: str) -> int:
         fd = int(_libc.syscall(nr, _BPF_PROG_LOAD, buf, len(attr)))
         if fd < 0:
             err = ctypes.get_errno()
-            raise BpfError(
+            raise BpfUnsupported(
                 f"bpf: loading {NAME_PREFIX}{name}: {os.strerror(err)}: "
                 f"{log.value.decode(errors='replace').strip()}"
             )

@@ -39,6 +39,8 @@ from pycalico.system.tc import (
     WORKLOAD_GUARD,
     WORKLOAD_GUARD_V4,
     TcError,
+    TcGuardForeign,
+    TcGuardUnsupported,
     TrafficControl,
 )
 
@@ -89,17 +91,17 @@ class GuardDataplane:
             return []
         try:
             self.tc.set_guards(todo)
+        except TcGuardUnsupported as e:
+            self.unsupported = str(e)
+            log.error("tc guard disabled: %s", e)
+            return []
+        except TcGuardForeign as e:  # left alone by design: no 1 s retries, warned once
+            if str(e) not in self._warned:
+                self._warned.add(str(e))
+                log.warning("%s", e)
+            self.writes += 1
+            return []
         except TcError as e:  # e.g. a device removed between the read and the write
-            if "bpf: loading" in str(e) or "bpf: unsupported" in str(e):
-                self.unsupported = str(e)
-                log.error("tc guard disabled: %s", e)
-                return []
-            if "not ours" in str(e):  # left alone by design: no 1 s retries, warned once
-                if str(e) not in self._warned:
-                    self._warned.add(str(e))
-                    log.warning("%s", e)
-                self.writes += 1
-                return []
             log.warning("tc guard: %s", e)
             return [str(e)]
         self.writes += 1
