@@ -23,13 +23,14 @@ from pycalico.system.process import SubprocessRunner
 from pycalico.system.tc import HOST_GUARD, HOST_GUARD_V4, WORKLOAD_GUARD, TcKernel
 from pycalico.system.tcbpf import MARK_SEEN
 from tests.fixtures.netns import NetnsFactory
-from tests.netns.test_felix_dataplane import Cluster
+from tests.netns.test_felix_dataplane import PY, Cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 SEEN_TABLE = f"""
 table ip seen {{
   chain f_seen {{ type filter hook forward priority 0; meta mark set meta mark | {MARK_SEEN:#x}; }}
+  chain i_seen {{ type filter hook input priority 0; meta mark set meta mark | {MARK_SEEN:#x}; }}
 }}
 """
 
@@ -42,12 +43,21 @@ def cluster(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Cluster]:
     c.add_external("x", "192.0.2.9")
     c.finish_routes()
     c.node.ip("addr", "add", "10.65.255.1/32", "dev", "lo")
+    c.serve("b", {"tcp/80"})
     yield c
+    for p in c.servers:
+        p.kill()
     c.ds.close()
 
 
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 80), timeout=1).close()"
+
+
 def reach(c: Cluster) -> dict[str, bool]:
-    """Who reaches whom (one ping each, 1 s; the guard drops silently)."""
+    """Who reaches whom (one ping each, 1 s; the guard drops silently). The host reaches b
+    over TCP: b's answers to the host's own connection belong to a local socket, which the
+    local-delivery guard lets through (ICMP answers it does not: no socket of the host is
+    established for them)."""
     a, b = c.pods["a"], c.pods["b"]
 
     def ping(ns: object, addr: str) -> bool:
@@ -57,8 +67,9 @@ def reach(c: Cluster) -> dict[str, bool]:
         "a->b": ping(a[0], b[1]),
         "a->ext": ping(a[0], "192.0.2.9"),
         "ext->b": ping(c.ext, b[1]),
-        "host->b": ping(c.node, b[1]),
+        "host->b": c.node.exec(PY, "-c", CONNECT, b[1], check=False).returncode == 0,
         "host->ext": ping(c.node, "198.18.0.2"),
+        "a->host": ping(a[0], "10.65.255.1"),  # local delivery: the netfilter BPF guard
     }
 
 
@@ -74,6 +85,7 @@ def test_guard_drops_unseen_workload_traffic_never_host_traffic(cluster: Cluster
     # No nft at all: forwarded workload traffic drops, the host's own passes.
     assert reach(cluster) == {
         "a->b": False, "a->ext": False, "ext->b": False, "host->b": True, "host->ext": True,
+        "a->host": False,
     }  # fmt: skip
     # A table that marks what it evaluates (as calico's filter base chains do): all pass.
     cluster.node.exec("nft", "-f", "-", input=SEEN_TABLE)
@@ -89,6 +101,13 @@ def test_guard_drops_unseen_workload_traffic_never_host_traffic(cluster: Cluster
     cluster.node.exec("nft", "flush", "ruleset")
     r = reach(cluster)  # a's packets went through the IFB: still marked as a workload's
     assert not r["a->b"] and not r["a->ext"] and r["host->b"] and r["host->ext"], r
+    assert not r["a->host"], r
+    # The local-delivery guard is this process's: detached, a reaches the host unchecked;
+    # the next apply attaches it again (nothing in the kernel to read back).
+    guard.close()
+    assert reach(cluster)["a->host"]
+    assert guard.apply() == [] and guard.local_writes == 2
+    assert not reach(cluster)["a->host"]
     # A guard filter deleted by hand comes back with the next apply; QoS is untouched.
     cluster.node.exec("tc", "filter", "del", "dev", b_if, "egress", "pref", "1")
     assert tc.get_guards([b_if])[b_if] == frozenset({"ingress:wl-in"})

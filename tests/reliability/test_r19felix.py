@@ -5,9 +5,10 @@ Topology: tests/netns/test_felix_dataplane.py's :class:`Cluster` (a node namespa
 b, c wired Calico-style; ingress to b only from a on TCP 80). For every tampering (table
 ``calico`` deleted or flushed, a base/dispatch/endpoint chain flushed, the guard table
 deleted, a workload's /32 route deleted, a remote VTEP's neighbour or FDB entry deleted, the
-VXLAN device deleted, ``nft flush ruleset`` - which removes the guard table too: the tc guard,
-outside nftables, fails closed then -, a tc guard filter deleted) the denied probe c -> b must
-never get through, the kernel must be back to Felix's desired state within 2 s (the periodic
+VXLAN device deleted, ``nft flush ruleset`` - which removes the guard table too: the tc guard
+and the local-delivery guard, outside nftables, fail closed then -, a tc guard filter
+deleted) the denied probes c -> b and c -> a listener of the node itself must never get
+through, the kernel must be back to Felix's desired state within 2 s (the periodic
 refreshes are left at their defaults, 180 s / 90 s / 30 s, so only the kernel watchers can do
 it), and the allowed flow a -> b works again afterwards. Repair times are printed
 (``pytest -s``) and asserted. Also: a stopped agent leaves its tables and ``calico-node
@@ -37,7 +38,14 @@ from pycalico.system.tc import HOST_GUARD, WORKLOAD_GUARD, TcKernel
 from tests.fixtures.netns import Netns, NetnsFactory
 from tests.kit import ip_pool, network_policy, poll
 from tests.kit.builders import node as calico_node
-from tests.netns.test_felix_dataplane import NODE, PY, Cluster, _simple_state, iface_for
+from tests.netns.test_felix_dataplane import (
+    NODE,
+    PY,
+    SERVER,
+    Cluster,
+    _simple_state,
+    iface_for,
+)
 
 pytestmark = [
     pytest.mark.netns,
@@ -60,9 +68,15 @@ while True:
 """
 
 
+NODE_IP = "198.18.0.1"
+
+
 @pytest.fixture
 def cluster(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(netns_factory, tmp_path / "calico.db")
+    host = c.node.popen(PY, "-c", SERVER, NODE_IP, "tcp/80", stdout=subprocess.PIPE)
+    c.servers.append(host)  # a listener of the host itself: what workloads must not reach
+    assert host.stdout is not None and host.stdout.readline().strip() == "ready"
     yield c
     for p in c.servers:
         p.kill()
@@ -70,16 +84,23 @@ def cluster(netns_factory: NetnsFactory, tmp_path: Path) -> Iterator[Cluster]:
 
 
 class DeniedProbe:
-    """c -> b on TCP 80 (denied by policy), tried every ~20 ms while the test tampers."""
+    """c -> b on TCP 80 (denied by policy) and c -> the node's own address on TCP 80 (a
+    listener of the host, denied by ``defaultEndpointToHostAction: Drop``), each tried every
+    ~20 ms while the test tampers."""
 
     def __init__(self, c: Cluster) -> None:
         c_ns, c_ip = c.pods["c"]
-        self.proc = c_ns.popen(PY, "-c", DENIED_PROBE, c_ip, c.pods["b"][1], stdout=subprocess.PIPE)
+        self.procs = [c_ns.popen(PY, "-c", DENIED_PROBE, c_ip, dst, stdout=subprocess.PIPE)
+                      for dst in (c.pods["b"][1], NODE_IP)]  # fmt: skip
 
     def leaks(self) -> list[str]:
-        self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        return [ln for ln in (out or "").splitlines() if ln.startswith("LEAK")]
+        out = []
+        for p in self.procs:
+            p.terminate()
+            got, _ = p.communicate(timeout=10)
+            lines = (got or "").splitlines()
+            out += [f"{ln} to {p.args[-1]}" for ln in lines if ln.startswith("LEAK")]
+        return out
 
 
 def allowed(c: Cluster) -> bool:

@@ -67,6 +67,36 @@ def test_apply_is_idempotent_and_repairs_a_removed_filter() -> None:
     assert dp.apply() == [] and tc.guards["calic"] == WORKLOAD_GUARD
 
 
+def test_the_local_delivery_guard_is_attached_with_the_tc_guard_and_retried() -> None:
+    tc = FakeTc(links=dict(LINKS))
+    tc.fail.add("set_local_guard")
+    dp = GuardDataplane(tc, "cali")
+    errors = dp.apply()  # the tc filters went in; the local guard failed: retried
+    assert errors and "set_local_guard" in errors[0] and tc.guards == wanted(list(LINKS), "cali")
+    tc.fail.clear()
+    assert dp.apply() == [] and tc.local_guard == {4, 6} and dp.local_writes == 1
+    assert dp.apply() == [] and dp.local_writes == 1 and dp.writes == 1  # nothing to do
+    dp.close()
+    assert tc.local_guard == frozenset()
+    v4 = FakeTc(links=dict(LINKS))
+    assert GuardDataplane(v4, "cali", ipv6=False).apply() == [] and v4.local_guard == {4}
+
+
+def test_a_kernel_without_netfilter_bpf_keeps_the_tc_guard() -> None:
+    class Old(FakeTc):
+        def set_local_guard(self, versions: frozenset[int]) -> bool:
+            self.calls.append(("set_local_guard", ""))
+            raise TcGuardUnsupported("bpf: attaching cg_local_in: Invalid argument")
+
+    tc = Old(links=dict(LINKS))
+    dp = GuardDataplane(tc, "cali")
+    assert dp.apply() == [] and dp.local_unsupported and "cg_local_in" in dp.local_unsupported
+    assert dp.unsupported is None and tc.guards == wanted(list(LINKS), "cali")
+    del tc.guards["eth0"]
+    assert dp.apply() == [] and tc.guards["eth0"] == HOST_GUARD  # the tc guard still repairs
+    assert [c for c in tc.calls if c[0] == "set_local_guard"] == [("set_local_guard", "")]
+
+
 def test_a_kernel_without_ebpf_disables_the_guard_once() -> None:
     class NoBpf(FakeTc):
         def set_guards(self, want: Mapping[str, frozenset[str]]) -> None:
@@ -119,14 +149,17 @@ def test_felix_installs_and_repairs_the_guard_and_can_go_without() -> None:
         del tc.guards["eth0"]
         felix.kernel_event(QOS_TOPIC)  # what the tc monitor watcher reports
         assert wait_for(lambda: tc.guards.get("eth0") == HOST_GUARD, 5)  # not at the 30 s pass
+        assert tc.local_guard == {4, 6}
     finally:
         felix.stop()
+    assert tc.local_guard == frozenset()  # it lives as long as the agent: detached at stop
     v4 = FakeTc(links=dict(LINKS))
     felix = Felix("node1", MemoryDatastore(), FakeNftRunner(), syncer_poll_interval=0.05,
                   tc=v4, overrides={"ipv6Support": False}).start()  # fmt: skip
     try:
         assert felix.wait_in_sync(5)
         assert wait_for(lambda: v4.guards.get("eth0") == HOST_GUARD_V4, 5)
+        assert v4.local_guard == {4}  # no ip6 calico table marks IPv6 packets
     finally:
         felix.stop()
     off = FakeTc(links=dict(LINKS))
@@ -134,6 +167,6 @@ def test_felix_installs_and_repairs_the_guard_and_can_go_without() -> None:
                   tc=off, guard=False).start()  # fmt: skip
     try:
         assert felix.wait_in_sync(5) and felix.barrier()
-        assert off.guards == {}
+        assert off.guards == {} and off.local_guard == frozenset()
     finally:
         felix.stop()

@@ -253,6 +253,8 @@ class Felix(KernelWatch):
             self._thread.join(timeout)
         if self.routes is not None and not self._thread.is_alive():
             self.routes.close()
+        if self.qos is not None and not self._thread.is_alive():
+            self.qos.close()
 
     def alive(self) -> bool:
         """The owner thread is running."""

@@ -117,12 +117,19 @@ class QosLoop:
             self._full = False
             self._next_full = now + REFRESH_S
 
+    def close(self) -> None:
+        """The owner loop has ended: detach what lives only as long as this process (the
+        local-delivery guard); everything else stays for the next agent to adopt."""
+        if self.guard is not None:
+            self.guard.close()
+
     def stats(self) -> dict[str, Any]:
         return {
             "interfaces": len(self.dataplane.desired()),
             "applies": self.applies,
             "tc_writes": self.dataplane.writes,
             "guard_writes": self.guard.writes if self.guard is not None else 0,
+            "local_guard_writes": self.guard.local_writes if self.guard is not None else 0,
             "last_errors": list(self.last_errors),
         }
 

@@ -19,6 +19,9 @@ Invariants:
   :data:`HOST_GUARD`; ``<hook>:?`` for someone else's filter at that preference, which is
   never replaced nor deleted). ``set_guards`` writes a whole batch of devices with one ``tc -batch``
   and one netlink socket.
+- The local-delivery guard (:mod:`pycalico.system.nfbpf`, a netfilter BPF link, not tc
+  but the same guard's other half) is held by the seam object: ``set_local_guard``
+  attaches or detaches it; it lives as long as this process.
 - A read-back TBF is what the kernel reports: ``rate`` exact, ``burst`` rounded to the
   scheduler's 64 ns ticks (compare with :meth:`Tbf.same`); peakrate is not reported by
   iproute2 6.1 and reads back 0.
@@ -34,7 +37,9 @@ from typing import Any, Protocol
 
 from pycalico.errors import CalicoError
 from pycalico.system import tcbpf
+from pycalico.system.bpfsys import BpfError, BpfUnsupported
 from pycalico.system.iproute import decode_json_stream
+from pycalico.system.nfbpf import LocalInGuard
 from pycalico.system.process import ProcessRunner
 
 #: Kernel packet-scheduler tick (PSCHED_SHIFT 6): a TBF's bucket is a u32 count of these.
@@ -134,6 +139,12 @@ class TrafficControl(Protocol):
         the QoS redirect: for workload interfaces on uninstall). Absent: no error."""
         ...
 
+    def set_local_guard(self, versions: frozenset[int]) -> bool:
+        """The local-delivery guard (:mod:`pycalico.system.nfbpf`, held by this seam: it
+        lives as long as this process) on for exactly the IP ``versions``; True when
+        anything changed."""
+        ...
+
 
 #: In a read-back guard: ``<hook>:`` + this = someone else's filter holds our preference.
 FOREIGN = "?"
@@ -159,6 +170,7 @@ class TcKernel:
     runner: ProcessRunner
     netns: str | None = None
     timeout: float = 30.0
+    _local: LocalInGuard | None = field(default=None, init=False, repr=False)
 
     def _run(self, tool: str, *args: str, missing_ok: bool = False) -> str:
         argv = [tool, *(("-n", self.netns) if self.netns else ()), *args]
@@ -336,9 +348,9 @@ class TcKernel:
         ]
         try:
             tcbpf.attach(items, self.list_links(), self.netns)
-        except tcbpf.BpfUnsupported as e:
+        except BpfUnsupported as e:
             raise TcGuardUnsupported(str(e)) from None
-        except tcbpf.BpfError as e:
+        except BpfError as e:
             raise TcError(str(e)) from None
         if foreign:  # someone else's ingress qdisc or filter is in the way: theirs stays
             what = f"an ingress qdisc or a filter of preference {tcbpf.PREF}"
@@ -355,6 +367,18 @@ class TcKernel:
             self._run("tc", "filter", "del", "dev", dev, hook, "pref", str(tcbpf.PREF),
                       missing_ok=True)  # fmt: skip
 
+    def set_local_guard(self, versions: frozenset[int]) -> bool:
+        if self._local is None:
+            if not versions:
+                return False
+            self._local = LocalInGuard(self.netns)
+        try:
+            return self._local.ensure(versions)
+        except BpfUnsupported as e:
+            raise TcGuardUnsupported(str(e)) from None
+        except BpfError as e:
+            raise TcError(str(e)) from None
+
     def monitor_argv(self) -> list[str]:
         """``tc monitor`` of this namespace (for Felix's kernel watcher)."""
         return ["tc", *(("-n", self.netns) if self.netns else ()), "monitor"]
@@ -364,7 +388,8 @@ class TcKernel:
 class FakeTc:
     """In-memory :class:`TrafficControl`: ``links`` (name -> MTU; an IFB is a link in
     ``ifbs`` too), ``tbfs``, ``redirects`` (dev -> IFB, "" = bare ingress qdisc),
-    ``guards`` (dev -> its guard filters; a device with none is absent).
+    ``guards`` (dev -> its guard filters; a device with none is absent), ``local_guard``
+    (the IP versions of the local-delivery guard).
     ``fail`` names methods that raise :class:`TcError`; ``calls`` records every write."""
 
     links: dict[str, int] = field(default_factory=dict)
@@ -372,6 +397,7 @@ class FakeTc:
     tbfs: dict[str, Tbf] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)
     guards: dict[str, frozenset[str]] = field(default_factory=dict)
+    local_guard: frozenset[int] = frozenset()
     fail: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
 
@@ -455,3 +481,12 @@ class FakeTc:
             self.guards.pop(dev, None)
             if qdisc:
                 self.redirects.pop(dev, None)
+
+    def set_local_guard(self, versions: frozenset[int]) -> bool:
+        if versions == self.local_guard:
+            return False
+        if "set_local_guard" in self.fail:
+            raise TcError("injected failure: set_local_guard")
+        self.calls.append(("set_local_guard", ",".join(map(str, sorted(versions)))))
+        self.local_guard = versions
+        return True

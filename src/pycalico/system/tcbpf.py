@@ -31,18 +31,17 @@ device and the kernel's errno of the first failing filter); nothing here reads s
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
-import platform
 import socket
 import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pycalico.errors import CalicoError
+from pycalico.system.bpfsys import BpfError, BpfUnsupported, in_netns, prog_load
+
+__all__ = ["PROGRAMS", "Attach", "BpfError", "BpfUnsupported", "attach", "load"]
 
 #: The packet mark bit set on everything that entered the node from a workload interface.
 MARK_FROM_WL = 0x200000
@@ -112,19 +111,7 @@ PROGRAMS: dict[str, bytes] = {
 }
 
 
-class BpfError(CalicoError):
-    """Loading or attaching a guard program failed."""
-
-
-class BpfUnsupported(BpfError):
-    """This kernel or machine cannot load the guard programs (no eBPF, no CAP_BPF, an
-    architecture without a known ``bpf`` syscall number): retrying will not help."""
-
-
-_BPF_PROG_LOAD = 5
 _PROG_TYPE_SCHED_CLS = 3
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _fds: dict[str, int] = {}
 _lock = threading.Lock()
 
@@ -132,31 +119,10 @@ _lock = threading.Lock()
 def load(name: str) -> int:
     """The fd of guard program ``name`` (loaded at the first call; kept for the process)."""
     with _lock:
-        if name in _fds:
-            return _fds[name]
-        code = PROGRAMS[name]
-        nr = _NR_BPF.get(platform.machine())
-        if nr is None:
-            raise BpfUnsupported(f"bpf: unsupported machine {platform.machine()}")
-        insns = ctypes.create_string_buffer(code, len(code))
-        lic = ctypes.create_string_buffer(b"GPL")
-        log = ctypes.create_string_buffer(4096)
-        pname = ("cg_" + name.replace("-", "_")).encode()[:15]
-        attr = struct.pack(
-            "<IIQQIIQII16s",
-            _PROG_TYPE_SCHED_CLS, len(code) // 8, ctypes.addressof(insns),
-            ctypes.addressof(lic), 1, len(log), ctypes.addressof(log), 0, 0, pname,
-        )  # fmt: skip
-        buf = ctypes.create_string_buffer(attr, len(attr))
-        fd = int(_libc.syscall(nr, _BPF_PROG_LOAD, buf, len(attr)))
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise BpfUnsupported(
-                f"bpf: loading {NAME_PREFIX}{name}: {os.strerror(err)}: "
-                f"{log.value.decode(errors='replace').strip()}"
-            )
-        _fds[name] = fd
-        return fd
+        if name not in _fds:
+            _fds[name] = prog_load(_PROG_TYPE_SCHED_CLS, PROGRAMS[name], f"cg_{name}",
+                                   what=NAME_PREFIX + name)  # fmt: skip
+        return _fds[name]
 
 
 @dataclass(frozen=True)
@@ -196,28 +162,16 @@ def _request(seq: int, ifindex: int, a: Attach) -> bytes:
 
 
 def _socket(netns: str | None) -> socket.socket:
-    """A NETLINK_ROUTE socket of ``netns`` (a name under /run/netns; None: ours). A socket
-    stays in the namespace it was created in, so a helper thread enters it, creates the
-    socket and ends (setns of a thread never affects the others)."""
-    if netns is None:
+    """A NETLINK_ROUTE socket of ``netns`` (a name under /run/netns; None: ours): a socket
+    stays in the namespace it was created in."""
+
+    def make() -> socket.socket:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    out: list[socket.socket | BaseException] = []
 
-    def make() -> None:
-        try:
-            with open(f"/run/netns/{netns}") as f:
-                if _libc.setns(f.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
-                    raise BpfError(f"setns {netns}: {os.strerror(ctypes.get_errno())}")
-            out.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
-        except (OSError, BpfError) as e:
-            out.append(e)
-
-    t = threading.Thread(target=make, name=f"netns-{netns}")
-    t.start()
-    t.join()
-    if isinstance(out[0], BaseException):
-        raise BpfError(f"netlink socket in {netns}: {out[0]}")
-    return out[0]
+    try:
+        return in_netns(netns, make)
+    except OSError as e:
+        raise BpfError(f"netlink socket in {netns}: {e}") from None
 
 
 def attach(items: Sequence[Attach], ifindex: dict[str, int], netns: str | None = None) -> None:

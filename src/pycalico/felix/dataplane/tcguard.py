@@ -12,6 +12,10 @@ tc guard is outside nftables: tiny eBPF classifiers on ``clsact`` hooks
   nor the QoS IFBs ``bw<prefix>*``): egress drops a packet FROM a workload that the table
   did not see.
 
+- the node itself (local delivery, which no tc egress hook sees): the local-delivery guard
+  (:mod:`pycalico.system.nfbpf`, a netfilter BPF program on the ``input`` hook after the
+  nft tables) drops a packet FROM a workload that the table did not see.
+
 Without ``ipv6Support`` (no ``ip6 calico`` table) the programs check IPv4 packets only.
 The host's own traffic (BGP, its connections, to workloads too) never carries ``FROM_WL``
 and is not forwarded, so it is never dropped, with or without the nft tables. While the
@@ -20,7 +24,8 @@ included (no conntrack lookup in tc), until Felix re-creates the table (< 1 s).
 
 Owns: which devices want which guard (:func:`wanted`), and :class:`GuardDataplane`, whose
 ``apply`` reads every device's guard filters (3 processes in all) and writes only the
-devices that differ, in one batch.
+devices that differ, in one batch, then makes sure the local-delivery guard is attached
+(held in this process: nothing to read back, it cannot be removed by nft or tc).
 
 Invariants: idempotent (a second apply writes nothing); a failed write (e.g. a device that
 vanished between the read and the write) is reported and retried by the caller; only
@@ -75,10 +80,36 @@ class GuardDataplane:
         self.prefix = prefix
         self.ipv6 = ipv6
         self.writes = 0
+        self.local_writes = 0
         #: Set when the kernel cannot load the programs (no eBPF, no CAP_BPF): logged once,
         #: never retried (the nft guard table still fails closed, but not on a flush).
         self.unsupported: str | None = None
+        #: The same for the local-delivery guard alone (e.g. a kernel before 6.4, or one
+        #: without BTF): the tc guard still works.
+        self.local_unsupported: str | None = None
         self._warned: set[str] = set()
+
+    def _local(self) -> list[str]:
+        """The local-delivery guard on (IPv4, and IPv6 with the ``ip6 calico`` table)."""
+        if self.local_unsupported is not None:
+            return []
+        try:
+            if self.tc.set_local_guard(frozenset({4, 6} if self.ipv6 else {4})):
+                self.local_writes += 1
+        except TcGuardUnsupported as e:
+            self.local_unsupported = str(e)
+            log.error("local-delivery guard disabled: %s", e)
+        except TcError as e:
+            log.warning("local-delivery guard: %s", e)
+            return [str(e)]
+        return []
+
+    def close(self) -> None:
+        """Detach the local-delivery guard (it is this process's; the tc filters stay)."""
+        try:
+            self.tc.set_local_guard(frozenset())
+        except TcError as e:
+            log.warning("local-delivery guard: %s", e)
 
     def apply(self) -> list[str]:
         """Read every device's guard and fix those that differ; returns the errors."""
@@ -88,7 +119,7 @@ class GuardDataplane:
         have = self.tc.get_guards(list(want))
         todo = {d: g for d, g in want.items() if d in have and not _settled(have[d], g)}
         if not todo:
-            return []
+            return self._local()
         try:
             self.tc.set_guards(todo)
         except TcGuardUnsupported as e:
@@ -100,9 +131,9 @@ class GuardDataplane:
                 self._warned.add(str(e))
                 log.warning("%s", e)
             self.writes += 1
-            return []
+            return self._local()
         except TcError as e:  # e.g. a device removed between the read and the write
             log.warning("tc guard: %s", e)
             return [str(e)]
         self.writes += 1
-        return []
+        return self._local()
