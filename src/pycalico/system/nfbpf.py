@@ -18,9 +18,9 @@ when they started keep going while the tables are gone; anything else from a wor
 the host (a new connection, a datagram to an unconnected socket, ICMP) drops until Felix
 has put the tables back.
 
-The program reads ``skb->sk`` and ``skb->mark`` through the context's ``struct sk_buff`` pointer, so its
-bytecode carries those fields' offsets in the running kernel, read from the kernel's BTF
-(:mod:`pycalico.system.btf`).
+The program reads ``skb->sk`` and ``skb->mark`` through the context's ``struct sk_buff``
+pointer, so its bytecode carries those fields' offsets in the running kernel, read from the
+kernel's BTF (:mod:`pycalico.system.btf`).
 
 Owns: the bytecode (:func:`program`) and :class:`LocalInGuard`, the links of one network
 namespace (IPv4, and IPv6 when wanted).
