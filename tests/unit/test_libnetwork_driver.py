@@ -275,3 +275,45 @@ def test_dual_stack_endpoint_gets_the_v6_gateway() -> None:
         "StaticRoutes"
     ]
     assert dp.links["cali" + EID[:11]].v6 == ["fd00::7/128"]
+
+
+CE, CN, RA = (
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.CreateNetwork",
+    "IpamDriver.RequestAddress",
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "says"),
+    [
+        (CE, {"EndpointID": 5}, "EndpointID must be a string, not a number (5)"),
+        (CE, {"EndpointID": "../etc"}, "EndpointID must be a Docker id"),
+        (CE, {"EndpointID": EID, "Interface": "x"}, "Interface must be an object"),
+        (CE, {"EndpointID": EID, "Interface": {"Address": ["10.1.0.5"]}},
+         "Interface: Address must be a string, not a list"),
+        (CE, {"EndpointID": EID, "Interface": {"Address": "fd00::1/64"}}, "not an IPv4 address"),
+        (CE, {"EndpointID": EID, "Interface": {"Address": "10.1.0.5/24", "MacAddress": "zz"}},
+         "'zz' is not a MAC address"),
+        (CN, {"NetworkID": NID, "IPv4Data": [1]}, "IPv4Data[0] must be an object"),
+        (CN, {"NetworkID": NID, "IPv4Data": {}}, "IPv4Data must be a list of objects"),
+        ("NetworkDriver.Join", [], "the request body must be a JSON object, not a list"),
+        (RA, {"Address": [None]}, "Address must be a string"),
+        (RA, {"Address": "10.1.0.300"}, "--ip '10.1.0.300': not an IP address"),
+        ("IpamDriver.RequestPool", {"V6": "yes"}, "V6 must be a boolean"),
+        ("IpamDriver.RequestPool", {"Pool": "x" * 5000}, "...(5000 chars)"),
+        ("NetworkDriver.Bogus\x00" + "y" * 500, {}, "unsupported method NetworkDriver.Bogus\\x00"),
+    ],
+)  # fmt: skip
+def test_malformed_requests_get_an_error_naming_the_field(
+    method: str, body: Any, says: str
+) -> None:
+    """Every field is type-checked before use: an error names the field and quotes a short,
+    escaped excerpt of what came (never a Python exception's text, never the whole value),
+    and nothing is written."""
+    ds, ipam, net, dp = _drivers()
+    before = {k: ds.list(k).items for k in ("WorkloadEndpoint", "IPPool", "Profile")}
+    r = (ipam if method.startswith("Ipam") else net).handle(method, body)
+    assert says in r["Err"] and r["Err"] == r["Error"], r
+    assert len(r["Err"]) < 400 and "\x00" not in r["Err"]
+    assert {k: ds.list(k).items for k in before} == before and not dp.links

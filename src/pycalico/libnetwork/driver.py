@@ -3,7 +3,10 @@
 Both are plain objects: ``handle(method, request) -> response`` over decoded JSON, so unit
 tests drive them with the memory datastore and the fake dataplane; :mod:`.server` puts them on
 sockets. Every failure becomes ``{"Err": "<clear message>", "Error": ...}`` (Docker prints it after
-``Error response from daemon:``); nothing raises out of ``handle``.
+``Error response from daemon:``); nothing raises out of ``handle``. Request fields are read
+only through :class:`~pycalico.libnetwork.request.Request`, which checks each field's JSON
+type (ids: 1-64 letters and digits) and names the field in its error, so a malformed request
+is refused before anything is written.
 
 Behaviour (Calico's, with the differences noted):
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import re
 import threading
 import time
 import uuid
@@ -46,12 +50,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pycalico.api.loader import excerpt
 from pycalico.cni.dataplane import GATEWAY_V4, GATEWAY_V6, WiringError, WorkloadIface, random_mac
 from pycalico.cni.workload import network_profile, wep_name
 from pycalico.datastore.base import AlreadyExists, Conflict, Datastore, NotFound
 from pycalico.errors import CalicoError
 from pycalico.ipam import IPAM
 from pycalico.ipam.errors import IPAMError, NoAddressesAvailable
+from pycalico.libnetwork.request import Request, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,8 @@ class ContainerInfo:
 #: (network id, endpoint id) -> the container using that endpoint, or None (not yet known)
 ContainerLookup = Callable[[str, str], "ContainerInfo | None"]
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[Request], dict[str, Any]]
+_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
 
 
 def _err(msg: str) -> dict[str, Any]:
@@ -97,12 +104,10 @@ def _err(msg: str) -> dict[str, Any]:
 def _dispatch(table: Mapping[str, Handler], method: str, req: Any) -> dict[str, Any]:
     fn = table.get(method)
     if fn is None:
-        return _err(f"calico: unsupported method {method}")
-    if not isinstance(req, dict):
-        req = {}
+        return _err(f"calico: unsupported method {excerpt(method, 64)}")
     try:
-        return fn(req)
-    except DriverError as e:
+        return fn(Request(method, req))
+    except (DriverError, RequestError) as e:
         log.info("%s: %s", method, e)
         return _err(str(e))
     except Exception as e:  # never let Docker hang on an unexpected failure
@@ -141,25 +146,25 @@ class IpamDriver:
     def handle(self, method: str, req: Any) -> dict[str, Any]:
         return _dispatch(self.table, method, req)
 
-    def request_pool(self, req: dict[str, Any]) -> dict[str, Any]:
-        if req.get("SubPool"):
+    def request_pool(self, req: Request) -> dict[str, Any]:
+        if req.text("SubPool"):
             raise DriverError(
                 "Calico IPAM does not support --ip-range (sub pools): addresses come from the "
                 "configured Calico IP pools"
             )
-        if req.get("Options"):
-            names = ", ".join(sorted(req["Options"]))
+        if opts := req.obj("Options"):
+            names = excerpt(", ".join(sorted(opts)), 200)
             raise DriverError(f"Calico IPAM does not support --ipam-opt options ({names})")
-        v6 = bool(req.get("V6"))
+        v6 = req.flag("V6")
         pool_id, pool, gw = (
             (POOL_ID_V6, "::/0", "::/0") if v6 else (POOL_ID_V4, "0.0.0.0/0", "0.0.0.0/0")
         )
-        want = str(req.get("Pool") or "")
+        want = req.text("Pool")
         if want:
             try:
                 net = ipaddress.ip_network(want, strict=False)
             except ValueError:
-                raise DriverError(f"--subnet {want!r}: not a valid CIDR") from None
+                raise DriverError(f"--subnet {excerpt(want, 64)!r}: not a valid CIDR") from None
             match = [p for p in _pools(self.ds) if _cidr(p) == str(net)]
             if not match:
                 raise DriverError(
@@ -169,14 +174,18 @@ class IpamDriver:
             pool_id, pool = match[0]["metadata"]["name"], str(net)
         return {"PoolID": pool_id, "Pool": pool, "Data": {GATEWAY_KEY: gw}}
 
-    def request_address(self, req: dict[str, Any]) -> dict[str, Any]:
-        opts = req.get("Options") or {}
-        if isinstance(opts, dict) and opts.get("RequestAddressType") == GATEWAY_KEY:
+    def request_address(self, req: Request) -> dict[str, Any]:
+        if req.obj("Options").get("RequestAddressType") == GATEWAY_KEY:
             raise DriverError("Calico IPAM does not support specifying a gateway (--gateway)")
-        pool_id = str(req.get("PoolID") or "")
+        pool_id = req.text("PoolID")
         handle = f"{ORCH}.{uuid.uuid4().hex}"
         attrs = {"node": self.node, "type": ORCH}
-        addr = str(req.get("Address") or "")
+        addr = req.text("Address")
+        if addr:
+            try:
+                ipaddress.ip_interface(addr)
+            except ValueError:
+                raise DriverError(f"--ip {excerpt(addr, 64)!r}: not an IP address") from None
         try:
             if addr:
                 ip = self.ipam.assign_ip(addr, handle, attrs, self.node).ip
@@ -202,7 +211,8 @@ class IpamDriver:
             where = f"pool {pool_id}" if pool_id not in (POOL_ID_V4, POOL_ID_V6) else "any pool"
             raise DriverError(f"IP assignment error: no addresses available in {where}") from None
         except IPAMError as e:
-            raise DriverError(f"IP assignment error ({addr or pool_id}): {e}") from None
+            what = excerpt(addr or pool_id, 64)
+            raise DriverError(f"IP assignment error ({what}): {excerpt(str(e), 300)}") from None
         plen = 128 if ip.version == 6 else 32
         return {"Address": f"{ip}/{plen}", "Data": {}}
 
@@ -210,14 +220,18 @@ class IpamDriver:
         try:
             return _cidr(self.ds.get("IPPool", pool_id))
         except NotFound:
-            raise DriverError(f"invalid pool {pool_id!r}: no such Calico IP pool") from None
+            raise DriverError(
+                f"invalid pool {excerpt(pool_id, 64)!r}: no such Calico IP pool"
+            ) from None
 
-    def release_address(self, req: dict[str, Any]) -> dict[str, Any]:
-        addr = str(req.get("Address") or "")
+    def release_address(self, req: Request) -> dict[str, Any]:
+        addr = req.text("Address")
         try:
             ipaddress.ip_address(addr)
         except ValueError:
-            raise DriverError(f"ReleaseAddress: {addr!r} is not an IP address") from None
+            raise DriverError(
+                f"ReleaseAddress: {excerpt(addr, 64)!r} is not an IP address"
+            ) from None
         self.ipam.release_ips([addr])  # already free: a no-op, as in Calico
         return {}
 
@@ -288,31 +302,34 @@ class NetworkDriver:
                 continue
             if isinstance(v, bool):
                 if v:
-                    flag = "--" + k.removeprefix("com.docker.network.")
+                    flag = "--" + excerpt(k.removeprefix("com.docker.network."), 64)
                     raise DriverError(f"Calico driver does not support the flag {flag}.")
             elif isinstance(v, dict):
                 if v:
-                    names = ", ".join(sorted(v))
+                    names = excerpt(", ".join(sorted(map(str, v))), 200)
                     s = "s" if len(v) > 1 else ""
                     raise DriverError(f"Calico driver does not support the option{s} {names}.")
             elif v not in (None, ""):
-                raise DriverError(f"Calico driver does not support the option {k} ({v}).")
+                raise DriverError(
+                    f"Calico driver does not support the option {excerpt(k, 64)} "
+                    f"({excerpt(v, 64)})."
+                )
 
-    def create_network(self, req: dict[str, Any]) -> dict[str, Any]:
-        self._check_options(req.get("Options") or {})
-        nid = str(req.get("NetworkID") or "")
+    def create_network(self, req: Request) -> dict[str, Any]:
+        self._check_options(req.obj("Options"))
+        nid = req.docker_id("NetworkID")
         cidrs: list[str] = []
-        for d in req.get("IPv4Data") or []:
-            if d.get("Gateway") != "0.0.0.0/0":
+        for d in req.objs("IPv4Data"):
+            if d.text("Gateway") != "0.0.0.0/0":
                 raise DriverError(
                     "Non-Calico IPAM driver is used: create the network with "
                     "--ipam-driver calico-ipam"
                 )
-            cidrs.append(str(d.get("Pool")))
-        for d in req.get("IPv6Data") or []:
-            if d.get("AddressSpace") != GLOBAL_SPACE:
+            cidrs.append(d.text("Pool"))
+        for d in req.objs("IPv6Data"):
+            if d.text("AddressSpace") != GLOBAL_SPACE:
                 raise DriverError("Non-Calico IPAM driver is used (IPv6)")
-            cidrs.append(str(d.get("Pool")))
+            cidrs.append(d.text("Pool"))
         real = [c for c in cidrs if c not in ("0.0.0.0/0", "::/0")]
         if not real:
             raise DriverError(
@@ -327,7 +344,7 @@ class NetworkDriver:
         for _ in range(5):
             pool = next((p for p in _pools(self.ds) if _cidr(p) == cidr), None)
             if pool is None:
-                raise DriverError(f"--subnet {cidr}: no Calico IP pool has this CIDR")
+                raise DriverError(f"--subnet {excerpt(cidr, 64)}: no Calico IP pool has this CIDR")
             md = pool["metadata"]
             ann = dict(md.get("annotations") or {})
             if ann.get(NETWORK_ID_ANNOTATION) == nid:
@@ -340,8 +357,8 @@ class NetworkDriver:
                 continue
         raise DriverError(f"updating IP pool for {cidr}: too many conflicts, try again")
 
-    def delete_network(self, req: dict[str, Any]) -> dict[str, Any]:
-        nid = str(req.get("NetworkID") or "")
+    def delete_network(self, req: Request) -> dict[str, Any]:
+        nid = req.docker_id("NetworkID")
         for _ in range(5):
             pools = [p for p in _pools(self.ds) if self._network_of(p) == nid]
             if not pools:
@@ -385,24 +402,31 @@ class NetworkDriver:
     def wep_name(self, eid: str) -> str:
         return wep_name(self.node, ORCH, ORCH, eid)
 
-    def create_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
-        eid = str(req.get("EndpointID") or "")
-        nid = str(req.get("NetworkID") or "")
-        iface = req.get("Interface") or {}
-        if not eid:
-            raise DriverError("CreateEndpoint: EndpointID missing")
+    def create_endpoint(self, req: Request) -> dict[str, Any]:
+        eid = req.docker_id("EndpointID")
+        nid = req.docker_id("NetworkID", required=False)
+        iface = req.sub("Interface")
         nets: list[str] = []
         for key, plen in (("Address", 32), ("AddressIPv6", 128)):
-            a = str(iface.get(key) or "")
+            a = iface.text(key)
             if a:
                 try:
-                    nets.append(f"{ipaddress.ip_interface(a).ip}/{plen}")
+                    ip = ipaddress.ip_interface(a).ip
                 except ValueError:
-                    raise DriverError(f"endpoint {key} {a!r} is not an address") from None
+                    raise DriverError(
+                        f"endpoint {key} {excerpt(a, 64)!r} is not an address"
+                    ) from None
+                if ip.version != (4 if plen == 32 else 6):
+                    raise DriverError(
+                        f"endpoint {key} {a!r} is not an IPv{4 if plen == 32 else 6} address"
+                    )
+                nets.append(f"{ip}/{plen}")
         if not nets:
             raise DriverError("no address assigned for endpoint (use --ipam-driver calico-ipam)")
         pool = self._pool_name(nid, nets[0])
-        mac = str(iface.get("MacAddress") or "")
+        mac = iface.text("MacAddress")
+        if mac and not _MAC.fullmatch(mac):
+            raise DriverError(f"endpoint MacAddress {excerpt(mac, 64)!r} is not a MAC address")
         resp: dict[str, Any] = {"Interface": {}}
         if not mac:
             mac = random_mac()
@@ -442,9 +466,9 @@ class NetworkDriver:
         except NotFound:
             raise DriverError(f"endpoint {eid[:12]}: no such Calico endpoint") from None
 
-    def join(self, req: dict[str, Any]) -> dict[str, Any]:
-        eid = str(req.get("EndpointID") or "")
-        nid = str(req.get("NetworkID") or "")
+    def join(self, req: Request) -> dict[str, Any]:
+        eid = req.docker_id("EndpointID")
+        nid = req.docker_id("NetworkID", required=False)
         spec = self._wep(eid).get("spec") or {}
         w = WorkloadIface(
             host_ifname=host_ifname(eid),
@@ -477,13 +501,13 @@ class NetworkDriver:
             "DisableGatewayService": False,
         }
 
-    def leave(self, req: dict[str, Any]) -> dict[str, Any]:
-        eid = str(req.get("EndpointID") or "")
+    def leave(self, req: Request) -> dict[str, Any]:
+        eid = req.docker_id("EndpointID")
         self.wiring.teardown(host_ifname(eid), "", temp_ifname(eid))
         return {}
 
-    def delete_endpoint(self, req: dict[str, Any]) -> dict[str, Any]:
-        eid = str(req.get("EndpointID") or "")
+    def delete_endpoint(self, req: Request) -> dict[str, Any]:
+        eid = req.docker_id("EndpointID")
         try:
             self.ds.delete("WorkloadEndpoint", self.wep_name(eid), ORCH)
         except NotFound:
