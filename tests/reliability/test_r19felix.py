@@ -4,15 +4,16 @@ kernel, while a pod keeps trying a flow that policy DENIES.
 Topology: tests/netns/test_felix_dataplane.py's :class:`Cluster` (a node namespace, pods a,
 b, c wired Calico-style; ingress to b only from a on TCP 80). For every tampering (table
 ``calico`` deleted or flushed, a base/dispatch/endpoint chain flushed, the guard table
-deleted, a workload's /32 route deleted, a remote VTEP's neighbour or FDB entry deleted, the
-VXLAN device deleted, ``nft flush ruleset`` - which removes the guard table too: the tc guard
-and the local-delivery guard, outside nftables, fail closed then -, a tc guard filter
-deleted) the denied probes c -> b and c -> a listener of the node itself must never get
-through, the kernel must be back to Felix's desired state within 2 s (the periodic
-refreshes are left at their defaults, 180 s / 90 s / 30 s, so only the kernel watchers can do
-it), and the allowed flow a -> b works again afterwards. Repair times are printed
-(``pytest -s``) and asserted. Also: a stopped agent leaves its tables and ``calico-node
-uninstall`` removes the guard with the main table; a SIGKILLed agent leaves no monitor child.
+deleted, a workload's /32 route deleted, a remote VTEP's neighbour or FDB entry deleted,
+proxy ARP turned off on a workload interface, the VXLAN device deleted, ``nft flush
+ruleset`` - which removes the guard table too: the tc guard and the local-delivery guard,
+outside nftables, fail closed then -, a tc guard filter deleted) the denied probes c -> b
+and c -> a listener of the node itself must never get through, the kernel must be back to
+Felix's desired state within 2 s (the periodic refreshes are left at their defaults, 180 s
+/ 90 s / 30 s, so only the kernel watchers can do it), and the allowed flow a -> b works
+again afterwards. Repair times are printed (``pytest -s``) and asserted. Also: a stopped
+agent leaves its tables and ``calico-node uninstall`` removes the guard with the main
+table; a SIGKILLed agent leaves no monitor child.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class KernelEvents:
 
     def __init__(self, ns: Netns) -> None:
         self.proc = ns.popen("ip", "-tshort", "-o", "monitor", "route", "link", "address",
-                             "neigh", stdout=subprocess.PIPE)  # fmt: skip
+                             "neigh", "netconf", stdout=subprocess.PIPE)  # fmt: skip
         self.events: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -460,6 +461,17 @@ def test_route_and_device_tampering_is_repaired_in_seconds(
             vtep_fdb,
         )  # fmt: skip
         assert allowed(cluster)
+        # A sysctl Felix owns on a workload interface (proxy ARP answers the pod's gateway):
+        # ``ip monitor netconf`` reports the change, the full apply restores it.
+        b_if, proxy_arp = iface_for("b"), f"net.ipv4.conf.{iface_for('b')}.proxy_arp"
+        time.sleep(1.0)
+        times["proxy ARP off on a pod interface"] = events.repair(
+            lambda: cluster.node.sysctl(proxy_arp, 0),
+            lambda ln: b_if in ln and "proxy_neigh off" in ln,
+            lambda ln: b_if in ln and "proxy_neigh on" in ln,
+            lambda: cluster.node.read_sysctl(proxy_arp) == "1",
+        )
+        assert allowed(cluster)
         times["delete vxlan device"] = events.repair(
             lambda: cluster.node.ip("link", "del", "vxlan.calico"),
             deleted("vxlan.calico"), added("vxlan.calico", "inet 10.96.200.0/32"), vxlan_up,
@@ -479,7 +491,7 @@ def test_route_and_device_tampering_is_repaired_in_seconds(
         assert not slow, f"repairs over {REPAIR_BUDGET_S}s: {slow}"
         # No spin: once repaired, Felix's own full applies write nothing the watchers see.
         time.sleep(1.0)
-        mon = cluster.node.popen("ip", "-o", "monitor", "route", "link", "address",
+        mon = cluster.node.popen("ip", "-o", "monitor", "route", "link", "address", "netconf",
                                  stdout=subprocess.PIPE)  # fmt: skip
         time.sleep(2.0)
         mon.terminate()

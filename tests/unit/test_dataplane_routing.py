@@ -405,3 +405,32 @@ def test_ipv6_instance_uses_its_device_family_and_table() -> None:
     assert dp4.apply(DesiredState(routes={BH.dst: BH}), full=True) == []
     assert r.dst in k.routes and BH.dst in k.routes
     assert dp.apply(want, full=True) == [] and BH.dst in k.routes
+
+
+def test_full_apply_restores_the_sysctls_of_workload_interfaces() -> None:
+    """As Calico's Felix configures each workload interface it routes to: proxy ARP (the
+    pod's 169.254.1.1 gateway), no proxy delay, forwarding, route_localnet; turned off by
+    hand, they come back at the next full apply (what ``ip monitor netconf`` triggers). An
+    interface whose sysctls are gone (pod being deleted) is skipped, not an error."""
+    k = host()
+    dp, _ = dataplane(k)
+    sc = dp.sysctl
+    assert isinstance(sc, FakeSysctl)
+    here = {f"net.ipv4.conf.calia.{k}": v for k, v in
+            {"proxy_arp": "0", "forwarding": "0", "route_localnet": "1"}.items()}  # fmt: skip
+    sc.values.update(here | {"net.ipv4.neigh.calia.proxy_delay": "80"})
+    local = Route(N("10.244.1.5/32"), dev="calia", scope_link=True)
+    gone = Route(N("10.244.1.6/32"), dev="calib", scope_link=True)
+    k.add_link(Link("calia", "veth", 1500, "ee:ee:ee:ee:ee:ee", True))
+    k.add_link(Link("calib", "veth", 1500, "ee:ee:ee:ee:ee:ee", True))
+    want = DesiredState(routes={local.dst: local, gone.dst: gone})
+    assert dp.apply(want, full=True) == []
+    assert sc.read("net.ipv4.conf.calia.proxy_arp") == "1"
+    assert sc.read("net.ipv4.conf.calia.forwarding") == "1"
+    assert sc.read("net.ipv4.neigh.calia.proxy_delay") == "0"
+    assert not any("calib" in key for key in sc.values)
+    writes = dp.sysctls.writes
+    assert dp.apply(want, full=True) == [] and dp.sysctls.writes == writes  # settled
+    sc.values["net.ipv4.conf.calia.proxy_arp"] = "0"
+    assert dp.apply(want, full=False) == [] and sc.read("net.ipv4.conf.calia.proxy_arp") == "0"
+    assert dp.apply(want, full=True) == [] and sc.read("net.ipv4.conf.calia.proxy_arp") == "1"

@@ -55,6 +55,13 @@ def test_route_topic_names_what_felix_owns() -> None:
     assert route_topic("[NEIGH]198.18.0.3 dev vxlan.calico lladdr 66:cb:0d:0c:00:02 NOARP "
                        "PERMANENT") == ROUTES_TOPIC  # fmt: skip
     assert route_topic("[NEIGH]10.96.0.2 dev calib4f lladdr ee:ee:ee:ee:ee:ee REACHABLE") is None
+    # netconf: proxy ARP / forwarding of a workload interface, or forwarding of "all".
+    assert route_topic("[NETCONF]inet calib4f proxy_neigh off ") == ROUTES_TOPIC
+    assert route_topic("[NETCONF]inet6 calib4f forwarding off ") == ROUTES_TOPIC
+    assert route_topic("[NETCONF]inet all forwarding off ") == ROUTES_TOPIC
+    assert route_topic("[NETCONF]inet eth0 forwarding on ") is None
+    assert route_topic("[NETCONF]inet default forwarding on ") is None
+    assert route_topic("[NETCONF]inet bwcalib4f forwarding on ") is None
 
 
 def test_debouncer_delays_and_rate_limits() -> None:

@@ -1,7 +1,7 @@
 """Kernel change watchers: wake Felix's owner loop when someone touches what Felix owns.
 
 Owns: :class:`LineWatcher` (one long-running monitor child - ``nft monitor`` or
-``ip -o monitor label route link address neigh`` - started through the
+``ip -o monitor label route link address neigh netconf`` - started through the
 :class:`~pycalico.system.process.ProcessLauncher` seam, its output read line by line on a
 small reader thread), the pure line classifiers :func:`nft_topic` and :func:`route_topic`,
 and :class:`Debouncer` (which topics are due for a resync, and when).
@@ -14,7 +14,8 @@ Invariants:
   qdisc or filter deleted (``tc monitor``, :func:`tc_topic`); ``routes`` for a
   route with protocol 80, a link/address/route on one of our devices (``vxlan.calico``,
   ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``), or a neighbour
-  or FDB entry on one of our devices (the remote VTEPs).
+  or FDB entry on one of our devices (the remote VTEPs), or a netconf change (forwarding,
+  proxy ARP) of a workload interface or of ``all``.
 - Our own writes produce events too. The loop cannot spin: a resync reads back and writes
   only what differs from the desired state (nothing, after our own write), and the
   :class:`Debouncer` runs at most one resync per topic per ``min_gap`` seconds.
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Devices Felix owns (names as in :mod:`pycalico.felix.calc.routetypes`).
 OUR_DEVICES = ("vxlan.calico", "vxlan-v6.calico", "tunl0")
-ROUTE_ARGV = ("ip", "-o", "monitor", "label", "route", "link", "address", "neigh")
+ROUTE_ARGV = ("ip", "-o", "monitor", "label", "route", "link", "address", "neigh", "netconf")
 ROUTES_TOPIC = "routes"
 #: A pod-bandwidth IFB device (``bw<prefix>*``) changed: only the QoS driver resyncs.
 QOS_TOPIC = "qos"
@@ -70,14 +71,20 @@ def tc_topic(line: str) -> str | None:
 
 def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
     """:data:`ROUTES_TOPIC` when ``line`` (of :data:`ROUTE_ARGV`, optionally labelled
-    ``[ROUTE]``/``[LINK]``/``[ADDR]``/``[NEIGH]``) touches what the route drivers own, else
-    None. A ``[NEIGH]`` line (a neighbour, or an FDB entry: the kernel reports both on the
-    neighbour group) counts only on our tunnel devices (the VTEP entries): ARP on workload
-    interfaces is the kernel's own business and far too frequent to resync on."""
+    ``[ROUTE]``/``[LINK]``/``[ADDR]``/``[NEIGH]``/``[NETCONF]``) touches what the route
+    drivers own, else None. A ``[NEIGH]`` line (a neighbour, or an FDB entry: the kernel
+    reports both on the neighbour group) counts only on our tunnel devices (the VTEP
+    entries): ARP on workload interfaces is the kernel's own business and far too frequent
+    to resync on."""
     label, _, rest = line.partition("]") if line.startswith("[") else ("", "", line)
     if label == "[NEIGH":
         words = rest.split()
         return ROUTES_TOPIC if any(w in OUR_DEVICES for w in words) else None
+    if label == "[NETCONF":  # "inet cali123 proxy_neigh off", "inet all forwarding off"
+        words = rest.split()
+        dev = words[1] if len(words) > 1 else ""
+        ours = dev == "all" or (prefix and dev.startswith(prefix) and not dev.startswith("bw"))
+        return ROUTES_TOPIC if ours else None
     words = rest.replace("@", " ").replace(":", " ").split()
     if any(a == "proto" and b == str(proto) for a, b in itertools.pairwise(words)):
         return ROUTES_TOPIC
