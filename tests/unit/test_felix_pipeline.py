@@ -19,6 +19,7 @@ from pycalico.felix.agent import FELIX_KINDS, Felix
 from pycalico.felix.calc.routetypes import Addr, DesiredState, HostFacts
 from pycalico.felix.dataplane import FakeNftRunner
 from pycalico.felix.dataplane.runner import TablePart
+from pycalico.felix.dataplane.watch import route_topic
 from pycalico.ipam import IPAM
 from pycalico.node.tunnels import ensure_tunnel_addresses
 from pycalico.system.clock import Clock, FakeClock, RealClock
@@ -126,6 +127,10 @@ class FakeRoutes:
         self.iface, self.mtu = iface, mtu
         self.fail = 0
         self.closed = False
+        self.resyncs: list[str] = []
+
+    def request_resync(self, part: str) -> None:
+        self.resyncs.append(part)
 
     def facts(self, node_ip: Addr | None, mtu_pattern: str) -> HostFacts:
         self.facts_calls.append((node_ip, mtu_pattern))
@@ -198,6 +203,33 @@ def test_policy_update_and_new_block_reach_their_drivers_through_one_loop(
     finally:
         felix.stop()
     assert r4.closed and r6.closed
+
+
+def test_a_route_event_rereads_the_routes_only(ds: MemoryDatastore) -> None:
+    """A deleted or added route of ours (``ip monitor``'s ``[ROUTE]`` line) asks the route
+    drivers to re-read their routes, in an incremental apply: host facts, devices, VTEPs,
+    sysctls and NAT are not re-read (the full apply's work); a link event still is full; a
+    VTEP neighbour or FDB event re-reads the VXLAN part only."""
+    ensure_tunnel_addresses(ds, "n1")
+    r4 = FakeRoutes()
+    felix = Felix("n1", ds, ThreadNft(), routes=r4, syncer_poll_interval=0.05, watch=False)
+    felix.start()
+    try:
+        assert felix.wait_in_sync(5), felix.error
+        applied, facts = len(r4.applied), len(r4.facts_calls)
+        felix.kernel_event(route_topic("[ROUTE]Deleted 10.244.1.2 dev calib proto 80 scope link"))
+        wait_for(lambda: r4.resyncs == ["routes"] and len(r4.applied) > applied, 5.0, 0.01)
+        assert r4.applied[-1][1] is False and len(r4.facts_calls) == facts
+        felix.kernel_event(route_topic("[LINK]Deleted 7: vxlan.calico: <BROADCAST> mtu 1450"))
+        wait_for(lambda: r4.applied[-1][1] is True, 5.0, 0.01)
+        assert r4.resyncs == ["routes"] and len(r4.facts_calls) > facts
+        n = len(r4.applied)
+        felix.kernel_event(route_topic("[NEIGH]Deleted 10.96.201.0 dev vxlan.calico lladdr "
+                                       "66:cb:0d:0c:00:02 PERMANENT"))  # fmt: skip
+        wait_for(lambda: r4.resyncs == ["routes", "vxlan"] and len(r4.applied) > n, 5.0, 0.01)
+        assert r4.applied[-1][1] is False
+    finally:
+        felix.stop()
 
 
 def test_route_failure_backs_off_without_blocking_nft(ds: MemoryDatastore) -> None:

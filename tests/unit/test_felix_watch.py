@@ -10,7 +10,9 @@ from pycalico.datastore.memory import MemoryDatastore
 from pycalico.felix.agent import Felix
 from pycalico.felix.dataplane import FakeNftRunner
 from pycalico.felix.dataplane.watch import (
+    ROUTE_TABLE_TOPIC,
     ROUTES_TOPIC,
+    VTEP_TOPIC,
     Debouncer,
     LineWatcher,
     nft_topic,
@@ -49,11 +51,14 @@ def test_route_topic_names_what_felix_owns() -> None:
     assert route_topic("9: tap0: <BROADCAST,UP> mtu 1500", prefix="tap") == ROUTES_TOPIC
     # Labelled lines (ROUTE_ARGV): VTEP neighbours and FDB entries on our devices count,
     # ARP on workload interfaces does not.
-    assert route_topic("[ROUTE]10.96.0.2 dev calib4f proto 80 scope link") == ROUTES_TOPIC
+    # A labelled route line: re-reading the routes alone repairs it.
+    assert route_topic("[ROUTE]10.96.0.2 dev calib4f proto 80 scope link") == ROUTE_TABLE_TOPIC
+    assert route_topic("[ROUTE]10.1.0.0/24 via 198.18.0.2 dev eth0 proto bird") is None
+    assert route_topic("[LINK]Deleted 3: calitest@x0: <BROADCAST> mtu 1500") == ROUTES_TOPIC
     assert route_topic("[NEIGH]Deleted 10.96.201.0 dev vxlan.calico lladdr 66:cb:0d:0c:00:02 "
-                       "PERMANENT") == ROUTES_TOPIC  # fmt: skip
+                       "PERMANENT") == VTEP_TOPIC  # fmt: skip
     assert route_topic("[NEIGH]198.18.0.3 dev vxlan.calico lladdr 66:cb:0d:0c:00:02 NOARP "
-                       "PERMANENT") == ROUTES_TOPIC  # fmt: skip
+                       "PERMANENT") == VTEP_TOPIC  # fmt: skip
     assert route_topic("[NEIGH]10.96.0.2 dev calib4f lladdr ee:ee:ee:ee:ee:ee REACHABLE") is None
     # netconf: proxy ARP / forwarding of a workload interface, or forwarding of "all".
     assert route_topic("[NETCONF]inet calib4f proxy_neigh off ") == ROUTES_TOPIC

@@ -24,7 +24,9 @@ from pycalico.felix.dataplane import NftError, NftRunner, NftTable
 from pycalico.felix.dataplane.watch import (
     QOS_TOPIC,
     ROUTE_ARGV,
+    ROUTE_TABLE_TOPIC,
     ROUTES_TOPIC,
+    VTEP_TOPIC,
     Debouncer,
     LineWatcher,
     nft_topic,
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Debouncer topic ``guard:<family>``: check that family's guard table now (see kernel_event).
 GUARD_TOPIC = "guard:"
+#: Watcher topics repaired by re-reading one part of the route drivers' state.
+_PARTS = {ROUTE_TABLE_TOPIC: "routes", VTEP_TOPIC: "vxlan"}
 
 
 class KernelWatch:
@@ -104,7 +108,10 @@ class KernelWatch:
             # reports table by table): that tiny table is repaired at once (no delay).
             # Events on the main table never cost a guard read-back.
             self._debounce.note(f"{GUARD_TOPIC}{table.family}", now, 0.0, 0.05)
-        self._debounce.note(topic, now)
+        if topic in _PARTS:  # one or two reads: cheap, so barely delayed
+            self._debounce.note(topic, now, 0.02, 0.25)
+        else:
+            self._debounce.note(topic, now)
         self._wake.put([])
 
     def _take_kernel_events(self) -> None:
@@ -118,6 +125,8 @@ class KernelWatch:
                 table.request_resync()
             elif self.routes is not None and (topic == ROUTES_TOPIC or "calico-nat" in topic):
                 self.routes.request_full()
+            elif self.routes is not None and topic in _PARTS:
+                self.routes.request_part(_PARTS[topic])
             if self.qos is not None and topic in (ROUTES_TOPIC, QOS_TOPIC):
                 self.qos.request_full()  # a workload link or an IFB: re-read its tc state
             with self._lock:

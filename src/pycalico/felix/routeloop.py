@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
 MIN_BACKOFF_S = 0.1
+#: What :meth:`RouteLoop.request_part` can ask to be re-read: the routes, or the VXLAN
+#: device with its VTEP neighbour and FDB entries.
+PARTS = ("routes", "vxlan")
 
 
 class RouteDriver(Protocol):
@@ -47,6 +50,10 @@ class RouteDriver(Protocol):
     def facts(self, node_ip: Addr | None, mtu_pattern: str) -> HostFacts: ...
 
     def apply(self, want: DesiredState, *, full: bool) -> list[str]: ...
+
+    def request_resync(self, part: str) -> None:
+        """Re-read one part of the kernel's state (:data:`PARTS`) at the next apply."""
+        ...
 
     def close(self) -> None: ...
 
@@ -72,6 +79,7 @@ class RouteLoop:
         self._facts_key: dict[int, tuple[Addr | None, str]] = {}
         self._full = True
         self._dirty = False
+        self._parts: set[str] = set()  # re-read these parts only (request_part)
         self.next_full = 0.0
         self.retry_at: float | None = None
         self._backoff = MIN_BACKOFF_S
@@ -99,6 +107,12 @@ class RouteLoop:
         """Ask for a full apply (re-read the kernel and repair drift) at the next step."""
         self._full = True
 
+    def request_part(self, part: str) -> None:
+        """Ask for one part (:data:`PARTS`) of the kernel's state to be re-read and repaired
+        at the next step: what a route or VTEP event needs, a fraction of a full apply's
+        reads (which re-read host facts, devices, VTEP entries, routes, sysctls and NAT)."""
+        self._parts.add(part)
+
     # --- schedule -------------------------------------------------------------------------
     def interval(self) -> float:
         if self.refresh_interval is not None:
@@ -109,7 +123,7 @@ class RouteLoop:
         """When :meth:`step` next has work without new messages (monotonic seconds)."""
         if self.retry_at is not None:
             return self.retry_at
-        if self._full or self._dirty:
+        if self._full or self._dirty or self._parts:
             return 0.0
         return self.next_full
 
@@ -121,9 +135,15 @@ class RouteLoop:
         if self.retry_at is not None and now < self.retry_at:
             return
         full = self._full or now >= self.next_full
-        if not (full or self._dirty or self._facts_stale()):
+        if not (full or self._dirty or self._parts or self._facts_stale()):
             return
         self._full = False
+        if self._parts and not full:
+            for part in sorted(self._parts):
+                for drv in self.drivers.values():
+                    drv.request_resync(part)
+            self._dirty = True
+        self._parts.clear()
         try:
             self.on_messages(self._read_facts(feed_facts, force=full))
             errors = self._apply(full) if (full or self._dirty) else []

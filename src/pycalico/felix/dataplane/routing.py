@@ -105,6 +105,17 @@ class RouteDataplane:
         self._full_next = bool(errors)
         return errors
 
+    def request_resync(self, part: str) -> None:
+        """The next apply re-reads ``part`` of the kernel's state: ``routes`` (a route
+        event) or ``vxlan`` (the device and its VTEP entries: a neighbour or FDB event);
+        the rest is not re-read."""
+        if part == "routes":
+            self.routes.request_resync()
+        elif part == "vxlan":
+            self.vxlan.request_resync()
+        else:
+            raise ValueError(f"unknown part {part!r}")
+
     def _resync(self) -> None:
         self.routes.request_resync()
         self.vxlan.request_resync()

@@ -11,11 +11,13 @@ Invariants:
   must be cheap and thread-safe; Felix sets a flag and wakes its owner loop). The ONE owner
   thread still does every read and write, so there is no second kernel-owning thread.
 - Topics: ``nft:<family>:<table>`` for an nft event on a table we watch; ``qos`` for a
-  qdisc or filter deleted (``tc monitor``, :func:`tc_topic`); ``routes`` for a
-  route with protocol 80, a link/address/route on one of our devices (``vxlan.calico``,
-  ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``), or a neighbour
-  or FDB entry on one of our devices (the remote VTEPs), or a netconf change (forwarding,
-  proxy ARP) of a workload interface or of ``all``.
+  qdisc or filter deleted (``tc monitor``, :func:`tc_topic`); ``routes`` for a route with
+  protocol 80, a link/address/route on one of our devices (``vxlan.calico``,
+  ``vxlan-v6.calico``, ``tunl0``) or a workload interface (``<prefix>*``), a neighbour or
+  FDB entry on one of our devices (the remote VTEPs), or a netconf change (forwarding,
+  proxy ARP) of a workload interface or of ``all``; ``route-table`` instead of ``routes``
+  for a labelled ``[ROUTE]`` line (re-reading the routes alone repairs it), ``vteps`` for a
+  ``[NEIGH]`` line (the VXLAN device's entries alone).
 - Our own writes produce events too. The loop cannot spin: a resync reads back and writes
   only what differs from the desired state (nothing, after our own write), and the
   :class:`Debouncer` runs at most one resync per topic per ``min_gap`` seconds.
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 OUR_DEVICES = ("vxlan.calico", "vxlan-v6.calico", "tunl0")
 ROUTE_ARGV = ("ip", "-o", "monitor", "label", "route", "link", "address", "neigh", "netconf")
 ROUTES_TOPIC = "routes"
+#: A ``[ROUTE]`` line on what we own: re-reading the routes alone repairs it.
+ROUTE_TABLE_TOPIC = "route-table"
+#: A ``[NEIGH]`` line (VTEP neighbour or FDB entry) on our devices: the VXLAN part alone.
+VTEP_TOPIC = "vteps"
 #: A pod-bandwidth IFB device (``bw<prefix>*``) changed: only the QoS driver resyncs.
 QOS_TOPIC = "qos"
 
@@ -79,18 +85,19 @@ def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
     label, _, rest = line.partition("]") if line.startswith("[") else ("", "", line)
     if label == "[NEIGH":
         words = rest.split()
-        return ROUTES_TOPIC if any(w in OUR_DEVICES for w in words) else None
+        return VTEP_TOPIC if any(w in OUR_DEVICES for w in words) else None
     if label == "[NETCONF":  # "inet cali123 proxy_neigh off", "inet all forwarding off"
         words = rest.split()
         dev = words[1] if len(words) > 1 else ""
-        ours = dev == "all" or (prefix and dev.startswith(prefix) and not dev.startswith("bw"))
-        return ROUTES_TOPIC if ours else None
+        mine = dev == "all" or (prefix and dev.startswith(prefix) and not dev.startswith("bw"))
+        return ROUTES_TOPIC if mine else None
     words = rest.replace("@", " ").replace(":", " ").split()
+    topic = ROUTE_TABLE_TOPIC if label == "[ROUTE" else ROUTES_TOPIC
     if any(a == "proto" and b == str(proto) for a, b in itertools.pairwise(words)):
-        return ROUTES_TOPIC
+        return topic
     for w in words:
         if w in OUR_DEVICES or (prefix and w.startswith(prefix)):
-            return ROUTES_TOPIC
+            return topic
         if prefix and w.startswith("bw" + prefix):
             return QOS_TOPIC
     return None
