@@ -95,7 +95,7 @@ def test_dead_peer_is_restarted_once() -> None:
     assert bird.commands[-1] == "restart Mesh_198_18_0_1"
     # still down (the restarted protocol is in start, after the BFD change): judged once only
     bird.protos = [("Mesh_198_18_0_1", "start", "2026-12-02T22:40:01.200")]
-    assert g.check_once() == [] and g.restarted == ["Mesh_198_18_0_1"]
+    assert g.check_once() == [] and list(g.restarted) == ["Mesh_198_18_0_1"]
 
 
 def test_restarting_peer_keeps_graceful_restart() -> None:

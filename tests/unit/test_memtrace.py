@@ -58,3 +58,13 @@ def test_frames_zero_writes_only_where_the_memory_is(tmp_path: Path, restore: No
     stats = json.loads((tmp_path / f"{os.getpid()}-0.json").read_text())
     assert stats["rss_mb"] > 0 and stats["python_blocks"] > 0
     assert stats["malloc_in_use_mb"] > 0 and stats["rss_after_trim_mb"] > 0  # glibc
+
+
+@pytest.mark.parametrize("frames", ["twelve", "-1", "1.5", ""])
+def test_a_bad_frame_count_is_an_error_naming_the_variable(
+    tmp_path: Path, restore: None, frames: str
+) -> None:
+    env = {"CALICO_MEMTRACE_DIR": str(tmp_path / "snaps"), "CALICO_MEMTRACE_FRAMES": frames}
+    with pytest.raises(memtrace.MemtraceError, match="CALICO_MEMTRACE_FRAMES"):
+        memtrace.install(env)
+    assert not tracemalloc.is_tracing() and not (tmp_path / "snaps").exists()

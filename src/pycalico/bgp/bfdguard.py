@@ -38,6 +38,7 @@ no error escapes the loop (logged once per distinct error; the next poll retries
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import threading
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.1  # how often BIRD's BFD sessions are read while any peer is BFD-tracked
 WINDOW_S = 0.2  # protocol left "up" this close to the BFD down (or later): BFD did it
 BFD_STATES = ("AdminDown", "Down", "Init", "Up")
+RESTARTED_KEPT = 64  # restarted protocol names kept for status (a bounded history)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class BfdGuard:
         self.control = control
         self.interval = interval
         self.window = window
-        self.restarted: list[str] = []  # protocol names, in order (for status and tests)
+        #: The last :data:`RESTARTED_KEPT` protocols restarted, in order (status and tests).
+        self.restarted: collections.deque[str] = collections.deque(maxlen=RESTARTED_KEPT)
         self._peers: dict[str, tuple[str, ...]] = {}
         self._up: dict[str, str] = {}  # IP → "Since" of the Up state last seen
         self._lock = threading.Lock()

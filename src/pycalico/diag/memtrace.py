@@ -33,10 +33,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from pycalico.errors import CalicoError
+
 log = logging.getLogger(__name__)
 
 ENV_DIR = "CALICO_MEMTRACE_DIR"
 ENV_FRAMES = "CALICO_MEMTRACE_FRAMES"
+
+
+class MemtraceError(CalicoError):
+    """The memtrace settings are unusable (the message names the variable)."""
 
 
 def install(env: Mapping[str, str]) -> Path | None:
@@ -45,12 +51,15 @@ def install(env: Mapping[str, str]) -> Path | None:
     where = env.get(ENV_DIR, "")
     if not where:
         return None
+    raw = env.get(ENV_FRAMES, "12").strip()
+    if not raw.isdigit():
+        raise MemtraceError(f"{ENV_FRAMES}={raw!r}: must be a whole number of frames (0: none)")
+    frames = int(raw)
     out = Path(where)
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        frames = max(0, int(env.get(ENV_FRAMES, "12")))
-    except ValueError:
-        frames = 12
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MemtraceError(f"{ENV_DIR}={where}: {e.strerror or e}") from None
     if frames:
         tracemalloc.start(frames)
     counter = itertools.count()

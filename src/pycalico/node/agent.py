@@ -464,11 +464,11 @@ def run_agent(env: Mapping[str, str]) -> int:
         format="%(asctime)s [%(levelname)s][%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    memtrace.install(env)  # opt-in heap snapshots on SIGUSR2 (CALICO_MEMTRACE_DIR)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
+        memtrace.install(env)  # opt-in heap snapshots on SIGUSR2 (CALICO_MEMTRACE_DIR)
         agent = build_agent(env, stop)
     except CalicoError as e:
         log.error("calico-node cannot start: %s", e)
