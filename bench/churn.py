@@ -39,8 +39,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import harness  # noqa: E402
+
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 # Applied once the churn has stopped: pods labelled side=a (odd ids) may not reach side=b
 # pods; the live matrix of every pod left must then equal calicoctl's policy matrix.
 END_POLICY = """apiVersion: projectcalico.org/v3
@@ -170,7 +173,7 @@ class Churn:
         """calico-node RSS (MB) of every node every 10 s: flat, or growing with the churn?"""
         t0 = time.monotonic()
         while True:
-            sample = {n: round(rss_mb(p), 1) for n, p in agents.items()}
+            sample = {n: round(harness.rss_mb(p), 1) for n, p in agents.items()}
             self.rss.append((round(time.monotonic() - t0), sample))
             if self.stop.wait(10):
                 return
@@ -210,14 +213,6 @@ def end_matrix(c: Churn, path: Path, tries: int = 3) -> dict[str, Any]:
     return {"pods": len(c.live), "probes": len(want),
             "denied": sum(v == "deny" for v in want.values()),
             "seconds": round(time.monotonic() - t0, 1), "mismatches": mismatches[:20]}  # fmt: skip
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE_KB / 1024
-    except OSError:
-        return 0.0
 
 
 def signal_agents(agents: dict[str, int], label: str, snaps: list[str], memdir: str) -> None:
@@ -268,7 +263,7 @@ def thread_count(pid: int) -> int:
 def settled_rss(agents: dict[str, int], seconds: float = 5.0) -> dict[str, float]:
     """RSS (MB) per node after ``seconds`` of quiet (Felix has applied the last deletes)."""
     time.sleep(seconds)
-    return {n: round(rss_mb(p), 1) for n, p in agents.items()}
+    return {n: round(harness.rss_mb(p), 1) for n, p in agents.items()}
 
 
 def one_round(args: argparse.Namespace, env: dict[str, str], state: dict[str, Any],
@@ -279,7 +274,7 @@ def one_round(args: argparse.Namespace, env: dict[str, str], state: dict[str, An
     c.next_id = first_id
     nodes = [n["name"] for n in state["nodes"]]
     agents = {n["name"]: n["pid"] for n in state["nodes"]}
-    rss0 = {n: round(rss_mb(p), 1) for n, p in agents.items()}
+    rss0 = {n: round(harness.rss_mb(p), 1) for n, p in agents.items()}
     policy = Path(env["CALICO_LAB_DIR"]) / "churn-deny.yaml"
     policy.write_text(DENY_POLICY)
     deadline = time.monotonic() + args.duration
@@ -296,7 +291,7 @@ def one_round(args: argparse.Namespace, env: dict[str, str], state: dict[str, An
     for t in threads:
         t.join()
     churn_s = time.monotonic() - (deadline - args.duration)
-    rss1 = {n: round(rss_mb(p), 1) for n, p in agents.items()}
+    rss1 = {n: round(harness.rss_mb(p), 1) for n, p in agents.items()}
     signal_agents(agents, f"round{rnd}-end", snaps, args.memtrace)
     c.stop.set()
     for t in side:

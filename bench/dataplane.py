@@ -188,18 +188,11 @@ def nodes(state: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def node_footprint(state: dict[str, Any], settle: float) -> dict[str, float]:
     """calico-node RSS (MiB) and CPU (% of one core) averaged over the lab's nodes, idle."""
     pids = [n["pid"] for n in state["nodes"]]
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def cpu(pid: int) -> int:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(f[11]) + int(f[12])
-
-    c0 = {p: cpu(p) for p in pids}
+    c0 = {p: harness.cpu_s(p) for p in pids}
     time.sleep(settle)
-    rss = [int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-           for p in pids]  # fmt: skip
-    cpus = [100 * (cpu(p) - c0[p]) / tick / settle for p in pids]
-    return {"rss_mib": sum(rss) / len(rss) / 2**20, "cpu_pct": sum(cpus) / len(cpus)}
+    rss = [harness.rss_mb(p) for p in pids]
+    cpus = [100 * (harness.cpu_s(p) - c0[p]) / settle for p in pids]
+    return {"rss_mib": sum(rss) / len(rss), "cpu_pct": sum(cpus) / len(cpus)}
 
 
 # -- baselines -------------------------------------------------------------------------

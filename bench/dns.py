@@ -164,16 +164,10 @@ def start_server(node: Netns, db: str, *extra: str) -> subprocess.Popen[str]:
     return p
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load(
     pods: list[Netns], names: list[str], seconds: float, window: int, server_pid: int
 ) -> dict[str, Any]:
-    cpu0 = cpu_seconds(server_pid)
+    cpu0 = harness.cpu_s(server_pid)
     procs = [
         pod.popen(
             "taskset",
@@ -194,7 +188,7 @@ def load(
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 60)
         outs.append(json.loads(out))
-    cpu = cpu_seconds(server_pid) - cpu0
+    cpu = harness.cpu_s(server_pid) - cpu0
     ok = sum(o["ok"] for o in outs)
     lat = sorted(x for o in outs for x in o["lat"])
     q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [0.0] * 99

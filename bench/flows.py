@@ -123,18 +123,6 @@ def tables(c: Cluster) -> tuple[dict[str, Any], dict[str, Any]]:
     return out, refs
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _rx_bytes(pid: int, dev: str = "eth0") -> int:
     """Bytes received on ``dev`` of the network namespace process ``pid`` is in."""
     for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
@@ -231,12 +219,13 @@ def main() -> None:
             """One connection-rate run; the collector's CPU is taken over the run and the
             0.6 s after it (its reads of the run's last connections are due 0.5 s late)."""
             flip(mode)
-            cpu0 = _cpu_s(coll.pid)
+            cpu0 = harness.cpu_s(coll.pid)
             rate = float(cli_ns.exec(PY, "-c", CONNRATE, "100.64.255.2", "80", str(secs)).stdout)
             time.sleep(0.6)
-            cpu[mode.rstrip("2")].append((_cpu_s(coll.pid) - cpu0) * 1e6 / max(rate * secs, 1.0))
+            used = harness.cpu_s(coll.pid) - cpu0
+            cpu[mode.rstrip("2")].append(used * 1e6 / max(rate * secs, 1.0))
             if mode == "on":
-                rss.append(_rss_mb(coll.pid))
+                rss.append(harness.rss_mb(coll.pid))
                 rates.append(rate * 60)
             return rate
 

@@ -43,6 +43,21 @@ def stop_process(proc: subprocess.Popen[Any], wait_s: float = 5.0) -> None:
         proc.wait(5)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (0.0 once it is gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def quick() -> bool:
     """True when the run is the quick look (``make bench QUICK=1``)."""
     return os.environ.get("BENCH_QUICK", "") not in ("", "0")

@@ -36,19 +36,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import harness  # noqa: E402
 
 CALICO_LAB = str(Path(sys.executable).parent / "calico-lab")
-TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE_KB
-
-
-def cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def netns_pids(ns: str, comm: str) -> list[int]:
@@ -69,9 +56,9 @@ class LabFailed(Exception):
 
 def sample(pid: int, settle: float) -> tuple[float, float]:
     """(RSS MiB, CPU % of one core over ``settle`` seconds) of ``pid``."""
-    c0 = cpu_ticks(pid)
+    c0 = harness.cpu_s(pid)
     time.sleep(settle)
-    return rss_kb(pid) / 1024, 100 * (cpu_ticks(pid) - c0) / TICKS / settle
+    return harness.rss_mb(pid), 100 * (harness.cpu_s(pid) - c0) / settle
 
 
 def add_pods(name: str, n: int, env: dict[str, str]) -> float:
@@ -104,18 +91,18 @@ def one(size: int, settle: float, rrs: int, env: dict[str, str], pods: int = 0) 
         for n in state["nodes"]:
             birds = netns_pids(n["netns"], "bird")
             procs.append((n["name"], n["pid"], birds[0] if birds else 0))
-        c0 = {pid: cpu_ticks(pid) for _, a, b in procs for pid in (a, b) if pid}
+        c0 = {pid: harness.cpu_s(pid) for _, a, b in procs for pid in (a, b) if pid}
         time.sleep(settle)
-        c1 = {pid: cpu_ticks(pid) for pid in c0}
+        c1 = {pid: harness.cpu_s(pid) for pid in c0}
         rows = []
         for node, agent, bird in procs:
             rows.append(
                 {
                     "node": node,
-                    "agent_rss_mb": rss_kb(agent) / 1024,
-                    "bird_rss_mb": rss_kb(bird) / 1024 if bird else 0.0,
-                    "agent_cpu_pct": 100 * (c1[agent] - c0[agent]) / TICKS / settle,
-                    "bird_cpu_pct": 100 * (c1[bird] - c0[bird]) / TICKS / settle if bird else 0,
+                    "agent_rss_mb": harness.rss_mb(agent),
+                    "bird_rss_mb": harness.rss_mb(bird) if bird else 0.0,
+                    "agent_cpu_pct": 100 * (c1[agent] - c0[agent]) / settle,
+                    "bird_cpu_pct": 100 * (c1[bird] - c0[bird]) / settle if bird else 0,
                 }
             )
         with_pods: dict[str, Any] = {}
