@@ -20,8 +20,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from pycalico.api.loader import excerpt
-from pycalico.errors import CalicoError
+from pycalico.errors import CalicoError, excerpt
 
 V3 = "projectcalico.org/v3"
 

@@ -21,7 +21,8 @@ import yaml
 from pydantic import ValidationError
 
 from pycalico.api.base import Problem, Problems, Resource, ValidationFailed, lookup
-from pycalico.api.loader import ManifestError, excerpt, parse_documents
+from pycalico.api.loader import ManifestError, parse_documents
+from pycalico.errors import excerpt
 
 _TAG = re.compile(r"[\[\](){}]")
 _TYPE_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "literal"}

@@ -22,19 +22,17 @@ Invariants (issue 19, "bounded, safe input everywhere"):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import IO, Any
 
 import yaml
 
-from pycalico.errors import CalicoError
+from pycalico.errors import CalicoError, excerpt
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_ALIASES = 100
 MAX_EXPANDED_NODES = 1_000_000
 MAX_DEPTH = 100
-EXCERPT_CHARS = 80
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -46,20 +44,6 @@ class ManifestError(CalicoError, ValueError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
-    """``value`` as text for a message: control characters escaped, at most ``limit`` chars
-    of the original (then ``...(N chars)``)."""
-    text = value if isinstance(value, str) else repr(value)
-    cut = text[:limit]
-    out = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), cut)
-    if len(text) > limit:
-        out += f"...({len(text)} chars)"
-    return out
 
 
 def text_of(data: bytes, source: str = "<input>") -> str:

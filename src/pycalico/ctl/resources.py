@@ -17,7 +17,7 @@ import click
 import yaml
 
 from pycalico.api import KINDS, KindInfo, Resource, ValidationFailed, decode_all, resolve_kind
-from pycalico.api.loader import ManifestError, excerpt
+from pycalico.api.loader import ManifestError
 from pycalico.client import ResourceClient, describe, kind_info_of
 from pycalico.ctl.columns import columns_for, render_table
 from pycalico.ctl.common import config_option, fail, open_store
@@ -29,7 +29,7 @@ from pycalico.datastore import (
     NotFound,
     Unavailable,
 )
-from pycalico.errors import CalicoError
+from pycalico.errors import CalicoError, excerpt
 
 Obj = dict[str, Any]
 

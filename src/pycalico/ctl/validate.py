@@ -17,7 +17,8 @@ from pathlib import Path
 import click
 
 from pycalico.api import Problem, Resource, ValidationFailed, decode_all
-from pycalico.api.loader import ManifestError, excerpt, read_manifest
+from pycalico.api.loader import ManifestError, read_manifest
+from pycalico.errors import excerpt
 
 SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -50,11 +50,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pycalico.api.loader import excerpt
 from pycalico.cni.dataplane import GATEWAY_V4, GATEWAY_V6, WiringError, WorkloadIface, random_mac
 from pycalico.cni.workload import network_profile, wep_name
 from pycalico.datastore.base import AlreadyExists, Conflict, Datastore, NotFound
-from pycalico.errors import CalicoError
+from pycalico.errors import CalicoError, excerpt
 from pycalico.ipam import IPAM
 from pycalico.ipam.errors import IPAMError, NoAddressesAvailable
 from pycalico.libnetwork.request import Request, RequestError

@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pycalico.api.loader import excerpt
-from pycalico.errors import CalicoError
+from pycalico.errors import CalicoError, excerpt
 
 #: dockerd's ids are 64 hex digits; letters and digits (up to 64) are accepted here.
 DOCKER_ID = re.compile(r"[0-9A-Za-z]{1,64}")
