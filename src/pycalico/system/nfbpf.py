@@ -41,7 +41,7 @@ import threading
 import weakref
 
 from pycalico.system.bpfsys import BpfUnsupported, in_netns, link_create, prog_load
-from pycalico.system.btf import BtfError, member_offset
+from pycalico.system.btf import BtfError, member_offsets
 from pycalico.system.tcbpf import MARK_FROM_WL, MARK_SEEN
 
 #: After the ``calico`` table's filter chains (0) and the ``calico-guard`` table (10).
@@ -87,7 +87,8 @@ def _load() -> int:
     with _prog_lock:
         if _prog_fd is None:
             try:
-                code = program(member_offset("sk_buff", "mark"), member_offset("sk_buff", "sk"))
+                mark, sk = member_offsets("sk_buff", ("mark", "sk"))
+                code = program(mark, sk)
             except BtfError as e:
                 raise BpfUnsupported(f"local-in guard: {e}") from None
             _prog_fd = prog_load(_PROG_TYPE_NETFILTER, code, PROG_NAME,
