@@ -1,5 +1,7 @@
 """tc guard benchmark: what the fail-closed tc guard (felix/dataplane/tcguard.py) costs a
-forwarded pod -> pod flow, and what marking established packets in nft costs.
+forwarded pod -> pod flow, what marking established packets in nft costs, and what the
+local-delivery guard (system/nfbpf.py, a netfilter BPF program on the input hook) costs a
+pod -> host flow.
 
 One node namespace with two pods wired Calico-style (tests/netns/test_felix_dataplane.py's
 ``Cluster``), three dataplane variants switched between samples and interleaved
@@ -11,8 +13,12 @@ One node namespace with two pods wired Calico-style (tests/netns/test_felix_data
 - ``mark-first+guard``: the same plus the tc guard (eBPF on the pods' cali* ingress and
   egress and on the node's uplink egress).
 
-Metrics: TCP throughput pod a -> pod b, 1 stream (iperf3), and TCP request/response rate
-(sockperf ping-pong). All traffic stays in namespaces this bench creates. Writes
+Pod -> host (servers on an address of the node itself), two variants, both with the tc guard
+and a table marking input packets first: ``local-guard`` (the netfilter BPF link attached)
+and ``no-local-guard`` (detached).
+
+Metrics: TCP throughput, 1 stream (iperf3), and TCP request/response rate (sockperf
+ping-pong). All traffic stays in namespaces this bench creates. Writes
 ``bench/results/parts/tcguard.json``. Usage: ``python bench/tcguard.py [--rounds 5]
 [--seconds 2]``
 """
@@ -49,7 +55,8 @@ def table(first: str, second: str) -> str:
     return (
         "table ip benchguard\ndelete table ip benchguard\ntable ip benchguard {\n"
         "  chain f { type filter hook forward priority 0; "
-        f"{first}; {second}; }}\n}}\n"
+        f"{first}; {second}; }}\n"
+        f"  chain i {{ type filter hook input priority 0; {MARK}; {EST}; }}\n}}\n"
     )
 
 
@@ -66,6 +73,8 @@ def main() -> int:
         tc = TcKernel(SubprocessRunner(), netns=c.node.name)
         guard = GuardDataplane(tc, "cali")
         path = Path_("a->b", c.pods["a"][0].name, c.pods["b"][0].name, "10.66.0.2", servers)
+        c.node.ip("addr", "add", "10.66.255.1/32", "dev", "lo")
+        host = Path_("a->host", c.pods["a"][0].name, c.node.name, "10.66.255.1", servers)
 
         def variant(first: str, second: str, guarded: bool) -> None:
             c.node.exec("nft", "-f", "-", input=table(first, second))
@@ -79,6 +88,15 @@ def main() -> int:
             def run() -> float:
                 variant(first, second, guarded)
                 return path.tcp(1, args.seconds) if metric == "tcp" else path.rr(args.seconds)
+
+            return run
+
+        def to_host(local: bool, metric: str) -> Callable[[], float]:
+            def run() -> float:
+                variant(MARK, EST, True)
+                if not local:
+                    tc.set_local_guard(frozenset())
+                return host.tcp(1, args.seconds) if metric == "tcp" else host.rr(args.seconds)
 
             return run
 
@@ -108,6 +126,22 @@ def main() -> int:
                     )
                     figures.append(fig)
                     print(f"{fig['title']}: ratio {fig['ratio']}")
+                samples = harness.interleave(
+                    {"local-guard": to_host(True, metric),
+                     "no-local-guard": to_host(False, metric)},
+                    args.rounds,
+                )  # fmt: skip
+                fig = harness.figure(
+                    f"tcguard_{metric}_local_guard",
+                    f"local-delivery guard: pod->host {metric} (local-guard / no-local-guard)",
+                    unit,
+                    harness.pair(samples, "local-guard", "no-local-guard"),
+                    system="local-guard",
+                    baseline="no-local-guard",
+                    command=CMD,
+                )
+                figures.append(fig)
+                print(f"{fig['title']}: ratio {fig['ratio']}")
         finally:
             servers.stop()
     print(harness.write_part("tcguard", figures))
