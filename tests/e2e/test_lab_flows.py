@@ -129,6 +129,38 @@ def test_denied_probe_is_reported_within_2s_by_the_dropping_node(lab: Lab) -> No
     assert "sec/gnp/sec.guard-d#0" in table
 
 
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], 179), timeout=1).close()
+    print("open")
+except OSError:
+    print("blocked")
+"""
+
+
+def test_a_pods_connection_to_its_own_node_is_reported_denied_by_the_host_default(
+    lab: Lab,
+) -> None:
+    """ns1/a's profile allows its egress, then ``defaultEndpointToHostAction: Drop`` drops
+    the packet at its own node (here: BIRD's port 179): the node reports the drop, naming
+    the host default, not only the egress allow."""
+    node = json.loads(lab.calicoctl("get", "node", "node1", "-o", "json").stdout)
+    node_ip = node["spec"]["bgp"]["ipv4Address"].split("/")[0]
+    assert lab.exec("ns1/a", sys.executable, "-c", CONNECT, node_ip).stdout.strip() == "blocked"
+
+    def denied() -> list[dict[str, Any]]:
+        return flows(lab, "--action", "deny", "--from", "ns1/a", "--policy", "host")
+
+    recs = wait_for(denied, 10, 0.2)
+    assert recs, flows(lab, "--from", "ns1/a")
+    rec = recs[-1]
+    assert rec["node"] == "node1" and rec["reporter"] == "dst" and rec["dport"] == 179
+    assert rec["policy"]["kind"] == "host" and rec["dst"]["ip"] == node_ip
+    table = lab.run("flows", "--action", "deny", "--from", "ns1/a").stdout
+    assert "endpoint-to-host-default" in table
+
+
 def test_allowed_connection_shows_bytes_after_close(lab: Lab) -> None:
     assert probe(lab, "ns1/a", "ns1/b")
 

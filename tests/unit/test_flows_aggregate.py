@@ -64,6 +64,23 @@ def test_allowed_connection_joins_both_directions_and_counts_bytes_on_close() ->
     assert recs["src"].connections_completed == 1 and not a.conns
 
 
+def test_a_pod_to_host_packet_allowed_out_and_dropped_by_the_host_default() -> None:
+    """The egress allow (the pod's profile) and the host's default drop (``DHI``) of one
+    packet: two records, the source's allow and the destination's deny, as for pod -> pod."""
+    host = RuleRef("deny", "ingress", "host")
+    a, _ = agg()
+    a.resolve_ref = {**REFS, prefix_for(host): host}.get
+    t = FiveTuple("10.0.0.1", "198.18.0.1", 1, 0, 0)
+    a.on_nflog(1500.1, prefix_for(ALLOW_OUT), t, 84)
+    a.on_nflog(1500.1, prefix_for(host), t, 84)
+    a.tick(1500.5)
+    recs = {r.key.reporter: r for r in a.snapshot(1500.5)}
+    assert recs["src"].key.action == "allow" and recs["src"].policy == ALLOW_OUT
+    assert recs["dst"].key.action == "deny" and recs["dst"].policy == host
+    assert recs["dst"].packets_in == 1 and recs["dst"].key.dst.kind == "net"
+    assert a.verdicts[("", "endpoint-to-host-default", "", "ingress", "deny")] == 1
+
+
 def test_denied_retransmits_count_as_evaluations_and_buckets_roll() -> None:
     a, _ = agg()
     for i in range(3):

@@ -54,11 +54,13 @@ def test_parse_prefix_round_trips_unhashed_and_rejects_garbage() -> None:
         RuleRef("deny", "ingress", "policy", tier="sec"),
         RuleRef("deny", "egress", "profile"),
         RuleRef("allow", "ingress", "profile", name="kns.ns1", rule=0),
+        RuleRef("deny", "ingress", "host"),
     ]
     for ref in refs:
         assert parse_prefix(prefix_for(ref)) == ref
+        assert RuleRef.from_json(ref.to_json()) == ref
     for bad in ("", "calico-packet", "XPI0|a/b", "APX0|a/b", "APIa|a/b", "API0|", "API0|a/b/c/d",
-                "DRI0", "ARIx|p"):  # fmt: skip
+                "DRI0", "ARIx|p", "DHI0", "DHX"):  # fmt: skip
         assert parse_prefix(bad) is None, bad
 
 
@@ -80,6 +82,25 @@ def test_renderer_logs_every_deciding_rule_and_maps_every_prefix() -> None:
     # The NFLOG comes before the verdict in the same rule.
     assert re.search(r'log prefix "API0\|np/ns1/b-in" group 1 meta mark set .* return', text)
     assert re.search(r'log prefix "DPI\|default" group 2 drop', text)
+
+
+def test_the_endpoint_to_host_drop_logs_as_the_host_default() -> None:
+    """A workload's packet to its own host that its egress policy allowed, then dropped by
+    ``defaultEndpointToHostAction: Drop``: the drop logs ``DHI`` (the host's ingress
+    decision), so flow logs do not report the connection as allowed only."""
+    ref = RuleRef("deny", "ingress", "host")
+    assert prefix_for(ref) == "DHI" and ref.label() == "endpoint-to-host-default"
+    assert ref.to_json()["kind"] == "host" and not ref.end_of_tier
+    r = render(state(), flow_logs=True)
+    to_host = r.tables()["ip"].chains["cali-wl-to-host"].rules
+    assert to_host[-1].body.endswith('log prefix "DHI" group 2 drop'), to_host[-1]
+    assert r.attribution["DHI"] == ref
+    for action, verdict in (("Accept", "accept"), ("Return", "return")):
+        other = render(state(), flow_logs=True, endpoint_to_host_action=action)
+        assert other.tables()["ip"].chains["cali-wl-to-host"].rules[-1].body == verdict
+        assert "DHI" not in other.attribution
+    plain = render(state())
+    assert plain.tables()["ip"].chains["cali-wl-to-host"].rules[-1].body == "drop"
 
 
 def test_flow_logs_off_renders_no_log_and_switching_rerenders_policy_chains() -> None:

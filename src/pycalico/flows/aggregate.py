@@ -143,7 +143,7 @@ class Aggregator:
                 self.dropped["unknown_prefix"] += 1
                 return
             ent = (ref, (
-                ref.tier, ref.policy_id() if ref.rule is not None or ref.owner == "profile" else "",
+                ref.tier, ref.policy_id() if ref.rule is not None or ref.owner != "policy" else "",
                 "" if ref.rule is None else str(ref.rule), ref.direction, ref.action,
             ))  # fmt: skip
             if len(self._refs) < _MAX_REFS:

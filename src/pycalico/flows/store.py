@@ -124,6 +124,8 @@ class FlowFilter:
                 names = {"end-of-tier", f"end-of-tier/{pol.tier}", pol.tier}
             elif pol.owner == "profile":
                 names.add("profile")
+            elif pol.owner == "host":
+                names.add("host")
             if want not in names:
                 return False
         return True

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pycalico.felix.rules.nflog import HOST_DEFAULT
+
 
 def _side(rec: Mapping[str, Any], side: str) -> Mapping[str, Any]:
     val = rec.get(side)
@@ -26,6 +28,8 @@ def policy_label(hit: Mapping[str, Any] | None) -> str:
         return ""
     if hit.get("end_of_tier"):
         return f"{hit.get('tier', '')} end-of-tier"
+    if hit.get("kind") == "host":
+        return HOST_DEFAULT
     if hit.get("kind") == "profile" or (not hit.get("tier") and hit.get("kind") == ""):
         if not hit.get("name"):
             return "no-profile-match"

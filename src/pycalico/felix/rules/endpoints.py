@@ -275,6 +275,9 @@ def static_chains(fam: Family, cfg: RenderConfig) -> dict[str, Chain]:
     if fam.version == 4 and cfg.workload_dns_v4:
         dns = ", ".join(cfg.workload_dns_v4)
         to_host.append(f"ip daddr {{ {dns} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
-    to_host.append(ENDPOINT_TO_HOST_ACTIONS[cfg.endpoint_to_host_action])
+    if cfg.endpoint_to_host_action == "Drop":  # logged: the egress allow was logged already
+        to_host.append(_log(RuleRef("deny", "ingress", "host"), cfg.flow_logs) + "drop")
+    else:
+        to_host.append(ENDPOINT_TO_HOST_ACTIONS[cfg.endpoint_to_host_action])
     chains.append(make_chain(N.WL_TO_HOST, to_host))
     return {c.name: c for c in chains}

@@ -12,7 +12,11 @@ Prefix format (Calico's): ``<action><owner><dir><index>|<id>``
   name (``kns.default``).
 - end of tier (no policy in the tier decided, default action Deny): ``DP<dir>|<tier>``;
   end of tier with default action Pass: ``PP<dir>|<tier>``;
-- no profile allowed (the endpoint chain's final drop): ``DR<dir>``.
+- no profile allowed (the endpoint chain's final drop): ``DR<dir>``;
+- a workload's packet to its own host dropped by ``defaultEndpointToHostAction: Drop``
+  after its egress policy let it through: ``DHI`` (the host's "ingress" decision; the
+  egress allow is logged by the rule that made it, so a pod -> host connection has two
+  records, as a pod -> pod one on the same node).
 
 A prefix of :data:`MAX_PREFIX` (63) characters or more becomes its first 10 characters, a
 hash of the whole, ``_`` and its last 10 characters (Calico's ``maybeHash``; 63 characters:
@@ -44,6 +48,9 @@ _KEEP = 10
 _HASH_LEN = MAX_PREFIX - 2 * _KEEP - 1
 
 FlowAction = Literal["allow", "deny", "pass"]
+Owner = Literal["policy", "profile", "host"]
+#: How the workload-to-host default action is named in flow records and metrics.
+HOST_DEFAULT = "endpoint-to-host-default"
 _ACTION_CHAR = {"allow": "A", "deny": "D", "pass": "P"}
 _CHAR_ACTION: dict[str, FlowAction] = {"A": "allow", "D": "deny", "P": "pass", "N": "pass"}
 _RULE_ACTIONS: dict[str, FlowAction] = {"Allow": "allow", "Deny": "deny", "Pass": "pass"}
@@ -53,13 +60,14 @@ _RULE_ACTIONS: dict[str, FlowAction] = {"Allow": "allow", "Deny": "deny", "Pass"
 class RuleRef:
     """What ended one policy evaluation step.
 
-    ``owner``: ``policy`` (a policy rule or, with ``rule`` None, the end of ``tier``) or
-    ``profile`` (a profile rule or, with ``name`` empty, no profile allowed).
+    ``owner``: ``policy`` (a policy rule or, with ``rule`` None, the end of ``tier``),
+    ``profile`` (a profile rule or, with ``name`` empty, no profile allowed) or ``host``
+    (the workload-to-host default action, :data:`HOST_DEFAULT`).
     """
 
     action: FlowAction
     direction: Literal["ingress", "egress"]
-    owner: Literal["policy", "profile"]
+    owner: Owner
     tier: str = ""
     kind: str = ""
     namespace: str = ""
@@ -73,12 +81,16 @@ class RuleRef:
     def policy_id(self) -> str:
         if self.owner == "profile":
             return self.name
+        if self.owner == "host":
+            return HOST_DEFAULT
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else (
             f"{self.kind}/{self.name}"
         )  # fmt: skip
 
     def label(self) -> str:
         """Short human form: ``tier/kind/ns/name#rule``, ``end-of-tier tier``, ..."""
+        if self.owner == "host":
+            return HOST_DEFAULT
         if self.owner == "profile":
             return f"profile {self.name}#{self.rule}" if self.name else "no-profile-match"
         if self.rule is None:
@@ -88,7 +100,9 @@ class RuleRef:
     def to_json(self) -> dict[str, Any]:
         return {
             "tier": self.tier,
-            "kind": self.kind if self.owner == "policy" else ("profile" if self.name else ""),
+            "kind": self.kind
+            if self.owner == "policy"
+            else ("host" if self.owner == "host" else ("profile" if self.name else "")),
             "namespace": self.namespace,
             "name": self.name,
             "rule": self.rule,
@@ -100,9 +114,11 @@ class RuleRef:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RuleRef:
         kind = str(d.get("kind") or "")
-        owner: Literal["policy", "profile"] = (
-            "profile" if kind == "profile" or (not kind and not d.get("tier")) else "policy"
-        )
+        owner: Owner = (
+            "host" if kind == "host"
+            else "profile" if kind == "profile" or (not kind and not d.get("tier"))
+            else "policy"
+        )  # fmt: skip
         return cls(
             action=d["action"],
             direction=d["direction"],
@@ -134,6 +150,8 @@ def maybe_hash(prefix: str) -> str:
 def prefix_for(ref: RuleRef) -> str:
     """The NFLOG prefix of ``ref`` (see the module docstring)."""
     a, d = _ACTION_CHAR[ref.action], _dir(ref.direction)
+    if ref.owner == "host":
+        return f"{a}H{d}"
     if ref.owner == "profile":
         if not ref.name:
             return f"DR{d}"
@@ -151,12 +169,14 @@ def log_statement(prefix: str, action: FlowAction) -> str:
 def parse_prefix(prefix: str) -> RuleRef | None:
     """Best-effort decode of an unhashed prefix without Felix's map (tier unknown for
     policy rules); None for anything malformed."""
-    if len(prefix) < 3 or prefix[0] not in _CHAR_ACTION or prefix[1] not in "PR":
+    if len(prefix) < 3 or prefix[0] not in _CHAR_ACTION or prefix[1] not in "PRH":
         return None
     if prefix[2] not in "IE":
         return None
     action = _CHAR_ACTION[prefix[0]]
     direction: Literal["ingress", "egress"] = "ingress" if prefix[2] == "I" else "egress"
+    if prefix[1] == "H":
+        return RuleRef(action, direction, "host") if len(prefix) == 3 else None
     head, sep, ident = prefix[3:].partition("|")
     if prefix[1] == "R":
         if not sep:

@@ -217,6 +217,8 @@ class RuleRenderer:
                 if t.egress_policies:
                     refs.append(RuleRef("deny", "egress", "policy", tier=t.name))
         refs += [RuleRef("deny", "ingress", "profile"), RuleRef("deny", "egress", "profile")]
+        if self.cfg.endpoint_to_host_action == "Drop":
+            refs.append(RuleRef("deny", "ingress", "host"))
         return {prefix_for(r): r for r in refs}
 
     def _set_endpoint(self, iid: ItemID, ep: EndpointUpdate | None) -> None:
