@@ -72,3 +72,19 @@ def test_policy_diff_lists_flows_that_change_and_the_matrix_delta() -> None:
     assert "would change verdict: 2" in text and "Reachability matrix delta: 2" in text
     # The unchanged proposal changes nothing.
     assert policy_diff(records, current(), []).changes == []
+
+
+def test_a_flow_the_nodes_host_default_dropped_is_skipped_not_a_change() -> None:
+    """A pod's connection to its own node: the source's egress allowed it, the node's
+    ``defaultEndpointToHostAction: Drop`` dropped it. The model knows policies, not that
+    Felix setting, so the flow is listed as skipped (with why), never as a change."""
+    src, node = Peer("wep", IPS["a"], "ns1", "a"), Peer("net", "198.18.0.1")
+    allow = RuleRef("allow", "egress", "profile", name="kns.ns1", rule=0)
+    host = RuleRef("deny", "ingress", "host")
+    records = [
+        FlowRecord(85, 100, "n", FlowKey("src", src, node, 6, 179, "allow", (allow,))),
+        FlowRecord(85, 100, "n", FlowKey("dst", src, node, 6, 179, "deny", (host,))),
+    ]
+    w = policy_diff(records, current(), [])
+    assert w.changes == [] and w.observed == 1
+    assert len(w.skipped) == 1 and "defaultEndpointToHostAction" in w.skipped[0]

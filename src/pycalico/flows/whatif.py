@@ -9,7 +9,9 @@ reachability-matrix delta between the current and the proposed model.
 
 Invariants: no I/O; a recorded peer the model no longer knows (a deleted workload) is
 replayed by its IP address; a flow that cannot be replayed is listed in ``skipped`` with
-the reason, never dropped silently.
+the reason, never dropped silently - among them a pod's connection to its own node that the
+node's ``defaultEndpointToHostAction`` dropped (a Felix setting, not a policy: no proposed
+policy can change that verdict, and the model does not know it).
 """
 
 from __future__ import annotations
@@ -95,6 +97,17 @@ def observed(records: Sequence[FlowRecord]) -> dict[FlowId, tuple[str, Peer, Pee
     return out
 
 
+def host_dropped(records: Sequence[FlowRecord]) -> set[FlowId]:
+    """The flows whose latest destination-side record is the node's endpoint-to-host
+    default drop (records oldest first)."""
+    last: dict[FlowId, FlowRecord] = {}
+    for r in records:
+        k = r.key
+        if k.reporter == "dst":
+            last[(_label(k.src), _label(k.dst), k.proto, k.dport)] = r
+    return {fid for fid, r in last.items() if r.policy is not None and r.policy.owner == "host"}
+
+
 def decided_by(ex: Explanation) -> str:
     d: Decision = ex.egress if ex.egress.verdict == "deny" else ex.ingress
     direction = "egress" if d is ex.egress else "ingress"
@@ -129,8 +142,13 @@ def policy_diff(
     then = PolicyInsight(apply_proposed(current, proposed))
     out = WhatIf()
     flows = observed(records)
+    by_host = host_dropped(records)
     out.observed = len(flows)
     for (s, d, proto, port), (recorded, src, dst) in sorted(flows.items()):
+        if (s, d, proto, port) in by_host:
+            out.skipped.append(f"{s} -> {d} {port}/{protocol_name(proto)}: dropped by the "
+                               "node's defaultEndpointToHostAction, not by a policy")  # fmt: skip
+            continue
         try:
             cur = _explain(now, src, dst, proto, port)
             new = _explain(then, src, dst, proto, port)
