@@ -29,12 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pycalico.api.codec import decode
-from pycalico.cni.dataplane import FakeDataplane
-from pycalico.libnetwork.driver import IpamDriver, NetworkDriver
 from pycalico.libnetwork.server import PluginServer
-from tests.kit import builders as b
-from tests.kit.fakes import memory_datastore
-from tests.unit.test_libnetwork_driver import _post
+from tests.unit.test_libnetwork_driver import _drivers, _post
 
 FUZZ = settings(
     derandomize=True,
@@ -114,19 +110,10 @@ class Failures(logging.Handler):
         self.records.append(record)
 
 
-def _drivers() -> tuple[Any, IpamDriver, NetworkDriver]:
-    ds = memory_datastore(
-        b.node("h1", "192.0.2.1"),
-        b.ip_pool("net-a", "10.1.0.0/24", block_size=26),
-        b.ip_pool("tiny", "10.2.0.1/32", block_size=32),
-    )
-    return ds, IpamDriver(ds, "h1"), NetworkDriver(ds, "h1", FakeDataplane())
-
-
 @settings(FUZZ, max_examples=400)
 @given(calls)
 def test_fuzz_driver_requests(seq: list[tuple[bool, int, str, Any]]) -> None:
-    ds, ipam, net = _drivers()
+    ds, ipam, net, _ = _drivers()
     failures = Failures()
     logger = logging.getLogger("pycalico.libnetwork.driver")
     logger.addHandler(failures)
@@ -157,7 +144,7 @@ def test_fuzz_driver_requests(seq: list[tuple[bool, int, str, Any]]) -> None:
 def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One network driver on a unix socket for every example (a server per example would
     spend its time in shutdown's poll interval)."""
-    _, _, net = _drivers()
+    _, _, net, _ = _drivers()
     path = tmp_path_factory.mktemp("plug") / "calico.sock"
     srv = PluginServer(str(path), net.handle)
     srv.start("fuzz")

@@ -251,10 +251,11 @@ class Felix(KernelWatch):
         self._callbacks.queue.put([])  # wake the owner loop
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
-        if self.routes is not None and not self._thread.is_alive():
-            self.routes.close()
-        if self.qos is not None and not self._thread.is_alive():
-            self.qos.close()
+        if not self._thread.is_alive():
+            if self.routes is not None:
+                self.routes.close()
+            if self.qos is not None:
+                self.qos.close()
 
     def alive(self) -> bool:
         """The owner thread is running."""

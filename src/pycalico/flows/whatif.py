@@ -82,15 +82,20 @@ def _label(p: Peer) -> str:
     return f"{p.namespace}/{p.name}" if p.kind == "wep" else p.ip
 
 
-def observed(records: Sequence[FlowRecord]) -> dict[FlowId, tuple[str, Peer, Peer]]:
-    """Flow id -> (recorded verdict, src peer, dst peer), from the latest record of each
-    reporter (records oldest first)."""
+def _latest(records: Sequence[FlowRecord]) -> dict[tuple[FlowId, str], FlowRecord]:
+    """(flow id, reporter) -> its latest record (records oldest first)."""
     last: dict[tuple[FlowId, str], FlowRecord] = {}
     for r in records:
         k = r.key
         last[((_label(k.src), _label(k.dst), k.proto, k.dport), k.reporter)] = r
+    return last
+
+
+def observed(records: Sequence[FlowRecord]) -> dict[FlowId, tuple[str, Peer, Peer]]:
+    """Flow id -> (recorded verdict, src peer, dst peer), from the latest record of each
+    reporter (records oldest first)."""
     out: dict[FlowId, tuple[str, Peer, Peer]] = {}
-    for (fid, _rep), r in sorted(last.items(), key=lambda kv: kv[1].end):
+    for (fid, _rep), r in sorted(_latest(records).items(), key=lambda kv: kv[1].end):
         prev = out.get(fid)
         verdict = "deny" if r.key.action == "deny" or (prev and prev[0] == "deny") else "allow"
         out[fid] = (verdict, r.key.src, r.key.dst)
@@ -100,12 +105,11 @@ def observed(records: Sequence[FlowRecord]) -> dict[FlowId, tuple[str, Peer, Pee
 def host_dropped(records: Sequence[FlowRecord]) -> set[FlowId]:
     """The flows whose latest destination-side record is the node's endpoint-to-host
     default drop (records oldest first)."""
-    last: dict[FlowId, FlowRecord] = {}
-    for r in records:
-        k = r.key
-        if k.reporter == "dst":
-            last[(_label(k.src), _label(k.dst), k.proto, k.dport)] = r
-    return {fid for fid, r in last.items() if r.policy is not None and r.policy.owner == "host"}
+    return {
+        fid
+        for (fid, reporter), r in _latest(records).items()
+        if reporter == "dst" and r.policy is not None and r.policy.owner == "host"
+    }
 
 
 def decided_by(ex: Explanation) -> str:

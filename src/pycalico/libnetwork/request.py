@@ -52,10 +52,6 @@ class Request:
             f"{self.method}: {key} must be {want}, not {_kind(value)} ({excerpt(value, _EXCERPT)})"
         )
 
-    def has(self, key: str) -> bool:
-        """The field is present with a non-empty value (what ``if req.get(key)`` meant)."""
-        return bool(self.body.get(key))
-
     def text(self, key: str) -> str:
         v = self.body.get(key)
         if v is None:

@@ -1,7 +1,8 @@
 """The few ``bpf(2)`` calls the guards need, through ctypes (no libbpf, no compiler, no bpffs).
 
-Owns: the syscall itself (:func:`bpf`), :func:`prog_load` (a verified program's fd, with the
-verifier's log in the error), :func:`link_create` (a BPF link's fd) and :func:`in_netns`
+Owns: the instruction encoding (:func:`insn`), the syscall itself (:func:`bpf`),
+:func:`prog_load` (a verified program's fd, with the verifier's log in the error),
+:func:`link_create` (a BPF link's fd) and :func:`in_netns`
 (run a call in another network namespace: a netlink socket and a netfilter BPF link both
 belong to the namespace of the thread that made them).
 
@@ -45,6 +46,11 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351}
 _FOR_GOOD = {errno.EPERM, errno.EACCES, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
 _ATTR_SIZE = 128  # larger than every attr we send; the kernel wants the tail zeroed
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    """One eBPF instruction (``struct bpf_insn``, little-endian)."""
+    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
 def bpf(cmd: int, attr: bytes) -> int:

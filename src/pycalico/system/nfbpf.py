@@ -40,7 +40,7 @@ import struct
 import threading
 import weakref
 
-from pycalico.system.bpfsys import BpfUnsupported, in_netns, link_create, prog_load
+from pycalico.system.bpfsys import BpfUnsupported, in_netns, insn, link_create, prog_load
 from pycalico.system.btf import BtfError, member_offsets
 from pycalico.system.tcbpf import MARK_FROM_WL, MARK_SEEN
 
@@ -55,25 +55,21 @@ _NF_DROP, _NF_ACCEPT = 0, 1
 _CTX_SKB = 8  # offsetof(struct bpf_nf_ctx, skb)
 
 
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
-
-
 def program(mark_offset: int, sk_offset: int) -> bytes:
     """The guard's bytecode for a kernel whose ``sk_buff.mark`` is at ``mark_offset`` and
     ``sk_buff.sk`` at ``sk_offset``: ``NF_ACCEPT`` for a packet of an established local
     socket (early demux found it), else ``NF_DROP`` when ``mark & (FROM_WL|SEEN) ==
     FROM_WL``, else ``NF_ACCEPT``."""
     return (
-        _insn(0x79, 2, 1, _CTX_SKB)  # r2 = ctx->skb
-        + _insn(0xB7, 0, imm=_NF_ACCEPT)
-        + _insn(0x79, 3, 2, sk_offset)  # r3 = skb->sk
-        + _insn(0x55, 3, off=4, imm=0)  # a local socket's established flow: accept
-        + _insn(0x61, 3, 2, mark_offset)  # r3 = skb->mark
-        + _insn(0x57, 3, imm=MARK_FROM_WL | MARK_SEEN)  # r3 &= FROM_WL | SEEN
-        + _insn(0x55, 3, off=1, imm=MARK_FROM_WL)  # not (from a workload, unseen): accept
-        + _insn(0xB7, 0, imm=_NF_DROP)
-        + _insn(0x95)
+        insn(0x79, 2, 1, _CTX_SKB)  # r2 = ctx->skb
+        + insn(0xB7, 0, imm=_NF_ACCEPT)
+        + insn(0x79, 3, 2, sk_offset)  # r3 = skb->sk
+        + insn(0x55, 3, off=4, imm=0)  # a local socket's established flow: accept
+        + insn(0x61, 3, 2, mark_offset)  # r3 = skb->mark
+        + insn(0x57, 3, imm=MARK_FROM_WL | MARK_SEEN)  # r3 &= FROM_WL | SEEN
+        + insn(0x55, 3, off=1, imm=MARK_FROM_WL)  # not (from a workload, unseen): accept
+        + insn(0xB7, 0, imm=_NF_DROP)
+        + insn(0x95)
     )
 
 

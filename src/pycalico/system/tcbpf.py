@@ -39,9 +39,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pycalico.system.bpfsys import BpfError, BpfUnsupported, in_netns, prog_load
-
-__all__ = ["PROGRAMS", "Attach", "BpfError", "BpfUnsupported", "attach", "load"]
+from pycalico.system.bpfsys import BpfError, in_netns, insn, prog_load
 
 #: The packet mark bit set on everything that entered the node from a workload interface.
 MARK_FROM_WL = 0x200000
@@ -60,16 +58,12 @@ _SKB_PROTOCOL = 16
 _SKB_INGRESS_IFINDEX = 36
 
 
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
-
-
 _LDXW, _STXW, _OR32K, _AND64K = 0x61, 0x63, 0x44, 0x57
 _MOV64K, _JEQK, _JNEK, _JSETK, _EXIT = 0xB7, 0x15, 0x55, 0x45, 0x95
 
 
 def _ret(verdict: int) -> bytes:
-    return _insn(_MOV64K, 0, imm=verdict) + _insn(_EXIT)
+    return insn(_MOV64K, 0, imm=verdict) + insn(_EXIT)
 
 
 def _ipv4_only(body: bytes) -> bytes:
@@ -77,21 +71,21 @@ def _ipv4_only(body: bytes) -> bytes:
     protocol jumps straight to that pass verdict."""
     n = len(body) // 8
     proto = socket.htons(0x0800)  # skb->protocol is big-endian, read as a native u32
-    return _insn(_LDXW, 4, 1, _SKB_PROTOCOL) + _insn(_JNEK, 4, off=n - 2, imm=proto) + body
+    return insn(_LDXW, 4, 1, _SKB_PROTOCOL) + insn(_JNEK, 4, off=n - 2, imm=proto) + body
 
 
 _WL_OUT = (
-    _insn(_LDXW, 2, 1, _SKB_MARK)
-    + _insn(_JSETK, 2, off=4, imm=MARK_SEEN)  # seen: pass
-    + _insn(_LDXW, 3, 1, _SKB_INGRESS_IFINDEX)
-    + _insn(_JEQK, 3, off=2, imm=0)  # sent by the host itself: pass
+    insn(_LDXW, 2, 1, _SKB_MARK)
+    + insn(_JSETK, 2, off=4, imm=MARK_SEEN)  # seen: pass
+    + insn(_LDXW, 3, 1, _SKB_INGRESS_IFINDEX)
+    + insn(_JEQK, 3, off=2, imm=0)  # sent by the host itself: pass
     + _ret(_TC_ACT_SHOT)
     + _ret(_TC_ACT_UNSPEC)
 )
 _HOST_OUT = (
-    _insn(_LDXW, 2, 1, _SKB_MARK)
-    + _insn(_AND64K, 2, imm=MARK_FROM_WL | MARK_SEEN)
-    + _insn(_JNEK, 2, off=2, imm=MARK_FROM_WL)
+    insn(_LDXW, 2, 1, _SKB_MARK)
+    + insn(_AND64K, 2, imm=MARK_FROM_WL | MARK_SEEN)
+    + insn(_JNEK, 2, off=2, imm=MARK_FROM_WL)
     + _ret(_TC_ACT_SHOT)
     + _ret(_TC_ACT_UNSPEC)
 )
@@ -99,9 +93,9 @@ _HOST_OUT = (
 #: (Felix without ``ipv6Support`` has no ``ip6 calico`` table to mark IPv6 ones).
 PROGRAMS: dict[str, bytes] = {
     "wl-in": (
-        _insn(_LDXW, 2, 1, _SKB_MARK)
-        + _insn(_OR32K, 2, imm=MARK_FROM_WL)
-        + _insn(_STXW, 1, 2, _SKB_MARK)
+        insn(_LDXW, 2, 1, _SKB_MARK)
+        + insn(_OR32K, 2, imm=MARK_FROM_WL)
+        + insn(_STXW, 1, 2, _SKB_MARK)
         + _ret(_TC_ACT_UNSPEC)
     ),
     "wl-out": _WL_OUT,

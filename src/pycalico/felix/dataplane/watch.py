@@ -89,7 +89,7 @@ def route_topic(line: str, prefix: str = "cali", proto: int = 80) -> str | None:
     if label == "[NETCONF":  # "inet cali123 proxy_neigh off", "inet all forwarding off"
         words = rest.split()
         dev = words[1] if len(words) > 1 else ""
-        mine = dev == "all" or (prefix and dev.startswith(prefix) and not dev.startswith("bw"))
+        mine = dev == "all" or (prefix and dev.startswith(prefix))
         return ROUTES_TOPIC if mine else None
     words = rest.replace("@", " ").replace(":", " ").split()
     topic = ROUTE_TABLE_TOPIC if label == "[ROUTE" else ROUTES_TOPIC
