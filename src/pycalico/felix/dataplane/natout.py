@@ -145,6 +145,11 @@ class NatOutgoing:
             f"delete table {self.family} {TABLE_NAME}\n" + want
         )
         self._applied, self._listing = want, self._list()
+        action = "snat to" if snat_to else "masquerade"
+        if self._listing is None or action not in self._listing:
+            # Changed by someone else between our commit and this read (a hand-flushed
+            # chain): never take that as our state; the next reconcile rewrites the table.
+            self._applied, self._listing = None, None
         return True
 
     def remove(self) -> None:
