@@ -434,3 +434,28 @@ def test_full_apply_restores_the_sysctls_of_workload_interfaces() -> None:
     sc.values["net.ipv4.conf.calia.proxy_arp"] = "0"
     assert dp.apply(want, full=False) == [] and sc.read("net.ipv4.conf.calia.proxy_arp") == "0"
     assert dp.apply(want, full=True) == [] and sc.read("net.ipv4.conf.calia.proxy_arp") == "1"
+
+
+def test_nat_table_changed_between_our_write_and_its_read_is_rewritten() -> None:
+    """Felix re-reads calico-nat right after writing it, to compare later checks with. If
+    someone flushed the chain in between, that read must not become "our state" (every
+    later check would then find no drift): the next reconcile rewrites the table."""
+    from pycalico.felix.dataplane.natout import NatOutgoing
+
+    kernel = {"listing": ""}
+    writes: list[str] = []
+
+    def nft(argv: tuple[str, ...], stdin: str | None) -> Completed | None:
+        if argv[:2] == ("nft", "-f"):
+            writes.append(stdin or "")
+            return Completed(argv, 0, "", "")
+        return Completed(argv, 0, kernel["listing"], "")
+
+    nat = NatOutgoing(FakeProcessRunner(handlers=[nft]))
+    pools = (N("10.244.0.0/16"),)
+    kernel["listing"] = "table ip calico-nat { chain nat-POSTROUTING { } }"  # flushed at once
+    assert nat.reconcile(pools, pools) and len(writes) == 1
+    assert nat.reconcile(pools, pools, check=True) and len(writes) == 2  # rewritten
+    kernel["listing"] = "table ip calico-nat { chain nat-POSTROUTING { masquerade } }"
+    assert nat.reconcile(pools, pools) and len(writes) == 3
+    assert not nat.reconcile(pools, pools, check=True) and len(writes) == 3  # settled
